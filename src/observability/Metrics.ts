@@ -1,0 +1,222 @@
+/**
+ * Every non-Stripe metric of the service, defined once so names stay stable for the alert rules
+ * and the Grafana dashboard (deploy/). The Stripe client defines its own `flexprice_stripe_*`
+ * metrics in src/stripe/StripeMetrics.ts.
+ *
+ * Effect metrics live in a process-global registry; @effect/opentelemetry exports them through
+ * OpenTelemetry (Telemetry.ts), where the Prometheus exporter renders them:
+ *   - counters (all `incremental`, hence monotonic) keep their name; names already end in `_total`;
+ *   - histograms become `<name>_bucket` / `<name>_sum` / `<name>_count`;
+ *   - gauges keep their name.
+ * No metric carries a `unit` tag: @effect/opentelemetry would turn it into an OTel unit and the
+ * Prometheus exporter could then append a unit suffix, changing the names the alerts use.
+ *
+ * Usage:
+ *   Metric.increment(Metrics.syncBatchesTotal.pipe(Metric.tagged("status", "synced")))
+ *   effect.pipe(Metrics.timedSeconds(Metrics.syncBatchDurationSeconds))
+ *   Metric.set(Metrics.syncPendingBatches, 3)
+ *   Metric.taggedWithLabels(Metrics.eventsAcceptedTotal, tenantTags(scope))
+ */
+import { Duration, Effect, Metric, MetricBoundaries, MetricLabel } from "effect"
+import type { TenantScope } from "../domain/Ids.js"
+
+// ---------------------------------------------------------------------------------------------
+// Buckets
+
+/** Request/processing durations in seconds: 5 ms … ~41 s. */
+export const durationBoundaries = MetricBoundaries.exponential({ start: 0.005, factor: 2, count: 14 })
+
+/** Sync lag in seconds (window end → synced): the SLO is 65 minutes, so buckets cluster there. */
+export const lagBoundaries = MetricBoundaries.fromIterable([
+  30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 3900, 5400, 7200, 14400, 28800, 86400
+])
+
+// ---------------------------------------------------------------------------------------------
+// Tenant labels (bounded cardinality only when the operator opts in)
+
+/** Reads `FLEXPRICE_METRICS_TENANT_LABELS` at call time so tests and operators can flip it. */
+export const tenantLabelsEnabled = (): boolean =>
+  (process.env["FLEXPRICE_METRICS_TENANT_LABELS"] ?? "").trim().toLowerCase() === "true"
+
+/**
+ * `tenant_id` / `environment_id` labels when `FLEXPRICE_METRICS_TENANT_LABELS=true`, else none.
+ * Use with `Metric.taggedWithLabels(metric, tenantTags(scope))`.
+ */
+export const tenantTags = (
+  scope: Pick<TenantScope, "tenantId" | "environmentId"> | undefined
+): ReadonlyArray<MetricLabel.MetricLabel> =>
+  scope !== undefined && tenantLabelsEnabled()
+    ? [MetricLabel.make("tenant_id", scope.tenantId), MetricLabel.make("environment_id", scope.environmentId)]
+    : []
+
+/** The same labels as a plain record (for span attributes or ad-hoc tagging). */
+export const tenantTagRecord = (
+  scope: Pick<TenantScope, "tenantId" | "environmentId"> | undefined
+): Record<string, string> => Object.fromEntries(tenantTags(scope).map((l) => [l.key, l.value]))
+
+// ---------------------------------------------------------------------------------------------
+// Sync
+
+/** Batches by final status. Tag `status`: `synced` | `failed` | `skipped` | `retrying`. */
+export const syncBatchesTotal = Metric.counter("flexprice_sync_batches_total", {
+  description: "Sync batches by status",
+  incremental: true
+})
+
+/** Fraction (0..1) of batches synced in the last run. Set once per run. */
+export const syncSuccessRatio = Metric.gauge("flexprice_sync_success_ratio", {
+  description: "Share of batches synced successfully in the latest sync run (0..1)"
+})
+
+/** Wall time to process one batch (aggregate → push → record). */
+export const syncBatchDurationSeconds = Metric.histogram(
+  "flexprice_sync_batch_duration_seconds",
+  durationBoundaries,
+  "Time to process one sync batch, seconds"
+)
+
+/** Window end → batch confirmed by Stripe. */
+export const syncLagSeconds = Metric.histogram(
+  "flexprice_sync_lag_seconds",
+  lagBoundaries,
+  "Event processing lag from aggregation window end to synced, seconds"
+)
+
+export const syncPendingBatches = Metric.gauge("flexprice_sync_pending_batches", {
+  description: "Sync batches waiting to be pushed"
+})
+
+export const syncFailedBatches = Metric.gauge("flexprice_sync_failed_batches", {
+  description: "Sync batches in failed state (needing retry or operator action)"
+})
+
+export const syncOldestUnsyncedWindowAgeSeconds = Metric.gauge(
+  "flexprice_sync_oldest_unsynced_window_age_seconds",
+  { description: "Age of the oldest closed aggregation window not yet synced, seconds (0 when none)" }
+)
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks
+
+/**
+ * Webhook deliveries. Tags `type` (Stripe event type) and `outcome`:
+ * `processed` | `duplicate` | `ignored` | `unmapped` | `conflict` | `invalid` | `failed`.
+ */
+export const webhooksTotal = Metric.counter("flexprice_webhooks_total", {
+  description: "Stripe webhook deliveries by type and outcome",
+  incremental: true
+})
+
+export const webhookDurationSeconds = Metric.histogram(
+  "flexprice_webhook_duration_seconds",
+  durationBoundaries,
+  "Webhook handling time, seconds"
+)
+
+/** Tag `reason`: `signature` | `timestamp` | `body_too_large` | `malformed` | `ip_not_allowed`. */
+export const webhookSignatureFailuresTotal = Metric.counter("flexprice_webhook_signature_failures_total", {
+  description: "Webhook deliveries rejected before processing (bad signature, stale timestamp, ...)",
+  incremental: true
+})
+
+// ---------------------------------------------------------------------------------------------
+// Ingestion
+
+export const eventsAcceptedTotal = Metric.counter("flexprice_events_accepted_total", {
+  description: "Usage events accepted",
+  incremental: true
+})
+
+/** Tag `reason` (validation code), bounded. */
+export const eventsRejectedTotal = Metric.counter("flexprice_events_rejected_total", {
+  description: "Usage events rejected by validation",
+  incremental: true
+})
+
+/** Tag `code`: the typed error code. */
+export const eventProcessingErrorsTotal = Metric.counter("flexprice_event_processing_errors_total", {
+  description: "Errors while processing usage events, by error code",
+  incremental: true
+})
+
+export const pendingCustomerEvents = Metric.gauge("flexprice_pending_customer_events", {
+  description: "Events waiting for their customer to be onboarded"
+})
+
+/** Tag `backend`: `postgres` | `pglite` | `clickhouse`. */
+export const aggregationQueryDurationSeconds = Metric.histogram(
+  "flexprice_aggregation_query_duration_seconds",
+  durationBoundaries,
+  "Aggregation query time by event-store backend, seconds"
+)
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+/** Tags `method`, `route` (the route template, never the raw path), `status` (class `2xx`…). */
+export const httpRequestsTotal = Metric.counter("flexprice_http_requests_total", {
+  description: "HTTP requests served",
+  incremental: true
+})
+
+export const httpRequestDurationSeconds = Metric.histogram(
+  "flexprice_http_request_duration_seconds",
+  durationBoundaries,
+  "HTTP request handling time, seconds"
+)
+
+// ---------------------------------------------------------------------------------------------
+// Errors by type (typed errors report their code)
+
+/** Tags `code` and `area` (`sync` | `webhook` | `ingest` | `http` | `migration` | `config`). */
+export const errorsTotal = Metric.counter("flexprice_errors_total", {
+  description: "Typed errors by code and area",
+  incremental: true
+})
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/** Records the effect's wall time in seconds into a `_seconds` histogram. */
+export const timedSeconds = (
+  histogram: Metric.Metric.Histogram<number>
+): (<A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+  Metric.trackDurationWith(histogram, (d) => Duration.toMillis(d) / 1000)
+
+/** HTTP status class label (`2xx`, `4xx`, ...). */
+export const statusClass = (status: number): string => `${Math.floor(status / 100)}xx`
+
+/** Every metric above, so the exporter can list them (at zero) from start-up. */
+export const all: ReadonlyArray<{ register(): unknown }> = [
+  syncBatchesTotal,
+  syncSuccessRatio,
+  syncBatchDurationSeconds,
+  syncLagSeconds,
+  syncPendingBatches,
+  syncFailedBatches,
+  syncOldestUnsyncedWindowAgeSeconds,
+  webhooksTotal,
+  webhookDurationSeconds,
+  webhookSignatureFailuresTotal,
+  eventsAcceptedTotal,
+  eventsRejectedTotal,
+  eventProcessingErrorsTotal,
+  pendingCustomerEvents,
+  aggregationQueryDurationSeconds,
+  httpRequestsTotal,
+  httpRequestDurationSeconds,
+  errorsTotal
+]
+
+/**
+ * Registers metrics (untagged) in Effect's global registry so they show up in `/metrics` before
+ * their first update. Accepts any module namespace (e.g. `import * as StripeMetrics`); values that
+ * are not Effect metrics are skipped.
+ */
+export const registerAll = (source: Iterable<unknown> | Record<string, unknown> = all): void => {
+  const values = Symbol.iterator in Object(source) ? [...(source as Iterable<unknown>)] : Object.values(source)
+  for (const v of values) if (isMetric(v)) v.register()
+}
+
+const isMetric = (u: unknown): u is { register(): unknown } =>
+  typeof u === "function" && "keyType" in u && "unsafeValue" in u && "register" in u
