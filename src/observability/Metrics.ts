@@ -12,7 +12,8 @@
  * Prometheus exporter could then append a unit suffix, changing the names the alerts use.
  *
  * Usage:
- *   Metric.increment(Metrics.syncBatchesTotal.pipe(Metric.tagged("status", "synced")))
+ *   Metric.increment(Metric.tagged(Metrics.syncBatchesTotal, "status", "synced"))
+ *     (use the data-first form: `metric.pipe(Metric.tagged(k, v))` infers the input type as never)
  *   effect.pipe(Metrics.timedSeconds(Metrics.syncBatchDurationSeconds))
  *   Metric.set(Metrics.syncPendingBatches, 3)
  *   Metric.taggedWithLabels(Metrics.eventsAcceptedTotal, tenantTags(scope))
