@@ -43,7 +43,7 @@ export const LogLevelConfig: Config.Config<LogLevel.LogLevel> = Config.string("F
   Config.mapOrFail((s) => {
     const level = toLogLevel(s)
     return level === undefined
-      ? Either.left(ConfigError.InvalidData([], `expected one of ${LOG_LEVELS.join(", ")}, got "${s}"`))
+      ? Either.left(ConfigError.InvalidData(["FLEXPRICE_LOG_LEVEL"], `expected one of ${LOG_LEVELS.join(", ")}, got "${s}"`))
       : Either.right(level)
   })
 )
