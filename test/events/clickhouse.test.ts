@@ -3,14 +3,15 @@
  * test/support/clickhouse.ts), plus ClickHouse-only checks: migrations, configuration, errors.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Exit, Layer, Redacted } from "effect"
-import { ClickHouseEventStore } from "../../src/events/ClickHouseEventStore.js"
+import { Chunk, ConfigProvider, Effect, Exit, Layer, Redacted, Stream } from "effect"
+import { ClickHouseEventStore, fromClient } from "../../src/events/ClickHouseEventStore.js"
+import { normalize } from "../../src/domain/Decimal.js"
 import { makeClient, resolveConnection } from "../../src/events/clickhouse/Client.js"
 import { ClickHouseMigrator, loadMigrations, defaultMigrationsDir, splitStatements } from "../../src/events/clickhouse/Migrator.js"
-import { Sql } from "../../src/events/clickhouse/escape.js"
+import { Sql, sql, tsvDateTime, tsvLine, tsvString } from "../../src/events/clickhouse/escape.js"
 import { EventStore, EventStoreError } from "../../src/events/EventStore.js"
 import { clickHouseTestDatabase, withClickHouse } from "../support/clickhouse.js"
-import { eventStoreContract } from "./EventStoreContract.js"
+import { eventStoreContract, freshScope, processedRow, storedEvent } from "./EventStoreContract.js"
 
 describe("ClickHouse connection settings", () => {
   it("takes credentials and the database out of the URL", () => {
@@ -109,6 +110,79 @@ withClickHouse((url) => {
           expect((error as EventStoreError).backend).toBe("clickhouse")
         }
       })
+    )
+
+    it.live("racing copies (inserted past the pre-check) are deduplicated by reads and by merges: the first copy wins", () =>
+      Effect.gen(function* () {
+        const connection = resolveConnection({ url, database })
+        const raw = yield* makeClient(connection)
+        const store = fromClient(raw)
+        const scope = freshScope()
+        const T = new Date("2025-04-01T10:00:00.000Z")
+        const minute = (n: number) => new Date(T.getTime() + n * 60_000)
+        const first = processedRow(scope, { eventId: "evt-race", timestamp: minute(5), ingestedAt: minute(61), qtyBillable: "3" })
+        const late = { ...first, ingestedAt: minute(150), qtyBillable: "100", customerId: "cust_z" }
+        // Two writers both passed the existence check: the late copy goes through the store, the
+        // first one is written raw (as the racing writer did, its check having seen nothing).
+        yield* store.insertProcessed([late])
+        yield* raw.insertTsv(
+          "t",
+          "events_processed",
+          ["tenant_id", "environment_id", "event_id", "meter_id", "customer_id", "event_name", "timestamp", "timestamp_ms", "ingested_at_ms", "qty_total", "qty_billable", "version"],
+          tsvLine([
+            scope.tenantId, scope.environmentId, first.eventId, first.meterId, first.customerId, first.eventName,
+            tsvDateTime(first.timestamp), String(first.timestamp.getTime()), String(first.ingestedAt.getTime()), "3", "3",
+            String(2n ** 42n - 1n - BigInt(first.ingestedAt.getTime()))
+          ])
+        )
+        const e1 = storedEvent(scope, { eventId: "evt-race", timestamp: minute(5), ingestedAt: minute(61), propertiesJson: '{"copy":1}' })
+        const e2 = { ...e1, timestamp: minute(7), ingestedAt: minute(62), propertiesJson: '{"copy":2}' }
+        yield* store.insertEvents([e2])
+        yield* raw.insertTsv(
+          "t",
+          "events",
+          ["tenant_id", "environment_id", "event_id", "event_name", "external_customer_id", "customer_id", "timestamp", "timestamp_ms", "ingested_at_ms", "properties", "status", "error", "version"],
+          tsvLine([
+            scope.tenantId, scope.environmentId, e1.eventId, e1.eventName, e1.externalCustomerId, "",
+            tsvDateTime(e1.timestamp), String(e1.timestamp.getTime()), String(e1.ingestedAt.getTime()), tsvString(e1.propertiesJson),
+            "pending", "", String(2n ** 42n - 1n - BigInt(e1.ingestedAt.getTime()))
+          ])
+        )
+        // ...and its key, as insertEvents writes it after the event
+        yield* raw.insertTsv(
+          "t",
+          "event_keys",
+          ["tenant_id", "environment_id", "event_id", "timestamp_ms", "ingested_at_ms", "version"],
+          tsvLine([
+            scope.tenantId, scope.environmentId, e1.eventId, String(e1.timestamp.getTime()), String(e1.ingestedAt.getTime()),
+            String(2n ** 42n - 1n - BigInt(e1.ingestedAt.getTime()))
+          ])
+        )
+        const check = Effect.gen(function* () {
+          const q = { scope, windowStart: T, windowEnd: minute(60), ingestedBefore: minute(24 * 60), meterIds: ["mtr_a"], pageSize: 10 }
+          const all = Chunk.toReadonlyArray(yield* Stream.runCollect(store.aggregateBillable(q)))
+          expect(all.map((g) => [g.customerId, g.quantity, g.eventCount])).toEqual([["cust_a", "3", 1]])
+          // the late copy must not look like a late row or a delta
+          expect(yield* Stream.runCollect(store.aggregateBillable({ ...q, ingestedAfter: minute(100) })).pipe(Effect.map(Chunk.size))).toBe(0)
+          expect(yield* store.windowsWithLateRows({ scope, ingestedAfter: minute(100), ingestedBefore: minute(300), windowMinutes: 60, meterIds: ["mtr_a"] })).toEqual([])
+          const events = (yield* store.listEvents({ scope, limit: 10 })).events
+          expect(events.map((e) => e.propertiesJson)).toEqual(['{"copy":1}'])
+        })
+        yield* check
+        yield* store.updateEventStatus(scope, [{ eventId: "evt-race", customerId: "cust_1", status: "processed", error: null }])
+        const afterUpdate = (yield* store.listEvents({ scope, limit: 10 })).events
+        expect(afterUpdate.map((e) => [e.propertiesJson, e.status, e.customerId])).toEqual([['{"copy":1}', "processed", "cust_1"]])
+        // merges keep the same copies the reads chose
+        yield* raw.command("t", new Sql("OPTIMIZE TABLE events_processed FINAL"))
+        const left = yield* raw.query("t", sql`SELECT toString(qty_billable) AS q FROM events_processed WHERE tenant_id = ${scope.tenantId}`)
+        expect(left.map((r) => normalize(String(r["q"])))).toEqual(["3"])
+        yield* raw.command("t", new Sql("OPTIMIZE TABLE events FINAL"))
+        const evs = yield* raw.query("t", sql`SELECT properties, status FROM events WHERE tenant_id = ${scope.tenantId} ORDER BY properties`)
+        // the two copies have different timestamps (different sort keys), so both rows stay; the
+        // first copy (updated) is the one with the status update
+        expect(evs).toEqual([{ properties: '{"copy":1}', status: "processed" }, { properties: '{"copy":2}', status: "pending" }])
+        yield* check
+      }).pipe(Effect.scoped)
     )
 
     it.live("quantities with more than 12 fractional digits are refused, not rounded", () =>
