@@ -164,11 +164,11 @@ export class StripeClient extends Context.Tag("flexprice/StripeClient")<StripeCl
   /** From STRIPE_* environment variables (see StripeSettings.settingsConfig). */
   static readonly layer: Layer.Layer<StripeClient, import("effect/ConfigError").ConfigError> = Layer.scoped(
     StripeClient,
-    Effect.flatMap(settingsConfig, (s) => make(s))
+    Effect.flatMap(settingsConfig, (s) => makeStripeClient(s))
   )
   /** From explicit settings, e.g. `StripeClient.layerWith(emulatorSettings(emulator.url, {...}))`. */
   static readonly layerWith = (settings: StripeClientSettings | StripeClientSettingsInput): Layer.Layer<StripeClient> =>
-    Layer.scoped(StripeClient, make(isFullSettings(settings) ? settings : makeSettings(settings)))
+    Layer.scoped(StripeClient, makeStripeClient(isFullSettings(settings) ? settings : makeSettings(settings)))
 }
 
 const isFullSettings = (s: StripeClientSettings | StripeClientSettingsInput): s is StripeClientSettings =>
@@ -335,7 +335,7 @@ const decimalOf = (v: unknown): string => normalize(typeof v === "string" ? v : 
 // ---------------------------------------------------------------------------------------------
 
 /** Builds the service from explicit settings. Per-tenant resources live as long as the scope. */
-export const make = (settings: StripeClientSettings): Effect.Effect<StripeClientService, never, Scope.Scope> =>
+export const makeStripeClient = (settings: StripeClientSettings): Effect.Effect<StripeClientService, never, Scope.Scope> =>
   Effect.gen(function* () {
     const scope = yield* Effect.scope
     const timeoutMs = Math.max(1, Math.round(Duration.toMillis(Duration.decode(settings.timeout))))
