@@ -1,0 +1,49 @@
+/**
+ * The one way customers come into existence — the API, Stripe webhooks and the Stripe customer
+ * migration all call `findOrCreate`/`create` — so that events which arrived before the customer
+ * are always processed once it exists.
+ */
+import { Effect, Option } from "effect"
+import { Conflict } from "../domain/Errors.js"
+import { EventIngestor } from "../events/EventIngestor.js"
+import { CustomerRepo, type CustomerRow, type NewCustomer } from "../repositories/CustomerRepo.js"
+
+export class CustomerService extends Effect.Service<CustomerService>()("flexprice/CustomerService", {
+  effect: Effect.gen(function* () {
+    const repo = yield* CustomerRepo
+    const ingestor = yield* EventIngestor
+
+    /** Create; a taken external_id → Conflict `customer_exists`. */
+    const create = Effect.fn("customers.create")(function* (input: NewCustomer) {
+      const inserted = yield* repo.insert(input)
+      if (Option.isNone(inserted))
+        return yield* Conflict.of("customer_exists", `a customer with external_id ${input.externalId} already exists`, {
+          external_id: input.externalId
+        })
+      yield* ingestor.processPendingFor(inserted.value.externalId, inserted.value.id)
+      return inserted.value
+    })
+
+    /**
+     * Find by external_id, or create it when allowed. Always runs the pending pass, which is a
+     * no-op when nothing is pending, so a customer created concurrently elsewhere is covered.
+     */
+    const findOrCreate = Effect.fn("customers.find_or_create")(function* (
+      input: NewCustomer,
+      options: { readonly create: boolean } = { create: true }
+    ) {
+      let found = yield* repo.findByExternalId(input.externalId)
+      let created = false
+      if (Option.isNone(found) && options.create) {
+        const inserted = yield* repo.insert(input)
+        created = Option.isSome(inserted)
+        found = Option.isSome(inserted) ? inserted : yield* repo.findByExternalId(input.externalId)
+      }
+      if (Option.isSome(found)) yield* ingestor.processPendingFor(found.value.externalId, found.value.id)
+      return { customer: found, created } as { readonly customer: Option.Option<CustomerRow>; readonly created: boolean }
+    })
+
+    return { create, findOrCreate } as const
+  }),
+  dependencies: [CustomerRepo.Default, EventIngestor.Default]
+}) {}

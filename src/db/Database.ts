@@ -1,0 +1,108 @@
+/**
+ * The relational store: PGlite (embedded, default) or PostgreSQL, both reached through
+ * `@effect/sql-pg`, so every repository runs the same SQL on both.
+ *
+ * Embedded mode: PGlite runs in this process; `@electric-sql/pglite-socket` serves it on a Unix
+ * socket in a fresh 0700 directory, and PgClient talks to it with exactly one connection
+ * (PGlite executes one query at a time anyway).
+ */
+import { PgClient } from "@effect/sql-pg"
+import { SqlClient } from "@effect/sql"
+import { PGlite } from "@electric-sql/pglite"
+import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
+import { Config, Data, Effect, Layer, Option, Redacted, String as Str } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { DatabaseConfig } from "../config/AppConfig.js"
+import { acquireDataDirLock } from "./DataDirLock.js"
+import { runMigrations } from "./Migrations.js"
+
+export class DatabaseStartFailed extends Data.TaggedError("DatabaseStartFailed")<{
+  readonly reason: string
+}> {
+  override get message() {
+    return `database failed to start: ${this.reason}`
+  }
+}
+
+const clientOptions = {
+  transformQueryNames: Str.camelToSnake,
+  transformResultNames: Str.snakeToCamel,
+  // pg parses numeric and int8 as strings by default: quantities stay exact.
+  applicationName: "flexprice"
+} as const
+
+/** Start PGlite on a Unix socket; resolves to the socket directory. */
+const startEmbedded = (dataDir: string) =>
+  Effect.gen(function* () {
+    yield* acquireDataDirLock(dataDir)
+    const pgdata = path.join(dataDir, "pgdata")
+    const db = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const db = new PGlite(pgdata)
+          await db.waitReady
+          return db
+        },
+        catch: (e) => new DatabaseStartFailed({ reason: `PGlite could not open ${pgdata}: ${(e as Error).message}` })
+      }),
+      (db) => Effect.promise(() => db.close()).pipe(Effect.ignore)
+    )
+    const socketDir = yield* Effect.acquireRelease(
+      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "flexprice-pg-"))),
+      (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+    )
+    fs.chmodSync(socketDir, 0o700)
+    const server = new PGLiteSocketServer({ db, path: path.join(socketDir, ".s.PGSQL.5432"), maxConnections: 1 })
+    yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => server.start(),
+        catch: (e) => new DatabaseStartFailed({ reason: `PGlite socket: ${(e as Error).message}` })
+      }),
+      () => Effect.promise(() => server.stop()).pipe(Effect.ignore)
+    )
+    return socketDir
+  })
+
+/** PgClient for the configured mode; migrations are run separately (`Migrations`). */
+export const layerFrom = (config: DatabaseConfig) =>
+  Option.match(config.url, {
+    onNone: () =>
+      Layer.unwrapScoped(
+        Effect.map(startEmbedded(config.dataDir), (socketDir) =>
+          PgClient.layer({
+            host: socketDir,
+            port: 5432,
+            database: "postgres",
+            username: "postgres",
+            maxConnections: 1,
+            minConnections: 1,
+            ...clientOptions
+          })
+        )
+      ),
+    onSome: (url) => PgClient.layer({ url, maxConnections: 10, ...clientOptions })
+  })
+
+export type DatabaseMode = "embedded" | "postgres"
+export const modeOf = (config: DatabaseConfig): DatabaseMode => (Option.isSome(config.url) ? "postgres" : "embedded")
+
+/** SqlClient from the environment (FLEXPRICE_DATABASE_URL / FLEXPRICE_DATA_DIR), migrated. */
+export const layer = Layer.unwrapEffect(Effect.map(DatabaseConfig, layerFrom))
+
+export const layerMigrated = (config: DatabaseConfig) =>
+  Layer.effectDiscard(runMigrations).pipe(Layer.provideMerge(layerFrom(config)))
+
+export const layerMigratedFromEnv = Layer.unwrapEffect(Effect.map(DatabaseConfig, layerMigrated))
+
+export const describe = (config: DatabaseConfig): string =>
+  Option.match(config.url, {
+    onNone: () => `embedded PGlite in ${path.resolve(config.dataDir)}`,
+    onSome: (url) => `PostgreSQL at ${redactUrl(Redacted.value(url))}`
+  })
+
+/** postgres://user:pass@host/db → postgres://user:***@host/db */
+export const redactUrl = (u: string): string => u.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:***@")
+
+export { SqlClient, Config }

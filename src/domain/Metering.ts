@@ -1,0 +1,47 @@
+/**
+ * Turning one raw event into billable quantities, per matching meter. Pure: no I/O.
+ * COUNT → 1; SUM/MAX/LATEST → the exact decimal of the meter's field. A missing or non-numeric
+ * field is a processing error, never a silent zero.
+ */
+import * as Decimal from "./Decimal.js"
+import { JsonNumber, type JsonValue } from "./Json.js"
+import type { AggregationType, MeterFilter } from "./Models.js"
+
+export interface MeterRule {
+  readonly id: string
+  readonly eventName: string
+  readonly aggregationType: AggregationType
+  readonly aggregationField: string | null
+  readonly filters: ReadonlyArray<MeterFilter>
+}
+
+export type Quantity = { readonly _tag: "Ok"; readonly meterId: string; readonly qty: string } | { readonly _tag: "Error"; readonly meterId: string; readonly reason: string }
+
+/** numeric(38,12): at most 26 digits before the point and 12 after. */
+const fitsColumn = (d: string): boolean => {
+  const n = d.replace("-", "")
+  const [ip = "", fp = ""] = n.split(".")
+  return ip.length <= 26 && fp.length <= 12
+}
+
+const scalarText = (v: JsonValue | undefined): string | undefined =>
+  v instanceof JsonNumber ? v.raw : typeof v === "string" ? v : typeof v === "boolean" ? String(v) : undefined
+
+export const matches = (meter: MeterRule, eventName: string, properties: Readonly<Record<string, JsonValue>>): boolean =>
+  meter.eventName === eventName &&
+  meter.filters.every((f) => {
+    const v = scalarText(properties[f.key])
+    return v !== undefined && f.values.includes(v)
+  })
+
+export const quantityFor = (meter: MeterRule, properties: Readonly<Record<string, JsonValue>>): Quantity => {
+  if (meter.aggregationType === "COUNT") return { _tag: "Ok", meterId: meter.id, qty: "1" }
+  const field = meter.aggregationField ?? ""
+  const raw = properties[field]
+  if (raw === undefined || raw === null) return { _tag: "Error", meterId: meter.id, reason: `property ${field} is missing` }
+  const text = raw instanceof JsonNumber ? raw.raw : typeof raw === "string" ? raw.trim() : undefined
+  if (text === undefined || !Decimal.isDecimal(text)) return { _tag: "Error", meterId: meter.id, reason: `property ${field} is not numeric` }
+  const qty = Decimal.normalize(text)
+  if (!fitsColumn(qty)) return { _tag: "Error", meterId: meter.id, reason: `property ${field} is out of range (at most 26 integer and 12 fractional digits)` }
+  return { _tag: "Ok", meterId: meter.id, qty }
+}

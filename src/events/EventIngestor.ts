@@ -1,0 +1,264 @@
+/**
+ * Ingestion: validate raw events, store them durably, and turn each into processed rows for the
+ * meters it matches. Events of customers that do not exist yet are kept in `pending_events`
+ * and processed by `processPendingFor` when the customer appears (API, webhook, migration).
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Metric } from "effect"
+import { CurrentTenant } from "../domain/Tenant.js"
+import { newId } from "../domain/Ids.js"
+import { isJsonObject, JsonNumber, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
+import { matches, quantityFor, type MeterRule } from "../domain/Metering.js"
+import type { IngestRejection, IngestResult } from "../domain/Models.js"
+import { CustomerRepo } from "../repositories/CustomerRepo.js"
+import { MeterRepo } from "../repositories/MeterRepo.js"
+import { EventStore, type EventStatus, type ProcessedEvent, type StoredEvent } from "./EventStore.js"
+import { IngestWatermark } from "./IngestWatermark.js"
+import * as Metrics from "../observability/Metrics.js"
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$/
+
+interface ValidEvent {
+  readonly index: number
+  readonly eventId: string
+  readonly eventName: string
+  readonly externalCustomerId: string
+  readonly timestamp: Date
+  readonly properties: Readonly<Record<string, JsonValue>>
+}
+
+const str = (v: unknown, max = 255): string | undefined =>
+  typeof v === "string" && v.length > 0 && v.length <= max ? v : undefined
+
+/** Validate one raw event (already parsed with exact numbers). */
+export const validateEvent = (
+  raw: unknown,
+  index: number,
+  now: Date
+): { readonly _tag: "Valid"; readonly event: ValidEvent } | { readonly _tag: "Rejected"; readonly rejection: IngestRejection } => {
+  const reject = (code: string, reason: string, eventId: string | null = null) =>
+    ({ _tag: "Rejected", rejection: { index, event_id: eventId, code, reason } }) as const
+  if (!isJsonObject(raw)) return reject("invalid_event", "event must be a JSON object")
+  const eventIdRaw = raw["event_id"]
+  if (eventIdRaw !== undefined && eventIdRaw !== null && str(eventIdRaw) === undefined)
+    return reject("invalid_event_id", "event_id must be a non-empty string of at most 255 characters")
+  const eventId = (eventIdRaw as string | undefined | null) ?? newId.event()
+  const eventName = str(raw["event_name"])
+  if (!eventName) return reject("invalid_event_name", "event_name is required (a non-empty string)", eventId)
+  const externalCustomerId = str(raw["external_customer_id"])
+  if (!externalCustomerId)
+    return reject("invalid_external_customer_id", "external_customer_id is required (a non-empty string)", eventId)
+  let timestamp = now
+  const ts = raw["timestamp"]
+  if (ts !== undefined && ts !== null) {
+    if (typeof ts !== "string" || !RFC3339.test(ts)) return reject("invalid_timestamp", "timestamp must be an RFC 3339 date-time", eventId)
+    timestamp = new Date(ts)
+    if (Number.isNaN(timestamp.getTime())) return reject("invalid_timestamp", "timestamp must be an RFC 3339 date-time", eventId)
+  }
+  const props = raw["properties"] ?? {}
+  if (!isJsonObject(props)) return reject("invalid_properties", "properties must be a JSON object", eventId)
+  return { _tag: "Valid", event: { index, eventId, eventName, externalCustomerId, timestamp, properties: props } }
+}
+
+/** The processed rows of one event, or the processing error. */
+export const processEvent = (
+  meters: ReadonlyArray<MeterRule>,
+  e: { eventId: string; eventName: string; timestamp: Date; properties: Readonly<Record<string, JsonValue>> },
+  scope: { tenantId: string; environmentId: string },
+  customerId: string,
+  ingestedAt: Date
+): { readonly rows: ReadonlyArray<ProcessedEvent>; readonly error: string | null } => {
+  const rows: Array<ProcessedEvent> = []
+  const errors: Array<string> = []
+  for (const m of meters) {
+    if (!matches(m, e.eventName, e.properties)) continue
+    const q = quantityFor(m, e.properties)
+    if (q._tag === "Error") {
+      errors.push(`meter ${m.id}: ${q.reason}`)
+      continue
+    }
+    rows.push({
+      tenantId: scope.tenantId,
+      environmentId: scope.environmentId,
+      eventId: e.eventId,
+      customerId,
+      meterId: m.id,
+      eventName: e.eventName,
+      timestamp: e.timestamp,
+      ingestedAt,
+      qtyTotal: q.qty,
+      qtyBillable: q.qty
+    })
+  }
+  return { rows, error: errors.length > 0 ? errors.join("; ") : null }
+}
+
+export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/EventIngestor", {
+  effect: Effect.gen(function* () {
+    const sql = yield* PgClient.PgClient
+    const store = yield* EventStore
+    const customers = yield* CustomerRepo
+    const meterRepo = yield* MeterRepo
+    const watermark = yield* IngestWatermark
+
+    /** Postgres backend: one transaction. ClickHouse: processed rows first (reads dedup), then events. */
+    const atomically = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      store.backend === "postgres" ? sql.withTransaction(effect) : effect
+
+    const storePending = (rows: ReadonlyArray<StoredEvent>) =>
+      rows.length === 0
+        ? Effect.void
+        : sql`INSERT INTO pending_events ${sql.insert(
+            rows.map((e) => ({
+              tenantId: e.tenantId,
+              environmentId: e.environmentId,
+              eventId: e.eventId,
+              externalCustomerId: e.externalCustomerId,
+              eventName: e.eventName,
+              timestamp: e.timestamp,
+              ingestedAt: e.ingestedAt,
+              properties: e.propertiesJson
+            }))
+          )} ON CONFLICT DO NOTHING`
+
+    /** Ingest parsed raw events (numbers as JsonNumber). Returns what was accepted/rejected by index. */
+    const ingest = Effect.fn("events.ingest")(function* (raws: ReadonlyArray<unknown>) {
+      const scope = yield* CurrentTenant
+      yield* Effect.annotateCurrentSpan({ "events.count": raws.length, tenant_id: scope.tenantId })
+      const result = yield* watermark.stamped((ingestedAt) =>
+        Effect.gen(function* () {
+          const rejected: Array<IngestRejection> = []
+          const valid: Array<ValidEvent> = []
+          const seen = new Set<string>()
+          let duplicates = 0
+          raws.forEach((raw, i) => {
+            const v = validateEvent(raw, i, ingestedAt)
+            if (v._tag === "Rejected") rejected.push(v.rejection)
+            else if (seen.has(v.event.eventId)) duplicates++
+            else {
+              seen.add(v.event.eventId)
+              valid.push(v.event)
+            }
+          })
+          if (valid.length === 0) return { accepted: 0, duplicates, rejected, event_ids: [], pendingExternalIds: [] as Array<string> }
+          const [customerIds, meters] = yield* Effect.all([
+            customers.idsByExternalIds([...new Set(valid.map((e) => e.externalCustomerId))]),
+            meterRepo.list
+          ])
+          const events: Array<StoredEvent> = []
+          const processed = new Map<string, ReadonlyArray<ProcessedEvent>>()
+          for (const e of valid) {
+            const customerId = customerIds.get(e.externalCustomerId) ?? null
+            let status: EventStatus = "pending"
+            let error: string | null = null
+            if (customerId !== null) {
+              const p = processEvent(meters, e, scope, customerId, ingestedAt)
+              processed.set(e.eventId, p.rows)
+              error = p.error
+              status = error ? "error" : "processed"
+            }
+            events.push({
+              tenantId: scope.tenantId,
+              environmentId: scope.environmentId,
+              eventId: e.eventId,
+              eventName: e.eventName,
+              externalCustomerId: e.externalCustomerId,
+              customerId,
+              timestamp: e.timestamp,
+              ingestedAt,
+              propertiesJson: stringifyJson(e.properties),
+              status,
+              error
+            })
+          }
+          const newIds = yield* atomically(
+            Effect.gen(function* () {
+              if (store.backend === "clickhouse") yield* store.insertProcessed([...processed.values()].flat())
+              const ids = new Set(yield* store.insertEvents(events))
+              if (store.backend === "postgres")
+                yield* store.insertProcessed(events.filter((e) => ids.has(e.eventId)).flatMap((e) => processed.get(e.eventId) ?? []))
+              yield* storePending(events.filter((e) => e.status === "pending" && ids.has(e.eventId)))
+              return ids
+            })
+          )
+          const accepted = events.filter((e) => newIds.has(e.eventId))
+          const errors = accepted.filter((e) => e.status === "error").length
+          if (errors > 0) yield* Metric.incrementBy(Metrics.eventProcessingErrorsTotal, errors)
+          return {
+            accepted: accepted.length,
+            duplicates: duplicates + (events.length - accepted.length),
+            rejected,
+            event_ids: accepted.map((e) => e.eventId),
+            pendingExternalIds: [...new Set(accepted.filter((e) => e.status === "pending").map((e) => e.externalCustomerId))]
+          }
+        })
+      )
+      yield* Metric.incrementBy(Metrics.eventsAcceptedTotal, result.accepted)
+      yield* Metric.incrementBy(Metrics.eventsRejectedTotal, result.rejected.length)
+      // A customer created while this batch was in flight ran its pending pass before our rows
+      // existed: look again so no event stays pending next to an existing customer.
+      if (result.pendingExternalIds.length > 0) {
+        const now = yield* customers.idsByExternalIds(result.pendingExternalIds)
+        for (const [externalId, customerId] of now) yield* processPendingFor(externalId, customerId)
+      }
+      const { pendingExternalIds: _, ...answer } = result
+      return answer satisfies IngestResult
+    })
+
+    /** Process every pending event of a customer that now exists. Idempotent. */
+    const processPendingFor = Effect.fn("events.process_pending")(function* (externalCustomerId: string, customerId: string) {
+      const scope = yield* CurrentTenant
+      let total = 0
+      for (;;) {
+        const done = yield* watermark.stamped((ingestedAt) =>
+          atomically(
+            Effect.gen(function* () {
+              const rows = yield* sql<{
+                eventId: string
+                eventName: string
+                timestamp: Date
+                properties: string
+              }>`SELECT event_id, event_name, "timestamp", properties::text AS properties FROM pending_events
+                WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
+                  AND external_customer_id = ${externalCustomerId}
+                ORDER BY event_id LIMIT 1000`
+              if (rows.length === 0) return 0
+              const meters = yield* meterRepo.list
+              const updates: Array<{ eventId: string; customerId: string; status: EventStatus; error: string | null }> = []
+              const processed: Array<ProcessedEvent> = []
+              for (const r of rows) {
+                const properties = parseJson(r.properties)
+                const p = processEvent(
+                  meters,
+                  { eventId: r.eventId, eventName: r.eventName, timestamp: new Date(r.timestamp), properties: isJsonObject(properties) ? properties : {} },
+                  scope,
+                  customerId,
+                  ingestedAt
+                )
+                processed.push(...p.rows)
+                updates.push({ eventId: r.eventId, customerId, status: p.error ? "error" : "processed", error: p.error })
+              }
+              yield* store.insertProcessed(processed)
+              yield* store.updateEventStatus(scope, updates)
+              yield* sql`DELETE FROM pending_events WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
+                AND event_id IN ${sql.in(rows.map((r) => r.eventId))}`
+              return rows.length
+            })
+          )
+        )
+        total += done
+        if (done < 1000) break
+      }
+      return total
+    })
+
+    const pendingCount = Effect.flatMap(CurrentTenant, (t) =>
+      sql<{ n: string }>`SELECT count(*) AS n FROM pending_events WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}`
+    ).pipe(Effect.map((rows) => Number(rows[0]?.n ?? 0)))
+
+    return { ingest, processPendingFor, pendingCount } as const
+  }),
+  dependencies: [CustomerRepo.Default, MeterRepo.Default, IngestWatermark.Default]
+}) {}
+
+export { JsonNumber }

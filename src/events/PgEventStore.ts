@@ -1,0 +1,215 @@
+/**
+ * EventStore on PostgreSQL tables (`events`, `events_processed`): the embedded default (PGlite)
+ * and the PostgreSQL server mode. Idempotency comes from the primary keys
+ * (ON CONFLICT DO NOTHING), so the first stored copy of an event always wins.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Chunk, Effect, Layer, Option, Stream } from "effect"
+import * as Decimal from "../domain/Decimal.js"
+import type { TenantScope } from "../domain/Ids.js"
+import {
+  type AggregateGroup,
+  type AggregateQuery,
+  EventStore,
+  EventStoreError,
+  type EventQuery,
+  type StoredEvent
+} from "./EventStore.js"
+
+const fail = (operation: string) => (cause: unknown) => new EventStoreError({ backend: "postgres", operation, cause })
+
+const encodeCursor = (ts: Date, id: string) => Buffer.from(`${ts.toISOString()}|${id}`).toString("base64url")
+const decodeCursor = (c: string): Option.Option<{ ts: Date; id: string }> => {
+  const text = Buffer.from(c, "base64url").toString("utf8")
+  const i = text.indexOf("|")
+  const ts = new Date(text.slice(0, i))
+  return i > 0 && !Number.isNaN(ts.getTime()) ? Option.some({ ts, id: text.slice(i + 1) }) : Option.none()
+}
+
+export const make = Effect.gen(function* () {
+  const sql = yield* PgClient.PgClient
+
+  const insertEvents = (events: ReadonlyArray<StoredEvent>) =>
+    events.length === 0
+      ? Effect.succeed([] as ReadonlyArray<string>)
+      : sql<{ eventId: string }>`INSERT INTO events ${sql.insert(
+          events.map((e) => ({
+            tenantId: e.tenantId,
+            environmentId: e.environmentId,
+            eventId: e.eventId,
+            eventName: e.eventName,
+            externalCustomerId: e.externalCustomerId,
+            customerId: e.customerId,
+            timestamp: e.timestamp,
+            ingestedAt: e.ingestedAt,
+            properties: e.propertiesJson,
+            status: e.status,
+            error: e.error
+          }))
+        )} ON CONFLICT (tenant_id, environment_id, event_id) DO NOTHING RETURNING event_id`.pipe(
+          Effect.map((rows) => rows.map((r) => r.eventId)),
+          Effect.mapError(fail("insertEvents"))
+        )
+
+  const insertProcessed: EventStore["Type"]["insertProcessed"] = (rows) =>
+    rows.length === 0
+      ? Effect.void
+      : sql`INSERT INTO events_processed ${sql.insert(
+          rows.map((r) => ({
+            tenantId: r.tenantId,
+            environmentId: r.environmentId,
+            eventId: r.eventId,
+            meterId: r.meterId,
+            customerId: r.customerId,
+            eventName: r.eventName,
+            timestamp: r.timestamp,
+            ingestedAt: r.ingestedAt,
+            qtyTotal: r.qtyTotal,
+            qtyBillable: r.qtyBillable
+          }))
+        )} ON CONFLICT (tenant_id, environment_id, event_id, meter_id) DO NOTHING`.pipe(
+          Effect.asVoid,
+          Effect.mapError(fail("insertProcessed"))
+        )
+
+  const updateEventStatus: EventStore["Type"]["updateEventStatus"] = (scope, updates) =>
+    updates.length === 0
+      ? Effect.void
+      : sql`UPDATE events e SET status = u.status, customer_id = u.customer_id, error = u.error
+          FROM jsonb_to_recordset(${JSON.stringify(
+            updates.map((u) => ({ event_id: u.eventId, customer_id: u.customerId, status: u.status, error: u.error }))
+          )}::jsonb) AS u(event_id text, customer_id text, status text, error text)
+          WHERE e.tenant_id = ${scope.tenantId} AND e.environment_id = ${scope.environmentId}
+            AND e.event_id = u.event_id`.pipe(Effect.asVoid, Effect.mapError(fail("updateEventStatus")))
+
+  const aggregatePage = (q: AggregateQuery, after: Option.Option<AggregateGroup>) =>
+    sql<{ customerId: string; meterId: string; eventName: string; quantity: string; eventCount: string }>`
+      SELECT customer_id, meter_id, event_name, SUM(qty_billable)::text AS quantity, COUNT(*) AS event_count
+      FROM events_processed
+      WHERE tenant_id = ${q.scope.tenantId} AND environment_id = ${q.scope.environmentId}
+        AND "timestamp" >= ${q.windowStart} AND "timestamp" < ${q.windowEnd}
+        AND ingested_at <= ${q.ingestedBefore}
+        ${q.ingestedAfter ? sql`AND ingested_at > ${q.ingestedAfter}` : sql``}
+        AND qty_billable > 0
+        AND meter_id IN ${sql.in(q.meterIds)}
+        ${Option.match(after, {
+          onNone: () => sql``,
+          onSome: (g) => sql`AND (customer_id, meter_id, event_name) > (${g.customerId}, ${g.meterId}, ${g.eventName})`
+        })}
+      GROUP BY customer_id, meter_id, event_name
+      ORDER BY customer_id, meter_id, event_name
+      LIMIT ${q.pageSize}`.pipe(
+      Effect.map((rows) =>
+        rows.map(
+          (r): AggregateGroup => ({
+            customerId: r.customerId,
+            meterId: r.meterId,
+            eventName: r.eventName,
+            quantity: Decimal.normalize(r.quantity),
+            eventCount: Number(r.eventCount)
+          })
+        )
+      ),
+      Effect.mapError(fail("aggregateBillable")),
+      Effect.withSpan("eventstore.aggregate_page", { attributes: { backend: "postgres" } })
+    )
+
+  const aggregateBillable = (q: AggregateQuery): Stream.Stream<AggregateGroup, EventStoreError> =>
+    q.meterIds.length === 0
+      ? Stream.empty
+      : Stream.paginateChunkEffect(Option.none<AggregateGroup>(), (after) =>
+          Effect.map(aggregatePage(q, after), (rows) => [
+            Chunk.unsafeFromArray(rows),
+            rows.length < q.pageSize ? Option.none() : Option.some(Option.some(rows[rows.length - 1]!))
+          ])
+        )
+
+  const windowsWithLateRows: EventStore["Type"]["windowsWithLateRows"] = (q) =>
+    q.meterIds.length === 0
+      ? Effect.succeed([])
+      : sql<{ windowStart: Date }>`
+          SELECT DISTINCT to_timestamp(floor(extract(epoch FROM "timestamp") / ${q.windowMinutes * 60}) * ${q.windowMinutes * 60}) AS window_start
+          FROM events_processed
+          WHERE tenant_id = ${q.scope.tenantId} AND environment_id = ${q.scope.environmentId}
+            AND ingested_at > ${q.ingestedAfter} AND ingested_at <= ${q.ingestedBefore}
+            AND qty_billable > 0 AND meter_id IN ${sql.in(q.meterIds)}
+          ORDER BY window_start`.pipe(
+          Effect.map((rows) => rows.map((r) => new Date(r.windowStart))),
+          Effect.mapError(fail("windowsWithLateRows"))
+        )
+
+  const earliestProcessed = (scope: TenantScope, meterIds: ReadonlyArray<string>) =>
+    meterIds.length === 0
+      ? Effect.succeed(Option.none<Date>())
+      : sql<{ min: Date | null }>`SELECT min("timestamp") AS min FROM events_processed
+          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
+            AND meter_id IN ${sql.in(meterIds)} AND qty_billable > 0`.pipe(
+          Effect.map((rows) => Option.map(Option.fromNullable(rows[0]?.min), (d) => new Date(d))),
+          Effect.mapError(fail("earliestProcessed"))
+        )
+
+  const listEvents = (q: EventQuery) =>
+    Effect.gen(function* () {
+      const cursor = q.cursor ? decodeCursor(q.cursor) : Option.none()
+      const rows = yield* sql<{
+        eventId: string
+        eventName: string
+        externalCustomerId: string
+        customerId: string | null
+        timestamp: Date
+        ingestedAt: Date
+        properties: unknown
+        status: StoredEvent["status"]
+        error: string | null
+      }>`SELECT event_id, event_name, external_customer_id, customer_id, "timestamp", ingested_at,
+            properties::text AS properties, status, error
+          FROM events
+          WHERE tenant_id = ${q.scope.tenantId} AND environment_id = ${q.scope.environmentId}
+            ${q.externalCustomerId ? sql`AND external_customer_id = ${q.externalCustomerId}` : sql``}
+            ${q.eventName ? sql`AND event_name = ${q.eventName}` : sql``}
+            ${q.from ? sql`AND "timestamp" >= ${q.from}` : sql``}
+            ${q.to ? sql`AND "timestamp" < ${q.to}` : sql``}
+            ${Option.match(cursor, {
+              onNone: () => sql``,
+              onSome: (c) => sql`AND ("timestamp", event_id) < (${c.ts}, ${c.id})`
+            })}
+          ORDER BY "timestamp" DESC, event_id DESC
+          LIMIT ${q.limit + 1}`
+      const page = rows.slice(0, q.limit)
+      const last = page[page.length - 1]
+      return {
+        events: page.map(
+          (r): StoredEvent => ({
+            tenantId: q.scope.tenantId,
+            environmentId: q.scope.environmentId,
+            eventId: r.eventId,
+            eventName: r.eventName,
+            externalCustomerId: r.externalCustomerId,
+            customerId: r.customerId,
+            timestamp: new Date(r.timestamp),
+            ingestedAt: new Date(r.ingestedAt),
+            propertiesJson: String(r.properties),
+            status: r.status,
+            error: r.error
+          })
+        ),
+        nextCursor: rows.length > q.limit && last ? encodeCursor(new Date(last.timestamp), last.eventId) : null
+      }
+    }).pipe(Effect.mapError(fail("listEvents")))
+
+  const ping = sql`SELECT 1`.pipe(Effect.asVoid, Effect.mapError(fail("ping")))
+
+  return EventStore.of({
+    backend: "postgres",
+    insertEvents,
+    insertProcessed,
+    updateEventStatus,
+    aggregateBillable,
+    windowsWithLateRows,
+    earliestProcessed,
+    listEvents,
+    ping
+  })
+})
+
+export const layer = Layer.effect(EventStore, make)

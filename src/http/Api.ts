@@ -1,0 +1,26 @@
+/**
+ * The whole HTTP API: every group, and the errors any endpoint may answer with. Feature groups
+ * (Stripe config, mappings, sync, migration, webhooks) are added here and nowhere else.
+ */
+import { HttpApi, OpenApi } from "@effect/platform"
+import { Conflict, InternalError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable, UpstreamFailed } from "../domain/Errors.js"
+import { CustomersGroup, EventsGroup, HealthGroup, MetersGroup } from "./CoreApi.js"
+
+export class FlexPriceApi extends HttpApi.make("flexprice")
+  .add(HealthGroup)
+  .add(CustomersGroup)
+  .add(MetersGroup)
+  .add(EventsGroup)
+  .addError(InvalidInput)
+  .addError(NotFound)
+  .addError(Conflict)
+  .addError(PayloadTooLarge)
+  .addError(UpstreamFailed)
+  .addError(InternalError)
+  .addError(ServiceUnavailable)
+  .annotate(OpenApi.Title, "FlexPrice Stripe Sync")
+  .annotate(OpenApi.Version, "0.1.0")
+  .annotate(
+    OpenApi.Description,
+    "Usage ingestion and exactly-once sync of billable quantities to Stripe Billing meters. Errors are returned as {\"error\":{\"code\",\"message\",\"details\"}}."
+  ) {}

@@ -1,0 +1,96 @@
+/**
+ * Translation of infrastructure failures into API errors, and the one JSON error envelope:
+ * `{"error":{"code","message","details"}}`. HttpApi encodes typed errors as
+ * `{"_tag",...fields}` and its own decode failures as `HttpApiDecodeError`; the envelope
+ * middleware rewrites both, so every error response has the same shape.
+ */
+import { HttpApp, HttpServerResponse } from "@effect/platform"
+import type { SqlError } from "@effect/sql"
+import { Effect, Option } from "effect"
+import { ServiceUnavailable } from "../domain/Errors.js"
+import type { EventStoreError } from "../events/EventStore.js"
+
+/** Database or event store failures become 503 with a stable code; the cause goes to the log. */
+export const orUnavailable = <A, E, R>(effect: Effect.Effect<A, E | SqlError.SqlError | EventStoreError, R>) =>
+  Effect.catchIf(
+    effect,
+    (e): e is SqlError.SqlError | EventStoreError =>
+      typeof e === "object" && e !== null && "_tag" in e && (e._tag === "SqlError" || e._tag === "EventStoreError"),
+    (e) =>
+      Effect.logError("storage failure", e).pipe(
+        Effect.zipRight(
+          Effect.fail(
+            new ServiceUnavailable({
+              code: e._tag === "SqlError" ? "database_unavailable" : "event_store_unavailable",
+              message: e._tag === "SqlError" ? "the database is not reachable; retry later" : "the event store is not reachable; retry later"
+            })
+          )
+        )
+      )
+  ) as Effect.Effect<A, Exclude<E, SqlError.SqlError | EventStoreError> | ServiceUnavailable, R>
+
+const decoder = new TextDecoder()
+const encoder = new TextEncoder()
+
+const codeForStatus = (status: number): string =>
+  status === 404 ? "not_found" : status === 405 ? "method_not_allowed" : status === 413 ? "payload_too_large" : status === 401 ? "unauthorized" : status >= 500 ? "internal_error" : "bad_request"
+
+const envelope = (status: number, body: unknown): unknown => {
+  if (typeof body === "object" && body !== null && "error" in body && Object.keys(body).length === 1) return body
+  if (typeof body === "object" && body !== null && "_tag" in body) {
+    const b = body as Record<string, unknown>
+    if (b["_tag"] === "HttpApiDecodeError")
+      return {
+        error: {
+          code: "invalid_request",
+          message: typeof b["message"] === "string" ? b["message"] : "the request does not match the expected schema",
+          details: { issues: b["issues"] ?? [] }
+        }
+      }
+    if (typeof b["code"] === "string")
+      return { error: { code: b["code"], message: b["message"] ?? "", ...(b["details"] !== undefined ? { details: b["details"] } : {}) } }
+    return { error: { code: codeForStatus(status), message: String(b["message"] ?? b["_tag"]) } }
+  }
+  return { error: { code: codeForStatus(status), message: HttpServerResponse.isServerResponse(body) ? "" : String(body ?? "") } }
+}
+
+const fromBody = (res: HttpServerResponse.HttpServerResponse): Option.Option<unknown> => {
+  const body = res.body
+  if (body._tag === "Uint8Array") {
+    if (body.body.length === 0) return Option.some(undefined)
+    const text = decoder.decode(body.body)
+    try {
+      return Option.some(JSON.parse(text))
+    } catch {
+      return Option.some(text)
+    }
+  }
+  if (body._tag === "Empty") return Option.some(undefined)
+  return Option.none()
+}
+
+/** The envelope for one response (≥ 400 only). */
+export const toEnvelope = (res: HttpServerResponse.HttpServerResponse): HttpServerResponse.HttpServerResponse => {
+  if (res.status < 400) return res
+  return Option.match(fromBody(res), {
+    onNone: () => res,
+    onSome: (body) => {
+      const wrapped =
+        body === undefined
+          ? { error: { code: codeForStatus(res.status), message: res.status === 404 ? "no such route" : "request failed" } }
+          : envelope(res.status, body)
+      return HttpServerResponse.uint8Array(encoder.encode(JSON.stringify(wrapped)), {
+        status: res.status,
+        headers: res.headers,
+        contentType: "application/json"
+      })
+    }
+  })
+}
+
+/**
+ * Rewrite every ≥ 400 response into the error envelope. A pre-response handler, because the
+ * server sends error responses before outer middleware sees them.
+ */
+export const errorEnvelope = <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+  HttpApp.withPreResponseHandler(app, (_request, response) => Effect.succeed(toEnvelope(response)))

@@ -1,0 +1,27 @@
+/** The HTTP server: the API, its OpenAPI document (/openapi.json) and docs page (/docs). */
+import { HttpApiBuilder, HttpApiSwagger, HttpMiddleware, HttpServer } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import { Effect, Layer } from "effect"
+import { createServer } from "node:http"
+import { HttpConfig } from "../config/AppConfig.js"
+import { FlexPriceApi } from "./Api.js"
+import { CoreHttpLive } from "./CoreHttp.js"
+import { errorEnvelope } from "./Errors.js"
+import { AuthenticationLive } from "./Security.js"
+
+export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(Layer.provide(CoreHttpLive), Layer.provide(AuthenticationLive))
+
+/** The API served on whatever HttpServer is provided. */
+export const HttpApiLive = HttpApiBuilder.serve((app) => HttpMiddleware.logger(errorEnvelope(app))).pipe(
+  Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
+  Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+  Layer.provide(ApiLive),
+  HttpServer.withLogAddress
+)
+
+/** Node's HTTP server on FLEXPRICE_HTTP_ADDR. */
+export const NodeServerLive = Layer.unwrapEffect(
+  Effect.map(HttpConfig, ({ addr }) => NodeHttpServer.layer(createServer, { host: addr.host, port: addr.port }))
+)
+
+export const HttpServerLive = HttpApiLive.pipe(Layer.provide(NodeServerLive))

@@ -1,0 +1,97 @@
+/**
+ * Customers of the current tenant environment. Every statement filters by tenant and
+ * environment taken from CurrentTenant.
+ */
+import { SqlError } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Option } from "effect"
+import { CurrentTenant } from "../domain/Tenant.js"
+import { CustomerId, newId } from "../domain/Ids.js"
+
+export interface CustomerRow {
+  readonly id: CustomerId
+  readonly externalId: string
+  readonly name: string | null
+  readonly email: string | null
+  readonly metadata: Record<string, string>
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+export interface NewCustomer {
+  readonly externalId: string
+  readonly name?: string | null | undefined
+  readonly email?: string | null | undefined
+  readonly metadata?: Record<string, string> | undefined
+}
+
+const isUniqueViolation = (e: SqlError.SqlError) => (e.cause as { code?: string } | undefined)?.code === "23505"
+
+export class CustomerRepo extends Effect.Service<CustomerRepo>()("flexprice/CustomerRepo", {
+  effect: Effect.gen(function* () {
+    const sql = yield* PgClient.PgClient
+    const cols = sql`id, external_id, name, email, metadata, created_at, updated_at`
+
+    const findById = (id: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerRow>`SELECT ${cols} FROM customers
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id}`
+      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+    const findByExternalId = (externalId: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerRow>`SELECT ${cols} FROM customers
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND external_id = ${externalId}`
+      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+    /** Map external ids → customer ids for a batch of events (one query). */
+    const idsByExternalIds = (externalIds: ReadonlyArray<string>) =>
+      externalIds.length === 0
+        ? Effect.succeed(new Map<string, string>())
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ id: string; externalId: string }>`SELECT id, external_id FROM customers
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+                AND external_id IN ${sql.in(externalIds)}`
+          ).pipe(Effect.map((rows) => new Map(rows.map((r) => [r.externalId, r.id]))))
+
+    /** Insert; `None` when the external id is taken (the caller decides: 409 or find). */
+    const insert = (c: NewCustomer) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerRow>`INSERT INTO customers ${sql.insert({
+          id: newId.customer(),
+          tenantId: t.tenantId,
+          environmentId: t.environmentId,
+          externalId: c.externalId,
+          name: c.name ?? null,
+          email: c.email ?? null,
+          metadata: JSON.stringify(c.metadata ?? {})
+        })} ON CONFLICT (tenant_id, environment_id, external_id) DO NOTHING RETURNING ${cols}`
+      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+    const update = (id: string, patch: { name?: string | null | undefined; email?: string | null | undefined; metadata?: Record<string, string> | undefined }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerRow>`UPDATE customers SET
+            name = CASE WHEN ${patch.name !== undefined} THEN ${patch.name ?? null} ELSE name END,
+            email = CASE WHEN ${patch.email !== undefined} THEN ${patch.email ?? null} ELSE email END,
+            metadata = CASE WHEN ${patch.metadata !== undefined} THEN ${JSON.stringify(patch.metadata ?? {})}::jsonb ELSE metadata END,
+            updated_at = now()
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id}
+          RETURNING ${cols}`
+      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+    const remove = (id: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`DELETE FROM customers WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id} RETURNING id`
+      ).pipe(Effect.map((rows) => rows.length > 0))
+
+    const list = (opts: { readonly limit: number; readonly after?: string | undefined }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerRow>`SELECT ${cols} FROM customers
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            ${opts.after ? sql`AND id > ${opts.after}` : sql``}
+          ORDER BY id LIMIT ${opts.limit}`
+      )
+
+    return { findById, findByExternalId, idsByExternalIds, insert, update, remove, list, isUniqueViolation } as const
+  })
+}) {}
