@@ -111,6 +111,11 @@ export interface StripeEmulatorHandle {
   /** Requests received per answered status (0 = dropped connection). */
   readonly statusCounts: () => Readonly<Record<string, number>>
   readonly totalCalls: () => number
+  /**
+   * v1 meter event calls that arrived while another call for the same (meter, customer) was still
+   * unanswered — the client must keep this at 0.
+   */
+  readonly v1ConcurrentSameCustomerMeter: () => number
   readonly resetCounters: () => void
 
   readonly setFaults: (faults: FaultConfig) => Effect.Effect<void>
@@ -182,11 +187,12 @@ export const makeStripeEmulator = (
       advanceClock: (ms) => {
         offsetMs += ms
       },
-      counters: { total: 0, byEndpoint: new Map(), byStatus: new Map() },
+      counters: { total: 0, v1Overlaps: 0, byEndpoint: new Map(), byStatus: new Map() },
       holdRules: [],
       held: [],
       heldWaiters: [],
       idempotency: new Map(),
+      v1InFlight: new Map(),
       streamValidation: options.streamValidation ?? "async"
     }
 
@@ -256,8 +262,10 @@ export const makeStripeEmulator = (
       callCounts: () => Object.fromEntries(ctx.counters.byEndpoint),
       statusCounts: () => Object.fromEntries(ctx.counters.byStatus),
       totalCalls: () => ctx.counters.total,
+      v1ConcurrentSameCustomerMeter: () => ctx.counters.v1Overlaps,
       resetCounters: () => {
         ctx.counters.total = 0
+        ctx.counters.v1Overlaps = 0
         ctx.counters.byEndpoint.clear()
         ctx.counters.byStatus.clear()
       },

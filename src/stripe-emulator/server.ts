@@ -38,6 +38,8 @@ export interface HeldRequest {
 
 export interface Counters {
   total: number
+  /** v1 meter event calls that arrived while another for the same (meter, customer) was in flight. */
+  v1Overlaps: number
   readonly byEndpoint: Map<string, number>
   readonly byStatus: Map<number, number>
 }
@@ -55,6 +57,7 @@ export interface EmulatorContext {
   readonly held: Array<HeldRequest>
   readonly heldWaiters: Array<{ readonly n: number; readonly deferred: Deferred.Deferred<void> }>
   readonly idempotency: Map<string, StoredResponse | "in_flight">
+  readonly v1InFlight: Map<string, number>
   readonly streamValidation: "async" | "sync"
 }
 
@@ -490,7 +493,7 @@ export const makeApp = (ctx: EmulatorContext) => {
   const router = makeRouter(ctx)
   const control = makeControl(ctx)
 
-  const api = (request: HttpServerRequest.HttpServerRequest, path: string, search: string) =>
+  const api = (request: HttpServerRequest.HttpServerRequest, path: string, search: string, body: string) =>
     Effect.gen(function* () {
       const requestId = newRequestId()
       const v2 = path.startsWith("/v2/")
@@ -585,7 +588,6 @@ export const makeApp = (ctx: EmulatorContext) => {
         return fail(authFailure(`Invalid API Key provided: ${maskKey(token)}`, v2))
       }
 
-      const body = method === "GET" || method === "HEAD" ? "" : yield* Effect.orElseSucceed(request.text, () => "")
       const idempotencyKey = method === "POST" ? (request.headers["idempotency-key"] ?? null) : null
       const fingerprint = createHash("sha256").update(`${method} ${path} ${body}`).digest("base64")
       if (idempotencyKey !== null) {
@@ -694,7 +696,24 @@ export const makeApp = (ctx: EmulatorContext) => {
     const path = q >= 0 ? url.slice(0, q) : url
     const search = q >= 0 ? url.slice(q + 1) : ""
     if (path.startsWith("/_emulator/")) return yield* control(request, path)
-    return yield* api(request, path, search)
+    const method = request.method
+    const body = method === "GET" || method === "HEAD" ? "" : yield* Effect.orElseSucceed(request.text, () => "")
+    // The v1 rule "never two concurrent calls for the same customer+meter" is the client's to
+    // keep; the emulator counts every overlap so tests can assert there were none.
+    const pair = method === "POST" && path === "/v1/billing/meter_events" ? ctx.state.pairKey(decodeForm(body)) : undefined
+    if (pair === undefined) return yield* api(request, path, search, body)
+    const inFlight = ctx.v1InFlight.get(pair) ?? 0
+    if (inFlight > 0) ctx.counters.v1Overlaps++
+    ctx.v1InFlight.set(pair, inFlight + 1)
+    return yield* api(request, path, search, body).pipe(
+      Effect.ensuring(
+        Effect.sync(() => {
+          const n = (ctx.v1InFlight.get(pair) ?? 1) - 1
+          if (n <= 0) ctx.v1InFlight.delete(pair)
+          else ctx.v1InFlight.set(pair, n)
+        })
+      )
+    )
   })
 }
 
@@ -788,6 +807,7 @@ export const releaseHeld = (ctx: EmulatorContext) =>
 export const inspectMeterEvents = (ctx: EmulatorContext) => ({
   totals: ctx.state.totalsList().map((t) => ({ customer: t.customer, event_name: t.eventName, sum: t.sum, count: t.count })),
   events_accepted: ctx.state.meterEvents().length,
+  v1_concurrent_same_customer_meter: ctx.counters.v1Overlaps,
   duplicates_ignored: ctx.state.duplicatesIgnored,
   stream_errors: ctx.state.streamErrors().map((e) => ({
     identifier: e.identifier ?? null,

@@ -149,7 +149,7 @@ export interface SummaryBucket {
 }
 
 interface Agg {
-  sum: string
+  sum: Acc
   count: number
   lastTs: number
   lastSeq: number
@@ -281,6 +281,39 @@ export const parseRfc3339 = (s: string): number | undefined => {
 
 const iso = (ms: number): string => new Date(ms).toISOString()
 
+/**
+ * Exact running sums kept as unscaled BigInts: the hot path adds ~100,000 values, so each value
+ * is parsed once (from its canonical Decimal form) and formatted only when read.
+ */
+interface Acc {
+  int: bigint
+  scale: number
+}
+
+const accOf = (canonical: string): Acc => {
+  const dot = canonical.indexOf(".")
+  return dot < 0
+    ? { int: BigInt(canonical), scale: 0 }
+    : { int: BigInt(canonical.slice(0, dot) + canonical.slice(dot + 1)), scale: canonical.length - dot - 1 }
+}
+
+const accAdd = (into: Acc, v: Acc): void => {
+  if (v.scale > into.scale) {
+    into.int = into.int * 10n ** BigInt(v.scale - into.scale) + v.int
+    into.scale = v.scale
+  } else {
+    into.int += v.scale === into.scale ? v.int : v.int * 10n ** BigInt(into.scale - v.scale)
+  }
+}
+
+const accString = (a: Acc): string => {
+  if (a.scale === 0) return a.int.toString()
+  const neg = a.int < 0n
+  const digits = (neg ? -a.int : a.int).toString().padStart(a.scale + 1, "0")
+  const text = `${neg ? "-" : ""}${digits.slice(0, digits.length - a.scale)}.${digits.slice(digits.length - a.scale)}`
+  return Decimal.normalize(text)
+}
+
 export class EmulatorState {
   readonly accountId: string
   private readonly customers = new Map<string, CustomerEntry>()
@@ -291,7 +324,7 @@ export class EmulatorState {
   /** identifier → acceptance time (ms); insertion order = acceptance order, so pruning is O(1) amortised. */
   private readonly identifiers = new Map<string, number>()
   private readonly events: Array<MeterEventRecord> = []
-  private readonly totals = new Map<string, { customer: string; eventName: string; sum: string; count: number }>()
+  private readonly totals = new Map<string, { customer: string; eventName: string; sum: Acc; count: number }>()
   private readonly buckets = new Map<string, Map<string, Map<number, Agg>>>()
   private readonly sessions = new Map<string, { session: MeterEventSession; expiresAtMs: number }>()
   private readonly streamErrorsList: Array<StreamEventError> = []
@@ -535,6 +568,19 @@ export class EmulatorState {
     }
   }
 
+  /** `${meter}|${customer}` a v1 meter event form body is about (best effort, before validation). */
+  pairKey(body: FormObject): string | undefined {
+    const eventName = body.event_name
+    const payload = body.payload
+    if (typeof eventName !== "string" || typeof payload !== "object" || payload === null || Array.isArray(payload)) {
+      return undefined
+    }
+    const meterId = this.activeMeterByEvent.get(eventName)
+    const key = meterId ? this.meters.get(meterId)!.meter.customer_mapping.event_payload_key : "stripe_customer_id"
+    const customer = (payload as FormObject)[key]
+    return typeof customer === "string" ? `${meterId ?? eventName}|${customer}` : undefined
+  }
+
   /** True when `identifier` was accepted within the last 24 hours. */
   isDuplicate(identifier: string, nowMs: number): boolean {
     const at = this.identifiers.get(identifier)
@@ -596,7 +642,7 @@ export class EmulatorState {
         throw invalidParam(param, `Invalid value \`${rawValue}\`: must be a number.`)
       }
       value = Decimal.normalize(rawValue)
-      if (Decimal.isNegative(value)) throw invalidParam(param, `Invalid value \`${rawValue}\`: must not be negative.`)
+      if (value.startsWith("-")) throw invalidParam(param, `Invalid value \`${rawValue}\`: must not be negative.`)
       if (Decimal.significantDigits(value) > MAX_SIGNIFICANT_DIGITS) {
         throw invalidParam(param, `Invalid value \`${rawValue}\`: at most 15 significant digits are supported.`)
       }
@@ -636,12 +682,13 @@ export class EmulatorState {
     this.identifiers.set(record.identifier, record.acceptedAtMs)
     this.events.push(record)
     const key = `${record.customer}\u0000${record.eventName}`
+    const v = accOf(record.value)
     const t = this.totals.get(key)
     if (t) {
-      t.sum = Decimal.add(t.sum, record.value)
+      accAdd(t.sum, v)
       t.count += 1
     } else {
-      this.totals.set(key, { customer: record.customer, eventName: record.eventName, sum: record.value, count: 1 })
+      this.totals.set(key, { customer: record.customer, eventName: record.eventName, sum: { ...v }, count: 1 })
     }
     let byCustomer = this.buckets.get(record.meterId)
     if (!byCustomer) {
@@ -657,7 +704,7 @@ export class EmulatorState {
     const seq = ++this.seq
     const agg = byMinute.get(minute)
     if (agg) {
-      agg.sum = Decimal.add(agg.sum, record.value)
+      accAdd(agg.sum, v)
       agg.count += 1
       if (record.timestamp >= agg.lastTs) {
         agg.lastTs = record.timestamp
@@ -665,7 +712,7 @@ export class EmulatorState {
         agg.lastValue = record.value
       }
     } else {
-      byMinute.set(minute, { sum: record.value, count: 1, lastTs: record.timestamp, lastSeq: seq, lastValue: record.value })
+      byMinute.set(minute, { sum: { ...v }, count: 1, lastTs: record.timestamp, lastSeq: seq, lastValue: record.value })
     }
   }
 
@@ -694,7 +741,12 @@ export class EmulatorState {
   }
 
   totalsList(): ReadonlyArray<Totals> {
-    return Array.from(this.totals.values(), (t) => ({ ...t }))
+    return Array.from(this.totals.values(), (t) => ({
+      customer: t.customer,
+      eventName: t.eventName,
+      sum: accString(t.sum),
+      count: t.count
+    }))
   }
 
   /** Event summaries for one meter and customer over [start, end), newest bucket first. */
@@ -716,9 +768,9 @@ export class EmulatorState {
         const bucket = size === undefined ? start : Math.max(start, Math.floor(minute / size) * size)
         const cur = acc.get(bucket)
         if (!cur) {
-          acc.set(bucket, { ...agg })
+          acc.set(bucket, { ...agg, sum: { ...agg.sum } })
         } else {
-          cur.sum = Decimal.add(cur.sum, agg.sum)
+          accAdd(cur.sum, agg.sum)
           cur.count += agg.count
           if (agg.lastTs > cur.lastTs || (agg.lastTs === cur.lastTs && agg.lastSeq > cur.lastSeq)) {
             cur.lastTs = agg.lastTs
@@ -731,7 +783,7 @@ export class EmulatorState {
     if (size === undefined && acc.size === 0) {
       return [{ start, end, value: "0" }]
     }
-    const value = (a: Agg): string => (formula === "sum" ? a.sum : formula === "count" ? String(a.count) : a.lastValue)
+    const value = (a: Agg): string => (formula === "sum" ? accString(a.sum) : formula === "count" ? String(a.count) : a.lastValue)
     return Array.from(acc.entries())
       .sort((a, b) => b[0] - a[0])
       .map(([bucket, agg]) => ({

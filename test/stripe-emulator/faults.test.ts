@@ -208,6 +208,46 @@ describe("emulator: hold and release", () => {
   )
 })
 
+describe("emulator: scope and concurrency", () => {
+  it.live("closing the scope answers held requests instead of hanging", () =>
+    Effect.gen(function* () {
+      const outcome = yield* Effect.scoped(
+        Effect.gen(function* () {
+          const emu = yield* makeStripeEmulator({ apiKey: API_KEY })
+          emu.holdNext()
+          const pending = sdk(emu)
+            .accounts.retrieveCurrent()
+            .then(
+              () => "answered",
+              () => "failed"
+            )
+          yield* emu.awaitHeld(1)
+          return pending
+        })
+      )
+      expect(["answered", "failed"]).toContain(yield* promise(() => outcome))
+    })
+  )
+
+  it.scopedLive("counts v1 calls that overlap for the same customer and meter", () =>
+    Effect.gen(function* () {
+      const emu = yield* makeStripeEmulator({ apiKey: API_KEY })
+      const a = yield* meterSetup(emu)
+      const b = yield* emu.createCustomer({})
+      const stripe = sdk(emu)
+      yield* emu.setFaults({ latencyMs: 150 })
+      const send = (c: string) =>
+        promise(() => stripe.billing.meterEvents.create({ event_name: "api_calls", payload: { stripe_customer_id: c, value: "1" } }))
+      yield* Effect.all([send(a.id), send(b.id)], { concurrency: "unbounded" })
+      expect(emu.v1ConcurrentSameCustomerMeter()).toBe(0)
+      yield* Effect.all([send(a.id), send(a.id)], { concurrency: "unbounded" })
+      expect(emu.v1ConcurrentSameCustomerMeter()).toBe(1)
+      const { body } = yield* control(emu, "GET", "/_emulator/meter_events")
+      expect(body.v1_concurrent_same_customer_meter).toBe(1)
+    })
+  )
+})
+
 describe("emulator: inspection", () => {
   it.scopedLive("reports exact decimal totals per customer and event name, and call counts", () =>
     Effect.gen(function* () {

@@ -168,7 +168,7 @@ describe("emulator: v1 meter events", () => {
       const { customer } = yield* setup(emu)
       const stripe = sdk(emu)
       const noName = yield* stripeError(() =>
-        stripe.billing.meterEvents.create({ payload: { stripe_customer_id: customer.id, value: "1" } } as Stripe.Billing.MeterEventCreateParams)
+        stripe.billing.meterEvents.create({ payload: { stripe_customer_id: customer.id, value: "1" } } as unknown as Stripe.Billing.MeterEventCreateParams)
       )
       expect(noName.param).toBe("event_name")
       const unknown = yield* stripeError(() => v1(stripe, "cus_unknown", "1"))

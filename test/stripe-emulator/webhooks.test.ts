@@ -76,7 +76,7 @@ describe("emulator: webhooks", () => {
       expect(created).toMatchObject({ object: "event", livemode: false, pending_webhooks: 1 })
       expect(created.id).toMatch(/^evt_/)
       expect((created.data.object as Stripe.Customer).metadata).toEqual({ external_id: "e-1" })
-      expect(created.request.id).toMatch(/^req_/)
+      expect(created.request?.id).toMatch(/^req_/)
       const updated = events[1]!
       expect(updated.data.previous_attributes).toEqual({ email: null, metadata: { external_id: "e-1" } })
       expect((events[2]!.data.object as Stripe.Customer).id).toBe(c.id)
