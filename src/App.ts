@@ -14,6 +14,14 @@ import * as PgEventStore from "./events/PgEventStore.js"
 import { CustomerRepo } from "./repositories/CustomerRepo.js"
 import { MeterRepo } from "./repositories/MeterRepo.js"
 import { TenantRepo } from "./repositories/TenantRepo.js"
+import { CustomerLinker } from "./customers/CustomerLinker.js"
+import { CustomerMappingRepo } from "./repositories/CustomerMappingRepo.js"
+import { MeterMappingRepo } from "./repositories/MeterMappingRepo.js"
+import { StripeConfigRepo } from "./repositories/StripeConfigRepo.js"
+import { AuditLog } from "./security/AuditLog.js"
+import { Encryption } from "./security/Encryption.js"
+import { StripeAccounts } from "./stripe/StripeAccounts.js"
+import { StripeClient } from "./stripe/StripeClient.js"
 
 /** PostgreSQL tables unless FLEXPRICE_CLICKHOUSE_URL is set. */
 export const EventStoreLive = Layer.unwrapEffect(
@@ -23,6 +31,25 @@ export const EventStoreLive = Layer.unwrapEffect(
 /** Relational database from the environment, migrated on start. */
 export const DatabaseLive = Database.layerMigratedFromEnv.pipe(Layer.provide(NodeContext.layer))
 
+/**
+ * Stripe integration: client (STRIPE_* variables), encryption (FLEXPRICE_ENCRYPTION_KEYS or the
+ * embedded key file), config/mapping repositories, decrypted accounts, the customer linker.
+ * Services that need StripeAccounts/CustomerLinker are added to StripeServicesLive's first mergeAll.
+ */
+export const StripeBaseLive = Layer.mergeAll(
+  StripeClient.layer,
+  Encryption.layerFromEnv,
+  AuditLog.Default,
+  StripeConfigRepo.Default,
+  MeterMappingRepo.Default,
+  CustomerMappingRepo.Default
+)
+
+export const StripeServicesLive = Layer.mergeAll(
+  StripeAccounts.Default,
+  CustomerLinker.DefaultWithoutDependencies
+).pipe(Layer.provideMerge(StripeBaseLive))
+
 /** Repositories and domain services over a given database + event store. */
 export const ServicesLive = Layer.mergeAll(
   TenantRepo.Default,
@@ -31,6 +58,9 @@ export const ServicesLive = Layer.mergeAll(
   IngestWatermark.Default,
   EventIngestor.Default,
   CustomerService.Default
-).pipe(Layer.provideMerge(EventStoreLive))
+).pipe(
+  (core) => Layer.provideMerge(StripeServicesLive, core),
+  Layer.provideMerge(EventStoreLive)
+)
 
 export const AppLive = ServicesLive.pipe(Layer.provideMerge(DatabaseLive))

@@ -1,0 +1,126 @@
+/**
+ * FlexPrice customer ↔ Stripe customer (`customer_integration_mappings`). A deleted Stripe
+ * customer keeps its row with status `deleted`, so its usage stops syncing but history stays.
+ * Writes go through CustomerLinker; this is the storage only.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Option } from "effect"
+import { newId } from "../domain/Ids.js"
+import { CurrentTenant } from "../domain/Tenant.js"
+
+export type MappingSource = "api" | "webhook" | "migration" | "csv"
+
+export interface CustomerMappingRow {
+  readonly id: string
+  readonly customerId: string
+  readonly providerCustomerId: string
+  readonly status: "active" | "deleted"
+  readonly source: MappingSource
+  readonly migrationId: string | null
+  readonly metadata: unknown
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+export interface NewCustomerMapping {
+  readonly customerId: string
+  readonly providerCustomerId: string
+  readonly source: MappingSource
+  readonly migrationId?: string | null | undefined
+  readonly metadata?: Record<string, unknown> | undefined
+}
+
+export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("flexprice/CustomerMappingRepo", {
+  effect: Effect.gen(function* () {
+    const sql = yield* PgClient.PgClient
+    const cols = sql`id, customer_id, provider_customer_id, status, source, migration_id, metadata, created_at, updated_at`
+
+    /** customer_id → stripe customer id, active mappings only. */
+    const activeByCustomerIds = (ids: ReadonlyArray<string>) =>
+      ids.length === 0
+        ? Effect.succeed(new Map<string, string>() as ReadonlyMap<string, string>)
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ customerId: string; providerCustomerId: string }>`SELECT customer_id, provider_customer_id
+              FROM customer_integration_mappings
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+                AND status = 'active' AND customer_id IN ${sql.in(ids)}`
+          ).pipe(Effect.map((rows) => new Map(rows.map((r) => [r.customerId, r.providerCustomerId])) as ReadonlyMap<string, string>))
+
+    const findByCustomerId = (customerId: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerMappingRow>`SELECT ${cols} FROM customer_integration_mappings
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+            AND customer_id = ${customerId}`
+      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+    const findByProviderCustomerId = (providerCustomerId: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerMappingRow>`SELECT ${cols} FROM customer_integration_mappings
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+            AND provider_customer_id = ${providerCustomerId}`
+      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+    /** Insert; `None` when either unique key is taken (a concurrent writer won: re-read). */
+    const insert = (m: NewCustomerMapping) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerMappingRow>`INSERT INTO customer_integration_mappings ${sql.insert({
+          id: newId.mapping(),
+          tenantId: t.tenantId,
+          environmentId: t.environmentId,
+          customerId: m.customerId,
+          providerType: "stripe",
+          providerCustomerId: m.providerCustomerId,
+          metadata: JSON.stringify(m.metadata ?? {}),
+          status: "active",
+          source: m.source,
+          migrationId: m.migrationId ?? null
+        })} ON CONFLICT DO NOTHING RETURNING ${cols}`
+      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+    /** Point an existing mapping row (by id) at a customer / Stripe customer, and make it active. */
+    const reassign = (id: string, patch: { readonly customerId: string; readonly providerCustomerId: string; readonly source: MappingSource; readonly migrationId?: string | null | undefined }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerMappingRow>`UPDATE customer_integration_mappings SET
+            customer_id = ${patch.customerId}, provider_customer_id = ${patch.providerCustomerId},
+            status = 'active', source = ${patch.source}, migration_id = ${patch.migrationId ?? null}, updated_at = now()
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id}
+          RETURNING ${cols}`
+      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
+    /** Remove a row outright (overwrite clears the row in the way; rollback of a migration). */
+    const removeById = (id: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`DELETE FROM customer_integration_mappings
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id} RETURNING id`
+      ).pipe(Effect.map((rows) => rows.length > 0))
+
+    /** Mark a Stripe customer's mapping deleted. True when an active mapping changed. */
+    const markDeletedByProviderCustomerId = (providerCustomerId: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`UPDATE customer_integration_mappings SET status = 'deleted', updated_at = now()
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+            AND provider_customer_id = ${providerCustomerId} AND status = 'active'
+          RETURNING id`
+      ).pipe(Effect.map((rows) => rows.length > 0))
+
+    const list = (opts: { readonly limit: number; readonly after?: string | undefined; readonly status?: "active" | "deleted" | undefined }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerMappingRow>`SELECT ${cols} FROM customer_integration_mappings
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+            ${opts.status ? sql`AND status = ${opts.status}` : sql``}
+            ${opts.after ? sql`AND id > ${opts.after}` : sql``}
+          ORDER BY id LIMIT ${opts.limit}`
+      )
+
+    return {
+      activeByCustomerIds,
+      findByCustomerId,
+      findByProviderCustomerId,
+      insert,
+      reassign,
+      removeById,
+      markDeletedByProviderCustomerId,
+      list
+    } as const
+  })
+}) {}

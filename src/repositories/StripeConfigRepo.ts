@@ -1,0 +1,193 @@
+/**
+ * Per tenant environment Stripe configuration (`stripe_tenant_configs`). Secrets are stored only
+ * as ciphertexts of the Encryption service; this repository never sees a plaintext.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Option } from "effect"
+import { TenantScope, type EnvironmentId, type TenantId } from "../domain/Ids.js"
+import { CurrentTenant } from "../domain/Tenant.js"
+
+export const AGGREGATION_WINDOWS = [15, 30, 60, 120, 360, 720, 1440] as const
+export type AggregationWindowMinutes = (typeof AGGREGATION_WINDOWS)[number]
+
+/** What the sync pipeline and the other Stripe features read. No secrets. */
+export interface TenantStripeConfig {
+  readonly scope: TenantScope
+  readonly syncEnabled: boolean
+  readonly aggregationWindowMinutes: number // 15|30|60|120|360|720|1440
+  readonly gracePeriodMinutes: number
+  readonly transport: "stream" | "v1"
+  readonly livemode: boolean
+  readonly stripeAccountId: string | null
+}
+
+/** The full row, ciphertexts included (config API, StripeAccounts, webhooks, rotation). */
+export interface StoredStripeConfig extends TenantStripeConfig {
+  readonly apiKeyEncrypted: string
+  readonly apiKeyHint: string
+  readonly webhookSecretEncrypted: string | null
+  readonly keyVersion: string
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+/** Everything written by PUT /v1/stripe/config (after merging with the stored row). */
+export interface StripeConfigWrite {
+  readonly apiKeyEncrypted: string
+  readonly apiKeyHint: string
+  readonly webhookSecretEncrypted: string | null
+  readonly keyVersion: string
+  readonly syncEnabled: boolean
+  readonly aggregationWindowMinutes: number
+  readonly gracePeriodMinutes: number
+  readonly transport: "stream" | "v1"
+  readonly livemode: boolean
+  readonly stripeAccountId: string | null
+}
+
+interface Row {
+  readonly tenantId: string
+  readonly environmentId: string
+  readonly apiKeyEncrypted: string
+  readonly apiKeyHint: string
+  readonly webhookSecretEncrypted: string | null
+  readonly keyVersion: string
+  readonly syncEnabled: boolean
+  readonly aggregationWindowMinutes: number
+  readonly gracePeriodMinutes: number
+  readonly transport: string
+  readonly stripeAccountId: string | null
+  readonly livemode: boolean
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+const toStored = (r: Row): StoredStripeConfig => ({
+  scope: new TenantScope({ tenantId: r.tenantId as TenantId, environmentId: r.environmentId as EnvironmentId }),
+  syncEnabled: r.syncEnabled,
+  aggregationWindowMinutes: Number(r.aggregationWindowMinutes),
+  gracePeriodMinutes: Number(r.gracePeriodMinutes),
+  transport: r.transport === "v1" ? "v1" : "stream",
+  livemode: r.livemode,
+  stripeAccountId: r.stripeAccountId,
+  apiKeyEncrypted: r.apiKeyEncrypted,
+  apiKeyHint: r.apiKeyHint,
+  webhookSecretEncrypted: r.webhookSecretEncrypted,
+  keyVersion: r.keyVersion,
+  createdAt: r.createdAt,
+  updatedAt: r.updatedAt
+})
+
+/** Drops the ciphertexts: what `get` / `listSyncEnabled` hand out. */
+export const publicConfig = (s: StoredStripeConfig): TenantStripeConfig => ({
+  scope: s.scope,
+  syncEnabled: s.syncEnabled,
+  aggregationWindowMinutes: s.aggregationWindowMinutes,
+  gracePeriodMinutes: s.gracePeriodMinutes,
+  transport: s.transport,
+  livemode: s.livemode,
+  stripeAccountId: s.stripeAccountId
+})
+
+/** Which secret column a ciphertext lives in (rotation). */
+export type SecretColumn = "api_key" | "webhook_secret"
+
+export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexprice/StripeConfigRepo", {
+  effect: Effect.gen(function* () {
+    const sql = yield* PgClient.PgClient
+    const cols = sql`tenant_id, environment_id, api_key_encrypted, api_key_hint, webhook_secret_encrypted, key_version,
+      sync_enabled, aggregation_window_minutes, grace_period_minutes, transport, stripe_account_id, livemode,
+      created_at, updated_at`
+
+    /** Stored row of an explicit scope (webhook routes, where the tenant comes from the URL). */
+    const getStoredFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
+      sql<Row>`SELECT ${cols} FROM stripe_tenant_configs
+        WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}`.pipe(
+        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStored))
+      )
+
+    const getStored = Effect.flatMap(CurrentTenant, getStoredFor)
+
+    /** The current tenant's config, without secrets. */
+    const get = Effect.map(getStored, Option.map(publicConfig))
+
+    /** Every tenant environment with sync turned on. */
+    const listSyncEnabled = sql<Row>`SELECT ${cols} FROM stripe_tenant_configs WHERE sync_enabled = true
+      ORDER BY tenant_id, environment_id`.pipe(Effect.map((rows) => rows.map((r) => publicConfig(toStored(r)))))
+
+    /** Insert or replace the current tenant's row. */
+    const upsert = (w: StripeConfigWrite) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<Row>`INSERT INTO stripe_tenant_configs ${sql.insert({
+          tenantId: t.tenantId,
+          environmentId: t.environmentId,
+          apiKeyEncrypted: w.apiKeyEncrypted,
+          apiKeyHint: w.apiKeyHint,
+          webhookSecretEncrypted: w.webhookSecretEncrypted,
+          keyVersion: w.keyVersion,
+          syncEnabled: w.syncEnabled,
+          aggregationWindowMinutes: w.aggregationWindowMinutes,
+          gracePeriodMinutes: w.gracePeriodMinutes,
+          transport: w.transport,
+          livemode: w.livemode,
+          stripeAccountId: w.stripeAccountId
+        })}
+        ON CONFLICT (tenant_id, environment_id) DO UPDATE SET
+          api_key_encrypted = EXCLUDED.api_key_encrypted,
+          api_key_hint = EXCLUDED.api_key_hint,
+          webhook_secret_encrypted = EXCLUDED.webhook_secret_encrypted,
+          key_version = EXCLUDED.key_version,
+          sync_enabled = EXCLUDED.sync_enabled,
+          aggregation_window_minutes = EXCLUDED.aggregation_window_minutes,
+          grace_period_minutes = EXCLUDED.grace_period_minutes,
+          transport = EXCLUDED.transport,
+          livemode = EXCLUDED.livemode,
+          stripe_account_id = EXCLUDED.stripe_account_id,
+          updated_at = now()
+        RETURNING ${cols}`.pipe(Effect.map((rows) => toStored(rows[0]!)))
+      )
+
+    /** Records the result of a connection test. */
+    const setAccount = (accountId: string, livemode: boolean) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`UPDATE stripe_tenant_configs SET stripe_account_id = ${accountId}, livemode = ${livemode}, updated_at = now()
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}`
+      ).pipe(Effect.asVoid)
+
+    /** Tenant environments connected to a Stripe account (global webhook endpoint). */
+    const scopesByAccountId = (accountId: string) =>
+      sql<{ tenantId: string; environmentId: string }>`SELECT tenant_id, environment_id FROM stripe_tenant_configs
+        WHERE stripe_account_id = ${accountId} ORDER BY tenant_id, environment_id`.pipe(
+        Effect.map((rows) =>
+          rows.map((r) => new TenantScope({ tenantId: r.tenantId as TenantId, environmentId: r.environmentId as EnvironmentId }))
+        )
+      )
+
+    /** Every stored row, all tenants (key rotation). */
+    const listAllStored = sql<Row>`SELECT ${cols} FROM stripe_tenant_configs ORDER BY tenant_id, environment_id`.pipe(
+      Effect.map((rows) => rows.map(toStored))
+    )
+
+    /**
+     * Replaces one ciphertext only if it is still the one that was read (optimistic check), so a
+     * concurrent PUT is never overwritten by rotation. True when the row was updated.
+     */
+    const swapCiphertext = (
+      scope: Pick<TenantScope, "tenantId" | "environmentId">,
+      column: SecretColumn,
+      expected: string,
+      replacement: string,
+      keyVersion: string
+    ) =>
+      (column === "api_key"
+        ? sql`UPDATE stripe_tenant_configs SET api_key_encrypted = ${replacement}, key_version = ${keyVersion}, updated_at = now()
+            WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} AND api_key_encrypted = ${expected}
+            RETURNING tenant_id`
+        : sql`UPDATE stripe_tenant_configs SET webhook_secret_encrypted = ${replacement}, updated_at = now()
+            WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} AND webhook_secret_encrypted = ${expected}
+            RETURNING tenant_id`
+      ).pipe(Effect.map((rows) => rows.length > 0))
+
+    return { get, getStored, getStoredFor, listSyncEnabled, upsert, setAccount, scopesByAccountId, listAllStored, swapCiphertext } as const
+  })
+}) {}

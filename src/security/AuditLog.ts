@@ -1,0 +1,84 @@
+/**
+ * Who or what read or changed a secret or a Stripe config, when and from where. Rows never carry
+ * a secret: callers pass operation names, field names and key versions only, and `details` is
+ * scrubbed of anything that looks like a Stripe secret before it is written, as a last guard.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Option } from "effect"
+import { newId, type TenantScope } from "../domain/Ids.js"
+import { CurrentTenant } from "../domain/Tenant.js"
+import { scrubSecrets } from "../stripe/StripeErrors.js"
+
+export type AuditAction =
+  | "secret.decrypt"
+  | "secret.encrypt"
+  | "config.create"
+  | "config.update"
+  | "config.test"
+  | "meter_mapping.upsert"
+  | "meter_mapping.delete"
+  | "keys.rotate"
+  | (string & {})
+
+export interface AuditEntry {
+  readonly action: AuditAction
+  /** `api_key:<hint>` style label of the subject, e.g. `stripe_config`, `meter_mapping:mtr_…`. */
+  readonly target?: string | undefined
+  /** `api` (an API key id when known), `sync`, `webhook`, `cli`, `migration`, ... */
+  readonly actor: string
+  readonly sourceIp?: string | undefined
+  readonly details?: Record<string, unknown> | undefined
+  /** Overrides CurrentTenant (e.g. rotation across all tenants). `null` = no tenant. */
+  readonly scope?: Pick<TenantScope, "tenantId" | "environmentId"> | null | undefined
+}
+
+export interface AuditRow {
+  readonly id: string
+  readonly tenantId: string | null
+  readonly environmentId: string | null
+  readonly actor: string
+  readonly action: string
+  readonly target: string | null
+  readonly sourceIp: string | null
+  readonly details: unknown
+  readonly createdAt: Date
+}
+
+const scrubDetails = (details: Record<string, unknown>): string => scrubSecrets(JSON.stringify(details))
+
+export class AuditLog extends Effect.Service<AuditLog>()("flexprice/AuditLog", {
+  effect: Effect.gen(function* () {
+    const sql = yield* PgClient.PgClient
+
+    /** Appends one row. The tenant comes from `entry.scope`, else CurrentTenant if present. */
+    const record = (entry: AuditEntry) =>
+      Effect.gen(function* () {
+        const ctx = yield* Effect.serviceOption(CurrentTenant)
+        const scope = entry.scope === null ? undefined : entry.scope ?? Option.getOrUndefined(ctx)
+        yield* sql`INSERT INTO audit_log ${sql.insert({
+          id: newId.audit(),
+          tenantId: scope?.tenantId ?? null,
+          environmentId: scope?.environmentId ?? null,
+          actor: entry.actor,
+          action: entry.action,
+          target: entry.target ?? null,
+          sourceIp: entry.sourceIp ?? null,
+          details: scrubDetails(entry.details ?? {})
+        })}`
+      }).pipe(Effect.withSpan("audit.record", { attributes: { "audit.action": entry.action } }))
+
+    /** Most recent first; for tests and the admin. */
+    const listForTenant = (limit = 100) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<AuditRow>`SELECT id, tenant_id, environment_id, actor, action, target, source_ip, details, created_at
+          FROM audit_log WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+          ORDER BY created_at DESC, id DESC LIMIT ${limit}`
+      )
+
+    const listAll = (limit = 1000) =>
+      sql<AuditRow>`SELECT id, tenant_id, environment_id, actor, action, target, source_ip, details, created_at
+        FROM audit_log ORDER BY created_at DESC, id DESC LIMIT ${limit}`
+
+    return { record, listForTenant, listAll } as const
+  })
+}) {}

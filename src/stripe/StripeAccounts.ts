@@ -1,0 +1,137 @@
+/**
+ * The decrypted Stripe credentials of a tenant environment, for the features that call Stripe
+ * (sync, migration, config test, meter lookup) and verify webhooks.
+ *
+ * Every decryption writes an `audit_log` row naming the operation. Decrypted values are cached
+ * in memory for a few minutes, so a sync run or a webhook burst costs one decryption (and one
+ * audit row) rather than one per call; a config change in this process drops the entry at once.
+ */
+import { SqlError } from "@effect/sql"
+import { Clock, Effect, Option, Redacted, Schema } from "effect"
+import type { TenantScope } from "../domain/Ids.js"
+import { CurrentTenant } from "../domain/Tenant.js"
+import { StripeConfigRepo, type StoredStripeConfig } from "../repositories/StripeConfigRepo.js"
+import { AuditLog } from "../security/AuditLog.js"
+import { DecryptionFailed, Encryption } from "../security/Encryption.js"
+import type { StripeAccountRef } from "./StripeClient.js"
+
+/** The tenant environment has no Stripe configuration (PUT /v1/stripe/config first). */
+export class StripeNotConfigured extends Schema.TaggedError<StripeNotConfigured>()("StripeNotConfigured", {
+  code: Schema.Literal("stripe_not_configured"),
+  message: Schema.String
+}) {
+  static of() {
+    return (
+    new StripeNotConfigured({
+      code: "stripe_not_configured",
+      message: "Stripe is not configured for this environment (PUT /v1/stripe/config)"
+    }))
+  }
+}
+
+export const CACHE_TTL_MS = 5 * 60 * 1000
+
+export const tenantKeyOf = (scope: Pick<TenantScope, "tenantId" | "environmentId">) => `${scope.tenantId}/${scope.environmentId}`
+
+interface Cached<A> {
+  readonly value: A
+  readonly cipher: string
+  readonly expiresAt: number
+}
+
+export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/StripeAccounts", {
+  effect: Effect.gen(function* () {
+    const repo = yield* StripeConfigRepo
+    const encryption = yield* Encryption
+    const audit = yield* AuditLog
+    const keys = new Map<string, Cached<StripeAccountRef>>()
+    const secrets = new Map<string, Cached<Redacted.Redacted<string>>>()
+
+    const decryptAudited = (
+      scope: Pick<TenantScope, "tenantId" | "environmentId">,
+      cipher: string,
+      secret: "api_key" | "webhook_secret",
+      operation: string
+    ) =>
+      encryption.decrypt(cipher).pipe(
+        Effect.tapError((e) =>
+          audit.record({
+            action: "secret.decrypt_failed",
+            actor: "system",
+            target: secret,
+            scope,
+            details: { operation, reason: e.reason, key_version: e.keyVersion ?? "unknown" }
+          })
+        ),
+        Effect.tap(() =>
+          audit.record({
+            action: "secret.decrypt",
+            actor: "system",
+            target: secret,
+            scope,
+            details: { operation, key_version: Option.getOrElse(encryption.versionOf(cipher), () => "unknown") }
+          })
+        )
+      )
+
+    const refOfStored = (stored: StoredStripeConfig, operation: string) =>
+      Effect.gen(function* () {
+        const k = tenantKeyOf(stored.scope)
+        const now = yield* Clock.currentTimeMillis
+        const hit = keys.get(k)
+        if (hit !== undefined && hit.expiresAt > now && hit.cipher === stored.apiKeyEncrypted && hit.value.livemode === stored.livemode)
+          return hit.value
+        const apiKey = yield* decryptAudited(stored.scope, stored.apiKeyEncrypted, "api_key", operation)
+        const ref: StripeAccountRef = { tenantKey: k, apiKey, livemode: stored.livemode }
+        keys.set(k, { value: ref, cipher: stored.apiKeyEncrypted, expiresAt: now + CACHE_TTL_MS })
+        return ref
+      })
+
+    /** Like `refFor`, naming the operation in the audit row when a decryption happens. */
+    const refForOperation = (
+      operation: string
+    ): Effect.Effect<StripeAccountRef, StripeNotConfigured | DecryptionFailed | SqlError.SqlError, CurrentTenant> =>
+      Effect.gen(function* () {
+        const scope = yield* CurrentTenant
+        const k = tenantKeyOf(scope)
+        const now = yield* Clock.currentTimeMillis
+        const hit = keys.get(k)
+        if (hit !== undefined && hit.expiresAt > now) return hit.value
+        const stored = yield* repo.getStored
+        if (Option.isNone(stored)) return yield* StripeNotConfigured.of()
+        return yield* refOfStored(stored.value, operation)
+      }).pipe(Effect.withSpan("stripe_accounts.ref_for", { attributes: { operation } }))
+
+    /** Decrypted key for the current tenant (audited; cached a few minutes). */
+    const refFor: Effect.Effect<StripeAccountRef, StripeNotConfigured | DecryptionFailed | SqlError.SqlError, CurrentTenant> =
+      refForOperation("stripe_api")
+
+    /**
+     * The webhook signing secret of a tenant environment (None when not configured or no secret
+     * stored). The stored row is re-read each time so a new secret applies at once; only the
+     * decryption is cached, keyed by ciphertext.
+     */
+    const webhookSecretFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
+      Effect.gen(function* () {
+        const stored = yield* repo.getStoredFor(scope)
+        if (Option.isNone(stored) || stored.value.webhookSecretEncrypted === null) return Option.none<Redacted.Redacted<string>>()
+        const cipher = stored.value.webhookSecretEncrypted
+        const k = tenantKeyOf(scope)
+        const now = yield* Clock.currentTimeMillis
+        const hit = secrets.get(k)
+        if (hit !== undefined && hit.expiresAt > now && hit.cipher === cipher) return Option.some(hit.value)
+        const secret = yield* decryptAudited(scope, cipher, "webhook_secret", "webhook_verify")
+        secrets.set(k, { value: secret, cipher, expiresAt: now + CACHE_TTL_MS })
+        return Option.some(secret)
+      }).pipe(Effect.withSpan("stripe_accounts.webhook_secret_for"))
+
+    /** Forget cached plaintexts of a tenant environment (after its config changed). */
+    const invalidate = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
+      Effect.sync(() => {
+        keys.delete(tenantKeyOf(scope))
+        secrets.delete(tenantKeyOf(scope))
+      })
+
+    return { refFor, refForOperation, refOfStored, webhookSecretFor, invalidate } as const
+  })
+}) {}
