@@ -73,6 +73,25 @@ withClickHouse((url) => {
       }).pipe(Effect.scoped)
     )
 
+    it.live("concurrent migrators on a fresh database all succeed", () =>
+      Effect.gen(function* () {
+        const connection = resolveConnection({ url, database: `flexprice_migc_${Date.now()}_${process.pid}` })
+        const bootstrap = yield* makeClient(connection, "default")
+        const clients = yield* Effect.all(Array.from({ length: 4 }, () => makeClient(connection)))
+        try {
+          const applied = yield* Effect.all(
+            clients.map((client) => ClickHouseMigrator({ bootstrap, client })),
+            { concurrency: "unbounded" }
+          )
+          expect(applied.flat().length).toBeGreaterThanOrEqual(3)
+          const tables = yield* clients[0]!.query("t", new Sql(`SELECT count() AS n FROM system.tables WHERE database = '${connection.database}'`))
+          expect(Number(tables[0]!["n"])).toBe(4)
+        } finally {
+          yield* bootstrap.command("t", new Sql(`DROP DATABASE IF EXISTS ${connection.database}`))
+        }
+      }).pipe(Effect.scoped)
+    )
+
     it.live("the layer reads FLEXPRICE_CLICKHOUSE_URL and FLEXPRICE_CLICKHOUSE_DATABASE", () =>
       Effect.gen(function* () {
         const store = yield* EventStore

@@ -82,8 +82,11 @@ const sanitize = (connection: ClickHouseConnection, error: unknown): Error => {
   let message = raw.replace(/\/\/[^/@\s]*@/g, "//***@")
   if (secret) message = message.split(secret).join("***")
   const out = new Error(message.trim())
-  const code = error !== null && typeof error === "object" && "code" in error ? (error as { code: unknown }).code : undefined
-  if (typeof code === "string" || typeof code === "number") Object.assign(out, { code: String(code) })
+  // The client's error parser expects the current server's message format; 18.16 says
+  // "Code: 57, e.displayText() = ...", so the ClickHouse error code is read from the text too.
+  const own = error !== null && typeof error === "object" && "code" in error ? (error as { code: unknown }).code : undefined
+  const code = typeof own === "string" || typeof own === "number" ? String(own) : /^Code: (\d+)/.exec(raw.trim())?.[1]
+  if (code !== undefined) Object.assign(out, { code })
   return out
 }
 

@@ -54,6 +54,16 @@ export const loadMigrations = (dir: string): ReadonlyArray<ClickHouseMigration> 
     .sort((a, b) => a.version - b.version)
 
 /**
+ * Old servers check IF NOT EXISTS and create in two steps: a concurrent migrator (another test
+ * worker, a second replica starting) can make the loser fail with TABLE_ALREADY_EXISTS (57) or
+ * DATABASE_ALREADY_EXISTS (82), which is the outcome it wanted.
+ */
+const alreadyExists = (e: EventStoreError): boolean => {
+  const code = e.cause !== null && typeof e.cause === "object" && "code" in e.cause ? String((e.cause as { code: unknown }).code) : ""
+  return code === "57" || code === "82"
+}
+
+/**
  * Creates the database (through `bootstrap`, a client on the server's default database) and
  * applies the pending migrations through `client` (bound to that database). Returns the versions applied.
  */
@@ -65,14 +75,16 @@ export const ClickHouseMigrator = (options: {
   Effect.gen(function* () {
     const { bootstrap, client } = options
     const db = identifier(client.connection.database)
-    yield* bootstrap.command("migrate", sql`CREATE DATABASE IF NOT EXISTS ${db}`)
-    yield* client.command(
-      "migrate",
-      new Sql(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime('UTC')) " +
-          "ENGINE = ReplacingMergeTree() ORDER BY version"
+    yield* bootstrap.command("migrate", sql`CREATE DATABASE IF NOT EXISTS ${db}`).pipe(Effect.catchIf(alreadyExists, () => Effect.void))
+    yield* client
+      .command(
+        "migrate",
+        new Sql(
+          "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime('UTC')) " +
+            "ENGINE = ReplacingMergeTree() ORDER BY version"
+        )
       )
-    )
+      .pipe(Effect.catchIf(alreadyExists, () => Effect.void))
     const migrations = yield* Effect.try({
       try: () => loadMigrations(options.dir ?? defaultMigrationsDir()),
       catch: (cause) => new EventStoreError({ backend: "clickhouse", operation: "migrate", cause })
@@ -83,7 +95,9 @@ export const ClickHouseMigrator = (options: {
     const done: Array<number> = []
     for (const m of migrations) {
       if (applied.has(m.version)) continue
-      for (const statement of m.statements) yield* client.command(`migrate ${m.version}_${m.name}`, new Sql(statement))
+      for (const statement of m.statements) {
+        yield* client.command(`migrate ${m.version}_${m.name}`, new Sql(statement)).pipe(Effect.catchIf(alreadyExists, () => Effect.void))
+      }
       yield* client.insertTsv(
         "migrate",
         "schema_migrations",
