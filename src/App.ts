@@ -22,6 +22,7 @@ import { AuditLog } from "./security/AuditLog.js"
 import { Encryption } from "./security/Encryption.js"
 import { StripeAccounts } from "./stripe/StripeAccounts.js"
 import { StripeClient } from "./stripe/StripeClient.js"
+import { SyncLive } from "./sync/index.js"
 
 /** PostgreSQL tables unless FLEXPRICE_CLICKHOUSE_URL is set. */
 export const EventStoreLive = Layer.unwrapEffect(
@@ -60,6 +61,7 @@ export const ServicesLive = Layer.mergeAll(
   CustomerService.Default
 ).pipe(
   (core) => Layer.provideMerge(StripeServicesLive, core),
+  (services) => Layer.provideMerge(SyncLive, services),
   Layer.provideMerge(EventStoreLive)
 )
 

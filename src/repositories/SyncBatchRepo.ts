@@ -1,0 +1,518 @@
+/**
+ * The sync ledger (`stripe_sync_batches`) and the pipeline's progress tables
+ * (`stripe_sync_windows`, `stripe_sync_window_meters`, `stripe_sync_meter_marks`), plus the run
+ * log (`stripe_sync_runs`). Every statement is scoped by the CurrentTenant.
+ *
+ * Bulk writes go through one `jsonb_to_recordset` parameter: a page of 10,000 batches is one
+ * statement and stays far below PostgreSQL's 65,535 bind-parameter limit. Quantities travel as
+ * decimal strings and are cast to numeric by the database, never through a JS number.
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Option } from "effect"
+import { CurrentTenant } from "../domain/Tenant.js"
+import { newId } from "../domain/Ids.js"
+
+export type SyncStatus = "pending" | "sending" | "synced" | "failed" | "skipped"
+export type SkipReason = "no_mapping" | "too_late" | "zero_quantity" | "mapping_deleted" | "unsupported_formula"
+
+/** A batch to create (one aggregate group of one window pass). */
+export interface NewBatch {
+  readonly customerId: string
+  readonly meterId: string
+  readonly eventType: string
+  readonly aggregatedQuantity: string
+  readonly sentQuantity: string | null
+  readonly eventCount: number
+  readonly identifier: string
+  readonly providerMeterId: string | null
+  readonly status: "pending" | "skipped"
+  readonly skipReason: SkipReason | null
+  readonly ingestedAfter: Date | null
+}
+
+export interface BatchRow {
+  readonly id: string
+  readonly customerId: string
+  readonly meterId: string
+  readonly eventType: string
+  readonly windowStart: Date
+  readonly windowEnd: Date
+  readonly sequence: number
+  readonly aggregatedQuantity: string
+  readonly sentQuantity: string | null
+  readonly eventCount: number
+  readonly identifier: string
+  readonly stripeEventId: string | null
+  readonly providerMeterId: string | null
+  readonly syncStatus: SyncStatus
+  readonly skipReason: SkipReason | null
+  readonly retryCount: number
+  readonly errorCode: string | null
+  readonly errorMessage: string | null
+  readonly ingestedAfter: Date | null
+  readonly watermark: Date
+  readonly firstSentAt: Date | null
+  readonly createdAt: Date
+  readonly updatedAt: Date
+  readonly syncedAt: Date | null
+}
+
+export interface MeterMark {
+  readonly meterId: string
+  readonly watermark: Date
+  readonly dueThrough: Date
+}
+
+export interface RunCounts {
+  readonly windows: number
+  readonly batchesCreated: number
+  readonly batchesSynced: number
+  readonly batchesFailed: number
+  readonly batchesSkipped: number
+}
+
+export interface RunRow extends RunCounts {
+  readonly id: string
+  readonly trigger: "schedule" | "manual"
+  readonly status: "running" | "completed" | "partial" | "failed"
+  readonly startedAt: Date
+  readonly finishedAt: Date | null
+  readonly error: string | null
+}
+
+export interface BatchFilter {
+  readonly status?: SyncStatus | undefined
+  readonly customerId?: string | undefined
+  readonly meterId?: string | undefined
+  readonly from?: Date | undefined
+  readonly to?: Date | undefined
+  readonly limit: number
+  /** keyset: (window_start, id) of the last row of the previous page, newest first */
+  readonly before?: { readonly windowStart: Date; readonly id: string } | undefined
+}
+
+/** Error codes that must never be resent automatically. */
+export const NEEDS_REVIEW = "needs_review"
+
+const BATCH_COLS = `id, customer_id, meter_id, event_type, window_start, window_end, sequence,
+  aggregated_quantity::text AS aggregated_quantity, sent_quantity::text AS sent_quantity, event_count, identifier,
+  stripe_event_id, provider_meter_id, sync_status, skip_reason, retry_count, error_code, error_message,
+  ingested_after, watermark, first_sent_at, created_at, updated_at, synced_at`
+
+interface RawBatch extends Omit<BatchRow, "eventCount" | "retryCount" | "sequence"> {
+  readonly eventCount: string | number
+  readonly retryCount: string | number
+  readonly sequence: string | number
+}
+
+const toBatch = (r: RawBatch): BatchRow => ({
+  ...r,
+  eventCount: Number(r.eventCount),
+  retryCount: Number(r.retryCount),
+  sequence: Number(r.sequence)
+})
+
+export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/SyncBatchRepo", {
+  effect: Effect.gen(function* () {
+    const sql = yield* PgClient.PgClient
+    const cols = sql.literal(BATCH_COLS)
+
+    // ---- progress
+
+    const meterMarks = (meterIds: ReadonlyArray<string>) =>
+      meterIds.length === 0
+        ? Effect.succeed(new Map<string, MeterMark>())
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<MeterMark>`SELECT meter_id, watermark, due_through FROM stripe_sync_meter_marks
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND meter_id IN ${sql.in(meterIds)}`
+          ).pipe(Effect.map((rows) => new Map(rows.map((r) => [r.meterId, r]))))
+
+    /** Marks only move forward (a replica with a slower clock cannot move them back). */
+    const advanceMark = (meterId: string, watermark: Date, dueThrough: Date) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`INSERT INTO stripe_sync_meter_marks (tenant_id, environment_id, meter_id, watermark, due_through)
+          VALUES (${t.tenantId}, ${t.environmentId}, ${meterId}, ${watermark}, ${dueThrough})
+          ON CONFLICT (tenant_id, environment_id, meter_id) DO UPDATE SET
+            watermark = GREATEST(stripe_sync_meter_marks.watermark, EXCLUDED.watermark),
+            due_through = GREATEST(stripe_sync_meter_marks.due_through, EXCLUDED.due_through),
+            updated_at = now()`
+      ).pipe(Effect.asVoid)
+
+    /** Progress watermark per (window start ms, meter) for the given windows. */
+    const windowProgress = (windowStarts: ReadonlyArray<Date>, meterIds: ReadonlyArray<string>) =>
+      windowStarts.length === 0 || meterIds.length === 0
+        ? Effect.succeed(new Map<string, Date>())
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ windowStart: Date; meterId: string; watermark: Date }>`SELECT window_start, meter_id, watermark
+              FROM stripe_sync_window_meters
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+                AND meter_id IN ${sql.in(meterIds)}
+                AND window_start IN ${sql.in(windowStarts)}`
+          ).pipe(
+            Effect.map((rows) => new Map(rows.map((r) => [progressKey(new Date(r.windowStart), r.meterId), new Date(r.watermark)])))
+          )
+
+    /** Next sequence of a window pass (one per pass, shared by its meters). */
+    const nextSequence = (windowStart: Date) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<{ lastSequence: number }>`SELECT last_sequence FROM stripe_sync_windows
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND window_start = ${windowStart}`
+      ).pipe(Effect.map((rows) => (rows[0] ? Number(rows[0].lastSequence) : 0) + 1))
+
+    /** Records a window pass: must run in the same transaction as the pass's batches. */
+    const recordWindowPass = (input: {
+      readonly windowStart: Date
+      readonly windowEnd: Date
+      readonly sequence: number
+      readonly watermark: Date
+      readonly meterIds: ReadonlyArray<string>
+    }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        Effect.all(
+          [
+            sql`INSERT INTO stripe_sync_windows (tenant_id, environment_id, window_start, window_end, watermark, last_sequence)
+              VALUES (${t.tenantId}, ${t.environmentId}, ${input.windowStart}, ${input.windowEnd}, ${input.watermark}, ${input.sequence})
+              ON CONFLICT (tenant_id, environment_id, window_start) DO UPDATE SET
+                watermark = GREATEST(stripe_sync_windows.watermark, EXCLUDED.watermark),
+                last_sequence = GREATEST(stripe_sync_windows.last_sequence, EXCLUDED.last_sequence),
+                updated_at = now()`,
+            input.meterIds.length === 0
+              ? Effect.void
+              : sql`INSERT INTO stripe_sync_window_meters (tenant_id, environment_id, window_start, meter_id, window_end, watermark)
+                  SELECT ${t.tenantId}, ${t.environmentId}, ${input.windowStart}, m.meter_id, ${input.windowEnd}, ${input.watermark}
+                  FROM jsonb_array_elements_text(${JSON.stringify(input.meterIds)}::jsonb) AS m(meter_id)
+                  ON CONFLICT (tenant_id, environment_id, meter_id, window_start) DO UPDATE SET
+                    watermark = GREATEST(stripe_sync_window_meters.watermark, EXCLUDED.watermark),
+                    updated_at = now()`
+          ],
+          { discard: true }
+        )
+      )
+
+    // ---- ledger writes
+
+    const insertBatches = (window: { readonly start: Date; readonly end: Date }, sequence: number, watermark: Date, rows: ReadonlyArray<NewBatch>) =>
+      rows.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`INSERT INTO stripe_sync_batches (id, tenant_id, environment_id, customer_id, meter_id, event_type,
+                window_start, window_end, sequence, aggregated_quantity, sent_quantity, event_count, identifier,
+                provider_meter_id, sync_status, skip_reason, ingested_after, watermark)
+              SELECT r.id, ${t.tenantId}, ${t.environmentId}, r.customer_id, r.meter_id, r.event_type,
+                ${window.start}, ${window.end}, ${sequence}, r.aggregated_quantity::numeric, r.sent_quantity::numeric,
+                r.event_count, r.identifier, r.provider_meter_id, r.sync_status, r.skip_reason, r.ingested_after::timestamptz,
+                ${watermark}
+              FROM jsonb_to_recordset(${JSON.stringify(
+                rows.map((b) => ({
+                  id: newId.syncBatch(),
+                  customer_id: b.customerId,
+                  meter_id: b.meterId,
+                  event_type: b.eventType,
+                  aggregated_quantity: b.aggregatedQuantity,
+                  sent_quantity: b.sentQuantity,
+                  event_count: b.eventCount,
+                  identifier: b.identifier,
+                  provider_meter_id: b.providerMeterId,
+                  sync_status: b.status,
+                  skip_reason: b.skipReason,
+                  ingested_after: b.ingestedAfter?.toISOString() ?? null
+                }))
+              )}::jsonb) AS r(id text, customer_id text, meter_id text, event_type text, aggregated_quantity text,
+                sent_quantity text, event_count bigint, identifier text, provider_meter_id text, sync_status text,
+                skip_reason text, ingested_after text)`
+          ).pipe(Effect.asVoid)
+
+    /**
+     * Σ aggregated − Σ sent per (customer, meter) over batches with a sent quantity: what the next
+     * batch of that pair still owes Stripe (whole-unit fractions, digits beyond 15).
+     */
+    const outstanding = (customerIds: ReadonlyArray<string>, meterIds: ReadonlyArray<string>) =>
+      customerIds.length === 0 || meterIds.length === 0
+        ? Effect.succeed(new Map<string, string>())
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ customerId: string; meterId: string; outstanding: string }>`
+              SELECT customer_id, meter_id, SUM(aggregated_quantity - sent_quantity)::text AS outstanding
+              FROM stripe_sync_batches
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+                AND sent_quantity IS NOT NULL AND sent_quantity <> aggregated_quantity
+                AND meter_id IN ${sql.in(meterIds)}
+                AND customer_id IN (SELECT jsonb_array_elements_text(${JSON.stringify(customerIds)}::jsonb))
+              GROUP BY customer_id, meter_id`
+          ).pipe(Effect.map((rows) => new Map(rows.map((r) => [pairKey(r.customerId, r.meterId), r.outstanding]))))
+
+    // ---- push queue
+
+    /**
+     * Batches to push, oldest window first, after a keyset cursor: pending and sending ones
+     * (a crash may have left `sending`), and failed ones below the retry cap that are not
+     * waiting for an operator. The cursor makes each row visited at most once per run, so a
+     * batch failed in this run is retried by a later run, not by this one.
+     */
+    const pushQueue = (opts: {
+      readonly after: Option.Option<{ readonly windowStart: Date; readonly id: string }>
+      readonly limit: number
+      readonly retryCap: number
+      readonly windowFrom?: Date | undefined
+      readonly windowTo?: Date | undefined
+    }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND (sync_status IN ('pending', 'sending')
+                 OR (sync_status = 'failed' AND retry_count < ${opts.retryCap} AND COALESCE(error_code, '') <> ${NEEDS_REVIEW}))
+            ${opts.windowFrom ? sql`AND window_start >= ${opts.windowFrom}` : sql``}
+            ${opts.windowTo ? sql`AND window_start < ${opts.windowTo}` : sql``}
+            ${Option.match(opts.after, {
+              onNone: () => sql``,
+              onSome: (c) => sql`AND (window_start, id) > (${c.windowStart}, ${c.id})`
+            })}
+          ORDER BY window_start, id
+          LIMIT ${opts.limit}`
+      ).pipe(Effect.map((rows) => rows.map(toBatch)))
+
+    const idList = (ids: ReadonlyArray<string>) => sql`(SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))`
+
+    /** Before the Stripe call: the first attempt's time is kept (the 24 h dedup rule reads it). */
+    const markSending = (ids: ReadonlyArray<string>, now: Date) =>
+      ids.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`UPDATE stripe_sync_batches SET sync_status = 'sending', first_sent_at = COALESCE(first_sent_at, ${now}),
+                updated_at = ${now}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}`
+          ).pipe(Effect.asVoid)
+
+    const markSynced = (ids: ReadonlyArray<string>, now: Date, note?: { readonly code: string; readonly message: string }) =>
+      ids.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`UPDATE stripe_sync_batches SET sync_status = 'synced', synced_at = ${now}, updated_at = ${now},
+                error_code = ${note?.code ?? null}, error_message = ${note?.message ?? null}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+                AND sync_status <> 'synced'`
+          ).pipe(Effect.asVoid)
+
+    /** Transient failure (outage, rate limit, open circuit): back to pending, never failed. */
+    const markPending = (ids: ReadonlyArray<string>, now: Date, error: { readonly code: string; readonly message: string }) =>
+      ids.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`UPDATE stripe_sync_batches SET sync_status = 'pending', error_code = ${error.code},
+                error_message = ${error.message}, updated_at = ${now}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+                AND sync_status <> 'synced'`
+          ).pipe(Effect.asVoid)
+
+    /** Non-retryable failure: Stripe's code and message kept, retry_count incremented. */
+    const markFailed = (ids: ReadonlyArray<string>, now: Date, error: { readonly code: string; readonly message: string }) =>
+      ids.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`UPDATE stripe_sync_batches SET sync_status = 'failed', retry_count = retry_count + 1,
+                error_code = ${error.code}, error_message = ${error.message}, updated_at = ${now}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+                AND sync_status <> 'synced'`
+          ).pipe(Effect.asVoid)
+
+    const markSkipped = (ids: ReadonlyArray<string>, now: Date, reason: SkipReason) =>
+      ids.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`UPDATE stripe_sync_batches SET sync_status = 'skipped', skip_reason = ${reason}, updated_at = ${now}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+                AND sync_status <> 'synced'`
+          ).pipe(Effect.asVoid)
+
+    /** A verified-not-delivered batch past Stripe's dedup horizon may be sent again as new. */
+    const clearFirstSent = (ids: ReadonlyArray<string>, now: Date) =>
+      ids.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`UPDATE stripe_sync_batches SET first_sent_at = NULL, sync_status = 'pending', updated_at = ${now}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+                AND sync_status <> 'synced'`
+          ).pipe(Effect.asVoid)
+
+    /** Skipped batches (no customer mapping / meter mapping gone) that may become sendable. */
+    const skippedForReevaluation = (opts: { readonly since: Date; readonly limit: number; readonly afterId?: string | undefined }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND sync_status = 'skipped' AND skip_reason IN ('no_mapping', 'mapping_deleted')
+            AND window_start >= ${opts.since}
+            ${opts.afterId ? sql`AND id > ${opts.afterId}` : sql``}
+          ORDER BY id
+          LIMIT ${opts.limit}`
+      ).pipe(Effect.map((rows) => rows.map(toBatch)))
+
+    /** A re-evaluated skipped batch becomes pending with its send amount fixed now. */
+    const makeSendable = (rows: ReadonlyArray<{ readonly id: string; readonly sentQuantity: string; readonly providerMeterId: string; readonly status: "pending" | "skipped"; readonly skipReason: SkipReason | null }>, now: Date) =>
+      rows.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`UPDATE stripe_sync_batches b SET sync_status = r.sync_status, skip_reason = r.skip_reason,
+                sent_quantity = r.sent_quantity::numeric, provider_meter_id = r.provider_meter_id, updated_at = ${now}
+              FROM jsonb_to_recordset(${JSON.stringify(
+                rows.map((r) => ({
+                  id: r.id,
+                  sent_quantity: r.sentQuantity,
+                  provider_meter_id: r.providerMeterId,
+                  sync_status: r.status,
+                  skip_reason: r.skipReason
+                }))
+              )}::jsonb) AS r(id text, sent_quantity text, provider_meter_id text, sync_status text, skip_reason text)
+              WHERE b.tenant_id = ${t.tenantId} AND b.environment_id = ${t.environmentId} AND b.id = r.id
+                AND b.sync_status = 'skipped'`
+          ).pipe(Effect.asVoid)
+
+    /** Σ sent of synced batches per window for one (customer, meter) in [from, to). */
+    const syncedTotalsFor = (customerId: string, meterId: string, from: Date, to: Date) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND customer_id = ${customerId} AND meter_id = ${meterId}
+            AND window_start >= ${from} AND window_start < ${to}
+            AND sent_quantity IS NOT NULL`
+      ).pipe(Effect.map((rows) => rows.map(toBatch)))
+
+    // ---- runs
+
+    const startRun = (trigger: "schedule" | "manual", now: Date) =>
+      Effect.flatMap(CurrentTenant, (t) => {
+        const id = `ssr_${newId.syncBatch().slice(4)}`
+        return sql`INSERT INTO stripe_sync_runs (id, tenant_id, environment_id, trigger, status, started_at)
+          VALUES (${id}, ${t.tenantId}, ${t.environmentId}, ${trigger}, 'running', ${now})`.pipe(Effect.as(id))
+      })
+
+    const finishRun = (id: string, status: RunRow["status"], counts: RunCounts, now: Date, error: string | null) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`UPDATE stripe_sync_runs SET status = ${status}, finished_at = ${now}, windows = ${counts.windows},
+            batches_created = ${counts.batchesCreated}, batches_synced = ${counts.batchesSynced},
+            batches_failed = ${counts.batchesFailed}, batches_skipped = ${counts.batchesSkipped}, error = ${error}
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id}`
+      ).pipe(Effect.asVoid)
+
+    const lastRun = Effect.flatMap(CurrentTenant, (t) =>
+      sql<RunRow>`SELECT id, trigger, status, started_at, finished_at, windows, batches_created, batches_synced,
+          batches_failed, batches_skipped, error
+        FROM stripe_sync_runs WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+        ORDER BY started_at DESC LIMIT 1`
+    ).pipe(
+      Effect.map((rows) =>
+        Option.map(Option.fromNullable(rows[0]), (r) => ({
+          ...r,
+          windows: Number(r.windows),
+          batchesCreated: Number(r.batchesCreated),
+          batchesSynced: Number(r.batchesSynced),
+          batchesFailed: Number(r.batchesFailed),
+          batchesSkipped: Number(r.batchesSkipped)
+        }))
+      )
+    )
+
+    // ---- reads for the API
+
+    const list = (f: BatchFilter) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            ${f.status ? sql`AND sync_status = ${f.status}` : sql``}
+            ${f.customerId ? sql`AND customer_id = ${f.customerId}` : sql``}
+            ${f.meterId ? sql`AND meter_id = ${f.meterId}` : sql``}
+            ${f.from ? sql`AND window_start >= ${f.from}` : sql``}
+            ${f.to ? sql`AND window_start < ${f.to}` : sql``}
+            ${f.before ? sql`AND (window_start, id) < (${f.before.windowStart}, ${f.before.id})` : sql``}
+          ORDER BY window_start DESC, id DESC
+          LIMIT ${f.limit}`
+      ).pipe(Effect.map((rows) => rows.map(toBatch)))
+
+    const statusCounts = Effect.flatMap(CurrentTenant, (t) =>
+      sql<{ syncStatus: SyncStatus; skipReason: string | null; n: string }>`SELECT sync_status, skip_reason, COUNT(*) AS n
+        FROM stripe_sync_batches WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+        GROUP BY sync_status, skip_reason`
+    ).pipe(Effect.map((rows) => rows.map((r) => ({ status: r.syncStatus, skipReason: r.skipReason, count: Number(r.n) }))))
+
+    const recentStats = (since: Date) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<{ synced: string; failed: string; p50: number | null; p95: number | null }>`
+          SELECT COUNT(*) FILTER (WHERE sync_status = 'synced') AS synced,
+                 COUNT(*) FILTER (WHERE sync_status = 'failed') AS failed,
+                 percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (synced_at - window_end)))
+                   FILTER (WHERE sync_status = 'synced') AS p50,
+                 percentile_cont(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (synced_at - window_end)))
+                   FILTER (WHERE sync_status = 'synced') AS p95
+          FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND updated_at >= ${since}`
+      ).pipe(
+        Effect.map((rows) => {
+          const r = rows[0]
+          return {
+            synced: Number(r?.synced ?? 0),
+            failed: Number(r?.failed ?? 0),
+            lagP50Seconds: r?.p50 === null || r?.p50 === undefined ? null : Number(r.p50),
+            lagP95Seconds: r?.p95 === null || r?.p95 === undefined ? null : Number(r.p95)
+          }
+        })
+      )
+
+    const oldestUnsyncedWindow = Effect.flatMap(CurrentTenant, (t) =>
+      sql<{ windowStart: Date | null }>`SELECT MIN(window_start) AS window_start FROM stripe_sync_batches
+        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+          AND (sync_status IN ('pending', 'sending') OR (sync_status = 'failed'))`
+    ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]?.windowStart), (d) => new Date(d))))
+
+    /** Synced totals per (customer, meter, hour) in [from, to), for reconciliation. */
+    const syncedHourly = (from: Date, to: Date) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<{ customerId: string; meterId: string; hour: Date; total: string; batches: string }>`
+          SELECT customer_id, meter_id, date_trunc('hour', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
+                 SUM(sent_quantity)::text AS total, COUNT(*) AS batches
+          FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND sync_status = 'synced' AND window_start >= ${from} AND window_start < ${to}
+          GROUP BY customer_id, meter_id, hour
+          ORDER BY customer_id, meter_id, hour`
+      ).pipe(Effect.map((rows) => rows.map((r) => ({ ...r, hour: new Date(r.hour), batches: Number(r.batches) }))))
+
+    /** Aggregation types of meters (deleted ones included: their rows still sync). */
+    const meterAggregations = (meterIds: ReadonlyArray<string>) =>
+      meterIds.length === 0
+        ? Effect.succeed(new Map<string, string>())
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ id: string; aggregationType: string }>`SELECT id, aggregation_type FROM meters
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${sql.in(meterIds)}`
+          ).pipe(Effect.map((rows) => new Map(rows.map((r) => [r.id, r.aggregationType]))))
+
+    return {
+      meterMarks,
+      advanceMark,
+      windowProgress,
+      nextSequence,
+      recordWindowPass,
+      insertBatches,
+      outstanding,
+      pushQueue,
+      markSending,
+      markSynced,
+      markPending,
+      markFailed,
+      markSkipped,
+      clearFirstSent,
+      skippedForReevaluation,
+      makeSendable,
+      syncedTotalsFor,
+      startRun,
+      finishRun,
+      lastRun,
+      list,
+      statusCounts,
+      recentStats,
+      oldestUnsyncedWindow,
+      syncedHourly,
+      meterAggregations
+    } as const
+  })
+}) {}
+
+export const progressKey = (windowStart: Date, meterId: string) => `${windowStart.getTime()}|${meterId}`
+export const pairKey = (customerId: string, meterId: string) => `${customerId}\u0000${meterId}`

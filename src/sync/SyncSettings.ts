@@ -1,0 +1,28 @@
+/**
+ * Pipeline settings beyond the shared `SyncConfig` (src/config/AppConfig.ts), from environment
+ * variables with defaults.
+ */
+import { Config } from "effect"
+import { SyncConfig } from "../config/AppConfig.js"
+
+const positiveInt = (name: string, fallback: number) =>
+  Config.integer(name).pipe(
+    Config.withDefault(fallback),
+    Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 })
+  )
+
+export const SyncSettings = Config.all({
+  shared: SyncConfig,
+  /** A lease not renewed for this long is free for another replica (renewed every third of it). */
+  leaseSeconds: positiveInt("FLEXPRICE_SYNC_LEASE_SECONDS", 60),
+  /** Stripe requests in flight per tenant push (stream chunks of 100, or v1 calls). */
+  pushConcurrency: positiveInt("FLEXPRICE_SYNC_PUSH_CONCURRENCY", 4),
+  /** Later runs retry a batch failed for a non-retryable reason this many times, then leave it failed. */
+  maxRetries: positiveInt("FLEXPRICE_SYNC_MAX_RETRIES", 5),
+  /**
+   * A batch first sent longer ago than this is past Stripe's 24 h identifier dedup (with a
+   * margin): it is checked against Stripe's meter event summaries before anything is resent.
+   */
+  resendHorizonHours: positiveInt("FLEXPRICE_SYNC_RESEND_HORIZON_HOURS", 23)
+})
+export type SyncSettings = Config.Config.Success<typeof SyncSettings>

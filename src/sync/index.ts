@@ -1,0 +1,18 @@
+/** The sync pipeline's public surface and its Layer (needs AppLive's repositories, EventStore, Stripe services). */
+import { Layer } from "effect"
+import { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
+import { SyncLease } from "./SyncLease.js"
+import { SyncPipeline } from "./SyncPipeline.js"
+import { SyncService } from "./SyncService.js"
+
+export { SyncScheduler } from "./SyncScheduler.js"
+export { SyncService, type TenantOutcome } from "./SyncService.js"
+export { SyncPipeline, WindowNotClosed, type RunOptions, type RunReport, type WindowReport } from "./SyncPipeline.js"
+export { SyncLease, LeaseBusy, LeaseLost } from "./SyncLease.js"
+export { SyncSettings } from "./SyncSettings.js"
+
+/** SyncService + SyncPipeline + SyncLease + SyncBatchRepo (all exposed). */
+export const SyncLive = SyncService.Default.pipe(
+  Layer.provideMerge(SyncPipeline.Default),
+  Layer.provideMerge(Layer.mergeAll(SyncBatchRepo.Default, SyncLease.Default))
+)
