@@ -6,6 +6,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, Effect, Layer, Option, Stream } from "effect"
 import * as Decimal from "../domain/Decimal.js"
+import { textArray } from "../db/SqlArrays.js"
 import type { TenantScope } from "../domain/Ids.js"
 import {
   type AggregateGroup,
@@ -29,24 +30,24 @@ const decodeCursor = (c: string): Option.Option<{ ts: Date; id: string }> => {
 export const make = Effect.gen(function* () {
   const sql = yield* PgClient.PgClient
 
+  /**
+   * Bulk inserts pass one array per column through `unnest`: a statement with 11 parameters
+   * instead of 11 × rows, which is several times faster to build, send and plan.
+   */
   const insertEvents = (events: ReadonlyArray<StoredEvent>) =>
     events.length === 0
       ? Effect.succeed([] as ReadonlyArray<string>)
-      : sql<{ eventId: string }>`INSERT INTO events ${sql.insert(
-          events.map((e) => ({
-            tenantId: e.tenantId,
-            environmentId: e.environmentId,
-            eventId: e.eventId,
-            eventName: e.eventName,
-            externalCustomerId: e.externalCustomerId,
-            customerId: e.customerId,
-            timestamp: e.timestamp,
-            ingestedAt: e.ingestedAt,
-            properties: e.propertiesJson,
-            status: e.status,
-            error: e.error
-          }))
-        )} ON CONFLICT (tenant_id, environment_id, event_id) DO NOTHING RETURNING event_id`.pipe(
+      : sql<{ eventId: string }>`INSERT INTO events
+          (tenant_id, environment_id, event_id, event_name, external_customer_id, customer_id, "timestamp", ingested_at, properties, status, error)
+          SELECT t.tenant_id, t.environment_id, t.event_id, t.event_name, t.external_customer_id, t.customer_id, t.ts, t.ingested_at, t.properties::json, t.status, t.error
+          FROM unnest(${textArray(events.map((e) => e.tenantId))}::text[], ${textArray(events.map((e) => e.environmentId))}::text[],
+                      ${textArray(events.map((e) => e.eventId))}::text[], ${textArray(events.map((e) => e.eventName))}::text[],
+                      ${textArray(events.map((e) => e.externalCustomerId))}::text[], ${textArray(events.map((e) => e.customerId))}::text[],
+                      ${textArray(events.map((e) => e.timestamp.toISOString()))}::timestamptz[], ${textArray(events.map((e) => e.ingestedAt.toISOString()))}::timestamptz[],
+                      ${textArray(events.map((e) => e.propertiesJson))}::text[], ${textArray(events.map((e) => e.status))}::text[],
+                      ${textArray(events.map((e) => e.error))}::text[])
+            AS t(tenant_id, environment_id, event_id, event_name, external_customer_id, customer_id, ts, ingested_at, properties, status, error)
+          ON CONFLICT (tenant_id, environment_id, event_id) DO NOTHING RETURNING event_id`.pipe(
           Effect.map((rows) => rows.map((r) => r.eventId)),
           Effect.mapError(fail("insertEvents"))
         )
@@ -54,20 +55,14 @@ export const make = Effect.gen(function* () {
   const insertProcessed: EventStore["Type"]["insertProcessed"] = (rows) =>
     rows.length === 0
       ? Effect.void
-      : sql`INSERT INTO events_processed ${sql.insert(
-          rows.map((r) => ({
-            tenantId: r.tenantId,
-            environmentId: r.environmentId,
-            eventId: r.eventId,
-            meterId: r.meterId,
-            customerId: r.customerId,
-            eventName: r.eventName,
-            timestamp: r.timestamp,
-            ingestedAt: r.ingestedAt,
-            qtyTotal: r.qtyTotal,
-            qtyBillable: r.qtyBillable
-          }))
-        )} ON CONFLICT (tenant_id, environment_id, event_id, meter_id) DO NOTHING`.pipe(
+      : sql`INSERT INTO events_processed
+          (tenant_id, environment_id, event_id, meter_id, customer_id, event_name, "timestamp", ingested_at, qty_total, qty_billable)
+          SELECT * FROM unnest(${textArray(rows.map((r) => r.tenantId))}::text[], ${textArray(rows.map((r) => r.environmentId))}::text[],
+                      ${textArray(rows.map((r) => r.eventId))}::text[], ${textArray(rows.map((r) => r.meterId))}::text[],
+                      ${textArray(rows.map((r) => r.customerId))}::text[], ${textArray(rows.map((r) => r.eventName))}::text[],
+                      ${textArray(rows.map((r) => r.timestamp.toISOString()))}::timestamptz[], ${textArray(rows.map((r) => r.ingestedAt.toISOString()))}::timestamptz[],
+                      ${textArray(rows.map((r) => r.qtyTotal))}::numeric[], ${textArray(rows.map((r) => r.qtyBillable))}::numeric[])
+          ON CONFLICT (tenant_id, environment_id, event_id, meter_id) DO NOTHING`.pipe(
           Effect.asVoid,
           Effect.mapError(fail("insertProcessed"))
         )

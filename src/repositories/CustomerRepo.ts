@@ -6,6 +6,7 @@ import { SqlError } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Option } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
+import { textArray } from "../db/SqlArrays.js"
 import { CustomerId, newId } from "../domain/Ids.js"
 
 export interface CustomerRow {
@@ -51,7 +52,7 @@ export class CustomerRepo extends Effect.Service<CustomerRepo>()("flexprice/Cust
         : Effect.flatMap(CurrentTenant, (t) =>
             sql<{ id: string; externalId: string }>`SELECT id, external_id FROM customers
               WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-                AND external_id IN ${sql.in(externalIds)}`
+                AND external_id = ANY(${textArray(externalIds)}::text[])`
           ).pipe(Effect.map((rows) => new Map(rows.map((r) => [r.externalId, r.id]))))
 
     /** Insert; `None` when the external id is taken (the caller decides: 409 or find). */

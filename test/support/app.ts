@@ -5,6 +5,7 @@
  */
 import { HttpServer } from "@effect/platform"
 import { ConfigProvider, Effect, Layer, Logger, LogLevel, ManagedRuntime } from "effect"
+import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -78,6 +79,8 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
     FLEXPRICE_HTTP_ADDR: "127.0.0.1:0",
     FLEXPRICE_WATERMARK_LAG_SECONDS: "0",
     FLEXPRICE_SCHEDULE_ENABLED: "false",
+    // a fresh master key per app (PostgreSQL mode refuses to start without one)
+    FLEXPRICE_ENCRYPTION_KEYS: `1:${randomBytes(32).toString("base64")}`,
     ...options.env
   }
   let dataDir: string | undefined
