@@ -10,6 +10,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Option } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
+import * as Decimal from "../domain/Decimal.js"
 import { newId } from "../domain/Ids.js"
 
 export type SyncStatus = "pending" | "sending" | "synced" | "failed" | "skipped"
@@ -107,6 +108,8 @@ interface RawBatch extends Omit<BatchRow, "eventCount" | "retryCount" | "sequenc
 
 const toBatch = (r: RawBatch): BatchRow => ({
   ...r,
+  aggregatedQuantity: Decimal.normalize(r.aggregatedQuantity),
+  sentQuantity: r.sentQuantity === null ? null : Decimal.normalize(r.sentQuantity),
   eventCount: Number(r.eventCount),
   retryCount: Number(r.retryCount),
   sequence: Number(r.sequence)
@@ -238,7 +241,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
                 AND meter_id IN ${sql.in(meterIds)}
                 AND customer_id IN (SELECT jsonb_array_elements_text(${JSON.stringify(customerIds)}::jsonb))
               GROUP BY customer_id, meter_id`
-          ).pipe(Effect.map((rows) => new Map(rows.map((r) => [pairKey(r.customerId, r.meterId), r.outstanding]))))
+          ).pipe(Effect.map((rows) => new Map(rows.map((r) => [pairKey(r.customerId, r.meterId), Decimal.normalize(r.outstanding)]))))
 
     // ---- push queue
 
@@ -472,7 +475,11 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
             AND sync_status = 'synced' AND window_start >= ${from} AND window_start < ${to}
           GROUP BY customer_id, meter_id, hour
           ORDER BY customer_id, meter_id, hour`
-      ).pipe(Effect.map((rows) => rows.map((r) => ({ ...r, hour: new Date(r.hour), batches: Number(r.batches) }))))
+      ).pipe(
+        Effect.map((rows) =>
+          rows.map((r) => ({ ...r, total: Decimal.normalize(r.total), hour: new Date(r.hour), batches: Number(r.batches) }))
+        )
+      )
 
     /** Aggregation types of meters (deleted ones included: their rows still sync). */
     const meterAggregations = (meterIds: ReadonlyArray<string>) =>

@@ -1,0 +1,210 @@
+/**
+ * Sync test harness: the full service (startTestApp) pointed at a Stripe emulator on loopback,
+ * with helpers to configure a tenant (config, meters, mappings, customers), ingest usage and run
+ * the pipeline. Configs and mappings go through the config engineer's repositories (the secret
+ * is encrypted with the Encryption service), not the HTTP API, so these tests do not depend on it.
+ */
+import { Effect, Exit, Redacted, Scope } from "effect"
+import * as Decimal from "../../src/domain/Decimal.js"
+import type { TenantScope } from "../../src/domain/Ids.js"
+import { CurrentTenant } from "../../src/domain/Tenant.js"
+import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
+import { MeterMappingRepo } from "../../src/repositories/MeterMappingRepo.js"
+import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
+import { SyncBatchRepo } from "../../src/repositories/SyncBatchRepo.js"
+import { Encryption } from "../../src/security/Encryption.js"
+import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
+import { StripeAccounts } from "../../src/stripe/StripeAccounts.js"
+import { SyncService } from "../../src/sync/SyncService.js"
+import type { RunOptions, RunReport } from "../../src/sync/SyncPipeline.js"
+import { type Backend, startTestApp, type TestApp } from "../support/app.js"
+
+export const STRIPE_KEY = "sk_test_51FlexpriceSyncTests000000SECRET4242"
+
+export const stripeEnv = (url: string): Record<string, string> => ({
+  STRIPE_API_BASE: url,
+  STRIPE_METER_EVENTS_API_BASE: url,
+  STRIPE_RATE_LIMIT_TEST_PER_SECOND: "10000",
+  STRIPE_METER_STREAM_RATE_LIMIT_PER_SECOND: "10000",
+  STRIPE_MAX_CONCURRENCY: "16",
+  STRIPE_RETRY_RATE_LIMITED_BASE_MS: "2",
+  STRIPE_RETRY_UNAVAILABLE_BASE_MS: "2",
+  STRIPE_BREAKER_COOLDOWN_SECONDS: "0.2",
+  STRIPE_API_TIMEOUT_SECONDS: "10"
+})
+
+export interface MeterSetup {
+  readonly meterId: string
+  readonly eventName: string
+  readonly stripeEventName: string
+  readonly providerMeterId: string
+}
+
+export interface SyncHarness {
+  readonly app: TestApp
+  readonly emulator: StripeEmulatorHandle
+  readonly scope: TenantScope
+  readonly asTenant: <A, E>(effect: Effect.Effect<A, E, any>) => Promise<A>
+  readonly configure: (opts?: { transport?: "stream" | "v1"; windowMinutes?: number; graceMinutes?: number }) => Promise<void>
+  readonly meter: (name: string, opts?: { aggregation?: "SUM" | "COUNT" | "MAX"; field?: string; wholeUnits?: boolean; formula?: "sum" | "count" | "last" }) => Promise<MeterSetup>
+  /** A FlexPrice customer, plus (when `mapped`) a Stripe customer and the mapping. */
+  readonly customer: (externalId: string, mapped?: boolean) => Promise<{ customerId: string; stripeId: string | null }>
+  readonly mapCustomer: (customerId: string) => Promise<string>
+  readonly ingest: (events: ReadonlyArray<Record<string, unknown>>) => Promise<void>
+  readonly sync: (options?: RunOptions) => Promise<RunReport>
+  readonly batches: () => Promise<ReadonlyArray<import("../../src/repositories/SyncBatchRepo.js").BatchRow>>
+  readonly stripeTotal: (stripeCustomer: string, stripeEventName: string) => string
+  readonly dispose: () => Promise<void>
+}
+
+export const startSyncHarness = async (options: { backend?: Backend; env?: Record<string, string> } = {}): Promise<SyncHarness> => {
+  const emuScope = Effect.runSync(Scope.make())
+  const emulator = await Effect.runPromise(
+    makeStripeEmulator({ apiKey: STRIPE_KEY, now: () => Date.now() }).pipe(Scope.extend(emuScope))
+  )
+  let app: TestApp
+  try {
+    app = await startTestApp({ backend: options.backend ?? "pglite", env: { ...stripeEnv(emulator.url), ...options.env } })
+  } catch (e) {
+    await Effect.runPromise(Scope.close(emuScope, Exit.void))
+    throw e
+  }
+  const scope = app.scope
+  const asTenant = <A, E>(effect: Effect.Effect<A, E, any>) =>
+    app.run(effect.pipe(Effect.provideService(CurrentTenant, scope)) as Effect.Effect<A, E, never>)
+
+  const configure: SyncHarness["configure"] = async (opts = {}) => {
+    await asTenant(
+      Effect.gen(function* () {
+        const enc = yield* Encryption
+        const repo = yield* StripeConfigRepo
+        const cipher = yield* enc.encrypt(Redacted.make(STRIPE_KEY))
+        yield* repo.upsert({
+          apiKeyEncrypted: cipher,
+          apiKeyHint: "sk_test_…4242",
+          webhookSecretEncrypted: null,
+          keyVersion: enc.newestVersion,
+          syncEnabled: true,
+          aggregationWindowMinutes: opts.windowMinutes ?? 60,
+          gracePeriodMinutes: opts.graceMinutes ?? 5,
+          transport: opts.transport ?? "stream",
+          livemode: false,
+          stripeAccountId: emulator.accountId
+        })
+        const accounts = yield* StripeAccounts
+        yield* accounts.invalidate(scope)
+      })
+    )
+  }
+
+  const meter: SyncHarness["meter"] = async (name, opts = {}) => {
+    const aggregation = opts.aggregation ?? "SUM"
+    const res = await app.request("POST", "/v1/meters", {
+      name,
+      event_name: name,
+      aggregation: { type: aggregation, field: aggregation === "COUNT" ? null : (opts.field ?? "qty") }
+    })
+    if (res.status !== 201) throw new Error(`meter create failed: ${res.status} ${res.text}`)
+    const stripeEventName = `stripe_${name}`
+    const m = await Effect.runPromise(
+      emulator.createMeter({
+        display_name: name,
+        event_name: stripeEventName,
+        default_aggregation: { formula: opts.formula ?? "sum" },
+        customer_mapping: { event_payload_key: "stripe_customer_id", type: "by_id" },
+        value_settings: { event_payload_key: "value" }
+      })
+    )
+    await asTenant(
+      Effect.flatMap(MeterMappingRepo, (r) =>
+        r.upsert({
+          meterId: res.body.id,
+          providerMeterId: m.id,
+          stripeEventName,
+          customerPayloadKey: "stripe_customer_id",
+          valuePayloadKey: "value",
+          formula: opts.formula ?? "sum",
+          wholeUnits: opts.wholeUnits ?? false,
+          syncEnabled: true
+        })
+      )
+    )
+    return { meterId: res.body.id, eventName: name, stripeEventName, providerMeterId: m.id }
+  }
+
+  const mapCustomer = async (customerId: string) => {
+    const c = await Effect.runPromise(emulator.createCustomer({ metadata: { flexprice_customer: customerId } }))
+    await asTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.insert({ customerId, providerCustomerId: c.id, source: "api" })))
+    return c.id
+  }
+
+  const customer: SyncHarness["customer"] = async (externalId, mapped = true) => {
+    const res = await app.request("POST", "/v1/customers", { external_id: externalId })
+    if (res.status !== 201) throw new Error(`customer create failed: ${res.status} ${res.text}`)
+    const customerId = res.body.id as string
+    return { customerId, stripeId: mapped ? await mapCustomer(customerId) : null }
+  }
+
+  const ingest: SyncHarness["ingest"] = async (events) => {
+    for (let i = 0; i < events.length; i += 1000) {
+      const res = await app.request("POST", "/v1/events/bulk", { events: events.slice(i, i + 1000) })
+      if (res.status !== 202 || res.body.rejected.length > 0) throw new Error(`ingest failed: ${res.status} ${res.text}`)
+    }
+  }
+
+  const sync: SyncHarness["sync"] = async (options = { trigger: "schedule" }) =>
+    asTenant(
+      Effect.gen(function* () {
+        const service = yield* SyncService
+        const config = yield* Effect.flatMap(StripeConfigRepo, (r) => r.get)
+        if (config._tag === "None") return yield* Effect.die("not configured")
+        return yield* service.runTenant(config.value, options)
+      })
+    )
+
+  const batches = () =>
+    asTenant(Effect.flatMap(SyncBatchRepo, (r) => r.list({ limit: 100_000 })))
+
+  return {
+    app,
+    emulator,
+    scope,
+    asTenant,
+    configure,
+    meter,
+    customer,
+    mapCustomer,
+    ingest,
+    sync,
+    batches,
+    stripeTotal: (c, e) => emulator.total(c, e).sum,
+    dispose: async () => {
+      await app.dispose()
+      await Effect.runPromise(Scope.close(emuScope, Exit.void))
+    }
+  }
+}
+
+/** Deterministic PRNG for generated usage. */
+export const prng = (seed: number) => {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** A random quantity with up to 3 decimals, as a string (exact). */
+export const randomQty = (rand: () => number): string => {
+  const thousandths = Math.floor(rand() * 100_000)
+  return Decimal.normalize(`${Math.floor(thousandths / 1000)}.${String(thousandths % 1000).padStart(3, "0")}`)
+}
+
+export const HOUR = 3_600_000
+export const hoursAgo = (h: number, minuteOffset = 0) => {
+  const base = Math.floor(Date.now() / HOUR) * HOUR
+  return new Date(base - h * HOUR + minuteOffset * 60_000).toISOString()
+}
