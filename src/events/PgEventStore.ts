@@ -67,8 +67,10 @@ export const make = Effect.gen(function* () {
           Effect.mapError(fail("insertProcessed"))
         )
 
-  const updateEventStatus: EventStore["Type"]["updateEventStatus"] = (scope, updates) =>
-    updates.length === 0
+  // UPDATE ... FROM picks an arbitrary source row when one event appears twice: keep the last.
+  const updateEventStatus: EventStore["Type"]["updateEventStatus"] = (scope, all) => {
+    const updates = [...new Map(all.map((u) => [u.eventId, u])).values()]
+    return updates.length === 0
       ? Effect.void
       : sql`UPDATE events e SET status = u.status, customer_id = u.customer_id, error = u.error
           FROM jsonb_to_recordset(${JSON.stringify(
@@ -76,6 +78,7 @@ export const make = Effect.gen(function* () {
           )}::jsonb) AS u(event_id text, customer_id text, status text, error text)
           WHERE e.tenant_id = ${scope.tenantId} AND e.environment_id = ${scope.environmentId}
             AND e.event_id = u.event_id`.pipe(Effect.asVoid, Effect.mapError(fail("updateEventStatus")))
+  }
 
   const aggregatePage = (q: AggregateQuery, after: Option.Option<AggregateGroup>) =>
     sql<{ customerId: string; meterId: string; eventName: string; quantity: string; eventCount: string }>`
