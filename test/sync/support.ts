@@ -208,3 +208,71 @@ export const hoursAgo = (h: number, minuteOffset = 0) => {
   const base = Math.floor(Date.now() / HOUR) * HOUR
   return new Date(base - h * HOUR + minuteOffset * 60_000).toISOString()
 }
+
+/**
+ * Customers × meters of usage over the given hours (ago); returns the expected Stripe totals,
+ * keyed `${stripeCustomer}|${stripeEventName}`, computed from the raw events only.
+ */
+export const seedUsage = async (
+  h: SyncHarness,
+  opts: { customers: number; events: number; seed: number; hours?: ReadonlyArray<number>; wholeUnits?: boolean; prefix?: string }
+) => {
+  const meters = [
+    await h.meter(`${opts.prefix ?? "m"}_calls`, { aggregation: "COUNT", wholeUnits: opts.wholeUnits ?? false }),
+    await h.meter(`${opts.prefix ?? "m"}_tokens`, { aggregation: "SUM", field: "tokens", wholeUnits: opts.wholeUnits ?? false })
+  ] as const
+  const customers: Array<{ externalId: string; stripeId: string }> = []
+  for (let i = 0; i < opts.customers; i++) {
+    const externalId = `${opts.prefix ?? "m"}c${i}`
+    const c = await h.customer(externalId)
+    customers.push({ externalId, stripeId: c.stripeId! })
+  }
+  const rand = prng(opts.seed)
+  const hours = opts.hours ?? [2, 3, 4]
+  const expected = new Map<string, Array<string>>()
+  const events: Array<Record<string, unknown>> = []
+  for (let i = 0; i < opts.events; i++) {
+    const c = customers[Math.floor(rand() * customers.length)]!
+    const timestamp = hoursAgo(hours[Math.floor(rand() * hours.length)]!, Math.floor(rand() * 60))
+    const useCalls = rand() < 0.5
+    const m = useCalls ? meters[0] : meters[1]
+    const qty = useCalls ? "1" : randomQty(rand)
+    events.push({
+      event_id: `${opts.prefix ?? "m"}e${i}`,
+      event_name: m.eventName,
+      external_customer_id: c.externalId,
+      timestamp,
+      ...(useCalls ? {} : { properties: { tokens: qty } })
+    })
+    const k = `${c.stripeId}|${m.stripeEventName}`
+    expected.set(k, [...(expected.get(k) ?? []), qty])
+  }
+  await h.ingest(events)
+  return { meters, customers, expected: new Map([...expected].map(([k, v]) => [k, Decimal.sum(v)])) }
+}
+
+/** Every expected total equals the emulator's (and nothing else was sent). */
+export const expectTotals = (h: SyncHarness, expected: ReadonlyMap<string, string>) => {
+  const mismatches: Array<string> = []
+  for (const [k, sum] of expected) {
+    const [c, e] = k.split("|") as [string, string]
+    const got = h.stripeTotal(c, e)
+    if (!Decimal.equals(got, sum)) mismatches.push(`${k}: expected ${sum}, Stripe has ${got}`)
+  }
+  const all = Decimal.sum(h.emulator.state.totals().map((t) => t.sum))
+  const want = Decimal.sum([...expected.values()])
+  if (!Decimal.equals(all, want)) mismatches.push(`grand total: expected ${want}, Stripe has ${all}`)
+  return mismatches
+}
+
+/** Runs the pipeline until nothing is pending (or `max` runs). */
+export const syncUntilSettled = async (h: SyncHarness, max = 30, between?: () => Promise<void>) => {
+  const reports: Array<RunReport> = []
+  for (let i = 0; i < max; i++) {
+    reports.push(await h.sync())
+    const open = (await h.batches()).filter((b) => b.syncStatus === "pending" || b.syncStatus === "sending")
+    if (open.length === 0) return reports
+    if (between) await between()
+  }
+  return reports
+}
