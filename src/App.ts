@@ -22,6 +22,8 @@ import { AuditLog } from "./security/AuditLog.js"
 import { Encryption } from "./security/Encryption.js"
 import { StripeAccounts } from "./stripe/StripeAccounts.js"
 import { StripeClient } from "./stripe/StripeClient.js"
+import { WebhookEventRepo } from "./repositories/WebhookEventRepo.js"
+import { WebhookProcessor } from "./webhooks/WebhookProcessor.js"
 import { SyncLive } from "./sync/index.js"
 
 /** PostgreSQL tables unless FLEXPRICE_CLICKHOUSE_URL is set. */
@@ -43,12 +45,14 @@ export const StripeBaseLive = Layer.mergeAll(
   AuditLog.Default,
   StripeConfigRepo.Default,
   MeterMappingRepo.Default,
-  CustomerMappingRepo.Default
+  CustomerMappingRepo.Default,
+  WebhookEventRepo.Default
 )
 
 export const StripeServicesLive = Layer.mergeAll(
   StripeAccounts.Default,
-  CustomerLinker.DefaultWithoutDependencies
+  CustomerLinker.DefaultWithoutDependencies,
+  WebhookProcessor.Default
 ).pipe(Layer.provideMerge(StripeBaseLive))
 
 /** Repositories and domain services over a given database + event store. */

@@ -5,12 +5,16 @@
 import { HttpApi, OpenApi } from "@effect/platform"
 import { Conflict, InternalError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable, UpstreamFailed } from "../domain/Errors.js"
 import { CustomersGroup, EventsGroup, HealthGroup, MetersGroup } from "./CoreApi.js"
+import { StripeConfigGroup } from "./StripeConfigApi.js"
+import { WebhooksGroup } from "./WebhooksApi.js"
 
 export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(HealthGroup)
   .add(CustomersGroup)
   .add(MetersGroup)
   .add(EventsGroup)
+  .add(StripeConfigGroup)
+  .add(WebhooksGroup)
   .addError(InvalidInput)
   .addError(NotFound)
   .addError(Conflict)

@@ -8,8 +8,15 @@ import { FlexPriceApi } from "./Api.js"
 import { CoreHttpLive } from "./CoreHttp.js"
 import { errorEnvelope } from "./Errors.js"
 import { AuthenticationLive } from "./Security.js"
+import { StripeConfigLive } from "./StripeConfigHttp.js"
+import { WebhooksLive } from "./WebhooksHttp.js"
 
-export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(Layer.provide(CoreHttpLive), Layer.provide(AuthenticationLive))
+export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(
+  Layer.provide(CoreHttpLive),
+  Layer.provide(StripeConfigLive),
+  Layer.provide(WebhooksLive),
+  Layer.provide(AuthenticationLive)
+)
 
 /** The API served on whatever HttpServer is provided. */
 export const HttpApiLive = HttpApiBuilder.serve((app) => HttpMiddleware.logger(errorEnvelope(app))).pipe(

@@ -1,0 +1,302 @@
+/**
+ * Stripe webhook intake: source address check, size cap, signature verification with the
+ * `stripe` SDK on the raw bytes, tenant resolution, dedup on the Stripe event id, and the
+ * customer onboarding the events drive (through CustomerLinker, like the migration).
+ *
+ * Rejections (`WebhookRejected`) answer 4xx and change nothing; processing failures
+ * (`WebhookProcessingFailed`) answer 500 so Stripe retries, and leave the row `failed` with the
+ * error, which lets the redelivery process it again.
+ */
+import { Cause, Clock, Data, Effect, Either, Metric, Option, Redacted, Schema } from "effect"
+import Stripe from "stripe"
+import { type EnvironmentId, type TenantId, TenantScope } from "../domain/Ids.js"
+import { CurrentTenant } from "../domain/Tenant.js"
+import { CustomerLinker } from "../customers/CustomerLinker.js"
+import * as Metrics from "../observability/Metrics.js"
+import { StripeConfigRepo } from "../repositories/StripeConfigRepo.js"
+import { TenantRepo } from "../repositories/TenantRepo.js"
+import { WebhookEventRepo, type WebhookStatus } from "../repositories/WebhookEventRepo.js"
+import { StripeAccounts } from "../stripe/StripeAccounts.js"
+import { clientIp, WebhookConfig } from "./WebhookConfig.js"
+
+export type RejectReason = "signature" | "timestamp" | "body_too_large" | "malformed" | "ip_not_allowed" | "tenant" | "not_configured"
+
+/** The delivery is refused before anything is processed. */
+export class WebhookRejected extends Data.TaggedError("WebhookRejected")<{
+  readonly status: 400 | 403 | 413
+  readonly code: string
+  readonly message: string
+  readonly reason: RejectReason
+}> {}
+
+/** Processing failed on our side; the row records `error`. */
+export class WebhookProcessingFailed extends Data.TaggedError("WebhookProcessingFailed")<{
+  readonly eventId: string
+  readonly message: string
+}> {}
+
+export interface WebhookDelivery {
+  /** `null`: the global endpoint (STRIPE_WEBHOOK_SECRET, tenant from the event). */
+  readonly route: { readonly tenantId: string; readonly environmentId: string } | null
+  readonly body: Uint8Array
+  /** The body was over the cap and not read (answered 413 after the address check). */
+  readonly bodyTooLarge?: boolean
+  readonly signature: string | undefined
+  readonly remoteAddress: string | undefined
+  readonly forwardedFor: string | undefined
+}
+
+export interface WebhookResult {
+  readonly eventId: string
+  readonly type: string
+  readonly status: Exclude<WebhookStatus, "received" | "failed">
+  readonly scope: TenantScope
+  readonly details: Record<string, unknown>
+}
+
+// Only the fields used are decoded, so newer or older API versions pass.
+const EventEnvelope = Schema.Struct({
+  id: Schema.String.pipe(Schema.minLength(1)),
+  type: Schema.String.pipe(Schema.minLength(1)),
+  created: Schema.optional(Schema.Number),
+  livemode: Schema.optional(Schema.Boolean),
+  account: Schema.optional(Schema.NullOr(Schema.String)),
+  data: Schema.Struct({ object: Schema.Unknown })
+})
+type EventEnvelope = typeof EventEnvelope.Type
+
+const CustomerObject = Schema.Struct({
+  id: Schema.String.pipe(Schema.minLength(1)),
+  name: Schema.optional(Schema.NullOr(Schema.String)),
+  email: Schema.optional(Schema.NullOr(Schema.String)),
+  metadata: Schema.optional(Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.Unknown })))
+})
+
+const ObjectWithMetadata = Schema.Struct({
+  id: Schema.optional(Schema.String),
+  metadata: Schema.optional(Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.Unknown })))
+})
+
+const metaString = (m: Readonly<Record<string, unknown>> | null | undefined, key: string): string | undefined => {
+  const v = m?.[key]
+  return typeof v === "string" && v.trim() !== "" ? v.trim() : undefined
+}
+
+const reject = (status: 400 | 403 | 413, code: string, message: string, reason: RejectReason) =>
+  new WebhookRejected({ status, code, message, reason })
+
+const causeMessage = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.failureOption(cause)
+  const e: unknown = Option.isSome(failure) ? failure.value : Cause.squash(cause)
+  if (e !== null && typeof e === "object") {
+    const o = e as { _tag?: unknown; message?: unknown; cause?: { message?: unknown } }
+    const inner = o.cause && typeof o.cause.message === "string" ? `: ${o.cause.message}` : ""
+    return `${typeof o._tag === "string" ? `${o._tag}: ` : ""}${typeof o.message === "string" ? o.message : "failure"}${inner}`
+  }
+  return String(e)
+}
+
+export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexprice/WebhookProcessor", {
+  effect: Effect.gen(function* () {
+    const settings = yield* WebhookConfig
+    const events = yield* WebhookEventRepo
+    const linker = yield* CustomerLinker
+    const accounts = yield* StripeAccounts
+    const configs = yield* StripeConfigRepo
+    const tenants = yield* TenantRepo
+
+    const scopeOf = (tenantId: string, environmentId: string) =>
+      Either.getOrUndefined(Schema.decodeUnknownEither(TenantScope)({ tenantId, environmentId }))
+
+    const knownScope = (tenantId: string, environmentId: string) =>
+      Effect.gen(function* () {
+        const scope = scopeOf(tenantId, environmentId)
+        if (scope === undefined || !(yield* tenants.environmentExists(scope))) return undefined
+        return scope
+      })
+
+    const tenantNotFound = (why: string) => reject(400, "tenant_not_found", why, "tenant")
+
+    const verify = (body: Uint8Array, header: string | undefined, secret: Redacted.Redacted<string>) =>
+      Effect.gen(function* () {
+        if (header === undefined || header.trim() === "")
+          return yield* reject(400, "invalid_signature", "the Stripe-Signature header is missing", "signature")
+        const now = yield* Clock.currentTimeMillis
+        const parsed = yield* Effect.try({
+          try: () =>
+            Stripe.webhooks.constructEvent(Buffer.from(body), header, Redacted.value(secret), settings.toleranceSeconds, undefined, now) as unknown,
+          catch: (e) => {
+            if (e instanceof Stripe.errors.StripeSignatureVerificationError) {
+              return /tolerance/i.test(e.message)
+                ? reject(400, "webhook_timestamp_out_of_tolerance", `the signature timestamp is more than ${settings.toleranceSeconds} s old`, "timestamp")
+                : reject(400, "invalid_signature", "no v1 signature in the Stripe-Signature header matches the body", "signature")
+            }
+            return reject(400, "malformed_json", "the body is not valid JSON", "malformed")
+          }
+        })
+        return yield* Schema.decodeUnknown(EventEnvelope)(parsed).pipe(
+          Effect.mapError(() => reject(400, "invalid_event", "the body is not a Stripe event (id, type, data.object)", "malformed"))
+        )
+      })
+
+    /** Global endpoint: metadata first, else the Stripe account id recorded at connection check. */
+    const resolveTenant = (event: EventEnvelope) =>
+      Effect.gen(function* () {
+        const obj = Either.getOrUndefined(Schema.decodeUnknownEither(ObjectWithMetadata)(event.data.object))
+        const t = metaString(obj?.metadata, "flexprice_tenant_id")
+        const e = metaString(obj?.metadata, "flexprice_environment_id")
+        if (t !== undefined && e !== undefined) {
+          const scope = yield* knownScope(t, e)
+          if (scope === undefined) return yield* tenantNotFound("the tenant environment named in the customer metadata does not exist")
+          return scope
+        }
+        if (typeof event.account === "string" && event.account !== "") {
+          const scopes = yield* configs.scopesByAccountId(event.account)
+          const candidates = [] as Array<TenantScope>
+          for (const s of scopes) {
+            const stored = yield* configs.getStoredFor(s)
+            if (Option.isSome(stored) && (event.livemode === undefined || stored.value.livemode === event.livemode)) candidates.push(s)
+          }
+          if (candidates.length === 1) return candidates[0]!
+          if (candidates.length > 1) return yield* tenantNotFound("several tenant environments are connected to this Stripe account; use the per-environment endpoint")
+        }
+        return yield* tenantNotFound("no tenant: set flexprice_tenant_id and flexprice_environment_id in the customer metadata, or use the per-environment endpoint")
+      })
+
+    interface Handled {
+      readonly status: Exclude<WebhookStatus, "received" | "failed" | "duplicate">
+      readonly details: Record<string, unknown>
+    }
+
+    const processCustomer = (event: EventEnvelope) =>
+      Effect.gen(function* () {
+        const decoded = Schema.decodeUnknownEither(CustomerObject)(event.data.object)
+        if (Either.isLeft(decoded)) return { status: "ignored", details: { reason: "not_a_customer_object" } } as Handled
+        const c = decoded.right
+        if (event.type === "customer.deleted") {
+          const changed = yield* linker.unlinkStripeCustomer(c.id)
+          return { status: "processed", details: { stripe_customer_id: c.id, mapping_deleted: changed } } as Handled
+        }
+        const externalId = metaString(c.metadata, "external_id")
+        if (externalId === undefined) return { status: "unmapped", details: { stripe_customer_id: c.id } } as Handled
+        // customer.deleted may overtake created/updated; a deleted customer is never re-linked.
+        if (yield* events.customerDeleted(c.id))
+          return { status: "ignored", details: { reason: "customer_deleted", stripe_customer_id: c.id, external_id: externalId } } as Handled
+        const outcome = yield* linker.link({
+          externalId,
+          stripeCustomerId: c.id,
+          name: c.name ?? null,
+          email: c.email ?? null,
+          source: "webhook",
+          createCustomer: true,
+          onConflict: "skip"
+        })
+        const details = {
+          stripe_customer_id: c.id,
+          external_id: externalId,
+          customer_id: outcome.customerId,
+          customer_created: outcome.customerCreated,
+          mapping: outcome.mapping,
+          ...(outcome.conflictWith ? { conflict_with: outcome.conflictWith } : {})
+        }
+        return { status: outcome.mapping === "conflict" ? "conflict" : "processed", details } as Handled
+      })
+
+    const CUSTOMER_TYPES = new Set(["customer.created", "customer.updated", "customer.deleted"])
+
+    const objectIdOf = (event: EventEnvelope) => {
+      const o = event.data.object
+      return o !== null && typeof o === "object" && typeof (o as { id?: unknown }).id === "string" ? (o as { id: string }).id : null
+    }
+
+    const process = (event: EventEnvelope, scope: TenantScope) =>
+      Effect.gen(function* () {
+        const id = yield* events.claim({
+          stripeEventId: event.id,
+          type: event.type,
+          stripeCreated: event.created !== undefined ? new Date(event.created * 1000) : null,
+          stripeObjectId: objectIdOf(event)
+        })
+        if (id === null) return { status: "duplicate" as const, details: {} as Record<string, unknown> }
+        const handled = yield* (CUSTOMER_TYPES.has(event.type)
+          ? processCustomer(event)
+          : Effect.succeed<Handled>({ status: "ignored", details: { reason: "event_type_not_handled" } })
+        ).pipe(
+          Effect.tap((r) => events.finish(id, r.status, r.details)),
+          Effect.catchAllCause((cause) =>
+            Effect.gen(function* () {
+              const message = causeMessage(cause)
+              yield* Effect.logError("webhook processing failed", { stripe_event_id: event.id, type: event.type, error: message })
+              yield* events.markFailed(id, message).pipe(Effect.catchAllCause(() => Effect.void))
+              return yield* new WebhookProcessingFailed({ eventId: event.id, message })
+            })
+          )
+        )
+        return handled
+      }).pipe(Effect.provideService(CurrentTenant, scope))
+
+    /** One delivery, end to end. */
+    const receive = (d: WebhookDelivery) =>
+      Effect.gen(function* () {
+        const started = yield* Clock.currentTimeMillis
+        let type = "unknown"
+        const result = yield* Effect.gen(function* () {
+          if (Option.isSome(settings.allowedIps)) {
+            const ip = clientIp(d.remoteAddress, d.forwardedFor, settings.trustedProxies)
+            if (ip === undefined || !settings.allowedIps.value.contains(ip))
+              return yield* reject(403, "ip_not_allowed", "the source address is not in STRIPE_WEBHOOK_ALLOWED_IPS", "ip_not_allowed")
+          }
+          if (d.bodyTooLarge === true || d.body.length > settings.maxBodyBytes)
+            return yield* reject(413, "payload_too_large", `webhook bodies are limited to ${settings.maxBodyBytes} bytes`, "body_too_large")
+
+          let routeScope: TenantScope | undefined
+          let secret: Redacted.Redacted<string>
+          if (d.route !== null) {
+            routeScope = yield* knownScope(d.route.tenantId, d.route.environmentId)
+            if (routeScope === undefined) return yield* tenantNotFound("no such tenant environment")
+            const s = yield* accounts.webhookSecretFor(routeScope)
+            if (Option.isNone(s))
+              return yield* reject(400, "webhook_secret_not_configured", "this environment has no webhook secret (PUT /v1/stripe/config)", "not_configured")
+            secret = s.value
+          } else {
+            if (Option.isNone(settings.globalSecret))
+              return yield* reject(400, "webhook_secret_not_configured", "STRIPE_WEBHOOK_SECRET is not set", "not_configured")
+            secret = settings.globalSecret.value
+          }
+          const event = yield* verify(d.body, d.signature, secret)
+          type = event.type
+          yield* Effect.annotateCurrentSpan({ "webhook.event_id": event.id, "webhook.type": event.type })
+          const scope = routeScope ?? (yield* resolveTenant(event))
+          yield* Effect.annotateCurrentSpan({ "tenant.id": scope.tenantId, "environment.id": scope.environmentId })
+          const r = yield* process(event, scope)
+          return { eventId: event.id, type: event.type, status: r.status, scope, details: r.details } satisfies WebhookResult
+        }).pipe(
+          Effect.tapBoth({
+            onFailure: (e) =>
+              Effect.gen(function* () {
+                const outcome = e._tag === "WebhookRejected" ? "invalid" : "failed"
+                yield* Effect.annotateCurrentSpan({ "webhook.outcome": outcome, ...(e._tag === "WebhookRejected" ? { "webhook.reject_code": e.code } : {}) })
+                yield* Metric.increment(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", type), "outcome", outcome))
+                if (e._tag === "WebhookRejected" && e.reason !== "tenant" && e.reason !== "not_configured")
+                  yield* Metric.increment(Metric.tagged(Metrics.webhookSignatureFailuresTotal, "reason", e.reason))
+              }),
+            onSuccess: (r) =>
+              Effect.gen(function* () {
+                yield* Effect.annotateCurrentSpan({ "webhook.outcome": r.status })
+                yield* Metric.increment(
+                  Metric.taggedWithLabels(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", r.type), "outcome", r.status), Metrics.tenantTags(r.scope))
+                )
+              })
+          }),
+          Effect.ensuring(
+            Effect.flatMap(Clock.currentTimeMillis, (end) => Metric.update(Metrics.webhookDurationSeconds, (end - started) / 1000))
+          )
+        )
+        return result
+      }).pipe(Effect.withSpan("webhook.receive", { attributes: { "webhook.route": d.route === null ? "global" : "tenant" } }))
+
+    return { receive, settings } as const
+  })
+}) {}
+
+export type { EnvironmentId, TenantId }
