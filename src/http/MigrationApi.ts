@@ -1,0 +1,143 @@
+/**
+ * HttpApi group of the Stripe customer migration and bulk CSV mapping (SPEC §9).
+ */
+import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema } from "@effect/platform"
+import { Schema } from "effect"
+import { Authentication } from "./Security.js"
+
+const migrationIdParam = HttpApiSchema.param("migration_id", Schema.String)
+
+const ConflictStrategy = Schema.Literal("skip", "overwrite", "fail")
+
+export const StartMigration = Schema.Struct({
+  dry_run: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  create_missing_customers: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+  conflict_strategy: Schema.optionalWith(ConflictStrategy, { default: () => "skip" as const })
+})
+
+export const MigrationStarted = Schema.Struct({ migration_id: Schema.String, status: Schema.Literal("running") })
+
+export const MigrationCountsView = Schema.Struct({
+  seen: Schema.Number,
+  mapped: Schema.Number,
+  created: Schema.Number,
+  already_mapped: Schema.Number,
+  conflicts: Schema.Number,
+  missing_external_id: Schema.Number,
+  customer_missing: Schema.Number,
+  failed: Schema.Number
+})
+
+export const MigrationProblemView = Schema.Struct({
+  stripe_customer_id: Schema.String,
+  external_id: Schema.optional(Schema.String),
+  code: Schema.String,
+  message: Schema.String,
+  conflict_with: Schema.optional(
+    Schema.Struct({ customer_id: Schema.optional(Schema.String), stripe_customer_id: Schema.optional(Schema.String) })
+  ),
+  line: Schema.optional(Schema.Number)
+})
+
+export const RollbackView = Schema.Struct({
+  migration_id: Schema.String,
+  status: Schema.Literal("rolled_back"),
+  rolled_back_at: Schema.String,
+  mappings_removed: Schema.Number,
+  mappings_restored: Schema.Number,
+  customers_removed: Schema.Number,
+  customers_kept: Schema.Array(
+    Schema.Struct({ customer_id: Schema.String, external_id: Schema.String, reason: Schema.Literal("has_events", "mapped_since") })
+  )
+})
+
+export const MigrationView = Schema.Struct({
+  migration_id: Schema.String,
+  kind: Schema.Literal("stripe_customers", "csv"),
+  status: Schema.Literal("running", "completed", "failed", "rolled_back"),
+  dry_run: Schema.Boolean,
+  options: Schema.Struct({ create_missing_customers: Schema.Boolean, conflict_strategy: ConflictStrategy }),
+  counts: MigrationCountsView,
+  progress: Schema.Struct({ pages: Schema.Number, last_cursor: Schema.NullOr(Schema.String) }),
+  problems: Schema.Array(MigrationProblemView),
+  problems_total: Schema.Number,
+  error: Schema.NullOr(Schema.String),
+  started_at: Schema.String,
+  finished_at: Schema.NullOr(Schema.String),
+  heartbeat_at: Schema.String,
+  rollback: Schema.NullOr(RollbackView.pipe(Schema.omit("migration_id", "status")))
+})
+
+export const VerifyView = Schema.Struct({
+  migration_id: Schema.String,
+  checked: Schema.Number,
+  ok: Schema.Number,
+  mismatches: Schema.Array(
+    Schema.Struct({
+      mapping_id: Schema.String,
+      customer_id: Schema.NullOr(Schema.String),
+      external_id: Schema.NullOr(Schema.String),
+      stripe_customer_id: Schema.NullOr(Schema.String),
+      problem: Schema.String,
+      detail: Schema.String
+    })
+  )
+})
+
+const Flag = Schema.optional(Schema.Literal("true", "false", "1", "0"))
+
+export const CsvImportParams = Schema.Struct({
+  verify: Flag,
+  all_or_nothing: Flag,
+  dry_run: Flag,
+  create_missing_customers: Flag,
+  conflict_strategy: Schema.optional(ConflictStrategy)
+})
+
+const CsvRowProblemView = Schema.Struct({
+  line: Schema.Number,
+  code: Schema.String,
+  reason: Schema.String,
+  external_id: Schema.optional(Schema.String),
+  stripe_customer_id: Schema.optional(Schema.String)
+})
+
+export const CsvImportView = Schema.Struct({
+  migration_id: Schema.String,
+  status: Schema.Literal("completed", "failed"),
+  dry_run: Schema.Boolean,
+  applied: Schema.Boolean,
+  total_rows: Schema.Number,
+  valid_rows: Schema.Number,
+  bad_row_count: Schema.Number,
+  counts: Schema.Struct({ mapped: Schema.Number, created: Schema.Number, already_mapped: Schema.Number, overwritten: Schema.Number }),
+  bad_rows: Schema.Array(CsvRowProblemView),
+  warnings: Schema.Array(CsvRowProblemView)
+})
+
+export class MigrationGroup extends HttpApiGroup.make("stripeMigration")
+  .add(
+    HttpApiEndpoint.post("start", "/v1/stripe/migrate/customers")
+      .setPayload(StartMigration)
+      .addSuccess(MigrationStarted, { status: 202 })
+  )
+  .add(
+    HttpApiEndpoint.post("importCsv", "/v1/stripe/migrate/customers/csv")
+      .setUrlParams(CsvImportParams)
+      .setPayload(HttpApiSchema.Text({ contentType: "text/csv" }))
+      .addSuccess(CsvImportView)
+  )
+  .add(HttpApiEndpoint.get("status")`/v1/stripe/migrate/status/${migrationIdParam}`.addSuccess(MigrationView))
+  .add(
+    HttpApiEndpoint.get("list", "/v1/stripe/migrate")
+      .setUrlParams(
+        Schema.Struct({
+          limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100))),
+          cursor: Schema.optional(Schema.String)
+        })
+      )
+      .addSuccess(Schema.Struct({ migrations: Schema.Array(MigrationView), next_cursor: Schema.NullOr(Schema.String) }))
+  )
+  .add(HttpApiEndpoint.post("rollback")`/v1/stripe/migrate/${migrationIdParam}/rollback`.addSuccess(RollbackView))
+  .add(HttpApiEndpoint.get("verify")`/v1/stripe/migrate/${migrationIdParam}/verify`.addSuccess(VerifyView))
+  .middleware(Authentication) {}

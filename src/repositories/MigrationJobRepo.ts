@@ -1,0 +1,360 @@
+/**
+ * Migration jobs (`migration_jobs`), what they created (`migration_created_entities`) and the
+ * mapping rows they replaced (`migration_replaced_mappings`), for status, resume and rollback.
+ *
+ * JSON columns are read as text and parsed here: the client's result transform would otherwise
+ * camelCase the keys inside them (`already_mapped`, `stripe_customer_id`).
+ *
+ * A running job is owned by the process that `claimed_by` names while it heartbeats; a job whose
+ * owner released it or stopped heartbeating is claimed by the next runner (restart, other replica).
+ * Every write of progress is conditional on still owning the job.
+ */
+import { SqlError } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { Data, Effect, Option } from "effect"
+import { newId } from "../domain/Ids.js"
+import { CurrentTenant } from "../domain/Tenant.js"
+import {
+  type MigrationCounts,
+  type MigrationJob,
+  type MigrationKind,
+  type MigrationOptions,
+  type MigrationProblem,
+  type MigrationProgress,
+  type MigrationStatus,
+  type RollbackReport,
+  zeroCounts
+} from "../migration/Model.js"
+
+/** Another migration of this tenant environment is running. */
+export class MigrationAlreadyRunning extends Data.TaggedError("MigrationAlreadyRunning")<{ readonly runningId: string }> {}
+
+interface JobRow {
+  readonly id: string
+  readonly tenantId: string
+  readonly environmentId: string
+  readonly kind: MigrationKind
+  readonly status: MigrationStatus
+  readonly dryRun: boolean
+  readonly optionsJson: string
+  readonly cursor: string | null
+  readonly pages: number
+  readonly countsJson: string
+  readonly problemsJson: string
+  readonly error: string | null
+  readonly startedAt: Date
+  readonly finishedAt: Date | null
+  readonly heartbeatAt: Date
+  readonly claimedBy: string | null
+  readonly rollbackJson: string | null
+}
+
+interface StoredCounts extends MigrationCounts {
+  readonly problems_total?: number
+}
+
+const toJob = (r: JobRow): MigrationJob => {
+  const counts = JSON.parse(r.countsJson) as Partial<StoredCounts>
+  const { problems_total, ...rest } = counts
+  const options = JSON.parse(r.optionsJson) as { create_missing_customers?: boolean; conflict_strategy?: MigrationOptions["conflictStrategy"] }
+  return {
+    id: r.id,
+    tenantId: r.tenantId,
+    environmentId: r.environmentId,
+    kind: r.kind,
+    status: r.status,
+    dryRun: r.dryRun,
+    options: {
+      dryRun: r.dryRun,
+      createMissingCustomers: options.create_missing_customers ?? true,
+      conflictStrategy: options.conflict_strategy ?? "skip"
+    },
+    cursor: r.cursor,
+    pages: r.pages,
+    counts: { ...zeroCounts, ...rest },
+    problems: JSON.parse(r.problemsJson) as ReadonlyArray<MigrationProblem>,
+    problemsTotal: problems_total ?? 0,
+    error: r.error,
+    startedAt: new Date(r.startedAt),
+    finishedAt: r.finishedAt === null ? null : new Date(r.finishedAt),
+    heartbeatAt: new Date(r.heartbeatAt),
+    claimedBy: r.claimedBy,
+    rollback: r.rollbackJson === null ? null : (JSON.parse(r.rollbackJson) as RollbackReport)
+  }
+}
+
+const countsJson = (p: Pick<MigrationProgress, "counts" | "problemsTotal">) =>
+  JSON.stringify({ ...p.counts, problems_total: p.problemsTotal } satisfies StoredCounts)
+
+/** A mapping row as stored, for restoring it on rollback. */
+export interface MappingSnapshot {
+  readonly id: string
+  readonly customerId: string
+  readonly providerCustomerId: string
+  readonly status: string
+  readonly source: string
+  readonly migrationId: string | null
+  readonly metadataJson: string
+  readonly createdAt: string
+}
+
+export interface MigrationMappingView {
+  readonly mappingId: string
+  readonly customerId: string
+  readonly externalId: string | null
+  readonly providerCustomerId: string | null
+  readonly status: string | null
+  /** False when the row is gone or no longer carries this migration's id. */
+  readonly stillOurs: boolean
+}
+
+export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexprice/MigrationJobRepo", {
+  effect: Effect.gen(function* () {
+    const sql = yield* PgClient.PgClient
+    const cols = sql`id, tenant_id, environment_id, kind, status, dry_run, options::text AS options_json, cursor, pages,
+      counts::text AS counts_json, problems::text AS problems_json, error, started_at, finished_at, heartbeat_at,
+      claimed_by, rollback::text AS rollback_json`
+
+    const isUniqueViolation = (e: SqlError.SqlError) => (e.cause as { code?: string } | undefined)?.code === "23505"
+
+    const findRunning = Effect.flatMap(CurrentTenant, (t) =>
+      sql<JobRow>`SELECT ${cols} FROM migration_jobs
+        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND status = 'running'`
+    ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toJob)))
+
+    /** Insert a running job; fails with MigrationAlreadyRunning when one is running here. */
+    const create = (input: { readonly kind: MigrationKind; readonly options: MigrationOptions; readonly claimedBy: string }) =>
+      Effect.gen(function* () {
+        const t = yield* CurrentTenant
+        const id = newId.migration()
+        const inserted = yield* sql<JobRow>`INSERT INTO migration_jobs ${sql.insert({
+          id,
+          tenantId: t.tenantId,
+          environmentId: t.environmentId,
+          kind: input.kind,
+          status: "running",
+          dryRun: input.options.dryRun,
+          options: JSON.stringify({ create_missing_customers: input.options.createMissingCustomers, conflict_strategy: input.options.conflictStrategy }),
+          counts: countsJson({ counts: zeroCounts, problemsTotal: 0 }),
+          problems: "[]",
+          claimedBy: input.claimedBy
+        })} RETURNING ${cols}`.pipe(
+          Effect.map((rows) => Option.some(toJob(rows[0]!))),
+          Effect.catchIf(isUniqueViolation, () => Effect.succeed(Option.none<MigrationJob>()))
+        )
+        if (Option.isSome(inserted)) return inserted.value
+        const running = yield* findRunning
+        return yield* new MigrationAlreadyRunning({ runningId: Option.match(running, { onNone: () => "unknown", onSome: (j) => j.id }) })
+      })
+
+    const get = (id: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<JobRow>`SELECT ${cols} FROM migration_jobs
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id}`
+      ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toJob)))
+
+    const list = (opts: { readonly limit: number; readonly before?: string | undefined }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<JobRow>`SELECT ${cols} FROM migration_jobs
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            ${opts.before ? sql`AND (started_at, id) < (SELECT started_at, id FROM migration_jobs WHERE id = ${opts.before})` : sql``}
+          ORDER BY started_at DESC, id DESC LIMIT ${opts.limit}`
+      ).pipe(Effect.map((rows) => rows.map(toJob)))
+
+    /** Save progress after a page; false when this process no longer owns the job. */
+    const saveProgress = (id: string, owner: string, p: MigrationProgress) =>
+      sql`UPDATE migration_jobs SET cursor = ${p.cursor}, pages = ${p.pages}, counts = ${countsJson(p)}::jsonb,
+            problems = ${JSON.stringify(p.problems)}::jsonb, heartbeat_at = now()
+          WHERE id = ${id} AND status = 'running' AND claimed_by = ${owner} RETURNING id`.pipe(Effect.map((rows) => rows.length > 0))
+
+    const heartbeat = (id: string, owner: string) =>
+      sql`UPDATE migration_jobs SET heartbeat_at = now()
+          WHERE id = ${id} AND status = 'running' AND claimed_by = ${owner} RETURNING id`.pipe(Effect.map((rows) => rows.length > 0))
+
+    const finish = (id: string, owner: string, status: "completed" | "failed", error: string | null, p: MigrationProgress) =>
+      sql`UPDATE migration_jobs SET status = ${status}, error = ${error}, cursor = ${p.cursor}, pages = ${p.pages},
+            counts = ${countsJson(p)}::jsonb, problems = ${JSON.stringify(p.problems)}::jsonb,
+            finished_at = now(), heartbeat_at = now(), claimed_by = NULL
+          WHERE id = ${id} AND status = 'running' AND claimed_by = ${owner} RETURNING id`.pipe(Effect.map((rows) => rows.length > 0))
+
+    /** Let go of a running job (graceful stop): the next runner resumes it at once. */
+    const release = (id: string, owner: string) =>
+      sql`UPDATE migration_jobs SET claimed_by = NULL
+          WHERE id = ${id} AND status = 'running' AND claimed_by = ${owner} RETURNING id`.pipe(Effect.map((rows) => rows.length > 0))
+
+    /**
+     * Every tenant: claim running Stripe-customer jobs that are unowned or whose owner stopped
+     * heartbeating, and fail running CSV imports left by a dead process (their transaction
+     * rolled back with it). Deliberately cross-tenant: this is the runner's start-up scan.
+     */
+    const claimOrphans = (owner: string, staleSeconds: number) =>
+      Effect.gen(function* () {
+        yield* sql`UPDATE migration_jobs SET status = 'failed', error = 'interrupted: the import stopped before it committed; nothing was applied',
+              finished_at = now(), claimed_by = NULL
+            WHERE status = 'running' AND kind = 'csv'
+              AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))`
+        const rows = yield* sql<JobRow>`UPDATE migration_jobs SET claimed_by = ${owner}, heartbeat_at = now()
+            WHERE status = 'running' AND kind = 'stripe_customers'
+              AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))
+            RETURNING ${cols}`
+        return rows.map(toJob)
+      })
+
+    /** Current tenant: claim its running job if unowned or stale (the CLI resuming a job). */
+    const claimRunning = (owner: string, staleSeconds: number) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<JobRow>`UPDATE migration_jobs SET claimed_by = ${owner}, heartbeat_at = now()
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND status = 'running'
+            AND kind = 'stripe_customers'
+            AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))
+          RETURNING ${cols}`
+      ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toJob)))
+
+    /** A dry run restarts from the top (its "would create" memory was in the dead process). */
+    const resetProgress = (id: string, owner: string) =>
+      sql`UPDATE migration_jobs SET cursor = NULL, pages = 0, counts = ${countsJson({ counts: zeroCounts, problemsTotal: 0 })}::jsonb,
+            problems = '[]'::jsonb, heartbeat_at = now()
+          WHERE id = ${id} AND status = 'running' AND claimed_by = ${owner} RETURNING id`.pipe(Effect.map((rows) => rows.length > 0))
+
+    const recordEntities = (migrationId: string, entities: ReadonlyArray<{ readonly type: "customer" | "mapping"; readonly id: string }>) =>
+      entities.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`INSERT INTO migration_created_entities ${sql.insert(
+              entities.map((e) => ({ migrationId, entityType: e.type, entityId: e.id, tenantId: t.tenantId, environmentId: t.environmentId }))
+            )} ON CONFLICT DO NOTHING`
+          ).pipe(Effect.asVoid)
+
+    /** The first snapshot of a row wins: it is the state before this migration touched it. */
+    const recordReplaced = (migrationId: string, snapshots: ReadonlyArray<MappingSnapshot>) =>
+      snapshots.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`INSERT INTO migration_replaced_mappings ${sql.insert(
+              snapshots.map((s) => ({
+                migrationId,
+                mappingId: s.id,
+                tenantId: t.tenantId,
+                environmentId: t.environmentId,
+                snapshot: JSON.stringify(s)
+              }))
+            )} ON CONFLICT DO NOTHING`
+          ).pipe(Effect.asVoid)
+
+    const createdEntities = (migrationId: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<{ entityType: "customer" | "mapping"; entityId: string }>`SELECT entity_type, entity_id FROM migration_created_entities
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND migration_id = ${migrationId}
+          ORDER BY entity_type, entity_id`
+      )
+
+    const replacedMappings = (migrationId: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<{ snapshotJson: string }>`SELECT snapshot::text AS snapshot_json FROM migration_replaced_mappings
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND migration_id = ${migrationId}`
+      ).pipe(Effect.map((rows) => rows.map((r) => JSON.parse(r.snapshotJson) as MappingSnapshot)))
+
+    /**
+     * Mapping rows (any status) that a link of these Stripe customers / external ids may touch,
+     * read before a page is applied so replaced rows can be snapshotted.
+     */
+    const mappingsTouching = (stripeCustomerIds: ReadonlyArray<string>, externalIds: ReadonlyArray<string>) =>
+      stripeCustomerIds.length === 0 && externalIds.length === 0
+        ? Effect.succeed([] as ReadonlyArray<MappingSnapshot>)
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<MappingSnapshot & { createdAt: Date | string }>`SELECT m.id, m.customer_id, m.provider_customer_id, m.status, m.source, m.migration_id,
+                m.metadata::text AS metadata_json, m.created_at
+              FROM customer_integration_mappings m
+              WHERE m.tenant_id = ${t.tenantId} AND m.environment_id = ${t.environmentId} AND m.provider_type = 'stripe'
+                AND (${stripeCustomerIds.length > 0 ? sql`m.provider_customer_id IN ${sql.in(stripeCustomerIds)}` : sql`false`}
+                  OR ${
+                    externalIds.length > 0
+                      ? sql`m.customer_id IN (SELECT c.id FROM customers c WHERE c.tenant_id = ${t.tenantId}
+                          AND c.environment_id = ${t.environmentId} AND c.external_id IN ${sql.in(externalIds)})`
+                      : sql`false`
+                  })`
+          ).pipe(Effect.map((rows) => rows.map((r) => ({ ...r, createdAt: new Date(r.createdAt).toISOString() }))))
+
+    /** Delete the given mapping rows if they still carry this migration's id. */
+    const deleteMappings = (migrationId: string, ids: ReadonlyArray<string>) =>
+      ids.length === 0
+        ? Effect.succeed(0)
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`DELETE FROM customer_integration_mappings
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+                AND migration_id = ${migrationId} AND id IN ${sql.in(ids)} RETURNING id`
+          ).pipe(Effect.map((rows) => rows.length))
+
+    /** Put a replaced row back; false when its keys are taken by now (reported, not forced). */
+    const restoreMapping = (s: MappingSnapshot) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`INSERT INTO customer_integration_mappings ${sql.insert({
+          id: s.id,
+          tenantId: t.tenantId,
+          environmentId: t.environmentId,
+          customerId: s.customerId,
+          providerType: "stripe",
+          providerCustomerId: s.providerCustomerId,
+          metadata: s.metadataJson,
+          status: s.status,
+          source: s.source,
+          migrationId: s.migrationId,
+          createdAt: s.createdAt
+        })} ON CONFLICT DO NOTHING RETURNING id`
+      ).pipe(Effect.map((rows) => rows.length > 0))
+
+    /** Customers (of these) that hold an active mapping from anything but this migration. */
+    const customersMappedElsewhere = (migrationId: string, customerIds: ReadonlyArray<string>) =>
+      customerIds.length === 0
+        ? Effect.succeed(new Set<string>())
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ customerId: string }>`SELECT customer_id FROM customer_integration_mappings
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+                AND customer_id IN ${sql.in(customerIds)} AND (migration_id IS NULL OR migration_id <> ${migrationId})`
+          ).pipe(Effect.map((rows) => new Set(rows.map((r) => r.customerId))))
+
+    const markRolledBack = (id: string, report: RollbackReport) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`UPDATE migration_jobs SET status = 'rolled_back', rollback = ${JSON.stringify(report)}::jsonb
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id}
+            AND status IN ('completed', 'failed') RETURNING id`
+      ).pipe(Effect.map((rows) => rows.length > 0))
+
+    /** The mappings this migration wrote, as they are now (for verify). */
+    const mappingsOf = (migrationId: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<MigrationMappingView>`SELECT e.entity_id AS mapping_id, m.customer_id, c.external_id, m.provider_customer_id, m.status,
+            (m.id IS NOT NULL AND m.migration_id = ${migrationId}) AS still_ours
+          FROM migration_created_entities e
+          LEFT JOIN customer_integration_mappings m ON m.id = e.entity_id AND m.tenant_id = e.tenant_id AND m.environment_id = e.environment_id
+          LEFT JOIN customers c ON c.id = m.customer_id AND c.tenant_id = m.tenant_id AND c.environment_id = m.environment_id
+          WHERE e.tenant_id = ${t.tenantId} AND e.environment_id = ${t.environmentId} AND e.migration_id = ${migrationId}
+            AND e.entity_type = 'mapping'
+          ORDER BY e.entity_id`
+      ).pipe(Effect.map((rows) => rows.map((r) => ({ ...r, customerId: r.customerId ?? "", stillOurs: r.stillOurs === true }))))
+
+    return {
+      create,
+      findRunning,
+      get,
+      list,
+      saveProgress,
+      heartbeat,
+      finish,
+      release,
+      claimOrphans,
+      claimRunning,
+      resetProgress,
+      recordEntities,
+      recordReplaced,
+      createdEntities,
+      replacedMappings,
+      mappingsTouching,
+      deleteMappings,
+      restoreMapping,
+      customersMappedElsewhere,
+      markRolledBack,
+      mappingsOf
+    } as const
+  })
+}) {}
