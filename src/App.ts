@@ -25,6 +25,7 @@ import { StripeClient } from "./stripe/StripeClient.js"
 import { WebhookEventRepo } from "./repositories/WebhookEventRepo.js"
 import { WebhookProcessor } from "./webhooks/WebhookProcessor.js"
 import { SyncLive } from "./sync/index.js"
+import { MigrationLive } from "./migration/index.js"
 
 /** PostgreSQL tables unless FLEXPRICE_CLICKHOUSE_URL is set. */
 export const EventStoreLive = Layer.unwrapEffect(
@@ -66,6 +67,7 @@ export const ServicesLive = Layer.mergeAll(
 ).pipe(
   (core) => Layer.provideMerge(StripeServicesLive, core),
   (services) => Layer.provideMerge(SyncLive, services),
+  (services) => Layer.provideMerge(MigrationLive, services),
   Layer.provideMerge(EventStoreLive)
 )
 

@@ -5,6 +5,7 @@
 import { HttpApi, OpenApi } from "@effect/platform"
 import { Conflict, InternalError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable, UpstreamFailed } from "../domain/Errors.js"
 import { CustomersGroup, EventsGroup, HealthGroup, MetersGroup } from "./CoreApi.js"
+import { MigrationGroup } from "./MigrationApi.js"
 import { StripeConfigGroup } from "./StripeConfigApi.js"
 import { WebhooksGroup } from "./WebhooksApi.js"
 
@@ -13,6 +14,7 @@ export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(CustomersGroup)
   .add(MetersGroup)
   .add(EventsGroup)
+  .add(MigrationGroup)
   .add(StripeConfigGroup)
   .add(WebhooksGroup)
   .addError(InvalidInput)

@@ -7,12 +7,14 @@ import { HttpConfig } from "../config/AppConfig.js"
 import { FlexPriceApi } from "./Api.js"
 import { CoreHttpLive } from "./CoreHttp.js"
 import { errorEnvelope } from "./Errors.js"
+import { MigrationHttpWithRunnerLive } from "./MigrationHttp.js"
 import { AuthenticationLive } from "./Security.js"
 import { StripeConfigLive } from "./StripeConfigHttp.js"
 import { WebhooksLive } from "./WebhooksHttp.js"
 
 export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(
   Layer.provide(CoreHttpLive),
+  Layer.provide(MigrationHttpWithRunnerLive),
   Layer.provide(StripeConfigLive),
   Layer.provide(WebhooksLive),
   Layer.provide(AuthenticationLive)
