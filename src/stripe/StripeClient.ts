@@ -13,9 +13,11 @@ import {
   Cause,
   Clock,
   Context,
+  Deferred,
   Duration,
   Effect,
   Exit,
+  FiberId,
   Layer,
   Metric,
   MetricLabel,
@@ -29,6 +31,7 @@ import {
 import Stripe from "stripe"
 import { normalize } from "../domain/Decimal.js"
 import * as CircuitBreaker from "./CircuitBreaker.js"
+import * as FifoSemaphore from "./FifoSemaphore.js"
 import {
   fromSdkError,
   isDuplicateMeterEvent,
@@ -196,7 +199,7 @@ interface TenantState {
   readonly limiter: RateLimiter.RateLimiter
   readonly limiterName: string
   readonly streamLimiter: RateLimiter.RateLimiter
-  readonly semaphore: Effect.Semaphore
+  readonly semaphore: FifoSemaphore.FifoSemaphore
   readonly breaker: CircuitBreaker.CircuitBreaker
   readonly session: SynchronizedRef.SynchronizedRef<Option.Option<Session>>
 }
@@ -368,67 +371,75 @@ export const makeStripeClient = (settings: StripeClientSettings): Effect.Effect<
       return pair
     }
 
-    // Per-tenant state, created on first use; creation is serialised so two fibers share one.
+    // Per-tenant state, created on first use. Concurrent first calls share one creation.
     const tenants = new Map<string, TenantState>()
-    const creating = yield* Effect.makeSemaphore(1)
-    const tenantFor = (ref: StripeAccountRef): Effect.Effect<TenantState> => {
-      const id = `${ref.tenantKey}|${ref.livemode ? "live" : "test"}`
-      return Effect.suspend(() => {
-        const found = tenants.get(id)
-        if (found) return Effect.succeed(found)
-        return creating.withPermits(1)(
-          Effect.suspend(() => {
-            const again = tenants.get(id)
-            if (again) return Effect.succeed(again)
-            return Effect.gen(function* () {
-              const perSecond = ref.livemode ? settings.rateLimitLivePerSecond : settings.rateLimitTestPerSecond
-              const limiter = yield* RateLimiter.make({ limit: perSecond, interval: "1 second", algorithm: "token-bucket" })
-              const streamLimiter = yield* RateLimiter.make({
-                limit: settings.meterStreamRateLimitPerSecond,
-                interval: "1 second",
-                algorithm: "token-bucket"
-              })
-              const gauge = tagged(StripeMetrics.circuitState, { tenant: ref.tenantKey })
-              yield* Metric.set(gauge, 0)
-              const breaker = yield* CircuitBreaker.make(settings.breaker, (from, to) =>
-                Effect.all([
-                  Metric.set(gauge, CircuitBreaker.circuitStateValue(to)),
-                  Metric.increment(tagged(StripeMetrics.circuitTransitionsTotal, { to })),
-                  (to === "open" ? Effect.logWarning : Effect.logInfo)("stripe circuit breaker transition").pipe(
-                    Effect.annotateLogs({ tenant: ref.tenantKey, from, to })
-                  )
-                ], { discard: true })
+    const pending = new Map<string, Deferred.Deferred<TenantState>>()
+    const createTenant = (ref: StripeAccountRef, id: string): Effect.Effect<TenantState> =>
+      Effect.gen(function* () {
+        const perSecond = ref.livemode ? settings.rateLimitLivePerSecond : settings.rateLimitTestPerSecond
+        const limiter = yield* RateLimiter.make({ limit: perSecond, interval: "1 second", algorithm: "token-bucket" })
+        const streamLimiter = yield* RateLimiter.make({
+          limit: settings.meterStreamRateLimitPerSecond,
+          interval: "1 second",
+          algorithm: "token-bucket"
+        })
+        const gauge = tagged(StripeMetrics.circuitState, { tenant: ref.tenantKey })
+        yield* Metric.set(gauge, 0)
+        const breaker = yield* CircuitBreaker.make(settings.breaker, (from, to) =>
+          Effect.all(
+            [
+              Metric.set(gauge, CircuitBreaker.circuitStateValue(to)),
+              Metric.increment(tagged(StripeMetrics.circuitTransitionsTotal, { to })),
+              (to === "open" ? Effect.logWarning : Effect.logInfo)("stripe circuit breaker transition").pipe(
+                Effect.annotateLogs({ tenant: ref.tenantKey, from, to })
               )
-              const state: TenantState = {
-                limiter,
-                limiterName: ref.livemode ? "api_live" : "api_test",
-                streamLimiter,
-                semaphore: yield* Effect.makeSemaphore(settings.maxConcurrency),
-                breaker,
-                session: yield* SynchronizedRef.make(Option.none<Session>())
-              }
-              tenants.set(id, state)
-              return state
-            }).pipe(Scope.extend(scope))
-          })
+            ],
+            { discard: true }
+          )
+        )
+        const state: TenantState = {
+          limiter,
+          limiterName: ref.livemode ? "api_live" : "api_test",
+          streamLimiter,
+          // FIFO hand-off: thousands of queued calls must not each wake on every release.
+          semaphore: FifoSemaphore.unsafeMake(settings.maxConcurrency),
+          breaker,
+          session: yield* SynchronizedRef.make(Option.none<Session>())
+        }
+        tenants.set(id, state)
+        return state
+      }).pipe(Scope.extend(scope))
+
+    const tenantFor = (ref: StripeAccountRef): Effect.Effect<TenantState> =>
+      Effect.suspend(() => {
+        const id = `${ref.tenantKey}|${ref.livemode ? "live" : "test"}`
+        const ready = tenants.get(id)
+        if (ready) return Effect.succeed(ready)
+        const inFlight = pending.get(id)
+        if (inFlight) return Deferred.await(inFlight)
+        const deferred = Deferred.unsafeMake<TenantState>(FiberId.none)
+        pending.set(id, deferred)
+        return createTenant(ref, id).pipe(
+          Effect.tap((state) => Deferred.succeed(deferred, state)),
+          Effect.ensuring(Effect.sync(() => pending.delete(id))),
+          Effect.uninterruptible
         )
       })
-    }
 
     // Keyed locks for v1: one in-flight call per (tenant, event name, customer).
-    const locks = new Map<string, { readonly semaphore: Effect.Semaphore; users: number }>()
+    const locks = new Map<string, { readonly semaphore: FifoSemaphore.FifoSemaphore; users: number }>()
     const withKeyLock = <A, E, R>(key: string, self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       Effect.acquireUseRelease(
         Effect.sync(() => {
           let entry = locks.get(key)
           if (!entry) {
-            entry = { semaphore: Effect.unsafeMakeSemaphore(1), users: 0 }
+            entry = { semaphore: FifoSemaphore.unsafeMake(1), users: 0 }
             locks.set(key, entry)
           }
           entry.users++
           return entry
         }),
-        (entry) => entry.semaphore.withPermits(1)(self),
+        (entry) => entry.semaphore.withPermit(self),
         (entry) =>
           Effect.sync(() => {
             entry.users--
@@ -463,7 +474,7 @@ export const makeStripeClient = (settings: StripeClientSettings): Effect.Effect<
         let lastStatus: number | undefined
         let lastRequestId: string | undefined
 
-        const attempt: Effect.Effect<A, StripeError | SessionExpired> = tenant.semaphore.withPermits(1)(
+        const attempt: Effect.Effect<A, StripeError | SessionExpired> = tenant.semaphore.withPermit(
           Effect.gen(function* () {
             attempts++
             const n = attempts

@@ -22,7 +22,7 @@ export const setup = (input: StripeClientSettingsInput = {}) =>
         rateLimitTestPerSecond: 10_000,
         meterStreamRateLimitPerSecond: 10_000,
         maxConcurrency: 16,
-        timeout: "5 seconds",
+        timeout: "30 seconds",
         ...input,
         retry: { ...fastRetrySettings, ...input.retry }
       })
