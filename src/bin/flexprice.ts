@@ -5,20 +5,44 @@
  */
 import { Command, Options } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Cause, ConfigError, Console, Effect, Layer, Logger, LogLevel, Option } from "effect"
+import { Cause, ConfigError, Console, Effect, Layer, Option } from "effect"
 import { AppLive } from "../App.js"
-import { DatabaseConfig, formatConfigError, LogLevelConfig } from "../config/AppConfig.js"
+import { DatabaseConfig, formatConfigError } from "../config/AppConfig.js"
 import * as Database from "../db/Database.js"
 import { TenantRepo } from "../repositories/TenantRepo.js"
 import { HttpServerLive } from "../http/Server.js"
+import { Logging } from "../observability/Logging.js"
+import { Telemetry } from "../observability/Telemetry.js"
+import { runStandalone } from "../stripe-emulator/index.js"
+import { SyncScheduler } from "../sync/index.js"
 
 const serve = Command.make("serve", {}, () =>
   Effect.gen(function* () {
     const db = yield* DatabaseConfig
     yield* Effect.logInfo(`starting flexprice with ${Database.describe(db)}`)
-    return yield* Layer.launch(HttpServerLive.pipe(Layer.provide(AppLive)))
+    return yield* Layer.launch(
+      Layer.mergeAll(HttpServerLive, SyncScheduler.layer).pipe(Layer.provide(AppLive), Layer.provide(Telemetry.layer))
+    )
   })
 ).pipe(Command.withDescription("Run the HTTP API and the hourly Stripe sync schedule (migrations run first)"))
+
+const stripeEmulator = Command.make(
+  "stripe-emulator",
+  {
+    port: Options.integer("port").pipe(Options.withDefault(12111), Options.withDescription("port to listen on (0 = any free port)")),
+    host: Options.text("host").pipe(Options.withDefault("127.0.0.1")),
+    apiKey: Options.text("api-key").pipe(Options.withDefault("sk_test_emulator"), Options.withDescription("the API key clients must send")),
+    webhookUrl: Options.text("webhook-url").pipe(Options.optional, Options.withDescription("where to send signed customer.* webhooks")),
+    webhookSecret: Options.text("webhook-secret").pipe(Options.withDefault("whsec_emulator"))
+  },
+  ({ port, host, apiKey, webhookUrl, webhookSecret }) =>
+    runStandalone({
+      port,
+      host,
+      apiKey,
+      ...(Option.isSome(webhookUrl) ? { webhook: { url: webhookUrl.value, secret: webhookSecret } } : {})
+    })
+).pipe(Command.withDescription("Run the in-memory Stripe emulator (tests, demo, benchmarks); no real Stripe is contacted"))
 
 const migrate = Command.make("migrate", {}, () =>
   Effect.gen(function* () {
@@ -46,13 +70,12 @@ const tenantCreate = Command.make(
 
 const tenant = Command.make("tenant").pipe(Command.withSubcommands([tenantCreate]))
 
-export const commands = [serve, migrate, tenant] as const
+export const commands = [serve, migrate, tenant, stripeEmulator] as const
 
 const root = Command.make("flexprice").pipe(Command.withSubcommands([...commands]))
 
 const cli = Command.run(root, { name: "flexprice", version: "0.1.0" })
 
-const StderrLogger = Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger))
 
 /** A configuration error is one line per variable, not a stack trace. */
 const reportFailure = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
@@ -76,7 +99,6 @@ const reportFailure = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 Effect.suspend(() => cli(process.argv)).pipe(
   reportFailure,
   Effect.provide(NodeContext.layer),
-  Effect.provide(StderrLogger),
-  Effect.provide(Layer.unwrapEffect(Effect.map(Effect.orElseSucceed(LogLevelConfig, () => undefined), (l) => Logger.minimumLogLevel(l ?? LogLevel.Info)))),
+  Effect.provide(Logging.layer),
   NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
 )
