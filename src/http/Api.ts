@@ -8,6 +8,7 @@ import { CustomersGroup, EventsGroup, HealthGroup, MetersGroup } from "./CoreApi
 import { MigrationGroup } from "./MigrationApi.js"
 import { StripeConfigGroup } from "./StripeConfigApi.js"
 import { WebhooksGroup } from "./WebhooksApi.js"
+import { SyncGroup } from "./SyncApi.js"
 
 export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(HealthGroup)
@@ -17,6 +18,7 @@ export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(MigrationGroup)
   .add(StripeConfigGroup)
   .add(WebhooksGroup)
+  .add(SyncGroup)
   .addError(InvalidInput)
   .addError(NotFound)
   .addError(Conflict)

@@ -11,12 +11,14 @@ import { MigrationHttpWithRunnerLive } from "./MigrationHttp.js"
 import { AuthenticationLive } from "./Security.js"
 import { StripeConfigLive } from "./StripeConfigHttp.js"
 import { WebhooksLive } from "./WebhooksHttp.js"
+import { SyncHttpLive } from "./SyncHttp.js"
 
 export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(
   Layer.provide(CoreHttpLive),
   Layer.provide(MigrationHttpWithRunnerLive),
   Layer.provide(StripeConfigLive),
   Layer.provide(WebhooksLive),
+  Layer.provide(SyncHttpLive),
   Layer.provide(AuthenticationLive)
 )
 

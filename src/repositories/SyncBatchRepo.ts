@@ -481,6 +481,27 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
         )
       )
 
+    /** Batch counts per (window, status) for windows starting in [from, to). */
+    const countsByWindow = (from: Date, to: Date) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<{ windowStart: Date; syncStatus: SyncStatus; n: string }>`SELECT window_start, sync_status, COUNT(*) AS n
+          FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND window_start >= ${from} AND window_start < ${to}
+          GROUP BY window_start, sync_status`
+      ).pipe(
+        Effect.map((rows) => {
+          const out = new Map<number, Record<SyncStatus, number>>()
+          for (const r of rows) {
+            const k = new Date(r.windowStart).getTime()
+            const c = out.get(k) ?? { pending: 0, sending: 0, synced: 0, failed: 0, skipped: 0 }
+            c[r.syncStatus] = Number(r.n)
+            out.set(k, c)
+          }
+          return out
+        })
+      )
+
     /** Aggregation types of meters (deleted ones included: their rows still sync). */
     const meterAggregations = (meterIds: ReadonlyArray<string>) =>
       meterIds.length === 0
@@ -516,6 +537,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
       recentStats,
       oldestUnsyncedWindow,
       syncedHourly,
+      countsByWindow,
       meterAggregations
     } as const
   })

@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import { expectTotals, seedUsage, startSyncHarness, type SyncHarness, syncUntilSettled } from "./support.js"
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 const exactlyOnce = async (h: SyncHarness) => {
   const batches = await h.batches()
