@@ -24,6 +24,7 @@ import { StripeAccounts } from "./stripe/StripeAccounts.js"
 import { StripeClient } from "./stripe/StripeClient.js"
 import { WebhookEventRepo } from "./repositories/WebhookEventRepo.js"
 import { WebhookProcessor } from "./webhooks/WebhookProcessor.js"
+import { MasterKeyCheckLive } from "./security/KeyRotation.js"
 import { SyncLive } from "./sync/index.js"
 import { MigrationLive } from "./migration/index.js"
 
@@ -50,11 +51,10 @@ export const StripeBaseLive = Layer.mergeAll(
   WebhookEventRepo.Default
 )
 
-export const StripeServicesLive = Layer.mergeAll(
-  StripeAccounts.Default,
-  CustomerLinker.DefaultWithoutDependencies,
-  WebhookProcessor.Default
-).pipe(Layer.provideMerge(StripeBaseLive))
+export const StripeServicesLive = Layer.mergeAll(WebhookProcessor.Default, MasterKeyCheckLive).pipe(
+  Layer.provideMerge(Layer.mergeAll(StripeAccounts.Default, CustomerLinker.DefaultWithoutDependencies)),
+  Layer.provideMerge(StripeBaseLive)
+)
 
 /** Repositories and domain services over a given database + event store. */
 export const ServicesLive = Layer.mergeAll(

@@ -40,7 +40,10 @@ export interface ClaimInput {
 export class WebhookEventRepo extends Effect.Service<WebhookEventRepo>()("flexprice/WebhookEventRepo", {
   effect: Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
-    const cols = sql`id, stripe_event_id, type, stripe_created, stripe_object_id, received_at, processed_at, status, error, details`
+    // details as text: the client's camelCase transform would otherwise rewrite the JSON's keys.
+    const cols = sql`id, stripe_event_id, type, stripe_created, stripe_object_id, received_at, processed_at, status, error, details::text AS details`
+    const parse = (rows: ReadonlyArray<WebhookEventRow>): ReadonlyArray<WebhookEventRow> =>
+      rows.map((r) => ({ ...r, details: typeof r.details === "string" ? JSON.parse(r.details) : r.details }))
 
     /** The row id to process, or null when this delivery is a duplicate. */
     const claim = (input: ClaimInput) =>
@@ -87,7 +90,7 @@ export class WebhookEventRepo extends Effect.Service<WebhookEventRepo>()("flexpr
       Effect.flatMap(CurrentTenant, (t) =>
         sql<WebhookEventRow>`SELECT ${cols} FROM webhook_events
           WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND stripe_event_id = ${stripeEventId}`
-      ).pipe(Effect.map((rows) => rows[0]))
+      ).pipe(Effect.map((rows) => parse(rows)[0]))
 
     /** Newest first. */
     const list = (opts: { readonly status?: WebhookStatus | undefined; readonly limit: number; readonly before?: Date | undefined }) =>
@@ -97,7 +100,7 @@ export class WebhookEventRepo extends Effect.Service<WebhookEventRepo>()("flexpr
             ${opts.status ? sql`AND status = ${opts.status}` : sql``}
             ${opts.before ? sql`AND received_at < ${opts.before}` : sql``}
           ORDER BY received_at DESC, id DESC LIMIT ${opts.limit}`
-      )
+      ).pipe(Effect.map(parse))
 
     /** Retention: removes rows received before `cutoff` (all tenants). */
     const pruneBefore = (cutoff: Date) =>

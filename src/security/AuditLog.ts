@@ -40,7 +40,8 @@ export interface AuditRow {
   readonly action: string
   readonly target: string | null
   readonly sourceIp: string | null
-  readonly details: unknown
+  /** JSON text as stored. */
+  readonly details: string
   readonly createdAt: Date
 }
 
@@ -70,13 +71,13 @@ export class AuditLog extends Effect.Service<AuditLog>()("flexprice/AuditLog", {
     /** Most recent first; for tests and the admin. */
     const listForTenant = (limit = 100) =>
       Effect.flatMap(CurrentTenant, (t) =>
-        sql<AuditRow>`SELECT id, tenant_id, environment_id, actor, action, target, source_ip, details, created_at
+        sql<AuditRow>`SELECT id, tenant_id, environment_id, actor, action, target, source_ip, details::text AS details, created_at
           FROM audit_log WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
           ORDER BY created_at DESC, id DESC LIMIT ${limit}`
       )
 
     const listAll = (limit = 1000) =>
-      sql<AuditRow>`SELECT id, tenant_id, environment_id, actor, action, target, source_ip, details, created_at
+      sql<AuditRow>`SELECT id, tenant_id, environment_id, actor, action, target, source_ip, details::text AS details, created_at
         FROM audit_log ORDER BY created_at DESC, id DESC LIMIT ${limit}`
 
     return { record, listForTenant, listAll } as const

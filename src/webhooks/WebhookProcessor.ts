@@ -197,7 +197,14 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
           customer_id: outcome.customerId,
           customer_created: outcome.customerCreated,
           mapping: outcome.mapping,
-          ...(outcome.conflictWith ? { conflict_with: outcome.conflictWith } : {})
+          ...(outcome.conflictWith
+            ? {
+                conflict_with: {
+                  ...(outcome.conflictWith.customerId ? { customer_id: outcome.conflictWith.customerId } : {}),
+                  ...(outcome.conflictWith.stripeCustomerId ? { stripe_customer_id: outcome.conflictWith.stripeCustomerId } : {})
+                }
+              }
+            : {})
         }
         return { status: outcome.mapping === "conflict" ? "conflict" : "processed", details } as Handled
       })
