@@ -17,7 +17,7 @@ import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-
 import { StripeAccounts } from "../../src/stripe/StripeAccounts.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import type { RunOptions, RunReport } from "../../src/sync/SyncPipeline.js"
-import { type Backend, startTestApp, type TestApp } from "../support/app.js"
+import { type Backend, startTestApp, type TestApp, type TestAppOptions } from "../support/app.js"
 
 export const STRIPE_KEY = "sk_test_51FlexpriceSyncTests000000SECRET4242"
 
@@ -57,14 +57,20 @@ export interface SyncHarness {
   readonly dispose: () => Promise<void>
 }
 
-export const startSyncHarness = async (options: { backend?: Backend; env?: Record<string, string> } = {}): Promise<SyncHarness> => {
+export const startSyncHarness = async (
+  options: { backend?: Backend; env?: Record<string, string>; extra?: TestAppOptions["extra"] } = {}
+): Promise<SyncHarness> => {
   const emuScope = Effect.runSync(Scope.make())
   const emulator = await Effect.runPromise(
     makeStripeEmulator({ apiKey: STRIPE_KEY, now: () => Date.now() }).pipe(Scope.extend(emuScope))
   )
   let app: TestApp
   try {
-    app = await startTestApp({ backend: options.backend ?? "pglite", env: { ...stripeEnv(emulator.url), ...options.env } })
+    app = await startTestApp({
+      backend: options.backend ?? "pglite",
+      env: { ...stripeEnv(emulator.url), ...options.env },
+      ...(options.extra ? { extra: options.extra } : {})
+    })
   } catch (e) {
     await Effect.runPromise(Scope.close(emuScope, Exit.void))
     throw e

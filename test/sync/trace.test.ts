@@ -1,0 +1,58 @@
+/**
+ * One scheduled run, traced with the in-memory exporter: scheduler tick → run → window →
+ * aggregate, and run → push → chunk → Stripe call, in one trace, with tenant attributes and
+ * no secret anywhere in the spans.
+ */
+import { Effect, Layer } from "effect"
+import { afterAll, describe, expect, it } from "vitest"
+import { SpanTree, Telemetry, TelemetryTest, type TelemetryTestService } from "../../src/observability/Telemetry.js"
+import { SyncScheduler } from "../../src/sync/SyncScheduler.js"
+import { hoursAgo, STRIPE_KEY, startSyncHarness, type SyncHarness } from "./support.js"
+
+describe("sync tracing", () => {
+  let h: SyncHarness | undefined
+  afterAll(async () => {
+    await h?.dispose()
+  })
+
+  it("a scheduled run shows tick → window → aggregate → chunk → Stripe call spans", async () => {
+    let telemetry: TelemetryTestService | undefined
+    const capture = Layer.effectDiscard(Effect.map(TelemetryTest, (t) => void (telemetry = t)))
+    h = await startSyncHarness({
+      env: { FLEXPRICE_SCHEDULE_ENABLED: "true", FLEXPRICE_SCHEDULE_INTERVAL_SECONDS: "1" },
+      extra: Layer.merge(SyncScheduler.layer, capture).pipe(Layer.provide(Telemetry.layerTest))
+    })
+    await h.configure()
+    const m = await h.meter("tokens", { aggregation: "SUM", field: "t" })
+    const c = await h.customer("a")
+    await h.ingest([{ event_id: "1", event_name: "tokens", external_customer_id: "a", timestamp: hoursAgo(2), properties: { t: "3" } }])
+    for (let i = 0; i < 100 && h.stripeTotal(c.stripeId!, m.stripeEventName) !== "3"; i++) await new Promise((r) => setTimeout(r, 100))
+    expect(h.stripeTotal(c.stripeId!, m.stripeEventName)).toBe("3")
+    await new Promise((r) => setTimeout(r, 200))
+
+    const spans = await Effect.runPromise(telemetry!.spans)
+    const call = spans.find((s) => s.name === "stripe.send_meter_event_stream")
+    expect(call).toBeDefined()
+    const pushPath = SpanTree.path(call!, spans)
+    expect(pushPath.slice(0, 4)).toEqual(["sync.tick", "sync.lease", "sync.run", "sync.push"])
+    expect(pushPath).toContain("sync.chunk")
+    const aggregate = spans.find((s) => s.name === "sync.aggregate" && SpanTree.traceId(s) === SpanTree.traceId(call!))
+    expect(aggregate).toBeDefined()
+    // (the window's ledger transaction sits between window and aggregate)
+    expect(SpanTree.path(aggregate!, spans).filter((n) => n.startsWith("sync."))).toEqual([
+      "sync.tick",
+      "sync.lease",
+      "sync.run",
+      "sync.window",
+      "sync.aggregate"
+    ])
+    expect(spans.some((s) => s.name === "eventstore.aggregate_page" && SpanTree.isDescendantOf(s, aggregate!, spans))).toBe(true)
+    const run = spans.find((s) => s.name === "sync.run" && SpanTree.traceId(s) === SpanTree.traceId(call!))!
+    expect(run.attributes["tenant_id"]).toBe(h.scope.tenantId)
+    expect(run.attributes["sync.batches_synced"]).toBe(1)
+    const window = spans.find((s) => s.name === "sync.window" && SpanTree.traceId(s) === SpanTree.traceId(call!))!
+    expect(window.attributes["sync.window_start"]).toBe(new Date(Math.floor(Date.parse(hoursAgo(2)) / 3_600_000) * 3_600_000).toISOString())
+    const text = JSON.stringify(spans.map((s) => ({ n: s.name, a: s.attributes, e: s.events })))
+    expect(text).not.toContain(STRIPE_KEY)
+  })
+})
