@@ -85,8 +85,16 @@ export const apply =
     settings: RetrySettings = defaultRetrySettings,
     onRetry: (reason: RetryReason, error: RetryInput) => Effect.Effect<void, never, R2> = () => Effect.void
   ) =>
+  <A, E extends RetryInput, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R | R2> =>
+    applyPolicies(policy(settings), onRetry)(self)
+
+/** `apply` over policies built once (the client builds them at start, not per call). */
+export const applyPolicies =
+  <R2 = never>(
+    p: ReturnType<typeof policy>,
+    onRetry: (reason: RetryReason, error: RetryInput) => Effect.Effect<void, never, R2> = () => Effect.void
+  ) =>
   <A, E extends RetryInput, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R | R2> => {
-    const p = policy(settings)
     const observed = (reason: RetryReason, schedule: Schedule.Schedule<RetryInput, RetryInput>) =>
       Schedule.onDecision(schedule, (error, decision) =>
         decision._tag === "Continue" ? onRetry(reason, error) : Effect.void
