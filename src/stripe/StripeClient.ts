@@ -42,7 +42,12 @@ import {
 import { makeStripeHttpClient } from "./StripeHttpClient.js"
 import * as StripeMetrics from "./StripeMetrics.js"
 import * as StripeRetry from "./StripeRetry.js"
-import { type StripeClientSettings, type StripeClientSettingsInput, makeSettings, settingsConfig } from "./StripeSettings.js"
+import {
+  makeSettings,
+  type StripeClientSettings,
+  type StripeClientSettingsInput,
+  settingsConfig
+} from "./StripeSettings.js"
 
 // ---------------------------------------------------------------------------------------------
 // Public data types
@@ -138,12 +143,14 @@ export interface StripeClientService {
   readonly retrieveMeter: (ref: StripeAccountRef, meterId: string) => Effect.Effect<StripeMeter, StripeError>
   readonly listMeters: (ref: StripeAccountRef) => Effect.Effect<ReadonlyArray<StripeMeter>, StripeError>
   /**
-   * v2 meter event stream: ≤ 100 events a request, sent in order. On failure the chunks before
-   * the failing one were accepted; re-sending all of them is safe (identifier dedup, 24 h).
+   * v2 meter event stream: ≤ 100 events a request; chunks go one at a time unless
+   * `concurrency` > 1 (still bounded by the tenant semaphore). On failure the chunks sent before
+   * were accepted; re-sending all events is safe (identifier dedup, 24 h).
    */
   readonly sendMeterEventsStream: (
     ref: StripeAccountRef,
-    events: ReadonlyArray<MeterEvent>
+    events: ReadonlyArray<MeterEvent>,
+    options?: { readonly concurrency?: number }
   ) => Effect.Effect<MeterStreamResult, StripeError>
   /**
    * v1 POST /v1/billing/meter_events, Idempotency-Key = identifier. Calls for the same
@@ -170,16 +177,9 @@ export class StripeClient extends Context.Tag("flexprice/StripeClient")<StripeCl
     Effect.flatMap(settingsConfig, (s) => makeStripeClient(s))
   )
   /** From explicit settings, e.g. `StripeClient.layerWith(emulatorSettings(emulator.url, {...}))`. */
-  static readonly layerWith = (settings: StripeClientSettings | StripeClientSettingsInput): Layer.Layer<StripeClient> =>
-    Layer.scoped(StripeClient, makeStripeClient(isFullSettings(settings) ? settings : makeSettings(settings)))
+  static readonly layerWith = (settings: StripeClientSettingsInput): Layer.Layer<StripeClient> =>
+    Layer.scoped(StripeClient, makeStripeClient(makeSettings(settings)))
 }
-
-const isFullSettings = (s: StripeClientSettings | StripeClientSettingsInput): s is StripeClientSettings =>
-  typeof s.apiBase === "string" &&
-  typeof s.meterEventsApiBase === "string" &&
-  s.breaker !== undefined &&
-  s.retry !== undefined &&
-  Object.keys(s.retry).length === 5
 
 // ---------------------------------------------------------------------------------------------
 // Internals
@@ -717,6 +717,21 @@ export const makeStripeClient = (settings: StripeClientSettings): Effect.Effect<
       tenant: TenantState,
       stale?: Redacted.Redacted<string>
     ): Effect.Effect<Session, StripeError> =>
+      // Lock-free read first: concurrent chunk sends must not queue on the refresh lock.
+      Effect.flatMap(Effect.all([SynchronizedRef.get(tenant.session), Clock.currentTimeMillis]), ([current, now]) =>
+        stale === undefined &&
+        Option.isSome(current) &&
+        current.value.keyHash === keyHash(ref.apiKey) &&
+        now < current.value.expiresAtMs - refreshMarginMs
+          ? Effect.succeed(current.value)
+          : refreshSession(ref, tenant, stale)
+      )
+
+    const refreshSession = (
+      ref: StripeAccountRef,
+      tenant: TenantState,
+      stale?: Redacted.Redacted<string>
+    ): Effect.Effect<Session, StripeError> =>
       SynchronizedRef.modifyEffect(tenant.session, (current) =>
         Effect.gen(function* () {
           const now = yield* Clock.currentTimeMillis
@@ -790,10 +805,17 @@ export const makeStripeClient = (settings: StripeClientSettings): Effect.Effect<
         yield* Metric.incrementBy(tagged(StripeMetrics.meterEventsTotal, { transport: "stream", outcome: "delivered" }), chunk.length)
       })
 
-    const sendMeterEventsStream = (ref: StripeAccountRef, events: ReadonlyArray<MeterEvent>) =>
+    const sendMeterEventsStream = (
+      ref: StripeAccountRef,
+      events: ReadonlyArray<MeterEvent>,
+      options?: { readonly concurrency?: number }
+    ) =>
       Effect.gen(function* () {
         const chunks = Arr.chunksOf(events, STREAM_CHUNK)
-        for (const chunk of chunks) yield* sendChunk(ref, chunk)
+        yield* Effect.forEach(chunks, (chunk) => sendChunk(ref, chunk), {
+          concurrency: Math.max(1, options?.concurrency ?? 1),
+          discard: true
+        })
         return { requests: chunks.length, events: events.length }
       }).pipe(
         Effect.withSpan("stripe.send_meter_events", {

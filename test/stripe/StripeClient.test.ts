@@ -181,6 +181,24 @@ describe("StripeClient over HTTP against the emulator", () => {
       expect(emulator.total(cus.A!, "api_calls")).toEqual({ sum: "25", count: 250 })
     }).pipe(Effect.scoped))
 
+  it.live("concurrent stream sends share one session; chunk concurrency keeps the total exact", () =>
+    Effect.gen(function* () {
+      const { emulator, client, ref } = yield* setup()
+      const cus = yield* withMeters(emulator, ["api_calls"], ["A"])
+      yield* Effect.all(
+        Array.from({ length: 10 }, (_, k) =>
+          client.sendMeterEventsStream(ref, events(300, { customer: cus.A!, eventName: "api_calls", prefix: `c${k}` }), {
+            concurrency: 3
+          })
+        ),
+        { concurrency: "unbounded" }
+      )
+      const calls = emulator.callCounts()
+      expect(countOf(calls, "POST /v2/billing/meter_event_session")).toBe(1)
+      expect(countOf(calls, "POST /v2/billing/meter_event_stream")).toBe(30)
+      expect(emulator.total(cus.A!, "api_calls")).toEqual({ sum: "3000", count: 3000 })
+    }).pipe(Effect.scoped))
+
   it.live("an expired session mid-stream is refreshed and the same request retried once", () =>
     Effect.gen(function* () {
       const { emulator, client, ref } = yield* setup()
