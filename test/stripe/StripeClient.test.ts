@@ -350,7 +350,8 @@ describe("StripeClient over HTTP against the emulator", () => {
       const h1 = hourStart(1)
       yield* client.sendMeterEventsStream(ref, [
         ...events(3, { customer, eventName: "api_calls", prefix: "h2", value: "0.1", at: h2 }),
-        ...events(2, { customer, eventName: "api_calls", prefix: "h1", value: "123456789012.345", at: h1 })
+        // 101 × 123456789012.345 = 12469135690246.845: 17 digits, which JSON.parse would turn into …846.
+        ...events(101, { customer, eventName: "api_calls", prefix: "h1", value: "123456789012.345", at: h1 })
       ])
       const summaries = yield* client.listMeterEventSummaries(ref, {
         meterId: meter.id,
@@ -360,7 +361,7 @@ describe("StripeClient over HTTP against the emulator", () => {
       })
       expect(summaries.map((s) => [s.startTime.toISOString(), s.aggregatedValue])).toEqual([
         [h2.toISOString(), "0.3"],
-        [h1.toISOString(), "246913578024.69"]
+        [h1.toISOString(), "12469135690246.845"]
       ])
     }).pipe(Effect.scoped))
 })
