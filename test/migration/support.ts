@@ -193,7 +193,8 @@ export const seedTenant = (scope: TenantScope, data: Dataset, emulator: StripeEm
     }
     for (let n = 0; n < 50; n++) {
       const c = yield* customers.insert({ externalId: `am-${String(n).padStart(2, "0")}` })
-      if (c._tag === "Some") yield* mappings.insert({ customerId: c.value.id, providerCustomerId: data.amStripeIds[n]!, source: "api" })
+      const stripeId = data.amStripeIds[n]
+      if (c._tag === "Some" && stripeId !== undefined) yield* mappings.insert({ customerId: c.value.id, providerCustomerId: stripeId, source: "api" })
     }
   }).pipe(Effect.provideService(CurrentTenant, scope))
 

@@ -1,0 +1,124 @@
+/**
+ * POST /v1/stripe/migrate/customers/csv over HTTP: bad rows by line number, good rows applied in
+ * one transaction, all_or_nothing, conflicts with stored mappings, Stripe existence check,
+ * multipart upload, size cap, rollback of an import.
+ */
+import { Effect } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import type { StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
+import { forEachBackend, type Backend } from "../support/app.js"
+import { type App, type Database, encryptionEnv, freshDatabase, newTenant, seedTenant, startApp, startEmulator, stripeEnv, tenantState } from "./support.js"
+
+forEachBackend(["pglite", "postgres"], (backend: Backend) => {
+  describe(`CSV mapping import on ${backend}`, () => {
+    let emulator: StripeEmulatorHandle
+    let closeEmulator: () => Promise<void>
+    let db: Database
+    let app: App
+    let stripeIds: Array<string>
+
+    beforeAll(async () => {
+      ;({ emulator, close: closeEmulator } = await startEmulator())
+      stripeIds = []
+      for (let i = 0; i < 7; i++) stripeIds.push((await Effect.runPromise(emulator.createCustomer({ name: `s${i}` }))).id)
+      db = await freshDatabase(backend)
+      app = await startApp(db, { ...stripeEnv(emulator.url), ...encryptionEnv(), FLEXPRICE_MIGRATION_CSV_MAX_BYTES: "20000" })
+    })
+    afterAll(async () => {
+      await app?.dispose()
+      await db?.drop()
+      await closeEmulator?.()
+    })
+
+    const tenant = async () => {
+      const t = await newTenant(app, "csv")
+      await app.run(seedTenant(t.scope, { byExternal: new Map(), amStripeIds: [stripeIds[6]!], total: 0 }, emulator))
+      return t
+    }
+    const upload = (apiKey: string, csv: string, query = "") =>
+      app.request(apiKey, "POST", `/v1/stripe/migrate/customers/csv${query}`, undefined, { headers: { "content-type": "text/csv" }, rawBody: csv })
+
+    it("applies the good rows and lists the bad ones by line number and reason", async () => {
+      const t = await tenant()
+      const csv = [
+        "\uFEFFexternal_id,stripe_customer_id,name,email",
+        `new-1,${stripeIds[0]},"Smith, Jane","jane@example.com"`,
+        `new-2,not_a_customer,,`,
+        `"multi`,
+        `line",${stripeIds[1]},,`,
+        `pc-001,${stripeIds[2]},,`, // pc-001 is already mapped to cus_elsewhere1 (seeded)
+        `ext-1005,${stripeIds[3]},,`, // exists unmapped: mapped, not created
+        `am-00,${stripeIds[5]},,`, // am-00 is already mapped to stripeIds[6]
+        `,${stripeIds[4]},,`
+      ].join("\r\n")
+      const res = await upload(t.apiKey, csv)
+      expect(res.status).toBe(200)
+      expect(res.body).toMatchObject({ status: "completed", applied: true, total_rows: 7, valid_rows: 3, bad_row_count: 4 })
+      expect(res.body.bad_rows.map((r: any) => [r.line, r.code])).toEqual([
+        [3, "invalid_stripe_customer_id"],
+        [6, "conflict"],
+        [8, "conflict"],
+        [9, "missing_external_id"]
+      ])
+      expect(res.body.counts).toEqual({ mapped: 3, created: 2, already_mapped: 0, overwritten: 0 })
+      const state = await app.run(tenantState(t.scope))
+      expect(state.mappings).toContain(`new-1→${stripeIds[0]}:active:csv`)
+      expect(state.mappings).toContain(`multi\r\nline→${stripeIds[1]}:active:csv`)
+      expect(state.mappings).toContain(`ext-1005→${stripeIds[3]}:active:csv`)
+      expect(state.mappings).toContain("pc-001→cus_elsewhere1:active:api")
+
+      const status = await app.request(t.apiKey, "GET", `/v1/stripe/migrate/status/${res.body.migration_id}`)
+      expect(status.body).toMatchObject({ kind: "csv", status: "completed", problems_total: 4 })
+      expect(status.body.problems[0].line).toBe(3)
+
+      // rollback removes the import's mappings and the customers it created
+      const before = state
+      const rb = await app.request(t.apiKey, "POST", `/v1/stripe/migrate/${res.body.migration_id}/rollback`)
+      expect(rb.body).toMatchObject({ mappings_removed: 3, customers_removed: 2 })
+      const after = await app.run(tenantState(t.scope))
+      expect(after.customers).toEqual(before.customers.filter((c) => c !== "new-1" && c !== "multi\r\nline"))
+      expect(after.mappings.filter((m) => m.endsWith(":csv"))).toEqual([])
+    })
+
+    it("all_or_nothing applies nothing when a row is bad; dry_run writes nothing", async () => {
+      const t = await tenant()
+      const before = await app.run(tenantState(t.scope))
+      const csv = `external_id,stripe_customer_id\nok-1,${stripeIds[0]}\nbad,sub_1\n`
+      const res = await upload(t.apiKey, csv, "?all_or_nothing=true")
+      expect(res.body).toMatchObject({ status: "failed", applied: false, valid_rows: 1, bad_row_count: 1 })
+      expect(res.body.bad_rows[0]).toMatchObject({ line: 3, code: "invalid_stripe_customer_id" })
+      expect(await app.run(tenantState(t.scope))).toEqual(before)
+      const dry = await upload(t.apiKey, `external_id,stripe_customer_id\nok-1,${stripeIds[0]}\n`, "?dry_run=true")
+      expect(dry.body).toMatchObject({ dry_run: true, applied: false, counts: { mapped: 1, created: 1 } })
+      expect(await app.run(tenantState(t.scope))).toEqual(before)
+    })
+
+    it("verify=true refuses Stripe ids that do not exist or were deleted", async () => {
+      const t = await tenant()
+      await Effect.runPromise(emulator.deleteCustomer(stripeIds[5]!))
+      const csv = `external_id,stripe_customer_id\nv-1,${stripeIds[4]}\nv-2,cus_doesnotexist\nv-3,${stripeIds[5]}\n`
+      const res = await upload(t.apiKey, csv, "?verify=true")
+      expect(res.body.bad_rows.map((r: any) => [r.line, r.code])).toEqual([
+        [3, "stripe_customer_not_found"],
+        [4, "stripe_customer_deleted"]
+      ])
+      expect(res.body.counts.mapped).toBe(1)
+    })
+
+    it("accepts multipart uploads, caps the size with 413 and rejects a bad header with 400", async () => {
+      const t = await tenant()
+      const form = new FormData()
+      form.append("file", new Blob([`external_id,stripe_customer_id\nmp-1,${stripeIds[4]}\n`], { type: "text/csv" }), "map.csv")
+      const mp = await app.request(t.apiKey, "POST", "/v1/stripe/migrate/customers/csv", undefined, { rawBody: form })
+      expect(mp.status).toBe(200)
+      expect(mp.body.counts.mapped).toBe(1)
+      const big = "external_id,stripe_customer_id\n" + Array.from({ length: 2000 }, (_, i) => `big-${i},cus_${i}`).join("\n")
+      const tooBig = await upload(t.apiKey, big)
+      expect(tooBig.status).toBe(413)
+      expect(tooBig.body.error.code).toBe("payload_too_large")
+      const header = await upload(t.apiKey, "id,stripe\nx,cus_1\n")
+      expect(header.status).toBe(400)
+      expect(header.body.error.code).toBe("invalid_csv_header")
+    })
+  })
+})
