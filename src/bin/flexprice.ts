@@ -15,6 +15,7 @@ import { Logging } from "../observability/Logging.js"
 import { Telemetry } from "../observability/Telemetry.js"
 import { runStandalone } from "../stripe-emulator/index.js"
 import { SyncScheduler } from "../sync/index.js"
+import { demoCommand } from "../demo/index.js"
 
 const serve = Command.make("serve", {}, () =>
   Effect.gen(function* () {
@@ -70,7 +71,7 @@ const tenantCreate = Command.make(
 
 const tenant = Command.make("tenant").pipe(Command.withSubcommands([tenantCreate]))
 
-export const commands = [serve, migrate, tenant, stripeEmulator] as const
+export const commands = [serve, migrate, tenant, stripeEmulator, demoCommand] as const
 
 const root = Command.make("flexprice").pipe(Command.withSubcommands([...commands]))
 
