@@ -3,7 +3,10 @@
  * on PGlite and PostgreSQL. Rejections must change nothing; a processing failure must answer 500
  * and leave the event to a later redelivery.
  */
-import { Effect } from "effect"
+import { Effect, Metric } from "effect"
+import * as Metrics from "../../src/observability/Metrics.js"
+import { clientIp, parseCidrs } from "../../src/webhooks/WebhookConfig.js"
+import { Either } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
 import { signatureHeader } from "../../src/stripe-emulator/index.js"
@@ -147,6 +150,10 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     it("rejects bad signature, stale timestamp, oversized body, malformed JSON and unknown tenants with 4xx, changing nothing", async () => {
       await Effect.runPromise(h.emulator.deliveries.flush)
       const before = { webhooks: await webhookRows(), customers: await customerRows() }
+      const failures = (reason: string) =>
+        Effect.runPromise(Metric.value(Metric.tagged(Metrics.webhookSignatureFailuresTotal, "reason", reason))).then((s) => s.count)
+      const sigBefore = await failures("signature")
+      const tsBefore = await failures("timestamp")
       const payload = customerEvent("evt_rejected", "customer.created", { id: "cus_rejected", metadata: { external_id: "wh-rejected" } })
 
       const bad = await signedPost(h.webhookPath, payload, ["whsec_not_the_secret"])
@@ -177,6 +184,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect([globalNoTenant.status, globalNoTenant.body.error.code]).toEqual([400, "tenant_not_found"])
 
       expect({ webhooks: await webhookRows(), customers: await customerRows() }).toEqual(before)
+      expect((await failures("signature")) - sigBefore).toBeGreaterThanOrEqual(2)
+      expect((await failures("timestamp")) - tsBefore).toBeGreaterThanOrEqual(1)
       expect(await customerByExternal("wh-rejected")).toHaveLength(0)
     })
 
@@ -227,5 +236,33 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const mapped = await h.inTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.activeByCustomerIds([customer.id])))
       expect(mapped.size).toBe(1)
     })
+  })
+})
+
+describe("webhook source address allowlist", () => {
+  it("parses CIDRs and walks X-Forwarded-For only from trusted proxies", () => {
+    const trusted = Either.getOrThrow(parseCidrs("127.0.0.1/32, ::1"))
+    expect(clientIp("::ffff:127.0.0.1", "3.18.12.63, 10.0.0.9", Either.getOrThrow(parseCidrs("127.0.0.0/8,10.0.0.0/8")))).toBe("3.18.12.63")
+    expect(clientIp("127.0.0.1", "3.18.12.63", trusted)).toBe("3.18.12.63")
+    expect(clientIp("192.0.2.7", "3.18.12.63", trusted)).toBe("192.0.2.7")
+    expect(Either.isLeft(parseCidrs("10.0.0.0/33"))).toBe(true)
+    expect(Either.isLeft(parseCidrs("not-an-ip"))).toBe(true)
+  })
+
+  it("answers 403 to deliveries from outside STRIPE_WEBHOOK_ALLOWED_IPS, and accepts allowed ones via a trusted proxy", async () => {
+    const h = await startHarness("pglite", { STRIPE_WEBHOOK_ALLOWED_IPS: "3.18.12.63/32", FLEXPRICE_TRUSTED_PROXIES: "127.0.0.1/32" })
+    try {
+      await configure(h)
+      const payload = customerEvent("evt_ip", "customer.created", { id: "cus_ip", metadata: { external_id: "ip-1" } })
+      const sig = { "stripe-signature": signatureHeader(payload, [WEBHOOK_SECRET], nowSec()) }
+      const direct = await post(`${h.app.baseUrl}${h.webhookPath}`, payload, sig)
+      expect([direct.status, direct.body.error.code]).toEqual([403, "ip_not_allowed"])
+      const spoofed = await post(`${h.app.baseUrl}${h.webhookPath}`, payload, { ...sig, "x-forwarded-for": "3.18.12.63, 198.51.100.4" })
+      expect(spoofed.status).toBe(403)
+      const viaProxy = await post(`${h.app.baseUrl}${h.webhookPath}`, payload, { ...sig, "x-forwarded-for": "3.18.12.63" })
+      expect(viaProxy.status).toBe(200)
+    } finally {
+      await h.close()
+    }
   })
 })
