@@ -284,8 +284,25 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
             const s = freshState(progress)
             const ids = page.customers.map((c) => c.id)
             const externalIds = page.customers.map((c) => (c.metadata["external_id"] ?? "").trim()).filter((x) => x !== "" && x.length <= MAX_EXTERNAL_ID_LENGTH)
-            const before = job.dryRun ? [] : yield* repo.mappingsTouching(ids, externalIds)
+            const before = yield* repo.mappingsTouching(ids, externalIds)
+            const existing = yield* customers.idsByExternalIds(externalIds)
+            // Already mapped exactly like this (re-runs, resumed jobs): the answer is known
+            // without a link, unless an earlier row of this page touched the same external_id.
+            const unchanged = new Set(
+              before
+                .filter((m) => m.status === "active")
+                .map((m) => `${m.customerId}\u0000${m.providerCustomerId}`)
+            )
+            const touched = new Set<string>()
             for (const c of page.customers) {
+              const ext = (c.metadata["external_id"] ?? "").trim()
+              const customerId = existing.get(ext)
+              if (ext !== "" && customerId !== undefined && !touched.has(ext) && unchanged.has(`${customerId}\u0000${c.id}`)) {
+                s.counts.seen++
+                s.counts.already_mapped++
+                continue
+              }
+              touched.add(ext)
               yield* linkOne(job, s, before, c, wouldLink)
               if (s.stopped !== undefined) break
             }
