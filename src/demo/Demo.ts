@@ -218,7 +218,12 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
 
       const env: Record<string, string> = {
         FLEXPRICE_HTTP_ADDR: "127.0.0.1:0",
-        FLEXPRICE_ENCRYPTION_KEYS: `1:${randomBytes(32).toString("base64")}`,
+        // Embedded: the master key file is created in the data directory, as `serve` does, so a
+        // directory kept with --keep can be served again. PostgreSQL needs the variable: a fresh
+        // key unless the environment has one.
+        ...(dataDir === null && lookup("FLEXPRICE_ENCRYPTION_KEYS") === ""
+          ? { FLEXPRICE_ENCRYPTION_KEYS: `1:${randomBytes(32).toString("base64")}` }
+          : {}),
         FLEXPRICE_SCHEDULE_ENABLED: "true",
         FLEXPRICE_SCHEDULE_INTERVAL_SECONDS: "2",
         STRIPE_SYNC_GRACE_PERIOD_MINUTES: "1",
@@ -683,6 +688,11 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
         wallMs
       }
       if (printing) yield* Console.log(formatReport(report, { keep: options.keep ?? false }))
+      if (printing && options.keep && dataDir !== null)
+        // Like `flexprice tenant create`, the kept environment's key is printed once, on stdout.
+        yield* Console.log(
+          `Explore the kept data: FLEXPRICE_DATA_DIR=${dataDir} npx tsx src/bin/flexprice.ts serve, then curl -H 'x-api-key: ${tenant.apiKey}' http://127.0.0.1:8080/v1/stripe/sync/batches (the emulator is gone: Stripe calls will fail)`
+        )
       return report
     })
   )

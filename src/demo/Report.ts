@@ -61,6 +61,9 @@ export const formatReport = (r: DemoReport, options: { readonly keep: boolean })
     `  skipped = usage of the ${r.customers.withoutStripe} customers without a Stripe customer, held as skipped/no_mapping until one is mapped.`
   )
   out.push(
+    "  retried = batches a run left pending (Stripe still failing after the client's retries) that a later run sent; late Δ = delta batches (sequence > 1)."
+  )
+  out.push(
     `  Per (customer, meter): ${r.pairs.checked - r.pairs.mismatched}/${r.pairs.checked} Stripe totals equal the generated totals.`
   )
   out.push("")
