@@ -92,5 +92,5 @@ describe("flexprice stripe-migrate", () => {
       ["stripe_customers", "completed", true]
     ])
     expect(list.body.migrations[1].counts).toEqual(EXPECTED)
-  })
+  }, 300_000)
 })
