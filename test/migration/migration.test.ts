@@ -22,6 +22,7 @@ import {
   startEmulator,
   stripeEnv,
   tenantState,
+  type TenantState,
   waitForMigration
 } from "./support.js"
 
@@ -37,7 +38,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     let a: Tenant // uninterrupted run
     let b: Tenant // interrupted and resumed
     let c: Tenant // dry run
-    let baselineA: Awaited<ReturnType<typeof tenantState>> | undefined
+    let baselineA: TenantState | undefined
     let migrationA = ""
 
     const seeded = async (name: string) => {
