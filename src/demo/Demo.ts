@@ -104,7 +104,12 @@ export interface DemoReport {
     readonly deliveries: number
     readonly non2xx: number
     readonly byStatus: Readonly<Record<string, number>>
-    readonly duplicatesAnswered: number
+    /** Deliveries of an event already delivered (the emulator's duplicate). */
+    readonly duplicateDeliveries: number
+    /** Every duplicated event has exactly one row in the webhook event log. */
+    readonly duplicateRecordedOnce: boolean
+    /** `flexprice_webhooks_total{outcome="duplicate"}` from /metrics (null: no /metrics). */
+    readonly duplicatesAnswered: number | null
     readonly reorderedFinalEmail: string | null
     readonly reorderedExpectedEmail: string
   }
@@ -116,7 +121,8 @@ export interface DemoReport {
     readonly callsByPhase: Readonly<Record<string, number>>
     readonly callsByEndpoint: Readonly<Record<string, number>>
     readonly faultResponses: { readonly rateLimited: number; readonly serverErrors: number; readonly dropped: number }
-    readonly clientRetries: number
+    /** `flexprice_stripe_retries_total` during the first sync, from /metrics (null: no /metrics). */
+    readonly clientRetries: number | null
     readonly meterEventsAccepted: number
     readonly streamErrors: number
   }
@@ -281,10 +287,13 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
         Effect.flatMap(request(method, p, body), (res) =>
           ok.includes(res.status) ? Effect.succeed(res.body) : Effect.fail(fail(`${method} ${p} answered ${res.status}: ${res.text.slice(0, 300)}`))
         )
+      // The Prometheus scrape endpoint; informative only (null when not served).
       const metrics = Effect.tryPromise({
-        try: () => fetch(`${baseUrl}/metrics`).then((r) => r.text()),
+        try: () => fetch(`${baseUrl}/metrics`).then(async (r) => (r.status === 200 ? await r.text() : null)),
         catch: (e) => fail(`GET /metrics: ${String(e)}`)
       })
+      const metricSum = (name: string, label?: string) =>
+        Effect.map(metrics, (text) => (text === null ? null : promSum(text, name, label)))
       const callsSnapshot = () => ({ ...emulator.callCounts() })
       const callsByPhase: Record<string, number> = {}
       let callsMark = 0
@@ -399,10 +408,17 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
       }
       if (haveCustomers !== wantCustomers)
         return yield* fail(`webhooks onboarded ${haveCustomers - NO_STRIPE_CUSTOMERS} customers, expected ${nCustomers} (deliveries: ${JSON.stringify(byStatus)})`)
-      const webhookEvents: { events: Array<{ status: string }> } = yield* api("GET", "/v1/stripe/webhook-events?limit=1000")
+      const webhookEvents: { events: Array<{ status: string; stripe_event_id: string }> } = yield* api(
+        "GET",
+        "/v1/stripe/webhook-events?limit=1000"
+      )
       const eventStatus: Record<string, number> = {}
       for (const e of webhookEvents.events) eventStatus[e.status] = (eventStatus[e.status] ?? 0) + 1
-      const duplicatesAnswered = promSum(yield* metrics, "flexprice_webhooks_total", 'outcome="duplicate"')
+      const duplicated = [...new Set(deliveries.filter((d) => d.attempt > 1).map((d) => d.eventId))]
+      const duplicateDeliveries = deliveries.filter((d) => d.attempt > 1).length
+      const duplicateRecordedOnce =
+        duplicated.length > 0 && duplicated.every((id) => webhookEvents.events.filter((e) => e.stripe_event_id === id).length === 1)
+      const duplicatesAnswered = yield* metricSum("flexprice_webhooks_total", 'outcome="duplicate"')
       const reorderedView: { customers: Array<{ email: string | null }> } = yield* api(
         "GET",
         `/v1/customers?external_id=${encodeURIComponent(externalIds[0]!)}`
@@ -415,7 +431,7 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
           .map(([s, n]) => `${n}×${s}`)
           .join(", ")}, latency p50 ${webhookP50} ms, max ${webhookMax} ms); webhook log ${Object.entries(eventStatus)
           .map(([s, n]) => `${s} ${n}`)
-          .join(", ")}; duplicate answered ${duplicatesAnswered}×; updated-before-created → email ${reorderedFinalEmail}; ${NO_STRIPE_CUSTOMERS} customers without Stripe`
+          .join(", ")}; ${duplicateDeliveries} duplicate delivery ${duplicateRecordedOnce ? "logged once" : "NOT logged once"}${duplicatesAnswered === null ? "" : ` (answered "duplicate" ${duplicatesAnswered}×)`}; updated-before-created → email ${reorderedFinalEmail}; ${NO_STRIPE_CUSTOMERS} customers without Stripe`
       )
 
       // ---------------------------------------------------------------- 3. one hour of usage
@@ -453,7 +469,7 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
 
       // ---------------------------------------------------------------- 4a. manual sync under faults
       const statusBefore = { ...emulator.statusCounts() }
-      const retriesBefore = promSum(yield* metrics, "flexprice_stripe_retries_total")
+      const retriesBefore = yield* metricSum("flexprice_stripe_retries_total")
       if (faults)
         yield* emulator.setFaults({
           // Seeded: the k-th meter event request gets the k-th draw, so every run sees the same
@@ -506,7 +522,8 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
       if (faults) emulator.resetFaults()
       const statusAfter = { ...emulator.statusCounts() }
       const faultDiff = diffCounts(statusAfter, statusBefore)
-      const clientRetries = promSum(yield* metrics, "flexprice_stripe_retries_total") - retriesBefore
+      const retriesAfter = yield* metricSum("flexprice_stripe_retries_total")
+      const clientRetries = retriesAfter === null || retriesBefore === null ? null : retriesAfter - retriesBefore
       const rateLimited = faultDiff["429"] ?? 0
       const serverErrors = Object.entries(faultDiff)
         .filter(([s]) => Number(s) >= 500)
@@ -518,7 +535,7 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
         "sync",
         `POST /v1/stripe/sync/manual ${windowStart.slice(11, 16)}–${windowEnd.slice(11, 16)}Z: ${runs
           .map((r) => r.status)
-          .join(" → ")}; ${first.batchesCreated} batches created, ${runs.reduce((a, r) => a + r.batchesSynced, 0)} synced, ${first.batchesSkipped} skipped; Stripe answered ${rateLimited}×429, ${serverErrors}×5xx${dropped ? `, ${dropped} dropped` : ""} → ${clientRetries} client retries`
+          .join(" → ")}; ${first.batchesCreated} batches created, ${runs.reduce((a, r) => a + r.batchesSynced, 0)} synced, ${first.batchesSkipped} skipped; Stripe answered ${rateLimited}×429, ${serverErrors}×5xx${dropped ? `, ${dropped} dropped` : ""}${clientRetries === null ? ", retried by the client" : ` → ${clientRetries} client retries`}`
       )
 
       // ---------------------------------------------------------------- 4b. late events, schedule
@@ -640,7 +657,7 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
       if (non2xx > 0) failures.push(`${non2xx} webhook deliveries were not answered 2xx`)
       if (reorderedFinalEmail !== reorderedEmail)
         failures.push(`updated-before-created: the customer's email is ${reorderedFinalEmail}, expected the update's ${reorderedEmail}`)
-      if (duplicatesAnswered < 1) failures.push("the duplicate webhook delivery was not answered as a duplicate")
+      if (!duplicateRecordedOnce) failures.push("the duplicated webhook delivery is not recorded exactly once in the webhook event log")
       if (emulator.state.meterEvents().length !== batches.filter((b) => b.sync_status === "synced").length)
         failures.push(`Stripe accepted ${emulator.state.meterEvents().length} meter events for ${batches.filter((b) => b.sync_status === "synced").length} synced batches`)
 
@@ -658,6 +675,8 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
           deliveries: deliveries.length,
           non2xx,
           byStatus: eventStatus,
+          duplicateDeliveries,
+          duplicateRecordedOnce,
           duplicatesAnswered,
           reorderedFinalEmail,
           reorderedExpectedEmail: reorderedEmail

@@ -80,7 +80,7 @@ export const formatReport = (r: DemoReport, options: { readonly keep: boolean })
   out.push(
     `  faults answered by the emulator: ${r.stripe.faultResponses.rateLimited}×429, ${r.stripe.faultResponses.serverErrors}×5xx${
       r.stripe.faultResponses.dropped ? `, ${r.stripe.faultResponses.dropped} dropped` : ""
-    }; retries by the Stripe client: ${r.stripe.clientRetries}; meter events accepted: ${r.stripe.meterEventsAccepted}`
+    }; retries by the Stripe client: ${r.stripe.clientRetries ?? "n/a (no /metrics)"}; meter events accepted: ${r.stripe.meterEventsAccepted}`
   )
   out.push(
     `Sync runs: ${r.runs
@@ -106,7 +106,7 @@ export const formatReport = (r: DemoReport, options: { readonly keep: boolean })
   out.push(
     `Webhooks: ${r.webhooks.deliveries} deliveries, ${r.webhooks.non2xx} not 2xx; log ${Object.entries(r.webhooks.byStatus)
       .map(([k, v]) => `${k} ${v}`)
-      .join(", ")}; duplicate deliveries answered "duplicate": ${r.webhooks.duplicatesAnswered}; updated-before-created ended with ${r.webhooks.reorderedFinalEmail}`
+      .join(", ")}; ${r.webhooks.duplicateDeliveries} duplicate deliveries, ${r.webhooks.duplicateRecordedOnce ? "each logged once" : "NOT logged once"}${r.webhooks.duplicatesAnswered === null ? "" : ` (answered "duplicate": ${r.webhooks.duplicatesAnswered})`}; updated-before-created ended with ${r.webhooks.reorderedFinalEmail}`
   )
   out.push("")
   out.push(`Phases: ${r.phases.map((p) => `${p.phase} ${(p.ms / 1000).toFixed(1)}s`).join(", ")}`)
