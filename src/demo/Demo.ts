@@ -224,10 +224,10 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
 
       const env: Record<string, string> = {
         FLEXPRICE_HTTP_ADDR: "127.0.0.1:0",
-        // Embedded: the master key file is created in the data directory, as `serve` does, so a
-        // directory kept with --keep can be served again. PostgreSQL needs the variable: a fresh
-        // key unless the environment has one.
-        ...(dataDir === null && lookup("FLEXPRICE_ENCRYPTION_KEYS") === ""
+        // A fresh master key unless the environment has one — except for a directory kept with
+        // --keep: there the embedded key file is created in it (as `serve` does), so it can be
+        // served again.
+        ...(!(dataDir !== null && options.keep) && lookup("FLEXPRICE_ENCRYPTION_KEYS") === ""
           ? { FLEXPRICE_ENCRYPTION_KEYS: `1:${randomBytes(32).toString("base64")}` }
           : {}),
         FLEXPRICE_SCHEDULE_ENABLED: "true",
