@@ -15,6 +15,8 @@ import { Logging } from "../observability/Logging.js"
 import { Telemetry } from "../observability/Telemetry.js"
 import { runStandalone } from "../stripe-emulator/index.js"
 import { SyncScheduler } from "../sync/index.js"
+import { rotateKeys } from "../security/KeyRotation.js"
+import { stripeMigrateCommand } from "../migration/Cli.js"
 import { demoCommand } from "../demo/index.js"
 
 const serve = Command.make("serve", {}, () =>
@@ -71,7 +73,21 @@ const tenantCreate = Command.make(
 
 const tenant = Command.make("tenant").pipe(Command.withSubcommands([tenantCreate]))
 
-export const commands = [serve, migrate, tenant, stripeEmulator, demoCommand] as const
+const keysRotate = Command.make("rotate", {}, () =>
+  Effect.gen(function* () {
+    const report = yield* rotateKeys
+    yield* Console.log(JSON.stringify(report))
+    if (report.failed.length > 0) return yield* Effect.fail(new Error(`${report.failed.length} secret(s) could not be re-encrypted`))
+  }).pipe(Effect.provide(AppLive))
+).pipe(
+  Command.withDescription(
+    "Re-encrypt every stored secret under the newest FLEXPRICE_ENCRYPTION_KEYS key (safe while serve runs); prints a JSON report"
+  )
+)
+
+const keys = Command.make("keys").pipe(Command.withSubcommands([keysRotate]))
+
+export const commands = [serve, migrate, tenant, keys, stripeMigrateCommand, stripeEmulator, demoCommand] as const
 
 const root = Command.make("flexprice").pipe(Command.withSubcommands([...commands]))
 

@@ -5,20 +5,20 @@
 import { HttpApi, OpenApi } from "@effect/platform"
 import { Conflict, InternalError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable, UpstreamFailed } from "../domain/Errors.js"
 import { CustomersGroup, EventsGroup, HealthGroup, MetersGroup } from "./CoreApi.js"
-import { MigrationGroup } from "./MigrationApi.js"
 import { StripeConfigGroup } from "./StripeConfigApi.js"
 import { WebhooksGroup } from "./WebhooksApi.js"
 import { SyncGroup } from "./SyncApi.js"
+import { MigrationGroup } from "./MigrationApi.js"
 
 export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(HealthGroup)
   .add(CustomersGroup)
   .add(MetersGroup)
   .add(EventsGroup)
-  .add(MigrationGroup)
   .add(StripeConfigGroup)
   .add(WebhooksGroup)
   .add(SyncGroup)
+  .add(MigrationGroup)
   .addError(InvalidInput)
   .addError(NotFound)
   .addError(Conflict)

@@ -1,5 +1,5 @@
 /** The HTTP server: the API, its OpenAPI document (/openapi.json) and docs page (/docs). */
-import { HttpApiBuilder, HttpApiSwagger, HttpMiddleware, HttpServer } from "@effect/platform"
+import { HttpApiBuilder, HttpApiSwagger, HttpMiddleware, HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
@@ -7,6 +7,8 @@ import { HttpConfig } from "../config/AppConfig.js"
 import { FlexPriceApi } from "./Api.js"
 import { CoreHttpLive } from "./CoreHttp.js"
 import { errorEnvelope } from "./Errors.js"
+import { observeHttp } from "../observability/HttpObservability.js"
+import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../observability/Telemetry.js"
 import { MigrationHttpWithRunnerLive } from "./MigrationHttp.js"
 import { AuthenticationLive } from "./Security.js"
 import { StripeConfigLive } from "./StripeConfigHttp.js"
@@ -15,15 +17,24 @@ import { SyncHttpLive } from "./SyncHttp.js"
 
 export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(
   Layer.provide(CoreHttpLive),
-  Layer.provide(MigrationHttpWithRunnerLive),
   Layer.provide(StripeConfigLive),
   Layer.provide(WebhooksLive),
   Layer.provide(SyncHttpLive),
+  Layer.provide(MigrationHttpWithRunnerLive),
   Layer.provide(AuthenticationLive)
 )
 
+/** Prometheus scrape endpoint beside the API (not part of the OpenAPI document). */
+const MetricsRoute = HttpApiBuilder.Router.use((router) =>
+  router.get(
+    "/metrics",
+    Effect.map(renderPrometheus(), (text) => HttpServerResponse.text(text, { contentType: PROMETHEUS_CONTENT_TYPE }))
+  )
+)
+
 /** The API served on whatever HttpServer is provided. */
-export const HttpApiLive = HttpApiBuilder.serve((app) => HttpMiddleware.logger(errorEnvelope(app))).pipe(
+export const HttpApiLive = HttpApiBuilder.serve((app) => observeHttp(HttpMiddleware.logger(errorEnvelope(app)))).pipe(
+  Layer.provide(MetricsRoute),
   Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
   Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
   Layer.provide(ApiLive),
