@@ -29,6 +29,9 @@ export class DatabaseStartFailed extends Data.TaggedError("DatabaseStartFailed")
 const clientOptions = {
   transformQueryNames: Str.camelToSnake,
   transformResultNames: Str.snakeToCamel,
+  // Column names are snake_case ↔ camelCase; keys INSIDE json/jsonb values are user data
+  // (customer metadata, Stripe payload keys) and must come back exactly as stored.
+  transformJson: false,
   // pg parses numeric and int8 as strings by default: quantities stay exact.
   applicationName: "flexprice"
 } as const

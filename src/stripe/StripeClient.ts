@@ -39,7 +39,8 @@ import {
   type StripeError,
   StripeUnavailable
 } from "./StripeErrors.js"
-import { makeStripeHttpClient } from "./StripeHttpClient.js"
+import { makeStripeHttpClient, outgoingHeaders } from "./StripeHttpClient.js"
+import { traceHeaders } from "../observability/Telemetry.js"
 import * as StripeMetrics from "./StripeMetrics.js"
 import * as StripeRetry from "./StripeRetry.js"
 import {
@@ -500,7 +501,8 @@ export const makeStripeClient = (settings: StripeClientSettings): Effect.Effect<
               tagged(StripeMetrics.rateLimiterWait, { limiter: limiterName }),
               (waitEnd - waitStart) / 1000
             )
-            const result = yield* Effect.tryPromise({ try: () => run(sdk), catch: (u) => u }).pipe(
+            const trace = yield* traceHeaders
+            const result = yield* Effect.tryPromise({ try: () => outgoingHeaders.run(trace, () => run(sdk)), catch: (u) => u }).pipe(
               Effect.timeoutFail({
                 // The SDK's timeout is per socket inactivity; this bounds the whole attempt.
                 duration: Duration.millis(timeoutMs + 5_000),

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks"
 /**
  * The HTTP client handed to the `stripe` SDK. It wraps the SDK's own Node client for two reasons:
  *
@@ -26,6 +27,14 @@ export interface StripeHttpClientOptions {
   readonly maxSockets: number
 }
 
+/**
+ * Extra headers for the requests made inside `outgoingHeaders.run(headers, ...)`: the Stripe
+ * client puts the current span's W3C `traceparent` here so traces continue into Stripe calls
+ * (the SDK has no per-call hook that sees our fiber, but its request runs in the same async
+ * context).
+ */
+export const outgoingHeaders = new AsyncLocalStorage<Readonly<Record<string, string>>>()
+
 export const makeStripeHttpClient = (options: StripeHttpClientOptions): HttpClientInterface => {
   const httpAgent = new http.Agent({ keepAlive: true, maxSockets: options.maxSockets })
   const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: options.maxSockets })
@@ -35,7 +44,7 @@ export const makeStripeHttpClient = (options: StripeHttpClientOptions): HttpClie
     getClientName: () => "node",
     makeRequest: (host, port, path, method, headers, requestData, protocol, timeout) =>
       (protocol === "http" ? plain : secure)
-        .makeRequest(host, port, path, method, headers, requestData, protocol, timeout)
+        .makeRequest(host, port, path, method, { ...headers, ...outgoingHeaders.getStore() }, requestData, protocol, timeout)
         .then(
           (res: HttpClientResponseInterface) => {
             if (path.includes("/event_summaries")) {

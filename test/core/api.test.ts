@@ -32,7 +32,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     })
 
     it("creates, reads, updates and deletes customers; duplicate external_id is 409", async () => {
-      const created = await app.request("POST", "/v1/customers", { external_id: "crud-1", name: "A", metadata: { plan: "pro" } })
+      const created = await app.request("POST", "/v1/customers", { external_id: "crud-1", name: "A", metadata: { plan: "pro", billing_tier: "gold" } })
       expect(created.status).toBe(201)
       expect(created.body.id).toMatch(/^cust_/)
       const dup = await app.request("POST", "/v1/customers", { external_id: "crud-1" })
@@ -41,7 +41,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const byExt = await app.request("GET", "/v1/customers?external_id=crud-1")
       expect(byExt.body.customers.map((c: any) => c.id)).toEqual([created.body.id])
       const updated = await app.request("PUT", `/v1/customers/${created.body.id}`, { email: "a@example.com" })
-      expect(updated.body).toMatchObject({ name: "A", email: "a@example.com", metadata: { plan: "pro" } })
+      // metadata keys come back exactly as sent (no snake_case → camelCase rewriting inside JSON)
+      expect(updated.body).toMatchObject({ name: "A", email: "a@example.com", metadata: { plan: "pro", billing_tier: "gold" } })
       const del = await app.request("DELETE", `/v1/customers/${created.body.id}`)
       expect(del.body).toEqual({ id: created.body.id, deleted: true })
       const gone = await app.request("GET", `/v1/customers/${created.body.id}`)
