@@ -35,6 +35,6 @@ ALTER TABLE stripe_sync_batches ADD CONSTRAINT stripe_sync_batches_skip_reason_c
 -- Whole-unit / 15-digit carry: only rows where what was sent differs from what was aggregated.
 CREATE INDEX stripe_sync_batches_carry_idx ON stripe_sync_batches (tenant_id, environment_id, customer_id, meter_id)
   WHERE sent_quantity IS NOT NULL AND sent_quantity <> aggregated_quantity;
--- The push queue and batch listing by status.
-CREATE INDEX stripe_sync_batches_queue_idx ON stripe_sync_batches (tenant_id, environment_id, sync_status, window_start, id);
-CREATE INDEX stripe_sync_batches_customer_idx ON stripe_sync_batches (tenant_id, environment_id, customer_id, window_start);
+-- The push queue in (window_start, id) order without sorting every open batch per page.
+CREATE INDEX stripe_sync_batches_open_idx ON stripe_sync_batches (tenant_id, environment_id, window_start, id)
+  WHERE sync_status IN ('pending', 'sending', 'failed');

@@ -261,6 +261,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
       Effect.flatMap(CurrentTenant, (t) =>
         sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
           WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND sync_status IN ('pending', 'sending', 'failed')
             AND (sync_status IN ('pending', 'sending')
                  OR (sync_status = 'failed' AND retry_count < ${opts.retryCap} AND COALESCE(error_code, '') <> ${NEEDS_REVIEW}))
             ${opts.windowFrom ? sql`AND window_start >= ${opts.windowFrom}` : sql``}
@@ -273,7 +274,9 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
           LIMIT ${opts.limit}`
       ).pipe(Effect.map((rows) => rows.map(toBatch)))
 
-    const idList = (ids: ReadonlyArray<string>) => sql`(SELECT jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))`
+    // Callers pass at most a push page (2,000 ids): well within the bind-parameter limit, and a
+    // plain IN list lets the planner use the primary key.
+    const idList = (ids: ReadonlyArray<string>) => sql.in(ids)
 
     /** Before the Stripe call: the first attempt's time is kept (the 24 h dedup rule reads it). */
     const markSending = (ids: ReadonlyArray<string>, now: Date) =>
@@ -324,6 +327,24 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
             sql`UPDATE stripe_sync_batches SET sync_status = 'skipped', skip_reason = ${reason}, updated_at = ${now}
               WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
                 AND sync_status <> 'synced'`
+          ).pipe(Effect.asVoid)
+
+    /** Never attempted after all (a stop): back to pending with the first-attempt time it had before. */
+    const restorePending = (
+      rows: ReadonlyArray<{ readonly id: string; readonly firstSentAt: Date | null }>,
+      now: Date,
+      error: { readonly code: string; readonly message: string }
+    ) =>
+      rows.length === 0
+        ? Effect.void
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`UPDATE stripe_sync_batches b SET sync_status = 'pending', first_sent_at = r.first_sent_at::timestamptz,
+                error_code = ${error.code}, error_message = ${error.message}, updated_at = ${now}
+              FROM jsonb_to_recordset(${JSON.stringify(
+                rows.map((r) => ({ id: r.id, first_sent_at: r.firstSentAt?.toISOString() ?? null }))
+              )}::jsonb) AS r(id text, first_sent_at text)
+              WHERE b.tenant_id = ${t.tenantId} AND b.environment_id = ${t.environmentId} AND b.id = r.id
+                AND b.sync_status = 'sending'`
           ).pipe(Effect.asVoid)
 
     /** A verified-not-delivered batch past Stripe's dedup horizon may be sent again as new. */
@@ -525,6 +546,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
       markPending,
       markFailed,
       markSkipped,
+      restorePending,
       clearFirstSent,
       skippedForReevaluation,
       makeSendable,

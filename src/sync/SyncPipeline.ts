@@ -454,21 +454,38 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
         }
       })
 
-    /** One chunk: ledger says `sending`, then Stripe, then `synced` (or the failure recorded). */
+    /**
+     * Batches Stripe accepted, written `synced` in groups (one UPDATE per ~1,000 rather than per
+     * chunk). A crash before a flush leaves them `sending`: the next run resends them with the
+     * same identifiers and Stripe deduplicates.
+     */
+    interface SyncedBuffer {
+      readonly items: Array<BatchRow>
+    }
+    const flushSynced = (buffer: SyncedBuffer, counters: Ref.Ref<PushCounters>) =>
+      Effect.suspend(() => {
+        const items = buffer.items.splice(0, buffer.items.length)
+        if (items.length === 0) return Effect.void
+        return Effect.gen(function* () {
+          yield* recordSynced(items, yield* Clock.currentTimeMillis)
+          yield* Ref.update(counters, (c) => ({ ...c, synced: c.synced + items.length }))
+        })
+      })
+
+    /** One chunk to Stripe (the page is already `sending`); failures are recorded at once. */
     const pushChunk = (
       ref: StripeAccountRef,
       config: TenantStripeConfig,
       chunk: ReadonlyArray<{ readonly batch: BatchRow; readonly event: MeterEvent; readonly customerKey: string }>,
-      counters: Ref.Ref<PushCounters>
+      counters: Ref.Ref<PushCounters>,
+      attempted: Set<string>,
+      buffer: SyncedBuffer
     ) =>
       Effect.gen(function* () {
         if ((yield* Ref.get(counters)).stop !== null) return
         const started = yield* Clock.currentTimeMillis
-        yield* repo.markSending(
-          chunk.map((c) => c.batch.id),
-          new Date(started)
-        )
         if (config.transport === "stream") {
+          for (const c of chunk) attempted.add(c.batch.id)
           const result = yield* Effect.either(
             stripe.sendMeterEventsStream(
               ref,
@@ -476,47 +493,35 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
             )
           )
           yield* Ref.update(counters, (c) => ({ ...c, requests: c.requests + 1 }))
-          if (result._tag === "Right") {
-            yield* recordSynced(
-              chunk.map((c) => c.batch),
-              yield* Clock.currentTimeMillis
-            )
-            yield* Ref.update(counters, (c) => ({ ...c, synced: c.synced + chunk.length }))
-          } else {
+          if (result._tag === "Right") buffer.items.push(...chunk.map((c) => c.batch))
+          else
             yield* onFailure(
               chunk.map((c) => c.batch),
               result.left,
               counters
             )
-          }
         } else {
-          const outcomes = yield* Effect.forEach(
+          yield* Effect.forEach(
             chunk,
             (c) =>
-              Effect.suspend(() =>
-                Effect.flatMap(Ref.get(counters), (state) =>
-                  state.stop !== null
-                    ? Effect.succeed({ c, result: Option.none<StripeError>(), sent: false })
-                    : stripe.sendMeterEventV1(ref, c.event, { customerPayloadKey: c.customerKey }).pipe(
+              Effect.flatMap(Ref.get(counters), (state) =>
+                state.stop !== null
+                  ? Effect.void
+                  : Effect.suspend(() => {
+                      attempted.add(c.batch.id)
+                      return stripe.sendMeterEventV1(ref, c.event, { customerPayloadKey: c.customerKey }).pipe(
                         Effect.either,
                         Effect.tap(() => Ref.update(counters, (s) => ({ ...s, requests: s.requests + 1 }))),
-                        Effect.map((r) => ({ c, result: r._tag === "Left" ? Option.some(r.left) : Option.none(), sent: true }))
+                        Effect.flatMap((r) =>
+                          r._tag === "Right" ? Effect.sync(() => void buffer.items.push(c.batch)) : onFailure([c.batch], r.left, counters)
+                        )
                       )
-                )
+                    })
               ),
-            { concurrency: settings.pushConcurrency }
+            { concurrency: settings.pushConcurrency, discard: true }
           )
-          const ok = outcomes.filter((o) => o.sent && Option.isNone(o.result)).map((o) => o.c.batch)
-          yield* recordSynced(ok, yield* Clock.currentTimeMillis)
-          yield* Ref.update(counters, (s) => ({ ...s, synced: s.synced + ok.length }))
-          const unsent = outcomes.filter((o) => !o.sent).map((o) => o.c.batch.id)
-          // Not attempted after a stop: back to pending (nothing was sent for them).
-          yield* repo.markPending(unsent, new Date(yield* Clock.currentTimeMillis), {
-            code: "sync_stopped",
-            message: "not attempted in this run after a transient Stripe failure"
-          })
-          for (const o of outcomes) if (Option.isSome(o.result)) yield* onFailure([o.c.batch], o.result.value, counters)
         }
+        if (buffer.items.length >= 1000) yield* flushSynced(buffer, counters)
         const elapsed = (yield* Clock.currentTimeMillis) - started
         yield* Metric.update(Metrics.syncBatchDurationSeconds, elapsed / 1000)
       }).pipe(
@@ -637,10 +642,24 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
           const skippedNow = noMeter.length + noCustomer.length + tooLate.length
           yield* countBatches("skipped", skippedNow)
           yield* Ref.update(counters, (c) => ({ ...c, skipped: c.skipped + skippedNow }))
-          yield* Effect.forEach(Arr.chunksOf(sendable, 100), (chunk) => pushChunk(ref, config, chunk, counters), {
-            concurrency: config.transport === "stream" ? settings.pushConcurrency : 1,
-            discard: true
-          })
+          // The whole page is `sending` before its first request (first_sent_at starts the 24 h
+          // clock); whatever a stop leaves unattempted goes back to `pending`.
+          yield* repo.markSending(
+            sendable.map((x) => x.batch.id),
+            at
+          )
+          const attempted = new Set<string>()
+          const buffer: SyncedBuffer = { items: [] }
+          yield* Effect.forEach(
+            Arr.chunksOf(sendable, 100),
+            (chunk) => pushChunk(ref, config, chunk, counters, attempted, buffer),
+            { concurrency: config.transport === "stream" ? settings.pushConcurrency : 1, discard: true }
+          ).pipe(Effect.ensuring(Effect.ignore(flushSynced(buffer, counters))))
+          yield* repo.restorePending(
+            sendable.filter((x) => !attempted.has(x.batch.id)).map((x) => x.batch),
+            new Date(yield* Clock.currentTimeMillis),
+            { code: "sync_stopped", message: "not attempted in this run after a transient Stripe failure" }
+          )
         }
       }).pipe(Effect.withSpan("sync.push", { attributes: { "sync.transport": config.transport } }))
 

@@ -16,7 +16,7 @@ export const SyncSettings = Config.all({
   /** A lease not renewed for this long is free for another replica (renewed every third of it). */
   leaseSeconds: positiveInt("FLEXPRICE_SYNC_LEASE_SECONDS", 60),
   /** Stripe requests in flight per tenant push (stream chunks of 100, or v1 calls). */
-  pushConcurrency: positiveInt("FLEXPRICE_SYNC_PUSH_CONCURRENCY", 4),
+  pushConcurrency: positiveInt("FLEXPRICE_SYNC_PUSH_CONCURRENCY", 8),
   /** Later runs retry a batch failed for a non-retryable reason this many times, then leave it failed. */
   maxRetries: positiveInt("FLEXPRICE_SYNC_MAX_RETRIES", 5),
   /**
