@@ -22,7 +22,7 @@ const collector = yamlFile("otel-collector.yaml")
 const alerts = yamlFile("deploy/prometheus/alerts.yml")
 const promConfig = yamlFile("deploy/prometheus/prometheus.yml")
 const dashboard = JSON.parse(read("deploy/grafana/flexprice-stripe.json"))
-const operating = read("deploy/README-operating.md")
+const operating = read("README.md")
 
 const PROMQL_WORDS = new Set([
   "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "inf", "nan"
@@ -150,7 +150,7 @@ describe("alert rules", () => {
       expect(rule.annotations?.summary, name).toBeTruthy()
       expect(rule.annotations?.description, name).toBeTruthy()
       const runbook = String(rule.annotations?.runbook ?? "")
-      expect(runbook, name).toMatch(/^deploy\/README-operating\.md#/)
+      expect(runbook, name).toMatch(/^README\.md#/)
       expect(anchors, `${name} runbook anchor`).toContain(runbook.split("#")[1])
       expect(rule.labels?.severity, name).toMatch(/^(critical|warning)$/)
     }
