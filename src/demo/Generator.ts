@@ -5,18 +5,8 @@
  * comparison (generator vs our ledger vs Stripe) is independent.
  */
 import * as Decimal from "../domain/Decimal.js"
+import { prng } from "../domain/Prng.js"
 
-/** mulberry32: small, fast, good enough for test data, identical on every platform. */
-export const prng = (seed: number): (() => number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 export const HOUR_MS = 3_600_000
 

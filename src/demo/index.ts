@@ -8,7 +8,7 @@ import { DemoFailed, runDemo } from "./Demo.js"
 
 export { DemoFailed, runDemo } from "./Demo.js"
 export type { DemoOptions, DemoReport, MeterSummary, PhaseTiming, SyncRunSummary } from "./Demo.js"
-export { DEMO_METERS, generateUsage, prng, Totals } from "./Generator.js"
+export { DEMO_METERS, generateUsage, Totals } from "./Generator.js"
 export { formatReport } from "./Report.js"
 
 const positive = (name: string, fallback: number, description: string) =>

@@ -2,6 +2,7 @@
  * Fault injection. Random faults draw from a seeded PRNG (mulberry32) so a test that sets
  * `seed` sees the same sequence every run; `failNext` is fully deterministic.
  */
+import { prng } from "../domain/Prng.js"
 
 export type FaultKind = "rate_limit" | "server_error" | "drop" | "outage"
 
@@ -38,16 +39,6 @@ export type FaultDecision =
   | { readonly _tag: "outage" }
   | { readonly _tag: "drop" }
 
-const mulberry32 = (seed: number): (() => number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const fraction = (n: unknown, name: string): number | undefined => {
   if (n === undefined || n === null) return undefined
@@ -134,7 +125,7 @@ export const faultConfigFromJson = (body: unknown): FaultConfig => {
 /** Mutable fault state: the active config, the PRNG, the fail-next counter. */
 export class Faults {
   private config: FaultConfig = {}
-  private random: () => number = mulberry32(1)
+  private random: () => number = prng(1)
   private failNextLeft = 0
   injected = 0
 
@@ -145,14 +136,14 @@ export class Faults {
       ...(config.outageForMs !== undefined ? { outageUntilMs: nowMs + config.outageForMs } : {})
     }
     this.config = resolved
-    this.random = mulberry32(config.seed ?? 1)
+    this.random = prng(config.seed ?? 1)
     this.failNextLeft = config.failNext?.count ?? 0
     return resolved
   }
 
   reset(): void {
     this.config = {}
-    this.random = mulberry32(1)
+    this.random = prng(1)
     this.failNextLeft = 0
   }
 
