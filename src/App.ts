@@ -27,6 +27,7 @@ import { WebhookProcessor } from "./webhooks/WebhookProcessor.js"
 import { MasterKeyCheckLive } from "./security/KeyRotation.js"
 import { SyncLive } from "./sync/index.js"
 import { MigrationLive } from "./migration/index.js"
+import { ErrorReporter } from "./observability/ErrorReporter.js"
 
 /** PostgreSQL tables unless FLEXPRICE_CLICKHOUSE_URL is set. */
 export const EventStoreLive = Layer.unwrapEffect(
@@ -43,6 +44,7 @@ export const DatabaseLive = Database.layerMigratedFromEnv.pipe(Layer.provide(Nod
  */
 export const StripeBaseLive = Layer.mergeAll(
   StripeClient.layer,
+  ErrorReporter.layerFromEnv,
   Encryption.layerFromEnv,
   AuditLog.Default,
   StripeConfigRepo.Default,

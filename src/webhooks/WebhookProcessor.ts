@@ -18,6 +18,7 @@ import { TenantRepo } from "../repositories/TenantRepo.js"
 import { WebhookEventRepo, type WebhookStatus } from "../repositories/WebhookEventRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { clientIp, WebhookConfig } from "./WebhookConfig.js"
+import { ErrorReporter } from "../observability/ErrorReporter.js"
 
 export type RejectReason = "signature" | "timestamp" | "body_too_large" | "malformed" | "ip_not_allowed" | "tenant" | "not_configured"
 
@@ -104,6 +105,7 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
     const accounts = yield* StripeAccounts
     const configs = yield* StripeConfigRepo
     const tenants = yield* TenantRepo
+    const reporter = yield* ErrorReporter
 
     const scopeOf = (tenantId: string, environmentId: string) =>
       Either.getOrUndefined(Schema.decodeUnknownEither(TenantScope)({ tenantId, environmentId }))
@@ -235,6 +237,13 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
               const message = causeMessage(cause)
               yield* Effect.logError("webhook processing failed", { stripe_event_id: event.id, type: event.type, error: message })
               yield* events.markFailed(id, message).pipe(Effect.catchAllCause(() => Effect.void))
+              yield* reporter.report(Cause.squash(cause), {
+                area: "webhook",
+                code: "webhook_processing_failed",
+                tenantId: scope.tenantId,
+                environmentId: scope.environmentId,
+                extra: { stripe_event_id: event.id, type: event.type }
+              })
               return yield* new WebhookProcessingFailed({ eventId: event.id, message })
             })
           )
