@@ -808,6 +808,20 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
             report.error
           )
         }
+        if (runId !== null) {
+          // Gauges for the alert rules (per tenant only when FLEXPRICE_METRICS_TENANT_LABELS=true).
+          const tags = Metrics.tenantTags(scope)
+          const counts = yield* repo.statusCounts
+          const total = (st: string) => counts.filter((c) => c.status === st).reduce((n, c) => n + c.count, 0)
+          yield* Metric.set(Metric.taggedWithLabels(Metrics.syncPendingBatches, tags), total("pending") + total("sending"))
+          yield* Metric.set(Metric.taggedWithLabels(Metrics.syncFailedBatches, tags), total("failed"))
+          const oldest = yield* repo.oldestUnsyncedWindow
+          const nowMs = yield* Clock.currentTimeMillis
+          yield* Metric.set(
+            Metric.taggedWithLabels(Metrics.syncOldestUnsyncedWindowAgeSeconds, tags),
+            Option.match(oldest, { onNone: () => 0, onSome: (d) => Math.max(0, (nowMs - d.getTime()) / 1000) })
+          )
+        }
         yield* Effect.annotateCurrentSpan({
           "sync.windows": report.windows.length,
           "sync.batches_created": report.batchesCreated,

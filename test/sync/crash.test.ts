@@ -165,7 +165,7 @@ describe("crash safety of a real serve process", () => {
     const want = new Map([...expected].map(([k, v]) => [k, Decimal.sum(v)]))
 
     // ---- serve processes
-    const start = async () => {
+    const start = async (attempt = 1): Promise<ChildProcess> => {
       const port = await freePort()
       const child = spawn(process.execPath, ["--import", "tsx", "src/bin/flexprice.ts", "serve"], {
         cwd: ROOT,
@@ -176,7 +176,19 @@ describe("crash safety of a real serve process", () => {
       children.push(child)
       child.stdout!.on("data", (d) => (logs += d))
       child.stderr!.on("data", (d) => (logs += d))
-      return child
+      // up when /healthz answers; a process that exits early (e.g. a port taken meanwhile) is retried
+      for (let i = 0; i < 600; i++) {
+        if (child.exitCode !== null) break
+        const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)
+        if (ok) return child
+        await sleep(100)
+      }
+      if (child.exitCode !== null && attempt < 3) return start(attempt + 1)
+      throw new Error(`serve did not start; output:\n${logs.slice(-6000)}`)
+    }
+    const awaitHeld = async () => {
+      const exit = await Effect.runPromiseExit(emulator.awaitHeld(1).pipe(Effect.timeout("90 seconds")))
+      if (Exit.isFailure(exit)) throw new Error(`no Stripe request reached the emulator; serve output:\n${logs.slice(-6000)}`)
     }
     const kill = async (child: ChildProcess) => {
       process.kill(-child.pid!, "SIGKILL")
@@ -191,7 +203,7 @@ describe("crash safety of a real serve process", () => {
     // (1) Stripe accepted the request; the process dies before it hears back
     emulator.holdNext(streamPath, { applyFirst: true })
     let child = await start()
-    await Effect.runPromise(emulator.awaitHeld(1).pipe(Effect.timeout("90 seconds")))
+    await awaitHeld()
     await kill(child)
     const afterFirst = emulator.state.meterEvents().length
     expect(afterFirst).toBeGreaterThan(0)
@@ -200,7 +212,7 @@ describe("crash safety of a real serve process", () => {
     // (2) the request is held before Stripe applies it; applied after the process died
     emulator.holdNext(streamPath, { applyFirst: false, count: 1 })
     child = await start()
-    await Effect.runPromise(emulator.awaitHeld(1).pipe(Effect.timeout("90 seconds")))
+    await awaitHeld()
     await kill(child)
     await Effect.runPromise(emulator.release())
 
