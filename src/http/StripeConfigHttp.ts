@@ -238,14 +238,16 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
           if (sm.status !== "active")
             return yield* InvalidInput.of("stripe_meter_inactive", `Stripe meter ${providerMeterId} is ${sm.status}; only active meters can be mapped`)
           const aggregation = meter.value.aggregationType
-          const fits =
-            aggregation === "COUNT" || aggregation === "SUM" ? sm.formula === "sum" || sm.formula === "count" : sm.formula === "last"
+          // We send ONE meter event per (customer, meter, window) carrying the window's quantity,
+          // so COUNT and SUM meters need Stripe's `sum`: a `count` meter would bill one unit per
+          // window, not the quantity.
+          const fits = aggregation === "COUNT" || aggregation === "SUM" ? sm.formula === "sum" : sm.formula === "last"
           if (sm.formula !== "sum" && sm.formula !== "count" && sm.formula !== "last")
             return yield* InvalidInput.of("unsupported_stripe_formula", `Stripe meter formula ${sm.formula} is not supported`)
           if (!fits)
             return yield* InvalidInput.of(
               "formula_mismatch",
-              `a ${aggregation} meter needs a Stripe meter with formula ${aggregation === "COUNT" || aggregation === "SUM" ? "sum or count" : "last"} (got ${sm.formula})`,
+              `a ${aggregation} meter needs a Stripe meter with formula ${aggregation === "COUNT" || aggregation === "SUM" ? "sum (each window's quantity is sent as one meter event)" : "last"} (got ${sm.formula})`,
               { aggregation, stripe_formula: sm.formula }
             )
           const previous = yield* mappings.get(path.meter_id)

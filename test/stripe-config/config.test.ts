@@ -161,6 +161,10 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect([dupe.status, dupe.body.error.code]).toEqual([409, "stripe_meter_already_mapped"])
       const mismatch = await request("PUT", `/v1/stripe/meter-mappings/${sumMeter.body.id}`, { provider_meter_id: last.id })
       expect([mismatch.status, mismatch.body.error.code]).toEqual([400, "formula_mismatch"])
+      // a Stripe `count` meter would bill one unit per window-event, not the window's quantity
+      const countMeter = await Effect.runPromise(h.emulator.createMeter({ display_name: "Calls", event_name: "calls_n", default_aggregation: { formula: "count" } }))
+      const mismatchCount = await request("PUT", `/v1/stripe/meter-mappings/${sumMeter.body.id}`, { provider_meter_id: countMeter.id })
+      expect([mismatchCount.status, mismatchCount.body.error.code]).toEqual([400, "formula_mismatch"])
       const mismatch2 = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.body.id}`, { provider_meter_id: inactive.id })
       expect([mismatch2.status, mismatch2.body.error.code]).toEqual([400, "stripe_meter_inactive"])
       const unknown = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.body.id}`, { provider_meter_id: "mtr_doesnotexist" })
