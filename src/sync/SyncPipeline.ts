@@ -49,6 +49,7 @@ import { amountToSend } from "./Carry.js"
 import { batchIdentifier } from "./Identifier.js"
 import { SyncSettings } from "./SyncSettings.js"
 import * as W from "./Windows.js"
+import { ErrorReporter } from "../observability/ErrorReporter.js"
 
 export type Trigger = "schedule" | "manual"
 
@@ -140,6 +141,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
     const accounts = yield* StripeAccounts
     const stripe = yield* StripeClient
     const settings = yield* SyncSettings
+    const reporter = yield* ErrorReporter
     const pageSize = settings.shared.batchSizeLimit
     const backendLabel = store.backend
 
@@ -446,6 +448,18 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
         } else {
           yield* repo.markFailed(ids, now, info)
           yield* countBatches("failed", ids.length)
+          const first = batches[0]
+          const scope = Option.getOrUndefined(yield* Effect.serviceOption(CurrentTenant))
+          yield* reporter.report(e, {
+            area: "sync",
+            code: info.code,
+            tenantId: scope?.tenantId,
+            environmentId: scope?.environmentId,
+            window: first ? `${first.windowStart.toISOString()}/${first.windowEnd.toISOString()}` : undefined,
+            batchId: first?.id,
+            stripeRequestId: "requestId" in e ? e.requestId : undefined,
+            extra: { batches: ids.length }
+          })
           yield* Ref.update(counters, (c) => ({
             ...c,
             failed: c.failed + ids.length,
