@@ -28,6 +28,7 @@ import { makeStripeEmulator } from "../src/stripe-emulator/index.js"
 import { SyncService } from "../src/sync/SyncService.js"
 import { Telemetry, TelemetryTest } from "../src/observability/Telemetry.js"
 import { startBenchApp } from "./harness.js"
+import { prng } from "../src/domain/Prng.js"
 
 const arg = (name: string) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -40,16 +41,7 @@ const postgresUrl = arg("postgres")
 const KEY = "sk_test_51FlexpriceBench00000000SECRET4242"
 const HOUR = 3_600_000
 
-const rand = (() => {
-  let a = 12345
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-})()
+const rand = prng(12345)
 const qty = () => Decimal.normalize(`${Math.floor(rand() * 1000)}.${String(Math.floor(rand() * 1000)).padStart(3, "0")}`)
 
 const main = async () => {

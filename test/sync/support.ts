@@ -6,6 +6,7 @@
  */
 import { Effect, Exit, Redacted, Scope } from "effect"
 import * as Decimal from "../../src/domain/Decimal.js"
+import { prng } from "../../src/domain/Prng.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
@@ -191,17 +192,7 @@ export const startSyncHarness = async (
   }
 }
 
-/** Deterministic PRNG for generated usage. */
-export const prng = (seed: number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { prng }
 
 /** A random quantity with up to 3 decimals, as a string (exact). */
 export const randomQty = (rand: () => number): string => {
