@@ -2,32 +2,66 @@
  * The sync pipeline reads rows with `ingested_at <= watermark` and then never looks below that
  * watermark again for the window. A row stamped `ingested_at = T` but committed after a sync
  * chose a watermark ≥ T would be skipped for ever, so the watermark must stay below every
- * in-flight write. In process, in-flight writes register their stamp here; across replicas a
- * configurable lag (FLEXPRICE_WATERMARK_LAG_SECONDS) covers commit latency.
+ * in-flight write.
+ *
+ * - Embedded (PGlite, one process): in-flight writes register their stamp here and the
+ *   watermark stays below the oldest one.
+ * - PostgreSQL server (several replicas may ingest): every stamped write runs in a transaction
+ *   holding a SHARED advisory lock and takes its stamp from the database clock after acquiring
+ *   it; choosing a watermark takes the same lock EXCLUSIVELY, which waits for every in-flight
+ *   writer to commit or roll back, then reads the database clock. So every stamp ≤ watermark
+ *   belongs to a committed write, and every later writer stamps above it — across replicas,
+ *   without relying on a time margin.
+ * FLEXPRICE_WATERMARK_LAG_SECONDS additionally holds the watermark back (default 2 s; it also
+ * covers ClickHouse inserts becoming visible).
  */
-import { Clock, Effect } from "effect"
-import { SyncConfig } from "../config/AppConfig.js"
+import { PgClient } from "@effect/sql-pg"
+import { Clock, Effect, Option } from "effect"
+import { DatabaseConfig, SyncConfig } from "../config/AppConfig.js"
+
+/** Advisory lock key shared by ingest writers (shared) and watermark readers (exclusive). */
+export const INGEST_LOCK_KEY = 7_042_001
 
 export class IngestWatermark extends Effect.Service<IngestWatermark>()("flexprice/IngestWatermark", {
   effect: Effect.gen(function* () {
     const { watermarkLagSeconds } = yield* SyncConfig
+    const serverMode = Option.isSome((yield* DatabaseConfig).url)
+    const sql = yield* PgClient.PgClient
     const inflight = new Map<number, number>() // token → ingested_at millis
     let next = 0
 
-    /** Stamp `ingestedAt` and keep it registered while `use` writes rows with that stamp. */
-    const stamped = <A, E, R>(use: (ingestedAt: Date) => Effect.Effect<A, E, R>) =>
+    const register = <A, E, R>(stampMs: number, use: (ingestedAt: Date) => Effect.Effect<A, E, R>) =>
       Effect.acquireUseRelease(
-        Effect.map(Clock.currentTimeMillis, (now) => {
+        Effect.sync(() => {
           const token = next++
-          inflight.set(token, now)
-          return { token, now }
+          inflight.set(token, stampMs)
+          return token
         }),
-        ({ now }) => use(new Date(now)),
-        ({ token }) => Effect.sync(() => inflight.delete(token))
+        () => use(new Date(stampMs)),
+        (token) => Effect.sync(() => inflight.delete(token))
       )
 
+    /** Stamp `ingestedAt` and keep it registered while `use` writes rows with that stamp. */
+    const stamped = <A, E, R>(use: (ingestedAt: Date) => Effect.Effect<A, E, R>) =>
+      serverMode
+        ? sql.withTransaction(
+            Effect.flatMap(
+              sql<{ now: Date }>`SELECT pg_advisory_xact_lock_shared(${INGEST_LOCK_KEY}), clock_timestamp() AS now`,
+              (rows) => register(new Date(rows[0]!.now).getTime(), use)
+            )
+          )
+        : Effect.flatMap(Clock.currentTimeMillis, (now) => register(now, use))
+
     /** The highest instant that no in-flight or future write can still land at or below. */
-    const current = Effect.map(Clock.currentTimeMillis, (now) => {
+    const current = Effect.gen(function* () {
+      const now = serverMode
+        ? // −1 ms: a writer that stamps right after us may read the same millisecond
+          new Date(
+            (yield* sql.withTransaction(
+              sql<{ now: Date }>`SELECT pg_advisory_xact_lock(${INGEST_LOCK_KEY}), clock_timestamp() AS now`
+            ))[0]!.now
+          ).getTime() - 1
+        : yield* Clock.currentTimeMillis
       let safe = now - watermarkLagSeconds * 1000
       for (const t of inflight.values()) safe = Math.min(safe, t - 1)
       return new Date(safe)
