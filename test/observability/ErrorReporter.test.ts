@@ -5,6 +5,9 @@ import type { AddressInfo } from "node:net"
 import { ErrorReporter, parseDsn, reportFailures } from "../../src/observability/ErrorReporter.js"
 import { StripeLikeError } from "./fixtures.js"
 
+/** A made-up live-mode key, assembled so no live-key-looking literal sits in the repository. */
+const FAKE_LIVE_PREFIX = ["sk", "live", ""].join("_")
+
 interface Received {
   readonly url: string
   readonly headers: http.IncomingHttpHeaders
@@ -54,14 +57,14 @@ describe("ErrorReporter", () => {
         const reporter = yield* ErrorReporter
         expect(reporter.enabled).toBe(true)
         const span = yield* Effect.gen(function*() {
-          yield* reporter.report(new StripeLikeError("Invalid API Key provided: sk_live_abcdefghijkl1234"), {
+          yield* reporter.report(new StripeLikeError(`Invalid API Key provided: ${FAKE_LIVE_PREFIX}abcdefghijkl1234`), {
             tenantId: "tnt_1",
             environmentId: "env_1",
             window: "2025-01-01T10:00:00Z/2025-01-01T11:00:00Z",
             batchId: "ssb_1",
             stripeRequestId: "req_abc",
             area: "sync",
-            extra: { api_key: "sk_live_zzz", webhook_secret: "whsec_abcdefgh", attempt: 3 }
+            extra: { api_key: `${FAKE_LIVE_PREFIX}zzz`, webhook_secret: "whsec_abcdefgh", attempt: 3 }
           })
           return yield* Effect.currentSpan
         }).pipe(Effect.withSpan("sync.push"))
@@ -88,8 +91,8 @@ describe("ErrorReporter", () => {
         expect(event!["exception"].values[0].type).toBe("StripeLikeError")
         expect(event!["contexts"].trace).toEqual({ trace_id: span.traceId, span_id: span.spanId })
         expect(event!["extra"].attempt).toBe(3)
-        expect(r.body).not.toContain("sk_live_abcdefghijkl1234")
-        expect(r.body).not.toContain("sk_live_zzz")
+        expect(r.body).not.toContain(`${FAKE_LIVE_PREFIX}abcdefghijkl1234`)
+        expect(r.body).not.toContain(`${FAKE_LIVE_PREFIX}zzz`)
         expect(r.body).not.toContain("whsec_abcdefgh")
       }).pipe(Effect.provide(ErrorReporter.layerSentry({ dsn, environment: "staging" })))
     }).pipe(Effect.scoped))
