@@ -16,6 +16,7 @@ import { Telemetry } from "../observability/Telemetry.js"
 import { runStandalone } from "../stripe-emulator/index.js"
 import { SyncScheduler } from "../sync/index.js"
 import { rotateKeys } from "../security/KeyRotation.js"
+import { RetentionLive } from "../db/Retention.js"
 import { stripeMigrateCommand } from "../migration/Cli.js"
 import { demoCommand } from "../demo/index.js"
 
@@ -24,7 +25,7 @@ const serve = Command.make("serve", {}, () =>
     const db = yield* DatabaseConfig
     yield* Effect.logInfo(`starting flexprice with ${Database.describe(db)}`)
     return yield* Layer.launch(
-      Layer.mergeAll(HttpServerLive, SyncScheduler.layer).pipe(Layer.provide(AppLive), Layer.provide(Telemetry.layer))
+      Layer.mergeAll(HttpServerLive, SyncScheduler.layer, RetentionLive).pipe(Layer.provide(AppLive), Layer.provide(Telemetry.layer))
     )
   })
 ).pipe(Command.withDescription("Run the HTTP API and the hourly Stripe sync schedule (migrations run first)"))
