@@ -75,8 +75,10 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
         let customer = yield* customers.findByExternalId(input.externalId)
         let customerCreated = false
 
+        let knownByStripe: Option.Option<CustomerMappingRow> | undefined
         if (Option.isNone(customer)) {
           const byStripe = yield* mappings.findByProviderCustomerId(input.stripeCustomerId)
+          knownByStripe = byStripe
           const conflictWith = conflictOf(Option.none(), byStripe, null, input.stripeCustomerId)
           if (!input.createCustomer) return { customerId: null, customerCreated: false, mapping: "customer_missing" } satisfies LinkOutcome
           if (dryRun) {
@@ -101,8 +103,10 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
         }
 
         const customerId = customer.value.id
-        const byCustomer = yield* mappings.findByCustomerId(customerId)
-        const byStripe = yield* mappings.findByProviderCustomerId(input.stripeCustomerId)
+        // A customer created just now has no mapping yet, and the Stripe side was read above; a
+        // concurrent writer shows up as a unique violation on insert (LostRace → retry).
+        const byCustomer = customerCreated ? Option.none<CustomerMappingRow>() : yield* mappings.findByCustomerId(customerId)
+        const byStripe = customerCreated && knownByStripe !== undefined ? knownByStripe : yield* mappings.findByProviderCustomerId(input.stripeCustomerId)
 
         if (
           Option.isSome(byCustomer) &&

@@ -32,13 +32,15 @@ export class CustomerService extends Effect.Service<CustomerService>()("flexpric
       input: NewCustomer,
       options: { readonly create: boolean } = { create: true }
     ) {
-      let found = yield* repo.findByExternalId(input.externalId)
+      // With `create`, insert first (ON CONFLICT DO NOTHING): callers reach here after not
+      // finding the customer, so one statement usually settles it.
       let created = false
-      if (Option.isNone(found) && options.create) {
-        const inserted = yield* repo.insert(input)
-        created = Option.isSome(inserted)
-        found = Option.isSome(inserted) ? inserted : yield* repo.findByExternalId(input.externalId)
+      let found: Option.Option<CustomerRow> = Option.none()
+      if (options.create) {
+        found = yield* repo.insert(input)
+        created = Option.isSome(found)
       }
+      if (Option.isNone(found)) found = yield* repo.findByExternalId(input.externalId)
       if (Option.isSome(found)) yield* ingestor.processPendingFor(found.value.externalId, found.value.id)
       return { customer: found, created } as { readonly customer: Option.Option<CustomerRow>; readonly created: boolean }
     })
