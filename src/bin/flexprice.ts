@@ -17,6 +17,7 @@ import { runStandalone } from "../stripe-emulator/index.js"
 import { SyncScheduler } from "../sync/index.js"
 import { rotateKeys } from "../security/KeyRotation.js"
 import { RetentionLive } from "../db/Retention.js"
+import { PendingSweeperLive } from "../events/PendingSweeper.js"
 import { stripeMigrateCommand } from "../migration/Cli.js"
 import { demoCommand } from "../demo/index.js"
 
@@ -25,7 +26,7 @@ const serve = Command.make("serve", {}, () =>
     const db = yield* DatabaseConfig
     yield* Effect.logInfo(`starting flexprice with ${Database.describe(db)}`)
     return yield* Layer.launch(
-      Layer.mergeAll(HttpServerLive, SyncScheduler.layer, RetentionLive).pipe(Layer.provide(AppLive), Layer.provide(Telemetry.layer))
+      Layer.mergeAll(HttpServerLive, SyncScheduler.layer, RetentionLive, PendingSweeperLive).pipe(Layer.provide(AppLive), Layer.provide(Telemetry.layer))
     )
   })
 ).pipe(Command.withDescription("Run the HTTP API and the hourly Stripe sync schedule (migrations run first)"))
