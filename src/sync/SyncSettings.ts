@@ -15,8 +15,12 @@ export const SyncSettings = Config.all({
   shared: SyncConfig,
   /** A lease not renewed for this long is free for another replica (renewed every third of it). */
   leaseSeconds: positiveInt("FLEXPRICE_SYNC_LEASE_SECONDS", 60),
-  /** Stripe requests in flight per tenant push (stream chunks of 100, or v1 calls). */
-  pushConcurrency: positiveInt("FLEXPRICE_SYNC_PUSH_CONCURRENCY", 8),
+  /**
+   * Chunks in flight per tenant push (stream chunks of 100, or v1 calls), each with its ledger
+   * writes; HTTP requests in flight stay bounded by STRIPE_MAX_CONCURRENCY. 16 measured best on
+   * PostgreSQL (100k aggregates: 31.5 s at 8, 27.4 s at 16); PGlite is indifferent.
+   */
+  pushConcurrency: positiveInt("FLEXPRICE_SYNC_PUSH_CONCURRENCY", 16),
   /** Later runs retry a batch failed for a non-retryable reason this many times, then leave it failed. */
   maxRetries: positiveInt("FLEXPRICE_SYNC_MAX_RETRIES", 5),
   /**
