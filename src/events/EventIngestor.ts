@@ -208,6 +208,12 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
     /** Process every pending event of a customer that now exists. Idempotent. */
     const processPendingFor = Effect.fn("events.process_pending")(function* (externalCustomerId: string, customerId: string) {
       const scope = yield* CurrentTenant
+      // Most customers have nothing pending: answer that with one indexed read instead of a
+      // stamped transaction. (A pending row committed right after this read is picked up by the
+      // ingest's own re-check, or by the PendingSweeper within a minute.)
+      const any = yield* sql`SELECT 1 FROM pending_events WHERE tenant_id = ${scope.tenantId}
+        AND environment_id = ${scope.environmentId} AND external_customer_id = ${externalCustomerId} LIMIT 1`
+      if (any.length === 0) return 0
       let total = 0
       for (;;) {
         const done = yield* watermark.stamped((ingestedAt) =>
