@@ -14,7 +14,7 @@ const url = (name: string, schemes: ReadonlyArray<string>) =>
   )
 
 /** host:port, e.g. 127.0.0.1:8080 (port 0 = any free port). */
-export const HostPort = (name: string, fallback: string) =>
+const HostPort = (name: string, fallback: string) =>
   Config.string(name).pipe(
     Config.withDefault(fallback),
     Config.mapOrFail((s) => {
@@ -45,8 +45,6 @@ export const HttpConfig = Config.all({
     Config.validate({ message: "expected a positive integer number of bytes", validation: (n) => n > 0 })
   )
 })
-
-export const LogLevelConfig = Config.logLevel("FLEXPRICE_LOG_LEVEL").pipe(Config.withDefault(undefined))
 
 /** Sync settings shared by the pipeline and the HTTP layer (requirements' env names). */
 export const SyncConfig = Config.all({

@@ -7,10 +7,9 @@
  * (PGlite executes one query at a time anyway).
  */
 import { PgClient } from "@effect/sql-pg"
-import { SqlClient } from "@effect/sql"
 import { PGlite } from "@electric-sql/pglite"
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
-import { Config, Data, Effect, Layer, Option, Redacted, String as Str } from "effect"
+import { Data, Effect, Layer, Option, Redacted, String as Str } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -88,12 +87,6 @@ export const layerFrom = (config: DatabaseConfig) =>
     onSome: (url) => PgClient.layer({ url, maxConnections: 10, ...clientOptions })
   })
 
-export type DatabaseMode = "embedded" | "postgres"
-export const modeOf = (config: DatabaseConfig): DatabaseMode => (Option.isSome(config.url) ? "postgres" : "embedded")
-
-/** SqlClient from the environment (FLEXPRICE_DATABASE_URL / FLEXPRICE_DATA_DIR), migrated. */
-export const layer = Layer.unwrapEffect(Effect.map(DatabaseConfig, layerFrom))
-
 export const layerMigrated = (config: DatabaseConfig) =>
   Layer.effectDiscard(runMigrations).pipe(Layer.provideMerge(layerFrom(config)))
 
@@ -106,6 +99,5 @@ export const describe = (config: DatabaseConfig): string =>
   })
 
 /** postgres://user:pass@host/db → postgres://user:***@host/db */
-export const redactUrl = (u: string): string => u.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:***@")
+const redactUrl = (u: string): string => u.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:***@")
 
-export { SqlClient, Config }

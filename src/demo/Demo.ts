@@ -27,7 +27,8 @@ import { TenantRepo } from "../repositories/TenantRepo.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../stripe-emulator/index.js"
 import { SyncScheduler } from "../sync/SyncScheduler.js"
 import { DEMO_METERS, generateUsage, HOUR_MS, Totals, type UsageEvent } from "./Generator.js"
-import { formatReport } from "./Report.js"
+import { formatReport, formatSeconds } from "./Report.js"
+import type { ReconciliationReport } from "../sync/Reconciliation.js"
 
 export class DemoFailed extends Data.TaggedError("DemoFailed")<{ readonly message: string }> {}
 
@@ -126,15 +127,8 @@ export interface DemoReport {
     readonly meterEventsAccepted: number
     readonly streamErrors: number
   }
-  readonly reconciliation: {
-    readonly pairs: number
-    readonly rows: number
-    readonly rowsWithDrift: number
-    readonly syncedTotal: string
-    readonly stripeTotal: string
-    readonly driftTotal: string
-    readonly unavailablePairs: number
-  }
+  /** the reconciliation endpoint's summary (read over HTTP) */
+  readonly reconciliation: ReconciliationReport["summary"]
   readonly status: unknown
   readonly phases: ReadonlyArray<PhaseTiming>
   readonly wallMs: number
@@ -193,7 +187,7 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
 
       const phases: Array<PhaseTiming> = []
       let phaseStart = started
-      const elapsed = (t: number) => `${((t - started) / 1000).toFixed(1).padStart(5)}s`
+      const elapsed = (t: number) => `${formatSeconds(t - started).padStart(5)}s`
       const say = (line: string) => (printing ? Console.log(line) : Effect.void)
       const phaseDone = (phase: string, detail: string) =>
         Effect.gen(function* () {

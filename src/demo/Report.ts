@@ -2,6 +2,12 @@
 import * as Decimal from "../domain/Decimal.js"
 import type { DemoReport } from "./Demo.js"
 
+/** Elapsed milliseconds as seconds with one decimal ("12.3"); display only. */
+export const formatSeconds = (ms: number): string => {
+  const tenths = Math.round(ms / 100)
+  return `${Math.floor(tenths / 10)}.${tenths % 10}`
+}
+
 const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>, rightAlign: ReadonlySet<number>): string => {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
   const line = (cells: ReadonlyArray<string>) =>
@@ -109,9 +115,9 @@ export const formatReport = (r: DemoReport, options: { readonly keep: boolean })
       .join(", ")}; ${r.webhooks.duplicateDeliveries} duplicate deliveries, ${r.webhooks.duplicateRecordedOnce ? "each logged once" : "NOT logged once"}${r.webhooks.duplicatesAnswered === null ? "" : ` (answered "duplicate": ${r.webhooks.duplicatesAnswered})`}; updated-before-created ended with ${r.webhooks.reorderedFinalEmail}`
   )
   out.push("")
-  out.push(`Phases: ${r.phases.map((p) => `${p.phase} ${(p.ms / 1000).toFixed(1)}s`).join(", ")}`)
+  out.push(`Phases: ${r.phases.map((p) => `${p.phase} ${formatSeconds(p.ms)}s`).join(", ")}`)
   if (r.dataDir !== null && options.keep) out.push(`Data directory kept: ${r.dataDir}`)
-  out.push(`Total wall time: ${(r.wallMs / 1000).toFixed(1)} s`)
+  out.push(`Total wall time: ${formatSeconds(r.wallMs)} s`)
   out.push("")
   if (r.ok) out.push("OK: every total matches exactly (generator = our ledger = Stripe), reconciliation drift 0.")
   else {

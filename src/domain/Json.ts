@@ -154,8 +154,23 @@ export const parseJson = (text: string, maxDepth = 64): JsonValue => {
   return v
 }
 
+/**
+ * Marks a JsonNumber's place in JSON.stringify's output. The random part keeps user strings
+ * (which could contain NUL) from ever being mistaken for a marker.
+ */
+const MARK = `\u0000N${Math.random().toString(36).slice(2, 10)}:`
+const MARKED = new RegExp(`"\\\\u0000N${MARK.slice(2)}([^"]*)"`, "g")
+
 /** Serialise, writing JsonNumber literals verbatim. */
-export const stringifyJson = (v: unknown): string => JSON.stringify(v, (_k, x) => (x instanceof JsonNumber ? `\u0000N${x.raw}` : x)).replace(/"\\u0000N([^"]*)"/g, "$1")
+export const stringifyJson = (v: unknown): string => {
+  let numbers = false
+  const text = JSON.stringify(v, (_k, x) => {
+    if (!(x instanceof JsonNumber)) return x
+    numbers = true
+    return `${MARK}${x.raw}`
+  })
+  return numbers ? text.replace(MARKED, "$1") : text
+}
 
 export const isJsonObject = (v: unknown): v is { readonly [k: string]: JsonValue } =>
   typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof JsonNumber)

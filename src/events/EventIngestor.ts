@@ -7,7 +7,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Metric } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { newId } from "../domain/Ids.js"
-import { isJsonObject, JsonNumber, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
+import { isJsonObject, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
 import { matches, quantityFor, type MeterRule } from "../domain/Metering.js"
 import type { IngestRejection, IngestResult } from "../domain/Models.js"
 import { CustomerRepo } from "../repositories/CustomerRepo.js"
@@ -267,4 +267,3 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
   dependencies: [CustomerRepo.Default, MeterRepo.Default, IngestWatermark.Default]
 }) {}
 
-export { JsonNumber }

@@ -4,7 +4,7 @@ import { Effect, Option } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { MeterId, newId } from "../domain/Ids.js"
 import type { MeterRule } from "../domain/Metering.js"
-import type { AggregationType, MeterCreate, MeterFilter } from "../domain/Models.js"
+import type { MeterCreate, MeterFilter } from "../domain/Models.js"
 
 export interface MeterRow extends MeterRule {
   readonly id: MeterId
@@ -54,4 +54,3 @@ export class MeterRepo extends Effect.Service<MeterRepo>()("flexprice/MeterRepo"
   })
 }) {}
 
-export type { AggregationType }

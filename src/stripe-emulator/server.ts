@@ -19,6 +19,7 @@ import {
   stripeId
 } from "./state.js"
 import type { WebhookManager } from "./webhooks.js"
+import { JsonNumber, stringifyJson } from "../domain/Json.js"
 
 // ------------------------------------------------------------------------------------------ shared
 
@@ -81,18 +82,8 @@ export class RequestInfo extends Context.Tag("StripeEmulator/RequestInfo")<
 
 const newRequestId = (): string => `req_${randomBytes(9).toString("base64url").replace(/[-_]/g, "0")}`
 
-// A JSON number literal kept exact: aggregated values are decimals, never JS floats.
-class RawNumber {
-  constructor(readonly literal: string) {}
-}
-const RAW = "\u0001RAW:"
-const stringify = (value: unknown): string => {
-  const text = JSON.stringify(value, (_k, v) => (v instanceof RawNumber ? `${RAW}${v.literal}\u0001` : v))
-  return text.includes("\\u0001RAW:") ? text.replace(/"\\u0001RAW:([-+0-9.eE]+)\\u0001"/g, "$1") : text
-}
-
 const jsonReply = (body: unknown, status = 200, headers: Record<string, string> = {}) =>
-  HttpServerResponse.text(stringify(body), { status, contentType: "application/json", headers })
+  HttpServerResponse.text(stringifyJson(body), { status, contentType: "application/json", headers })
 
 const errorReply = (e: StripeEmulatorError, requestId: string) =>
   jsonReply(errorBody(e, requestId), e.status, { ...(e.headers ?? {}) })
@@ -282,7 +273,8 @@ const makeRouter = (ctx: EmulatorContext) => {
           const all = state.summaries(id, customer, start, end, grouping).map((b) => ({
             id: `mtrusg_${ctx.livemode ? "" : "test_"}${b.start}_${b.end}`,
             object: "billing.meter_event_summary",
-            aggregated_value: new RawNumber(b.value),
+            // the exact decimal, written as a bare JSON number like Stripe does
+            aggregated_value: new JsonNumber(b.value),
             end_time: b.end,
             livemode: ctx.livemode,
             meter: id,
