@@ -109,6 +109,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     it("no external_id → unmapped; a Stripe customer for an already mapped external_id → conflict, never overwritten", async () => {
       const u = await Effect.runPromise(h.emulator.createCustomer({ name: "No id" }))
       const a = await Effect.runPromise(h.emulator.createCustomer({ metadata: { external_id: "wh-conflict" } }))
+      // Stripe delivers webhooks concurrently and in no order; a must be mapped before b arrives
+      await Effect.runPromise(h.emulator.deliveries.flush)
       const b = await Effect.runPromise(h.emulator.createCustomer({ metadata: { external_id: "wh-conflict" } }))
       await Effect.runPromise(h.emulator.deliveries.flush)
       const unmapped = await h.app.request("GET", "/v1/stripe/webhook-events?status=unmapped")
