@@ -9,11 +9,14 @@
  *   npx tsx bench/sync.ts --postgres postgres://postgres@127.0.0.1:5432/postgres
  *   npx tsx bench/sync.ts --customers 5000      # smaller
  *   npx tsx bench/sync.ts --trace               # time per span name and per SQL statement
+ *   npx tsx bench/sync.ts --emulator same-process   # emulator on this event loop (default: child process)
  *
+ * The emulator runs as a child process on loopback by default (production Stripe is remote; in
+ * this process it would share the event loop, and with PGlite the CPU, with the service).
  * Prints wall times, Stripe requests and a totals check (emulator totals = generated totals).
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Exit, Redacted, Scope } from "effect"
+import { Effect, Redacted } from "effect"
 import * as Decimal from "../src/domain/Decimal.js"
 import { newId, type TenantScope } from "../src/domain/Ids.js"
 import { CurrentTenant } from "../src/domain/Tenant.js"
@@ -24,10 +27,10 @@ import { MeterRepo } from "../src/repositories/MeterRepo.js"
 import { StripeConfigRepo } from "../src/repositories/StripeConfigRepo.js"
 import { TenantRepo } from "../src/repositories/TenantRepo.js"
 import { Encryption } from "../src/security/Encryption.js"
-import { makeStripeEmulator } from "../src/stripe-emulator/index.js"
 import { SyncService } from "../src/sync/SyncService.js"
 import { Telemetry, TelemetryTest } from "../src/observability/Telemetry.js"
 import { startBenchApp } from "./harness.js"
+import { callsSince, type EmulatorMode, startEmulator } from "./emulatorTarget.js"
 import { prng } from "../src/domain/Prng.js"
 
 const arg = (name: string) => {
@@ -38,6 +41,7 @@ const CUSTOMERS = Number(arg("customers") ?? 50_000)
 const PEAK_EVENTS = Number(arg("peak-events") ?? 60_000)
 const clickhouseUrl = arg("clickhouse")
 const postgresUrl = arg("postgres")
+const emulatorMode: EmulatorMode = arg("emulator") === "same-process" ? "same-process" : "child"
 const KEY = "sk_test_51FlexpriceBench00000000SECRET4242"
 const HOUR = 3_600_000
 
@@ -45,8 +49,7 @@ const rand = prng(12345)
 const qty = () => Decimal.normalize(`${Math.floor(rand() * 1000)}.${String(Math.floor(rand() * 1000)).padStart(3, "0")}`)
 
 const main = async () => {
-  const emuScope = Effect.runSync(Scope.make())
-  const emulator = await Effect.runPromise(makeStripeEmulator({ apiKey: KEY, now: () => Date.now() }).pipe(Scope.extend(emuScope)))
+  const emulator = await startEmulator(emulatorMode, KEY)
   const app = await startBenchApp({
     ...(clickhouseUrl ? { clickhouseUrl } : {}),
     ...(postgresUrl ? { postgresUrl } : {}),
@@ -59,7 +62,10 @@ const main = async () => {
   })
   const run = <A, E>(e: Effect.Effect<A, E, any>) => app.runtime.runPromise(e as Effect.Effect<A, E, never>)
   const backend = `${postgresUrl ? "PostgreSQL" : "PGlite"}${clickhouseUrl ? " + ClickHouse" : ""}`
-  console.log(new Date().toISOString().slice(11, 19), `backend: ${backend}; customers: ${CUSTOMERS}; peak events: ${PEAK_EVENTS}`)
+  console.log(
+    new Date().toISOString().slice(11, 19),
+    `backend: ${backend}; emulator: ${emulatorMode}; customers: ${CUSTOMERS}; peak events: ${PEAK_EVENTS}`
+  )
 
   const setupTenant = async (name: string, customers: number) => {
     const t = await run(Effect.flatMap(TenantRepo, (r) => r.create(`${name}-${Date.now()}`, "bench")))
@@ -86,7 +92,7 @@ const main = async () => {
     for (const [n, type] of [["calls", "COUNT"], ["tokens", "SUM"]] as const) {
       const event = `${name}_${n}`
       const m = await asTenant(Effect.flatMap(MeterRepo, (r) => r.create({ name: event, event_name: event, aggregation: { type, field: type === "SUM" ? "tokens" : null } })))
-      const sm = await Effect.runPromise(emulator.createMeter({ display_name: event, event_name: `stripe_${event}`, default_aggregation: { formula: "sum" } }))
+      const sm = await emulator.createMeter({ display_name: event, event_name: `stripe_${event}` })
       await asTenant(
         Effect.flatMap(MeterMappingRepo, (r) =>
           r.upsert({
@@ -104,11 +110,12 @@ const main = async () => {
       meters.push({ id: m.id, event, stripeEvent: `stripe_${event}` })
     }
     // customers + mappings in bulk (setup, not measured)
-    const rows: Array<{ id: string; external_id: string; stripe: string; mapping: string }> = []
-    for (let i = 0; i < customers; i++) {
-      const sc = await Effect.runPromise(emulator.createCustomer({}))
-      rows.push({ id: newId.customer(), external_id: `${name}-c${i}`, stripe: sc.id, mapping: newId.mapping() })
-    }
+    const rows = (await emulator.createCustomers(customers)).map((stripe, i) => ({
+      id: newId.customer(),
+      external_id: `${name}-c${i}`,
+      stripe,
+      mapping: newId.mapping()
+    }))
     for (let i = 0; i < rows.length; i += 10_000) {
       const json = JSON.stringify(rows.slice(i, i + 10_000))
       await run(
@@ -128,7 +135,7 @@ const main = async () => {
   }
 
   const syncOnce = async (asTenant: <A, E>(e: Effect.Effect<A, E, any>) => Promise<A>) => {
-    emulator.resetCounters()
+    const callsBefore = await emulator.calls()
     const started = performance.now()
     const report = await asTenant(
       Effect.gen(function* () {
@@ -156,15 +163,17 @@ const main = async () => {
         }).pipe(Effect.provide(Telemetry.layerTest))
       })
     )
-    return { ms: performance.now() - started, report, calls: emulator.totalCalls(), byEndpoint: emulator.callCounts() }
+    const ms = performance.now() - started
+    const calls = callsSince(callsBefore, await emulator.calls())
+    return { ms, report, calls: calls.total, byEndpoint: calls.byEndpoint }
   }
 
-  const check = (expected: Map<string, Array<string>>) => {
+  const check = async (expected: Map<string, Array<string>>) => {
     let bad = 0
-    const totals = emulator.totals() // one snapshot: total() rebuilds the map on every call
+    const totals = await emulator.totals()
     for (const [k, qs] of expected) {
       const [c, e] = k.split("|") as [string, string]
-      if (!Decimal.equals(totals.get(`${c}\u0000${e}`)?.sum ?? "0", Decimal.sum(qs))) bad++
+      if (!Decimal.equals(totals.get(`${c}\u0000${e}`) ?? "0", Decimal.sum(qs))) bad++
     }
     return bad
   }
@@ -201,7 +210,7 @@ const main = async () => {
     console.log(
       `sync of ${r.report.batchesCreated} aggregates: ${(r.ms / 1000).toFixed(2)} s wall, ${r.calls} Stripe calls ` +
         `(${JSON.stringify(r.byEndpoint)}), synced ${r.report.batchesSynced}, failed ${r.report.batchesFailed}, ` +
-        `totals mismatched: ${check(expected)}`
+        `totals mismatched: ${await check(expected)}`
     )
     const again = await syncOnce(asTenant)
     console.log(new Date().toISOString().slice(11, 19), `re-run: ${(again.ms / 1000).toFixed(2)} s, ${again.calls} Stripe calls, ${again.report.batchesCreated} batches`)
@@ -233,12 +242,12 @@ const main = async () => {
     const r = await syncOnce(asTenant)
     console.log(
       `peak hour sync: ${r.report.batchesCreated} aggregates in ${(r.ms / 1000).toFixed(2)} s wall, ${r.calls} Stripe calls, ` +
-        `totals mismatched: ${check(expected)}`
+        `totals mismatched: ${await check(expected)}`
     )
   }
 
   await app.dispose()
-  await Effect.runPromise(Scope.close(emuScope, Exit.void))
+  await emulator.close()
 }
 
 main().catch((e) => {
