@@ -1,44 +1,32 @@
 /**
- * THE one call that finds-or-creates a customer and its Stripe mapping. Webhooks, the Stripe
- * customer migration and the CSV import all use it, so the conflict rules are the same everywhere:
- *
- * - conflict = the external_id's customer is already mapped (active) to ANOTHER Stripe customer,
- *   or this Stripe customer is already mapped (active) to ANOTHER customer;
- * - `skip` records nothing and answers `conflict`; `overwrite` replaces the mapping(s) in the
- *   way; `fail` fails with Conflict `mapping_conflict`.
+ * THE one place that finds-or-creates customers and their Stripe mappings. Webhooks and the CSV
+ * import link one customer at a time (`link`); the Stripe customer migration links a page at a
+ * time (`linkMany`). Both decide through LinkRules (conflict rules in its header), so the outcome
+ * for a customer is the same whichever path links it; `fail` fails `link` with Conflict
+ * `mapping_conflict`.
  *
  * Customers are created through CustomerService, which processes their pending events.
  * A concurrent writer (e.g. customer.created and customer.updated delivered together) makes an
  * insert lose on a unique key; the whole decision is then re-run on fresh reads.
  */
+import { PgClient } from "@effect/sql-pg"
 import { Data, Effect, Either, Option } from "effect"
 import { Conflict } from "../domain/Errors.js"
-import { CustomerMappingRepo, type CustomerMappingRow, type MappingSource } from "../repositories/CustomerMappingRepo.js"
-import { CustomerRepo } from "../repositories/CustomerRepo.js"
+import { type CustomerId, newId } from "../domain/Ids.js"
+import {
+  CustomerMappingRepo,
+  type CustomerMappingRow,
+  type MappingSource,
+  type NewCustomerMapping
+} from "../repositories/CustomerMappingRepo.js"
+import { CustomerRepo, type NewCustomer } from "../repositories/CustomerRepo.js"
 import { CustomerService } from "./CustomerService.js"
+import { decideMapping, decideWithoutCustomer, type LinkInput, type LinkOutcome, type MappingWrite, type StoredMapping } from "./LinkRules.js"
 
-export interface LinkInput {
-  readonly externalId: string
-  readonly stripeCustomerId: string
-  readonly name?: string | null
-  readonly email?: string | null
-  readonly source: "webhook" | "migration" | "csv" | "api"
-  readonly migrationId?: string
-  readonly createCustomer: boolean
-  readonly onConflict: "skip" | "overwrite" | "fail"
-  readonly dryRun?: boolean
-}
+export type { LinkInput, LinkOutcome } from "./LinkRules.js"
 
-export interface LinkOutcome {
-  /** null when the customer does not exist (and was not / would not be created, or dry run). */
-  readonly customerId: string | null
-  /** True when the customer was created (in a dry run: would be created). */
-  readonly customerCreated: boolean
-  readonly mapping: "created" | "updated" | "unchanged" | "conflict" | "customer_missing"
-  readonly conflictWith?: { readonly customerId?: string; readonly stripeCustomerId?: string }
-  /** The mapping row written or found (absent for conflict, customer_missing and dry runs that would create). */
-  readonly mappingId?: string
-}
+/** A `linkMany` input: `fail` has no per-customer meaning in a batch (see `stopAtConflict`). */
+export type LinkManyInput = LinkInput & { readonly onConflict: "skip" | "overwrite" }
 
 /** What `link` can fail with: database / event store errors, and Conflict `mapping_conflict` with onConflict "fail". */
 export type LinkError = Conflict | import("@effect/sql").SqlError.SqlError | import("../events/EventStore.js").EventStoreError
@@ -49,25 +37,78 @@ class LostRace extends Data.TaggedError("LostRace")<{}> {}
 const isUniqueViolation = (e: unknown): boolean =>
   (e as { _tag?: string })._tag === "SqlError" && (e as { cause?: { code?: string } }).cause?.code === "23505"
 
+type MappingPatch = { readonly customerId: string; readonly providerCustomerId: string; readonly source: MappingSource; readonly migrationId: string | null }
+
+const patchOf = (input: LinkInput, customerId: string): MappingPatch => ({
+  customerId,
+  providerCustomerId: input.stripeCustomerId,
+  source: input.source as MappingSource,
+  migrationId: input.migrationId ?? null
+})
+
+/** The mapping rows a batch read, kept up to date with the writes it decides, in order. */
+class MappingIndex {
+  private readonly rows = new Map<string, StoredMapping>()
+  private readonly idByCustomer = new Map<string, string>()
+  private readonly idByStripe = new Map<string, string>()
+  constructor(rows: Iterable<StoredMapping>) {
+    for (const r of rows) this.put(r)
+  }
+  put(row: StoredMapping) {
+    this.remove(row.id)
+    this.rows.set(row.id, row)
+    this.idByCustomer.set(row.customerId, row.id)
+    this.idByStripe.set(row.providerCustomerId, row.id)
+  }
+  remove(id: string) {
+    const row = this.rows.get(id)
+    if (row === undefined) return
+    this.rows.delete(id)
+    if (this.idByCustomer.get(row.customerId) === id) this.idByCustomer.delete(row.customerId)
+    if (this.idByStripe.get(row.providerCustomerId) === id) this.idByStripe.delete(row.providerCustomerId)
+  }
+  byCustomer(customerId: string): Option.Option<StoredMapping> {
+    return Option.fromNullable(this.rows.get(this.idByCustomer.get(customerId) ?? ""))
+  }
+  byStripe(stripeCustomerId: string): Option.Option<StoredMapping> {
+    return Option.fromNullable(this.rows.get(this.idByStripe.get(stripeCustomerId) ?? ""))
+  }
+}
+
+/** A batch's mapping writes, in the order its decisions made them. */
+type MappingOp =
+  | { readonly _tag: "Insert"; readonly row: NewCustomerMapping & { readonly id: string } }
+  | { readonly _tag: "Reassign"; readonly write: Extract<MappingWrite, { _tag: "Reassign" }>; readonly patch: MappingPatch }
+
 export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/CustomerLinker", {
   effect: Effect.gen(function* () {
+    const sql = yield* PgClient.PgClient
     const customers = yield* CustomerRepo
     const customerService = yield* CustomerService
     const mappings = yield* CustomerMappingRepo
 
-    const conflictOf = (
-      byCustomer: Option.Option<CustomerMappingRow>,
-      byStripe: Option.Option<CustomerMappingRow>,
-      customerId: string | null,
-      stripeCustomerId: string
-    ): LinkOutcome["conflictWith"] | undefined => {
-      const c: { customerId?: string; stripeCustomerId?: string } = {}
-      if (Option.isSome(byCustomer) && byCustomer.value.status === "active" && byCustomer.value.providerCustomerId !== stripeCustomerId)
-        c.stripeCustomerId = byCustomer.value.providerCustomerId
-      if (Option.isSome(byStripe) && byStripe.value.status === "active" && byStripe.value.customerId !== customerId)
-        c.customerId = byStripe.value.customerId
-      return c.customerId === undefined && c.stripeCustomerId === undefined ? undefined : c
-    }
+    /** Make a mapping write; None when the row to reassign is gone (a concurrent writer: re-read). */
+    const writeMapping = (write: MappingWrite, patch: MappingPatch) =>
+      Effect.gen(function* () {
+        if (write._tag === "Insert") return yield* mappings.insert({ ...patch, metadata: {} })
+        if (write.removeFirst !== null) yield* mappings.removeById(write.removeFirst)
+        return yield* mappings.reassign(write.id, patch)
+      })
+
+    // a unique violation inside a write means another writer got there first
+    const raceOnUniqueViolation = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.mapError(effect, (e) => (isUniqueViolation(e) ? new LostRace() : e))
+
+    /** Run `attempt` again on fresh reads while a concurrent writer wins the race. */
+    const retryLostRace = <A, E, R>(attempt: Effect.Effect<A, E | LostRace, R>) =>
+      Effect.gen(function* () {
+        for (let i = 0; i < 5; i++) {
+          const r = yield* Effect.either(attempt)
+          if (Either.isRight(r)) return r.right
+          if (!(r.left instanceof LostRace)) return yield* Effect.fail(r.left as E)
+        }
+        return yield* Effect.dieMessage("customer link lost the same race repeatedly")
+      })
 
     const attempt = (input: LinkInput) =>
       Effect.gen(function* () {
@@ -79,16 +120,8 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
         if (Option.isNone(customer)) {
           const byStripe = yield* mappings.findByProviderCustomerId(input.stripeCustomerId)
           knownByStripe = byStripe
-          const conflictWith = conflictOf(Option.none(), byStripe, null, input.stripeCustomerId)
-          if (!input.createCustomer) return { customerId: null, customerCreated: false, mapping: "customer_missing" } satisfies LinkOutcome
-          if (dryRun) {
-            if (conflictWith !== undefined && input.onConflict !== "overwrite")
-              return yield* decideConflict(input, { customerId: null, customerCreated: true, conflictWith })
-            return { customerId: null, customerCreated: true, mapping: "created" } satisfies LinkOutcome
-          }
-          // Without `overwrite`, a Stripe customer mapped elsewhere must not even create the customer.
-          if (conflictWith !== undefined && input.onConflict !== "overwrite")
-            return yield* decideConflict(input, { customerId: null, customerCreated: false, conflictWith })
+          const step = decideWithoutCustomer(input, byStripe)
+          if (step._tag === "Answer") return step.outcome
           const r = yield* customerService.findOrCreate(
             { externalId: input.externalId, name: input.name ?? null, email: input.email ?? null },
             { create: true }
@@ -108,84 +141,123 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
         const byCustomer = customerCreated ? Option.none<CustomerMappingRow>() : yield* mappings.findByCustomerId(customerId)
         const byStripe = customerCreated && knownByStripe !== undefined ? knownByStripe : yield* mappings.findByProviderCustomerId(input.stripeCustomerId)
 
-        if (
-          Option.isSome(byCustomer) &&
-          byCustomer.value.status === "active" &&
-          byCustomer.value.providerCustomerId === input.stripeCustomerId
-        ) {
-          return { customerId, customerCreated, mapping: "unchanged", mappingId: byCustomer.value.id } satisfies LinkOutcome
-        }
-
-        const conflictWith = conflictOf(byCustomer, byStripe, customerId, input.stripeCustomerId)
-        if (conflictWith !== undefined && input.onConflict !== "overwrite")
-          return yield* decideConflict(input, { customerId, customerCreated, conflictWith })
-
-        const existed = Option.isSome(byCustomer) || Option.isSome(byStripe)
-        if (dryRun) return { customerId, customerCreated, mapping: existed ? "updated" : "created" } satisfies LinkOutcome
-
-        const patch = {
-          customerId,
-          providerCustomerId: input.stripeCustomerId,
-          source: input.source as MappingSource,
-          migrationId: input.migrationId ?? null
-        }
-        let written: Option.Option<CustomerMappingRow>
-        if (Option.isSome(byCustomer)) {
-          if (Option.isSome(byStripe) && byStripe.value.id !== byCustomer.value.id) yield* mappings.removeById(byStripe.value.id)
-          written = yield* mappings.reassign(byCustomer.value.id, patch)
-        } else if (Option.isSome(byStripe)) {
-          written = yield* mappings.reassign(byStripe.value.id, patch)
-        } else {
-          written = yield* mappings.insert({ ...patch, metadata: {} })
-        }
+        const step = decideMapping(input, customerId, customerCreated, byCustomer, byStripe)
+        if (step._tag === "Answer") return step.outcome
+        const written = yield* writeMapping(step.write, patchOf(input, customerId))
         if (Option.isNone(written)) return yield* new LostRace()
-        return {
-          customerId,
-          customerCreated,
-          mapping: existed ? "updated" : "created",
-          mappingId: written.value.id,
-          ...(conflictWith !== undefined ? { conflictWith } : {})
-        } satisfies LinkOutcome
-      }).pipe(
-        // a unique violation inside reassign/remove means another writer got there first
-        Effect.mapError((e) => (isUniqueViolation(e) ? new LostRace() : e))
-      )
-
-    const decideConflict = (
-      input: LinkInput,
-      o: { customerId: string | null; customerCreated: boolean; conflictWith: NonNullable<LinkOutcome["conflictWith"]> }
-    ) =>
-      input.onConflict === "fail"
-        ? Effect.fail(
-            Conflict.of("mapping_conflict", `Stripe customer ${input.stripeCustomerId} or external_id ${input.externalId} is already mapped differently`, {
-              external_id: input.externalId,
-              stripe_customer_id: input.stripeCustomerId,
-              conflict_with: o.conflictWith
-            })
-          )
-        : Effect.succeed({ customerId: o.customerId, customerCreated: o.customerCreated, mapping: "conflict", conflictWith: o.conflictWith } satisfies LinkOutcome as LinkOutcome)
+        return { ...step.outcome, mappingId: written.value.id } satisfies LinkOutcome
+      }).pipe(raceOnUniqueViolation)
 
     /** Find-or-create the customer and its Stripe mapping. */
     const link = (input: LinkInput) =>
-      Effect.gen(function* () {
-        for (let i = 0; i < 5; i++) {
-          const r = yield* Effect.either(attempt(input))
-          if (Either.isRight(r)) return r.right
-          if (r.left._tag !== "LostRace") return yield* Effect.fail(r.left)
-        }
-        return yield* Effect.dieMessage("customer link lost the same race repeatedly")
-      }).pipe(
+      retryLostRace(attempt(input)).pipe(
+        Effect.flatMap((outcome) =>
+          outcome.mapping === "conflict" && input.onConflict === "fail"
+            ? Effect.fail(
+                Conflict.of("mapping_conflict", `Stripe customer ${input.stripeCustomerId} or external_id ${input.externalId} is already mapped differently`, {
+                  external_id: input.externalId,
+                  stripe_customer_id: input.stripeCustomerId,
+                  conflict_with: outcome.conflictWith
+                })
+              )
+            : Effect.succeed(outcome)
+        ),
         Effect.withSpan("customers.link", {
           attributes: { "link.source": input.source, "link.on_conflict": input.onConflict, "link.dry_run": input.dryRun === true }
         })
+      )
+
+    /**
+     * One batch attempt: read every customer and mapping the inputs touch (two statements),
+     * decide each input in order against that state as `link` would after the earlier ones,
+     * then write: one insert of the new customers (and one pending pass), then the mapping
+     * writes in decision order, consecutive inserts as one statement. Runs in its own
+     * (sub)transaction, so a lost race undoes the batch's writes before it is decided again.
+     */
+    const attemptMany = (inputs: ReadonlyArray<LinkManyInput>, stopAtConflict: boolean) =>
+      Effect.gen(function* () {
+        const customerIdOf = new Map<string, string>(yield* customers.idsByExternalIds([...new Set(inputs.map((i) => i.externalId))]))
+        const index = new MappingIndex(yield* mappings.findTouching([...customerIdOf.values()], [...new Set(inputs.map((i) => i.stripeCustomerId))]))
+
+        const outcomes: Array<LinkOutcome> = []
+        const newCustomers: Array<NewCustomer & { readonly id: CustomerId }> = []
+        const createdIds = new Set<string>()
+        const existingToLink = new Map<string, string>() // external_id → customer id, for the pending pass
+        const ops: Array<MappingOp> = []
+        for (const input of inputs) {
+          let customerId = customerIdOf.get(input.externalId)
+          let customerCreated = false
+          if (customerId === undefined) {
+            const step = decideWithoutCustomer(input, index.byStripe(input.stripeCustomerId))
+            if (step._tag === "Answer") {
+              outcomes.push(step.outcome)
+              if (stopAtConflict && step.outcome.mapping === "conflict") break
+              continue
+            }
+            const id = newId.customer()
+            newCustomers.push({ id, externalId: input.externalId, name: input.name ?? null, email: input.email ?? null })
+            customerIdOf.set(input.externalId, id)
+            createdIds.add(id)
+            customerId = id
+            customerCreated = true
+          } else if (input.dryRun !== true && !createdIds.has(customerId)) existingToLink.set(input.externalId, customerId)
+
+          const step = decideMapping(input, customerId, customerCreated, index.byCustomer(customerId), index.byStripe(input.stripeCustomerId))
+          if (step._tag === "Answer") {
+            outcomes.push(step.outcome)
+            if (stopAtConflict && step.outcome.mapping === "conflict") break
+            continue
+          }
+          const patch = patchOf(input, customerId)
+          let mappingId: string
+          if (step.write._tag === "Insert") {
+            mappingId = newId.mapping()
+            ops.push({ _tag: "Insert", row: { ...patch, id: mappingId, metadata: {} } })
+          } else {
+            mappingId = step.write.id
+            if (step.write.removeFirst !== null) index.remove(step.write.removeFirst)
+            ops.push({ _tag: "Reassign", write: step.write, patch })
+          }
+          index.put({ id: mappingId, customerId, providerCustomerId: input.stripeCustomerId, status: "active" })
+          outcomes.push({ ...step.outcome, mappingId })
+        }
+
+        const inserted = yield* customerService.createMany(
+          newCustomers,
+          [...existingToLink].map(([externalId, customerId]) => ({ externalId, customerId }))
+        )
+        if (inserted.length < newCustomers.length) return yield* new LostRace()
+        for (let i = 0; i < ops.length; ) {
+          const op = ops[i]!
+          if (op._tag === "Reassign") {
+            if (Option.isNone(yield* writeMapping(op.write, op.patch))) return yield* new LostRace()
+            i++
+            continue
+          }
+          let end = i
+          while (end < ops.length && ops[end]!._tag === "Insert") end++
+          const rows = ops.slice(i, end).map((o) => (o as Extract<MappingOp, { _tag: "Insert" }>).row)
+          if ((yield* mappings.insertMany(rows)).length < rows.length) return yield* new LostRace()
+          i = end
+        }
+        return outcomes as ReadonlyArray<LinkOutcome>
+      }).pipe(raceOnUniqueViolation, sql.withTransaction)
+
+    /**
+     * `link` for many customers at once, with a constant number of statements: outcome i is
+     * exactly what `link(inputs[i])` would answer after `link` of the inputs before it. With
+     * `stopAtConflict`, inputs after the first conflict are not linked (and have no outcome).
+     */
+    const linkMany = (inputs: ReadonlyArray<LinkManyInput>, options: { readonly stopAtConflict?: boolean } = {}) =>
+      (inputs.length === 0 ? Effect.succeed([] as ReadonlyArray<LinkOutcome>) : retryLostRace(attemptMany(inputs, options.stopAtConflict === true))).pipe(
+        Effect.withSpan("customers.link_many", { attributes: { "link.count": inputs.length } })
       )
 
     /** Mark the Stripe customer's mapping deleted (its usage stops syncing). True when one changed. */
     const unlinkStripeCustomer = (stripeCustomerId: string) =>
       mappings.markDeletedByProviderCustomerId(stripeCustomerId).pipe(Effect.withSpan("customers.unlink_stripe_customer"))
 
-    return { link, unlinkStripeCustomer } as const
+    return { link, linkMany, unlinkStripeCustomer } as const
   }),
   dependencies: [CustomerRepo.Default, CustomerService.Default, CustomerMappingRepo.Default]
 }) {}
-

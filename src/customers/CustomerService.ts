@@ -1,10 +1,11 @@
 /**
  * The one way customers come into existence — the API, Stripe webhooks and the Stripe customer
- * migration all call `findOrCreate`/`create` — so that events which arrived before the customer
- * are always processed once it exists.
+ * migration all call `findOrCreate`/`create`/`createMany` — so that events which arrived before
+ * the customer are always processed once it exists.
  */
 import { Effect, Option } from "effect"
 import { Conflict } from "../domain/Errors.js"
+import type { CustomerId } from "../domain/Ids.js"
 import { EventIngestor } from "../events/EventIngestor.js"
 import { CustomerRepo, type CustomerRow, type NewCustomer } from "../repositories/CustomerRepo.js"
 
@@ -45,7 +46,26 @@ export class CustomerService extends Effect.Service<CustomerService>()("flexpric
       return { customer: found, created } as { readonly customer: Option.Option<CustomerRow>; readonly created: boolean }
     })
 
-    return { create, findOrCreate } as const
+    /**
+     * Insert several customers (ids chosen by the caller, so a batch can refer to them first)
+     * and run ONE pending pass for them and for `existing` customers the caller is about to
+     * link. Returns the ids inserted; an external_id already taken is left out, and the caller
+     * decides (a batch of links re-reads and decides again).
+     */
+    const createMany = Effect.fn("customers.create_many")(function* (
+      rows: ReadonlyArray<NewCustomer & { readonly id: CustomerId }>,
+      existing: ReadonlyArray<{ readonly externalId: string; readonly customerId: string }> = []
+    ) {
+      const inserted = yield* repo.insertMany(rows)
+      const insertedIds = new Set<string>(inserted)
+      yield* ingestor.processPendingForMany([
+        ...rows.filter((r) => insertedIds.has(r.id)).map((r) => ({ externalId: r.externalId, customerId: r.id })),
+        ...existing
+      ])
+      return inserted
+    })
+
+    return { create, createMany, findOrCreate } as const
   }),
   dependencies: [CustomerRepo.Default, EventIngestor.Default]
 }) {}

@@ -5,6 +5,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Metric } from "effect"
+import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { newId } from "../domain/Ids.js"
 import { isJsonObject, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
@@ -206,13 +207,25 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
     })
 
     /** Process every pending event of a customer that now exists. Idempotent. */
-    const processPendingFor = Effect.fn("events.process_pending")(function* (externalCustomerId: string, customerId: string) {
+    const processPendingFor = (externalCustomerId: string, customerId: string) =>
+      processPendingForMany([{ externalId: externalCustomerId, customerId }])
+
+    /**
+     * Process every pending event of customers that now exist, in one pass for all of them
+     * (a page of migrated customers). Idempotent.
+     */
+    const processPendingForMany = Effect.fn("events.process_pending")(function* (
+      customers: ReadonlyArray<{ readonly externalId: string; readonly customerId: string }>
+    ) {
+      if (customers.length === 0) return 0
       const scope = yield* CurrentTenant
+      const customerIdOf = new Map(customers.map((c) => [c.externalId, c.customerId]))
+      const externalIds = textArray([...customerIdOf.keys()])
       // Most customers have nothing pending: answer that with one indexed read instead of a
       // stamped transaction. (A pending row committed right after this read is picked up by the
       // ingest's own re-check, or by the PendingSweeper within a minute.)
       const any = yield* sql`SELECT 1 FROM pending_events WHERE tenant_id = ${scope.tenantId}
-        AND environment_id = ${scope.environmentId} AND external_customer_id = ${externalCustomerId} LIMIT 1`
+        AND environment_id = ${scope.environmentId} AND external_customer_id = ANY(${externalIds}::text[]) LIMIT 1`
       if (any.length === 0) return 0
       let total = 0
       for (;;) {
@@ -221,18 +234,20 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
             Effect.gen(function* () {
               const rows = yield* sql<{
                 eventId: string
+                externalCustomerId: string
                 eventName: string
                 timestamp: Date
                 properties: string
-              }>`SELECT event_id, event_name, "timestamp", properties::text AS properties FROM pending_events
+              }>`SELECT event_id, external_customer_id, event_name, "timestamp", properties::text AS properties FROM pending_events
                 WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
-                  AND external_customer_id = ${externalCustomerId}
+                  AND external_customer_id = ANY(${externalIds}::text[])
                 ORDER BY event_id LIMIT 1000`
               if (rows.length === 0) return 0
               const meters = yield* meterRepo.list
               const updates: Array<{ eventId: string; customerId: string; status: EventStatus; error: string | null }> = []
               const processed: Array<ProcessedEvent> = []
               for (const r of rows) {
+                const customerId = customerIdOf.get(r.externalCustomerId)!
                 const properties = parseJson(r.properties)
                 const p = processEvent(
                   meters,
@@ -262,7 +277,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
       sql<{ n: string }>`SELECT count(*) AS n FROM pending_events WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}`
     ).pipe(Effect.map((rows) => Number(rows[0]?.n ?? 0)))
 
-    return { ingest, processPendingFor, pendingCount } as const
+    return { ingest, processPendingFor, processPendingForMany, pendingCount } as const
   }),
   dependencies: [CustomerRepo.Default, MeterRepo.Default, IngestWatermark.Default]
 }) {}

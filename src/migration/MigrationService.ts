@@ -14,10 +14,10 @@
  * of an external_id is reported as the conflict a real run would meet. That memory dies with the
  * process, so a resumed dry run starts again from the first page (it wrote nothing anyway).
  */
-import { SqlError } from "@effect/sql"
+import type { SqlError } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Cause, Effect, Exit, Fiber, Metric, MetricLabel, Option, Schedule, Stream } from "effect"
-import { CustomerLinker, type LinkInput, type LinkOutcome } from "../customers/CustomerLinker.js"
+import { CustomerLinker, type LinkManyInput, type LinkOutcome } from "../customers/CustomerLinker.js"
 import { Conflict, InvalidInput, NotFound } from "../domain/Errors.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { EventStore, type EventStoreError } from "../events/EventStore.js"
@@ -102,6 +102,14 @@ const describeError = (e: unknown): string => {
   return String(e)
 }
 
+/** metadata.external_id as the migration reads it ("" when absent). */
+const externalIdOf = (c: StripeCustomer): string => {
+  const raw = c.metadata["external_id"]
+  return typeof raw === "string" ? raw.trim() : ""
+}
+
+const isLinkableExternalId = (externalId: string) => externalId !== "" && externalId.length <= MAX_EXTERNAL_ID_LENGTH
+
 /** Another process took the job over (it stopped heartbeating in time). */
 class LostClaim {
   readonly _tag = "LostClaim"
@@ -132,26 +140,40 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
 
     // ------------------------------------------------------------------ one Stripe customer
 
-    type Linked = LinkOutcome | { readonly mapping: "failed"; readonly message: string }
-    const linkOrFailure = (input: LinkInput): Effect.Effect<Linked, SqlError.SqlError | EventStoreError, CurrentTenant> =>
-      linker.link(input).pipe(Effect.catchTag("Conflict", (e) => Effect.succeed<Linked>({ mapping: "failed", message: e.message })))
-
     const addProblem = (s: PageState, p: MigrationProblem) => {
       s.problemsTotal++
       if (s.problems.length < MAX_PROBLEMS) s.problems.push(p)
     }
 
-    const linkOne = (
+    const linkInputOf = (job: MigrationJob, c: StripeCustomer, externalId: string): LinkManyInput => ({
+      externalId,
+      stripeCustomerId: c.id,
+      name: c.name,
+      email: c.email,
+      source: "migration",
+      migrationId: job.id,
+      createCustomer: job.options.createMissingCustomers,
+      // `fail` is decided here, after recording the conflict, rather than by a linker error.
+      onConflict: job.options.conflictStrategy === "overwrite" ? "overwrite" : "skip",
+      dryRun: job.dryRun
+    })
+
+    /**
+     * Account for one Stripe customer of the page, in page order: its external_id problems, the
+     * dry run's memory of this run, and `outcome`, what the linker answered for it (undefined
+     * when it was not linkable).
+     */
+    const accountOne = (
       job: MigrationJob,
       s: PageState,
       before: ReadonlyArray<MappingSnapshot>,
       c: StripeCustomer,
+      outcome: LinkOutcome | undefined,
       wouldLinkGlobal: Map<string, string> | undefined
     ) =>
       Effect.gen(function* () {
         s.counts.seen++
-        const raw = c.metadata["external_id"]
-        const externalId = typeof raw === "string" ? raw.trim() : ""
+        const externalId = externalIdOf(c)
         if (externalId === "") {
           s.counts.missing_external_id++
           addProblem(s, { stripe_customer_id: c.id, code: "missing_external_id", message: "the Stripe customer has no metadata.external_id" })
@@ -202,23 +224,8 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
           }
         }
 
-        const outcome = yield* linkOrFailure({
-          externalId,
-          stripeCustomerId: c.id,
-          name: c.name,
-          email: c.email,
-          source: "migration",
-          migrationId: job.id,
-          createCustomer: job.options.createMissingCustomers,
-          // `fail` is decided here, after recording the conflict, rather than by a linker error.
-          onConflict: strategy === "fail" ? "skip" : strategy,
-          dryRun: job.dryRun
-        })
-        if (outcome.mapping === "failed") {
-          s.counts.failed++
-          addProblem(s, { stripe_customer_id: c.id, external_id: externalId, code: "failed", message: outcome.message })
-          return
-        }
+        // linkMany stops after a `fail` conflict, and so does the page loop: every row reached was linked.
+        if (outcome === undefined) return yield* Effect.dieMessage(`Stripe customer ${c.id} was not linked`)
         if (outcome.customerCreated && !job.dryRun && outcome.customerId !== null) s.entities.push({ type: "customer", id: outcome.customerId })
         switch (outcome.mapping) {
           case "created":
@@ -283,7 +290,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
           Effect.gen(function* () {
             const s = freshState(progress)
             const ids = page.customers.map((c) => c.id)
-            const externalIds = page.customers.map((c) => (c.metadata["external_id"] ?? "").trim()).filter((x) => x !== "" && x.length <= MAX_EXTERNAL_ID_LENGTH)
+            const externalIds = page.customers.map(externalIdOf).filter(isLinkableExternalId)
             const before = yield* repo.mappingsTouching(ids, externalIds)
             const existing = yield* customers.idsByExternalIds(externalIds)
             // Already mapped exactly like this (re-runs, resumed jobs): the answer is known
@@ -294,16 +301,32 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
                 .map((m) => `${m.customerId}\u0000${m.providerCustomerId}`)
             )
             const touched = new Set<string>()
+            const rows: Array<{ readonly c: StripeCustomer; readonly known: boolean; readonly linkAt?: number }> = []
+            const toLink: Array<LinkManyInput> = []
             for (const c of page.customers) {
-              const ext = (c.metadata["external_id"] ?? "").trim()
+              const ext = externalIdOf(c)
               const customerId = existing.get(ext)
               if (ext !== "" && customerId !== undefined && !touched.has(ext) && unchanged.has(`${customerId}\u0000${c.id}`)) {
+                rows.push({ c, known: true })
+                continue
+              }
+              touched.add(ext)
+              if (!isLinkableExternalId(ext)) rows.push({ c, known: false })
+              else {
+                rows.push({ c, known: false, linkAt: toLink.length })
+                toLink.push(linkInputOf(job, c, ext))
+              }
+            }
+            // The whole page in a constant number of statements; outcome i is what linking the
+            // customers one by one in page order would have answered.
+            const outcomes = yield* linker.linkMany(toLink, { stopAtConflict: job.options.conflictStrategy === "fail" })
+            for (const row of rows) {
+              if (row.known) {
                 s.counts.seen++
                 s.counts.already_mapped++
                 continue
               }
-              touched.add(ext)
-              yield* linkOne(job, s, before, c, wouldLink)
+              yield* accountOne(job, s, before, row.c, row.linkAt === undefined ? undefined : outcomes[row.linkAt], wouldLink)
               if (s.stopped !== undefined) break
             }
             const next: MigrationProgress = {

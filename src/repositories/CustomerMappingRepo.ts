@@ -5,6 +5,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Option } from "effect"
+import { textArray } from "../db/SqlArrays.js"
 import { newId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 
@@ -77,6 +78,36 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
         })} ON CONFLICT DO NOTHING RETURNING ${cols}`
       ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
 
+    /**
+     * Every row of these customers or of these Stripe customers (one read for a batch of links).
+     */
+    const findTouching = (customerIds: ReadonlyArray<string>, providerCustomerIds: ReadonlyArray<string>) =>
+      customerIds.length === 0 && providerCustomerIds.length === 0
+        ? Effect.succeed([] as ReadonlyArray<CustomerMappingRow>)
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<CustomerMappingRow>`SELECT ${cols} FROM customer_integration_mappings
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+                AND (customer_id = ANY(${textArray(customerIds)}::text[]) OR provider_customer_id = ANY(${textArray(providerCustomerIds)}::text[]))`
+          )
+
+    /**
+     * Insert several rows whose ids the caller chose. Returns the ids inserted; a row whose
+     * customer or Stripe customer is already mapped is left out (a concurrent writer won: re-read).
+     */
+    const insertMany = (rows: ReadonlyArray<NewCustomerMapping & { readonly id: string }>) =>
+      rows.length === 0
+        ? Effect.succeed([] as ReadonlyArray<string>)
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ id: string }>`INSERT INTO customer_integration_mappings
+                (id, tenant_id, environment_id, customer_id, provider_type, provider_customer_id, metadata, status, source, migration_id)
+              SELECT r.id, ${t.tenantId}, ${t.environmentId}, r.customer_id, 'stripe', r.provider_customer_id, r.metadata::jsonb, 'active', r.source, r.migration_id
+              FROM unnest(${textArray(rows.map((m) => m.id))}::text[], ${textArray(rows.map((m) => m.customerId))}::text[],
+                          ${textArray(rows.map((m) => m.providerCustomerId))}::text[], ${textArray(rows.map((m) => JSON.stringify(m.metadata ?? {})))}::text[],
+                          ${textArray(rows.map((m) => m.source))}::text[], ${textArray(rows.map((m) => m.migrationId ?? null))}::text[])
+                AS r(id, customer_id, provider_customer_id, metadata, source, migration_id)
+              ON CONFLICT DO NOTHING RETURNING id`
+          ).pipe(Effect.map((inserted) => inserted.map((r) => r.id) as ReadonlyArray<string>))
+
     /** Point an existing mapping row (by id) at a customer / Stripe customer, and make it active. */
     const reassign = (id: string, patch: { readonly customerId: string; readonly providerCustomerId: string; readonly source: MappingSource; readonly migrationId?: string | null | undefined }) =>
       Effect.flatMap(CurrentTenant, (t) =>
@@ -116,7 +147,9 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
       activeByCustomerIds,
       findByCustomerId,
       findByProviderCustomerId,
+      findTouching,
       insert,
+      insertMany,
       reassign,
       removeById,
       markDeletedByProviderCustomerId,

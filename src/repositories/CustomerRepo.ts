@@ -69,6 +69,23 @@ export class CustomerRepo extends Effect.Service<CustomerRepo>()("flexprice/Cust
         })} ON CONFLICT (tenant_id, environment_id, external_id) DO NOTHING RETURNING ${cols}`
       ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
 
+    /**
+     * Insert several customers whose ids the caller chose (a batch refers to them before they
+     * exist). Returns the ids inserted; an external_id already taken is left out, as in `insert`.
+     */
+    const insertMany = (rows: ReadonlyArray<NewCustomer & { readonly id: CustomerId }>) =>
+      rows.length === 0
+        ? Effect.succeed([] as ReadonlyArray<CustomerId>)
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ id: CustomerId }>`INSERT INTO customers (id, tenant_id, environment_id, external_id, name, email, metadata)
+              SELECT r.id, ${t.tenantId}, ${t.environmentId}, r.external_id, r.name, r.email, r.metadata::jsonb
+              FROM unnest(${textArray(rows.map((c) => c.id))}::text[], ${textArray(rows.map((c) => c.externalId))}::text[],
+                          ${textArray(rows.map((c) => c.name ?? null))}::text[], ${textArray(rows.map((c) => c.email ?? null))}::text[],
+                          ${textArray(rows.map((c) => JSON.stringify(c.metadata ?? {})))}::text[])
+                AS r(id, external_id, name, email, metadata)
+              ON CONFLICT (tenant_id, environment_id, external_id) DO NOTHING RETURNING id`
+          ).pipe(Effect.map((inserted) => inserted.map((r) => r.id) as ReadonlyArray<CustomerId>))
+
     const update = (id: string, patch: { name?: string | null | undefined; email?: string | null | undefined; metadata?: Record<string, string> | undefined }) =>
       Effect.flatMap(CurrentTenant, (t) =>
         sql<CustomerRow>`UPDATE customers SET
@@ -93,6 +110,6 @@ export class CustomerRepo extends Effect.Service<CustomerRepo>()("flexprice/Cust
           ORDER BY id LIMIT ${opts.limit}`
       )
 
-    return { findById, findByExternalId, idsByExternalIds, insert, update, remove, list, isUniqueViolation } as const
+    return { findById, findByExternalId, idsByExternalIds, insert, insertMany, update, remove, list, isUniqueViolation } as const
   })
 }) {}
