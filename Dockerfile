@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Node >= 20.18.1 is required (undici 7). Pin a digest here for reproducible production builds.
+# Node >= 20.19.0 is required (undici 7; @sentry/core 11). Pin a digest here for reproducible production builds.
 ARG NODE_IMAGE=node:20.19.5-slim
 
 FROM ${NODE_IMAGE} AS build

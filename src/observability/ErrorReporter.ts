@@ -1,17 +1,35 @@
 /**
- * Error reporting for Stripe-integration failures. `SENTRY_DSN` unset → `none` (nothing loaded,
- * nothing sent). Set → events are POSTed as Sentry envelopes with plain `fetch`.
+ * Error reporting for Stripe-integration failures. `SENTRY_DSN` unset → `none`: the Sentry SDK
+ * module is never imported and nothing is sent. Set → events go through the official SDK's
+ * client (`@sentry/core`, imported with `import()` only then) and a `fetch` transport.
  *
- * Why not `@sentry/node`: the project may not add packages, and the envelope protocol needed for
- * "an error with tags" is small and stable (https://develop.sentry.dev/sdk/envelopes/). The
- * service interface is the seam: swapping in `@sentry/node` later only replaces `layerSentry`.
+ * Why `@sentry/core` and not `@sentry/node` (measured with npm 11 against this project's lock;
+ * no candidate needs an install script):
+ * - 11.12.0 (latest) depends on `@opentelemetry/api ^1.9.1`, so it installs a second API copy
+ *   (1.10.0) beside the project's pinned 1.9.0. The API refuses a global registration from a copy
+ *   whose version differs from the one already registered ("… does not match previously
+ *   registered API"), which splits the tracer provider @effect/opentelemetry relies on. It adds 22
+ *   packages, among them the `sentry` CLI, `@sentry/bundler-plugins` and the native `oxc-parser`
+ *   binding, and its client registers module-load hooks (diagnostics-channel injection) unless
+ *   opted out. (Its OpenTelemetry setup is opt-in: `enableOpenTelemetrySetup`;
+ *   `skipOpenTelemetrySetup` no longer exists.)
+ * - 10.78.0 depends on `>=1.9.1 <1.10.0`: a second copy (1.9.1) again, 9 packages, and
+ *   `Sentry.init()` installs its own global tracer provider, propagator and context manager
+ *   unless `skipOpenTelemetrySetup`.
+ * - 8.55.2 / 9.47.2 accept 1.9.0 but add 217 / 206 packages (a second OpenTelemetry 1.x SDK,
+ *   26 instrumentations), with the same global setup unless `skipOpenTelemetrySetup`.
+ * `@sentry/core` 11.12.0 adds 2 packages (itself and `@sentry/conventions`), no OpenTelemetry,
+ * and is what `@sentry/node` is built on: the same client, scopes, event builder, stack parser,
+ * envelopes, rate limiting and pluggable `transport`. The client is constructed directly (no
+ * `init()`), so no global client, integration, hook or instrumentation is installed.
  *
  * Reports are sent in the background (the sync path never waits on Sentry); `flush` awaits them.
- * Every string and context value passes through `scrub` first.
+ * `beforeSend` passes the whole event through `scrub`, so secrets in messages, tags or context
+ * never leave the process.
  */
-import { Cause, Config, Context, Duration, Effect, FiberSet, Layer, Option, Redacted } from "effect"
-import { randomBytes } from "node:crypto"
+import { Cause, Config, Context, Duration, Effect, Layer, Option, Redacted, Runtime } from "effect"
 import * as os from "node:os"
+import type { BaseTransportOptions, ErrorEvent, EventHint, Transport } from "@sentry/core"
 import { scrub, scrubString } from "./Scrub.js"
 
 export interface ErrorContext {
@@ -43,6 +61,7 @@ export class ErrorReporter extends Context.Tag("flexprice/ErrorReporter")<ErrorR
     enabled: false
   })
 
+  /** Loads the Sentry SDK (`import()`) when built; closes the client, flushing, on release. */
   static readonly layerSentry = (options: SentryOptions): Layer.Layer<ErrorReporter> =>
     Layer.scoped(ErrorReporter, makeSentry(options))
 
@@ -76,7 +95,7 @@ export const reportFailures = (context: ErrorContext) =>
       ))
 
 // ---------------------------------------------------------------------------------------------
-// Sentry envelope protocol
+// Sentry SDK
 
 export interface SentryOptions {
   readonly dsn: Redacted.Redacted<string>
@@ -85,18 +104,18 @@ export interface SentryOptions {
   readonly serverName?: string | undefined
   /** Per-request timeout; Sentry being slow must not pile up requests. */
   readonly timeout?: Duration.DurationInput | undefined
-  /** Injected for tests; defaults to global fetch. */
+  /** Used by the default transport; defaults to global fetch. */
   readonly fetch?: typeof globalThis.fetch | undefined
+  /** The SDK's `transport` option (tests pass one that records envelopes); default: `fetch`. */
+  readonly transport?: ((options: BaseTransportOptions) => Transport) | undefined
 }
 
-export interface ParsedDsn {
-  readonly envelopeUrl: string
-  readonly publicKey: Redacted.Redacted<string>
-  readonly projectId: string
-}
-
-/** `https://<key>@host[:port][/path]/<project>` → `https://host[:port][/path]/api/<project>/envelope/`. */
-export const parseDsn = (dsn: Redacted.Redacted<string>): Option.Option<ParsedDsn> => {
+/**
+ * Validates a DSN and returns it normalised (`https://<key>@host[:port][/path]/<project>`).
+ * Stricter than the SDK's own parser on purpose: the SDK prints a DSN it cannot parse to the
+ * console, and a DSN is a credential — so only shapes it is certain to accept get through.
+ */
+export const parseDsn = (dsn: Redacted.Redacted<string>): Option.Option<Redacted.Redacted<string>> => {
   let url: URL
   try {
     url = new URL(Redacted.value(dsn).trim())
@@ -105,127 +124,155 @@ export const parseDsn = (dsn: Redacted.Redacted<string>): Option.Option<ParsedDs
   }
   const segments = url.pathname.split("/").filter((s) => s !== "")
   const projectId = segments.pop()
-  if (url.username === "" || projectId === undefined || !/^\d+$/.test(projectId)) return Option.none()
+  const word = /^\w+$/
+  if (
+    (url.protocol !== "https:" && url.protocol !== "http:") ||
+    !word.test(url.username) ||
+    (url.password !== "" && !word.test(url.password)) ||
+    projectId === undefined || !/^\d+$/.test(projectId) ||
+    !segments.every((s) => /^[\w.~-]+$/.test(s))
+  ) return Option.none()
   const prefix = segments.length > 0 ? `/${segments.join("/")}` : ""
-  return Option.some({
-    envelopeUrl: `${url.protocol}//${url.host}${prefix}/api/${projectId}/envelope/`,
-    publicKey: Redacted.make(decodeURIComponent(url.username)),
-    projectId
-  })
+  return Option.some(Redacted.make(`${url.protocol}//${url.username}@${url.host}${prefix}/${projectId}`))
 }
 
-const SDK = { name: "flexprice.envelope", version: "0.1.0" }
+const TAG_MAX = 200 // Sentry's limit for tag values
 
 const errorCode = (error: unknown): string | undefined =>
   typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? error.code : undefined
 
-const exceptionOf = (error: unknown) => {
-  if (error instanceof Error) {
-    const tag = "_tag" in error && typeof error._tag === "string" ? error._tag : undefined
-    return {
-      type: tag ?? error.name,
-      value: scrubString(error.message),
-      ...(error.stack
-        ? {
-          stacktrace: {
-            // Sentry wants frames oldest first.
-            frames: error.stack.split("\n").slice(1).map((l) => ({ function: scrubString(l.trim()) })).reverse()
-          }
-        }
-        : {})
-    }
-  }
-  if (typeof error === "object" && error !== null && "_tag" in error) {
-    return { type: String(error._tag), value: scrubString(String((error as { message?: unknown }).message ?? "")) }
-  }
-  return { type: "Error", value: scrubString(typeof error === "string" ? error : JSON.stringify(scrub(error))) }
-}
-
-/** The envelope body (three JSON lines). Exported for tests. */
-export const buildEnvelope = (
-  error: unknown,
-  context: ErrorContext,
-  options: Pick<SentryOptions, "environment" | "release" | "serverName">,
-  trace: { traceId: string; spanId: string } | undefined,
-  now: Date
-): { eventId: string; body: string } => {
-  const eventId = randomBytes(16).toString("hex")
-  const code = context.code ?? errorCode(error)
+/** Tags carried by every report: what the issue asks to filter and group Stripe failures by. */
+export const tagsOf = (error: unknown, context: ErrorContext): Record<string, string> => {
   const tags: Record<string, string> = {}
   const put = (k: string, v: string | undefined) => {
-    if (v !== undefined && v !== "") tags[k] = scrubString(v).slice(0, 200)
+    if (v !== undefined && v !== "") tags[k] = scrubString(v).slice(0, TAG_MAX)
   }
+  // `_id` suffixes: Sentry reserves `environment` for the deployment environment.
   put("tenant_id", context.tenantId)
   put("environment_id", context.environmentId)
   put("window", context.window)
   put("batch_id", context.batchId)
   put("stripe_request_id", context.stripeRequestId)
-  put("error_code", code)
+  put("error_code", context.code ?? errorCode(error))
   put("area", context.area)
-  const event = {
-    event_id: eventId,
-    timestamp: now.getTime() / 1000,
-    platform: "node",
-    level: "error",
-    logger: "flexprice",
-    server_name: options.serverName ?? os.hostname(),
-    environment: options.environment ?? "production",
-    ...(options.release ? { release: options.release } : {}),
-    exception: { values: [exceptionOf(error)] },
-    tags,
-    extra: scrub(context.extra ?? {}),
-    ...(trace ? { contexts: { trace: { trace_id: trace.traceId, span_id: trace.spanId } } } : {}),
-    sdk: SDK
-  }
-  const header = { event_id: eventId, sent_at: now.toISOString(), sdk: SDK }
-  return { eventId, body: `${JSON.stringify(header)}\n${JSON.stringify({ type: "event" })}\n${JSON.stringify(event)}\n` }
+  return tags
 }
+
+/**
+ * `beforeSend`: the exception is named after an Effect error's `_tag`, then every string in the
+ * event passes through `scrub` (messages, frames, tags, extra, contexts). The SDK's internal
+ * processing metadata is kept as is (it is not serialised into the event).
+ */
+const finishEvent = (event: ErrorEvent, hint: EventHint): ErrorEvent => {
+  const original = hint.originalException
+  const primary = event.exception?.values?.at(-1)
+  if (primary && typeof original === "object" && original !== null && "_tag" in original && typeof original._tag === "string") {
+    primary.type = original._tag
+    if (!(original instanceof Error) && "message" in original && typeof original.message === "string") {
+      primary.value = original.message
+    }
+  }
+  const { sdkProcessingMetadata, ...rest } = event
+  return { ...(scrub(rest) as ErrorEvent), ...(sdkProcessingMetadata ? { sdkProcessingMetadata } : {}) }
+}
+
+const disabled: ErrorReporterService = { report: () => Effect.void, flush: () => Effect.void, enabled: false }
 
 const makeSentry = (options: SentryOptions) =>
   Effect.gen(function*() {
-    const parsed = parseDsn(options.dsn)
-    if (Option.isNone(parsed)) {
+    const dsn = parseDsn(options.dsn)
+    if (Option.isNone(dsn)) {
       // The DSN is a credential: say it is malformed, never echo it.
-      yield* Effect.logWarning("SENTRY_DSN is not a valid DSN (expected https://<key>@<host>/<project>); error reporting disabled")
-      return { report: () => Effect.void, flush: () => Effect.void, enabled: false } satisfies ErrorReporterService
-    }
-    const { envelopeUrl, publicKey } = parsed.value
-    const doFetch = options.fetch ?? globalThis.fetch
-    const timeout = options.timeout ?? Duration.seconds(5)
-    const auth = `Sentry sentry_version=7, sentry_client=${SDK.name}/${SDK.version}, sentry_key=${Redacted.value(publicKey)}`
-    const inFlight = yield* FiberSet.make<void, never>()
-
-    const send = (body: string) =>
-      Effect.tryPromise({
-        try: (signal) =>
-          doFetch(envelopeUrl, {
-            method: "POST",
-            headers: { "content-type": "application/x-sentry-envelope", "x-sentry-auth": auth },
-            body,
-            signal
-          }),
-        catch: (e) => e
-      }).pipe(
-        Effect.flatMap((res) =>
-          res.ok ? Effect.void : Effect.logDebug(`error report rejected by Sentry: HTTP ${res.status}`)
-        ),
-        Effect.timeout(timeout),
-        Effect.catchAll(() => Effect.logDebug("error report not delivered")),
-        Effect.withTracerEnabled(false)
+      yield* Effect.logWarning(
+        "SENTRY_DSN is not a valid DSN (expected https://<key>@<host>/<project>); error reporting disabled"
       )
+      return disabled
+    }
+    const loaded = yield* Effect.tryPromise(() => Promise.all([import("@sentry/core"), import("@sentry/core/server")]))
+      .pipe(Effect.option)
+    if (Option.isNone(loaded)) {
+      yield* Effect.logWarning("the Sentry SDK (@sentry/core) could not be loaded; error reporting disabled")
+      return disabled
+    }
+    const [core, { ServerRuntimeClient, nodeStackLineParser }] = loaded.value
+    const timeoutMs = Duration.toMillis(options.timeout ?? Duration.seconds(5))
+    const runtime = yield* Effect.runtime<never>()
+    const logDebug = (message: string) => Runtime.runFork(runtime)(Effect.logDebug(message))
+
+    const doFetch = options.fetch ?? globalThis.fetch
+    /** The SDK's transport (rate limits, bounded buffer, dropped-event accounting) over `fetch`. */
+    const fetchTransport = (transportOptions: BaseTransportOptions): Transport =>
+      core.createTransport(transportOptions, (request) =>
+        doFetch(transportOptions.url, {
+          method: "POST",
+          headers: { "content-type": "application/x-sentry-envelope", ...transportOptions.headers },
+          body: request.body,
+          signal: AbortSignal.timeout(timeoutMs)
+        }).then(
+          (res) => {
+            if (!res.ok) logDebug(`error report rejected by Sentry: HTTP ${res.status}`)
+            return {
+              statusCode: res.status,
+              headers: {
+                "x-sentry-rate-limits": res.headers.get("x-sentry-rate-limits"),
+                "retry-after": res.headers.get("retry-after")
+              }
+            }
+          },
+          (e: unknown) => {
+            logDebug("error report not delivered")
+            throw e
+          }
+        ))
+
+    const client = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        new ServerRuntimeClient({
+          dsn: Redacted.value(dsn.value),
+          environment: options.environment ?? "production",
+          release: options.release,
+          serverName: options.serverName ?? os.hostname(),
+          platform: "node",
+          runtime: { name: "node", version: process.version },
+          // No default integrations: nothing global is patched or listened to.
+          integrations: [],
+          traceLifecycle: "static",
+          sendClientReports: false,
+          stackParser: core.createStackParser(nodeStackLineParser()),
+          transport: options.transport ?? fetchTransport,
+          beforeSend: finishEvent,
+          _metadata: {
+            sdk: {
+              name: "flexprice.sentry-core",
+              version: core.SDK_VERSION,
+              packages: [{ name: "npm:@sentry/core", version: core.SDK_VERSION }]
+            }
+          }
+        })
+      ),
+      (c) => Effect.tryPromise(() => c.close(timeoutMs)).pipe(Effect.ignore)
+    )
 
     const report = (error: unknown, context: ErrorContext = {}) =>
       Effect.gen(function*() {
         const span = yield* Effect.option(Effect.currentSpan)
-        const trace = Option.getOrUndefined(Option.map(span, (s) => ({ traceId: s.traceId, spanId: s.spanId })))
-        const now = new Date(yield* Effect.clockWith((c) => c.currentTimeMillis))
-        const { body } = buildEnvelope(error, context, options, trace, now)
-        yield* FiberSet.run(inFlight, send(body))
-      })
+        const scope = new core.Scope()
+        scope.setLevel("error")
+        scope.setTags(tagsOf(error, context))
+        if (context.extra) scope.setExtras(scrub(context.extra) as Record<string, unknown>)
+        if (Option.isSome(span)) {
+          // Links the report to the trace exported by the OpenTelemetry layer.
+          scope.setPropagationContext({
+            traceId: span.value.traceId,
+            propagationSpanId: span.value.spanId,
+            sampleRand: Math.random()
+          })
+        }
+        client.captureException(error, { originalException: error }, scope)
+      }).pipe(Effect.catchAllDefect(() => Effect.logDebug("error report could not be built")))
 
-    const flush = (t: Duration.DurationInput = timeout) =>
-      FiberSet.awaitEmpty(inFlight).pipe(Effect.timeout(t), Effect.ignore)
+    const flush = (t: Duration.DurationInput = Duration.millis(timeoutMs)) =>
+      Effect.tryPromise(() => client.flush(Duration.toMillis(t))).pipe(Effect.ignore)
 
-    yield* Effect.addFinalizer(() => flush())
     return { report, flush, enabled: true } satisfies ErrorReporterService
   })
