@@ -781,6 +781,23 @@ const makeControl = (ctx: EmulatorContext) => {
           ctx.webhooks.setTarget({ url: b.url, secret: Redacted.make(b.secret) })
           return jsonReply({ ok: true })
         }
+        case "POST /_emulator/customers": {
+          // Bulk setup for benchmarks against a separate emulator process: `count` empty
+          // customers as POST /v1/customers would create them (customer.created emitted), in one request.
+          const body = yield* Effect.either(readJson(request))
+          if (body._tag === "Left") return bad("invalid JSON")
+          const count = (body.right as { count?: unknown }).count
+          if (typeof count !== "number" || !Number.isInteger(count) || count < 1 || count > 100_000)
+            return bad("count must be an integer between 1 and 100000")
+          const now = yield* ctx.now
+          const ids: Array<string> = []
+          for (let i = 0; i < count; i++) {
+            const customer = ctx.state.createCustomer({}, now)
+            yield* ctx.webhooks.emit("customer.created", customer)
+            ids.push(customer.id)
+          }
+          return jsonReply({ ids })
+        }
         case "GET /_emulator/webhooks/deliveries":
           return jsonReply({ deliveries: ctx.webhooks.log() })
         default:

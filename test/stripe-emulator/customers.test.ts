@@ -160,4 +160,21 @@ describe("emulator: account, auth and customers over the stripe SDK", () => {
       expect(body.error.message).toContain("Unrecognized request URL (GET: /v1/nope)")
     })
   )
+
+  it.scopedLive("creates customers in bulk through the control plane, listed like any other", () =>
+    Effect.gen(function* () {
+      const emu = yield* makeStripeEmulator({ apiKey: API_KEY })
+      const post = (body: unknown) =>
+        promise(() => fetch(`${emu.url}/_emulator/customers`, { method: "POST", body: JSON.stringify(body) }))
+      const res = yield* post({ count: 3 })
+      expect(res.status).toBe(200)
+      const { ids } = (yield* promise(() => res.json())) as { ids: Array<string> }
+      expect(ids).toHaveLength(3)
+      expect(new Set(ids).size).toBe(3)
+      const listed = yield* promise(() => sdk(emu).customers.list({ limit: 10 }))
+      expect(listed.data.map((c) => c.id).sort()).toEqual([...ids].sort())
+      expect(emu.state.events().filter((e) => e.type === "customer.created")).toHaveLength(3)
+      for (const bad of [{ count: 0 }, { count: 1.5 }, { count: "3" }, {}]) expect((yield* post(bad)).status).toBe(400)
+    })
+  )
 })
