@@ -3,15 +3,16 @@
  * (`stripe_sync_windows`, `stripe_sync_window_meters`, `stripe_sync_meter_marks`), plus the run
  * log (`stripe_sync_runs`). Every statement is scoped by the CurrentTenant.
  *
- * Bulk writes go through one `jsonb_to_recordset` parameter: a page of 10,000 batches is one
- * statement and stays far below PostgreSQL's 65,535 bind-parameter limit. Quantities travel as
- * decimal strings and are cast to numeric by the database, never through a JS number.
+ * Bulk writes pass one array per column (`unnest`, src/db/SqlArrays.ts) or one `jsonb_to_recordset`
+ * parameter: a page of 10,000 batches is one statement with a handful of parameters. Quantities
+ * travel as decimal strings and are cast to numeric by the database, never through a JS number.
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Option } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
 import * as Decimal from "../domain/Decimal.js"
 import { newId } from "../domain/Ids.js"
+import { textArray } from "../db/SqlArrays.js"
 
 export type SyncStatus = "pending" | "sending" | "synced" | "failed" | "skipped"
 export type SkipReason = "no_mapping" | "too_late" | "zero_quantity" | "mapping_deleted" | "unsupported_formula"
@@ -197,33 +198,23 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
     const insertBatches = (window: { readonly start: Date; readonly end: Date }, sequence: number, watermark: Date, rows: ReadonlyArray<NewBatch>) =>
       rows.length === 0
         ? Effect.void
-        : Effect.flatMap(CurrentTenant, (t) =>
-            sql`INSERT INTO stripe_sync_batches (id, tenant_id, environment_id, customer_id, meter_id, event_type,
+        : Effect.flatMap(CurrentTenant, (t) => {
+            const col = (f: (b: NewBatch) => string | null) => textArray(rows.map(f))
+            return sql`INSERT INTO stripe_sync_batches (id, tenant_id, environment_id, customer_id, meter_id, event_type,
                 window_start, window_end, sequence, aggregated_quantity, sent_quantity, event_count, identifier,
                 provider_meter_id, sync_status, skip_reason, ingested_after, watermark)
               SELECT r.id, ${t.tenantId}, ${t.environmentId}, r.customer_id, r.meter_id, r.event_type,
-                ${window.start}, ${window.end}, ${sequence}, r.aggregated_quantity::numeric, r.sent_quantity::numeric,
-                r.event_count, r.identifier, r.provider_meter_id, r.sync_status, r.skip_reason, r.ingested_after::timestamptz,
-                ${watermark}
-              FROM jsonb_to_recordset(${JSON.stringify(
-                rows.map((b) => ({
-                  id: newId.syncBatch(),
-                  customer_id: b.customerId,
-                  meter_id: b.meterId,
-                  event_type: b.eventType,
-                  aggregated_quantity: b.aggregatedQuantity,
-                  sent_quantity: b.sentQuantity,
-                  event_count: b.eventCount,
-                  identifier: b.identifier,
-                  provider_meter_id: b.providerMeterId,
-                  sync_status: b.status,
-                  skip_reason: b.skipReason,
-                  ingested_after: b.ingestedAfter?.toISOString() ?? null
-                }))
-              )}::jsonb) AS r(id text, customer_id text, meter_id text, event_type text, aggregated_quantity text,
-                sent_quantity text, event_count bigint, identifier text, provider_meter_id text, sync_status text,
-                skip_reason text, ingested_after text)`
-          ).pipe(Effect.asVoid)
+                ${window.start}, ${window.end}, ${sequence}, r.aggregated_quantity, r.sent_quantity,
+                r.event_count, r.identifier, r.provider_meter_id, r.sync_status, r.skip_reason, r.ingested_after, ${watermark}
+              FROM unnest(${textArray(rows.map(() => newId.syncBatch()))}::text[], ${col((b) => b.customerId)}::text[],
+                  ${col((b) => b.meterId)}::text[], ${col((b) => b.eventType)}::text[],
+                  ${col((b) => b.aggregatedQuantity)}::numeric[], ${col((b) => b.sentQuantity)}::numeric[],
+                  ${col((b) => String(b.eventCount))}::bigint[], ${col((b) => b.identifier)}::text[],
+                  ${col((b) => b.providerMeterId)}::text[], ${col((b) => b.status)}::text[], ${col((b) => b.skipReason)}::text[],
+                  ${col((b) => b.ingestedAfter?.toISOString() ?? null)}::timestamptz[])
+                AS r(id, customer_id, meter_id, event_type, aggregated_quantity, sent_quantity, event_count, identifier,
+                  provider_meter_id, sync_status, skip_reason, ingested_after)`
+          }).pipe(Effect.asVoid)
 
     /**
      * Σ aggregated − Σ sent per (customer, meter) over batches with a sent quantity: what the next
@@ -238,8 +229,8 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
               FROM stripe_sync_batches
               WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
                 AND sent_quantity IS NOT NULL AND sent_quantity <> aggregated_quantity
-                AND meter_id IN ${sql.in(meterIds)}
-                AND customer_id IN (SELECT jsonb_array_elements_text(${JSON.stringify(customerIds)}::jsonb))
+                AND meter_id = ANY(${textArray(meterIds)}::text[])
+                AND customer_id = ANY(${textArray(customerIds)}::text[])
               GROUP BY customer_id, meter_id`
           ).pipe(Effect.map((rows) => new Map(rows.map((r) => [pairKey(r.customerId, r.meterId), Decimal.normalize(r.outstanding)]))))
 
@@ -274,9 +265,9 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
           LIMIT ${opts.limit}`
       ).pipe(Effect.map((rows) => rows.map(toBatch)))
 
-    // Callers pass at most a push page (2,000 ids): well within the bind-parameter limit, and a
-    // plain IN list lets the planner use the primary key.
-    const idList = (ids: ReadonlyArray<string>) => sql.in(ids)
+    // One text[] parameter however many ids (a page of 2,000 as 2,000 parameters cost more to
+    // bind and plan than the update itself); `= ANY` still uses the primary key.
+    const idIn = (ids: ReadonlyArray<string>) => sql`id = ANY(${textArray(ids)}::text[])`
 
     /** Before the Stripe call: the first attempt's time is kept (the 24 h dedup rule reads it). */
     const markSending = (ids: ReadonlyArray<string>, now: Date) =>
@@ -285,7 +276,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
         : Effect.flatMap(CurrentTenant, (t) =>
             sql`UPDATE stripe_sync_batches SET sync_status = 'sending', first_sent_at = COALESCE(first_sent_at, ${now}),
                 updated_at = ${now}
-              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}`
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}`
           ).pipe(Effect.asVoid)
 
     const markSynced = (ids: ReadonlyArray<string>, now: Date, note?: { readonly code: string; readonly message: string }) =>
@@ -294,7 +285,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
         : Effect.flatMap(CurrentTenant, (t) =>
             sql`UPDATE stripe_sync_batches SET sync_status = 'synced', synced_at = ${now}, updated_at = ${now},
                 error_code = ${note?.code ?? null}, error_message = ${note?.message ?? null}
-              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
                 AND sync_status <> 'synced'`
           ).pipe(Effect.asVoid)
 
@@ -305,7 +296,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
         : Effect.flatMap(CurrentTenant, (t) =>
             sql`UPDATE stripe_sync_batches SET sync_status = 'pending', error_code = ${error.code},
                 error_message = ${error.message}, updated_at = ${now}
-              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
                 AND sync_status <> 'synced'`
           ).pipe(Effect.asVoid)
 
@@ -316,7 +307,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
         : Effect.flatMap(CurrentTenant, (t) =>
             sql`UPDATE stripe_sync_batches SET sync_status = 'failed', retry_count = retry_count + 1,
                 error_code = ${error.code}, error_message = ${error.message}, updated_at = ${now}
-              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
                 AND sync_status <> 'synced'`
           ).pipe(Effect.asVoid)
 
@@ -325,7 +316,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
         ? Effect.void
         : Effect.flatMap(CurrentTenant, (t) =>
             sql`UPDATE stripe_sync_batches SET sync_status = 'skipped', skip_reason = ${reason}, updated_at = ${now}
-              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
                 AND sync_status <> 'synced'`
           ).pipe(Effect.asVoid)
 
@@ -353,7 +344,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
         ? Effect.void
         : Effect.flatMap(CurrentTenant, (t) =>
             sql`UPDATE stripe_sync_batches SET first_sent_at = NULL, sync_status = 'pending', updated_at = ${now}
-              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${idList(ids)}
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
                 AND sync_status <> 'synced'`
           ).pipe(Effect.asVoid)
 
@@ -479,10 +470,11 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
         })
       )
 
+    // Written as the open index's own predicate so the planner reads its first entry.
     const oldestUnsyncedWindow = Effect.flatMap(CurrentTenant, (t) =>
       sql<{ windowStart: Date | null }>`SELECT MIN(window_start) AS window_start FROM stripe_sync_batches
         WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-          AND (sync_status IN ('pending', 'sending') OR (sync_status = 'failed'))`
+          AND sync_status IN ('pending', 'sending', 'failed')`
     ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]?.windowStart), (d) => new Date(d))))
 
     /** Synced totals per (customer, meter, hour) in [from, to), for reconciliation. */

@@ -52,7 +52,7 @@ export const reconcile = (from: Date, to: Date) =>
     const end = new Date(Math.ceil(to.getTime() / HOUR_MS) * HOUR_MS)
     const ours = yield* repo.syncedHourly(start, end)
     const byPair = Arr.groupBy(ours, (r) => `${r.customerId}\u0000${r.meterId}`)
-    const stripeCustomers = yield* customers.activeByCustomerIds(Arr.dedupe(ours.map((r) => r.customerId)))
+    const stripeCustomers = yield* customers.activeByCustomerIds([...new Set(ours.map((r) => r.customerId))])
     const mappingByMeter = new Map((yield* meters.list).map((m) => [m.meterId, m]))
     const ref = yield* accounts.refFor
     const perPair = yield* Effect.forEach(

@@ -23,7 +23,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import type { SqlError } from "@effect/sql"
-import { Array as Arr, Chunk, Clock, Data, Effect, Metric, MetricLabel, Option, Ref, Stream } from "effect"
+import { Array as Arr, Chunk, Clock, Data, Effect, Fiber, Metric, MetricLabel, Option, Ref, Stream } from "effect"
 import * as Decimal from "../domain/Decimal.js"
 import type { TenantScope } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
@@ -129,6 +129,8 @@ const isTransient = (e: StripeError) =>
 const isTooLateError = (e: StripeError) => e._tag === "StripeInvalidRequest" && e.stripeCode === "timestamp_too_far_in_past"
 
 const HOUR_MS = 3_600_000
+/** Push queue page: rows read, marked `sending` and sent per step of the push pipeline. */
+const PUSH_PAGE = 2000
 
 export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/SyncPipeline", {
   effect: Effect.gen(function* () {
@@ -230,7 +232,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
       supported: ReadonlySet<string>
     ) =>
       Effect.gen(function* () {
-        const customerIds = Arr.dedupe(groups.map((g) => g.customerId))
+        const customerIds = [...new Set(groups.map((g) => g.customerId))]
         const stripeCustomers = tooLate ? new Map<string, string>() : yield* customerMappings.activeByCustomerIds(customerIds)
         const carryMeters = [...new Set(groups.map((g) => g.meterId))].filter((m) => supported.has(m))
         const owed = tooLate ? new Map<string, string>() : yield* repo.outstanding(customerIds.filter((c) => stripeCustomers.has(c)), carryMeters)
@@ -382,12 +384,12 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
           const rows = yield* repo.skippedForReevaluation({ since, limit: 5000, afterId })
           if (rows.length === 0) break
           afterId = rows[rows.length - 1]!.id
-          const stripeCustomers = yield* customerMappings.activeByCustomerIds(Arr.dedupe(rows.map((r) => r.customerId)))
+          const stripeCustomers = yield* customerMappings.activeByCustomerIds([...new Set(rows.map((r) => r.customerId))])
           const ready = rows
             .filter((r) => stripeCustomers.has(r.customerId) && supported.has(r.meterId))
             .sort((a, b) => a.windowStart.getTime() - b.windowStart.getTime() || a.sequence - b.sequence)
           if (ready.length === 0) continue
-          const owed = yield* repo.outstanding(Arr.dedupe(ready.map((r) => r.customerId)), Arr.dedupe(ready.map((r) => r.meterId)))
+          const owed = yield* repo.outstanding([...new Set(ready.map((r) => r.customerId))], [...new Set(ready.map((r) => r.meterId))])
           const updates = ready.map((r) => {
             const key = pairKey(r.customerId, r.meterId)
             const mapping = mappingByMeter.get(r.meterId)!
@@ -601,6 +603,86 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
         Effect.withSpan("sync.verify_old_batch", { attributes: { "sync.batch": batch.id } })
       )
 
+    interface PreparedPage {
+      /** keyset position after this page */
+      readonly cursor: { readonly windowStart: Date; readonly id: string }
+      /** already `sending` in the ledger */
+      readonly sendable: ReadonlyArray<{ readonly batch: BatchRow; readonly event: MeterEvent; readonly customerKey: string }>
+    }
+
+    /**
+     * Reads the next page of the queue, skips what cannot be sent and marks the rest `sending`
+     * (first_sent_at starts the 24 h clock) — all before any of it goes to Stripe. None: the
+     * queue is exhausted.
+     */
+    const preparePage = (
+      ref: StripeAccountRef,
+      mappingByMeter: ReadonlyMap<string, MeterMapping>,
+      range: RunOptions["windows"],
+      after: Option.Option<{ readonly windowStart: Date; readonly id: string }>,
+      counters: Ref.Ref<PushCounters>
+    ) =>
+      Effect.gen(function* () {
+        const page = yield* repo.pushQueue({
+          after,
+          limit: PUSH_PAGE,
+          retryCap: settings.maxRetries,
+          windowFrom: range?.from,
+          windowTo: range?.to
+        })
+        if (page.length === 0) return Option.none<PreparedPage>()
+        const last = page[page.length - 1]!
+        const now = yield* Clock.currentTimeMillis
+        const stripeCustomers = yield* customerMappings.activeByCustomerIds([...new Set(page.map((b) => b.customerId))])
+        const noMeter: Array<string> = []
+        const noCustomer: Array<string> = []
+        const tooLate: Array<string> = []
+        const sendable: Array<{ batch: BatchRow; event: MeterEvent; customerKey: string }> = []
+        const resendHorizon = now - settings.resendHorizonHours * HOUR_MS
+        for (const b of page) {
+          const mapping = mappingByMeter.get(b.meterId)
+          const customer = stripeCustomers.get(b.customerId)
+          if (mapping === undefined) {
+            noMeter.push(b.id)
+            continue
+          }
+          if (customer === undefined) {
+            noCustomer.push(b.id)
+            continue
+          }
+          if (b.firstSentAt !== null && b.firstSentAt.getTime() < resendHorizon) {
+            const resend = yield* verifyOld(ref, b, mapping, customer, counters)
+            if (!resend) continue
+          } else if (!W.withinSendHorizon(b.windowStart, now)) {
+            tooLate.push(b.id)
+            continue
+          }
+          sendable.push({ batch: b, event: eventOf(b, mapping, customer), customerKey: mapping.customerPayloadKey })
+        }
+        const at = new Date(now)
+        yield* repo.markSkipped(noMeter, at, "mapping_deleted")
+        yield* repo.markSkipped(noCustomer, at, "no_mapping")
+        yield* repo.markSkipped(tooLate, at, "too_late")
+        const skippedNow = noMeter.length + noCustomer.length + tooLate.length
+        yield* countBatches("skipped", skippedNow)
+        yield* Ref.update(counters, (c) => ({ ...c, skipped: c.skipped + skippedNow }))
+        yield* repo.markSending(
+          sendable.map((x) => x.batch.id),
+          at
+        )
+        return Option.some<PreparedPage>({ cursor: { windowStart: last.windowStart, id: last.id }, sendable })
+      })
+
+    /** Batches marked `sending` but never attempted (a stop) go back to `pending`. */
+    const restoreUnattempted = (sendable: PreparedPage["sendable"], attempted: ReadonlySet<string>) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        repo.restorePending(
+          sendable.filter((x) => !attempted.has(x.batch.id)).map((x) => x.batch),
+          new Date(now),
+          { code: "sync_stopped", message: "not attempted in this run after a transient Stripe failure" }
+        )
+      )
+
     const push = (
       config: TenantStripeConfig,
       mappingByMeter: ReadonlyMap<string, MeterMapping>,
@@ -609,59 +691,22 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
     ) =>
       Effect.gen(function* () {
         const ref = yield* accounts.refFor
-        let cursor = Option.none<{ windowStart: Date; id: string }>()
+        const prepare = (after: Option.Option<{ readonly windowStart: Date; readonly id: string }>) =>
+          Effect.forkScoped(preparePage(ref, mappingByMeter, range, after, counters))
+        // Pipelined: while one page is on the wire, the next one is read and marked `sending`
+        // (its own keyset range, so no row is in two pages). If the run stops, the prepared
+        // page goes back to `pending` unattempted; if the run fails or is interrupted, the
+        // prepared page is left `sending`, like after a crash (resent with the same identifiers).
+        let next = yield* prepare(Option.none())
         for (;;) {
-          if ((yield* Ref.get(counters)).stop !== null) break
-          const page = yield* repo.pushQueue({
-            after: cursor,
-            limit: 2000,
-            retryCap: settings.maxRetries,
-            windowFrom: range?.from,
-            windowTo: range?.to
-          })
-          if (page.length === 0) break
-          const last = page[page.length - 1]!
-          cursor = Option.some({ windowStart: last.windowStart, id: last.id })
-          const now = yield* Clock.currentTimeMillis
-          const stripeCustomers = yield* customerMappings.activeByCustomerIds(Arr.dedupe(page.map((b) => b.customerId)))
-          const noMeter: Array<string> = []
-          const noCustomer: Array<string> = []
-          const tooLate: Array<string> = []
-          const sendable: Array<{ batch: BatchRow; event: MeterEvent; customerKey: string }> = []
-          const resendHorizon = now - settings.resendHorizonHours * HOUR_MS
-          for (const b of page) {
-            const mapping = mappingByMeter.get(b.meterId)
-            const customer = stripeCustomers.get(b.customerId)
-            if (mapping === undefined) {
-              noMeter.push(b.id)
-              continue
-            }
-            if (customer === undefined) {
-              noCustomer.push(b.id)
-              continue
-            }
-            if (b.firstSentAt !== null && b.firstSentAt.getTime() < resendHorizon) {
-              const resend = yield* verifyOld(ref, b, mapping, customer, counters)
-              if (!resend) continue
-            } else if (!W.withinSendHorizon(b.windowStart, now)) {
-              tooLate.push(b.id)
-              continue
-            }
-            sendable.push({ batch: b, event: eventOf(b, mapping, customer), customerKey: mapping.customerPayloadKey })
+          const prepared = yield* Fiber.join(next)
+          if (Option.isNone(prepared)) break
+          const { cursor, sendable } = prepared.value
+          if ((yield* Ref.get(counters)).stop !== null) {
+            yield* restoreUnattempted(sendable, new Set())
+            break
           }
-          const at = new Date(now)
-          yield* repo.markSkipped(noMeter, at, "mapping_deleted")
-          yield* repo.markSkipped(noCustomer, at, "no_mapping")
-          yield* repo.markSkipped(tooLate, at, "too_late")
-          const skippedNow = noMeter.length + noCustomer.length + tooLate.length
-          yield* countBatches("skipped", skippedNow)
-          yield* Ref.update(counters, (c) => ({ ...c, skipped: c.skipped + skippedNow }))
-          // The whole page is `sending` before its first request (first_sent_at starts the 24 h
-          // clock); whatever a stop leaves unattempted goes back to `pending`.
-          yield* repo.markSending(
-            sendable.map((x) => x.batch.id),
-            at
-          )
+          next = yield* prepare(Option.some(cursor))
           const attempted = new Set<string>()
           const buffer: SyncedBuffer = { items: [] }
           yield* Effect.forEach(
@@ -669,13 +714,9 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
             (chunk) => pushChunk(ref, config, chunk, counters, attempted, buffer),
             { concurrency: config.transport === "stream" ? settings.pushConcurrency : 1, discard: true }
           ).pipe(Effect.ensuring(Effect.ignore(flushSynced(buffer, counters))))
-          yield* repo.restorePending(
-            sendable.filter((x) => !attempted.has(x.batch.id)).map((x) => x.batch),
-            new Date(yield* Clock.currentTimeMillis),
-            { code: "sync_stopped", message: "not attempted in this run after a transient Stripe failure" }
-          )
+          yield* restoreUnattempted(sendable, attempted)
         }
-      }).pipe(Effect.withSpan("sync.push", { attributes: { "sync.transport": config.transport } }))
+      }).pipe(Effect.scoped, Effect.withSpan("sync.push", { attributes: { "sync.transport": config.transport } }))
 
     // ------------------------------------------------------------------ run
 
