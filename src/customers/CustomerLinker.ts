@@ -10,9 +10,10 @@
  * insert lose on a unique key; the whole decision is then re-run on fresh reads.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Data, Effect, Either, Option } from "effect"
+import { Data, Effect, Either, Metric, Option } from "effect"
 import { Conflict } from "../domain/Errors.js"
 import { type CustomerId, newId } from "../domain/Ids.js"
+import * as Metrics from "../observability/Metrics.js"
 import {
   CustomerMappingRepo,
   type CustomerMappingRow,
@@ -110,7 +111,8 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
         return yield* Effect.dieMessage("customer link lost the same race repeatedly")
       })
 
-    const attempt = (input: LinkInput) =>
+    /** One attempt; `created` remembers a customer an earlier attempt of the same link created. */
+    const attempt = (input: LinkInput, created: { id?: string }) =>
       Effect.gen(function* () {
         const dryRun = input.dryRun === true
         let customer = yield* customers.findByExternalId(input.externalId)
@@ -121,7 +123,12 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
           const byStripe = yield* mappings.findByProviderCustomerId(input.stripeCustomerId)
           knownByStripe = byStripe
           const step = decideWithoutCustomer(input, byStripe)
-          if (step._tag === "Answer") return step.outcome
+          if (step._tag === "Answer") {
+            // The Stripe customer mapped to "another" customer may be this external_id's, created
+            // and mapped between the two reads: then decide again on fresh reads.
+            if (step.outcome.mapping === "conflict" && Option.isSome(yield* customers.findByExternalId(input.externalId))) return yield* new LostRace()
+            return step.outcome
+          }
           const r = yield* customerService.findOrCreate(
             { externalId: input.externalId, name: input.name ?? null, email: input.email ?? null },
             { create: true }
@@ -129,6 +136,7 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
           customer = r.customer
           customerCreated = r.created
           if (Option.isNone(customer)) return yield* new LostRace()
+          if (r.created) created.id = customer.value.id
         } else if (!dryRun) {
           // Existing customer: the pending pass is a no-op when nothing waits, and covers events
           // that arrived between its creation elsewhere and now.
@@ -141,7 +149,8 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
         const byCustomer = customerCreated ? Option.none<CustomerMappingRow>() : yield* mappings.findByCustomerId(customerId)
         const byStripe = customerCreated && knownByStripe !== undefined ? knownByStripe : yield* mappings.findByProviderCustomerId(input.stripeCustomerId)
 
-        const step = decideMapping(input, customerId, customerCreated, byCustomer, byStripe)
+        // After a lost race, the customer this link created is still reported as created.
+        const step = decideMapping(input, customerId, customerCreated || created.id === customerId, byCustomer, byStripe)
         if (step._tag === "Answer") return step.outcome
         const written = yield* writeMapping(step.write, patchOf(input, customerId))
         if (Option.isNone(written)) return yield* new LostRace()
@@ -150,7 +159,7 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
 
     /** Find-or-create the customer and its Stripe mapping. */
     const link = (input: LinkInput) =>
-      retryLostRace(attempt(input)).pipe(
+      retryLostRace(attempt(input, {})).pipe(
         Effect.flatMap((outcome) =>
           outcome.mapping === "conflict" && input.onConflict === "fail"
             ? Effect.fail(
@@ -168,7 +177,7 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
       )
 
     /**
-     * One batch attempt: read every customer and mapping the inputs touch (two statements),
+     * One batch attempt: read every customer and mapping the inputs touch (one statement),
      * decide each input in order against that state as `link` would after the earlier ones,
      * then write: one insert of the new customers (and one pending pass), then the mapping
      * writes in decision order, consecutive inserts as one statement. Runs in its own
@@ -176,8 +185,9 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
      */
     const attemptMany = (inputs: ReadonlyArray<LinkManyInput>, stopAtConflict: boolean) =>
       Effect.gen(function* () {
-        const customerIdOf = new Map<string, string>(yield* customers.idsByExternalIds([...new Set(inputs.map((i) => i.externalId))]))
-        const index = new MappingIndex(yield* mappings.findTouching([...customerIdOf.values()], [...new Set(inputs.map((i) => i.stripeCustomerId))]))
+        const stored = yield* mappings.readForLinks([...new Set(inputs.map((i) => i.externalId))], [...new Set(inputs.map((i) => i.stripeCustomerId))])
+        const customerIdOf = new Map<string, string>(stored.customerIds)
+        const index = new MappingIndex(stored.mappings)
 
         const outcomes: Array<LinkOutcome> = []
         const newCustomers: Array<NewCustomer & { readonly id: CustomerId }> = []
@@ -243,15 +253,40 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
         return outcomes as ReadonlyArray<LinkOutcome>
       }).pipe(raceOnUniqueViolation, sql.withTransaction)
 
+    /** The batch's meaning, one input at a time (each re-reading what the previous ones wrote). */
+    const linkOneByOne = (inputs: ReadonlyArray<LinkManyInput>, stopAtConflict: boolean) =>
+      Effect.gen(function* () {
+        const outcomes: Array<LinkOutcome> = []
+        for (const input of inputs) {
+          const outcome = yield* retryLostRace(attempt(input, {}))
+          outcomes.push(outcome)
+          if (stopAtConflict && outcome.mapping === "conflict") break
+        }
+        return outcomes as ReadonlyArray<LinkOutcome>
+      })
+
     /**
      * `link` for many customers at once, with a constant number of statements: outcome i is
      * exactly what `link(inputs[i])` would answer after `link` of the inputs before it. With
      * `stopAtConflict`, inputs after the first conflict are not linked (and have no outcome).
+     * When a concurrent writer wins a race (rare: the batch's writes are undone), the batch is
+     * linked one input at a time instead: a wide batch retried whole could keep losing.
      */
-    const linkMany = (inputs: ReadonlyArray<LinkManyInput>, options: { readonly stopAtConflict?: boolean } = {}) =>
-      (inputs.length === 0 ? Effect.succeed([] as ReadonlyArray<LinkOutcome>) : retryLostRace(attemptMany(inputs, options.stopAtConflict === true))).pipe(
-        Effect.withSpan("customers.link_many", { attributes: { "link.count": inputs.length } })
-      )
+    const linkMany = (inputs: ReadonlyArray<LinkManyInput>, options: { readonly stopAtConflict?: boolean } = {}) => {
+      const stopAtConflict = options.stopAtConflict === true
+      return (
+        inputs.length === 0
+          ? Effect.succeed([] as ReadonlyArray<LinkOutcome>)
+          : attemptMany(inputs, stopAtConflict).pipe(
+              Effect.catchTag("LostRace", () =>
+                Effect.annotateCurrentSpan("link.one_by_one", true).pipe(
+                  Effect.zipRight(Metric.increment(Metrics.customerLinkBatchFallbacksTotal)),
+                  Effect.zipRight(linkOneByOne(inputs, stopAtConflict))
+                )
+              )
+            )
+      ).pipe(Effect.withSpan("customers.link_many", { attributes: { "link.count": inputs.length } }))
+    }
 
     /** Mark the Stripe customer's mapping deleted (its usage stops syncing). True when one changed. */
     const unlinkStripeCustomer = (stripeCustomerId: string) =>

@@ -144,6 +144,12 @@ export const pendingCustomerEvents = Metric.gauge("flexprice_pending_customer_ev
   description: "Events waiting for their customer to be onboarded"
 })
 
+/** A batch of customer links (a migration page) lost a race to a concurrent writer and was linked one by one. */
+export const customerLinkBatchFallbacksTotal = Metric.counter("flexprice_customer_link_batch_fallbacks_total", {
+  description: "Customer link batches linked one by one after losing a race to a concurrent writer",
+  incremental: true
+})
+
 /** Tag `backend`: `postgres` | `pglite` | `clickhouse`. */
 export const aggregationQueryDurationSeconds = Metric.histogram(
   "flexprice_aggregation_query_duration_seconds",
@@ -203,6 +209,7 @@ export const all: ReadonlyArray<{ register(): unknown }> = [
   eventsRejectedTotal,
   eventProcessingErrorsTotal,
   pendingCustomerEvents,
+  customerLinkBatchFallbacksTotal,
   aggregationQueryDurationSeconds,
   httpRequestsTotal,
   httpRequestDurationSeconds,

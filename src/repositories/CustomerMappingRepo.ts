@@ -79,16 +79,28 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
       ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
 
     /**
-     * Every row of these customers or of these Stripe customers (one read for a batch of links).
+     * What a batch of links decides on: the customers with these external ids, and every row of
+     * them or of these Stripe customers. ONE statement, so both come from the same snapshot: a
+     * customer and its mapping created concurrently are seen together or not at all.
      */
-    const findTouching = (customerIds: ReadonlyArray<string>, providerCustomerIds: ReadonlyArray<string>) =>
-      customerIds.length === 0 && providerCustomerIds.length === 0
-        ? Effect.succeed([] as ReadonlyArray<CustomerMappingRow>)
-        : Effect.flatMap(CurrentTenant, (t) =>
-            sql<CustomerMappingRow>`SELECT ${cols} FROM customer_integration_mappings
-              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
-                AND (customer_id = ANY(${textArray(customerIds)}::text[]) OR provider_customer_id = ANY(${textArray(providerCustomerIds)}::text[]))`
+    const readForLinks = (externalIds: ReadonlyArray<string>, providerCustomerIds: ReadonlyArray<string>) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<{ kind: "customer" | "mapping"; id: string; customerId: string; externalId: string | null; providerCustomerId: string | null; status: "active" | "deleted" | null }>`
+          WITH c AS (SELECT id, external_id FROM customers
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND external_id = ANY(${textArray(externalIds)}::text[]))
+          SELECT 'customer' AS kind, c.id, c.id AS customer_id, c.external_id, NULL AS provider_customer_id, NULL AS status FROM c
+          UNION ALL
+          SELECT 'mapping', m.id, m.customer_id, NULL, m.provider_customer_id, m.status FROM customer_integration_mappings m
+            WHERE m.tenant_id = ${t.tenantId} AND m.environment_id = ${t.environmentId} AND m.provider_type = 'stripe'
+              AND (m.customer_id IN (SELECT id FROM c) OR m.provider_customer_id = ANY(${textArray(providerCustomerIds)}::text[]))`
+      ).pipe(
+        Effect.map((rows) => ({
+          customerIds: new Map(rows.flatMap((r) => (r.kind === "customer" ? [[r.externalId!, r.customerId] as const] : []))),
+          mappings: rows.flatMap((r) =>
+            r.kind === "mapping" ? [{ id: r.id, customerId: r.customerId, providerCustomerId: r.providerCustomerId!, status: r.status! }] : []
           )
+        }))
+      )
 
     /**
      * Insert several rows whose ids the caller chose. Returns the ids inserted; a row whose
@@ -147,7 +159,7 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
       activeByCustomerIds,
       findByCustomerId,
       findByProviderCustomerId,
-      findTouching,
+      readForLinks,
       insert,
       insertMany,
       reassign,
