@@ -291,22 +291,20 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
             const s = freshState(progress)
             const ids = page.customers.map((c) => c.id)
             const externalIds = page.customers.map(externalIdOf).filter(isLinkableExternalId)
-            const before = yield* repo.mappingsTouching(ids, externalIds)
-            const existing = yield* customers.idsByExternalIds(externalIds)
+            const { snapshots: before, externalIdOfCustomer } = yield* repo.mappingsTouching(ids, externalIds)
             // Already mapped exactly like this (re-runs, resumed jobs): the answer is known
             // without a link, unless an earlier row of this page touched the same external_id.
             const unchanged = new Set(
               before
-                .filter((m) => m.status === "active")
-                .map((m) => `${m.customerId}\u0000${m.providerCustomerId}`)
+                .filter((m) => m.status === "active" && externalIdOfCustomer.has(m.customerId))
+                .map((m) => `${externalIdOfCustomer.get(m.customerId)}\u0000${m.providerCustomerId}`)
             )
             const touched = new Set<string>()
             const rows: Array<{ readonly c: StripeCustomer; readonly known: boolean; readonly linkAt?: number }> = []
             const toLink: Array<LinkManyInput> = []
             for (const c of page.customers) {
               const ext = externalIdOf(c)
-              const customerId = existing.get(ext)
-              if (ext !== "" && customerId !== undefined && !touched.has(ext) && unchanged.has(`${customerId}\u0000${c.id}`)) {
+              if (isLinkableExternalId(ext) && !touched.has(ext) && unchanged.has(`${ext}\u0000${c.id}`)) {
                 rows.push({ c, known: true })
                 continue
               }
@@ -628,7 +626,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
             yield* watermark.stamped(() =>
               sql.withTransaction(
                 Effect.gen(function* () {
-                  const before = yield* repo.mappingsTouching(
+                  const { snapshots: before } = yield* repo.mappingsTouching(
                     good.map((r) => r.stripeCustomerId),
                     good.map((r) => r.externalId)
                   )

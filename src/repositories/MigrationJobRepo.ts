@@ -12,6 +12,7 @@
 import { SqlError } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Data, Effect, Option } from "effect"
+import { textArray } from "../db/SqlArrays.js"
 import { newId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import {
@@ -220,9 +221,10 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
       entities.length === 0
         ? Effect.void
         : Effect.flatMap(CurrentTenant, (t) =>
-            sql`INSERT INTO migration_created_entities ${sql.insert(
-              entities.map((e) => ({ migrationId, entityType: e.type, entityId: e.id, tenantId: t.tenantId, environmentId: t.environmentId }))
-            )} ON CONFLICT DO NOTHING`
+            sql`INSERT INTO migration_created_entities (migration_id, entity_type, entity_id, tenant_id, environment_id)
+              SELECT ${migrationId}, e.entity_type, e.entity_id, ${t.tenantId}, ${t.environmentId}
+              FROM unnest(${textArray(entities.map((e) => e.type))}::text[], ${textArray(entities.map((e) => e.id))}::text[]) AS e(entity_type, entity_id)
+              ON CONFLICT DO NOTHING`
           ).pipe(Effect.asVoid)
 
     /** The first snapshot of a row wins: it is the state before this migration touched it. */
@@ -256,24 +258,30 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
 
     /**
      * Mapping rows (any status) that a link of these Stripe customers / external ids may touch,
-     * read before a page is applied so replaced rows can be snapshotted.
+     * read before a page is applied so replaced rows can be snapshotted, with the external id of
+     * each row's customer (which tells a page what is already mapped exactly so).
      */
     const mappingsTouching = (stripeCustomerIds: ReadonlyArray<string>, externalIds: ReadonlyArray<string>) =>
       stripeCustomerIds.length === 0 && externalIds.length === 0
-        ? Effect.succeed([] as ReadonlyArray<MappingSnapshot>)
+        ? Effect.succeed({ snapshots: [] as ReadonlyArray<MappingSnapshot>, externalIdOfCustomer: new Map<string, string>() as ReadonlyMap<string, string> })
         : Effect.flatMap(CurrentTenant, (t) =>
-            sql<MappingSnapshot & { createdAt: Date | string }>`SELECT m.id, m.customer_id, m.provider_customer_id, m.status, m.source, m.migration_id,
-                m.metadata::text AS metadata_json, m.created_at
+            sql<MappingSnapshot & { createdAt: Date | string; customerExternalId: string | null }>`SELECT m.id, m.customer_id, m.provider_customer_id, m.status, m.source, m.migration_id,
+                m.metadata::text AS metadata_json, m.created_at, c.external_id AS customer_external_id
               FROM customer_integration_mappings m
+              LEFT JOIN customers c ON c.tenant_id = m.tenant_id AND c.environment_id = m.environment_id AND c.id = m.customer_id
               WHERE m.tenant_id = ${t.tenantId} AND m.environment_id = ${t.environmentId} AND m.provider_type = 'stripe'
-                AND (${stripeCustomerIds.length > 0 ? sql`m.provider_customer_id IN ${sql.in(stripeCustomerIds)}` : sql`false`}
-                  OR ${
-                    externalIds.length > 0
-                      ? sql`m.customer_id IN (SELECT c.id FROM customers c WHERE c.tenant_id = ${t.tenantId}
-                          AND c.environment_id = ${t.environmentId} AND c.external_id IN ${sql.in(externalIds)})`
-                      : sql`false`
-                  })`
-          ).pipe(Effect.map((rows) => rows.map((r) => ({ ...r, createdAt: new Date(r.createdAt).toISOString() }))))
+                AND (m.provider_customer_id = ANY(${textArray(stripeCustomerIds)}::text[])
+                  OR m.customer_id IN (SELECT c.id FROM customers c WHERE c.tenant_id = ${t.tenantId}
+                    AND c.environment_id = ${t.environmentId} AND c.external_id = ANY(${textArray(externalIds)}::text[])))`
+          ).pipe(
+            Effect.map((rows) => ({
+              snapshots: rows.map(({ customerExternalId: _, ...r }): MappingSnapshot => ({ ...r, createdAt: new Date(r.createdAt).toISOString() })),
+              externalIdOfCustomer: new Map(rows.flatMap((r) => (r.customerExternalId === null ? [] : [[r.customerId, r.customerExternalId] as const]))) as ReadonlyMap<
+                string,
+                string
+              >
+            }))
+          )
 
     /** Delete the given mapping rows if they still carry this migration's id. */
     const deleteMappings = (migrationId: string, ids: ReadonlyArray<string>) =>

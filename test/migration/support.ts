@@ -165,8 +165,8 @@ export const seedStripe = async (emulator: StripeEmulatorHandle): Promise<Datase
   return { byExternal, amStripeIds, total: i }
 }
 
-/** Pre-existing FlexPrice state of a tenant (see Dataset) and its Stripe configuration. */
-export const seedTenant = (scope: TenantScope, data: Dataset, emulator: StripeEmulatorHandle) =>
+/** The tenant's Stripe configuration: the emulator's account with the test key. */
+export const configureStripe = (scope: TenantScope, emulator: StripeEmulatorHandle) =>
   Effect.gen(function* () {
     const enc = yield* Encryption
     const configs = yield* StripeConfigRepo
@@ -184,6 +184,12 @@ export const seedTenant = (scope: TenantScope, data: Dataset, emulator: StripeEm
       stripeAccountId: emulator.accountId
     })
     yield* Effect.flatMap(StripeAccounts, (a) => a.invalidate(scope))
+  }).pipe(Effect.provideService(CurrentTenant, scope))
+
+/** Pre-existing FlexPrice state of a tenant (see Dataset) and its Stripe configuration. */
+export const seedTenant = (scope: TenantScope, data: Dataset, emulator: StripeEmulatorHandle) =>
+  Effect.gen(function* () {
+    yield* configureStripe(scope, emulator)
     const customers = yield* CustomerRepo
     const mappings = yield* CustomerMappingRepo
     for (let n = 1000; n < 1200; n++) yield* customers.insert({ externalId: `ext-${n}` })
