@@ -36,7 +36,7 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
     const sql = yield* PgClient.PgClient
     const cols = sql`id, customer_id, provider_customer_id, status, source, migration_id, metadata, created_at, updated_at`
 
-    /** customer_id → stripe customer id, active mappings only. */
+    /** customer_id → stripe customer id, active mappings only (one text[] parameter: the sync asks per page of up to 10,000). */
     const activeByCustomerIds = (ids: ReadonlyArray<string>) =>
       ids.length === 0
         ? Effect.succeed(new Map<string, string>() as ReadonlyMap<string, string>)
@@ -44,7 +44,7 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
             sql<{ customerId: string; providerCustomerId: string }>`SELECT customer_id, provider_customer_id
               FROM customer_integration_mappings
               WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
-                AND status = 'active' AND customer_id IN ${sql.in(ids)}`
+                AND status = 'active' AND customer_id = ANY(${textArray(ids)}::text[])`
           ).pipe(Effect.map((rows) => new Map(rows.map((r) => [r.customerId, r.providerCustomerId])) as ReadonlyMap<string, string>))
 
     const findByCustomerId = (customerId: string) =>

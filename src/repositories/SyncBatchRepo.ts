@@ -234,6 +234,15 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
               GROUP BY customer_id, meter_id`
           ).pipe(Effect.map((rows) => new Map(rows.map((r) => [pairKey(r.customerId, r.meterId), Decimal.normalize(r.outstanding)]))))
 
+    /**
+     * Fresh planner statistics for the ledger, after a large pass. Embedded PGlite runs no
+     * autovacuum, so without this the planner never has any: it then takes the tenant's window
+     * index for `id = ANY(...)` updates and walks every batch of the tenant per statement instead
+     * of the primary key (100,000 sending + synced marks: ≈ 6.0 s → 3.9 s measured on PGlite).
+     * Table-wide maintenance, not tenant data, so not scoped.
+     */
+    const refreshStatistics = sql`ANALYZE stripe_sync_batches`.pipe(Effect.asVoid)
+
     // ---- push queue
 
     /**
@@ -531,6 +540,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
       nextSequence,
       recordWindowPass,
       insertBatches,
+      refreshStatistics,
       outstanding,
       pushQueue,
       markSending,

@@ -131,6 +131,8 @@ const isTooLateError = (e: StripeError) => e._tag === "StripeInvalidRequest" && 
 const HOUR_MS = 3_600_000
 /** Push queue page: rows read, marked `sending` and sent per step of the push pipeline. */
 const PUSH_PAGE = 2000
+/** A run that ledgers this many batches refreshes the ledger's planner statistics before pushing. */
+const STATISTICS_AFTER_BATCHES = 10_000
 
 export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/SyncPipeline", {
   effect: Effect.gen(function* () {
@@ -784,6 +786,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
             for (const m of meterIds) yield* repo.advanceMark(m, wm, marks.newDueThrough)
           }
           const created = windows.reduce((n, w) => n + w.batchesCreated, 0)
+          if (created >= STATISTICS_AFTER_BATCHES) yield* repo.refreshStatistics
           const skippedAtLedger = windows.reduce((n, w) => n + (dryRun ? 0 : w.skipped), 0)
           yield* countBatches("skipped", skippedAtLedger)
           if (dryRun) {
