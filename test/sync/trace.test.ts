@@ -28,9 +28,17 @@ describe("sync tracing", () => {
     await h.ingest([{ event_id: "1", event_name: "tokens", external_customer_id: "a", timestamp: hoursAgo(2), properties: { t: "3" } }])
     for (let i = 0; i < 100 && h.stripeTotal(c.stripeId!, m.stripeEventName) !== "3"; i++) await new Promise((r) => setTimeout(r, 100))
     expect(h.stripeTotal(c.stripeId!, m.stripeEventName)).toBe("3")
-    await new Promise((r) => setTimeout(r, 200))
-
-    const spans = await Effect.runPromise(telemetry!.spans)
+    // Spans are exported when they end, the run's after its last ledger writes: wait until the
+    // call's ancestors are all exported (a fixed delay was too short on a loaded machine).
+    let spans = await Effect.runPromise(telemetry!.spans)
+    const complete = (all: typeof spans) => {
+      const first = all.find((s) => s.name === "stripe.send_meter_event_stream")
+      return first !== undefined && SpanTree.path(first, all)[0] === "sync.tick"
+    }
+    for (let i = 0; i < 100 && !complete(spans); i++) {
+      await new Promise((r) => setTimeout(r, 100))
+      spans = await Effect.runPromise(telemetry!.spans)
+    }
     const call = spans.find((s) => s.name === "stripe.send_meter_event_stream")
     expect(call).toBeDefined()
     const pushPath = SpanTree.path(call!, spans)
