@@ -1,7 +1,8 @@
 /**
  * Migration of existing Stripe customers, bulk CSV mapping, rollback and verification
- * (SPEC §9). Every customer and mapping is made by CustomerLinker.link — the call webhooks use —
- * so conflict rules and pending-event processing are the same everywhere.
+ * (SPEC §9). Every customer and mapping is made by CustomerLinker — a Stripe page at once with
+ * `linkMany`, CSV rows with `link`, the call webhooks use; both decide through the same rules
+ * (LinkRules), so conflict rules and pending-event processing are the same everywhere.
  *
  * Resumability: each Stripe page (100 customers) is applied in ONE database transaction that
  * also saves the cursor, the counts and the entities created. A crash or interruption at any

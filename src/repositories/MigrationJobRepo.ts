@@ -265,10 +265,12 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
       stripeCustomerIds.length === 0 && externalIds.length === 0
         ? Effect.succeed({ snapshots: [] as ReadonlyArray<MappingSnapshot>, externalIdOfCustomer: new Map<string, string>() as ReadonlyMap<string, string> })
         : Effect.flatMap(CurrentTenant, (t) =>
+            // Customers joined by primary key alone: with the tenant columns in the join too, the
+            // planner (before statistics exist) walked the tenant's customers once per mapping row.
             sql<MappingSnapshot & { createdAt: Date | string; customerExternalId: string | null }>`SELECT m.id, m.customer_id, m.provider_customer_id, m.status, m.source, m.migration_id,
                 m.metadata::text AS metadata_json, m.created_at, c.external_id AS customer_external_id
               FROM customer_integration_mappings m
-              LEFT JOIN customers c ON c.tenant_id = m.tenant_id AND c.environment_id = m.environment_id AND c.id = m.customer_id
+              LEFT JOIN customers c ON c.id = m.customer_id
               WHERE m.tenant_id = ${t.tenantId} AND m.environment_id = ${t.environmentId} AND m.provider_type = 'stripe'
                 AND (m.provider_customer_id = ANY(${textArray(stripeCustomerIds)}::text[])
                   OR m.customer_id IN (SELECT c.id FROM customers c WHERE c.tenant_id = ${t.tenantId}
