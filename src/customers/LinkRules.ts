@@ -87,6 +87,10 @@ export const decideMapping = (
 ): MappingStep => {
   if (Option.isSome(byCustomer) && byCustomer.value.status === "active" && byCustomer.value.providerCustomerId === input.stripeCustomerId)
     return { _tag: "Answer", outcome: { customerId, customerCreated, mapping: "unchanged", mappingId: byCustomer.value.id } }
+  // The same pair seen from the Stripe side: `link` reads the two sides in separate statements, so
+  // a concurrent writer can commit the pair between them (byCustomer None, byStripe this pair).
+  if (Option.isSome(byStripe) && byStripe.value.status === "active" && byStripe.value.customerId === customerId)
+    return { _tag: "Answer", outcome: { customerId, customerCreated, mapping: "unchanged", mappingId: byStripe.value.id } }
 
   const conflictWith = conflictOf(byCustomer, byStripe, customerId, input.stripeCustomerId)
   if (conflictWith !== undefined && input.onConflict !== "overwrite")
