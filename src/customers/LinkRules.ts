@@ -97,7 +97,9 @@ export const decideMapping = (
     return { _tag: "Answer", outcome: { customerId, customerCreated, mapping: "conflict", conflictWith } }
 
   const mapping = Option.isSome(byCustomer) || Option.isSome(byStripe) ? "updated" : "created"
-  if (input.dryRun === true) return { _tag: "Answer", outcome: { customerId, customerCreated, mapping } }
+  // A dry run reports the conflict an `overwrite` would replace, as the real run does.
+  if (input.dryRun === true)
+    return { _tag: "Answer", outcome: { customerId, customerCreated, mapping, ...(conflictWith !== undefined ? { conflictWith } : {}) } }
 
   const write: MappingWrite = Option.isSome(byCustomer)
     ? {

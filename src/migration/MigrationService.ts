@@ -1,8 +1,8 @@
 /**
  * Migration of existing Stripe customers, bulk CSV mapping, rollback and verification
- * (SPEC §9). Every customer and mapping is made by CustomerLinker — a Stripe page at once with
- * `linkMany`, CSV rows with `link`, the call webhooks use; both decide through the same rules
- * (LinkRules), so conflict rules and pending-event processing are the same everywhere.
+ * (SPEC §9). Every customer and mapping is made by CustomerLinker — a Stripe page, or a CSV
+ * file's rows, at once with `linkMany`; webhooks use `link`, one customer; both decide through the
+ * same rules (LinkRules), so conflict rules and pending-event processing are the same everywhere.
  *
  * Resumability: each Stripe page (100 customers) is applied in ONE database transaction that
  * also saves the cursor, the counts and the entities created. A crash or interruption at any
@@ -594,9 +594,13 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
             onConflict: options.conflictStrategy === "overwrite" ? ("overwrite" as const) : ("skip" as const),
             dryRun
           })
+          // One batch decides every row as the apply below would, in file order (a row sees what
+          // the rows before it would write, e.g. a mapping an earlier `overwrite` row frees).
+          const decided = yield* linker.linkMany(candidates.map((r) => linkInput(r, true)))
           const good: Array<CsvMappingRow> = []
-          for (const r of candidates) {
-            const o = yield* linker.link(linkInput(r, true))
+          const wouldBe: Array<LinkOutcome> = []
+          for (const [i, r] of candidates.entries()) {
+            const o = decided[i]!
             const ids = { line: r.line, externalId: r.externalId, stripeCustomerId: r.stripeCustomerId }
             if (o.mapping === "conflict")
               bad.push({
@@ -609,7 +613,10 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
               })
             else if (o.mapping === "customer_missing")
               bad.push({ ...ids, code: "customer_missing", reason: `no customer with external_id ${r.externalId} (create_missing_customers=false)` })
-            else good.push(r)
+            else {
+              good.push(r)
+              wouldBe.push(o)
+            }
           }
           bad.sort((a, b) => a.line - b.line)
 
@@ -631,8 +638,9 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
                     good.map((r) => r.stripeCustomerId),
                     good.map((r) => r.externalId)
                   )
-                  for (const r of good) {
-                    const o = yield* linker.link(linkInput(r, false))
+                  const outcomes = yield* linker.linkMany(good.map((r) => linkInput(r, false)))
+                  for (const [i, r] of good.entries()) {
+                    const o = outcomes[i]!
                     tally(o)
                     if (o.customerCreated && o.customerId !== null) entities.push({ type: "customer", id: o.customerId })
                     if ((o.mapping === "created" || o.mapping === "updated") && o.mappingId !== undefined) entities.push({ type: "mapping", id: o.mappingId })
@@ -649,7 +657,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
             )
           } else {
             // Report what would happen (dry run or all-or-nothing refusal) from the dry-run links.
-            for (const r of good) tally(yield* linker.link(linkInput(r, true)))
+            for (const o of wouldBe) tally(o)
           }
           const problems: Array<MigrationProblem> = bad.slice(0, MAX_PROBLEMS).map((p) => ({
             stripe_customer_id: p.stripeCustomerId ?? "",
