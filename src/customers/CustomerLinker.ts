@@ -1,7 +1,7 @@
 /**
- * THE one place that finds-or-creates customers and their Stripe mappings. Webhooks and the CSV
- * import link one customer at a time (`link`); the Stripe customer migration links a page at a
- * time (`linkMany`). Both decide through LinkRules (conflict rules in its header), so the outcome
+ * THE one place that finds-or-creates customers and their Stripe mappings. Webhooks link one
+ * customer at a time (`link`); the Stripe customer migration (a page at a time) and the CSV
+ * import (a file at a time) use `linkMany`. Both decide through LinkRules (conflict rules in its header), so the outcome
  * for a customer is the same whichever path links it; `fail` fails `link` with Conflict
  * `mapping_conflict`.
  *

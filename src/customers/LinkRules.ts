@@ -65,7 +65,18 @@ export const decideWithoutCustomer = (input: LinkInput, byStripe: Option.Option<
   // Without `overwrite`, a Stripe customer mapped elsewhere must not even create the customer.
   if (conflictWith !== undefined && input.onConflict !== "overwrite")
     return { _tag: "Answer", outcome: { customerId: null, customerCreated: dryRun, mapping: "conflict", conflictWith } }
-  if (dryRun) return { _tag: "Answer", outcome: { customerId: null, customerCreated: true, mapping: "created" } }
+  // What `decideMapping` answers for the new customer (no mapping of its own, `byStripe` as read),
+  // written nowhere: an `overwrite` of a Stripe customer mapped elsewhere is an update with its conflict.
+  if (dryRun)
+    return {
+      _tag: "Answer",
+      outcome: {
+        customerId: null,
+        customerCreated: true,
+        mapping: Option.isSome(byStripe) ? "updated" : "created",
+        ...(conflictWith !== undefined ? { conflictWith } : {})
+      }
+    }
   return { _tag: "CreateCustomer" }
 }
 

@@ -594,8 +594,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
             onConflict: options.conflictStrategy === "overwrite" ? ("overwrite" as const) : ("skip" as const),
             dryRun
           })
-          // One batch decides every row as the apply below would, in file order (a row sees what
-          // the rows before it would write, e.g. a mapping an earlier `overwrite` row frees).
+          // One batch (a dry run: each row decided against what is stored, as `link` would).
           const decided = yield* linker.linkMany(candidates.map((r) => linkInput(r, true)))
           const good: Array<CsvMappingRow> = []
           const wouldBe: Array<LinkOutcome> = []
