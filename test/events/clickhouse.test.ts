@@ -1,16 +1,19 @@
 /**
  * The EventStore contract against a real ClickHouse server (FLEXPRICE_TEST_CLICKHOUSE_URL; see
- * test/support/clickhouse.ts), plus ClickHouse-only checks: migrations, configuration, errors.
+ * test/support/clickhouse.ts) and against chdb's in-process engine, a current release
+ * (FLEXPRICE_TEST_CHDB_PATH; see test/support/chdb.ts), plus ClickHouse-only checks on both:
+ * migrations, racing copies, exactness; and server-only ones: configuration, errors.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, ConfigProvider, Effect, Exit, Layer, Redacted, Stream } from "effect"
+import { Chunk, ConfigProvider, Effect, Exit, Layer, Redacted, type Scope, Stream } from "effect"
 import { ClickHouseEventStore, fromClient } from "../../src/events/ClickHouseEventStore.js"
 import { normalize } from "../../src/domain/Decimal.js"
-import { makeClient, resolveConnection } from "../../src/events/clickhouse/Client.js"
+import { type ChClient, makeClient, resolveConnection } from "../../src/events/clickhouse/Client.js"
 import { ClickHouseMigrator, loadMigrations, defaultMigrationsDir, splitStatements } from "../../src/events/clickhouse/Migrator.js"
 import { Sql, sql, tsvDateTime, tsvLine, tsvString } from "../../src/events/clickhouse/escape.js"
 import { EventStore, EventStoreError } from "../../src/events/EventStore.js"
-import { clickHouseTestDatabase, withClickHouse } from "../support/clickhouse.js"
+import { chdbClient, chdbEventStoreLayer, withChdb } from "../support/chdb.js"
+import { CLICKHOUSE_TEST_DATABASE, clickHouseTestDatabase, withClickHouse } from "../support/clickhouse.js"
 import { eventStoreContract, freshScope, processedRow, storedEvent } from "./EventStoreContract.js"
 
 describe("ClickHouse connection settings", () => {
@@ -47,94 +50,65 @@ describe("ClickHouse connection settings", () => {
   })
 })
 
-withClickHouse((url) => {
-  const database = clickHouseTestDatabase(url)
-  eventStoreContract("EventStore contract: ClickHouse", ClickHouseEventStore.layerWith({ url, database }))
+/**
+ * A ClickHouse the store runs on: the server (18.16 here) or chdb's in-process engine (a current
+ * release). Both get the same contract and the same ClickHouse checks, through the same `ChClient`.
+ */
+interface Backend {
+  readonly label: string
+  /** the database the shared suites use */
+  readonly database: string
+  /** a client bound to `database` ("default": the engine's default database), closed with the scope */
+  readonly client: (database: string) => Effect.Effect<ChClient, EventStoreError, Scope.Scope>
+  readonly store: (database: string) => Layer.Layer<EventStore, EventStoreError>
+}
 
-  describe("ClickHouse specifics", () => {
+const clickHouseChecks = (backend: Backend): void => {
+  describe(`ClickHouse specifics (${backend.label})`, () => {
     it.live("migrations are recorded and re-running them applies nothing", () =>
       Effect.gen(function* () {
-        const connection = resolveConnection({ url, database: `flexprice_mig_${Date.now()}_${process.pid}` })
-        const bootstrap = yield* makeClient(connection, "default")
-        const client = yield* makeClient(connection)
+        const database = `flexprice_mig_${Date.now()}_${process.pid}`
+        const bootstrap = yield* backend.client("default")
+        const client = yield* backend.client(database)
         try {
           expect(yield* ClickHouseMigrator({ bootstrap, client })).toEqual([1, 2, 3])
           expect(yield* ClickHouseMigrator({ bootstrap, client })).toEqual([])
-          const tables = yield* client.query("t", new Sql(`SELECT name FROM system.tables WHERE database = '${connection.database}' ORDER BY name`))
+          const tables = yield* client.query("t", new Sql(`SELECT name FROM system.tables WHERE database = '${database}' ORDER BY name`))
           expect(tables.map((t) => t["name"])).toEqual(["event_keys", "events", "events_processed", "schema_migrations"])
           const engines = yield* client.query(
             "t",
-            new Sql(`SELECT engine FROM system.tables WHERE database = '${connection.database}' AND name LIKE 'event%'`)
+            new Sql(`SELECT engine FROM system.tables WHERE database = '${database}' AND name LIKE 'event%'`)
           )
           expect(engines.map((t) => t["engine"])).toEqual(["ReplacingMergeTree", "ReplacingMergeTree", "ReplacingMergeTree"])
         } finally {
-          yield* bootstrap.command("t", new Sql(`DROP DATABASE IF EXISTS ${connection.database}`))
+          yield* bootstrap.command("t", new Sql(`DROP DATABASE IF EXISTS ${database}`))
         }
       }).pipe(Effect.scoped)
     )
 
     it.live("concurrent migrators on a fresh database all succeed", () =>
       Effect.gen(function* () {
-        const connection = resolveConnection({ url, database: `flexprice_migc_${Date.now()}_${process.pid}` })
-        const bootstrap = yield* makeClient(connection, "default")
-        const clients = yield* Effect.all(Array.from({ length: 4 }, () => makeClient(connection)))
+        const database = `flexprice_migc_${Date.now()}_${process.pid}`
+        const bootstrap = yield* backend.client("default")
+        const clients = yield* Effect.all(Array.from({ length: 4 }, () => backend.client(database)))
         try {
           const applied = yield* Effect.all(
             clients.map((client) => ClickHouseMigrator({ bootstrap, client })),
             { concurrency: "unbounded" }
           )
           expect(applied.flat().length).toBeGreaterThanOrEqual(3)
-          const tables = yield* clients[0]!.query("t", new Sql(`SELECT count() AS n FROM system.tables WHERE database = '${connection.database}'`))
+          const tables = yield* clients[0]!.query("t", new Sql(`SELECT count() AS n FROM system.tables WHERE database = '${database}'`))
           expect(Number(tables[0]!["n"])).toBe(4)
         } finally {
-          yield* bootstrap.command("t", new Sql(`DROP DATABASE IF EXISTS ${connection.database}`))
+          yield* bootstrap.command("t", new Sql(`DROP DATABASE IF EXISTS ${database}`))
         }
       }).pipe(Effect.scoped)
     )
 
-    it.live("the layer reads FLEXPRICE_CLICKHOUSE_URL and FLEXPRICE_CLICKHOUSE_DATABASE", () =>
-      Effect.gen(function* () {
-        const store = yield* EventStore
-        expect(store.backend).toBe("clickhouse")
-        yield* store.ping
-      }).pipe(
-        Effect.provide(
-          ClickHouseEventStore.layer.pipe(
-            Layer.provide(
-              Layer.setConfigProvider(
-                ConfigProvider.fromMap(
-                  new Map([
-                    ["FLEXPRICE_CLICKHOUSE_URL", url],
-                    ["FLEXPRICE_CLICKHOUSE_DATABASE", database ?? ""]
-                  ])
-                )
-              )
-            )
-          )
-        )
-      )
-    )
-
-    it.live("an unreachable server fails with EventStoreError and no credentials in it", () =>
-      Effect.gen(function* () {
-        const exit = yield* Effect.exit(
-          Effect.scoped(ClickHouseEventStore.make({ url: "http://admin:topsecret@127.0.0.1:1/db", requestTimeoutMs: 2_000 }))
-        )
-        expect(Exit.isFailure(exit)).toBe(true)
-        if (Exit.isFailure(exit)) {
-          const rendered = JSON.stringify(exit.cause) + String(exit.cause)
-          expect(rendered).not.toContain("topsecret")
-          const error = exit.cause._tag === "Fail" ? exit.cause.error : undefined
-          expect(error).toBeInstanceOf(EventStoreError)
-          expect((error as EventStoreError).backend).toBe("clickhouse")
-        }
-      })
-    )
-
     it.live("racing copies (inserted past the pre-check) are deduplicated by reads and by merges: the first copy wins", () =>
       Effect.gen(function* () {
-        const connection = resolveConnection({ url, database })
-        const raw = yield* makeClient(connection)
+        yield* Layer.build(backend.store(backend.database)) // migrated
+        const raw = yield* backend.client(backend.database)
         const store = fromClient(raw)
         const scope = freshScope()
         const T = new Date("2025-04-01T10:00:00.000Z")
@@ -224,7 +198,69 @@ withClickHouse((url) => {
           ])
         )
         expect(Exit.isFailure(exit)).toBe(true)
-      }).pipe(Effect.provide(ClickHouseEventStore.layerWith({ url, database })))
+      }).pipe(Effect.provide(backend.store(backend.database)))
     )
+  })
+}
+
+withClickHouse((url) => {
+  const database = resolveConnection({ url, database: clickHouseTestDatabase(url) }).database
+  eventStoreContract("EventStore contract: ClickHouse", ClickHouseEventStore.layerWith({ url, database }))
+  clickHouseChecks({
+    label: "server",
+    database,
+    client: (db) => makeClient(resolveConnection({ url, database: db }), db),
+    store: (db) => ClickHouseEventStore.layerWith({ url, database: db })
+  })
+
+  describe("ClickHouse server specifics", () => {
+    it.live("the layer reads FLEXPRICE_CLICKHOUSE_URL and FLEXPRICE_CLICKHOUSE_DATABASE", () =>
+      Effect.gen(function* () {
+        const store = yield* EventStore
+        expect(store.backend).toBe("clickhouse")
+        yield* store.ping
+      }).pipe(
+        Effect.provide(
+          ClickHouseEventStore.layer.pipe(
+            Layer.provide(
+              Layer.setConfigProvider(
+                ConfigProvider.fromMap(
+                  new Map([
+                    ["FLEXPRICE_CLICKHOUSE_URL", url],
+                    ["FLEXPRICE_CLICKHOUSE_DATABASE", database]
+                  ])
+                )
+              )
+            )
+          )
+        )
+      )
+    )
+
+    it.live("an unreachable server fails with EventStoreError and no credentials in it", () =>
+      Effect.gen(function* () {
+        const exit = yield* Effect.exit(
+          Effect.scoped(ClickHouseEventStore.make({ url: "http://admin:topsecret@127.0.0.1:1/db", requestTimeoutMs: 2_000 }))
+        )
+        expect(Exit.isFailure(exit)).toBe(true)
+        if (Exit.isFailure(exit)) {
+          const rendered = JSON.stringify(exit.cause) + String(exit.cause)
+          expect(rendered).not.toContain("topsecret")
+          const error = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+          expect(error).toBeInstanceOf(EventStoreError)
+          expect((error as EventStoreError).backend).toBe("clickhouse")
+        }
+      })
+    )
+  })
+})
+
+withChdb((path) => {
+  eventStoreContract("EventStore contract: ClickHouse on chdb", chdbEventStoreLayer(path, CLICKHOUSE_TEST_DATABASE))
+  clickHouseChecks({
+    label: "chdb",
+    database: CLICKHOUSE_TEST_DATABASE,
+    client: (db) => Effect.try({ try: () => chdbClient(path, db), catch: (cause) => new EventStoreError({ backend: "clickhouse", operation: "connect", cause }) }),
+    store: (db) => chdbEventStoreLayer(path, db)
   })
 })
