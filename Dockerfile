@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# Node >= 20.19.0 is required (undici 7; @sentry/core 11). Pin a digest here for reproducible production builds.
-ARG NODE_IMAGE=node:20.19.5-slim
+# Node 24 LTS, the version .ci/run tests besides 20 (supported: >= 20.19.0, for undici 7 and
+# @sentry/core 11; `--build-arg NODE_IMAGE=node:20.19.5-slim` still builds). Pin a digest here
+# (node:24.22.3-slim@sha256:…) for reproducible production builds.
+ARG NODE_IMAGE=node:24.22.3-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
