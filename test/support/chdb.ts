@@ -23,7 +23,8 @@ import { EventStore, EventStoreError } from "../../src/events/EventStore.js"
 import { withServiceUrl } from "./clickhouse.js"
 
 export const CHDB_PATH_VAR = "FLEXPRICE_TEST_CHDB_PATH"
-export const CHDB_EXAMPLE_PATH = "$HOME/.cache/flexprice-chdb/node_modules/chdb"
+/** where .ci/run installs it */
+export const CHDB_EXAMPLE_PATH = "$HOME/.cache/flexprice-chdb-3.4.0/node_modules/chdb"
 
 /** The part of chdb's API the adapter uses (its index.d.ts; typed here since chdb is not installed with the project). */
 interface ChdbSession {
