@@ -1,0 +1,140 @@
+/**
+ * Which windows a run visits, per meter, and from which ingest bound each is aggregated.
+ *
+ * A scheduled run follows each meter's mark (migrations/0004): windows newly due since the mark,
+ * plus older windows that received late rows since the mark's watermark; a meter without a mark
+ * starts from every window holding rows. A manual run visits every window of its range, each
+ * from the ledger's recorded progress, after checking all of them are due.
+ */
+import { Data, Effect, Option } from "effect"
+import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
+import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
+import { progressKey } from "../repositories/SyncBatchRepo.js"
+import type { RunContext, SyncDeps, WindowRange, WindowWork } from "./RunContext.js"
+import * as W from "./Windows.js"
+
+/** The manual range holds a window that is not due yet. */
+export class WindowNotClosed extends Data.TaggedError("WindowNotClosed")<{
+  readonly windowStart: Date
+  readonly windowEnd: Date
+  readonly dueAt: Date
+}> {}
+
+/** Meters Stripe can receive as window sums. */
+export const supportedMeters = (deps: SyncDeps, mappings: ReadonlyArray<MeterMapping>) =>
+  Effect.map(deps.repo.meterAggregations(mappings.map((m) => m.meterId)), (types) => {
+    const ok = new Set<string>()
+    for (const m of mappings) {
+      const t = types.get(m.meterId)
+      // Stripe `sum` meters receive our window sums; `count` would count one event per
+      // window and `last` needs MAX/LATEST values the event store does not aggregate.
+      if (m.formula === "sum" && (t === "SUM" || t === "COUNT")) ok.add(m.meterId)
+    }
+    return ok
+  })
+
+/**
+ * A manual range as aligned window bounds; fails with WindowNotClosed when any window it
+ * overlaps is not due at `now`.
+ */
+export const manualRange = (
+  config: TenantStripeConfig,
+  windows: { readonly from: Date; readonly to: Date },
+  now: number
+): Effect.Effect<WindowRange, WindowNotClosed> =>
+  Effect.suspend(() => {
+    const minutes = config.aggregationWindowMinutes
+    for (const w of W.windowsOverlapping(windows.from, windows.to, minutes)) {
+      if (!W.isDue(w, config.gracePeriodMinutes, now))
+        return Effect.fail(
+          new WindowNotClosed({
+            windowStart: w.start,
+            windowEnd: w.end,
+            dueAt: new Date(w.end.getTime() + config.gracePeriodMinutes * W.MINUTE_MS)
+          })
+        )
+    }
+    return Effect.succeed({
+      from: W.alignDown(windows.from, minutes),
+      to: new Date(W.alignDown(new Date(windows.to.getTime() - 1), minutes).getTime() + minutes * W.MINUTE_MS)
+    })
+  })
+
+/** Scheduled runs: every due window with rows not yet in the ledger, per meter. */
+const planScheduled = (ctx: RunContext) =>
+  Effect.gen(function* () {
+    const { config, meterIds, now, scope, watermark: wm } = ctx
+    const { repo, store } = ctx.deps
+    const minutes = config.aggregationWindowMinutes
+    const newDueThrough = W.dueThrough(now, minutes, config.gracePeriodMinutes)
+    const marks = yield* repo.meterMarks(meterIds)
+    const byWindow = new Map<number, Set<string>>()
+    const add = (start: Date, meterId: string) => {
+      if (start.getTime() >= newDueThrough.getTime()) return
+      const set = byWindow.get(start.getTime()) ?? new Set<string>()
+      set.add(meterId)
+      byWindow.set(start.getTime(), set)
+    }
+    const allWindowsWithRows = (meterId: string) =>
+      store.windowsWithLateRows({ scope, ingestedAfter: new Date(0), ingestedBefore: wm, windowMinutes: minutes, meterIds: [meterId] })
+    for (const meterId of meterIds) {
+      const mark = marks.get(meterId)
+      if (mark === undefined) {
+        // First run for this meter: every window that holds rows (older ones become too_late).
+        for (const s of yield* allWindowsWithRows(meterId)) add(s, meterId)
+        continue
+      }
+      const markDue = new Date(mark.dueThrough)
+      if (wm.getTime() > new Date(mark.watermark).getTime()) {
+        const late = yield* store.windowsWithLateRows({
+          scope,
+          ingestedAfter: new Date(mark.watermark),
+          ingestedBefore: wm,
+          windowMinutes: minutes,
+          meterIds: [meterId]
+        })
+        for (const s of late) if (s.getTime() < markDue.getTime()) add(s, meterId)
+      }
+      const fresh = W.windowStarts(markDue, newDueThrough, minutes)
+      if (fresh.length > 8) {
+        // After a long pause: only the newly due windows that hold rows at all.
+        const freshSet = new Set(fresh.map((d) => d.getTime()))
+        for (const s of yield* allWindowsWithRows(meterId)) if (freshSet.has(s.getTime())) add(s, meterId)
+      } else {
+        for (const s of fresh) add(s, meterId)
+      }
+    }
+    return { byWindow, newDueThrough }
+  })
+
+/** Each planned window with its meters' lower bounds from the ledger's progress. */
+const withBounds = (deps: SyncDeps, byWindow: Map<number, Set<string>>) =>
+  Effect.gen(function* () {
+    const starts = [...byWindow.keys()].sort((a, b) => a - b).map((t) => new Date(t))
+    const meterIds = [...new Set([...byWindow.values()].flatMap((s) => [...s]))]
+    const progress = yield* deps.repo.windowProgress(starts, meterIds)
+    return starts.map((start): WindowWork => {
+      const meters = new Map<string, Option.Option<Date>>()
+      for (const m of byWindow.get(start.getTime())!) meters.set(m, Option.fromNullable(progress.get(progressKey(start, m))))
+      return { start, meters }
+    })
+  })
+
+export interface Plan {
+  readonly windows: ReadonlyArray<WindowWork>
+  /** scheduled runs: where each meter's mark moves once the windows are ledgered */
+  readonly newDueThrough: Date | undefined
+}
+
+/** The windows of this run, oldest first. */
+export const plan = (ctx: RunContext) =>
+  Effect.gen(function* () {
+    const minutes = ctx.config.aggregationWindowMinutes
+    if (ctx.range) {
+      const byWindow = new Map<number, Set<string>>()
+      for (const s of W.windowStarts(ctx.range.from, ctx.range.to, minutes)) byWindow.set(s.getTime(), new Set(ctx.meterIds))
+      return { windows: yield* withBounds(ctx.deps, byWindow), newDueThrough: undefined } satisfies Plan
+    }
+    const planned = yield* planScheduled(ctx)
+    return { windows: yield* withBounds(ctx.deps, planned.byWindow), newDueThrough: planned.newDueThrough } satisfies Plan
+  })

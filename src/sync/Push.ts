@@ -1,0 +1,307 @@
+/**
+ * The push (exactly-once rule 2 in SyncPipeline.ts): pending batches leave the ledger in keyset
+ * pages; a page is marked `sending` (first_sent_at starts Stripe's 24 h dedup clock) before any
+ * of it is sent, then sent in chunks of 100 (one stream request, or one v1 call per batch), and
+ * each outcome is recorded: accepted → `synced` (written in groups), transient failure → back to
+ * `pending` and the run stops pushing, too late → `skipped`, anything else → `failed`.
+ *
+ * Pages are read one ahead: while one page is on the wire the next is read and marked `sending`.
+ */
+import { Array as Arr, Chunk, Clock, Effect, Option, Ref, Stream } from "effect"
+import { CurrentTenant } from "../domain/Tenant.js"
+import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
+import type { BatchRow } from "../repositories/SyncBatchRepo.js"
+import type { MeterEvent } from "../stripe/StripeClient.js"
+import type { StripeError } from "../stripe/StripeErrors.js"
+import type { PushContext, PushCounters, RunContext } from "./RunContext.js"
+import { needsVerification, verifyOld } from "./ResendGuard.js"
+import { chunkDuration, countBatches, syncErrors, syncLag } from "./SyncMetrics.js"
+import * as W from "./Windows.js"
+
+/** Push queue page: rows read, marked `sending` and sent per step of the push pipeline. */
+const PUSH_PAGE = 2000
+/** Batches per Stripe stream request (and per chunk of v1 calls). */
+const CHUNK = 100
+/** Accepted batches are written `synced` once this many are waiting. */
+const SYNCED_FLUSH = 1000
+
+const errorInfo = (e: StripeError): { code: string; message: string } => {
+  switch (e._tag) {
+    case "StripeInvalidRequest":
+      return { code: e.stripeCode ?? e.code, message: e.message }
+    default:
+      return { code: e.code, message: e.message }
+  }
+}
+
+const isTransient = (e: StripeError) =>
+  e._tag === "StripeRateLimited" || e._tag === "StripeUnavailable" || e._tag === "StripeCircuitOpen"
+
+const isTooLateError = (e: StripeError) => e._tag === "StripeInvalidRequest" && e.stripeCode === "timestamp_too_far_in_past"
+
+interface Sendable {
+  readonly batch: BatchRow
+  readonly event: MeterEvent
+  readonly customerKey: string
+}
+
+type Cursor = { readonly windowStart: Date; readonly id: string }
+
+interface PreparedPage {
+  /** keyset position after this page */
+  readonly cursor: Cursor
+  /** already `sending` in the ledger */
+  readonly sendable: ReadonlyArray<Sendable>
+}
+
+const eventOf = (b: BatchRow, mapping: MeterMapping, stripeCustomer: string): MeterEvent => ({
+  eventName: mapping.stripeEventName,
+  identifier: b.identifier,
+  timestamp: b.windowStart,
+  payload: { [mapping.customerPayloadKey]: stripeCustomer, [mapping.valuePayloadKey]: b.sentQuantity ?? "0" }
+})
+
+const onFailure = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: StripeError) =>
+  Effect.gen(function* () {
+    const { repo, reporter } = push.run.deps
+    const { counters } = push
+    const now = new Date(yield* Clock.currentTimeMillis)
+    const ids = batches.map((b) => b.id)
+    const info = errorInfo(e)
+    yield* syncErrors(info.code)
+    if (isTransient(e)) {
+      // An outage, a rate-limit storm or an open breaker never fails a batch: it stays
+      // pending (the identifier makes the resend safe) and this run stops pushing.
+      yield* repo.markPending(ids, now, info)
+      yield* countBatches("retrying", ids.length)
+      yield* Ref.update(counters, (c) => ({ ...c, stop: c.stop ?? info.code }))
+    } else if (isTooLateError(e)) {
+      yield* repo.markSkipped(ids, now, "too_late")
+      yield* countBatches("skipped", ids.length)
+      yield* Ref.update(counters, (c) => ({ ...c, skipped: c.skipped + ids.length }))
+    } else {
+      yield* repo.markFailed(ids, now, info)
+      yield* countBatches("failed", ids.length)
+      const first = batches[0]
+      const scope = Option.getOrUndefined(yield* Effect.serviceOption(CurrentTenant))
+      yield* reporter.report(e, {
+        area: "sync",
+        code: info.code,
+        tenantId: scope?.tenantId,
+        environmentId: scope?.environmentId,
+        window: first ? `${first.windowStart.toISOString()}/${first.windowEnd.toISOString()}` : undefined,
+        batchId: first?.id,
+        stripeRequestId: "requestId" in e ? e.requestId : undefined,
+        extra: { batches: ids.length }
+      })
+      yield* Ref.update(counters, (c) => ({
+        ...c,
+        failed: c.failed + ids.length,
+        stop: e._tag === "StripeAuthenticationFailed" ? (c.stop ?? info.code) : c.stop
+      }))
+    }
+  })
+
+/**
+ * Batches Stripe accepted, written `synced` in groups (one UPDATE per ~1,000 rather than per
+ * chunk). A crash before a flush leaves them `sending`: the next run resends them with the
+ * same identifiers and Stripe deduplicates.
+ */
+interface SyncedBuffer {
+  readonly items: Array<BatchRow>
+}
+
+const flushSynced = (push: PushContext, buffer: SyncedBuffer) =>
+  Effect.suspend(() => {
+    const items = buffer.items.splice(0, buffer.items.length)
+    if (items.length === 0) return Effect.void
+    return Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      yield* push.run.deps.repo.markSynced(
+        items.map((b) => b.id),
+        new Date(now)
+      )
+      yield* countBatches("synced", items.length)
+      yield* syncLag(items, now)
+      yield* Ref.update(push.counters, (c) => ({ ...c, synced: c.synced + items.length }))
+    })
+  })
+
+/** What one page's chunks share while they are sent. */
+interface PageSend {
+  /** batches handed to Stripe (the rest of a stopped page goes back to `pending`) */
+  readonly attempted: Set<string>
+  readonly buffer: SyncedBuffer
+}
+
+/** One chunk to Stripe (the page is already `sending`); failures are recorded at once. */
+const pushChunk = (push: PushContext, chunk: ReadonlyArray<Sendable>, page: PageSend) =>
+  Effect.gen(function* () {
+    const { config, deps } = push.run
+    const { counters, ref } = push
+    const { attempted, buffer } = page
+    if ((yield* Ref.get(counters)).stop !== null) return
+    const started = yield* Clock.currentTimeMillis
+    if (config.transport === "stream") {
+      for (const c of chunk) attempted.add(c.batch.id)
+      const result = yield* Effect.either(
+        deps.stripe.sendMeterEventsStream(
+          ref,
+          chunk.map((c) => c.event)
+        )
+      )
+      yield* Ref.update(counters, (c) => ({ ...c, requests: c.requests + 1 }))
+      if (result._tag === "Right") buffer.items.push(...chunk.map((c) => c.batch))
+      else
+        yield* onFailure(
+          push,
+          chunk.map((c) => c.batch),
+          result.left
+        )
+    } else {
+      yield* Effect.forEach(
+        chunk,
+        (c) =>
+          Effect.flatMap(Ref.get(counters), (state) =>
+            state.stop !== null
+              ? Effect.void
+              : Effect.suspend(() => {
+                  attempted.add(c.batch.id)
+                  return deps.stripe.sendMeterEventV1(ref, c.event, { customerPayloadKey: c.customerKey }).pipe(
+                    Effect.either,
+                    Effect.tap(() => Ref.update(counters, (s) => ({ ...s, requests: s.requests + 1 }))),
+                    Effect.flatMap((r) =>
+                      r._tag === "Right" ? Effect.sync(() => void buffer.items.push(c.batch)) : onFailure(push, [c.batch], r.left)
+                    )
+                  )
+                })
+          ),
+        { concurrency: deps.settings.pushConcurrency, discard: true }
+      )
+    }
+    if (buffer.items.length >= SYNCED_FLUSH) yield* flushSynced(push, buffer)
+    yield* chunkDuration((yield* Clock.currentTimeMillis) - started)
+  }).pipe(
+    Effect.withSpan("sync.chunk", {
+      attributes: { "sync.batches": chunk.length, "sync.transport": push.run.config.transport }
+    })
+  )
+
+/**
+ * Reads the next page of the queue, skips what cannot be sent and marks the rest `sending`
+ * (first_sent_at starts the 24 h clock) — all before any of it goes to Stripe. None: the
+ * queue is exhausted.
+ */
+const preparePage = (push: PushContext, after: Option.Option<Cursor>) =>
+  Effect.gen(function* () {
+    const { mappingByMeter, range } = push.run
+    const { customerMappings, repo, settings } = push.run.deps
+    const page = yield* repo.pushQueue({
+      after,
+      limit: PUSH_PAGE,
+      retryCap: settings.maxRetries,
+      windowFrom: range?.from,
+      windowTo: range?.to
+    })
+    if (page.length === 0) return Option.none<PreparedPage>()
+    const last = page[page.length - 1]!
+    const now = yield* Clock.currentTimeMillis
+    const stripeCustomers = yield* customerMappings.activeByCustomerIds([...new Set(page.map((b) => b.customerId))])
+    const noMeter: Array<string> = []
+    const noCustomer: Array<string> = []
+    const tooLate: Array<string> = []
+    const sendable: Array<Sendable> = []
+    for (const b of page) {
+      const mapping = mappingByMeter.get(b.meterId)
+      const customer = stripeCustomers.get(b.customerId)
+      if (mapping === undefined) {
+        noMeter.push(b.id)
+        continue
+      }
+      if (customer === undefined) {
+        noCustomer.push(b.id)
+        continue
+      }
+      if (needsVerification(push, b, now)) {
+        const resend = yield* verifyOld(push, { batch: b, mapping, stripeCustomer: customer })
+        if (!resend) continue
+      } else if (!W.withinSendHorizon(b.windowStart, now)) {
+        tooLate.push(b.id)
+        continue
+      }
+      sendable.push({ batch: b, event: eventOf(b, mapping, customer), customerKey: mapping.customerPayloadKey })
+    }
+    const at = new Date(now)
+    yield* repo.markSkipped(noMeter, at, "mapping_deleted")
+    yield* repo.markSkipped(noCustomer, at, "no_mapping")
+    yield* repo.markSkipped(tooLate, at, "too_late")
+    const skippedNow = noMeter.length + noCustomer.length + tooLate.length
+    yield* countBatches("skipped", skippedNow)
+    yield* Ref.update(push.counters, (c) => ({ ...c, skipped: c.skipped + skippedNow }))
+    yield* repo.markSending(
+      sendable.map((x) => x.batch.id),
+      at
+    )
+    return Option.some<PreparedPage>({ cursor: { windowStart: last.windowStart, id: last.id }, sendable })
+  })
+
+/** Batches marked `sending` but never attempted (a stop) go back to `pending`. */
+const restoreUnattempted = (push: PushContext, sendable: ReadonlyArray<Sendable>, attempted: ReadonlySet<string>) =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    push.run.deps.repo.restorePending(
+      sendable.filter((x) => !attempted.has(x.batch.id)).map((x) => x.batch),
+      new Date(now),
+      { code: "sync_stopped", message: "not attempted in this run after a transient Stripe failure" }
+    )
+  )
+
+const isStopped = (push: PushContext) => Effect.map(Ref.get(push.counters), (c) => c.stop !== null)
+
+/**
+ * The prepared pages of the queue, in keyset order. A page is read only while the run has not
+ * stopped pushing (checked when the previous page is handed on, i.e. after the page before it
+ * was sent, as the read-ahead below starts it).
+ */
+const preparedPages = (push: PushContext) =>
+  Stream.paginateChunkEffect(Option.none<Cursor>(), (after) =>
+    Effect.flatMap(isStopped(push), (stopped) =>
+      Option.isSome(after) && stopped
+        ? Effect.succeed([Chunk.empty<PreparedPage>(), Option.none<Option.Option<Cursor>>()] as const)
+        : Effect.map(preparePage(push, after), (page) =>
+            Option.match(page, {
+              onNone: () => [Chunk.empty<PreparedPage>(), Option.none<Option.Option<Cursor>>()] as const,
+              onSome: (p) => [Chunk.of(p), Option.some(Option.some(p.cursor))] as const
+            })
+          )
+    )
+  )
+
+/** Sends one prepared page; a stopped run hands the page back to `pending` unattempted. */
+const sendPage = (push: PushContext, { sendable }: PreparedPage) =>
+  Effect.gen(function* () {
+    if (yield* isStopped(push)) return yield* restoreUnattempted(push, sendable, new Set())
+    const page: PageSend = { attempted: new Set<string>(), buffer: { items: [] } }
+    yield* Effect.forEach(Arr.chunksOf(sendable, CHUNK), (chunk) => pushChunk(push, chunk, page), {
+      concurrency: push.run.config.transport === "stream" ? push.run.deps.settings.pushConcurrency : 1,
+      discard: true
+    }).pipe(Effect.ensuring(Effect.ignore(flushSynced(push, page.buffer))))
+    yield* restoreUnattempted(push, sendable, page.attempted)
+  })
+
+export const push = (run: RunContext, counters: Ref.Ref<PushCounters>) =>
+  Effect.gen(function* () {
+    const ref = yield* run.deps.accounts.refFor
+    const ctx: PushContext = { run, ref, counters }
+    // Pipelined: while one page is on the wire, the next one is read and marked `sending`
+    // (its own keyset range, so no row is in two pages). A zero-capacity buffer is a
+    // rendezvous (effect's bounded Queue with BackPressureStrategy hands an offer straight to a
+    // waiting taker, internal/queue.ts `onCompleteTakersWithEmptyQueue`): the reader starts the
+    // next page when the previous one is taken, so exactly one page is read ahead; capacity 1
+    // would hold one page in the queue and prepare a second. If the run stops, the prepared page
+    // goes back to `pending` unattempted; if the run fails or is interrupted, the prepared page
+    // is left `sending`, like after a crash (resent with the same identifiers).
+    yield* preparedPages(ctx).pipe(
+      Stream.buffer({ capacity: 0 }),
+      Stream.runForEach((page) => sendPage(ctx, page))
+    )
+  }).pipe(Effect.withSpan("sync.push", { attributes: { "sync.transport": run.config.transport } }))
