@@ -1,13 +1,22 @@
 /**
  * One runner per tenant environment at a time, across fibers and replicas: a row in
- * `sync_leases` (owner, expires_at) taken with an atomic upsert that only succeeds when the row
- * is free, expired, or already ours. Expiry uses the database clock, so replicas with skewed
+ * `sync_leases` (owner, token, expires_at) taken with an atomic upsert that only succeeds when the
+ * row is free, expired, or already ours. Expiry uses the database clock, so replicas with skewed
  * clocks agree. A holder renews every third of the TTL; a holder that dies simply stops
  * renewing and another replica takes over after the TTL. Manual syncs take the same lease.
+ *
+ * Renewal alone cannot stop a holder that was paused (GC, a stopped VM, a slow disk) past its TTL
+ * from committing once it wakes: its renewal fiber was paused too. So every acquisition by a new
+ * owner increments a fencing token, and the holder's `LeaseFence` is checked inside each ledger
+ * transaction: the lease row is read `FOR UPDATE` with `owner = me AND token = t AND
+ * expires_at > now()`. A takeover must lock the same row to change it, so either the stale
+ * holder's transaction commits before the takeover (and the new holder reads its writes), or the
+ * check finds the row changed and the transaction rolls back with LeaseLost. A released lease
+ * keeps its row, expired, so the token only ever grows.
  */
 import { PgClient } from "@effect/sql-pg"
 import type { SqlError } from "@effect/sql"
-import { Data, Duration, Effect, Schedule } from "effect"
+import { Context, Data, Duration, Effect, Option, Schedule } from "effect"
 import * as os from "node:os"
 import { randomToken, type TenantScope } from "../domain/Ids.js"
 import { SyncSettings } from "./SyncSettings.js"
@@ -19,18 +28,57 @@ export class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly tenantKe
 
 type Scope = Pick<TenantScope, "tenantId" | "environmentId">
 
+/**
+ * The current holder's fence, provided to the effect run under `withLease`. `check` belongs
+ * inside a ledger transaction: it locks the lease row until the transaction ends and fails with
+ * LeaseLost when another owner took the lease over (or it expired).
+ */
+export class LeaseFence extends Context.Tag("flexprice/LeaseFence")<
+  LeaseFence,
+  { readonly token: bigint; readonly check: Effect.Effect<void, LeaseLost | SqlError.SqlError> }
+>() {}
+
+/** Checks the current fence, if any (runs outside a lease — tests, dry runs — check nothing). */
+export const checkFence: Effect.Effect<void, LeaseLost | SqlError.SqlError> = Effect.flatMap(
+  Effect.serviceOption(LeaseFence),
+  Option.match({ onNone: () => Effect.void, onSome: (fence) => fence.check })
+)
+
 export class SyncLease extends Effect.Service<SyncLease>()("flexprice/SyncLease", {
   effect: Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
     const { leaseSeconds } = yield* SyncSettings
     const processId = `${os.hostname()}:${process.pid}:${randomToken(8)}`
 
-    const tryAcquire = (scope: Scope, owner: string) =>
-      sql<{ owner: string }>`INSERT INTO sync_leases (tenant_id, environment_id, owner, expires_at)
-        VALUES (${scope.tenantId}, ${scope.environmentId}, ${owner}, now() + ${leaseSeconds} * interval '1 second')
-        ON CONFLICT (tenant_id, environment_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+    /** The fencing token when acquired (a new owner always gets a larger one), None when busy. */
+    const acquireToken = (scope: Scope, owner: string) =>
+      sql<{ token: string }>`INSERT INTO sync_leases (tenant_id, environment_id, owner, token, expires_at)
+        VALUES (${scope.tenantId}, ${scope.environmentId}, ${owner}, 1, now() + ${leaseSeconds} * interval '1 second')
+        ON CONFLICT (tenant_id, environment_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at,
+          token = CASE WHEN sync_leases.owner = EXCLUDED.owner THEN sync_leases.token ELSE sync_leases.token + 1 END
         WHERE sync_leases.expires_at < now() OR sync_leases.owner = EXCLUDED.owner
-        RETURNING owner`.pipe(Effect.map((rows) => rows.length > 0))
+        RETURNING token::text AS token`.pipe(
+        Effect.map((rows) => (rows.length > 0 ? Option.some(BigInt(rows[0]!.token)) : Option.none<bigint>()))
+      )
+
+    const tryAcquire = (scope: Scope, owner: string) => Effect.map(acquireToken(scope, owner), Option.isSome)
+
+    const fenceOf = (scope: Scope, owner: string, token: bigint): Context.Tag.Service<typeof LeaseFence> => {
+      const tenantKey = `${scope.tenantId}/${scope.environmentId}`
+      return {
+        token,
+        check: sql<{ owner: string }>`SELECT owner FROM sync_leases
+          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
+            AND owner = ${owner} AND token = ${token.toString()}::bigint AND expires_at > now()
+          FOR UPDATE`.pipe(
+          Effect.filterOrFail(
+            (rows) => rows.length > 0,
+            () => new LeaseLost({ tenantKey })
+          ),
+          Effect.asVoid
+        )
+      }
+    }
 
     const renew = (scope: Scope, owner: string) =>
       sql<{ owner: string }>`UPDATE sync_leases SET expires_at = now() + ${leaseSeconds} * interval '1 second'
@@ -38,26 +86,28 @@ export class SyncLease extends Effect.Service<SyncLease>()("flexprice/SyncLease"
         RETURNING owner`.pipe(Effect.map((rows) => rows.length > 0))
 
     const release = (scope: Scope, owner: string) =>
-      sql`DELETE FROM sync_leases
+      sql`UPDATE sync_leases SET expires_at = now() - interval '1 second'
         WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} AND owner = ${owner}`.pipe(Effect.asVoid)
 
     /**
-     * Runs `use` while holding the tenant's lease. Fails with LeaseBusy when another owner holds
-     * it (after waiting up to `wait`), and interrupts `use` with LeaseLost if a renewal finds the
-     * lease gone.
+     * Runs `use` while holding the tenant's lease, with the holder's LeaseFence provided. Fails
+     * with LeaseBusy when another owner holds it (after waiting up to `wait`), and interrupts
+     * `use` with LeaseLost if a renewal finds the lease gone.
      */
     const withLease = <A, E, R>(
       scope: Scope,
       use: Effect.Effect<A, E, R>,
       options: { readonly wait?: Duration.DurationInput } = {}
-    ): Effect.Effect<A, E | LeaseBusy | LeaseLost | SqlError.SqlError, R> => {
+    ): Effect.Effect<A, E | LeaseBusy | LeaseLost | SqlError.SqlError, Exclude<R, LeaseFence>> => {
       const tenantKey = `${scope.tenantId}/${scope.environmentId}`
       const owner = `${processId}:${randomToken(8)}`
       const waitMs = Duration.toMillis(Duration.decode(options.wait ?? 0))
-      const acquire = tryAcquire(scope, owner).pipe(
-        Effect.filterOrFail(
-          (ok) => ok,
-          () => new LeaseBusy({ tenantKey })
+      const acquire = acquireToken(scope, owner).pipe(
+        Effect.flatMap(
+          Option.match({
+            onNone: () => Effect.fail(new LeaseBusy({ tenantKey })),
+            onSome: (token) => Effect.succeed(token)
+          })
         ),
         waitMs > 0
           ? Effect.retry({
@@ -76,11 +126,11 @@ export class SyncLease extends Effect.Service<SyncLease>()("flexprice/SyncLease"
       )
       return Effect.acquireUseRelease(
         acquire,
-        () => Effect.raceFirst(use, renewLoop),
+        (token) => Effect.raceFirst(Effect.provideService(use, LeaseFence, fenceOf(scope, owner, token)), renewLoop),
         () => release(scope, owner).pipe(Effect.ignore)
       ).pipe(Effect.withSpan("sync.lease", { attributes: { tenant: tenantKey } }))
     }
 
-    return { withLease, tryAcquire, renew, release, processId } as const
+    return { withLease, tryAcquire, acquireToken, fenceOf, renew, release, processId } as const
   })
 }) {}

@@ -6,7 +6,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Deferred, Effect, Exit, Fiber } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { SyncLease } from "../../src/sync/SyncLease.js"
+import { checkFence, LeaseFence, SyncLease } from "../../src/sync/SyncLease.js"
 import { hoursAgo, startSyncHarness, type SyncHarness } from "./support.js"
 
 describe("sync lease", () => {
@@ -70,5 +70,78 @@ describe("sync lease", () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(1000)
     expect(res.body.batches_synced).toBe(1)
     expect(h.stripeTotal(c.stripeId!, "stripe_tokens")).toBe("2")
+  })
+})
+
+describe("sync lease fencing", () => {
+  // A long TTL: the renewal fiber (every TTL/3) must not fire while a test holds the lease, so the
+  // takeover below is only seen by the fence, as for a holder whose whole process was paused.
+  let h: SyncHarness
+  beforeAll(async () => {
+    h = await startSyncHarness({ env: { FLEXPRICE_SYNC_LEASE_SECONDS: "60" } })
+    await h.app.run(Effect.flatMap(PgClient.PgClient, (sql) => sql`CREATE TABLE fence_probe (v int NOT NULL)`))
+  })
+  afterAll(async () => {
+    await h?.dispose()
+  })
+
+  const probeWrite = (v: number) =>
+    Effect.flatMap(PgClient.PgClient, (sql) =>
+      sql.withTransaction(Effect.zipRight(checkFence, sql`INSERT INTO fence_probe (v) VALUES (${v})`))
+    )
+  const probeValues = () =>
+    h.app.run(Effect.flatMap(PgClient.PgClient, (sql) => sql<{ v: number }>`SELECT v FROM fence_probe ORDER BY v`)).then((rows) => rows.map((r) => r.v))
+
+  it("a holder paused past its lease cannot commit after another owner took over; the new owner can", async () => {
+    const outcome = await h.app.run(
+      Effect.gen(function* () {
+        const lease = yield* SyncLease
+        const sql = yield* PgClient.PgClient
+        const paused = yield* Deferred.make<void>()
+        const wake = yield* Deferred.make<void>()
+        const stale = yield* Effect.fork(
+          lease.withLease(
+            h.scope,
+            Effect.gen(function* () {
+              yield* probeWrite(1) // before the pause the fence holds
+              const before = yield* LeaseFence
+              yield* Deferred.succeed(paused, undefined)
+              yield* Deferred.await(wake)
+              return { token: before.token, write: yield* Effect.exit(probeWrite(2)) }
+            })
+          )
+        )
+        yield* Deferred.await(paused)
+        // the paused holder's lease runs out; another replica takes it over and writes
+        yield* sql`UPDATE sync_leases SET expires_at = now() - interval '1 second'
+          WHERE tenant_id = ${h.scope.tenantId} AND environment_id = ${h.scope.environmentId}`
+        const takeover = yield* lease.withLease(
+          h.scope,
+          Effect.gen(function* () {
+            yield* probeWrite(3)
+            return (yield* LeaseFence).token
+          })
+        )
+        yield* Deferred.succeed(wake, undefined)
+        const staleResult = yield* Fiber.join(stale)
+        return { staleResult, takeover }
+      })
+    )
+    expect(outcome.takeover > outcome.staleResult.token).toBe(true)
+    const write = outcome.staleResult.write
+    expect(Exit.isFailure(write) && JSON.stringify(write.cause)).toContain("LeaseLost")
+    expect(await probeValues()).toEqual([1, 3])
+  })
+
+  it("tokens only grow across release and re-acquisition", async () => {
+    const tokens = await h.app.run(
+      Effect.gen(function* () {
+        const lease = yield* SyncLease
+        const out: Array<bigint> = []
+        for (let i = 0; i < 3; i++) out.push(yield* lease.withLease(h.scope, Effect.map(LeaseFence, (f) => f.token)))
+        return out
+      })
+    )
+    expect(tokens[1]! > tokens[0]! && tokens[2]! > tokens[1]!).toBe(true)
   })
 })
