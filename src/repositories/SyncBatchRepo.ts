@@ -156,6 +156,21 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
             Effect.map((rows) => new Map(rows.map((r) => [progressKey(new Date(r.windowStart), r.meterId), new Date(r.watermark)])))
           )
 
+    /**
+     * The same progress for one window, locked until the transaction ends: a window pass re-reads
+     * what it planned from, so two passes over one window can never both commit.
+     */
+    const windowProgressForUpdate = (windowStart: Date, meterIds: ReadonlyArray<string>) =>
+      meterIds.length === 0
+        ? Effect.succeed(new Map<string, Date>())
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ meterId: string; watermark: Date }>`SELECT meter_id, watermark
+              FROM stripe_sync_window_meters
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+                AND meter_id IN ${sql.in(meterIds)} AND window_start = ${windowStart}
+              FOR UPDATE`
+          ).pipe(Effect.map((rows) => new Map(rows.map((r) => [r.meterId, new Date(r.watermark)]))))
+
     /** Next sequence of a window pass (one per pass, shared by its meters). */
     const nextSequence = (windowStart: Date) =>
       Effect.flatMap(CurrentTenant, (t) =>
@@ -537,6 +552,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
       meterMarks,
       advanceMark,
       windowProgress,
+      windowProgressForUpdate,
       nextSequence,
       recordWindowPass,
       insertBatches,

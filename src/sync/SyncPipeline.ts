@@ -47,6 +47,7 @@ import type { PushCounters, RunContext, RunOptions, RunReport, SyncDeps, WindowR
 import { countBatches, ledgerGauges, successRatio } from "./SyncMetrics.js"
 import { SyncSettings } from "./SyncSettings.js"
 import { processWindow } from "./WindowPass.js"
+import type { LeaseLost } from "./SyncLease.js"
 
 export type { RunOptions, RunReport, Trigger, WindowReport } from "./RunContext.js"
 export { WindowNotClosed } from "./Planning.js"
@@ -138,7 +139,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
     const run = (
       config: TenantStripeConfig,
       options: RunOptions
-    ): Effect.Effect<RunReport, WindowNotClosed | SqlError.SqlError | EventStoreError, CurrentTenant> =>
+    ): Effect.Effect<RunReport, WindowNotClosed | SqlError.SqlError | EventStoreError | LeaseLost, CurrentTenant> =>
       Effect.gen(function* () {
         const scope = yield* CurrentTenant
         const now = yield* Clock.currentTimeMillis

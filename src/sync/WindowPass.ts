@@ -5,15 +5,25 @@
  * new progress in ONE transaction. A dry run aggregates and reports the same figures and writes
  * nothing.
  */
-import { Chunk, Clock, Effect, Option, Stream } from "effect"
+import { Chunk, Clock, Context, Effect, Option, Stream } from "effect"
 import * as Decimal from "../domain/Decimal.js"
 import type { AggregateGroup } from "../events/EventStore.js"
 import { type NewBatch, pairKey, type SkipReason } from "../repositories/SyncBatchRepo.js"
 import { amountToSend } from "./Carry.js"
 import { batchIdentifier } from "./Identifier.js"
 import type { RunContext, WindowReport, WindowWork } from "./RunContext.js"
+import { checkFence, LeaseLost } from "./SyncLease.js"
 import { aggregationDuration } from "./SyncMetrics.js"
 import * as W from "./Windows.js"
+
+/**
+ * A point where a test or the simulator can stop a run between planning a window and its ledger
+ * transaction — where a replica paused past its lease would be. Absent in production.
+ */
+export class WindowPassHook extends Context.Tag("flexprice/WindowPassHook")<
+  WindowPassHook,
+  { readonly beforePass: (window: W.Window) => Effect.Effect<void> }
+>() {}
 
 /** One aggregated page of a window pass. */
 interface PageInput {
@@ -90,7 +100,26 @@ export const processWindow = (ctx: RunContext, work: WindowWork) => {
   }
   const meterIds = [...groupsByAfter.values()].flatMap((g) => g.meters)
 
+  /**
+   * Inside the pass's transaction, before anything is read for it: our lease must still be ours
+   * (the lease row stays locked until commit, so no takeover can interleave), and the window's
+   * progress must still be what planning read — otherwise another runner already ledgered these
+   * rows, and aggregating from the old bound would bill them twice.
+   */
+  const fenced = Effect.gen(function* () {
+    yield* checkFence
+    const current = yield* repo.windowProgressForUpdate(window.start, meterIds)
+    for (const [meterId, after] of work.meters) {
+      if (!meterIds.includes(meterId)) continue
+      const now = current.get(meterId)
+      const planned = Option.getOrUndefined(after)
+      if (now?.getTime() !== planned?.getTime())
+        return yield* new LeaseLost({ tenantKey: `${scope.tenantId}/${scope.environmentId}` })
+    }
+  })
+
   const body = Effect.gen(function* () {
+    if (!dryRun) yield* fenced
     const sequence = yield* repo.nextSequence(window.start)
     let groups = 0
     let quantity = "0"
@@ -152,7 +181,10 @@ export const processWindow = (ctx: RunContext, work: WindowWork) => {
     } satisfies WindowReport
   })
 
-  return (dryRun || meterIds.length === 0 ? body : sql.withTransaction(body)).pipe(
+  const hook = Effect.flatMap(Effect.serviceOption(WindowPassHook), (h) =>
+    Option.isSome(h) ? h.value.beforePass(window) : Effect.void
+  )
+  return Effect.zipRight(hook, dryRun || meterIds.length === 0 ? body : sql.withTransaction(body)).pipe(
     Effect.withSpan("sync.window", {
       attributes: {
         "sync.window_start": window.start.toISOString(),

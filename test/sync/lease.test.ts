@@ -6,7 +6,12 @@
 import { PgClient } from "@effect/sql-pg"
 import { Deferred, Effect, Exit, Fiber } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { CurrentTenant } from "../../src/domain/Tenant.js"
+import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { checkFence, LeaseFence, SyncLease } from "../../src/sync/SyncLease.js"
+import { SyncPipeline } from "../../src/sync/SyncPipeline.js"
+import { SyncService } from "../../src/sync/SyncService.js"
+import { WindowPassHook } from "../../src/sync/WindowPass.js"
 import { hoursAgo, startSyncHarness, type SyncHarness } from "./support.js"
 
 describe("sync lease", () => {
@@ -143,5 +148,65 @@ describe("sync lease fencing", () => {
       })
     )
     expect(tokens[1]! > tokens[0]! && tokens[2]! > tokens[1]!).toBe(true)
+  })
+})
+
+describe("split brain", () => {
+  let h: SyncHarness
+  beforeAll(async () => {
+    h = await startSyncHarness({ env: { FLEXPRICE_SYNC_LEASE_SECONDS: "60" } })
+  })
+  afterAll(async () => {
+    await h?.dispose()
+  })
+
+  it("a replica paused between planning and its window pass cannot bill the window again after a takeover", async () => {
+    await h.configure()
+    await h.meter("tokens", { aggregation: "SUM", field: "t" })
+    const c = await h.customer("sb")
+    const quantities = ["2.5", "7", "0.125"]
+    await h.ingest(quantities.map((q, i) => ({ event_id: `sb${i}`, event_name: "tokens", external_customer_id: "sb", timestamp: hoursAgo(3, i), properties: { t: q } })))
+    const outcome = await h.asTenant(
+      Effect.gen(function* () {
+        const lease = yield* SyncLease
+        const pipeline = yield* SyncPipeline
+        const service = yield* SyncService
+        const sql = yield* PgClient.PgClient
+        const config = (yield* Effect.flatMap(StripeConfigRepo, (r) => r.get)).pipe((o) => (o._tag === "Some" ? o.value : undefined))!
+        const paused = yield* Deferred.make<void>()
+        const wake = yield* Deferred.make<void>()
+        let first = true
+        const hook = {
+          beforePass: () =>
+            Effect.suspend(() => {
+              if (!first) return Effect.void
+              first = false
+              return Effect.zipRight(Deferred.succeed(paused, undefined), Deferred.await(wake))
+            })
+        }
+        // replica A plans the window, then stalls (GC pause, stopped VM) with its lease running out
+        const stale = yield* Effect.fork(
+          lease.withLease(h.scope, pipeline.run(config, { trigger: "schedule" })).pipe(Effect.provideService(WindowPassHook, hook), Effect.exit)
+        )
+        yield* Deferred.await(paused)
+        yield* sql`UPDATE sync_leases SET expires_at = now() - interval '1 second'
+          WHERE tenant_id = ${h.scope.tenantId} AND environment_id = ${h.scope.environmentId}`
+        // replica B takes over and syncs the window
+        const b = yield* service.runTenant(config, { trigger: "schedule" }).pipe(Effect.provideService(CurrentTenant, h.scope))
+        yield* Deferred.succeed(wake, undefined)
+        return { a: yield* Fiber.join(stale), b }
+      })
+    )
+    expect(outcome.b.batchesSynced).toBe(1)
+    expect(Exit.isFailure(outcome.a) && JSON.stringify(outcome.a.cause)).toContain("LeaseLost")
+    // oracle: thousandths as BigInt
+    const milli = (q: string) => {
+      const [i, f = ""] = q.split(".")
+      return BigInt(i!) * 1000n + BigInt(f.padEnd(3, "0"))
+    }
+    const want = quantities.reduce((s, q) => s + milli(q), 0n)
+    expect(milli(h.stripeTotal(c.stripeId!, "stripe_tokens"))).toBe(want)
+    const batches = await h.batches()
+    expect(batches.filter((b) => b.syncStatus !== "skipped").length).toBe(1)
   })
 })
