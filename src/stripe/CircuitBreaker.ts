@@ -5,12 +5,12 @@
  * open ──(cool-down elapsed; the next call is let through as the single probe)──▶ half_open
  * half_open ──probe succeeds──▶ closed      half_open ──probe fails──▶ open (new cool-down)
  *
- * While open (and while a probe is in flight) calls fail fast with `StripeCircuitOpen` without
- * running. The caller decides which failures count (`isFailure`): for Stripe only outages and
- * exhausted rate limits do; a 400 says Stripe is up.
+ * While open (and while a probe is in flight) calls fail fast, without running, with the error
+ * the owner makes from the wait left (`rejected`, e.g. Stripe's `StripeCircuitOpen`). The caller
+ * decides which failures count (`isFailure`), e.g. for Stripe only outages and exhausted rate
+ * limits (StripeErrorClass.countsAsBreakerFailure); a 400 says Stripe is up.
  */
 import { Cause, Clock, Duration, Effect, Exit, Option, Ref } from "effect"
-import { StripeCircuitOpen } from "./StripeErrors.js"
 
 export interface CircuitBreakerSettings {
   /** Opens after this many failures in a row. */
@@ -51,12 +51,12 @@ type State =
 
 const closed: State = { _tag: "closed", consecutive: 0, buckets: [] }
 
-export interface CircuitBreaker {
-  /** Runs `self` unless the breaker is open; records its outcome. */
+export interface CircuitBreaker<Rejected> {
+  /** Runs `self` unless the breaker is open; records its outcome (`isFailure`: counts against it). */
   readonly protect: <A, E, R>(
     self: Effect.Effect<A, E, R>,
     isFailure: (error: E) => boolean
-  ) => Effect.Effect<A, E | StripeCircuitOpen, R>
+  ) => Effect.Effect<A, E | Rejected, R>
   readonly state: Effect.Effect<CircuitStateName>
 }
 
@@ -65,10 +65,12 @@ type Admission =
   | { readonly _tag: "normal" }
   | { readonly _tag: "probe" }
 
-export const make = (
-  settings: CircuitBreakerSettings = defaultCircuitBreakerSettings,
-  onTransition: (from: CircuitStateName, to: CircuitStateName) => Effect.Effect<void> = () => Effect.void
-): Effect.Effect<CircuitBreaker> =>
+/** `rejected` builds the failure of a call refused while open, from the wait left (ms). */
+export const make = <Rejected>(
+  settings: CircuitBreakerSettings,
+  onTransition: (from: CircuitStateName, to: CircuitStateName) => Effect.Effect<void>,
+  rejected: (retryInMs: number) => Rejected
+): Effect.Effect<CircuitBreaker<Rejected>> =>
   Effect.gen(function* () {
     const ref = yield* Ref.make<State>(closed)
     const cooldownMs = Duration.toMillis(Duration.decode(settings.cooldown))
@@ -134,8 +136,8 @@ export const make = (
       )
 
     const protect = <A, E, R>(self: Effect.Effect<A, E, R>, isFailure: (error: E) => boolean) =>
-      Effect.flatMap(admit, (admission): Effect.Effect<A, E | StripeCircuitOpen, R> => {
-        if (admission._tag === "reject") return Effect.fail(new StripeCircuitOpen({ retryInMs: admission.retryInMs }))
+      Effect.flatMap(admit, (admission): Effect.Effect<A, E | Rejected, R> => {
+        if (admission._tag === "reject") return Effect.fail(rejected(admission.retryInMs))
         return self.pipe(
           Effect.onExit((exit) =>
             record(

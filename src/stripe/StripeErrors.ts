@@ -261,13 +261,4 @@ export const fromSdkError = (
   return new StripeUnavailable({ reason: "bad_response", status, requestId, detail: scrub(e.message) })
 }
 
-/**
- * Stripe's answer when a meter event with the same identifier was already accepted
- * ("An event already exists with identifier ..."). The event is delivered: not a failure.
- */
-export const isDuplicateMeterEvent = (e: StripeError): boolean =>
-  e._tag === "StripeInvalidRequest" &&
-  e.status === 400 &&
-  (e.stripeCode === "duplicate_meter_event" ||
-    e.stripeCode === "meter_event_identifier_already_exists" ||
-    /already exists with (?:the )?identifier|identifier .*already exists|duplicate.*identifier/i.test(e.message))
+export { isDuplicateMeterEvent } from "./StripeErrorClass.js"

@@ -3,7 +3,7 @@
  * observability layer). Tags are low-cardinality: endpoint is a route template, never an id;
  * the per-tenant gauge uses the tenant key (tenant/environment id), never a Stripe key.
  */
-import { Metric, MetricBoundaries } from "effect"
+import { Metric, MetricBoundaries, MetricLabel } from "effect"
 
 const latencyBoundaries = MetricBoundaries.exponential({ start: 0.005, factor: 2, count: 14 }) // 5 ms … ~41 s
 
@@ -64,3 +64,26 @@ export const sessionRefreshesTotal = Metric.counter("flexprice_stripe_meter_even
 
 export const statusClass = (status: number | undefined): string =>
   status === undefined ? "network" : status >= 500 ? "5xx" : status >= 400 ? "4xx" : status >= 200 ? "2xx" : "other"
+
+// Tagged metric instances are cached: building one per call (labels, key, hash) showed in profiles.
+const taggedCache = new WeakMap<object, Map<string, unknown>>()
+
+/** `metric` with these labels, built once per distinct label set. */
+export const tagged = <T, I, O>(metric: Metric.Metric<T, I, O>, tags: Record<string, string>): Metric.Metric<T, I, O> => {
+  let byTags = taggedCache.get(metric)
+  if (!byTags) {
+    byTags = new Map()
+    taggedCache.set(metric, byTags)
+  }
+  const key = Object.entries(tags)
+    .map(([k, v]) => `${k}\u0000${v}`)
+    .join("\u0001")
+  const found = byTags.get(key) as Metric.Metric<T, I, O> | undefined
+  if (found) return found
+  const made = Metric.taggedWithLabels(
+    metric,
+    Object.entries(tags).map(([k, v]) => MetricLabel.make(k, v))
+  )
+  byTags.set(key, made)
+  return made
+}

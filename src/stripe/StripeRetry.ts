@@ -4,10 +4,11 @@
  *   stops at once; `Retry-After` is a floor on the wait;
  * - unavailable (network, timeout, 5xx, 409) → linear backoff, 3 retries;
  * - authentication / invalid request / circuit open → no retry.
+ * Which failures are retryable is decided in StripeErrorClass.ts.
  * The SDK's own retries are off (`maxNetworkRetries: 0`), so these are the only ones.
  */
 import { Duration, Effect, Schedule } from "effect"
-import type { StripeRateLimited, StripeUnavailable } from "./StripeErrors.js"
+import { isRetryableRateLimited, isRetryableUnavailable, type TaggedFailure } from "./StripeErrorClass.js"
 
 export interface RetrySettings {
   /** First backoff for 429s; doubles each retry, jittered (0.8x–1.2x). */
@@ -38,13 +39,9 @@ export const fastRetrySettings: RetrySettings = {
 }
 
 /** What the policies look at: any tagged failure; only the two retryable tags are ever retried. */
-export type RetryInput = { readonly _tag: string }
+export type RetryInput = TaggedFailure
 
-export const isRetryableRateLimited = (e: RetryInput): e is StripeRateLimited =>
-  e._tag === "StripeRateLimited" && (e as StripeRateLimited).shouldRetry !== false
-
-export const isRetryableUnavailable = (e: RetryInput): e is StripeUnavailable =>
-  e._tag === "StripeUnavailable" && (e as StripeUnavailable).shouldRetry !== false
+export { isRetryableRateLimited, isRetryableUnavailable }
 
 /**
  * The policies, as Schedules over the failure. Each accepts only its own tag (`whileInput`), so

@@ -12,6 +12,7 @@ import { CurrentTenant } from "../domain/Tenant.js"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import type { BatchRow } from "../repositories/SyncBatchRepo.js"
 import type { MeterEvent } from "../stripe/StripeClient.js"
+import { errorInfo, isTooLate, isTransient, stopsTheRun } from "../stripe/StripeErrorClass.js"
 import type { StripeError } from "../stripe/StripeErrors.js"
 import type { PushContext, PushCounters, RunContext } from "./RunContext.js"
 import { needsVerification, verifyOld } from "./ResendGuard.js"
@@ -24,20 +25,6 @@ const PUSH_PAGE = 2000
 const CHUNK = 100
 /** Accepted batches are written `synced` once this many are waiting. */
 const SYNCED_FLUSH = 1000
-
-const errorInfo = (e: StripeError): { code: string; message: string } => {
-  switch (e._tag) {
-    case "StripeInvalidRequest":
-      return { code: e.stripeCode ?? e.code, message: e.message }
-    default:
-      return { code: e.code, message: e.message }
-  }
-}
-
-const isTransient = (e: StripeError) =>
-  e._tag === "StripeRateLimited" || e._tag === "StripeUnavailable" || e._tag === "StripeCircuitOpen"
-
-const isTooLateError = (e: StripeError) => e._tag === "StripeInvalidRequest" && e.stripeCode === "timestamp_too_far_in_past"
 
 interface Sendable {
   readonly batch: BatchRow
@@ -75,7 +62,7 @@ const onFailure = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: Strip
       yield* repo.markPending(ids, now, info)
       yield* countBatches("retrying", ids.length)
       yield* Ref.update(counters, (c) => ({ ...c, stop: c.stop ?? info.code }))
-    } else if (isTooLateError(e)) {
+    } else if (isTooLate(e)) {
       yield* repo.markSkipped(ids, now, "too_late")
       yield* countBatches("skipped", ids.length)
       yield* Ref.update(counters, (c) => ({ ...c, skipped: c.skipped + ids.length }))
@@ -97,7 +84,7 @@ const onFailure = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: Strip
       yield* Ref.update(counters, (c) => ({
         ...c,
         failed: c.failed + ids.length,
-        stop: e._tag === "StripeAuthenticationFailed" ? (c.stop ?? info.code) : c.stop
+        stop: stopsTheRun(e) ? (c.stop ?? info.code) : c.stop
       }))
     }
   })

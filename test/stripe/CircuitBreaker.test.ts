@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Ref, TestClock } from "effect"
 import * as CircuitBreaker from "../../src/stripe/CircuitBreaker.js"
+import { StripeCircuitOpen } from "../../src/stripe/StripeErrors.js"
 
 class Boom {
   readonly _tag = "Boom"
@@ -18,7 +19,11 @@ const settings: CircuitBreaker.CircuitBreakerSettings = {
 const harness = (s: CircuitBreaker.CircuitBreakerSettings = settings) =>
   Effect.gen(function* () {
     const transitions = yield* Ref.make<Array<string>>([])
-    const breaker = yield* CircuitBreaker.make(s, (from, to) => Ref.update(transitions, (t) => [...t, `${from}->${to}`]))
+    const breaker = yield* CircuitBreaker.make(
+      s,
+      (from, to) => Ref.update(transitions, (t) => [...t, `${from}->${to}`]),
+      (retryInMs) => new StripeCircuitOpen({ retryInMs })
+    )
     const runs = yield* Ref.make(0)
     const call = (outcome: "ok" | "fail" | "ignored") =>
       breaker.protect(
