@@ -29,6 +29,14 @@ export const reevaluate = (ctx: RunContext) =>
         .sort((a, b) => a.windowStart.getTime() - b.windowStart.getTime() || a.sequence - b.sequence)
       if (ready.length === 0) continue
       const owed = yield* repo.outstanding([...new Set(ready.map((r) => r.customerId))], [...new Set(ready.map((r) => r.meterId))])
+      // A batch skipped at push time (`mapping_deleted`) kept the send amount it was ledgered
+      // with, so the outstanding sum above includes its own remainder; its send amount is decided
+      // again below from its whole quantity, so that remainder must not be counted twice.
+      for (const r of ready) {
+        if (r.sentQuantity === null) continue
+        const key = pairKey(r.customerId, r.meterId)
+        owed.set(key, Decimal.sub(owed.get(key) ?? "0", Decimal.sub(r.aggregatedQuantity, r.sentQuantity)))
+      }
       const updates = ready.map((r) => {
         const key = pairKey(r.customerId, r.meterId)
         const mapping = mappingByMeter.get(r.meterId)!

@@ -4,7 +4,8 @@
  * resent blindly. Stripe's hourly meter event summary for the batch's customer and meter is
  * compared with the ledger's batches of that hour first:
  *  - Stripe holds the synced total plus the unconfirmed batches → they arrived: mark synced;
- *  - Stripe holds exactly the synced total → they did not: clear first_sent_at, send again;
+ *  - Stripe holds exactly the synced total → they did not: clear first_sent_at, send again
+ *    (except batches an operator holds or that reached the retry cap: they stay failed);
  *  - anything else → `failed` / needs_review for an operator, never retried automatically.
  */
 import { Clock, Effect, Ref } from "effect"
@@ -60,7 +61,14 @@ export const verifyOld = (push: PushContext, { batch, mapping, stripeCustomer }:
       return false
     }
     if (Decimal.equals(stripeTotal, synced)) {
-      yield* repo.clearFirstSent(ids, new Date(now))
+      // None of them arrived. Only batches the push queue would send anyway go back to pending:
+      // one an operator holds (needs_review) or one past the retry cap stays where it is.
+      const cap = push.run.deps.settings.maxRetries
+      const held = (b: BatchRow) => b.syncStatus === "failed" && (b.errorCode === NEEDS_REVIEW || b.retryCount >= cap)
+      yield* repo.clearFirstSent(
+        uncertain.filter((b) => !held(b)).map((b) => b.id),
+        new Date(now)
+      )
       return true
     }
     yield* repo.markFailed(ids, new Date(now), {
