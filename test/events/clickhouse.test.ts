@@ -187,6 +187,74 @@ const clickHouseChecks = (backend: Backend): void => {
       }).pipe(Effect.scoped)
     )
 
+    it.live("a claim left without its rows (writer died in between) is completed by the next copy, at the claimed instant", () =>
+      Effect.gen(function* () {
+        yield* Layer.build(backend.store(backend.database)) // migrated
+        const raw = yield* backend.client(backend.database)
+        const store = fromClient(raw)
+        const scope = freshScope()
+        const T = new Date("2025-05-01T10:00:00.000Z")
+        const minute = (n: number) => new Date(T.getTime() + n * 60_000)
+        const claimedAt = minute(5)
+        // the first copy's writer wrote its claim and died before writing the row
+        yield* raw.insertTsv(
+          "t",
+          "processed_keys",
+          ["tenant_id", "environment_id", "event_id", "meter_id", "timestamp_ms", "ingested_at_ms", "version"],
+          tsvLine([
+            scope.tenantId, scope.environmentId, "evt-crash", "mtr_a", String(claimedAt.getTime()), String(minute(61).getTime()),
+            String(2n ** 42n - 1n - BigInt(minute(61).getTime()))
+          ])
+        )
+        // the client's retry carries another timestamp (next hour) and is ingested later
+        const retry = processedRow(scope, { eventId: "evt-crash", timestamp: minute(70), ingestedAt: minute(130), qtyBillable: "4" })
+        yield* store.insertProcessed([retry])
+        // a third copy finds claim and row: nothing more is written
+        yield* store.insertProcessed([{ ...retry, timestamp: minute(200), ingestedAt: minute(140), qtyBillable: "9" }])
+        const hour = (start: Date, ingestedAfter?: Date) =>
+          Stream.runCollect(
+            store.aggregateBillable({
+              scope, windowStart: start, windowEnd: new Date(start.getTime() + 3_600_000), ingestedAfter,
+              ingestedBefore: minute(24 * 60), meterIds: ["mtr_a"], pageSize: 10
+            })
+          ).pipe(Effect.map((c) => Chunk.toReadonlyArray(c).map((g) => [g.customerId, g.quantity, g.eventCount])))
+        expect(yield* hour(T)).toEqual([["cust_a", "4", 1]])
+        expect(yield* hour(minute(60))).toEqual([])
+        expect(yield* hour(minute(180))).toEqual([])
+        // the repaired row carries the retry's ingestion stamp: a delta read after the claim finds it
+        expect(yield* hour(T, minute(100))).toEqual([["cust_a", "4", 1]])
+        expect(yield* store.windowsWithLateRows({ scope, ingestedAfter: minute(100), ingestedBefore: minute(300), windowMinutes: 60, meterIds: ["mtr_a"] })).toEqual([T])
+        const stored = yield* raw.query("t", sql`SELECT timestamp_ms, ingested_at_ms FROM events_processed WHERE tenant_id = ${scope.tenantId}`)
+        expect(stored.map((r) => [Number(r["timestamp_ms"]), Number(r["ingested_at_ms"])])).toEqual([[claimedAt.getTime(), minute(130).getTime()]])
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("a resend processed while the first copy is still pending counts at the first copy's instant", () =>
+      Effect.gen(function* () {
+        const store = yield* EventStore
+        const scope = freshScope()
+        const T = new Date("2025-07-01T10:00:00.000Z")
+        const minute = (n: number) => new Date(T.getTime() + n * 60_000)
+        // the first copy arrived before its customer: stored pending, no processed rows
+        yield* store.insertEvents([storedEvent(scope, { eventId: "evt-p", timestamp: minute(10), ingestedAt: minute(11) })])
+        // the customer exists when the resend (next hour) arrives: the ClickHouse ingestor writes
+        // processed rows first, then learns the event is a duplicate
+        yield* store.insertProcessed([processedRow(scope, { eventId: "evt-p", timestamp: minute(70), ingestedAt: minute(71), qtyBillable: "2" })])
+        expect(yield* store.insertEvents([storedEvent(scope, { eventId: "evt-p", timestamp: minute(70), ingestedAt: minute(71) })])).toEqual([])
+        // the pending first copy is processed
+        yield* store.insertProcessed([processedRow(scope, { eventId: "evt-p", timestamp: minute(10), ingestedAt: minute(72), qtyBillable: "2" })])
+        const hour = (start: Date) =>
+          Stream.runCollect(
+            store.aggregateBillable({
+              scope, windowStart: start, windowEnd: new Date(start.getTime() + 3_600_000),
+              ingestedBefore: minute(24 * 60), meterIds: ["mtr_a"], pageSize: 10
+            })
+          ).pipe(Effect.map((c) => Chunk.toReadonlyArray(c).map((g) => [g.quantity, g.eventCount])))
+        expect(yield* hour(T)).toEqual([["2", 1]])
+        expect(yield* hour(minute(60))).toEqual([])
+      }).pipe(Effect.provide(backend.store(backend.database)))
+    )
+
     it.live("quantities with more than 12 fractional digits are refused, not rounded", () =>
       Effect.gen(function* () {
         const store = yield* EventStore

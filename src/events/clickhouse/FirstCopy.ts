@@ -11,7 +11,9 @@
  * for one process; across processes the ingestor holds a per-tenant PostgreSQL advisory lock,
  * see EventIngestor):
  *   1. read the claims of the batch's (event, meter) pairs;
- *   2. pairs without a claim are new: write their claims, THEN their rows;
+ *   2. pairs without a claim are new (unless their event is already stored at another instant:
+ *      then the row is a later copy's and the first copy, still pending, will write its own):
+ *      write their claims, THEN their rows;
  *   3. pairs with a claim: look for the row at the claim's timestamp (an indexed lookup: the time
  *      is known). Found → a duplicate, dropped. Not found → the claim's writer died between its
  *      two inserts: write this copy's row AT THE CLAIM'S TIMESTAMP (its own quantity, today's
@@ -171,8 +173,26 @@ export const insertFirstCopies = (
       )
       yield* attempt(op, () => found.forEach((r) => claims.set(pairKey(text(r, "event_id"), text(r, "meter_id")), int(r, "claimed_ms"))))
     }
-    const fresh = candidates.filter((r) => !claims.has(pairKey(r.eventId, r.meterId)))
+    const unclaimed = candidates.filter((r) => !claims.has(pairKey(r.eventId, r.meterId)))
     const claimed = candidates.filter((r) => claims.has(pairKey(r.eventId, r.meterId)))
+
+    // An unclaimed row of an event already stored at ANOTHER instant belongs to a later copy of an
+    // event whose first copy is still pending (its customer was unknown): that first copy's own
+    // processing writes the rows at its instant, as the PostgreSQL ingestor (processed rows only
+    // for new events) does.
+    const storedAt = new Map<string, number>()
+    for (const chunk of chunkIds([...new Set(unclaimed.map((r) => r.eventId))])) {
+      const found = yield* ch.query(
+        op,
+        sql`SELECT event_id, argMax(timestamp_ms, version) AS first_ms FROM event_keys
+            WHERE ${scopeCond(scope)} AND event_id IN ${chunk} GROUP BY event_id`
+      )
+      yield* attempt(op, () => found.forEach((r) => storedAt.set(text(r, "event_id"), int(r, "first_ms"))))
+    }
+    const fresh = unclaimed.filter((r) => {
+      const at = storedAt.get(r.eventId)
+      return at === undefined || at === epochMs(r.timestamp)
+    })
 
     // 3. claimed pairs: is the row there, at the claimed instant?
     const repaired: Array<ProcessedEvent> = []
