@@ -1,23 +1,27 @@
 /**
  * ClickHouse event-store benchmark (not a test: nothing is asserted about time).
  *
- *   npx tsx bench/clickhouse.ts [http://127.0.0.1:8123]
+ *   npx tsx bench/clickhouse.ts [http://127.0.0.1:8123] [--rows 10000000]
  *
  * Measures, in database `flexprice_bench` (each run in a fresh tenant):
- * - insertEvents and insertProcessed throughput (batches of 1,000, through the EventStore);
+ * - insertEvents and insertProcessed throughput (batches of 1,000, through the EventStore;
+ *   insertProcessed includes the ingest deduplication: claim lookup, claims, rows);
  * - aggregateBillable for one hour holding 60,000 processed rows (SPEC's peak);
- * - aggregateBillable for one hour holding 10,000,000 rows (generated server-side from
- *   system.numbers), next to the same GROUP BY run by `clickhouse-client --time`.
+ * - one hour holding `--rows` rows (generated server-side from system.numbers), read four ways in
+ *   the same run, interleaved, medians of 3: the product (EventStore.aggregateBillable: plain
+ *   GROUP BY beside the duplicate audit), the read-time exact deduplication the product used
+ *   before ingest deduplication (still its fallback), the audit alone, and the engine's limit: a
+ *   plain GROUP BY over the same rows, sent over the same HTTP client. Ratios are to that limit.
  */
 import { Chunk, Effect, Stream } from "effect"
-import { spawnSync } from "node:child_process"
 import { pathToFileURL } from "node:url"
 import { newId, TenantScope } from "../src/domain/Ids.js"
 import { fromClient } from "../src/events/ClickHouseEventStore.js"
+import { makeAggregate } from "../src/events/clickhouse/Aggregate.js"
 import { makeClient, resolveConnection } from "../src/events/clickhouse/Client.js"
 import { ClickHouseMigrator } from "../src/events/clickhouse/Migrator.js"
 import { Sql, sql } from "../src/events/clickhouse/escape.js"
-import type { AggregateQuery, ProcessedEvent, StoredEvent } from "../src/events/EventStore.js"
+import { EventStoreError, type AggregateQuery, type ProcessedEvent, type StoredEvent } from "../src/events/EventStore.js"
 
 export interface BenchResult {
   readonly name: string
@@ -134,7 +138,7 @@ export const benchClickHouse = (url: string, options: { readonly database?: stri
       detail: `median of 3; ${Math.ceil(smallPaged.groups / 50)} pages (each page re-aggregates the window)`
     })
 
-    // 3. 10M rows in one hour, generated server-side, 1,000 customers x 2 meters
+    // 3. `bigRows` rows in one hour, generated server-side, 1,000 customers x 2 meters
     const startS = BIG_HOUR.getTime() / 1000
     const ingestedMs = BIG_HOUR.getTime() + 3_600_000
     t = now()
@@ -152,67 +156,56 @@ export const benchClickHouse = (url: string, options: { readonly database?: stri
     secs = (now() - t) / 1000
     results.push({ name: `generate ${fmt(bigRows)} rows server-side`, value: `${fmt(bigRows / secs)} rows/s`, detail: `INSERT ... SELECT FROM system.numbers, ${fmt(secs, 1)} s` })
 
-    const big = yield* timeAggregate(query(BIG_HOUR, 10_000), 3)
-    results.push({
-      name: `aggregate 1 h, ${fmt(bigRows)} rows`,
-      value: `${fmt(big.ms, 0)} ms`,
-      detail: `median of 3 through the EventStore; ${big.groups} groups, ${big.total} rows`
-    })
-
-    // The same GROUP BY, as one typed into clickhouse-client (first page, which is the whole result here).
+    // The four reads of the big hour, interleaved so that load changes hit them alike.
     const q = query(BIG_HOUR, 10_000)
-    const handSql = `SELECT c, m, n, toString(sum(qb)) AS quantity, count() AS event_count FROM (
-        SELECT meter_id AS m, event_id AS e, min(ingested_at_ms) AS first_ingested, argMin(qty_billable, ingested_at_ms) AS qb,
-               argMin(customer_id, ingested_at_ms) AS c, argMin(event_name, ingested_at_ms) AS n
-        FROM ${database}.events_processed
-        WHERE tenant_id = '${scope.tenantId}' AND environment_id = '${scope.environmentId}'
-          AND timestamp >= toDateTime(${startS}) AND timestamp <= toDateTime(${startS + 3600})
-          AND timestamp_ms >= ${q.windowStart.getTime()} AND timestamp_ms < ${q.windowEnd.getTime()}
-          AND meter_id IN ('mtr_a', 'mtr_b')
-        GROUP BY m, e)
-      WHERE first_ingested <= ${q.ingestedBefore.getTime()} AND qb > 0
-      GROUP BY c, m, n ORDER BY c, m, n LIMIT 10000`
-    const cli = clickhouseClientTime(handSql, 3)
-    results.push({
-      name: `clickhouse-client --time, same GROUP BY`,
-      value: cli === undefined ? "n/a" : `${fmt(cli * 1000, 0)} ms`,
-      detail: cli === undefined ? "clickhouse-client not found" : "median of 3, FORMAT Null"
-    })
-    // A plain GROUP BY without the first-copy deduplication, for scale.
-    const plainSql = `SELECT customer_id, meter_id, event_name, toString(sum(qty_billable)), count()
-      FROM ${database}.events_processed
-      WHERE tenant_id = '${scope.tenantId}' AND environment_id = '${scope.environmentId}'
-        AND timestamp_ms >= ${q.windowStart.getTime()} AND timestamp_ms < ${q.windowEnd.getTime()}
+    const reads = makeAggregate(ch, (operation, f) =>
+      Effect.try({ try: f, catch: (cause) => new EventStoreError({ backend: "clickhouse", operation, cause }) })
+    )
+    const plainSql = sql`SELECT customer_id, meter_id, event_name, toString(sum(qty_billable)) AS q, count() AS k
+      FROM events_processed
+      WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
+        AND timestamp >= toDateTime(${startS}) AND timestamp < toDateTime(${startS + 3600})
       GROUP BY customer_id, meter_id, event_name`
-    const plain = clickhouseClientTime(plainSql, 3)
-    results.push({
-      name: `clickhouse-client --time, GROUP BY without dedup`,
-      value: plain === undefined ? "n/a" : `${fmt(plain * 1000, 0)} ms`,
-      detail: "median of 3; what deduplication costs"
+    const collect = (stream: Stream.Stream<{ readonly eventCount: number }, EventStoreError>) =>
+      Effect.map(Stream.runCollect(stream), (c) => ({ groups: Chunk.size(c), rows: Chunk.reduce(c, 0, (n, g) => n + g.eventCount) }))
+    const ways = [
+      { name: "product (plain GROUP BY + audit)", run: collect(store.aggregateBillable(q)) },
+      { name: "before: exact read-time dedup", run: collect(reads.readPath("exact", q)) },
+      { name: "audit alone", run: Effect.map(reads.audit(q), (a) => ({ groups: 1, rows: a.rows })) },
+      {
+        name: "engine limit: plain GROUP BY",
+        run: Effect.map(ch.query("bench", plainSql), (rows) => ({ groups: rows.length, rows: rows.reduce((n, r) => n + Number(r["k"]), 0) }))
+      }
+    ] as const
+    const times = ways.map(() => [] as Array<number>)
+    const seen = ways.map(() => ({ groups: 0, rows: 0 }))
+    for (let r = 0; r < 3; r++) {
+      for (let w = 0; w < ways.length; w++) {
+        const start = now()
+        seen[w] = yield* ways[w]!.run
+        times[w]!.push(now() - start)
+      }
+    }
+    const limitMs = median(times[3]!)
+    ways.forEach((way, w) => {
+      const ms = median(times[w]!)
+      results.push({
+        name: `1 h of ${fmt(bigRows)} rows: ${way.name}`,
+        value: `${fmt(ms, 0)} ms`,
+        detail: `${fmt(ms / limitMs, 2)}x the plain GROUP BY; median of 3 (${times[w]!.map((t) => fmt(t, 0)).join(", ")}); ${seen[w]!.groups} groups, ${fmt(seen[w]!.rows)} rows`
+      })
     })
     const totalRow = yield* ch.query(
       "bench",
       sql`SELECT toString(sum(qty_billable)) AS s FROM events_processed WHERE tenant_id = ${scope.tenantId} AND timestamp >= toDateTime(${startS})`
     )
-    results.push({ name: "10M x 0.1 server sum", value: String(totalRow[0]!["s"]), detail: "exact Decimal(38,12)" })
+    results.push({ name: `${fmt(bigRows)} x 0.1 server sum`, value: String(totalRow[0]!["s"]), detail: "exact Decimal(38,12)" })
 
     // the big tenant is bench data only: drop its partition rows to keep the database small
     yield* ch.command("bench", sql`ALTER TABLE events_processed DELETE WHERE tenant_id = ${scope.tenantId}`)
+    yield* ch.command("bench", sql`ALTER TABLE processed_keys DELETE WHERE tenant_id = ${scope.tenantId}`)
     return { version, results }
   }).pipe(Effect.scoped)
-
-/** Median of the elapsed seconds that `clickhouse-client --time` prints on stderr; undefined without the client. */
-const clickhouseClientTime = (query: string, runs: number): number | undefined => {
-  const times: Array<number> = []
-  for (let i = 0; i < runs; i++) {
-    const r = spawnSync("clickhouse-client", ["--time", "--format", "Null", "--query", query], { encoding: "utf8" })
-    if (r.error) return undefined
-    if (r.status !== 0) throw new Error(`clickhouse-client failed: ${r.stderr}`)
-    const n = Number(r.stderr.trim().split(/\s+/).pop())
-    if (Number.isFinite(n)) times.push(n)
-  }
-  return times.length ? median(times) : undefined
-}
 
 export const printResults = (version: string, results: ReadonlyArray<BenchResult>) => {
   const w1 = Math.max(...results.map((r) => r.name.length))
@@ -222,8 +215,13 @@ export const printResults = (version: string, results: ReadonlyArray<BenchResult
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const url = process.argv[2] ?? process.env["FLEXPRICE_CLICKHOUSE_URL"] ?? "http://127.0.0.1:8123"
-  Effect.runPromise(benchClickHouse(url)).then(
+  const args = process.argv.slice(2)
+  const rowsAt = args.indexOf("--rows")
+  const bigRows = rowsAt >= 0 ? Number(args[rowsAt + 1]) : undefined
+  if (bigRows !== undefined && (!Number.isSafeInteger(bigRows) || bigRows < 1)) throw new Error("--rows takes a positive integer")
+  const positional = args.filter((_, i) => i !== rowsAt && i !== rowsAt + 1)
+  const url = positional[0] ?? process.env["FLEXPRICE_CLICKHOUSE_URL"] ?? "http://127.0.0.1:8123"
+  Effect.runPromise(benchClickHouse(url, { bigRows })).then(
     ({ version, results }) => printResults(version, results),
     (e) => {
       console.error(e)

@@ -5,24 +5,25 @@
  * and instants are `DateTime` seconds (sort key, partitions) plus exact epoch-ms `UInt64` columns
  * because 18.16 has no DateTime64.
  *
- * Deduplication: ReplacingMergeTree merges are eventual and two racing inserts can both pass the
- * pre-insert check, so every read deduplicates too:
- * - events: one row per event_id, the one with the highest `version`; a fresh copy's version is
- *   2^42 - 1 - ingested_at_ms (earliest copy wins), each status update adds 2^42.
- * - events_processed: per (event_id, meter_id) the first-ingested copy (min ingested_at_ms,
- *   argMin of the other columns); its version rule makes merges keep that same copy.
+ * Deduplication:
+ * - processed rows are deduplicated AT INGEST, per (event_id, meter_id) whatever the copy's
+ *   timestamp, against the id-sorted `processed_keys` (protocol and exactly-once argument in
+ *   `clickhouse/FirstCopy.ts`); the window aggregate is a plain GROUP BY with an audit that falls
+ *   back to the exact read-time deduplication if it ever finds a duplicate (`clickhouse/Aggregate.ts`).
+ * - events: checked against the id-sorted `event_keys` before insert; reads still keep one row
+ *   per event_id, the one with the highest `version` (a fresh copy's version is
+ *   2^42 - 1 - ingested_at_ms, so the earliest copy wins; each status update adds 2^42).
+ * Check and insert run under a per-(tenant, environment) lock in this process; across processes
+ * the ingestor adds a PostgreSQL advisory lock per tenant (EventIngestor).
  *
  * listEvents orders newest first by (timestamp, event_id) and filters `from <= timestamp < to`;
  * its cursor is the base64url JSON of the last (timestamp ms, event_id) returned.
  */
-import { Chunk, Config, ConfigError, Effect, Layer, Option, Scope, Stream } from "effect"
-import { normalize } from "../domain/Decimal.js"
+import { Config, ConfigError, Effect, Layer, Option, Scope } from "effect"
 import type { TenantScope } from "../domain/Ids.js"
 import {
   EventStore,
   EventStoreError,
-  type AggregateGroup,
-  type AggregateQuery,
   type EventPage,
   type EventQuery,
   type EventStatus,
@@ -32,6 +33,8 @@ import {
   type StoredEvent
 } from "./EventStore.js"
 import { makeClient, resolveConnection, type ChClient, type ClickHouseSettings, type Row } from "./clickhouse/Client.js"
+import { makeAggregate } from "./clickhouse/Aggregate.js"
+import { bumpVersion, chunkIds, freshVersion, int, makeScopeLocks, insertFirstCopies, scopeCond, text } from "./clickhouse/FirstCopy.js"
 import { ClickHouseMigrator } from "./clickhouse/Migrator.js"
 import {
   dateTimeFloor,
@@ -40,38 +43,12 @@ import {
   Sql,
   sql,
   tsvDateTime,
-  tsvDecimal,
   tsvLine,
   tsvString,
   tsvUInt
 } from "./clickhouse/escape.js"
 
 export type { ClickHouseSettings } from "./clickhouse/Client.js"
-
-const SEQ = 2n ** 42n
-/** Version of a freshly inserted copy: the earlier it was ingested, the higher. */
-const freshVersion = (ingestedAtMs: number): bigint => SEQ - 1n - BigInt(ingestedAtMs)
-/** Version of a status update made from a row with version `v`. */
-const bumpVersion = (v: bigint): bigint => (v / SEQ + 1n) * SEQ + (v % SEQ)
-
-/** Keeps IN lists well under 18.16's 256 KiB max_query_size. */
-const MAX_IN_CHARS = 64_000
-const chunkIds = (ids: ReadonlyArray<string>): ReadonlyArray<ReadonlyArray<string>> => {
-  const out: Array<Array<string>> = []
-  let current: Array<string> = []
-  let size = 0
-  for (const id of ids) {
-    if (current.length > 0 && size + id.length + 4 > MAX_IN_CHARS) {
-      out.push(current)
-      current = []
-      size = 0
-    }
-    current.push(id)
-    size += id.length + 4
-  }
-  if (current.length > 0) out.push(current)
-  return out
-}
 
 const STATUSES: ReadonlyArray<EventStatus> = ["processed", "pending", "error"]
 
@@ -81,23 +58,7 @@ const fail = (operation: string, cause: unknown) => new EventStoreError({ backen
 const attempt = <A>(operation: string, f: () => A): Effect.Effect<A, EventStoreError> =>
   Effect.try({ try: f, catch: (cause) => fail(operation, cause) })
 
-// ---- row decoding (UInt64 arrives quoted in JSON; accept numbers too for other server settings) ----
-
-const text = (row: Row, key: string): string => {
-  const v = row[key]
-  if (typeof v === "string") return v
-  if (typeof v === "number" || typeof v === "bigint") return String(v)
-  throw new Error(`column ${key}: expected a string, got ${v === null ? "null" : typeof v}`)
-}
-const int = (row: Row, key: string): number => {
-  const n = Number(text(row, key))
-  if (!Number.isSafeInteger(n)) throw new Error(`column ${key}: expected an integer, got ${text(row, key)}`)
-  return n
-}
 const big = (row: Row, key: string): bigint => BigInt(text(row, key))
-
-const scopeCond = (scope: TenantScope): Sql =>
-  sql`tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}`
 
 const groupBy = <A>(items: ReadonlyArray<A>, key: (a: A) => string): Map<string, Array<A>> => {
   const m = new Map<string, Array<A>>()
@@ -123,21 +84,6 @@ const EVENT_COLUMNS = [
   "properties",
   "status",
   "error",
-  "version"
-] as const
-
-const PROCESSED_COLUMNS = [
-  "tenant_id",
-  "environment_id",
-  "event_id",
-  "meter_id",
-  "customer_id",
-  "event_name",
-  "timestamp",
-  "timestamp_ms",
-  "ingested_at_ms",
-  "qty_total",
-  "qty_billable",
   "version"
 ] as const
 
@@ -216,6 +162,7 @@ const decodeCursor = (s: string): Cursor => {
 
 /** Builds the store over an already-migrated database. */
 export const fromClient = (ch: ChClient): EventStoreShape => {
+  const serialised = makeScopeLocks()
   /** Ids among `ids` already stored for this scope (through the id-sorted `event_keys`). */
   const storedIds = (operation: string, scope: TenantScope, ids: ReadonlyArray<string>) =>
     Effect.forEach(chunkIds(ids), (chunk) =>
@@ -230,11 +177,19 @@ export const fromClient = (ch: ChClient): EventStoreShape => {
     const byScope = groupBy(events, (e) => JSON.stringify([e.tenantId, e.environmentId]))
     for (const group of byScope.values()) {
       const scope = { tenantId: group[0]!.tenantId, environmentId: group[0]!.environmentId } as TenantScope
+      created.push(...(yield* serialised(scope, insertScopeEvents(scope, group))))
+    }
+    return created as ReadonlyArray<string>
+  })
+
+  /** Stores the events of one scope that are new (the caller holds the scope's lock). */
+  const insertScopeEvents = (scope: TenantScope, group: ReadonlyArray<StoredEvent>) =>
+    Effect.gen(function* () {
       const firstInBatch = new Map<string, StoredEvent>()
       for (const e of group) if (!firstInBatch.has(e.eventId)) firstInBatch.set(e.eventId, e)
       const existing = yield* storedIds("insertEvents", scope, [...firstInBatch.keys()])
       const fresh = [...firstInBatch.values()].filter((e) => !existing.has(e.eventId))
-      if (fresh.length === 0) continue
+      if (fresh.length === 0) return [] as ReadonlyArray<string>
       const [eventData, keyData] = yield* attempt("insertEvents", () => [
         fresh.map((e) => encodeEvent(e, freshVersion(epochMs(e.ingestedAt)))).join(""),
         fresh
@@ -254,57 +209,13 @@ export const fromClient = (ch: ChClient): EventStoreShape => {
       // stores a second copy, which reads ignore), never a key without its event (a lost event).
       yield* ch.insertTsv("insertEvents", "events", EVENT_COLUMNS, eventData)
       yield* ch.insertTsv("insertEvents", "event_keys", KEY_COLUMNS, keyData)
-      for (const e of fresh) created.push(e.eventId)
-    }
-    return created as ReadonlyArray<string>
-  })
+      return fresh.map((e) => e.eventId)
+    })
 
   const insertProcessed = Effect.fn("EventStore.insertProcessed")(function* (rows: ReadonlyArray<ProcessedEvent>) {
-    const byScope = groupBy(rows, (r) => JSON.stringify([r.tenantId, r.environmentId]))
-    for (const group of byScope.values()) {
+    for (const group of groupBy(rows, (r) => JSON.stringify([r.tenantId, r.environmentId])).values()) {
       const scope = { tenantId: group[0]!.tenantId, environmentId: group[0]!.environmentId } as TenantScope
-      const keyOf = (eventId: string, meterId: string) => JSON.stringify([eventId, meterId])
-      const firstInBatch = new Map<string, ProcessedEvent>()
-      for (const r of group) if (!firstInBatch.has(keyOf(r.eventId, r.meterId))) firstInBatch.set(keyOf(r.eventId, r.meterId), r)
-      const candidates = [...firstInBatch.values()]
-      const [minMs, maxMs] = yield* attempt("insertProcessed", () => {
-        const ts = candidates.map((r) => epochMs(r.timestamp))
-        return [Math.min(...ts), Math.max(...ts)] as const
-      })
-      // Processed rows of one event always carry that event's timestamp: the range makes the check use the index.
-      const existing = new Set<string>()
-      for (const chunk of chunkIds([...new Set(candidates.map((r) => r.eventId))])) {
-        const found = yield* ch.query(
-          "insertProcessed",
-          sql`SELECT DISTINCT event_id, meter_id FROM events_processed WHERE ${scopeCond(scope)}
-              AND timestamp >= ${dateTimeFloor(new Date(minMs))} AND timestamp <= ${dateTimeFloor(new Date(maxMs))}
-              AND event_id IN ${chunk}`
-        )
-        yield* attempt("insertProcessed", () => found.forEach((r) => existing.add(keyOf(text(r, "event_id"), text(r, "meter_id")))))
-      }
-      const fresh = candidates.filter((r) => !existing.has(keyOf(r.eventId, r.meterId)))
-      if (fresh.length === 0) continue
-      const data = yield* attempt("insertProcessed", () =>
-        fresh
-          .map((r) =>
-            tsvLine([
-              tsvString(r.tenantId),
-              tsvString(r.environmentId),
-              tsvString(r.eventId),
-              tsvString(r.meterId),
-              tsvString(r.customerId),
-              tsvString(r.eventName),
-              tsvDateTime(r.timestamp),
-              tsvUInt(epochMs(r.timestamp)),
-              tsvUInt(epochMs(r.ingestedAt)),
-              tsvDecimal(r.qtyTotal),
-              tsvDecimal(r.qtyBillable),
-              tsvUInt(freshVersion(epochMs(r.ingestedAt)))
-            ])
-          )
-          .join("")
-      )
-      yield* ch.insertTsv("insertProcessed", "events_processed", PROCESSED_COLUMNS, data)
+      yield* serialised(scope, insertFirstCopies(ch, scope, group, attempt))
     }
   })
 
@@ -353,63 +264,7 @@ export const fromClient = (ch: ChClient): EventStoreShape => {
     yield* ch.insertTsv("updateEventStatus", "events", EVENT_COLUMNS, data)
   })
 
-  const aggregateBillable = (query: AggregateQuery): Stream.Stream<AggregateGroup, EventStoreError> => {
-    if (query.meterIds.length === 0) return Stream.empty
-    type Key = readonly [string, string, string]
-    const pageSize = query.pageSize
-    const fetchPage = (after: Option.Option<Key>) =>
-      Effect.gen(function* () {
-        if (!Number.isSafeInteger(pageSize) || pageSize < 1) {
-          return yield* fail("aggregateBillable", new Error(`pageSize must be a positive integer, got ${pageSize}`))
-        }
-        const q = yield* attempt("aggregateBillable", () => {
-          const startMs = epochMs(query.windowStart)
-          const endMs = epochMs(query.windowEnd)
-          const beforeMs = epochMs(query.ingestedBefore)
-          const lower = query.ingestedAfter ? sql` AND first_ingested > ${epochMs(query.ingestedAfter)}` : new Sql("")
-          const keyset = Option.match(after, {
-            onNone: () => new Sql(""),
-            onSome: ([c, m, n]) => sql` HAVING c > ${c} OR (c = ${c} AND (m > ${m} OR (m = ${m} AND n > ${n})))`
-          })
-          // Inner: one row per (event_id, meter_id), the first-ingested copy. Aliases differ from
-          // column names: old ClickHouse substitutes aliases inside aggregate arguments.
-          return sql`SELECT c, m, n, toString(sum(qb)) AS quantity, count() AS event_count FROM (
-              SELECT meter_id AS m, event_id AS e,
-                     min(ingested_at_ms) AS first_ingested,
-                     argMin(qty_billable, ingested_at_ms) AS qb,
-                     argMin(customer_id, ingested_at_ms) AS c,
-                     argMin(event_name, ingested_at_ms) AS n
-              FROM events_processed
-              WHERE ${scopeCond(query.scope)}
-                AND timestamp >= ${dateTimeFloor(query.windowStart)} AND timestamp <= ${dateTimeFloor(query.windowEnd)}
-                AND timestamp_ms >= ${startMs} AND timestamp_ms < ${endMs}
-                AND meter_id IN ${query.meterIds}
-              GROUP BY m, e
-            )
-            WHERE first_ingested <= ${beforeMs}${lower} AND qb > 0
-            GROUP BY c, m, n${keyset}
-            ORDER BY c, m, n
-            LIMIT ${pageSize}`
-        })
-        const rows = yield* ch.query("aggregateBillable", q)
-        const groups = yield* attempt("aggregateBillable", () =>
-          rows.map(
-            (r): AggregateGroup => ({
-              customerId: text(r, "c"),
-              meterId: text(r, "m"),
-              eventName: text(r, "n"),
-              quantity: normalize(text(r, "quantity")),
-              eventCount: int(r, "event_count")
-            })
-          )
-        )
-        const last = groups[groups.length - 1]
-        const next: Option.Option<Option.Option<Key>> =
-          groups.length < pageSize || last === undefined ? Option.none() : Option.some(Option.some([last.customerId, last.meterId, last.eventName] as const))
-        return [Chunk.fromIterable(groups), next] as const
-      }).pipe(Effect.withSpan("EventStore.aggregateBillable.page"))
-    return Stream.paginateChunkEffect(Option.none<Key>(), fetchPage)
-  }
+  const { aggregateBillable } = makeAggregate(ch, attempt)
 
   const windowsWithLateRows = Effect.fn("EventStore.windowsWithLateRows")(function* (query: LateWindowsQuery) {
     if (query.meterIds.length === 0) return [] as ReadonlyArray<Date>

@@ -4,7 +4,8 @@
  * and processed by `processPendingFor` when the customer appears (API, webhook, migration).
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Metric } from "effect"
+import { Effect, Metric, Option } from "effect"
+import { DatabaseConfig } from "../config/AppConfig.js"
 import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { newId } from "../domain/Ids.js"
@@ -14,7 +15,7 @@ import type { IngestRejection, IngestResult } from "../domain/Models.js"
 import { CustomerRepo } from "../repositories/CustomerRepo.js"
 import { MeterRepo } from "../repositories/MeterRepo.js"
 import { EventStore, type EventStatus, type ProcessedEvent, type StoredEvent } from "./EventStore.js"
-import { IngestWatermark } from "./IngestWatermark.js"
+import { IngestWatermark, TENANT_INGEST_LOCK_CLASS, tenantLockName } from "./IngestWatermark.js"
 import * as Metrics from "../observability/Metrics.js"
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$/
@@ -102,9 +103,29 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
     const meterRepo = yield* MeterRepo
     const watermark = yield* IngestWatermark
 
-    /** Postgres backend: one transaction. ClickHouse: processed rows first (reads dedup), then events. */
+    const serverMode = Option.isSome((yield* DatabaseConfig).url)
+
+    /**
+     * Postgres backend: one transaction. ClickHouse: processed rows first (deduplicated at ingest,
+     * see clickhouse/FirstCopy.ts), then events. Its check + insert must not race for one tenant:
+     * the store serialises them in this process (all of embedded mode); on a PostgreSQL server,
+     * where replicas ingest side by side, a per-tenant advisory lock held until the stamped
+     * transaction ends serialises them across processes (and is released if the process dies).
+     */
     const atomically = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-      store.backend === "postgres" ? sql.withTransaction(effect) : effect
+      store.backend === "postgres"
+        ? sql.withTransaction(effect)
+        : serverMode
+          ? sql.withTransaction(
+              Effect.zipRight(
+                Effect.flatMap(
+                  CurrentTenant,
+                  (t) => sql`SELECT pg_advisory_xact_lock(${TENANT_INGEST_LOCK_CLASS}, hashtext(${tenantLockName(t)}))`
+                ),
+                effect
+              )
+            )
+          : effect
 
     const storePending = (rows: ReadonlyArray<StoredEvent>) =>
       rows.length === 0

@@ -22,6 +22,16 @@ import { DatabaseConfig, SyncConfig } from "../config/AppConfig.js"
 /** Advisory lock key shared by ingest writers (shared) and watermark readers (exclusive). */
 export const INGEST_LOCK_KEY = 7_042_001
 
+/**
+ * Class of the per-tenant advisory lock `pg_advisory_xact_lock(class, hashtext(tenantLockName))`
+ * that serialises ClickHouse ingest deduplication across replicas (EventIngestor). The two-key
+ * form lives apart from the one-key INGEST_LOCK_KEY; two tenants whose names hash alike only
+ * wait for each other.
+ */
+export const TENANT_INGEST_LOCK_CLASS = 7_043
+export const tenantLockName = (scope: { readonly tenantId: string; readonly environmentId: string }): string =>
+  `${scope.tenantId}/${scope.environmentId}`
+
 export class IngestWatermark extends Effect.Service<IngestWatermark>()("flexprice/IngestWatermark", {
   effect: Effect.gen(function* () {
     const { watermarkLagSeconds } = yield* SyncConfig

@@ -150,6 +150,15 @@ export const customerLinkBatchFallbacksTotal = Metric.counter("flexprice_custome
   incremental: true
 })
 
+/**
+ * A ClickHouse window read whose audit found two rows of one (event, meter): something wrote
+ * around the ingest deduplication, and the read took the exact (slower) path. Should stay 0.
+ */
+export const eventStoreDuplicateReadsTotal = Metric.counter("flexprice_event_store_duplicate_reads_total", {
+  description: "ClickHouse window reads that found duplicate processed rows and used the exact deduplicating path",
+  incremental: true
+})
+
 /** Tag `backend`: `postgres` | `pglite` | `clickhouse`. */
 export const aggregationQueryDurationSeconds = Metric.histogram(
   "flexprice_aggregation_query_duration_seconds",
@@ -210,6 +219,7 @@ export const all: ReadonlyArray<{ register(): unknown }> = [
   eventProcessingErrorsTotal,
   pendingCustomerEvents,
   customerLinkBatchFallbacksTotal,
+  eventStoreDuplicateReadsTotal,
   aggregationQueryDurationSeconds,
   httpRequestsTotal,
   httpRequestDurationSeconds,

@@ -183,6 +183,83 @@ export const eventStoreContract = (name: string, storeLayer: Layer.Layer<EventSt
         })
       )
 
+      it.effect("an event_id re-sent with a timestamp in another hour counts once, in the first copy's hour", () =>
+        Effect.gen(function* () {
+          const store = yield* EventStore
+          const scope = freshScope()
+          // Each copy goes through both writes, in both orders the ingestors use.
+          const ingestCopy = (event: StoredEvent, rows: ReadonlyArray<ProcessedEvent>, processedFirst: boolean) =>
+            processedFirst
+              ? Effect.zipRight(store.insertProcessed(rows), store.insertEvents([event]))
+              : Effect.zipLeft(store.insertEvents([event]), store.insertProcessed(rows))
+          const copy = (eventId: string, timestamp: Date, ingestedAt: Date, qty: string) =>
+            [
+              storedEvent(scope, { eventId, timestamp, ingestedAt, customerId: "cust_a", status: "processed", propertiesJson: `{"q":${qty}}` }),
+              [
+                processedRow(scope, { eventId, timestamp, ingestedAt, qtyBillable: qty }),
+                processedRow(scope, { eventId, timestamp, ingestedAt, meterId: "mtr_b", qtyBillable: qty })
+              ]
+            ] as const
+          const hour2 = { windowStart: minutes(T0, 60), windowEnd: minutes(T0, 120) }
+          const hour0 = { windowStart: minutes(T0, -60), windowEnd: T0 }
+          for (const processedFirst of [true, false]) {
+            const late = `evt-late-${processedFirst}`
+            const early = `evt-early-${processedFirst}`
+            // first copies in T0's hour; the resends fall in the next hour and in the previous one
+            expect(yield* ingestCopy(...copy(late, minutes(T0, 50), minutes(T0, 61), "3"), processedFirst)).toEqual([late])
+            expect(yield* ingestCopy(...copy(early, minutes(T0, 10), minutes(T0, 61), "5"), processedFirst)).toEqual([early])
+            expect(yield* ingestCopy(...copy(late, minutes(T0, 70), minutes(T0, 130), "100"), processedFirst)).toEqual([])
+            expect(yield* ingestCopy(...copy(early, minutes(T0, -20), minutes(T0, 130), "200"), processedFirst)).toEqual([])
+          }
+          // oracle: two events per pass (3 + 5), two passes, once per meter
+          const total = String(2n * (3n + 5n))
+          expect(brief(yield* aggregate(hourQuery(scope)))).toEqual([`cust_a|mtr_a|api_call|${total}|4`, `cust_a|mtr_b|api_call|${total}|4`])
+          expect(yield* aggregate(hourQuery(scope, hour2))).toEqual([])
+          expect(yield* aggregate(hourQuery(scope, hour0))).toEqual([])
+          // the resends are neither deltas nor late rows
+          expect(yield* aggregate(hourQuery(scope, { ...hour2, ingestedAfter: minutes(T0, 100) }))).toEqual([])
+          expect(yield* aggregate(hourQuery(scope, { ingestedAfter: minutes(T0, 100) }))).toEqual([])
+          expect(
+            yield* store.windowsWithLateRows({ scope, ingestedAfter: minutes(T0, 100), ingestedBefore: minutes(T0, 300), windowMinutes: 60, meterIds: ["mtr_a", "mtr_b"] })
+          ).toEqual([])
+          expect(Option.map(yield* store.earliestProcessed(scope, ["mtr_a", "mtr_b"]), (d) => d.toISOString())).toEqual(
+            Option.some(minutes(T0, 10).toISOString())
+          )
+          const listed = (yield* store.listEvents({ scope, limit: 100 })).events
+          expect(listed.map((e) => `${e.eventId}@${e.timestamp.toISOString()}`).sort()).toEqual(
+            [
+              `evt-early-false@${minutes(T0, 10).toISOString()}`,
+              `evt-early-true@${minutes(T0, 10).toISOString()}`,
+              `evt-late-false@${minutes(T0, 50).toISOString()}`,
+              `evt-late-true@${minutes(T0, 50).toISOString()}`
+            ]
+          )
+        })
+      )
+
+      it.effect("copies of one event written concurrently with different timestamps count once", () =>
+        Effect.gen(function* () {
+          const store = yield* EventStore
+          const scope = freshScope()
+          // 8 writers race with copies of the same 20 events, each writer with its own hour
+          const writers = Array.from({ length: 8 }, (_, w) =>
+            Array.from({ length: 20 }, (_, i) =>
+              processedRow(scope, { eventId: `evt-${i}`, timestamp: minutes(T0, 60 * w + i), ingestedAt: minutes(T0, 600 + w), qtyBillable: String(w + 1) })
+            )
+          )
+          yield* Effect.forEach(writers, (rows) => store.insertProcessed(rows), { concurrency: "unbounded", discard: true })
+          const counted: Array<{ hour: number; quantity: bigint; events: number }> = []
+          for (let w = 0; w < 8; w++) {
+            const groups = yield* aggregate(hourQuery(scope, { windowStart: minutes(T0, 60 * w), windowEnd: minutes(T0, 60 * (w + 1)) }))
+            for (const g of groups) counted.push({ hour: w, quantity: BigInt(g.quantity), events: g.eventCount })
+          }
+          // whichever writer won an event, the event is counted once with that writer's quantity:
+          // 20 events in all, each hour's total = its event count × (hour + 1)
+          expect(counted.reduce((n, c) => n + c.events, 0)).toBe(20)
+          for (const c of counted) expect(c.quantity).toBe(BigInt(c.events) * BigInt(c.hour + 1))
+        })
+      )
+
       it.effect("aggregation groups by (customer, meter, event name) and filters window, meters and quantity", () =>
         Effect.gen(function* () {
           const store = yield* EventStore

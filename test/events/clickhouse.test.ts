@@ -5,7 +5,8 @@
  * migrations, racing copies, exactness; and server-only ones: configuration, errors.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, ConfigProvider, Effect, Exit, Layer, Redacted, type Scope, Stream } from "effect"
+import { Chunk, ConfigProvider, Effect, Exit, Layer, Metric, Redacted, type Scope, Stream } from "effect"
+import * as Metrics from "../../src/observability/Metrics.js"
 import { ClickHouseEventStore, fromClient } from "../../src/events/ClickHouseEventStore.js"
 import { normalize } from "../../src/domain/Decimal.js"
 import { type ChClient, makeClient, resolveConnection } from "../../src/events/clickhouse/Client.js"
@@ -45,8 +46,9 @@ describe("ClickHouse connection settings", () => {
       "SELECT 1"
     ])
     const migrations = loadMigrations(defaultMigrationsDir())
-    expect(migrations.map((m) => m.version)).toEqual([1, 2, 3])
-    expect(migrations.every((m) => m.statements.length === 1)).toBe(true)
+    expect(migrations.map((m) => m.version)).toEqual([1, 2, 3, 4])
+    // 0004 creates processed_keys and backfills it from events_processed
+    expect(migrations.map((m) => m.statements.length)).toEqual([1, 1, 1, 2])
   })
 })
 
@@ -71,10 +73,10 @@ const clickHouseChecks = (backend: Backend): void => {
         const bootstrap = yield* backend.client("default")
         const client = yield* backend.client(database)
         try {
-          expect(yield* ClickHouseMigrator({ bootstrap, client })).toEqual([1, 2, 3])
+          expect(yield* ClickHouseMigrator({ bootstrap, client })).toEqual([1, 2, 3, 4])
           expect(yield* ClickHouseMigrator({ bootstrap, client })).toEqual([])
           const tables = yield* client.query("t", new Sql(`SELECT name FROM system.tables WHERE database = '${database}' ORDER BY name`))
-          expect(tables.map((t) => t["name"])).toEqual(["event_keys", "events", "events_processed", "schema_migrations"])
+          expect(tables.map((t) => t["name"])).toEqual(["event_keys", "events", "events_processed", "processed_keys", "schema_migrations"])
           const engines = yield* client.query(
             "t",
             new Sql(`SELECT engine FROM system.tables WHERE database = '${database}' AND name LIKE 'event%'`)
@@ -96,9 +98,9 @@ const clickHouseChecks = (backend: Backend): void => {
             clients.map((client) => ClickHouseMigrator({ bootstrap, client })),
             { concurrency: "unbounded" }
           )
-          expect(applied.flat().length).toBeGreaterThanOrEqual(3)
+          expect(applied.flat().length).toBeGreaterThanOrEqual(4)
           const tables = yield* clients[0]!.query("t", new Sql(`SELECT count() AS n FROM system.tables WHERE database = '${database}'`))
-          expect(Number(tables[0]!["n"])).toBe(4)
+          expect(Number(tables[0]!["n"])).toBe(5)
         } finally {
           yield* bootstrap.command("t", new Sql(`DROP DATABASE IF EXISTS ${database}`))
         }
@@ -151,6 +153,7 @@ const clickHouseChecks = (backend: Backend): void => {
             String(2n ** 42n - 1n - BigInt(e1.ingestedAt.getTime()))
           ])
         )
+        const duplicateReads = () => Metric.value(Metrics.eventStoreDuplicateReadsTotal).pipe(Effect.map((s) => s.count))
         const check = Effect.gen(function* () {
           const q = { scope, windowStart: T, windowEnd: minute(60), ingestedBefore: minute(24 * 60), meterIds: ["mtr_a"], pageSize: 10 }
           const all = Chunk.toReadonlyArray(yield* Stream.runCollect(store.aggregateBillable(q)))
@@ -161,7 +164,10 @@ const clickHouseChecks = (backend: Backend): void => {
           const events = (yield* store.listEvents({ scope, limit: 10 })).events
           expect(events.map((e) => e.propertiesJson)).toEqual(['{"copy":1}'])
         })
+        // the audit saw the duplicate (two rows, one pair): both window reads took the exact path
+        const before = yield* duplicateReads()
         yield* check
+        expect((yield* duplicateReads()) - before).toBe(2)
         yield* store.updateEventStatus(scope, [{ eventId: "evt-race", customerId: "cust_1", status: "processed", error: null }])
         const afterUpdate = (yield* store.listEvents({ scope, limit: 10 })).events
         expect(afterUpdate.map((e) => [e.propertiesJson, e.status, e.customerId])).toEqual([['{"copy":1}', "processed", "cust_1"]])
@@ -174,8 +180,79 @@ const clickHouseChecks = (backend: Backend): void => {
         // the two copies have different timestamps (different sort keys), so both rows stay; the
         // first copy (updated) is the one with the status update
         expect(evs).toEqual([{ properties: '{"copy":1}', status: "processed" }, { properties: '{"copy":2}', status: "pending" }])
+        // merged to one row per pair: the audit passes and the plain read gives the same answer
+        const merged = yield* duplicateReads()
         yield* check
+        expect(yield* duplicateReads()).toBe(merged)
       }).pipe(Effect.scoped)
+    )
+
+    it.live("a claim left without its rows (writer died in between) is completed by the next copy, at the claimed instant", () =>
+      Effect.gen(function* () {
+        yield* Layer.build(backend.store(backend.database)) // migrated
+        const raw = yield* backend.client(backend.database)
+        const store = fromClient(raw)
+        const scope = freshScope()
+        const T = new Date("2025-05-01T10:00:00.000Z")
+        const minute = (n: number) => new Date(T.getTime() + n * 60_000)
+        const claimedAt = minute(5)
+        // the first copy's writer wrote its claim and died before writing the row
+        yield* raw.insertTsv(
+          "t",
+          "processed_keys",
+          ["tenant_id", "environment_id", "event_id", "meter_id", "timestamp_ms", "ingested_at_ms", "version"],
+          tsvLine([
+            scope.tenantId, scope.environmentId, "evt-crash", "mtr_a", String(claimedAt.getTime()), String(minute(61).getTime()),
+            String(2n ** 42n - 1n - BigInt(minute(61).getTime()))
+          ])
+        )
+        // the client's retry carries another timestamp (next hour) and is ingested later
+        const retry = processedRow(scope, { eventId: "evt-crash", timestamp: minute(70), ingestedAt: minute(130), qtyBillable: "4" })
+        yield* store.insertProcessed([retry])
+        // a third copy finds claim and row: nothing more is written
+        yield* store.insertProcessed([{ ...retry, timestamp: minute(200), ingestedAt: minute(140), qtyBillable: "9" }])
+        const hour = (start: Date, ingestedAfter?: Date) =>
+          Stream.runCollect(
+            store.aggregateBillable({
+              scope, windowStart: start, windowEnd: new Date(start.getTime() + 3_600_000), ingestedAfter,
+              ingestedBefore: minute(24 * 60), meterIds: ["mtr_a"], pageSize: 10
+            })
+          ).pipe(Effect.map((c) => Chunk.toReadonlyArray(c).map((g) => [g.customerId, g.quantity, g.eventCount])))
+        expect(yield* hour(T)).toEqual([["cust_a", "4", 1]])
+        expect(yield* hour(minute(60))).toEqual([])
+        expect(yield* hour(minute(180))).toEqual([])
+        // the repaired row carries the retry's ingestion stamp: a delta read after the claim finds it
+        expect(yield* hour(T, minute(100))).toEqual([["cust_a", "4", 1]])
+        expect(yield* store.windowsWithLateRows({ scope, ingestedAfter: minute(100), ingestedBefore: minute(300), windowMinutes: 60, meterIds: ["mtr_a"] })).toEqual([T])
+        const stored = yield* raw.query("t", sql`SELECT timestamp_ms, ingested_at_ms FROM events_processed WHERE tenant_id = ${scope.tenantId}`)
+        expect(stored.map((r) => [Number(r["timestamp_ms"]), Number(r["ingested_at_ms"])])).toEqual([[claimedAt.getTime(), minute(130).getTime()]])
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("a resend processed while the first copy is still pending counts at the first copy's instant", () =>
+      Effect.gen(function* () {
+        const store = yield* EventStore
+        const scope = freshScope()
+        const T = new Date("2025-07-01T10:00:00.000Z")
+        const minute = (n: number) => new Date(T.getTime() + n * 60_000)
+        // the first copy arrived before its customer: stored pending, no processed rows
+        yield* store.insertEvents([storedEvent(scope, { eventId: "evt-p", timestamp: minute(10), ingestedAt: minute(11) })])
+        // the customer exists when the resend (next hour) arrives: the ClickHouse ingestor writes
+        // processed rows first, then learns the event is a duplicate
+        yield* store.insertProcessed([processedRow(scope, { eventId: "evt-p", timestamp: minute(70), ingestedAt: minute(71), qtyBillable: "2" })])
+        expect(yield* store.insertEvents([storedEvent(scope, { eventId: "evt-p", timestamp: minute(70), ingestedAt: minute(71) })])).toEqual([])
+        // the pending first copy is processed
+        yield* store.insertProcessed([processedRow(scope, { eventId: "evt-p", timestamp: minute(10), ingestedAt: minute(72), qtyBillable: "2" })])
+        const hour = (start: Date) =>
+          Stream.runCollect(
+            store.aggregateBillable({
+              scope, windowStart: start, windowEnd: new Date(start.getTime() + 3_600_000),
+              ingestedBefore: minute(24 * 60), meterIds: ["mtr_a"], pageSize: 10
+            })
+          ).pipe(Effect.map((c) => Chunk.toReadonlyArray(c).map((g) => [g.quantity, g.eventCount])))
+        expect(yield* hour(T)).toEqual([["2", 1]])
+        expect(yield* hour(minute(60))).toEqual([])
+      }).pipe(Effect.provide(backend.store(backend.database)))
     )
 
     it.live("quantities with more than 12 fractional digits are refused, not rounded", () =>
