@@ -100,8 +100,15 @@ describe("carry", () => {
     expect(truncateSignificant("123456789012345.678")).toBe("123456789012345")
     expect(truncateSignificant("1.23456789012345678")).toBe("1.23456789012345")
     expect(truncateSignificant("0.000123456789012345678")).toBe("0.000123456789012345")
-    expect(truncateSignificant("1234567890123456789")).toBe("1234567890123450000")
+    // Stripe counts every digit of the integer part: 10^15 and above cannot be sent as is
+    expect(truncateSignificant("1234567890123456789")).toBe("999999999999999")
     expect(truncateSignificant("42.5")).toBe("42.5")
+  })
+
+  it("never emits 16 significant digits (counterexample [[\"1000000000000000\",\"0\"],false])", () => {
+    const r = amountToSend("1000000000000000", "0", false)
+    expect(Decimal.significantDigits(r.sent)).toBeLessThanOrEqual(15)
+    expect(r).toEqual({ sent: "999999999999999", outstanding: "1" })
   })
 
   it("sends whole units and carries the fraction", () => {
