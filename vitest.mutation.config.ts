@@ -6,7 +6,7 @@ import { defineConfig } from "vitest/config"
 
 export default defineConfig({
   test: {
-    include: ["test/domain/decimal.test.ts", "test/sync/pure.test.ts", "test/core/json.test.ts"],
+    include: ["test/domain/decimal.test.ts", "test/sync/pure.test.ts"],
     testTimeout: 60_000,
     pool: "threads"
   }

@@ -114,3 +114,18 @@ export const plain = (unscaled: bigint, scale: number): string => {
   const digits = (unscaled < 0n ? -unscaled : unscaled).toString().padStart(scale + 1, "0")
   return `${sign}${digits.slice(0, digits.length - scale)}.${digits.slice(digits.length - scale)}`
 }
+
+/**
+ * The value of largest magnitude toward zero with at most `digits` Stripe digits: the trailing
+ * digits beyond `digits` dropped; 10^digits − 1 (with the sign) when the integer part is longer.
+ */
+export const truncateDigits = (a: Exact | string, digits: number): string => {
+  const r = reduce(val(a))
+  const negative = r.unscaled < 0n
+  const u = negative ? -r.unscaled : r.unscaled
+  const drop = u.toString().length - digits
+  if (drop <= 0) return format(r)
+  const scale = r.scale - drop
+  const abs: Exact = scale < 0 ? { unscaled: 10n ** BigInt(digits) - 1n, scale: 0 } : { unscaled: u / 10n ** BigInt(drop), scale }
+  return format(negative ? neg(abs) : abs)
+}

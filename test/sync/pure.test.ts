@@ -124,18 +124,6 @@ describe("carry", () => {
     expect(out).toBe("0.1")
   })
 
-  /** Oracle: drop the trailing digits beyond `digits`; 10^digits − 1 when the integer part is too long. */
-  const truncated = (v: O.Exact, digits: number): string => {
-    const r = O.reduce(v)
-    const neg = r.unscaled < 0n
-    const u = neg ? -r.unscaled : r.unscaled
-    const drop = u.toString().length - digits
-    if (drop <= 0) return O.format(r)
-    const scale = r.scale - drop
-    const abs = scale < 0 ? O.parse("9".repeat(digits)) : { unscaled: u / 10n ** BigInt(drop), scale }
-    return O.format(neg ? O.neg(abs) : abs)
-  }
-
   // Quantities of one batch are ≥ 0 (aggregations of billable usage); outstanding may start anywhere
   // a ledger can hold, including negative (never produced today, but amountToSend must not send it).
   const qty = quantity({ min: 0n })
@@ -160,7 +148,7 @@ describe("carry", () => {
           expect(O.format(outstanding)).toBe(O.format(O.sub(aggregated, sentTotal)))
           // the most that 15 digits allow is sent
           const ideal = wholeUnits ? O.floor(owedBefore) : owedBefore
-          expect(r.sent).toBe(O.compare(ideal, "0") <= 0 ? "0" : truncated(ideal, 15))
+          expect(r.sent).toBe(O.compare(ideal, "0") <= 0 ? "0" : O.truncateDigits(ideal, 15))
           if (wholeUnits && O.compare(ideal, "1e15") < 0) expect(O.compare(outstanding, "1")).toBe(-1)
         }
       }),
@@ -200,7 +188,7 @@ describe("carry", () => {
     fc.assert(
       fc.property(exact(), fc.integer({ min: 1, max: 18 }), (v, digits) => {
         const t = truncateSignificant(O.format(v), digits)
-        expect(t).toBe(truncated(v, digits))
+        expect(t).toBe(O.truncateDigits(v, digits))
         expect(O.stripeDigits(t)).toBeLessThanOrEqual(digits)
       }),
       { numRuns: 500 }
