@@ -7,10 +7,10 @@ import { Either, Schema } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import * as Decimal from "../../src/domain/Decimal.js"
-import { exact, hostile, literalOf, quantity } from "../support/arbitraries.js"
+import { exact, hostile, literalOf, quantity, runs } from "../support/arbitraries.js"
 import * as O from "../support/oracle.js"
 
-const RUNS = { numRuns: 400 }
+const RUNS = runs(400)
 /** A value and one of its literal spellings. */
 const spelled = exact().chain((v) => literalOf(v).map((text) => ({ v, text })))
 

@@ -52,3 +52,12 @@ export const hostile = fc.constantFrom(
   "", " ", "-", "+", ".", "-.", "e5", "1e", "1e+", "--1", "+-1", "1.2.3", "1..2", "1,5", "1_000", "0x10", "0b1", "NaN",
   "Infinity", "-Infinity", "1e1.5", "١٢", "1 2", "12abc", "abc", "[1]", "{}", "null", "true"
 )
+
+/**
+ * fast-check run counts: `n` normally; capped by FC_MAX_RUNS where set (the mutation run, which
+ * re-runs these tests for every mutant, sets it in vitest.mutation.config.ts).
+ */
+export const runs = (n: number): { readonly numRuns: number } => {
+  const cap = Number(process.env["FC_MAX_RUNS"] ?? "")
+  return { numRuns: Number.isInteger(cap) && cap > 0 ? Math.min(n, cap) : n }
+}

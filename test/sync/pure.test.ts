@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest"
 import fc from "fast-check"
 import { amountToSend, truncateSignificant } from "../../src/sync/Carry.js"
-import { exact, quantity } from "../support/arbitraries.js"
+import { exact, quantity, runs } from "../support/arbitraries.js"
 import * as O from "../support/oracle.js"
 import { batchIdentifier } from "../../src/sync/Identifier.js"
 import * as W from "../../src/sync/Windows.js"
@@ -152,7 +152,7 @@ describe("carry", () => {
           if (wholeUnits && O.compare(ideal, "1e15") < 0) expect(O.compare(outstanding, "1")).toBe(-1)
         }
       }),
-      { numRuns: 300 }
+      runs(300)
     )
   })
 
@@ -191,7 +191,7 @@ describe("carry", () => {
         expect(t).toBe(O.truncateDigits(v, digits))
         expect(O.stripeDigits(t)).toBeLessThanOrEqual(digits)
       }),
-      { numRuns: 500 }
+      runs(500)
     )
     expect(truncateSignificant("-1234567890123456789")).toBe("-999999999999999")
     expect(truncateSignificant("-1.23456789012345678")).toBe("-1.23456789012345")
