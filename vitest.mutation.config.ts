@@ -8,7 +8,7 @@ import { defineConfig } from "vitest/config"
 
 export default defineConfig({
   test: {
-    include: ["test/domain/decimal.test.ts", "test/sync/pure.test.ts"],
+    include: ["test/domain/decimal.test.ts", "test/domain/money-edges.test.ts", "test/sync/pure.test.ts"],
     setupFiles: ["test/support/fc-mutation-setup.ts"],
     env: { FC_MAX_RUNS: "50" },
     testTimeout: 60_000,
