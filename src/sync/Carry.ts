@@ -36,20 +36,14 @@ export const STRIPE_MAX_SIGNIFICANT_DIGITS = 15
  */
 export const truncateSignificant = (value: string, digits: number = STRIPE_MAX_SIGNIFICANT_DIGITS): string => {
   const n = Decimal.normalize(value)
-  if (Decimal.significantDigits(n) <= digits) return n
   const negative = n.startsWith("-")
-  const abs = negative ? n.slice(1) : n
-  const point = abs.indexOf(".")
-  const intPart = point < 0 ? abs : abs.slice(0, point)
-  if (intPart.length > digits) return `${negative ? "-" : ""}${"9".repeat(digits)}`
-  const fracPart = point < 0 ? "" : abs.slice(point + 1)
-  const all = intPart + fracPart
-  let first = 0
-  while (first < all.length && all[first] === "0") first++
-  const keep = first + digits
-  const kept = all.slice(0, keep) + "0".repeat(Math.max(0, all.length - keep))
-  const rebuilt = fracPart.length > 0 ? `${kept.slice(0, intPart.length)}.${kept.slice(intPart.length)}` : kept
-  return Decimal.normalize(negative ? `-${rebuilt}` : rebuilt)
+  const sign = negative ? "-" : ""
+  const [intPart, fracPart = ""] = (negative ? n.slice(1) : n).split(".") as [string, string | undefined]
+  if (intPart.length > digits) return `${sign}${"9".repeat(digits)}`
+  // The integer part fits and is kept whole; only fraction digits are dropped. A zero integer part
+  // is not significant and the fraction's leading zeros are not either, so they cost no digits.
+  const used = intPart === "0" ? -(fracPart.length - fracPart.replace(/^0+/, "").length) : intPart.length
+  return Decimal.normalize(`${sign}${intPart}.${fracPart.slice(0, digits - used)}`)
 }
 
 export interface SendAmount {
