@@ -118,6 +118,9 @@ describe("carry edges", () => {
     expect(truncateSignificant("0.0009999999999999999")).toBe("0.000999999999999999")
     expect(truncateSignificant("-0.0009999999999999999")).toBe("-0.000999999999999999")
     expect(truncateSignificant("100000000000000.01")).toBe("100000000000000")
+    // only the fraction's leading zeros are free, not a zero inside it
+    expect(truncateSignificant("0.1023", 2)).toBe("0.1")
+    expect(truncateSignificant("0.001023", 2)).toBe("0.001")
   })
 
   it("outstanding + quantity is what is owed, in both modes (oracle)", () => {
