@@ -6,31 +6,44 @@
  * sent quantity. A new batch sends:
  *   - whole units: the integer part of (outstanding + quantity);
  *   - otherwise: (outstanding + quantity) itself;
- * in both cases truncated toward zero to Stripe's 15 significant digits. The rest stays
- * outstanding, so Σ sent never exceeds Σ aggregated and, for whole units, falls short by less
- * than one unit (for values below 10^15).
+ * in both cases reduced toward zero to the largest value Stripe accepts: at most 15 significant
+ * digits, where every digit of the integer part counts (Stripe's changelog 2026-04-22 "Adds
+ * validation for billing meter event values with more than 15 digits",
+ * https://docs.stripe.com/changelog/dahlia/2026-04-22/billing-meter-event-values-validation:
+ * "The value in the event payload can have at most `max_digits` digits", error code
+ * `meter_event_value_too_many_digits`). So "1000000000000000" (10^15) has 16 digits and cannot be
+ * sent; the largest sendable value is 999999999999999.
+ *
+ * A value that 15 digits cannot express is NOT split into several meter events for the same
+ * window: one batch is one meter event with one deterministic identifier (the unit of
+ * exactly-once, see Identifier.ts), and several events per batch would need several identifiers
+ * and partial-success bookkeeping in the push path. Instead the excess is carried exactly like the
+ * whole-unit fraction: the batch records `sent_quantity` = what was sent and the difference stays
+ * outstanding in the ledger (Σ aggregated − Σ sent), added to the next batch of the same
+ * (customer, meter) — a later window, a late-event delta, or a released held batch. Nothing is
+ * lost: Σ sent never exceeds Σ aggregated, the shortfall is always visible in the ledger, and
+ * for whole units it stays below one unit as long as no single send needs 10^15 or more.
  */
 import * as Decimal from "../domain/Decimal.js"
 
 /** Stripe accepts at most 15 significant digits in a meter event value. */
 export const STRIPE_MAX_SIGNIFICANT_DIGITS = 15
 
-/** Truncates a decimal toward zero to `digits` significant digits. */
+/**
+ * The value of largest magnitude between 0 and `value` (inclusive) with at most `digits`
+ * significant digits as Stripe counts them: truncated toward zero, and capped at ±(10^digits − 1)
+ * when the integer part alone has more than `digits` digits.
+ */
 export const truncateSignificant = (value: string, digits: number = STRIPE_MAX_SIGNIFICANT_DIGITS): string => {
   const n = Decimal.normalize(value)
-  if (Decimal.significantDigits(n) <= digits) return n
   const negative = n.startsWith("-")
-  const abs = negative ? n.slice(1) : n
-  const point = abs.indexOf(".")
-  const intPart = point < 0 ? abs : abs.slice(0, point)
-  const fracPart = point < 0 ? "" : abs.slice(point + 1)
-  const all = intPart + fracPart
-  let first = 0
-  while (first < all.length && all[first] === "0") first++
-  const keep = first + digits
-  const kept = all.slice(0, keep) + "0".repeat(Math.max(0, all.length - keep))
-  const rebuilt = fracPart.length > 0 ? `${kept.slice(0, intPart.length)}.${kept.slice(intPart.length)}` : kept
-  return Decimal.normalize(negative ? `-${rebuilt}` : rebuilt)
+  const sign = negative ? "-" : ""
+  const [intPart, fracPart = ""] = (negative ? n.slice(1) : n).split(".") as [string, string | undefined]
+  if (intPart.length > digits) return `${sign}${"9".repeat(digits)}`
+  // The integer part fits and is kept whole; only fraction digits are dropped. A zero integer part
+  // is not significant and the fraction's leading zeros are not either, so they cost no digits.
+  const used = intPart === "0" ? -(fracPart.length - fracPart.replace(/^0+/, "").length) : intPart.length
+  return Decimal.normalize(`${sign}${intPart}.${fracPart.slice(0, digits - used)}`)
 }
 
 export interface SendAmount {

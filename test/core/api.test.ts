@@ -3,7 +3,7 @@
  * (exact decimals, idempotency, pending customers, bulk validation), error envelope.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as Decimal from "../../src/domain/Decimal.js"
+import * as O from "../support/oracle.js"
 import { forEachBackend, startTestApp, type Backend, type TestApp } from "../support/app.js"
 
 const hourAgo = () => {
@@ -189,5 +189,5 @@ const aggregateTotal = (app: TestApp, meterId: string) =>
         pageSize: 1000
       })
     )
-    return Decimal.sum(Chunk.toReadonlyArray(groups).map((g) => g.quantity))
+    return O.format(O.sum(Chunk.toReadonlyArray(groups).map((g) => g.quantity)))
   })

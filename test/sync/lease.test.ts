@@ -12,12 +12,15 @@ import { checkFence, LeaseFence, SyncLease } from "../../src/sync/SyncLease.js"
 import { SyncPipeline } from "../../src/sync/SyncPipeline.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import { WindowPassHook } from "../../src/sync/WindowPass.js"
+import { forEachBackend } from "../support/app.js"
 import { hoursAgo, startSyncHarness, type SyncHarness } from "./support.js"
 
-describe("sync lease", () => {
+// On PostgreSQL (when FLEXPRICE_TEST_POSTGRES_URL is set) the lease row lives on a real server,
+// where replicas would share it; PGlite is the embedded single-process case.
+forEachBackend(["pglite", "postgres"], (backend) => describe(`sync lease (${backend})`, () => {
   let h: SyncHarness
   beforeAll(async () => {
-    h = await startSyncHarness({ env: { FLEXPRICE_SYNC_LEASE_SECONDS: "2" } })
+    h = await startSyncHarness({ backend, env: { FLEXPRICE_SYNC_LEASE_SECONDS: "2" } })
   })
   afterAll(async () => {
     await h?.dispose()
@@ -76,7 +79,7 @@ describe("sync lease", () => {
     expect(res.body.batches_synced).toBe(1)
     expect(h.stripeTotal(c.stripeId!, "stripe_tokens")).toBe("2")
   })
-})
+}))
 
 describe("sync lease fencing", () => {
   // A long TTL: the renewal fiber (every TTL/3) must not fire while a test holds the lease, so the

@@ -5,7 +5,6 @@
  * is encrypted with the Encryption service), not the HTTP API, so these tests do not depend on it.
  */
 import { Effect, Exit, Redacted, Scope } from "effect"
-import * as Decimal from "../../src/domain/Decimal.js"
 import { prng } from "../../src/domain/Prng.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
@@ -19,6 +18,7 @@ import { StripeAccounts } from "../../src/stripe/StripeAccounts.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import type { RunOptions, RunReport } from "../../src/sync/SyncPipeline.js"
 import { type Backend, startTestApp, type TestApp, type TestAppOptions } from "../support/app.js"
+import * as O from "../support/oracle.js"
 
 export const STRIPE_KEY = "sk_test_51FlexpriceSyncTests000000SECRET4242"
 
@@ -197,7 +197,7 @@ export { prng }
 /** A random quantity with up to 3 decimals, as a string (exact). */
 export const randomQty = (rand: () => number): string => {
   const thousandths = Math.floor(rand() * 100_000)
-  return Decimal.normalize(`${Math.floor(thousandths / 1000)}.${String(thousandths % 1000).padStart(3, "0")}`)
+  return O.format({ unscaled: BigInt(thousandths), scale: 3 })
 }
 
 export const HOUR = 3_600_000
@@ -245,7 +245,7 @@ export const seedUsage = async (
     expected.set(k, [...(expected.get(k) ?? []), qty])
   }
   await h.ingest(events)
-  return { meters, customers, expected: new Map([...expected].map(([k, v]) => [k, Decimal.sum(v)])) }
+  return { meters, customers, expected: new Map([...expected].map(([k, v]) => [k, O.format(O.sum(v))])) }
 }
 
 /** Every expected total equals the emulator's (and nothing else was sent). */
@@ -254,11 +254,11 @@ export const expectTotals = (h: SyncHarness, expected: ReadonlyMap<string, strin
   for (const [k, sum] of expected) {
     const [c, e] = k.split("|") as [string, string]
     const got = h.stripeTotal(c, e)
-    if (!Decimal.equals(got, sum)) mismatches.push(`${k}: expected ${sum}, Stripe has ${got}`)
+    if (O.compare(got, sum) !== 0) mismatches.push(`${k}: expected ${sum}, Stripe has ${got}`)
   }
-  const all = Decimal.sum(h.emulator.state.totals().map((t) => t.sum))
-  const want = Decimal.sum([...expected.values()])
-  if (!Decimal.equals(all, want)) mismatches.push(`grand total: expected ${want}, Stripe has ${all}`)
+  const all = O.format(O.sum(h.emulator.state.totals().map((t) => t.sum)))
+  const want = O.format(O.sum([...expected.values()]))
+  if (all !== want) mismatches.push(`grand total: expected ${want}, Stripe has ${all}`)
   return mismatches
 }
 
