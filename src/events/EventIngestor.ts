@@ -8,7 +8,8 @@ import { Effect, Metric } from "effect"
 import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { newId } from "../domain/Ids.js"
-import { isJsonObject, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
+import * as Decimal from "../domain/Decimal.js"
+import { isJsonObject, JsonNumber, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
 import { matches, quantityFor, type MeterRule } from "../domain/Metering.js"
 import type { IngestRejection, IngestResult } from "../domain/Models.js"
 import { CustomerRepo } from "../repositories/CustomerRepo.js"
@@ -30,6 +31,41 @@ interface ValidEvent {
 
 const str = (v: unknown, max = 255): string | undefined =>
   typeof v === "string" && v.length > 0 && v.length <= max ? v : undefined
+
+/**
+ * The path of the first number literal beyond the Decimal literal bounds, anywhere in the
+ * properties: such a literal is refused before it is stored, so no later reader (the pending
+ * sweep, a meter created afterwards) ever has to expand it.
+ */
+export const outOfRangeNumber = (v: JsonValue, path: string): string | null => {
+  if (v instanceof JsonNumber) return Decimal.checkLiteral(v.raw) === "ok" ? null : path
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const p = outOfRangeNumber(v[i] as JsonValue, `${path}[${i}]`)
+      if (p !== null) return p
+    }
+    return null
+  }
+  if (isJsonObject(v))
+    for (const k of Object.keys(v)) {
+      const p = outOfRangeNumber(v[k] as JsonValue, `${path}.${k}`)
+      if (p !== null) return p
+    }
+  return null
+}
+
+/** The reason an event's quantity for a meter it matches cannot be stored, if any. */
+export const quantityOutOfRange = (
+  meters: ReadonlyArray<MeterRule>,
+  e: { readonly eventName: string; readonly properties: Readonly<Record<string, JsonValue>> }
+): string | null => {
+  for (const m of meters) {
+    if (!matches(m, e.eventName, e.properties)) continue
+    const q = quantityFor(m, e.properties)
+    if (q._tag === "Error" && q.outOfRange) return `meter ${m.id}: ${q.reason}`
+  }
+  return null
+}
 
 /** Validate one raw event (already parsed with exact numbers). */
 export const validateEvent = (
@@ -58,6 +94,13 @@ export const validateEvent = (
   }
   const props = raw["properties"] ?? {}
   if (!isJsonObject(props)) return reject("invalid_properties", "properties must be a JSON object", eventId)
+  const hostile = outOfRangeNumber(props, "properties")
+  if (hostile !== null)
+    return reject(
+      "number_out_of_range",
+      `${hostile.slice(0, 200)}: a number has at most ${Decimal.MAX_LITERAL_DIGITS} digits and an exponent within ±${Decimal.MAX_EXPONENT}`,
+      eventId
+    )
   return { _tag: "Valid", event: { index, eventId, eventName, externalCustomerId, timestamp, properties: props } }
 }
 
@@ -146,9 +189,18 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
             customers.idsByExternalIds([...new Set(valid.map((e) => e.externalCustomerId))]),
             meterRepo.list
           ])
+          // A quantity the numeric(38,12) column cannot hold is refused now, whether or not the
+          // customer exists yet, rather than stored as an event that can never be billed.
+          const storable: Array<ValidEvent> = []
+          for (const e of valid) {
+            const reason = quantityOutOfRange(meters, e)
+            if (reason === null) storable.push(e)
+            else rejected.push({ index: e.index, event_id: e.eventId, code: "quantity_out_of_range", reason })
+          }
+          rejected.sort((a, b) => a.index - b.index)
           const events: Array<StoredEvent> = []
           const processed = new Map<string, ReadonlyArray<ProcessedEvent>>()
-          for (const e of valid) {
+          for (const e of storable) {
             const customerId = customerIds.get(e.externalCustomerId) ?? null
             let status: EventStatus = "pending"
             let error: string | null = null
