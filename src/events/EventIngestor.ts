@@ -8,6 +8,7 @@ import { Effect, Metric } from "effect"
 import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { newId } from "../domain/Ids.js"
+import { textProblem } from "../domain/Text.js"
 import * as Decimal from "../domain/Decimal.js"
 import { isJsonObject, JsonNumber, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
 import { matches, quantityFor, type MeterRule } from "../domain/Metering.js"
@@ -31,6 +32,13 @@ interface ValidEvent {
 
 const str = (v: unknown, max = 255): string | undefined =>
   typeof v === "string" && v.length > 0 && v.length <= max ? v : undefined
+
+/**
+ * Event times the stores can hold and a bill can mean: PostgreSQL refuses year 0000 (a data
+ * error that failed the whole bulk with 503) and ClickHouse DateTime ends in 2106.
+ */
+export const MIN_EVENT_TIME = Date.UTC(1970, 0, 1)
+export const MAX_EVENT_TIME = Date.UTC(2100, 0, 1)
 
 /**
  * The path of the first number literal beyond the Decimal literal bounds, anywhere in the
@@ -80,6 +88,11 @@ export const validateEvent = (
   if (eventIdRaw !== undefined && eventIdRaw !== null && str(eventIdRaw) === undefined)
     return reject("invalid_event_id", "event_id must be a non-empty string of at most 255 characters")
   const eventId = (eventIdRaw as string | undefined | null) ?? newId.event()
+  for (const field of ["event_id", "event_name", "external_customer_id"] as const) {
+    const v = raw[field]
+    const problem = typeof v === "string" ? textProblem(v) : null
+    if (problem !== null) return reject("invalid_text", `${field} ${problem}`, field === "event_id" ? null : eventId)
+  }
   const eventName = str(raw["event_name"])
   if (!eventName) return reject("invalid_event_name", "event_name is required (a non-empty string)", eventId)
   const externalCustomerId = str(raw["external_customer_id"])
@@ -91,6 +104,8 @@ export const validateEvent = (
     if (typeof ts !== "string" || !RFC3339.test(ts)) return reject("invalid_timestamp", "timestamp must be an RFC 3339 date-time", eventId)
     timestamp = new Date(ts)
     if (Number.isNaN(timestamp.getTime())) return reject("invalid_timestamp", "timestamp must be an RFC 3339 date-time", eventId)
+    if (timestamp.getTime() < MIN_EVENT_TIME || timestamp.getTime() >= MAX_EVENT_TIME)
+      return reject("timestamp_out_of_range", "timestamp must be between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z", eventId)
   }
   const props = raw["properties"] ?? {}
   if (!isJsonObject(props)) return reject("invalid_properties", "properties must be a JSON object", eventId)

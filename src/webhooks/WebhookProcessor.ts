@@ -18,6 +18,7 @@ import { TenantRepo } from "../repositories/TenantRepo.js"
 import { WebhookEventRepo, type WebhookStatus } from "../repositories/WebhookEventRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { clientIp, WebhookConfig } from "./WebhookConfig.js"
+import { textProblem } from "../domain/Text.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
 
 export type RejectReason = "signature" | "timestamp" | "body_too_large" | "malformed" | "ip_not_allowed" | "tenant" | "not_configured"
@@ -81,6 +82,32 @@ const ObjectWithMetadata = Schema.Struct({
 const metaString = (m: Readonly<Record<string, unknown>> | null | undefined, key: string): string | undefined => {
   const v = m?.[key]
   return typeof v === "string" && v.trim() !== "" ? v.trim() : undefined
+}
+
+/**
+ * A customer the event would create must respect the API's own limits (external_id 1 – 255,
+ * name and email at most 500, text the database keeps exactly): otherwise the delivery is
+ * refused before it is recorded, rather than failing with 500 and being retried for days.
+ */
+const customerFieldProblem = (object: unknown): { readonly field: string; readonly problem: string } | null => {
+  const c = Either.getOrUndefined(Schema.decodeUnknownEither(CustomerObject)(object))
+  if (c === undefined) return null
+  const checks: ReadonlyArray<[string, unknown, number]> = [
+    ["metadata.external_id", c.metadata?.["external_id"], 255],
+    ["name", c.name, 500],
+    ["email", c.email, 500]
+  ]
+  for (const [field, v, max] of checks) {
+    if (typeof v !== "string") continue
+    const p = textProblem(v)
+    if (p !== null) return { field, problem: p }
+    if (v.trim().length > max) return { field, problem: `is longer than ${max} characters` }
+  }
+  for (const k of Object.keys(c.metadata ?? {})) {
+    const p = textProblem(k)
+    if (p !== null) return { field: "metadata", problem: `key ${p}` }
+  }
+  return null
 }
 
 const reject = (status: 400 | 403 | 413, code: string, message: string, reason: RejectReason) =>
@@ -315,6 +342,11 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
           yield* Effect.annotateCurrentSpan({ "webhook.event_id": event.id, "webhook.type": event.type })
           const scope = routeScope ?? (yield* resolveTenant(event))
           yield* Effect.annotateCurrentSpan({ "tenant.id": scope.tenantId, "environment.id": scope.environmentId })
+          const bad = CUSTOMER_TYPES.has(event.type) ? customerFieldProblem(event.data.object) : null
+          if (bad !== null) {
+            yield* Effect.logWarning("webhook refused: customer field cannot be stored", { stripe_event_id: event.id, field: bad.field, problem: bad.problem })
+            return yield* reject(400, "invalid_customer_field", `data.object.${bad.field} ${bad.problem}`, "malformed")
+          }
           const r = yield* process(event, scope)
           return { eventId: event.id, type: event.type, status: r.status, scope, details: r.details } satisfies WebhookResult
         }).pipe(

@@ -94,5 +94,26 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const skew = await signed(path, event("evt_skew", "customer.created", { id: "cus_skew", metadata: { external_id: "x-skew" } }), WEBHOOK_SECRET, nowSec() + 120)
       expect(skew.status).toBe(200)
     })
+
+    it("refuses a customer it could not store as the API would (NUL, lone surrogate, over the field limits) with 400, recording nothing", async () => {
+      const path = `/webhooks/stripe/${h.app.scope.tenantId}/${h.app.scope.environmentId}`
+      const cases: Array<[Record<string, unknown>, string]> = [
+        [{ metadata: { external_id: "x-nul\u0000" } }, "metadata.external_id"],
+        [{ metadata: { external_id: "x-lone\ud800" } }, "metadata.external_id"],
+        [{ metadata: { external_id: "x".repeat(256) } }, "metadata.external_id"],
+        [{ name: "n".repeat(501), metadata: { external_id: "x-long-name" } }, "name"],
+        [{ email: "e\u0000@x.test", metadata: { external_id: "x-nul-email" } }, "email"]
+      ]
+      for (const [i, [object, field]] of cases.entries()) {
+        // the escapes stay escapes in the JSON text, as Stripe would send them
+        const payload = event(`evt_badfield_${i}`, "customer.created", { id: `cus_badfield_${i}`, ...object }).replace(/\\\\u/g, "\\u")
+        const res = await signed(path, payload, WEBHOOK_SECRET)
+        expect(res.status, field).toBe(400)
+        expect(res.body.error.code).toBe("invalid_customer_field")
+        expect(res.body.error.message).toContain(field)
+      }
+      expect(await h.sql("SELECT count(*)::int AS n FROM webhook_events WHERE stripe_event_id LIKE 'evt_badfield_%'")).toEqual([{ n: 0 }])
+      expect(await customerIn("x-long-name")).toEqual([])
+    })
   })
 })
