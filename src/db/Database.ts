@@ -15,6 +15,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { DatabaseConfig } from "../config/AppConfig.js"
 import { acquireDataDirLock } from "./DataDirLock.js"
+import { tightenDataDir } from "./DataDirMode.js"
 import { runMigrations } from "./Migrations.js"
 
 export class DatabaseStartFailed extends Data.TaggedError("DatabaseStartFailed")<{
@@ -39,6 +40,12 @@ const clientOptions = {
 const startEmbedded = (dataDir: string) =>
   Effect.gen(function* () {
     yield* acquireDataDirLock(dataDir)
+    const tighten = Effect.try({
+      try: () => tightenDataDir(dataDir),
+      catch: (e) => new DatabaseStartFailed({ reason: `cannot restrict the permissions of ${dataDir} to its owner: ${(e as Error).message}` })
+    })
+    const loosened = yield* tighten
+    if (loosened > 0) yield* Effect.logWarning(`restricted ${loosened} entries of ${dataDir} to the service's user (0700/0600)`)
     const pgdata = path.join(dataDir, "pgdata")
     const db = yield* Effect.acquireRelease(
       Effect.tryPromise({
@@ -51,6 +58,8 @@ const startEmbedded = (dataDir: string) =>
       }),
       (db) => Effect.promise(() => db.close()).pipe(Effect.ignore)
     )
+    // PGlite creates its files 0666 when it opens a new directory
+    yield* tighten
     const socketDir = yield* Effect.acquireRelease(
       Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "flexprice-pg-"))),
       (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))

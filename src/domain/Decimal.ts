@@ -10,6 +10,35 @@ const DECIMAL_RE = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/
 /** Maximum number of digits after the point that we keep (PostgreSQL numeric column is (38,12)). */
 export const MAX_SCALE = 12
 
+/**
+ * Bounds on a literal, checked on its text before any digit is expanded: `1e-60000` would
+ * otherwise become a 60,001-digit string (and `1e999999999` a string too long to build). They
+ * are far above what a stored quantity can hold (numeric(38,12): 38 digits) and what Stripe
+ * accepts (15 significant digits), so every value that could be billed passes them.
+ */
+export const MAX_LITERAL_DIGITS = 64
+export const MAX_EXPONENT = 64
+
+const LITERAL_RE = /^[+-]?(\d*)(?:\.(\d*))?(?:[eE][+-]?0*(\d+))?$/
+
+/** "syntax": not a decimal literal; "range": a decimal literal beyond the bounds above. */
+export type LiteralCheck = "ok" | "syntax" | "range"
+
+/** Cheap (linear in the text, no digit expansion) classification of a literal. */
+export const checkLiteral = (s: string): LiteralCheck => {
+  const text = s.trim()
+  if (!DECIMAL_RE.test(text)) return "syntax"
+  const m = LITERAL_RE.exec(text)
+  if (!m) return "syntax"
+  const digits = (m[1] ?? "").length + (m[2] ?? "").length
+  const exp = m[3] ?? "0"
+  if (digits > MAX_LITERAL_DIGITS || exp.length > 3 || Number(exp) > MAX_EXPONENT) return "range"
+  return "ok"
+}
+
+/** A literal beyond MAX_LITERAL_DIGITS / MAX_EXPONENT. */
+export class DecimalRangeError extends RangeError {}
+
 interface Parts {
   readonly int: bigint // unscaled value
   readonly scale: number // digits after the point
@@ -17,7 +46,9 @@ interface Parts {
 
 const parts = (s: string): Parts => {
   const text = s.trim()
-  if (!DECIMAL_RE.test(text)) throw new Error(`not a decimal: ${JSON.stringify(s)}`)
+  const check = checkLiteral(text)
+  if (check === "syntax") throw new Error(`not a decimal: ${JSON.stringify(s.slice(0, 100))}`)
+  if (check === "range") throw new DecimalRangeError(`decimal out of range: at most ${MAX_LITERAL_DIGITS} digits and an exponent within ±${MAX_EXPONENT}`)
   let [mant, expPart] = text.toLowerCase().split("e") as [string, string | undefined]
   let sign = ""
   if (mant.startsWith("-") || mant.startsWith("+")) {
@@ -46,8 +77,11 @@ const format = ({ int, scale }: Parts): string => {
   let digits = (neg ? -int : int).toString()
   if (scale > 0) {
     digits = digits.padStart(scale + 1, "0")
-    let ip = digits.slice(0, digits.length - scale)
-    let fp = digits.slice(digits.length - scale).replace(/0+$/, "")
+    const ip = digits.slice(0, digits.length - scale)
+    // a loop, not /0+$/: that regex backtracks quadratically over a long run of zeros
+    let end = digits.length
+    while (end > ip.length && digits.charCodeAt(end - 1) === 0x30) end--
+    const fp = digits.slice(ip.length, end)
     digits = fp.length ? `${ip}.${fp}` : ip
   }
   if (digits === "0") return "0"

@@ -15,7 +15,9 @@ export interface MeterRule {
   readonly filters: ReadonlyArray<MeterFilter>
 }
 
-export type Quantity = { readonly _tag: "Ok"; readonly meterId: string; readonly qty: string } | { readonly _tag: "Error"; readonly meterId: string; readonly reason: string }
+export type Quantity =
+  | { readonly _tag: "Ok"; readonly meterId: string; readonly qty: string }
+  | { readonly _tag: "Error"; readonly meterId: string; readonly reason: string; readonly outOfRange: boolean }
 
 /** numeric(38,12): at most 26 digits before the point and 12 after. */
 const fitsColumn = (d: string): boolean => {
@@ -38,10 +40,16 @@ export const quantityFor = (meter: MeterRule, properties: Readonly<Record<string
   if (meter.aggregationType === "COUNT") return { _tag: "Ok", meterId: meter.id, qty: "1" }
   const field = meter.aggregationField ?? ""
   const raw = properties[field]
-  if (raw === undefined || raw === null) return { _tag: "Error", meterId: meter.id, reason: `property ${field} is missing` }
+  const error = (reason: string, outOfRange = false): Quantity => ({ _tag: "Error", meterId: meter.id, reason, outOfRange })
+  if (raw === undefined || raw === null) return error(`property ${field} is missing`)
   const text = raw instanceof JsonNumber ? raw.raw : typeof raw === "string" ? raw.trim() : undefined
-  if (text === undefined || !Decimal.isDecimal(text)) return { _tag: "Error", meterId: meter.id, reason: `property ${field} is not numeric` }
+  if (text === undefined) return error(`property ${field} is not numeric`)
+  // bounded on the literal's text first: normalising an unbounded exponent is what would cost
+  const check = Decimal.checkLiteral(text)
+  if (check === "syntax") return error(`property ${field} is not numeric`)
+  const range = `property ${field} is out of range (at most 26 integer and 12 fractional digits)`
+  if (check === "range") return error(range, true)
   const qty = Decimal.normalize(text)
-  if (!fitsColumn(qty)) return { _tag: "Error", meterId: meter.id, reason: `property ${field} is out of range (at most 26 integer and 12 fractional digits)` }
+  if (!fitsColumn(qty)) return error(range, true)
   return { _tag: "Ok", meterId: meter.id, qty }
 }

@@ -9,7 +9,9 @@ import { DatabaseConfig } from "../config/AppConfig.js"
 import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { newId } from "../domain/Ids.js"
-import { isJsonObject, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
+import { textProblem } from "../domain/Text.js"
+import * as Decimal from "../domain/Decimal.js"
+import { isJsonObject, JsonNumber, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
 import { matches, quantityFor, type MeterRule } from "../domain/Metering.js"
 import type { IngestRejection, IngestResult } from "../domain/Models.js"
 import { CustomerRepo } from "../repositories/CustomerRepo.js"
@@ -32,6 +34,48 @@ interface ValidEvent {
 const str = (v: unknown, max = 255): string | undefined =>
   typeof v === "string" && v.length > 0 && v.length <= max ? v : undefined
 
+/**
+ * Event times the stores can hold and a bill can mean: PostgreSQL refuses year 0000 (a data
+ * error that failed the whole bulk with 503) and ClickHouse DateTime ends in 2106.
+ */
+export const MIN_EVENT_TIME = Date.UTC(1970, 0, 1)
+export const MAX_EVENT_TIME = Date.UTC(2100, 0, 1)
+
+/**
+ * The path of the first number literal beyond the Decimal literal bounds, anywhere in the
+ * properties: such a literal is refused before it is stored, so no later reader (the pending
+ * sweep, a meter created afterwards) ever has to expand it.
+ */
+export const outOfRangeNumber = (v: JsonValue, path: string): string | null => {
+  if (v instanceof JsonNumber) return Decimal.checkLiteral(v.raw) === "ok" ? null : path
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const p = outOfRangeNumber(v[i] as JsonValue, `${path}[${i}]`)
+      if (p !== null) return p
+    }
+    return null
+  }
+  if (isJsonObject(v))
+    for (const k of Object.keys(v)) {
+      const p = outOfRangeNumber(v[k] as JsonValue, `${path}.${k}`)
+      if (p !== null) return p
+    }
+  return null
+}
+
+/** The reason an event's quantity for a meter it matches cannot be stored, if any. */
+export const quantityOutOfRange = (
+  meters: ReadonlyArray<MeterRule>,
+  e: { readonly eventName: string; readonly properties: Readonly<Record<string, JsonValue>> }
+): string | null => {
+  for (const m of meters) {
+    if (!matches(m, e.eventName, e.properties)) continue
+    const q = quantityFor(m, e.properties)
+    if (q._tag === "Error" && q.outOfRange) return `meter ${m.id}: ${q.reason}`
+  }
+  return null
+}
+
 /** Validate one raw event (already parsed with exact numbers). */
 export const validateEvent = (
   raw: unknown,
@@ -45,6 +89,11 @@ export const validateEvent = (
   if (eventIdRaw !== undefined && eventIdRaw !== null && str(eventIdRaw) === undefined)
     return reject("invalid_event_id", "event_id must be a non-empty string of at most 255 characters")
   const eventId = (eventIdRaw as string | undefined | null) ?? newId.event()
+  for (const field of ["event_id", "event_name", "external_customer_id"] as const) {
+    const v = raw[field]
+    const problem = typeof v === "string" ? textProblem(v) : null
+    if (problem !== null) return reject("invalid_text", `${field} ${problem}`, field === "event_id" ? null : eventId)
+  }
   const eventName = str(raw["event_name"])
   if (!eventName) return reject("invalid_event_name", "event_name is required (a non-empty string)", eventId)
   const externalCustomerId = str(raw["external_customer_id"])
@@ -56,9 +105,18 @@ export const validateEvent = (
     if (typeof ts !== "string" || !RFC3339.test(ts)) return reject("invalid_timestamp", "timestamp must be an RFC 3339 date-time", eventId)
     timestamp = new Date(ts)
     if (Number.isNaN(timestamp.getTime())) return reject("invalid_timestamp", "timestamp must be an RFC 3339 date-time", eventId)
+    if (timestamp.getTime() < MIN_EVENT_TIME || timestamp.getTime() >= MAX_EVENT_TIME)
+      return reject("timestamp_out_of_range", "timestamp must be between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z", eventId)
   }
   const props = raw["properties"] ?? {}
   if (!isJsonObject(props)) return reject("invalid_properties", "properties must be a JSON object", eventId)
+  const hostile = outOfRangeNumber(props, "properties")
+  if (hostile !== null)
+    return reject(
+      "number_out_of_range",
+      `${hostile.slice(0, 200)}: a number has at most ${Decimal.MAX_LITERAL_DIGITS} digits and an exponent within ±${Decimal.MAX_EXPONENT}`,
+      eventId
+    )
   return { _tag: "Valid", event: { index, eventId, eventName, externalCustomerId, timestamp, properties: props } }
 }
 
@@ -167,9 +225,18 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
             customers.idsByExternalIds([...new Set(valid.map((e) => e.externalCustomerId))]),
             meterRepo.list
           ])
+          // A quantity the numeric(38,12) column cannot hold is refused now, whether or not the
+          // customer exists yet, rather than stored as an event that can never be billed.
+          const storable: Array<ValidEvent> = []
+          for (const e of valid) {
+            const reason = quantityOutOfRange(meters, e)
+            if (reason === null) storable.push(e)
+            else rejected.push({ index: e.index, event_id: e.eventId, code: "quantity_out_of_range", reason })
+          }
+          rejected.sort((a, b) => a.index - b.index)
           const events: Array<StoredEvent> = []
           const processed = new Map<string, ReadonlyArray<ProcessedEvent>>()
-          for (const e of valid) {
+          for (const e of storable) {
             const customerId = customerIds.get(e.externalCustomerId) ?? null
             let status: EventStatus = "pending"
             let error: string | null = null

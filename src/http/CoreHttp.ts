@@ -39,7 +39,11 @@ export const meterView = (m: MeterRow) =>
 const parseDate = (name: string, v: string | undefined) => {
   if (v === undefined) return Effect.succeed(undefined)
   const d = new Date(v)
-  return Number.isNaN(d.getTime()) ? Effect.fail(InvalidInput.of("invalid_parameter", `${name} must be an RFC 3339 date-time`)) : Effect.succeed(d)
+  if (Number.isNaN(d.getTime())) return Effect.fail(InvalidInput.of("invalid_parameter", `${name} must be an RFC 3339 date-time`))
+  // beyond what a timestamptz column accepts, PostgreSQL answers a data error, not an empty page
+  if (d.getUTCFullYear() < 1 || d.getUTCFullYear() > 9999)
+    return Effect.fail(InvalidInput.of("invalid_parameter", `${name} must be between years 0001 and 9999`))
+  return Effect.succeed(d)
 }
 
 export const HealthLive = HttpApiBuilder.group(FlexPriceApi, "health", (handlers) =>

@@ -7,17 +7,34 @@
 import { HttpApp, HttpServerResponse } from "@effect/platform"
 import type { SqlError } from "@effect/sql"
 import { Effect, Option } from "effect"
-import { ServiceUnavailable } from "../domain/Errors.js"
+import { InvalidInput, ServiceUnavailable } from "../domain/Errors.js"
 import type { EventStoreError } from "../events/EventStore.js"
 
-/** Database or event store failures become 503 with a stable code; the cause goes to the log. */
+/** The SQLSTATE of a database error, when the driver gave one. */
+export const sqlState = (e: unknown): string | undefined => {
+  const cause = typeof e === "object" && e !== null ? (e as { cause?: unknown }).cause : undefined
+  const code = typeof cause === "object" && cause !== null ? (cause as { code?: unknown }).code : undefined
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined
+}
+
+/**
+ * Database or event store failures become 503 with a stable code; the cause goes to the log.
+ * A data exception (SQLSTATE class 22: a value the column cannot hold) is the request's fault,
+ * not the database's: 400 `invalid_value`, never "retry later". The edge checks should make it
+ * unreachable; this is the net below them.
+ */
 export const orUnavailable = <A, E, R>(effect: Effect.Effect<A, E | SqlError.SqlError | EventStoreError, R>) =>
   Effect.catchIf(
     effect,
     (e): e is SqlError.SqlError | EventStoreError =>
       typeof e === "object" && e !== null && "_tag" in e && (e._tag === "SqlError" || e._tag === "EventStoreError"),
-    (e) =>
-      Effect.logError("storage failure", e).pipe(
+    (e): Effect.Effect<never, InvalidInput | ServiceUnavailable> => {
+      const state = e._tag === "SqlError" ? sqlState(e) : undefined
+      if (state !== undefined && state.startsWith("22"))
+        return Effect.logWarning("request refused by a database data check", { sqlstate: state }).pipe(
+          Effect.zipRight(Effect.fail(InvalidInput.of("invalid_value", "a value in the request cannot be stored (out of range or invalid characters)", { sqlstate: state })))
+        )
+      return Effect.logError("storage failure", e).pipe(
         Effect.zipRight(
           Effect.fail(
             new ServiceUnavailable({
@@ -27,7 +44,8 @@ export const orUnavailable = <A, E, R>(effect: Effect.Effect<A, E | SqlError.Sql
           )
         )
       )
-  ) as Effect.Effect<A, Exclude<E, SqlError.SqlError | EventStoreError> | ServiceUnavailable, R>
+    }
+  ) as Effect.Effect<A, Exclude<E, SqlError.SqlError | EventStoreError> | ServiceUnavailable | InvalidInput, R>
 
 const decoder = new TextDecoder()
 const encoder = new TextEncoder()

@@ -7,6 +7,7 @@ import { HttpConfig } from "../config/AppConfig.js"
 import { FlexPriceApi } from "./Api.js"
 import { CoreHttpLive } from "./CoreHttp.js"
 import { errorEnvelope } from "./Errors.js"
+import { inputGuard } from "./InputGuard.js"
 import { observeHttp } from "../observability/HttpObservability.js"
 import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../observability/Telemetry.js"
 import { MigrationHttpWithRunnerLive } from "./MigrationHttp.js"
@@ -33,7 +34,11 @@ const MetricsRoute = HttpApiBuilder.Router.use((router) =>
 )
 
 /** The API served on whatever HttpServer is provided. */
-export const HttpApiLive = HttpApiBuilder.serve((app) => observeHttp(HttpMiddleware.logger(errorEnvelope(app)))).pipe(
+export const HttpApiLive = Layer.unwrapEffect(
+  Effect.map(HttpConfig, ({ maxBodyBytes }) =>
+    HttpApiBuilder.serve((app) => observeHttp(HttpMiddleware.logger(errorEnvelope(inputGuard(maxBodyBytes)(app)))))
+  )
+).pipe(
   Layer.provide(MetricsRoute),
   Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
   Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),

@@ -25,6 +25,6 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
       .addSuccess(WebhookAck)
       .annotate(
         OpenApi.Description,
-        "Stripe events signed with STRIPE_WEBHOOK_SECRET; the tenant comes from customer metadata flexprice_tenant_id/flexprice_environment_id, else from the connected Stripe account."
+        "Stripe events of connected accounts signed with STRIPE_WEBHOOK_SECRET; the tenant is the environment connected to event.account (recorded by POST /v1/stripe/config/test). Customer metadata flexprice_tenant_id/flexprice_environment_id may only choose among the environments connected to that account (else 400 tenant_account_mismatch); an event without account is refused (tenant_not_found)."
       )
   ) {}

@@ -1,7 +1,9 @@
 /**
  * HTTP server middleware: request ids (accepted from `X-Request-Id` when well formed, else
  * generated), a `request_id` log annotation and span attribute, and the `flexprice_http_*`
- * metrics labelled by route template (ids collapsed to `:id`, so cardinality stays bounded).
+ * metrics labelled by the route template the router matched (`/v1/customers/:id`; the router
+ * records it on the server span as `http.route`), or `unmatched`: the label set is the route
+ * table, whatever paths clients send.
  *
  * Use inside the server span that @effect/platform creates for every request:
  *   HttpApiBuilder.serve((app) => observeHttp(HttpMiddleware.logger(errorEnvelope(app))))
@@ -14,27 +16,20 @@ import * as Metrics from "./Metrics.js"
 export const REQUEST_ID_HEADER = "x-request-id"
 const VALID_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
-const PREFIXED_ID = /^[a-z]{2,5}_(?=[0-9A-Za-z]*\d)[0-9A-Za-z]{8,}$/
-
-/** `/v1/customers/cust_8f3k…/usage` → `/v1/customers/:id/usage`. */
-export const routeTemplate = (pathname: string): string =>
-  pathname
-    .split("/")
-    .map((seg) =>
-      seg === "" ? seg
-      : PREFIXED_ID.test(seg) || /^\d+$/.test(seg) || /^[0-9a-f-]{16,}$/i.test(seg) || seg.length > 32 ? ":id"
-      : seg
-    )
-    .join("/") || "/"
+/**
+ * The `route` label of a request no route matched (404s, probes, scans). Labelling by the raw
+ * path let any client grow the metric set without bound, one series per path it invented.
+ */
+export const UNMATCHED_ROUTE = "unmatched"
 
 export const observeHttp = HttpMiddleware.make((app) =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const incoming = request.headers[REQUEST_ID_HEADER]
     const requestId = incoming !== undefined && VALID_REQUEST_ID.test(incoming) ? incoming : `req_${randomToken(20)}`
-    const route = routeTemplate(Option.match(HttpServerRequest.toURL(request), { onNone: () => "/", onSome: (u) => u.pathname }))
+    const span = yield* Effect.option(Effect.currentSpan)
     const started = yield* Effect.clockWith((c) => c.currentTimeMillis)
-    yield* Effect.annotateCurrentSpan({ "http.request_id": requestId, "http.route": route })
+    yield* Effect.annotateCurrentSpan({ "http.request_id": requestId })
     // A pre-response handler, not Effect.map: routers may answer before the middleware sees the response.
     yield* HttpApp.appendPreResponseHandler((_req, res) => Effect.succeed(HttpServerResponse.setHeader(res, REQUEST_ID_HEADER, requestId)))
     return yield* app.pipe(
@@ -42,6 +37,9 @@ export const observeHttp = HttpMiddleware.make((app) =>
       Effect.onExit((exit) =>
         Effect.gen(function*() {
           const ended = yield* Effect.clockWith((c) => c.currentTimeMillis)
+          const matched = Option.flatMap(span, (sp) => Option.fromNullable(sp.attributes.get("http.route")))
+          const route = Option.match(matched, { onNone: () => UNMATCHED_ROUTE, onSome: (r) => (typeof r === "string" ? r : UNMATCHED_ROUTE) })
+          if (Option.isNone(matched)) yield* Effect.annotateCurrentSpan({ "http.route": UNMATCHED_ROUTE })
           // Failures not yet turned into responses get the status the server will answer with.
           const status = Exit.isSuccess(exit)
             ? exit.value.status

@@ -18,6 +18,7 @@ import { TenantRepo } from "../repositories/TenantRepo.js"
 import { WebhookEventRepo, type WebhookStatus } from "../repositories/WebhookEventRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { clientIp, WebhookConfig } from "./WebhookConfig.js"
+import { textProblem } from "../domain/Text.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
 
 export type RejectReason = "signature" | "timestamp" | "body_too_large" | "malformed" | "ip_not_allowed" | "tenant" | "not_configured"
@@ -83,6 +84,32 @@ const metaString = (m: Readonly<Record<string, unknown>> | null | undefined, key
   return typeof v === "string" && v.trim() !== "" ? v.trim() : undefined
 }
 
+/**
+ * A customer the event would create must respect the API's own limits (external_id 1 – 255,
+ * name and email at most 500, text the database keeps exactly): otherwise the delivery is
+ * refused before it is recorded, rather than failing with 500 and being retried for days.
+ */
+const customerFieldProblem = (object: unknown): { readonly field: string; readonly problem: string } | null => {
+  const c = Either.getOrUndefined(Schema.decodeUnknownEither(CustomerObject)(object))
+  if (c === undefined) return null
+  const checks: ReadonlyArray<[string, unknown, number]> = [
+    ["metadata.external_id", c.metadata?.["external_id"], 255],
+    ["name", c.name, 500],
+    ["email", c.email, 500]
+  ]
+  for (const [field, v, max] of checks) {
+    if (typeof v !== "string") continue
+    const p = textProblem(v)
+    if (p !== null) return { field, problem: p }
+    if (v.trim().length > max) return { field, problem: `is longer than ${max} characters` }
+  }
+  for (const k of Object.keys(c.metadata ?? {})) {
+    const p = textProblem(k)
+    if (p !== null) return { field: "metadata", problem: `key ${p}` }
+  }
+  return null
+}
+
 const reject = (status: 400 | 403 | 413, code: string, message: string, reason: RejectReason) =>
   new WebhookRejected({ status, code, message, reason })
 
@@ -136,33 +163,64 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
             return reject(400, "malformed_json", "the body is not valid JSON", "malformed")
           }
         })
+        // stripe-node checks only the age (validateComputedSignature in src/Webhooks.ts:
+        // `timestampAge > tolerance`), so a signature dated in the future would stay replayable
+        // until then: refuse one dated more than the tolerance ahead (clock skew stays accepted).
+        const signedAt = /(?:^|,)\s*t=(\d{1,15})(?:,|$)/.exec(header)
+        if (signedAt !== null && Number(signedAt[1]) > Math.floor(now / 1000) + settings.toleranceSeconds)
+          return yield* reject(
+            400,
+            "webhook_timestamp_out_of_tolerance",
+            `the signature timestamp is more than ${settings.toleranceSeconds} s in the future`,
+            "timestamp"
+          )
         return yield* Schema.decodeUnknown(EventEnvelope)(parsed).pipe(
           Effect.mapError(() => reject(400, "invalid_event", "the body is not a Stripe event (id, type, data.object)", "malformed"))
         )
       })
 
-    /** Global endpoint: metadata first, else the Stripe account id recorded at connection check. */
+    /**
+     * Global endpoint: the tenant is the one connected to the Stripe account the event comes from
+     * (`event.account`, recorded by `POST /v1/stripe/config/test`). Customer metadata is written
+     * by whoever owns that Stripe account, so a tenant it names is only a choice among the
+     * environments connected to the account, never a way into another one: a name that does not
+     * match is refused (and logged), like an event without an account.
+     */
     const resolveTenant = (event: EventEnvelope) =>
       Effect.gen(function* () {
         const obj = Either.getOrUndefined(Schema.decodeUnknownEither(ObjectWithMetadata)(event.data.object))
         const t = metaString(obj?.metadata, "flexprice_tenant_id")
         const e = metaString(obj?.metadata, "flexprice_environment_id")
-        if (t !== undefined && e !== undefined) {
-          const scope = yield* knownScope(t, e)
-          if (scope === undefined) return yield* tenantNotFound("the tenant environment named in the customer metadata does not exist")
-          return scope
+        const named = t !== undefined || e !== undefined ? { tenantId: t ?? "", environmentId: e ?? "" } : undefined
+        if (typeof event.account !== "string" || event.account === "")
+          return yield* tenantNotFound(
+            "the event names no Stripe account (event.account); the global endpoint serves connected accounts only, use the per-environment endpoint"
+          )
+        const scopes = yield* configs.scopesByAccountId(event.account)
+        const candidates = [] as Array<TenantScope>
+        for (const s of scopes) {
+          const stored = yield* configs.getStoredFor(s)
+          if (Option.isSome(stored) && (event.livemode === undefined || stored.value.livemode === event.livemode)) candidates.push(s)
         }
-        if (typeof event.account === "string" && event.account !== "") {
-          const scopes = yield* configs.scopesByAccountId(event.account)
-          const candidates = [] as Array<TenantScope>
-          for (const s of scopes) {
-            const stored = yield* configs.getStoredFor(s)
-            if (Option.isSome(stored) && (event.livemode === undefined || stored.value.livemode === event.livemode)) candidates.push(s)
-          }
-          if (candidates.length === 1) return candidates[0]!
-          if (candidates.length > 1) return yield* tenantNotFound("several tenant environments are connected to this Stripe account; use the per-environment endpoint")
+        if (named !== undefined) {
+          const match = candidates.find((c) => c.tenantId === named.tenantId && c.environmentId === named.environmentId)
+          if (match !== undefined) return match
+          yield* Effect.logWarning("webhook refused: metadata names a tenant not connected to the event's Stripe account", {
+            stripe_event_id: event.id,
+            stripe_account: event.account,
+            named_tenant_id: named.tenantId.slice(0, 64),
+            named_environment_id: named.environmentId.slice(0, 64)
+          })
+          return yield* reject(
+            400,
+            "tenant_account_mismatch",
+            "the tenant environment named in the metadata is not connected to the event's Stripe account",
+            "tenant"
+          )
         }
-        return yield* tenantNotFound("no tenant: set flexprice_tenant_id and flexprice_environment_id in the customer metadata, or use the per-environment endpoint")
+        if (candidates.length === 1) return candidates[0]!
+        if (candidates.length > 1) return yield* tenantNotFound("several tenant environments are connected to this Stripe account; use the per-environment endpoint")
+        return yield* tenantNotFound("no tenant environment is connected to this Stripe account (POST /v1/stripe/config/test records it)")
       })
 
     interface Handled {
@@ -284,6 +342,11 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
           yield* Effect.annotateCurrentSpan({ "webhook.event_id": event.id, "webhook.type": event.type })
           const scope = routeScope ?? (yield* resolveTenant(event))
           yield* Effect.annotateCurrentSpan({ "tenant.id": scope.tenantId, "environment.id": scope.environmentId })
+          const bad = CUSTOMER_TYPES.has(event.type) ? customerFieldProblem(event.data.object) : null
+          if (bad !== null) {
+            yield* Effect.logWarning("webhook refused: customer field cannot be stored", { stripe_event_id: event.id, field: bad.field, problem: bad.problem })
+            return yield* reject(400, "invalid_customer_field", `data.object.${bad.field} ${bad.problem}`, "malformed")
+          }
           const r = yield* process(event, scope)
           return { eventId: event.id, type: event.type, status: r.status, scope, details: r.details } satisfies WebhookResult
         }).pipe(

@@ -191,11 +191,15 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect(await customerByExternal("wh-rejected")).toHaveLength(0)
     })
 
-    it("the global endpoint finds the tenant from customer metadata, else from the connected Stripe account", async () => {
-      const byMeta = customerEvent("evt_global_meta", "customer.created", {
+    it("the global endpoint finds the tenant from the connected Stripe account; metadata may only name that tenant", async () => {
+      const metaOnly = customerEvent("evt_global_meta", "customer.created", {
         id: "cus_global_meta",
         metadata: { external_id: "wh-global-meta", flexprice_tenant_id: h.app.scope.tenantId, flexprice_environment_id: h.app.scope.environmentId }
       })
+      // metadata alone is written by whoever owns the Stripe account: it proves nothing
+      const r0 = await signedPost("/webhooks/stripe", metaOnly, [GLOBAL_SECRET])
+      expect([r0.status, r0.body.error.code]).toEqual([400, "tenant_not_found"])
+      const byMeta = JSON.stringify({ ...JSON.parse(metaOnly), account: h.emulator.accountId })
       const r1 = await signedPost("/webhooks/stripe", byMeta, [GLOBAL_SECRET])
       expect(r1.status).toBe(200)
       expect(await customerByExternal("wh-global-meta")).toHaveLength(1)
