@@ -83,6 +83,18 @@ export const syncLagSeconds = Metric.histogram(
   "Event processing lag from aggregation window end to synced, seconds"
 )
 
+/**
+ * Ingestion → batch confirmed by Stripe, the worst case over the batch's rows: a batch holds rows
+ * ingested in (ingested_after, watermark] of a window, and a row is not ingested before its own
+ * timestamp (≥ window start), so no row of it waited longer than now − max(window start,
+ * ingested_after). Late rows (delta batches) therefore count from the previous pass's watermark.
+ */
+export const syncIngestLagSeconds = Metric.histogram(
+  "flexprice_sync_ingest_lag_seconds",
+  lagBoundaries,
+  "Event processing lag from ingestion to synced (longest possible in each batch), seconds"
+)
+
 export const syncPendingBatches = Metric.gauge("flexprice_sync_pending_batches", {
   description: "Sync batches waiting to be pushed"
 })
@@ -268,6 +280,7 @@ export const all: ReadonlyArray<{ register(): unknown }> = [
   syncSuccessRatio,
   syncBatchDurationSeconds,
   syncLagSeconds,
+  syncIngestLagSeconds,
   syncPendingBatches,
   syncFailedBatches,
   syncOldestUnsyncedWindowAgeSeconds,

@@ -74,7 +74,9 @@ describe("sync health: runs, last success, heartbeat, Sentry", () => {
     const before = {
       completed: await value("flexprice_sync_runs_total", { status: "completed" }),
       requests: await value("flexprice_sync_stripe_requests_total"),
-      groups: await histogramSum("flexprice_aggregation_result_groups")
+      groups: await histogramSum("flexprice_aggregation_result_groups"),
+      ingestLagSum: await histogramSum("flexprice_sync_ingest_lag_seconds"),
+      ingestLagCount: await value("flexprice_sync_ingest_lag_seconds")
     }
     const t0 = Date.now()
     const report = await h.sync()
@@ -88,6 +90,12 @@ describe("sync health: runs, last success, heartbeat, Sentry", () => {
     expect(await value("flexprice_sync_stripe_requests_last_hour")).toBe(expectedRequests)
     // one window, one aggregate group per customer
     expect((await histogramSum("flexprice_aggregation_result_groups")) - before.groups).toBe(customers)
+    // ingestion → synced, worst case per batch: from the window start (first pass), at sync time
+    const windowStart = Date.parse(hoursAgo(2))
+    expect((await value("flexprice_sync_ingest_lag_seconds")) - before.ingestLagCount).toBe(customers)
+    const lagSum = (await histogramSum("flexprice_sync_ingest_lag_seconds")) - before.ingestLagSum
+    expect(lagSum).toBeGreaterThanOrEqual((customers * (t0 - windowStart)) / 1000 - 1e-6)
+    expect(lagSum).toBeLessThanOrEqual((customers * (t1 - windowStart)) / 1000 + 1e-6)
 
     await h.app.run(Effect.flatMap(SyncHealth, (s) => s.publish))
     const last = (await value("flexprice_sync_last_success_timestamp_seconds")) * 1000
