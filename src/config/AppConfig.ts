@@ -46,29 +46,43 @@ export const HttpConfig = Config.all({
   )
 })
 
-/** Sync settings shared by the pipeline and the HTTP layer (requirements' env names). */
+/**
+ * Sync settings shared by the pipeline and the HTTP layer (requirements' env names). Each value is
+ * validated before its default applies: validated after `withDefault`, a bad value's error loses
+ * the variable's name.
+ *
+ * How the requirements' variables behave here:
+ * - STRIPE_SYNC_GRACE_PERIOD_MINUTES (5): windows are due at end + grace. The grace is stored per
+ *   tenant environment (`grace_period_minutes`, PUT /v1/stripe/config); the variable is the value
+ *   a config gets when it is first stored without one. Changing the variable later does not move
+ *   existing tenants' windows (their stored grace decides).
+ * - STRIPE_BATCH_SIZE_LIMIT (10000, at most 10000): aggregate groups per aggregation page, the
+ *   unit read from the event store and written to the ledger in one step. The requirements say
+ *   "events per sync batch"; here a sync batch is one aggregate (one meter event), so the limit
+ *   bounds aggregates per page, not the raw events summed into one aggregate.
+ */
 export const SyncConfig = Config.all({
   gracePeriodMinutes: Config.integer("STRIPE_SYNC_GRACE_PERIOD_MINUTES").pipe(
-    Config.withDefault(5),
-    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 })
+    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 }),
+    Config.withDefault(5)
   ),
   batchSizeLimit: Config.integer("STRIPE_BATCH_SIZE_LIMIT").pipe(
-    Config.withDefault(10_000),
-    Config.validate({ message: "expected an integer between 1 and 10000", validation: (n) => n >= 1 && n <= 10_000 })
+    Config.validate({ message: "expected an integer between 1 and 10000", validation: (n) => n >= 1 && n <= 10_000 }),
+    Config.withDefault(10_000)
   ),
   /** how far behind "now" the ingestion watermark trails, so in-flight ingests are never skipped */
   watermarkLagSeconds: Config.integer("FLEXPRICE_WATERMARK_LAG_SECONDS").pipe(
-    Config.withDefault(2),
-    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 })
+    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 }),
+    Config.withDefault(2)
   ),
   scheduleEnabled: Config.boolean("FLEXPRICE_SCHEDULE_ENABLED").pipe(Config.withDefault(true)),
   scheduleIntervalSeconds: Config.integer("FLEXPRICE_SCHEDULE_INTERVAL_SECONDS").pipe(
-    Config.withDefault(60),
-    Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 })
+    Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 }),
+    Config.withDefault(60)
   ),
   tenantConcurrency: Config.integer("FLEXPRICE_SYNC_TENANT_CONCURRENCY").pipe(
-    Config.withDefault(4),
-    Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 })
+    Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 }),
+    Config.withDefault(4)
   )
 })
 export type SyncConfig = Config.Config.Success<typeof SyncConfig>

@@ -23,6 +23,7 @@ import { Conflict, InvalidInput, NotFound } from "../domain/Errors.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { EventStore, type EventStoreError } from "../events/EventStore.js"
 import { IngestWatermark } from "../events/IngestWatermark.js"
+import { ErrorReporter } from "../observability/ErrorReporter.js"
 import * as Metrics from "../observability/Metrics.js"
 import { CustomerRepo } from "../repositories/CustomerRepo.js"
 import { type MappingSnapshot, MigrationAlreadyRunning, MigrationJobRepo } from "../repositories/MigrationJobRepo.js"
@@ -137,7 +138,17 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
     const customers = yield* CustomerRepo
     const watermark = yield* IngestWatermark
 
+    const reporter = yield* ErrorReporter
     const migrationErrors = (code: string) => Metric.increment(Metric.taggedWithLabels(Metrics.errorsTotal, [MetricLabel.make("code", code), MetricLabel.make("area", "migration")]))
+    /** A migration that ends `failed` is reported (Sentry when configured) with its job and tenant. */
+    const reportFailed = (job: MigrationJob, code: string, error: unknown) =>
+      reporter.report(error, {
+        area: "migration",
+        code,
+        tenantId: job.tenantId,
+        environmentId: job.environmentId,
+        extra: { migration_id: job.id, dry_run: job.dryRun }
+      })
 
     // ------------------------------------------------------------------ one Stripe customer
 
@@ -387,6 +398,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
 
         const ref = yield* Effect.either(accounts.refForOperation("stripe_customer_migration"))
         if (ref._tag === "Left") {
+          yield* reportFailed(job, ref.left._tag === "SqlError" ? "database_unavailable" : ref.left.code, ref.left)
           yield* finish("failed", describeError(ref.left))
           return
         }
@@ -415,6 +427,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
           const last = Option.getOrUndefined(outcome.value)
           if (last?.stopped !== undefined) {
             yield* migrationErrors("mapping_conflict")
+            yield* reportFailed(job, "mapping_conflict", new Error(`migration stopped at a mapping conflict: ${last.stopped}`))
             yield* finish("failed", last.stopped)
           } else yield* finish("completed", null)
           return
@@ -426,7 +439,9 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
           return
         }
         const message = Option.match(failure, { onSome: describeError, onNone: () => "internal error: " + Cause.pretty(outcome.cause).split("\n")[0] })
-        yield* migrationErrors(Option.match(failure, { onSome: (e) => (isStripeError(e) ? e.code : "database_unavailable"), onNone: () => "internal_error" }))
+        const code = Option.match(failure, { onSome: (e) => (isStripeError(e) ? e.code : "database_unavailable"), onNone: () => "internal_error" })
+        yield* migrationErrors(code)
+        yield* reportFailed(job, code, Option.getOrElse(failure as Option.Option<unknown>, () => Cause.squash(outcome.cause)))
         yield* Effect.logError("migration failed", outcome.cause).pipe(Effect.annotateLogs({ migration_id: job.id }))
         yield* finish("failed", message)
       }).pipe(

@@ -83,6 +83,18 @@ export const syncLagSeconds = Metric.histogram(
   "Event processing lag from aggregation window end to synced, seconds"
 )
 
+/**
+ * Ingestion → batch confirmed by Stripe, the worst case over the batch's rows: a batch holds rows
+ * ingested in (ingested_after, watermark] of a window, and a row is not ingested before its own
+ * timestamp (≥ window start), so no row of it waited longer than now − max(window start,
+ * ingested_after). Late rows (delta batches) therefore count from the previous pass's watermark.
+ */
+export const syncIngestLagSeconds = Metric.histogram(
+  "flexprice_sync_ingest_lag_seconds",
+  lagBoundaries,
+  "Event processing lag from ingestion to synced (longest possible in each batch), seconds"
+)
+
 export const syncPendingBatches = Metric.gauge("flexprice_sync_pending_batches", {
   description: "Sync batches waiting to be pushed"
 })
@@ -95,6 +107,59 @@ export const syncOldestUnsyncedWindowAgeSeconds = Metric.gauge(
   "flexprice_sync_oldest_unsynced_window_age_seconds",
   { description: "Age of the oldest closed aggregation window not yet synced, seconds (0 when none)" }
 )
+
+/**
+ * Sync runs by outcome. Tag `status`: `completed` | `partial` (stopped by a transient Stripe
+ * failure or an undecryptable key; batches stay pending) | `failed` | `lease_busy` (another
+ * runner held the tenant) | `rejected` (manual range not closed) | `dry_run`.
+ */
+export const syncRunsTotal = Metric.counter("flexprice_sync_runs_total", {
+  description: "Sync runs by outcome",
+  incremental: true
+})
+
+/**
+ * Unix seconds at which the latest `completed` sync run finished, read from the run log
+ * (`stripe_sync_runs`) by the scheduler, so every replica reports the same fleet-wide value.
+ * Per tenant with `FLEXPRICE_METRICS_TENANT_LABELS=true`; otherwise one series holding the
+ * stalest sync-enabled tenant's value (the minimum over tenants). A tenant with no completed run
+ * yet counts from the time its config was created.
+ */
+export const syncLastSuccessTimestampSeconds = Metric.gauge("flexprice_sync_last_success_timestamp_seconds", {
+  description: "Unix time of the latest completed sync run (per tenant, or the stalest tenant)"
+})
+
+/** Unix seconds of the scheduler loop's latest pass in this process; 0 while no scheduler runs here. */
+export const syncSchedulerHeartbeatTimestampSeconds = Metric.gauge(
+  "flexprice_sync_scheduler_heartbeat_timestamp_seconds",
+  { description: "Unix time of the sync scheduler's latest pass in this process (0: no scheduler here)" }
+)
+
+/**
+ * Due instant (window end + grace) → the scheduled run that serves it starts, seconds. The
+ * scheduler sleeps until due instants, so this is ~0 unless the tenant's previous run was still
+ * going or the concurrency bound (FLEXPRICE_SYNC_TENANT_CONCURRENCY) made it wait.
+ */
+export const syncScheduleDelaySeconds = Metric.histogram(
+  "flexprice_sync_schedule_delay_seconds",
+  MetricBoundaries.fromIterable([0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800]),
+  "Delay from a window's due instant to the start of the run serving it, seconds"
+)
+
+/** Stripe meter-event requests made by sync runs (stream requests or v1 calls). Tenant labels opt-in. */
+export const syncStripeRequestsTotal = Metric.counter("flexprice_sync_stripe_requests_total", {
+  description: "Stripe meter-event requests made by sync runs",
+  incremental: true
+})
+
+/**
+ * Stripe meter-event requests of the sync runs in the trailing hour, counted by this process (the
+ * requirements' budget: fewer than 100 Stripe calls an hour per tenant). Per tenant with tenant
+ * labels; otherwise the busiest tenant's count.
+ */
+export const syncStripeRequestsLastHour = Metric.gauge("flexprice_sync_stripe_requests_last_hour", {
+  description: "Stripe meter-event requests by sync runs in the trailing hour (per tenant, or the busiest tenant)"
+})
 
 // ---------------------------------------------------------------------------------------------
 // Webhooks
@@ -166,6 +231,13 @@ export const aggregationQueryDurationSeconds = Metric.histogram(
   "Aggregation query time by event-store backend, seconds"
 )
 
+/** Aggregate groups returned per aggregation query (one window pass), by backend. */
+export const aggregationResultGroups = Metric.histogram(
+  "flexprice_aggregation_result_groups",
+  MetricBoundaries.exponential({ start: 1, factor: 4, count: 10 }),
+  "Aggregate groups (customer, meter, event type) returned by one window's aggregation"
+)
+
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
@@ -208,9 +280,16 @@ export const all: ReadonlyArray<{ register(): unknown }> = [
   syncSuccessRatio,
   syncBatchDurationSeconds,
   syncLagSeconds,
+  syncIngestLagSeconds,
   syncPendingBatches,
   syncFailedBatches,
   syncOldestUnsyncedWindowAgeSeconds,
+  syncRunsTotal,
+  syncLastSuccessTimestampSeconds,
+  syncSchedulerHeartbeatTimestampSeconds,
+  syncScheduleDelaySeconds,
+  syncStripeRequestsTotal,
+  syncStripeRequestsLastHour,
   webhooksTotal,
   webhookDurationSeconds,
   webhookSignatureFailuresTotal,
@@ -221,6 +300,7 @@ export const all: ReadonlyArray<{ register(): unknown }> = [
   customerLinkBatchFallbacksTotal,
   eventStoreDuplicateReadsTotal,
   aggregationQueryDurationSeconds,
+  aggregationResultGroups,
   httpRequestsTotal,
   httpRequestDurationSeconds,
   errorsTotal

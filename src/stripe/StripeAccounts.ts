@@ -4,12 +4,21 @@
  *
  * Every decryption writes an `audit_log` row naming the operation. Decrypted values are cached
  * in memory for a few minutes, so a sync run or a webhook burst costs one decryption (and one
- * audit row) rather than one per call; a config change in this process drops the entry at once.
+ * audit row) rather than one per call.
+ *
+ * A key changed on another replica must be used here within seconds, not when the cache expires:
+ * every use (`refFor`: once per sync run's push, per config test, per migration) re-reads the
+ * stored row by primary key and compares its ciphertext and mode with the cached entry's, so the
+ * cache saves the decryption and its audit row, never the freshness check. The webhook secret is
+ * checked the same way. A failed decryption is counted in `flexprice_errors_total{code=
+ * "decryption_failed"}` and reported (Sentry when configured), besides its audit row.
  */
 import { SqlError } from "@effect/sql"
-import { Clock, Effect, Option, Redacted, Schema } from "effect"
+import { Clock, Effect, Metric, MetricLabel, Option, Redacted, Schema } from "effect"
 import type { TenantScope } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
+import { ErrorReporter } from "../observability/ErrorReporter.js"
+import * as Metrics from "../observability/Metrics.js"
 import { StripeConfigRepo, type StoredStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { AuditLog } from "../security/AuditLog.js"
 import { DecryptionFailed, Encryption } from "../security/Encryption.js"
@@ -46,6 +55,30 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
     const audit = yield* AuditLog
     const keys = new Map<string, Cached<StripeAccountRef>>()
     const secrets = new Map<string, Cached<Redacted.Redacted<string>>>()
+    const reporter = yield* Effect.serviceOption(ErrorReporter)
+
+    const decryptFailed = (
+      scope: Pick<TenantScope, "tenantId" | "environmentId">,
+      e: DecryptionFailed,
+      secret: "api_key" | "webhook_secret",
+      operation: string
+    ) =>
+      Effect.zipRight(
+        Metric.increment(
+          Metric.taggedWithLabels(Metrics.errorsTotal, [MetricLabel.make("code", e.code), MetricLabel.make("area", "config")])
+        ),
+        Option.match(reporter, {
+          onNone: () => Effect.void,
+          onSome: (r) =>
+            r.report(e, {
+              area: "config",
+              code: e.code,
+              tenantId: scope.tenantId,
+              environmentId: scope.environmentId,
+              extra: { secret, operation, reason: e.reason, key_version: e.keyVersion ?? "unknown" }
+            })
+        })
+      )
 
     const decryptAudited = (
       scope: Pick<TenantScope, "tenantId" | "environmentId">,
@@ -54,6 +87,7 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
       operation: string
     ) =>
       encryption.decrypt(cipher).pipe(
+        Effect.tapError((e) => decryptFailed(scope, e, secret, operation)),
         Effect.tapError((e) =>
           audit.record({
             action: "secret.decrypt_failed",
@@ -92,13 +126,12 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
       operation: string
     ): Effect.Effect<StripeAccountRef, StripeNotConfigured | DecryptionFailed | SqlError.SqlError, CurrentTenant> =>
       Effect.gen(function* () {
-        const scope = yield* CurrentTenant
-        const k = tenantKeyOf(scope)
-        const now = yield* Clock.currentTimeMillis
-        const hit = keys.get(k)
-        if (hit !== undefined && hit.expiresAt > now) return hit.value
+        // No cache shortcut before this read: the row may have changed on another replica.
         const stored = yield* repo.getStored
-        if (Option.isNone(stored)) return yield* StripeNotConfigured.of()
+        if (Option.isNone(stored)) {
+          keys.delete(tenantKeyOf(yield* CurrentTenant))
+          return yield* StripeNotConfigured.of()
+        }
         return yield* refOfStored(stored.value, operation)
       }).pipe(Effect.withSpan("stripe_accounts.ref_for", { attributes: { operation } }))
 

@@ -19,11 +19,19 @@ export const aggregationDuration = (backend: string, elapsedMs: number) =>
 
 export const chunkDuration = (elapsedMs: number) => Metric.update(Metrics.syncBatchDurationSeconds, elapsedMs / 1000)
 
-/** Lag from each batch's window end to its confirmation by Stripe. */
+/** Lag from each batch's window end, and from its rows' ingestion (worst case), to its confirmation by Stripe. */
 export const syncLag = (batches: ReadonlyArray<BatchRow>, now: number) =>
-  Effect.forEach(batches, (b) => Metric.update(Metrics.syncLagSeconds, Math.max(0, (now - b.windowEnd.getTime()) / 1000)), {
-    discard: true
-  })
+  Effect.forEach(
+    batches,
+    (b) => {
+      const ingestedFrom = Math.max(b.windowStart.getTime(), b.ingestedAfter?.getTime() ?? 0)
+      return Effect.zipRight(
+        Metric.update(Metrics.syncLagSeconds, Math.max(0, (now - b.windowEnd.getTime()) / 1000)),
+        Metric.update(Metrics.syncIngestLagSeconds, Math.max(0, (now - ingestedFrom) / 1000))
+      )
+    },
+    { discard: true }
+  )
 
 export const syncErrors = (code: string) =>
   Metric.increment(Metric.taggedWithLabels(Metrics.errorsTotal, [label("code", code), label("area", "sync")]))

@@ -76,3 +76,17 @@ export const withinSendHorizon = (windowStart: Date, now: Date | number): boolea
 /** Windows (aligned) overlapping [from, to). */
 export const windowsOverlapping = (from: Date, to: Date, minutes: number): ReadonlyArray<Window> =>
   windowStarts(from, to, minutes).map((s) => windowAt(s, minutes))
+
+/**
+ * The latest due instant at or before `now`: due instants are every window end plus the grace,
+ * i.e. `k · size + grace`. At that instant `dueThrough` first includes the window ending `grace`
+ * earlier.
+ */
+export const lastDueAtOrBefore = (now: number, minutes: number, graceMinutes: number): number => {
+  const grace = graceMinutes * MINUTE_MS
+  return alignDown(now - grace, minutes).getTime() + grace
+}
+
+/** The first due instant strictly after `now`. */
+export const nextDueAfter = (now: number, minutes: number, graceMinutes: number): number =>
+  lastDueAtOrBefore(now, minutes, graceMinutes) + sizeMs(minutes)

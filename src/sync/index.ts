@@ -3,6 +3,7 @@ import { Layer } from "effect"
 import { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import { SyncLease } from "./SyncLease.js"
 import { SyncPipeline } from "./SyncPipeline.js"
+import { SyncHealth } from "./SyncHealth.js"
 import { SyncService } from "./SyncService.js"
 
 export { SyncScheduler } from "./SyncScheduler.js"
@@ -10,9 +11,10 @@ export { SyncService, type TenantOutcome } from "./SyncService.js"
 export { SyncPipeline, WindowNotClosed, type RunOptions, type RunReport, type WindowReport } from "./SyncPipeline.js"
 export { SyncLease, LeaseBusy, LeaseLost } from "./SyncLease.js"
 export { SyncSettings } from "./SyncSettings.js"
+export { SyncHealth } from "./SyncHealth.js"
 
-/** SyncService + SyncPipeline + SyncLease + SyncBatchRepo (all exposed). */
-export const SyncLive = SyncService.Default.pipe(
+/** SyncService + SyncPipeline + SyncLease + SyncBatchRepo + SyncHealth (all exposed). */
+export const SyncLive = Layer.merge(SyncService.Default, SyncHealth.Default).pipe(
   Layer.provideMerge(SyncPipeline.Default),
   Layer.provideMerge(Layer.mergeAll(SyncBatchRepo.Default, SyncLease.Default))
 )

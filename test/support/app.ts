@@ -70,6 +70,8 @@ export interface TestAppOptions {
   readonly env?: Record<string, string>
   /** Extra Layers served together with the app (e.g. a scheduler), built on AppLive. */
   readonly extra?: Layer.Layer<never, unknown, Layer.Layer.Success<typeof AppLive>>
+  /** backend `postgres`: use this database (another replica's) instead of a fresh one; not dropped */
+  readonly databaseUrl?: string
 }
 
 export const startTestApp = async (options: TestAppOptions = {}): Promise<TestApp> => {
@@ -84,7 +86,9 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
     ...options.env
   }
   let dataDir: string | undefined
-  if (backend === "postgres") {
+  if (backend === "postgres" && options.databaseUrl !== undefined) {
+    env["FLEXPRICE_DATABASE_URL"] = options.databaseUrl
+  } else if (backend === "postgres") {
     const server = process.env[POSTGRES_URL_VAR]
     if (!server) throw new Error(`${POSTGRES_URL_VAR} is not set`)
     const db = await freshPostgresDatabase(server)

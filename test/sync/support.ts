@@ -59,11 +59,17 @@ export interface SyncHarness {
 }
 
 export const startSyncHarness = async (
-  options: { backend?: Backend; env?: Record<string, string>; extra?: TestAppOptions["extra"] } = {}
+  options: {
+    backend?: Backend
+    env?: Record<string, string>
+    extra?: TestAppOptions["extra"]
+    /** the emulator's clock (default: real time), e.g. a TestClock's */
+    emulatorNow?: () => number
+  } = {}
 ): Promise<SyncHarness> => {
   const emuScope = Effect.runSync(Scope.make())
   const emulator = await Effect.runPromise(
-    makeStripeEmulator({ apiKey: STRIPE_KEY, now: () => Date.now() }).pipe(Scope.extend(emuScope))
+    makeStripeEmulator({ apiKey: STRIPE_KEY, now: options.emulatorNow ?? (() => Date.now()) }).pipe(Scope.extend(emuScope))
   )
   let app: TestApp
   try {
