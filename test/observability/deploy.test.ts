@@ -166,7 +166,7 @@ describe("docker-compose stack", () => {
       expect(Object.keys(services)).toContain(s)
     }
     expect(services["postgres"].image).toMatch(/^postgres:16(\.\d+)?$/)
-    expect(services["clickhouse"].image).toMatch(/^clickhouse\/clickhouse-server:24\.8/)
+    expect(services["clickhouse"].image).toMatch(/^clickhouse\/clickhouse-server:26\.7\.2$/)
     expect(services["otel-collector"].image).toMatch(/^otel\/opentelemetry-collector-contrib:\d/)
     expect(services["jaeger"].image).toMatch(/^jaegertracing\/all-in-one:\d/)
     expect(services["prometheus"].image).toMatch(/^prom\/prometheus:v\d/)
@@ -188,7 +188,7 @@ describe("docker-compose stack", () => {
     expect(env("jaeger")["COLLECTOR_OTLP_ENABLED"]).toBe("true")
     const dockerfile = read("Dockerfile")
     expect(dockerfile).toMatch(/FROM \$\{NODE_IMAGE\} AS build/)
-    expect(dockerfile).toMatch(/ARG NODE_IMAGE=node:20[.\d]*-slim/)
+    expect(dockerfile).toMatch(/ARG NODE_IMAGE=node:24\.\d+\.\d+-slim/)
     expect(dockerfile).toContain("npm ci")
     expect(dockerfile).toContain("npm run build")
     expect(dockerfile).toContain('CMD ["node", "dist/bin/flexprice.js", "serve"]')
