@@ -237,6 +237,16 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
           )
           if (sm.status !== "active")
             return yield* InvalidInput.of("stripe_meter_inactive", `Stripe meter ${providerMeterId} is ${sm.status}; only active meters can be mapped`)
+          // A pre-aggregated meter keeps only the newest event per customer per hour/day
+          // (docs.stripe.com/billing/subscriptions/usage-based/recording-usage, "Event
+          // ingestion"): a late delta would overwrite its base batch and the windows of one day
+          // would overwrite each other, so Stripe would bill less than was used.
+          if (sm.eventTimeWindow !== null)
+            return yield* InvalidInput.of(
+              "meter_pre_aggregated_unsupported",
+              `Stripe meter ${providerMeterId} is pre-aggregated (event_time_window ${sm.eventTimeWindow}): Stripe keeps only the newest event per customer per ${sm.eventTimeWindow}, which would drop late corrections and all but one window of each ${sm.eventTimeWindow}; map a meter without event_time_window`,
+              { provider_meter_id: providerMeterId, event_time_window: sm.eventTimeWindow }
+            )
           const aggregation = meter.value.aggregationType
           // We send ONE meter event per (customer, meter, window) carrying the window's quantity,
           // so COUNT and SUM meters need Stripe's `sum`: a `count` meter would bill one unit per

@@ -15,7 +15,7 @@ import { newId } from "../domain/Ids.js"
 import { textArray } from "../db/SqlArrays.js"
 
 export type SyncStatus = "pending" | "sending" | "synced" | "failed" | "skipped"
-export type SkipReason = "no_mapping" | "too_late" | "zero_quantity" | "mapping_deleted" | "unsupported_formula"
+export type SkipReason = "no_mapping" | "too_late" | "zero_quantity" | "mapping_deleted" | "unsupported_formula" | "pre_aggregated_meter"
 
 /** A batch to create (one aggregate group of one window pass). */
 export interface NewBatch {

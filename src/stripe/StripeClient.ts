@@ -62,6 +62,12 @@ export interface StripeMeter {
   readonly valuePayloadKey: string
   /** `last` is what MAX/LATEST meters need; anything else Stripe may add comes through as is. */
   readonly formula: "count" | "sum" | "last" | (string & {})
+  /**
+   * `hour` | `day`: a pre-aggregated meter, which keeps only the newest event per customer per
+   * hour/day; null: raw (every event counts). Billing Meter object, `event_time_window`
+   * (docs.stripe.com/api/billing/meter/object).
+   */
+  readonly eventTimeWindow: "hour" | "day" | (string & {}) | null
 }
 
 export interface MeterEvent {

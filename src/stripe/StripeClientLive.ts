@@ -68,7 +68,8 @@ const toMeter = (m: Stripe.Billing.Meter): StripeMeter => ({
   status: m.status,
   customerPayloadKey: m.customer_mapping?.event_payload_key ?? "stripe_customer_id",
   valuePayloadKey: m.value_settings?.event_payload_key ?? "value",
-  formula: m.default_aggregation.formula
+  formula: m.default_aggregation.formula,
+  eventTimeWindow: m.event_time_window ?? null
 })
 
 const decimalOf = (v: unknown): string => normalize(typeof v === "string" ? v : String(v))

@@ -10,6 +10,7 @@ import { Data, Effect, Option } from "effect"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { progressKey } from "../repositories/SyncBatchRepo.js"
+import type { makeMeterSupport } from "./MeterSupport.js"
 import type { RunContext, SyncDeps, WindowRange, WindowWork } from "./RunContext.js"
 import * as W from "./Windows.js"
 
@@ -20,17 +21,22 @@ export class WindowNotClosed extends Data.TaggedError("WindowNotClosed")<{
   readonly dueAt: Date
 }> {}
 
-/** Meters Stripe can receive as window sums. */
-export const supportedMeters = (deps: SyncDeps, mappings: ReadonlyArray<MeterMapping>) =>
-  Effect.map(deps.repo.meterAggregations(mappings.map((m) => m.meterId)), (types) => {
-    const ok = new Set<string>()
-    for (const m of mappings) {
-      const t = types.get(m.meterId)
-      // Stripe `sum` meters receive our window sums; `count` would count one event per
-      // window and `last` needs MAX/LATEST values the event store does not aggregate.
-      if (m.formula === "sum" && (t === "SUM" || t === "COUNT")) ok.add(m.meterId)
-    }
-    return ok
+/**
+ * Meters Stripe can receive as window sums: formula fit and pre-aggregation (MeterSupport.ts).
+ * `check` is the per-process meter check built with the pipeline.
+ */
+export const supportedMeters = (
+  deps: SyncDeps,
+  check: ReturnType<typeof makeMeterSupport>,
+  mappings: ReadonlyArray<MeterMapping>
+) =>
+  Effect.gen(function* () {
+    const types = yield* deps.repo.meterAggregations(mappings.map((m) => m.meterId))
+    // Not configured / undecryptable: nothing can be sent this run anyway (the push says why).
+    const ref = yield* deps.accounts.refFor.pipe(
+      Effect.catchTags({ StripeNotConfigured: () => Effect.succeed(undefined), DecryptionFailed: () => Effect.succeed(undefined) })
+    )
+    return yield* check(ref, mappings, types)
   })
 
 /**

@@ -197,6 +197,7 @@ const preparePage = (push: PushContext, after: Option.Option<Cursor>) =>
     const noMeter: Array<string> = []
     const noCustomer: Array<string> = []
     const tooLate: Array<string> = []
+    const preAggregated: Array<string> = []
     const sendable: Array<Sendable> = []
     for (const b of page) {
       const mapping = mappingByMeter.get(b.meterId)
@@ -205,6 +206,12 @@ const preparePage = (push: PushContext, after: Option.Option<Cursor>) =>
         noMeter.push(b.id)
         continue
       }
+      if (push.run.supported.preAggregated.has(b.meterId)) {
+        preAggregated.push(b.id)
+        continue
+      }
+      // its Stripe meter could not be read this run: stays pending for a later run
+      if (push.run.supported.held(b.meterId)) continue
       if (customer === undefined) {
         noCustomer.push(b.id)
         continue
@@ -222,7 +229,8 @@ const preparePage = (push: PushContext, after: Option.Option<Cursor>) =>
     yield* repo.markSkipped(noMeter, at, "mapping_deleted")
     yield* repo.markSkipped(noCustomer, at, "no_mapping")
     yield* repo.markSkipped(tooLate, at, "too_late")
-    const skippedNow = noMeter.length + noCustomer.length + tooLate.length
+    yield* repo.markSkipped(preAggregated, at, "pre_aggregated_meter")
+    const skippedNow = noMeter.length + noCustomer.length + tooLate.length + preAggregated.length
     yield* countBatches("skipped", skippedNow)
     yield* Ref.update(push.counters, (c) => ({ ...c, skipped: c.skipped + skippedNow }))
     yield* repo.markSending(

@@ -19,6 +19,7 @@ import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import type { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import type { StripeAccounts } from "../stripe/StripeAccounts.js"
 import type { StripeAccountRef, StripeClientService } from "../stripe/StripeClient.js"
+import type { MeterSupport } from "./MeterSupport.js"
 import type { SyncSettings } from "./SyncSettings.js"
 
 export type Trigger = "schedule" | "manual"
@@ -91,8 +92,8 @@ export interface RunContext {
   readonly range: WindowRange | undefined
   /** enabled mappings by FlexPrice meter id */
   readonly mappingByMeter: ReadonlyMap<string, MeterMapping>
-  /** meters whose formula and aggregation Stripe can receive as sums */
-  readonly supported: ReadonlySet<string>
+  /** meters whose formula, aggregation and Stripe meter can receive window sums (MeterSupport.ts) */
+  readonly supported: MeterSupport
   readonly meterIds: ReadonlyArray<string>
 }
 

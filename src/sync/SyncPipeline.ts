@@ -40,6 +40,7 @@ import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
+import { makeMeterSupport } from "./MeterSupport.js"
 import { manualRange, plan, supportedMeters, WindowNotClosed } from "./Planning.js"
 import { push } from "./Push.js"
 import { reevaluate } from "./Reevaluation.js"
@@ -131,6 +132,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
       reporter: yield* ErrorReporter
     }
     const { repo } = deps
+    const meterSupport = makeMeterSupport(deps.stripe)
 
     /**
      * One run for the CurrentTenant. The caller holds the tenant's lease (SyncService does).
@@ -162,7 +164,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
           dryRun,
           range,
           mappingByMeter: new Map(mappings.map((m) => [m.meterId, m])),
-          supported: yield* supportedMeters(deps, mappings),
+          supported: yield* supportedMeters(deps, meterSupport, mappings),
           meterIds: mappings.map((m) => m.meterId)
         }
         const runId = dryRun ? null : yield* repo.startRun(options.trigger, new Date(now))

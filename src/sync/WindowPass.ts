@@ -73,7 +73,8 @@ const batchesOfPage = (ctx: RunContext, input: PageInput) =>
         skipReason: reason
       })
       if (tooLate) return skip("too_late")
-      if (mapping === undefined || !supported.has(g.meterId)) return skip("unsupported_formula")
+      if (mapping === undefined) return skip("unsupported_formula")
+      if (!supported.has(g.meterId)) return skip(supported.skipReason(g.meterId))
       if (!stripeCustomers.has(g.customerId)) return skip("no_mapping")
       const { sent } = amountToSend(owed.get(pairKey(g.customerId, g.meterId)) ?? "0", g.quantity, mapping.wholeUnits)
       if (Decimal.isZero(sent)) return skip("zero_quantity", "0")
