@@ -46,6 +46,21 @@ export const HttpConfig = Config.all({
   )
 })
 
+/** Event ingestion. */
+export const IngestConfig = Config.all({
+  /**
+   * How far ahead of the ingest clock an event's timestamp may be. Stripe refuses meter events
+   * more than 5 minutes in the future ("Must be within the past 35 calendar days or up to 5
+   * minutes in the future", docs.stripe.com/api/billing/meter-event/create, `timestamp`), so an
+   * event further ahead could only be billed once its window is due, long after the client
+   * was told it was accepted: it is refused per event (`timestamp_in_future`) instead.
+   */
+  maxFutureSeconds: Config.integer("FLEXPRICE_EVENT_MAX_FUTURE_SECONDS").pipe(
+    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 }),
+    Config.withDefault(300)
+  )
+})
+
 /**
  * Sync settings shared by the pipeline and the HTTP layer (requirements' env names). Each value is
  * validated before its default applies: validated after `withDefault`, a bad value's error loses

@@ -5,7 +5,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Metric, Option } from "effect"
-import { DatabaseConfig } from "../config/AppConfig.js"
+import { DatabaseConfig, IngestConfig } from "../config/AppConfig.js"
 import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { newId } from "../domain/Ids.js"
@@ -80,7 +80,9 @@ export const quantityOutOfRange = (
 export const validateEvent = (
   raw: unknown,
   index: number,
-  now: Date
+  now: Date,
+  /** A timestamp later than `now` + this is refused (`timestamp_in_future`); see IngestConfig. */
+  maxFutureMs: number = Number.POSITIVE_INFINITY
 ): { readonly _tag: "Valid"; readonly event: ValidEvent } | { readonly _tag: "Rejected"; readonly rejection: IngestRejection } => {
   const reject = (code: string, reason: string, eventId: string | null = null) =>
     ({ _tag: "Rejected", rejection: { index, event_id: eventId, code, reason } }) as const
@@ -107,6 +109,12 @@ export const validateEvent = (
     if (Number.isNaN(timestamp.getTime())) return reject("invalid_timestamp", "timestamp must be an RFC 3339 date-time", eventId)
     if (timestamp.getTime() < MIN_EVENT_TIME || timestamp.getTime() >= MAX_EVENT_TIME)
       return reject("timestamp_out_of_range", "timestamp must be between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z", eventId)
+    if (timestamp.getTime() > now.getTime() + maxFutureMs)
+      return reject(
+        "timestamp_in_future",
+        `timestamp is more than ${maxFutureMs / 1000} s ahead of the server clock (${now.toISOString()}); Stripe refuses usage more than 5 minutes in the future`,
+        eventId
+      )
   }
   const props = raw["properties"] ?? {}
   if (!isJsonObject(props)) return reject("invalid_properties", "properties must be a JSON object", eventId)
@@ -160,6 +168,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
     const customers = yield* CustomerRepo
     const meterRepo = yield* MeterRepo
     const watermark = yield* IngestWatermark
+    const maxFutureMs = (yield* IngestConfig).maxFutureSeconds * 1000
 
     const serverMode = Option.isSome((yield* DatabaseConfig).url)
 
@@ -212,7 +221,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
           const seen = new Set<string>()
           let duplicates = 0
           raws.forEach((raw, i) => {
-            const v = validateEvent(raw, i, ingestedAt)
+            const v = validateEvent(raw, i, ingestedAt, maxFutureMs)
             if (v._tag === "Rejected") rejected.push(v.rejection)
             else if (seen.has(v.event.eventId)) duplicates++
             else {

@@ -28,6 +28,8 @@ export interface MeterSupport {
   /** Sendable, but its Stripe meter could not be read this run: leave its batches pending. */
   readonly held: (meterId: string) => boolean
   readonly preAggregated: ReadonlySet<string>
+  /** Stripe's error code when a meter read failed this run (the run then reports `partial`). */
+  readonly readError: string | null
 }
 
 /** Builds the per-run check; the cache of meter reads lives as long as the returned function. */
@@ -47,15 +49,18 @@ export const makeMeterSupport = (stripe: StripeClientService) => {
     }
     const preAggregated = new Set<string>()
     const held = new Set<string>()
+    let readError: string | null = null
     for (const m of mappings) {
       if (!formulaOk.has(m.meterId)) continue
       if (!windows.has(m.providerMeterId) && ref !== undefined) {
         const read = yield* Effect.either(stripe.retrieveMeter(ref, m.providerMeterId))
         if (read._tag === "Right") windows.set(m.providerMeterId, read.right.eventTimeWindow)
-        else
+        else {
+          readError ??= read.left.code
           yield* Effect.logWarning("could not read a mapped Stripe meter; its batches wait for a later run").pipe(
             Effect.annotateLogs({ provider_meter_id: m.providerMeterId, error: read.left._tag })
           )
+        }
       }
       if (!windows.has(m.providerMeterId)) held.add(m.meterId)
       else if (windows.get(m.providerMeterId) !== null) preAggregated.add(m.meterId)
@@ -65,7 +70,8 @@ export const makeMeterSupport = (stripe: StripeClientService) => {
       has: (id) => formulaOk.has(id) && !preAggregated.has(id),
       skipReason: (id) => (preAggregated.has(id) ? "pre_aggregated_meter" : "unsupported_formula"),
       held: (id) => held.has(id),
-      preAggregated
+      preAggregated,
+      readError
     } satisfies MeterSupport
   })
 }

@@ -100,7 +100,7 @@ const runStages = (ctx: RunContext, runId: string | null) =>
       })
     )
     const c = yield* Ref.get(counters)
-    const error = pushError ?? c.stop
+    const error = pushError ?? c.stop ?? ctx.supported.readError
     const status: RunReport["status"] = error === null ? "completed" : "partial"
     yield* successRatio(c.synced, c.synced + c.failed)
     return {

@@ -7,8 +7,8 @@
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { MeterMappingRepo } from "../../src/repositories/MeterMappingRepo.js"
-import { forEachBackend } from "../support/app.js"
-import { hoursAgo, type MeterSetup, startSyncHarness, type SyncHarness } from "./support.js"
+import { forEachBackend, startTestApp } from "../support/app.js"
+import { HOUR, hoursAgo, type MeterSetup, startSyncHarness, type SyncHarness } from "./support.js"
 
 /** Independent oracle: exact decimal sums as scaled BigInts. */
 const oracle = {
@@ -108,6 +108,67 @@ forEachBackend(["pglite", "postgres"], (backend) => {
       for (const b of held) expect([b.syncStatus, b.skipReason]).toEqual(["skipped", "pre_aggregated_meter"])
       const status = await h.app.request("GET", "/v1/stripe/sync/status")
       expect(status.body.skipped_by_reason.pre_aggregated_meter).toBe(6)
+    })
+    it("item 11: refuses events stamped more than FLEXPRICE_EVENT_MAX_FUTURE_SECONDS (300) ahead, per event, storing none of them", async () => {
+      await h.app.request("POST", "/v1/meters", { name: "fut", event_name: "fut", aggregation: { type: "SUM", field: "qty" } })
+      await h.customer("fut_c")
+      const at = (ms: number) => new Date(Date.now() + ms).toISOString()
+      const ev = (id: string, timestamp: string) => ({ event_id: id, event_name: "fut", external_customer_id: "fut_c", timestamp, properties: { qty: "1" } })
+      const single = await h.app.request("POST", "/v1/events", ev("fut-single", at(6 * 60_000)))
+      expect(single.status).toBe(400)
+      expect(single.body.error.code).toBe("timestamp_in_future")
+      expect(single.body.error.details).toMatchObject({ event_id: "fut-single" })
+      const bulk = await h.app.request("POST", "/v1/events/bulk", {
+        events: [ev("fut-ok-1", at(-60_000)), ev("fut-bad-1", at(10 * 60_000)), ev("fut-ok-2", at(4 * 60_000)), ev("fut-bad-2", at(400 * 86_400_000))]
+      })
+      expect(bulk.status).toBe(202)
+      expect(bulk.body.accepted).toBe(2)
+      expect(bulk.body.rejected.map((r: any) => [r.index, r.event_id, r.code])).toEqual([
+        [1, "fut-bad-1", "timestamp_in_future"],
+        [3, "fut-bad-2", "timestamp_in_future"]
+      ])
+      const listed = await h.app.request("GET", "/v1/events?external_customer_id=fut_c")
+      expect(listed.body.events.map((e: any) => e.event_id).sort()).toEqual(["fut-ok-1", "fut-ok-2"])
+
+      // configurable: a wider tolerance accepts what the default refuses
+      const wide = await startTestApp({ backend, env: { FLEXPRICE_EVENT_MAX_FUTURE_SECONDS: "3600" } })
+      try {
+        await wide.request("POST", "/v1/meters", { name: "fut", event_name: "fut", aggregation: { type: "SUM", field: "qty" } })
+        const ok = await wide.request("POST", "/v1/events", ev("w-1", at(30 * 60_000)))
+        expect(ok.status).toBe(202)
+        const no = await wide.request("POST", "/v1/events", ev("w-2", at(61 * 60_000)))
+        expect([no.status, no.body.error.code]).toEqual([400, "timestamp_in_future"])
+      } finally {
+        await wide.dispose()
+      }
+    })
+    it("item 8: a manual sync includes every event acknowledged (202) before its request, with the production watermark lag", async () => {
+      // FLEXPRICE_WATERMARK_LAG_SECONDS at its default (the shared harness runs with 0)
+      const lagged = await startSyncHarness({ backend, env: { FLEXPRICE_WATERMARK_LAG_SECONDS: "2" } })
+      try {
+        await lagged.configure()
+        const m = await lagged.meter("ryw", { aggregation: "SUM", field: "qty" })
+        const c = await lagged.customer("ryw_c")
+        const hourStart = (n: number) => new Date(Math.floor(Date.now() / HOUR) * HOUR - n * HOUR).toISOString()
+        const manual = () => lagged.app.request("POST", "/v1/stripe/sync/manual", { window_start: hourStart(2), window_end: hourStart(1) })
+        const sent: Array<string> = []
+        const ingestAndSync = async (prefix: string, qtys: ReadonlyArray<string>) => {
+          await lagged.ingest(qtys.map((q, i) => ({ event_id: `${prefix}-${i}`, event_name: "ryw", external_customer_id: "ryw_c", timestamp: hoursAgo(2, 5 + i), properties: { qty: q } })))
+          sent.push(...qtys)
+          const res = await manual()
+          expect(res.status).toBe(200)
+          expect(res.body.status).toBe("completed")
+          expect(res.body.windows).toHaveLength(1)
+          expect(res.body.windows[0]).toMatchObject({ groups: 1, quantity: oracle.sum(qtys) })
+          expect(res.body.excluded_events).toBe(0)
+          expect(lagged.stripeTotal(c.stripeId!, m.stripeEventName)).toBe(oracle.sum(sent))
+        }
+        await ingestAndSync("ryw-base", ["3.5", "0.25", "11"])
+        // a late event for the hour just synced: in the very next manual sync, as a delta
+        await ingestAndSync("ryw-late", ["0.001"])
+      } finally {
+        await lagged.dispose()
+      }
     })
   })
 })
