@@ -77,6 +77,30 @@ export class IngestWatermark extends Effect.Service<IngestWatermark>()("flexpric
       return new Date(safe)
     })
 
-    return { stamped, current } as const
+    /** Now on the clock stamps are taken from (the database's in server mode). */
+    const clock = serverMode
+      ? Effect.map(sql<{ now: Date }>`SELECT clock_timestamp() AS now`, (rows) => new Date(rows[0]!.now))
+      : Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
+
+    /**
+     * Read-your-writes for a manual sync: a watermark at or above `target` (an instant read from
+     * `clock` when the request arrived, so every write acknowledged before it is stamped at or
+     * below it). Waits out the lag and in-flight writes, at most `lag + maxExtraMs`; after that
+     * answers the highest watermark reached (below `target`), and the caller reports what it
+     * leaves out.
+     */
+    const covering = (target: Date, maxExtraMs: number) =>
+      Effect.gen(function* () {
+        const started = yield* Clock.currentTimeMillis
+        const deadline = started + watermarkLagSeconds * 1000 + maxExtraMs
+        for (;;) {
+          const wm = yield* current
+          const at = yield* Clock.currentTimeMillis
+          if (wm.getTime() >= target.getTime() || at >= deadline) return wm
+          yield* Effect.sleep(Math.max(1, Math.min(target.getTime() - wm.getTime(), deadline - at, 250)))
+        }
+      })
+
+    return { stamped, current, clock, covering } as const
   })
 }) {}

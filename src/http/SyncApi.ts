@@ -35,6 +35,10 @@ export const ManualSyncResult = Schema.Struct({
   batches_failed: Schema.Int,
   batches_skipped: Schema.Int,
   stripe_requests: Schema.Int,
+  excluded_events: Schema.Int.annotations({
+    description:
+      "processed rows of the range acknowledged before this request that the run could not include within its bounded wait for the ingest watermark (0: every event acknowledged before the request is in this run)"
+  }),
   error: Schema.NullOr(Schema.String)
 })
 

@@ -2,6 +2,7 @@
 import { HttpApiBuilder } from "@effect/platform"
 import { Effect, Option } from "effect"
 import { Conflict, InternalError, InvalidInput } from "../domain/Errors.js"
+import { IngestWatermark } from "../events/IngestWatermark.js"
 import { StripeConfigRepo } from "../repositories/StripeConfigRepo.js"
 import { type BatchRow, SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
@@ -69,6 +70,7 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
     const configs = yield* StripeConfigRepo
     const accounts = yield* StripeAccounts
     const stripe = yield* StripeClient
+    const watermarks = yield* IngestWatermark
     const reconcileLive = (from: Date, to: Date) =>
       reconcile(from, to).pipe(
         Effect.provideService(SyncBatchRepo, repo),
@@ -85,7 +87,10 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
           if (to.getTime() <= from.getTime()) return yield* InvalidInput.of("invalid_range", "window_end must be after window_start")
           if (to.getTime() - from.getTime() > 35 * 86_400_000)
             return yield* InvalidInput.of("invalid_range", "a manual sync covers at most 35 days (Stripe's limit)")
-          const report = yield* service.runCurrent({ trigger: "manual", windows: { from, to }, dryRun: payload.dry_run })
+          // Read-your-writes: every event acknowledged before this request is stamped at or below this
+          // instant (read on the clock ingest stamps come from)
+          const acknowledgedBefore = yield* watermarks.clock
+          const report = yield* service.runCurrent({ trigger: "manual", windows: { from, to }, dryRun: payload.dry_run, acknowledgedBefore })
           const counts = report.windows.length === 0
             ? new Map<number, { pending: number; sending: number; synced: number; failed: number; skipped: number }>()
             : yield* repo.countsByWindow(report.windows[0]!.windowStart, report.windows[report.windows.length - 1]!.windowEnd)
@@ -108,6 +113,7 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
             batches_failed: report.batchesFailed,
             batches_skipped: report.batchesSkipped,
             stripe_requests: report.stripeRequests,
+            excluded_events: report.excludedEvents,
             error: report.error
           }
         }).pipe(

@@ -30,6 +30,11 @@ export interface RunOptions {
   readonly windows?: { readonly from: Date; readonly to: Date } | undefined
   /** Aggregate and report what would be sent; write and send nothing. */
   readonly dryRun?: boolean | undefined
+  /**
+   * Manual sync, read-your-writes: the ingest-clock instant the request arrived. Every event
+   * acknowledged before it is included (the run waits, bounded, for the watermark to reach it).
+   */
+  readonly acknowledgedBefore?: Date | undefined
 }
 
 export interface WindowReport {
@@ -57,6 +62,11 @@ export interface RunReport {
   readonly batchesSkipped: number
   /** Stripe requests made for meter events in this run */
   readonly stripeRequests: number
+  /**
+   * Read-your-writes: processed rows of the range acknowledged before the request but above the
+   * watermark the run could reach within its bounded wait (0 when it reached the request).
+   */
+  readonly excludedEvents: number
   readonly error: string | null
 }
 

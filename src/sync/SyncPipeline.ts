@@ -29,7 +29,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import type { SqlError } from "@effect/sql"
-import { Clock, Effect, Ref } from "effect"
+import { Clock, Effect, Ref, Stream } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { EventStore, type EventStoreError } from "../events/EventStore.js"
 import { IngestWatermark } from "../events/IngestWatermark.js"
@@ -44,7 +44,7 @@ import { makeMeterSupport } from "./MeterSupport.js"
 import { manualRange, plan, supportedMeters, WindowNotClosed } from "./Planning.js"
 import { push } from "./Push.js"
 import { reevaluate } from "./Reevaluation.js"
-import type { PushCounters, RunContext, RunOptions, RunReport, SyncDeps, WindowReport } from "./RunContext.js"
+import type { PushCounters, RunContext, RunOptions, RunReport, SyncDeps, WindowRange, WindowReport } from "./RunContext.js"
 import { countBatches, ledgerGauges, successRatio } from "./SyncMetrics.js"
 import { SyncSettings } from "./SyncSettings.js"
 import { processWindow } from "./WindowPass.js"
@@ -53,13 +53,32 @@ import type { LeaseLost } from "./SyncLease.js"
 export type { RunOptions, RunReport, Trigger, WindowReport } from "./RunContext.js"
 export { WindowNotClosed } from "./Planning.js"
 
+/** Read-your-writes: how long a manual sync waits, beyond the watermark lag, for in-flight ingests. */
+const READ_YOUR_WRITES_EXTRA_WAIT_MS = 10_000
+
+/** Processed rows of `range` ingested above the run's watermark and at or before `until`. */
+const countExcluded = (ctx: RunContext, range: WindowRange, until: Date) =>
+  ctx.meterIds.length === 0
+    ? Effect.succeed(0)
+    : ctx.deps.store
+        .aggregateBillable({
+          scope: ctx.scope,
+          windowStart: range.from,
+          windowEnd: range.to,
+          ingestedAfter: ctx.watermark,
+          ingestedBefore: until,
+          meterIds: ctx.meterIds,
+          pageSize: ctx.deps.settings.shared.batchSizeLimit
+        })
+        .pipe(Stream.runFold(0, (n, g) => n + g.eventCount))
+
 /** A run that ledgers this many batches refreshes the ledger's planner statistics before pushing. */
 const STATISTICS_AFTER_BATCHES = 10_000
 
 const noCounts = { windows: 0, batchesCreated: 0, batchesSynced: 0, batchesFailed: 0, batchesSkipped: 0 }
 
 /** Plan, ledger, re-evaluate, push: the run's body between its start and finish rows. */
-const runStages = (ctx: RunContext, runId: string | null) =>
+const runStages = (ctx: RunContext, runId: string | null, excludedEvents: number) =>
   Effect.gen(function* () {
     const { deps, dryRun } = ctx
     const { repo } = deps
@@ -85,6 +104,7 @@ const runStages = (ctx: RunContext, runId: string | null) =>
         batchesFailed: 0,
         batchesSkipped: 0,
         stripeRequests: 0,
+        excludedEvents,
         error: null
       } satisfies RunReport
     }
@@ -113,6 +133,7 @@ const runStages = (ctx: RunContext, runId: string | null) =>
       batchesFailed: c.failed,
       batchesSkipped: skippedAtLedger + c.skipped,
       stripeRequests: c.requests,
+      excludedEvents,
       error
     } satisfies RunReport
   })
@@ -145,14 +166,17 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
       Effect.gen(function* () {
         const scope = yield* CurrentTenant
         const now = yield* Clock.currentTimeMillis
-        const wm = yield* watermarks.current
+        const dryRun = options.dryRun === true
+        const range = options.windows ? yield* manualRange(config, options.windows, now) : undefined
+        const wm =
+          options.acknowledgedBefore === undefined
+            ? yield* watermarks.current
+            : yield* watermarks.covering(options.acknowledgedBefore, READ_YOUR_WRITES_EXTRA_WAIT_MS)
         yield* Effect.annotateCurrentSpan({
           tenant_id: scope.tenantId,
           environment_id: scope.environmentId,
           "sync.watermark": wm.toISOString()
         })
-        const dryRun = options.dryRun === true
-        const range = options.windows ? yield* manualRange(config, options.windows, now) : undefined
 
         const mappings = yield* meterMappings.listEnabled
         const ctx: RunContext = {
@@ -167,9 +191,13 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
           supported: yield* supportedMeters(deps, meterSupport, mappings),
           meterIds: mappings.map((m) => m.meterId)
         }
+        const excludedEvents =
+          range && options.acknowledgedBefore && wm.getTime() < options.acknowledgedBefore.getTime()
+            ? yield* countExcluded(ctx, range, options.acknowledgedBefore)
+            : 0
         const runId = dryRun ? null : yield* repo.startRun(options.trigger, new Date(now))
 
-        const report = yield* runStages(ctx, runId).pipe(
+        const report = yield* runStages(ctx, runId, excludedEvents).pipe(
           Effect.tapErrorCause((cause) =>
             runId === null
               ? Effect.void
