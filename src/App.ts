@@ -23,6 +23,7 @@ import { Encryption } from "./security/Encryption.js"
 import { StripeAccounts } from "./stripe/StripeAccounts.js"
 import { StripeClient } from "./stripe/StripeClient.js"
 import { WebhookEventRepo } from "./repositories/WebhookEventRepo.js"
+import { WindowGridRepo } from "./repositories/WindowGridRepo.js"
 import { WebhookProcessor } from "./webhooks/WebhookProcessor.js"
 import { MasterKeyCheckLive } from "./security/KeyRotation.js"
 import { SyncLive } from "./sync/index.js"
@@ -50,7 +51,8 @@ export const StripeBaseLive = Layer.mergeAll(
   StripeConfigRepo.Default,
   MeterMappingRepo.Default,
   CustomerMappingRepo.Default,
-  WebhookEventRepo.Default
+  WebhookEventRepo.Default,
+  WindowGridRepo.Default
 )
 
 export const StripeServicesLive = Layer.mergeAll(WebhookProcessor.Default, MasterKeyCheckLive).pipe(

@@ -170,5 +170,58 @@ forEachBackend(["pglite", "postgres"], (backend) => {
         await lagged.dispose()
       }
     })
+    it("item 1: changing aggregation_window_minutes (60 → 15 → 60) never re-sends synced usage; late events become deltas on the grid they were synced on", async () => {
+      const g = await startSyncHarness({ backend })
+      try {
+        await g.configure({ windowMinutes: 60 })
+        const m = await g.meter("grid", { aggregation: "SUM", field: "qty" })
+        const c = await g.customer("grid_c")
+        const ingested: Array<string> = []
+        let n = 0
+        const ingest = async (at: ReadonlyArray<readonly [hour: number, minute: number, qty: string]>) => {
+          await g.ingest(
+            at.map(([hour, minute, qty]) => ({ event_id: `grid-${n++}`, event_name: "grid", external_customer_id: "grid_c", timestamp: hoursAgo(hour, minute), properties: { qty } }))
+          )
+          ingested.push(...at.map(([, , q]) => q))
+        }
+        const syncAndCheck = async () => {
+          const r = await g.sync()
+          expect(r.status).toBe("completed")
+          expect(g.stripeTotal(c.stripeId!, m.stripeEventName)).toBe(oracle.sum(ingested))
+        }
+        const setWindow = async (minutes: number) => {
+          const res = await g.app.request("PUT", "/v1/stripe/config", { aggregation_window_minutes: minutes })
+          expect(res.status).toBe(200)
+          expect(res.body.aggregation_window_minutes).toBe(minutes)
+        }
+        // every quarter of hours -5..-3, synced on 60-minute windows (all far from the open hour,
+        // so the test does not depend on the minute it runs at)
+        await ingest([5, 4, 3].flatMap((hour) => [5, 20, 35, 50].map((minute) => [hour, minute, `${hour}.${minute}`] as const)))
+        await syncAndCheck()
+
+        await setWindow(15)
+        // late events in every quarter of a synced hour, and usage in an hour not synced yet
+        await ingest([[4, 7, "0.5"], [4, 22, "1.25"], [4, 37, "2"], [4, 52, "0.003"], [2, 20, "7"], [2, 40, "8.5"]])
+        await syncAndCheck()
+        await syncAndCheck()
+
+        await setWindow(60)
+        // late again: a 60-minute hour, quarters synced at 15 minutes, a quarter never synced
+        await ingest([[4, 25, "0.75"], [2, 25, "3"], [2, 50, "4.125"], [3, 59, "9"]])
+        await syncAndCheck()
+        await syncAndCheck()
+
+        // no meter event was accepted twice, and each one is a window the ledger holds
+        const accepted = g.emulator.state.meterEvents()
+        expect(new Set(accepted.map((e) => e.identifier)).size).toBe(accepted.length)
+        const batches = (await g.batches()).filter((b) => b.syncStatus === "synced")
+        expect(accepted.length).toBe(batches.length)
+        // ledger windows never overlap unless they are the same window
+        const windows = [...new Map(batches.map((b) => [`${b.windowStart.getTime()}`, b])).values()].sort((a, b) => a.windowStart.getTime() - b.windowStart.getTime())
+        for (let i = 1; i < windows.length; i++) expect(windows[i]!.windowStart.getTime()).toBeGreaterThanOrEqual(windows[i - 1]!.windowEnd.getTime())
+      } finally {
+        await g.dispose()
+      }
+    })
   })
 })
