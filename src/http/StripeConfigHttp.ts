@@ -3,6 +3,7 @@
  * encrypted; responses show a masked hint only. Every change is audited (fields, never values).
  */
 import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
+import { PgClient } from "@effect/sql-pg"
 import { Effect, Option, Redacted } from "effect"
 import { HttpConfig, SyncConfig } from "../config/AppConfig.js"
 import { InternalError, InvalidInput, NotFound, Conflict, UpstreamFailed } from "../domain/Errors.js"
@@ -11,6 +12,8 @@ import { MeterMappingRepo, type MeterMappingRow } from "../repositories/MeterMap
 import { MeterRepo } from "../repositories/MeterRepo.js"
 import { AGGREGATION_WINDOWS, StripeConfigRepo, type StoredStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { WebhookEventRepo, type WebhookEventRow } from "../repositories/WebhookEventRepo.js"
+import { WindowGridRepo } from "../repositories/WindowGridRepo.js"
+import { SyncLease } from "../sync/SyncLease.js"
 import { AuditLog } from "../security/AuditLog.js"
 import { Encryption } from "../security/Encryption.js"
 import { StripeAccounts, tenantKeyOf } from "../stripe/StripeAccounts.js"
@@ -55,6 +58,9 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
     const webhookEvents = yield* WebhookEventRepo
     const http = yield* HttpConfig
     const sync = yield* SyncConfig
+    const sql = yield* PgClient.PgClient
+    const lease = yield* SyncLease
+    const grids = yield* WindowGridRepo
 
     const publicBase = (() => {
       const configured = http.publicUrl.trim().replace(/\/+$/, "")
@@ -164,7 +170,7 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
           for (const f of ["sync_enabled", "aggregation_window_minutes", "grace_period_minutes", "transport"] as const)
             if (payload[f] !== undefined) changed.push(f)
 
-          const saved = yield* repo.upsert({
+          const write = repo.upsert({
             apiKeyEncrypted,
             apiKeyHint,
             webhookSecretEncrypted,
@@ -176,13 +182,47 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
             livemode,
             stripeAccountId: accountId
           })
+          // A new window size must never re-cut a window the ledger holds (src/sync/WindowGrid.ts):
+          // it is recorded against the ledger's last window while no sync run of this
+          // environment can add one (its lease), in the transaction that stores the size.
+          let effectiveFrom = Option.none<Date>()
+          const saved =
+            stored !== undefined && window !== stored.aggregationWindowMinutes
+              ? yield* lease
+                  .withLease(
+                    scope,
+                    sql.withTransaction(
+                      Effect.gen(function* () {
+                        const current = Option.getOrUndefined(yield* repo.getStored)
+                        effectiveFrom = yield* grids.change(current?.aggregationWindowMinutes ?? window, window)
+                        return yield* write
+                      })
+                    ),
+                    { wait: "30 seconds" }
+                  )
+                  .pipe(
+                    Effect.catchTags({
+                      LeaseBusy: () => Effect.fail(Conflict.of("sync_in_progress", "a sync of this environment is running; retry shortly")),
+                      LeaseLost: () => Effect.fail(InternalError.of("sync_interrupted", "the configuration change lost the sync lease; retry"))
+                    })
+                  )
+              : yield* write
           yield* accounts.invalidate(scope)
           yield* audit.record({
             action: stored === undefined ? "config.create" : "config.update",
             actor: "api",
             target: "stripe_config",
             sourceIp: yield* sourceIp,
-            details: { changed_fields: changed, key_version: saved.keyVersion, stripe_account_id: saved.stripeAccountId, livemode: saved.livemode }
+            details: {
+              changed_fields: changed,
+              key_version: saved.keyVersion,
+              stripe_account_id: saved.stripeAccountId,
+              livemode: saved.livemode,
+              ...Option.match(effectiveFrom, {
+                onNone: () => ({}),
+                onSome: (d) => ({ aggregation_window_effective_from: d.toISOString() })
+              })
+            }
           })
           return view(saved)
         }).pipe(orUnavailable)

@@ -12,6 +12,7 @@ import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { progressKey } from "../repositories/SyncBatchRepo.js"
 import type { makeMeterSupport } from "./MeterSupport.js"
 import type { RunContext, SyncDeps, WindowRange, WindowWork } from "./RunContext.js"
+import * as G from "./WindowGrid.js"
 import * as W from "./Windows.js"
 
 /** The manual range holds a window that is not due yet. */
@@ -45,12 +46,12 @@ export const supportedMeters = (
  */
 export const manualRange = (
   config: TenantStripeConfig,
+  grid: G.Grid,
   windows: { readonly from: Date; readonly to: Date },
   now: number
 ): Effect.Effect<WindowRange, WindowNotClosed> =>
   Effect.suspend(() => {
-    const minutes = config.aggregationWindowMinutes
-    for (const w of W.windowsOverlapping(windows.from, windows.to, minutes)) {
+    for (const w of G.windowsOverlapping(grid, windows.from, windows.to)) {
       if (!W.isDue(w, config.gracePeriodMinutes, now))
         return Effect.fail(
           new WindowNotClosed({
@@ -61,18 +62,17 @@ export const manualRange = (
         )
     }
     return Effect.succeed({
-      from: W.alignDown(windows.from, minutes),
-      to: new Date(W.alignDown(new Date(windows.to.getTime() - 1), minutes).getTime() + minutes * W.MINUTE_MS)
+      from: G.windowOf(grid, windows.from).start,
+      to: G.windowOf(grid, windows.to.getTime() - 1).end
     })
   })
 
 /** Scheduled runs: every due window with rows not yet in the ledger, per meter. */
 const planScheduled = (ctx: RunContext) =>
   Effect.gen(function* () {
-    const { config, meterIds, now, scope, watermark: wm } = ctx
+    const { config, grid, meterIds, now, scope, watermark: wm } = ctx
     const { repo, store } = ctx.deps
-    const minutes = config.aggregationWindowMinutes
-    const newDueThrough = W.dueThrough(now, minutes, config.gracePeriodMinutes)
+    const newDueThrough = G.dueThrough(grid, now, config.gracePeriodMinutes)
     const marks = yield* repo.meterMarks(meterIds)
     const byWindow = new Map<number, Set<string>>()
     const add = (start: Date, meterId: string) => {
@@ -81,8 +81,19 @@ const planScheduled = (ctx: RunContext) =>
       set.add(meterId)
       byWindow.set(start.getTime(), set)
     }
-    const allWindowsWithRows = (meterId: string) =>
-      store.windowsWithLateRows({ scope, ingestedAfter: new Date(0), ingestedBefore: wm, windowMinutes: minutes, meterIds: [meterId] })
+    /** Window starts holding rows ingested in (after, wm], each cut on the grid in force at its rows. */
+    const windowsWithRows = (meterId: string, after: Date) =>
+      Effect.map(
+        Effect.forEach(grid, (segment, i) =>
+          Effect.map(
+            store.windowsWithLateRows({ scope, ingestedAfter: after, ingestedBefore: wm, windowMinutes: segment.minutes, meterIds: [meterId] }),
+            // a row's window starts in its segment iff the row does (segments start on boundaries)
+            (starts) => starts.filter((s) => s.getTime() >= segment.from && s.getTime() < (grid[i + 1]?.from ?? Infinity))
+          )
+        ),
+        (perSegment) => perSegment.flat()
+      )
+    const allWindowsWithRows = (meterId: string) => windowsWithRows(meterId, new Date(0))
     for (const meterId of meterIds) {
       const mark = marks.get(meterId)
       if (mark === undefined) {
@@ -92,16 +103,10 @@ const planScheduled = (ctx: RunContext) =>
       }
       const markDue = new Date(mark.dueThrough)
       if (wm.getTime() > new Date(mark.watermark).getTime()) {
-        const late = yield* store.windowsWithLateRows({
-          scope,
-          ingestedAfter: new Date(mark.watermark),
-          ingestedBefore: wm,
-          windowMinutes: minutes,
-          meterIds: [meterId]
-        })
+        const late = yield* windowsWithRows(meterId, new Date(mark.watermark))
         for (const s of late) if (s.getTime() < markDue.getTime()) add(s, meterId)
       }
-      const fresh = W.windowStarts(markDue, newDueThrough, minutes)
+      const fresh = G.windowStarts(grid, markDue, newDueThrough)
       if (fresh.length > 8) {
         // After a long pause: only the newly due windows that hold rows at all.
         const freshSet = new Set(fresh.map((d) => d.getTime()))
@@ -135,10 +140,9 @@ export interface Plan {
 /** The windows of this run, oldest first. */
 export const plan = (ctx: RunContext) =>
   Effect.gen(function* () {
-    const minutes = ctx.config.aggregationWindowMinutes
     if (ctx.range) {
       const byWindow = new Map<number, Set<string>>()
-      for (const s of W.windowStarts(ctx.range.from, ctx.range.to, minutes)) byWindow.set(s.getTime(), new Set(ctx.meterIds))
+      for (const s of G.windowStarts(ctx.grid, ctx.range.from, ctx.range.to)) byWindow.set(s.getTime(), new Set(ctx.meterIds))
       return { windows: yield* withBounds(ctx.deps, byWindow), newDueThrough: undefined } satisfies Plan
     }
     const planned = yield* planScheduled(ctx)

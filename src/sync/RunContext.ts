@@ -20,6 +20,7 @@ import type { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import type { StripeAccounts } from "../stripe/StripeAccounts.js"
 import type { StripeAccountRef, StripeClientService } from "../stripe/StripeClient.js"
 import type { MeterSupport } from "./MeterSupport.js"
+import type { Grid } from "./WindowGrid.js"
 import type { SyncSettings } from "./SyncSettings.js"
 
 export type Trigger = "schedule" | "manual"
@@ -93,6 +94,8 @@ export interface RunContext {
   readonly deps: SyncDeps
   readonly scope: TenantScope
   readonly config: TenantStripeConfig
+  /** window sizes over time (WindowGrid.ts): every window of the run is cut on it */
+  readonly grid: Grid
   /** the run's clock instant (ms): due windows, horizons and ledger times of the ledger pass */
   readonly now: number
   /** ingest watermark: rows ingested before it are aggregated in this run */

@@ -38,6 +38,7 @@ import { CustomerMappingRepo } from "../repositories/CustomerMappingRepo.js"
 import { MeterMappingRepo } from "../repositories/MeterMappingRepo.js"
 import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
+import { WindowGridRepo } from "../repositories/WindowGridRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
 import { makeMeterSupport } from "./MeterSupport.js"
@@ -142,6 +143,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
   effect: Effect.gen(function* () {
     const watermarks = yield* IngestWatermark
     const meterMappings = yield* MeterMappingRepo
+    const grids = yield* WindowGridRepo
     const deps: SyncDeps = {
       sql: yield* PgClient.PgClient,
       store: yield* EventStore,
@@ -167,7 +169,9 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
         const scope = yield* CurrentTenant
         const now = yield* Clock.currentTimeMillis
         const dryRun = options.dryRun === true
-        const range = options.windows ? yield* manualRange(config, options.windows, now) : undefined
+        // one read of the grid per run: PUT /v1/stripe/config changes it only under the lease we hold
+        const grid = yield* grids.grid(config.aggregationWindowMinutes)
+        const range = options.windows ? yield* manualRange(config, grid, options.windows, now) : undefined
         const wm =
           options.acknowledgedBefore === undefined
             ? yield* watermarks.current
@@ -183,6 +187,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
           deps,
           scope,
           config,
+          grid,
           now,
           watermark: wm,
           dryRun,

@@ -14,6 +14,7 @@ import { batchIdentifier } from "./Identifier.js"
 import type { RunContext, WindowReport, WindowWork } from "./RunContext.js"
 import { checkFence, LeaseLost } from "./SyncLease.js"
 import { aggregationDuration } from "./SyncMetrics.js"
+import * as G from "./WindowGrid.js"
 import * as W from "./Windows.js"
 
 /**
@@ -84,11 +85,11 @@ const batchesOfPage = (ctx: RunContext, input: PageInput) =>
 
 /** One window pass: aggregate (new rows only) and, unless dry, ledger it in one transaction. */
 export const processWindow = (ctx: RunContext, work: WindowWork) => {
-  const { config, dryRun, now, scope, watermark: wm } = ctx
+  const { dryRun, now, scope, watermark: wm } = ctx
   const { repo, sql, store } = ctx.deps
   const pageSize = ctx.deps.settings.shared.batchSizeLimit
   const backendLabel = store.backend
-  const window = W.windowAt(work.start, config.aggregationWindowMinutes)
+  const window = G.windowOf(ctx.grid, work.start)
   const tooLate = !W.withinCreateHorizon(window.start, now)
   // Meters grouped by their lower bound: usually one aggregate query per window.
   const groupsByAfter = new Map<number, { after: Option.Option<Date>; meters: Array<string> }>()

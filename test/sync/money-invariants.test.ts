@@ -178,9 +178,12 @@ forEachBackend(["pglite", "postgres"], (backend) => {
         const c = await g.customer("grid_c")
         const ingested: Array<string> = []
         let n = 0
+        // one clock reading for the whole test, so an hour boundary passing mid-test changes nothing
+        const base = Math.floor(Date.now() / HOUR) * HOUR
+        const startOf = (hour: number, minute: number) => base - hour * HOUR + minute * 60_000
         const ingest = async (at: ReadonlyArray<readonly [hour: number, minute: number, qty: string]>) => {
           await g.ingest(
-            at.map(([hour, minute, qty]) => ({ event_id: `grid-${n++}`, event_name: "grid", external_customer_id: "grid_c", timestamp: hoursAgo(hour, minute), properties: { qty } }))
+            at.map(([hour, minute, qty]) => ({ event_id: `grid-${n++}`, event_name: "grid", external_customer_id: "grid_c", timestamp: new Date(startOf(hour, minute)).toISOString(), properties: { qty } }))
           )
           ingested.push(...at.map(([, , q]) => q))
         }
@@ -204,6 +207,13 @@ forEachBackend(["pglite", "postgres"], (backend) => {
         await ingest([[4, 7, "0.5"], [4, 22, "1.25"], [4, 37, "2"], [4, 52, "0.003"], [2, 20, "7"], [2, 40, "8.5"]])
         await syncAndCheck()
         await syncAndCheck()
+        const minutesOf = (b: { windowStart: Date; windowEnd: Date }) => (b.windowEnd.getTime() - b.windowStart.getTime()) / 60_000
+        const inHour = async (hour: number) => (await g.batches()).filter((b) => b.windowStart.getTime() >= startOf(hour, 0) && b.windowStart.getTime() < startOf(hour - 1, 0))
+        // the synced hour kept its 60-minute window (one delta on it); the new hour is cut in quarters
+        expect((await inHour(4)).map((b) => [minutesOf(b), b.sequence].join("/")).sort()).toEqual(["60/1", "60/2"])
+        expect((await inHour(2)).map((b) => [b.windowStart.getTime() - startOf(2, 0), minutesOf(b)])).toEqual(
+          expect.arrayContaining([[15 * 60_000, 15], [30 * 60_000, 15]])
+        )
 
         await setWindow(60)
         // late again: a 60-minute hour, quarters synced at 15 minutes, a quarter never synced
