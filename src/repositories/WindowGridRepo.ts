@@ -1,5 +1,5 @@
 /**
- * The stored window grid of the CurrentTenant (migrations/0007, rules in src/sync/WindowGrid.ts).
+ * The stored window grid of the CurrentTenant (migrations/0008, rules in src/sync/WindowGrid.ts).
  * A change of aggregation_window_minutes is recorded against the end of the latest window the
  * ledger holds, so it must be written while no sync run of the tenant can add windows (the
  * caller holds the tenant's sync lease) and in the transaction that stores the new size.
