@@ -88,7 +88,7 @@ export const make = Effect.gen(function* () {
         AND "timestamp" >= ${q.windowStart} AND "timestamp" < ${q.windowEnd}
         AND ingested_at <= ${q.ingestedBefore}
         ${q.ingestedAfter ? sql`AND ingested_at > ${q.ingestedAfter}` : sql``}
-        AND qty_billable > 0
+        AND qty_billable <> 0
         AND meter_id IN ${sql.in(q.meterIds)}
         ${Option.match(after, {
           onNone: () => sql``,
@@ -130,7 +130,7 @@ export const make = Effect.gen(function* () {
           FROM events_processed
           WHERE tenant_id = ${q.scope.tenantId} AND environment_id = ${q.scope.environmentId}
             AND ingested_at > ${q.ingestedAfter} AND ingested_at <= ${q.ingestedBefore}
-            AND qty_billable > 0 AND meter_id IN ${sql.in(q.meterIds)}
+            AND qty_billable <> 0 AND meter_id IN ${sql.in(q.meterIds)}
           ORDER BY window_start`.pipe(
           Effect.map((rows) => rows.map((r) => new Date(r.windowStart))),
           Effect.mapError(fail("windowsWithLateRows"))
@@ -141,7 +141,7 @@ export const make = Effect.gen(function* () {
       ? Effect.succeed(Option.none<Date>())
       : sql<{ min: Date | null }>`SELECT min("timestamp") AS min FROM events_processed
           WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
-            AND meter_id IN ${sql.in(meterIds)} AND qty_billable > 0`.pipe(
+            AND meter_id IN ${sql.in(meterIds)} AND qty_billable <> 0`.pipe(
           Effect.map((rows) => Option.map(Option.fromNullable(rows[0]?.min), (d) => new Date(d))),
           Effect.mapError(fail("earliestProcessed"))
         )

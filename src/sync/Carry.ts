@@ -23,6 +23,14 @@
  * (customer, meter) — a later window, a late-event delta, or a released held batch. Nothing is
  * lost: Σ sent never exceeds Σ aggregated, the shortfall is always visible in the ledger, and
  * for whole units it stays below one unit as long as no single send needs 10^15 or more.
+ *
+ * Negative quantities are corrections (Stripe sums negative meter event values: "you can send a
+ * negative value to correct previously sent usage", https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage#correct-usage)
+ * and are sent like any other amount: a negative late event becomes a negative delta and a window
+ * whose net is negative is sent negative. Whole units round toward −∞ (`splitWhole`), so a
+ * correction never leaves Stripe above the exact total; the fraction is carried as usual. Only
+ * the 15-digit truncation of a negative amount rounds toward zero: the sub-unit remainder (below
+ * the 15th significant digit) is carried and settled by the next batch.
  */
 import * as Decimal from "../domain/Decimal.js"
 
@@ -47,7 +55,7 @@ export const truncateSignificant = (value: string, digits: number = STRIPE_MAX_S
 }
 
 export interface SendAmount {
-  /** What Stripe receives for this batch (≥ 0, ≤ 15 significant digits). */
+  /** What Stripe receives for this batch (≤ 15 significant digits; negative for a correction). */
   readonly sent: string
   /** What is still owed to Stripe for this (customer, meter) after this batch. */
   readonly outstanding: string
@@ -55,11 +63,11 @@ export interface SendAmount {
 
 /**
  * @param outstanding Σ aggregated − Σ sent of the earlier batches of this (customer, meter)
- * @param quantity    this batch's aggregated quantity (≥ 0)
+ * @param quantity    this batch's aggregated quantity (negative for a net correction)
  */
 export const amountToSend = (outstanding: string, quantity: string, wholeUnits: boolean): SendAmount => {
   const total = Decimal.add(outstanding, quantity)
-  if (!Decimal.isPositive(total)) return { sent: "0", outstanding: total }
+  if (Decimal.isZero(total)) return { sent: "0", outstanding: "0" }
   const base = wholeUnits ? Decimal.splitWhole(total).whole : total
   const sent = truncateSignificant(base)
   return { sent, outstanding: Decimal.sub(total, sent) }

@@ -130,7 +130,8 @@ describe("carry edges", () => {
         const quantity = O.format({ unscaled: q, scale: 2 })
         const owed = O.add(outstanding, quantity)
         const r = amountToSend(outstanding, quantity, whole)
-        const want = O.compare(owed, "0") <= 0 ? "0" : O.truncateDigits(whole ? O.floor(owed) : owed, 15)
+        // negative totals are corrections, sent like any amount (whole units: floor, toward −∞)
+        const want = O.compare(owed, "0") === 0 ? "0" : O.truncateDigits(whole ? O.floor(owed) : owed, 15)
         expect(r.sent).toBe(want)
         expect(r.outstanding).toBe(O.format(O.sub(owed, want)))
       }),

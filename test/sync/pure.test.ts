@@ -172,14 +172,21 @@ describe("carry", () => {
     )
   })
 
-  it("never sends when what is owed is zero or negative, and carries the debt unchanged", () => {
+  it("sends a negative total as a correction (whole units toward −∞) and nothing when nothing is owed", () => {
     fc.assert(
       fc.property(quantity({ max: 0n }), fc.boolean(), (owed, wholeUnits) => {
         const r = amountToSend(owed, "0", wholeUnits)
-        expect(r).toEqual({ sent: "0", outstanding: O.format(owed) })
+        const total = O.format(owed)
+        const want = O.compare(total, "0") === 0 ? "0" : O.truncateDigits(wholeUnits ? O.floor(total) : total, 15)
+        expect(r).toEqual({ sent: want, outstanding: O.format(O.sub(total, want)) })
+        // below the 15-digit cap, Stripe never ends above the exact total for whole units
+        if (wholeUnits && O.compare(total, "-999999999999999") >= 0) expect(O.compare(r.sent, total)).toBeLessThanOrEqual(0)
       })
     )
-    // a debt (negative outstanding) is paid back by the next quantities before anything is sent
+    expect(amountToSend("0", "0", true)).toEqual({ sent: "0", outstanding: "0" })
+    expect(amountToSend("1", "-1.4", true)).toEqual({ sent: "-1", outstanding: "0.6" })
+    expect(amountToSend("0", "-2.5", false)).toEqual({ sent: "-2.5", outstanding: "0" })
+    // a carried fraction is paid by the next quantities like any other
     expect(amountToSend("-2.5", "3", true)).toEqual({ sent: "0", outstanding: "0.5" })
     expect(amountToSend("-2.5", "4", true)).toEqual({ sent: "1", outstanding: "0.5" })
   })

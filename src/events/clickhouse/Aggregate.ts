@@ -52,7 +52,7 @@ export const pageSql = (path: ReadPath, query: AggregateQuery, after: Option.Opt
     const lower = query.ingestedAfter ? sql` AND ingested_at_ms > ${epochMs(query.ingestedAfter)}` : new Sql("")
     return sql`SELECT customer_id AS c, meter_id AS m, event_name AS n, toString(sum(qty_billable)) AS quantity, count() AS event_count
       FROM events_processed
-      WHERE ${windowCond(query)} AND ingested_at_ms <= ${beforeMs}${lower} AND qty_billable > 0
+      WHERE ${windowCond(query)} AND ingested_at_ms <= ${beforeMs}${lower} AND qty_billable <> 0
       GROUP BY c, m, n${keysetCond(after)}
       ORDER BY c, m, n
       LIMIT ${query.pageSize}`
@@ -68,7 +68,7 @@ export const pageSql = (path: ReadPath, query: AggregateQuery, after: Option.Opt
       WHERE ${windowCond(query)}
       GROUP BY m, e
     )
-    WHERE first_ingested <= ${beforeMs}${lower} AND qb > 0
+    WHERE first_ingested <= ${beforeMs}${lower} AND qb <> 0
     GROUP BY c, m, n${keysetCond(after)}
     ORDER BY c, m, n
     LIMIT ${query.pageSize}`
