@@ -1,6 +1,6 @@
 /**
  * `npm run simulate -- --seed S --steps N [--count K] [--backend pglite|postgres]
- *   [--include negative_quantities,...] [--replay file.json] [--name NAME] [--shrink-seconds T] [--verbose]`
+ *   [--include negative_quantities,...] [--replay a.json,b.json] [--name NAME] [--shrink-seconds T] [--verbose]`
  *
  * Runs K seeded histories (S, S+1, …) of the deterministic simulator (test/simulation/) against
  * the whole service and the Stripe emulator; on a violation prints the seed, shrinks the history
@@ -38,7 +38,7 @@ const args = {
   count: int("count", 1),
   backend,
   include: (flag("include") ?? "").split(",").filter((s) => s !== ""),
-  ...(flag("replay") ? { replay: path.resolve(flag("replay")!) } : {}),
+  ...(flag("replay") ? { replay: flag("replay")!.split(",").map((f) => path.resolve(f)) } : {}),
   ...(flag("name") ? { name: flag("name") } : {}),
   shrinkSeconds: int("shrink-seconds", 600),
   verbose: argv.includes("--verbose")

@@ -15,7 +15,7 @@ interface SimArgs {
   readonly count: number
   readonly backend: "pglite" | "postgres"
   readonly include: ReadonlyArray<KnownBug>
-  readonly replay?: string
+  readonly replay?: ReadonlyArray<string>
   readonly name?: string
   readonly shrinkSeconds: number
   readonly verbose: boolean
@@ -27,13 +27,13 @@ it("simulate", async () => {
   const args = JSON.parse(process.env["SIM_ARGS"] ?? "{}") as SimArgs
   const out: Array<Record<string, unknown>> = []
   let failures = 0
-  const histories: Array<{ seed: number | null; steps: ReadonlyArray<Step> }> = args.replay
-    ? [{ seed: null, steps: (JSON.parse(fs.readFileSync(args.replay, "utf8")) as { steps: Array<Step> }).steps }]
+  const histories: Array<{ seed: number | null; name?: string; steps: ReadonlyArray<Step> }> = args.replay
+    ? args.replay.map((f) => ({ seed: null, name: path.basename(f, ".json"), steps: (JSON.parse(fs.readFileSync(f, "utf8")) as { steps: Array<Step> }).steps }))
     : Array.from({ length: args.count }, (_, i) => ({
         seed: args.seed + i,
         steps: generate({ seed: args.seed + i, steps: args.steps, include: new Set(args.include) })
       }))
-  for (const { seed, steps } of histories) {
+  for (const { seed, name: replayName, steps } of histories) {
     const started = Date.now()
     const trace = args.verbose ? (l: string) => process.stderr.write(`  +${((Date.now() - started) / 1000).toFixed(1)}s ${l}\n`) : undefined
     const r = await runHistory(steps, { backend: args.backend, ...(trace ? { trace } : {}) })
@@ -47,7 +47,7 @@ it("simulate", async () => {
       oldestHour: r.oldestHour,
       violation: r.violation ?? null
     }
-    process.stderr.write(`seed ${seed}: ${r.violation ? `VIOLATION (${r.violation.kind}) at step ${r.violation.step}` : "ok"} — ${JSON.stringify({ ...summary, violation: undefined })}\n`)
+    process.stderr.write(`seed ${seed ?? replayName}: ${r.violation ? `VIOLATION (${r.violation.kind}) at step ${r.violation.step}` : "ok"} — ${JSON.stringify({ ...summary, violation: undefined })}\n`)
     if (!r.violation) {
       out.push(summary)
       continue
@@ -63,7 +63,7 @@ it("simulate", async () => {
       })
     }
     const bugs = bugsUsed(shrunk.steps)
-    const name = args.name ?? `${seed === null ? "replay" : `seed-${seed}`}-${shrunk.violation.kind}`
+    const name = args.name ?? replayName ?? `seed-${seed}-${shrunk.violation.kind}`
     const file = path.join(REGRESSIONS, `${name}.json`)
     const record = {
       name,

@@ -66,6 +66,8 @@ export type Step =
   | { readonly op: "fault"; readonly kind: "rate_limit" | "server_error" | "drop" | "outage"; readonly seed: number }
   | { readonly op: "crash"; readonly delayMs: number }
   | { readonly op: "sync" }
+  /** Two runs at once (a second replica, or the schedule racing a manual run): one holds the lease. */
+  | { readonly op: "concurrent" }
   | { readonly op: "check" }
 
 /** Hours-ago bands: recent, inside Stripe's 35 days, and past it (never near the boundary). */
@@ -146,7 +148,7 @@ export const generate = (opts: GenerateOptions): Array<Step> => {
       sent.push(...events.filter((e) => e.futureMinutes === undefined))
       return { op: "ingest", mode: single ? "single" : "bulk", events }
     }
-    if (r < 0.42) {
+    if (r < 0.45) {
       const free = Array.from({ length: CUSTOMER_POOL }, (_, i) => `c${i}`).filter((c) => !created.has(c))
       if (free.length > 0) {
         const id = pick(free)
@@ -156,28 +158,29 @@ export const generate = (opts: GenerateOptions): Array<Step> => {
         return { op: "customer", id, map }
       }
     }
-    if (r < 0.48 && unmapped.size > 0) {
+    if (r < 0.51 && unmapped.size > 0) {
       const id = pick([...unmapped])
       unmapped.delete(id)
       return { op: "map", id }
     }
-    if (r < 0.54) {
+    if (r < 0.56) {
       const states: Array<MeterState> = ["enabled", "disabled", "removed", "enabled"]
       if (ok("whole_units_revival")) states.push("whole", "fractional")
       return { op: "meter", meter: pick(METERS).name, set: pick(states) }
     }
-    if (r < 0.59) {
+    if (r < 0.6) {
       transport = transport === "stream" ? "v1" : "stream"
       if (ok("window_size_change") && rand() < 0.5) windowMinutes = pick([15, 30, 60])
       return { op: "config", transport, windowMinutes }
     }
-    if (r < 0.67) {
+    if (r < 0.68) {
       const kinds: Array<"rate_limit" | "server_error" | "drop" | "outage"> = ["rate_limit", "drop", "outage"]
       if (transport === "stream" || ok("v1_saved_500")) kinds.push("server_error")
       return { op: "fault", kind: pick(kinds), seed: int(1, 1_000_000) }
     }
-    if (r < 0.74) return { op: "crash", delayMs: int(0, 40) }
-    if (r < 0.9) return { op: "sync" }
+    if (r < 0.73) return { op: "crash", delayMs: int(0, 250) }
+    if (r < 0.76) return { op: "concurrent" }
+    if (r < 0.87) return { op: "sync" }
     return { op: "check" }
   }
 

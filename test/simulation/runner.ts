@@ -207,6 +207,9 @@ class Simulation {
       case "sync":
         await this.syncOnce()
         return undefined
+      case "concurrent":
+        await Promise.all([this.syncOnce(), this.syncOnce()])
+        return undefined
       case "check":
         return this.check()
     }
@@ -289,7 +292,11 @@ class Simulation {
       const config = yield* Effect.flatMap(StripeConfigRepo, (r) => r.get)
       if (config._tag === "None") return yield* Effect.die("not configured")
       return yield* service.runTenant(config.value, { trigger: "schedule" })
-    }).pipe(Effect.provideService(CurrentTenant, this.h.scope))
+    }).pipe(
+      // another run holds the tenant's lease: this run does nothing, like a scheduler tick would
+      Effect.catchTag("LeaseBusy", () => Effect.succeed(null)),
+      Effect.provideService(CurrentTenant, this.h.scope)
+    )
   }
 
   private async syncOnce() {
