@@ -101,7 +101,7 @@ export const runHistory = async (steps: ReadonlyArray<Step>, options: RunOptions
   try {
     h = await startSyncHarness({
       backend: options.backend ?? "pglite",
-      env: { FLEXPRICE_SYNC_LEASE_SECONDS: "2" },
+      env: { FLEXPRICE_SYNC_LEASE_SECONDS: "3" },
       extra: logs.layer
     })
     return await new Simulation(h, logs.lines, options).run(steps)
@@ -293,8 +293,9 @@ class Simulation {
       if (config._tag === "None") return yield* Effect.die("not configured")
       return yield* service.runTenant(config.value, { trigger: "schedule" })
     }).pipe(
-      // another run holds the tenant's lease: this run does nothing, like a scheduler tick would
-      Effect.catchTag("LeaseBusy", () => Effect.succeed(null)),
+      // another run holds the tenant's lease (this run does nothing, like a scheduler tick), or
+      // took it over from a paused run (that run stops; the next one continues its work)
+      Effect.catchTags({ LeaseBusy: () => Effect.succeed(null), LeaseLost: () => Effect.succeed(null) }),
       Effect.provideService(CurrentTenant, this.h.scope)
     )
   }
