@@ -6,8 +6,9 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { expect, it } from "vitest"
-import { generate, type KnownBug, type Step } from "./model.js"
-import { bugsUsed, describeBugs, runHistory, shrink, type Violation } from "./runner.js"
+import { bugsUsed, describeBugs, generate, type KnownBug, type Step } from "./model.js"
+import { runHistory, type Violation } from "./runner.js"
+import { shrink } from "./shrink.js"
 
 interface SimArgs {
   readonly seed: number

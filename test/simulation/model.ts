@@ -186,3 +186,26 @@ export const generate = (opts: GenerateOptions): Array<Step> => {
 
   return Array.from({ length: opts.steps }, step)
 }
+
+/** Known bugs a history exercises (so a regression file says what it needs fixed first). */
+export const bugsUsed = (steps: ReadonlyArray<Step>): Array<KnownBug> => {
+  const used = new Set<KnownBug>()
+  let transport: "stream" | "v1" = "stream"
+  for (const s of steps) {
+    if (s.op === "ingest") {
+      for (const e of s.events) {
+        if (e.qty.startsWith("-")) used.add("negative_quantities")
+        if (e.futureMinutes !== undefined) used.add("future_timestamps")
+      }
+    }
+    if (s.op === "config") {
+      transport = s.transport
+      if (s.windowMinutes !== 60) used.add("window_size_change")
+    }
+    if (s.op === "fault" && s.kind === "server_error" && transport === "v1") used.add("v1_saved_500")
+    if (s.op === "meter" && (s.set === "whole" || s.set === "fractional")) used.add("whole_units_revival")
+  }
+  return [...used]
+}
+
+export const describeBugs = (bugs: ReadonlyArray<KnownBug>) => bugs.map((b) => `${b} (${KNOWN_BUGS[b].issue})`).join(", ")

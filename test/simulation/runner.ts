@@ -9,8 +9,8 @@
  *   3. the Stripe secret is in no captured log line and no batch error message;
  *   4. ingest refuses exactly what the documented rules refuse.
  *
- * The first violation ends the run; `shrink` then drops steps while the same kind of violation
- * still happens.
+ * The first violation ends the run; `shrink.ts` then drops steps while the same kind of
+ * violation still happens.
  */
 import { Cause, Duration, Effect, Fiber, Logger, Option } from "effect"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
@@ -19,7 +19,7 @@ import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import type { Backend } from "../support/app.js"
 import { hoursAgo, type MeterSetup, STRIPE_KEY, startSyncHarness, type SyncHarness } from "../sync/support.js"
-import { KNOWN_BUGS, type KnownBug, METERS, type MeterName, type SimEvent, type Step } from "./model.js"
+import { METERS, type MeterName, type MeterState, type SimEvent, type Step } from "./model.js"
 import { Oracle, toFixed } from "./oracle.js"
 
 export type ViolationKind = "money" | "stuck" | "failed_without_code" | "secret" | "ingest" | "error"
@@ -41,27 +41,6 @@ export interface RunResult {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
-
-/** Known bugs a history exercises (so a regression file says what it needs fixed first). */
-export const bugsUsed = (steps: ReadonlyArray<Step>): Array<KnownBug> => {
-  const used = new Set<KnownBug>()
-  let transport: "stream" | "v1" = "stream"
-  for (const s of steps) {
-    if (s.op === "ingest") {
-      for (const e of s.events) {
-        if (e.qty.startsWith("-")) used.add("negative_quantities")
-        if (e.futureMinutes !== undefined) used.add("future_timestamps")
-      }
-    }
-    if (s.op === "config") {
-      transport = s.transport
-      if (s.windowMinutes !== 60) used.add("window_size_change")
-    }
-    if (s.op === "fault" && s.kind === "server_error" && transport === "v1") used.add("v1_saved_500")
-    if (s.op === "meter" && (s.set === "whole" || s.set === "fractional")) used.add("whole_units_revival")
-  }
-  return [...used]
-}
 
 /** Captures every log line of the service (Effect logger and console) while a history runs. */
 const captureLogs = () => {
@@ -254,7 +233,7 @@ class Simulation {
     return problems.length > 0 ? { kind: "ingest" as const, details: problems } : undefined
   }
 
-  private async meter(name: MeterName, set: Step & { op: "meter" } extends { set: infer S } ? S : never) {
+  private async meter(name: MeterName, set: MeterState) {
     const m = this.meters.get(name)!
     const state = this.oracle.meters.get(name)!
     if (set === "removed") {
@@ -383,44 +362,3 @@ class Simulation {
   }
 }
 
-export const describeBugs = (bugs: ReadonlyArray<KnownBug>) => bugs.map((b) => `${b} (${KNOWN_BUGS[b].issue})`).join(", ")
-
-/**
- * Greedy shrinking: cut at the failing step, then drop chunks (halving their size) while a
- * violation of the same kind still happens; stops at the time budget.
- */
-export const shrink = async (
-  steps: ReadonlyArray<Step>,
-  first: Violation,
-  options: RunOptions & { readonly budgetMs: number; readonly log?: (line: string) => void }
-): Promise<{ steps: Array<Step>; violation: Violation; runs: number }> => {
-  const deadline = Date.now() + options.budgetMs
-  const log = options.log ?? (() => undefined)
-  let cur = steps.slice(0, Math.min(first.step + 1, steps.length))
-  let violation = first
-  let runs = 0
-  const fails = async (cand: ReadonlyArray<Step>): Promise<Violation | undefined> => {
-    runs++
-    const r = await runHistory(cand, { ...(options.backend ? { backend: options.backend } : {}) })
-    return r.violation?.kind === first.kind ? r.violation : undefined
-  }
-  let chunk = Math.max(1, Math.ceil(cur.length / 2))
-  for (;;) {
-    for (let i = 0; i < cur.length && Date.now() < deadline; ) {
-      const cand = [...cur.slice(0, i), ...cur.slice(i + chunk)]
-      const v = cand.length > 0 ? await fails(cand) : undefined
-      if (v) {
-        cur = cand.slice(0, Math.min(v.step + 1, cand.length))
-        violation = v
-        log(`shrink: ${cur.length} steps still fail (${v.kind})`)
-      } else i += chunk
-    }
-    if (Date.now() >= deadline) {
-      log("shrink: time budget reached")
-      break
-    }
-    if (chunk === 1) break
-    chunk = Math.max(1, Math.floor(chunk / 2))
-  }
-  return { steps: cur, violation, runs }
-}

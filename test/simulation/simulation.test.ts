@@ -7,9 +7,9 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { STRIPE_KEY } from "../sync/support.js"
-import { generate, KNOWN_BUG_NAMES, KNOWN_BUGS, type KnownBug, openBugs, type Step } from "./model.js"
+import { bugsUsed, describeBugs, generate, KNOWN_BUG_NAMES, KNOWN_BUGS, type KnownBug, openBugs, type Step } from "./model.js"
 import { Oracle, toFixed } from "./oracle.js"
-import { bugsUsed, describeBugs, runHistory } from "./runner.js"
+import { runHistory } from "./runner.js"
 
 /** Seeds × steps CI runs on every change (PGlite). */
 const CI_SEEDS = [101, 202, 303] as const
