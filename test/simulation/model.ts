@@ -24,7 +24,7 @@ export const KNOWN_BUGS = {
   /** Future timestamps (> 5 min ahead) are accepted instead of refused with a code. */
   future_timestamps: { issue: "#12.11", open: true },
   /** Whole-unit batches revived after a mapping comes back count their remainder twice. */
-  whole_units_revival: { issue: "#12.7", open: true }
+  whole_units_revival: { issue: "#12.7", open: false }
 } as const satisfies Record<string, { readonly issue: string; readonly open: boolean }>
 
 export type KnownBug = keyof typeof KNOWN_BUGS
