@@ -18,11 +18,11 @@ export const KNOWN_BUGS = {
   /** Negative quantities are accepted (202) and dropped by `qty_billable > 0` filters. */
   negative_quantities: { issue: "#12.3", open: true },
   /** Changing aggregation_window_minutes re-sends usage already synced. */
-  window_size_change: { issue: "#12.1", open: true },
+  window_size_change: { issue: "#12.1", open: false },
   /** v1 reuses the identifier as Idempotency-Key and Stripe replays a saved 500 for 24 h. */
   v1_saved_500: { issue: "#12.4", open: true },
   /** Future timestamps (> 5 min ahead) are accepted instead of refused with a code. */
-  future_timestamps: { issue: "#12.11", open: true },
+  future_timestamps: { issue: "#12.11", open: false },
   /** Whole-unit batches revived after a mapping comes back count their remainder twice. */
   whole_units_revival: { issue: "#12.7", open: false }
 } as const satisfies Record<string, { readonly issue: string; readonly open: boolean }>

@@ -161,7 +161,15 @@ class Simulation {
       case "config":
         this.transport = step.transport
         this.windowMinutes = step.windowMinutes
-        await h.configure({ transport: step.transport, windowMinutes: step.windowMinutes, graceMinutes: 0 })
+        {
+          // Through the public API, as a user changes it: the window-size history is recorded there.
+          const res = await h.app.request("PUT", "/v1/stripe/config", {
+            transport: step.transport,
+            aggregation_window_minutes: step.windowMinutes,
+            grace_period_minutes: 0
+          })
+          if (res.status !== 200) throw new Error(`config change failed: ${res.status} ${res.text}`)
+        }
         return undefined
       case "fault": {
         const faults =
