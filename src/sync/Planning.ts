@@ -6,7 +6,7 @@
  * starts from every window holding rows. A manual run visits every window of its range, each
  * from the ledger's recorded progress, after checking all of them are due.
  */
-import { Data, Effect, Option } from "effect"
+import { Data, Effect, Either, Option } from "effect"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { progressKey } from "../repositories/SyncBatchRepo.js"
@@ -29,15 +29,13 @@ export class WindowNotClosed extends Data.TaggedError("WindowNotClosed")<{
 export const supportedMeters = (
   deps: SyncDeps,
   check: ReturnType<typeof makeMeterSupport>,
-  mappings: ReadonlyArray<MeterMapping>
+  mappings: ReadonlyArray<MeterMapping>,
+  account: RunContext["account"]
 ) =>
   Effect.gen(function* () {
     const types = yield* deps.repo.meterAggregations(mappings.map((m) => m.meterId))
     // Not configured / undecryptable: nothing can be sent this run anyway (the push says why).
-    const ref = yield* deps.accounts.refFor.pipe(
-      Effect.catchTags({ StripeNotConfigured: () => Effect.succeed(undefined), DecryptionFailed: () => Effect.succeed(undefined) })
-    )
-    return yield* check(ref, mappings, types)
+    return yield* check(Either.getOrUndefined(account), mappings, types)
   })
 
 /**

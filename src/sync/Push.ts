@@ -285,7 +285,7 @@ const sendPage = (push: PushContext, { sendable }: PreparedPage) =>
 
 export const push = (run: RunContext, counters: Ref.Ref<PushCounters>) =>
   Effect.gen(function* () {
-    const ref = yield* run.deps.accounts.refFor
+    const ref = yield* run.account
     const ctx: PushContext = { run, ref, counters }
     // Pipelined: while one page is on the wire, the next one is read and marked `sending`
     // (its own keyset range, so no row is in two pages). A zero-capacity buffer is a

@@ -9,7 +9,8 @@
  * without importing the pipeline.
  */
 import type { PgClient } from "@effect/sql-pg"
-import type { Option, Ref } from "effect"
+import type { SqlError } from "@effect/sql"
+import type { Either, Option, Ref } from "effect"
 import type { TenantScope } from "../domain/Ids.js"
 import type { EventStoreShape } from "../events/EventStore.js"
 import type { ErrorReporterService } from "../observability/ErrorReporter.js"
@@ -17,7 +18,8 @@ import type { CustomerMappingRepo } from "../repositories/CustomerMappingRepo.js
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import type { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
-import type { StripeAccounts } from "../stripe/StripeAccounts.js"
+import type { DecryptionFailed } from "../security/Encryption.js"
+import type { StripeAccounts, StripeNotConfigured } from "../stripe/StripeAccounts.js"
 import type { StripeAccountRef, StripeClientService } from "../stripe/StripeClient.js"
 import type { MeterSupport } from "./MeterSupport.js"
 import type { Grid } from "./WindowGrid.js"
@@ -108,6 +110,11 @@ export interface RunContext {
   /** meters whose formula, aggregation and Stripe meter can receive window sums (MeterSupport.ts) */
   readonly supported: MeterSupport
   readonly meterIds: ReadonlyArray<string>
+  /**
+   * The tenant's Stripe account, resolved once per run: planning (meter checks) and the push use
+   * the same answer, so a missing or undecryptable key is met — counted, audited — once per run.
+   */
+  readonly account: Either.Either<StripeAccountRef, StripeNotConfigured | DecryptionFailed | SqlError.SqlError>
 }
 
 /** One due window and, per meter, the exclusive lower bound on ingested_at (None: from the beginning). */

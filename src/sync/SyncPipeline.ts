@@ -183,6 +183,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
         })
 
         const mappings = yield* meterMappings.listEnabled
+        const account = yield* Effect.either(deps.accounts.refFor)
         const ctx: RunContext = {
           deps,
           scope,
@@ -193,8 +194,9 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
           dryRun,
           range,
           mappingByMeter: new Map(mappings.map((m) => [m.meterId, m])),
-          supported: yield* supportedMeters(deps, meterSupport, mappings),
-          meterIds: mappings.map((m) => m.meterId)
+          supported: yield* supportedMeters(deps, meterSupport, mappings, account),
+          meterIds: mappings.map((m) => m.meterId),
+          account
         }
         const excludedEvents =
           range && options.acknowledgedBefore && wm.getTime() < options.acknowledgedBefore.getTime()
