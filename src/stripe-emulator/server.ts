@@ -154,7 +154,14 @@ const makeRouter = (ctx: EmulatorContext) => {
       livemode: ctx.livemode,
       metadata: {},
       payouts_enabled: true,
-      settings: { dashboard: { display_name: "FlexPrice emulator", timezone: "Etc/UTC" } },
+      // account_settings requires branding, card_payments, dashboard and payments (Stripe's
+      // OpenAPI description; the conformance test checks it).
+      settings: {
+        branding: { icon: null, logo: null, primary_color: null, secondary_color: null },
+        card_payments: { decline_on: { avs_failure: false, cvc_failure: false }, statement_descriptor_prefix: null },
+        dashboard: { display_name: "FlexPrice emulator", timezone: "Etc/UTC" },
+        payments: { statement_descriptor: null }
+      },
       type: "standard"
     })
   })
@@ -577,6 +584,30 @@ const VALIDATION_CODES = new Set(["parameter_missing", "parameter_invalid", "par
 
 const bump = <K>(m: Map<K, number>, k: K) => m.set(k, (m.get(k) ?? 0) + 1)
 
+/** One API request and the emulator's answer, as the OpenAPI conformance test checks them. */
+export interface Exchange {
+  readonly method: string
+  readonly path: string
+  readonly query: string
+  readonly requestBody: string
+  readonly requestContentType: string
+  readonly status: number
+  readonly responseBody: string
+}
+
+const recorders = new Set<(exchange: Exchange) => void>()
+
+/**
+ * Observes every API exchange of every emulator in this process (control routes excluded) until
+ * the returned function is called. For the conformance test against Stripe's OpenAPI description.
+ */
+export const recordExchanges = (f: (exchange: Exchange) => void): (() => void) => {
+  recorders.add(f)
+  return () => {
+    recorders.delete(f)
+  }
+}
+
 /** Builds the whole HTTP app (API + control plane) over an emulator context. */
 export const makeApp = (ctx: EmulatorContext) => {
   const router = makeRouter(ctx)
@@ -878,11 +909,27 @@ export const makeApp = (ctx: EmulatorContext) => {
     // v1: one concurrent call per customer + meter. Overlaps are counted (tests assert the client
     // keeps it at 0) and, unless `v1ConcurrencyLimit` is off, the second call is refused (see api).
     const pair = method === "POST" && path === "/v1/billing/meter_events" ? ctx.state.pairKey(decodeForm(body)) : undefined
-    if (pair === undefined) return yield* api(request, { path, search, body, concurrent: false })
+    const record = (res: HttpServerResponse.HttpServerResponse) =>
+      Effect.sync(() => {
+        if (recorders.size === 0) return
+        const text = res.body._tag === "Uint8Array" ? new TextDecoder().decode(res.body.body) : ""
+        const exchange: Exchange = {
+          method,
+          path,
+          query: search,
+          requestBody: body,
+          requestContentType: request.headers["content-type"] ?? "",
+          status: res.status,
+          responseBody: text
+        }
+        for (const r of recorders) r(exchange)
+      })
+    if (pair === undefined) return yield* api(request, { path, search, body, concurrent: false }).pipe(Effect.tap(record))
     const inFlight = ctx.v1InFlight.get(pair) ?? 0
     if (inFlight > 0) ctx.counters.v1Overlaps++
     ctx.v1InFlight.set(pair, inFlight + 1)
     return yield* api(request, { path, search, body, concurrent: inFlight > 0 }).pipe(
+      Effect.tap(record),
       Effect.ensuring(
         Effect.sync(() => {
           const n = (ctx.v1InFlight.get(pair) ?? 1) - 1
