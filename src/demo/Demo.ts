@@ -214,7 +214,7 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
 
       const stripeKey = `sk_test_demo_${randomBytes(12).toString("hex")}`
       const webhookSecret = `whsec_${randomBytes(WEBHOOK_SECRET_BYTES).toString("hex")}`
-      const emulator: StripeEmulatorHandle = yield* makeStripeEmulator({ apiKey: Redacted.make(stripeKey), port: 0 })
+      const emulator: StripeEmulatorHandle = yield* makeStripeEmulator({ apiKey: Redacted.make(stripeKey), port: 0, rateLimits: "off" })
 
       const env: Record<string, string> = {
         FLEXPRICE_HTTP_ADDR: "127.0.0.1:0",
@@ -253,7 +253,7 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
       const address = Effect.runSync(Effect.provide(HttpServer.HttpServer, context)).address
       if (address._tag !== "TcpAddress") return yield* fail("the service is not listening on TCP")
       const baseUrl = `http://127.0.0.1:${address.port}`
-      yield* say(`flexprice demo: ${nCustomers} customers, ${nEvents} events + ${nLate} late, faults ${faults ? "on" : "off"}`)
+      yield* say(`flexprice demo: ${nCustomers} customers, ${nEvents} events + ${nLate} late, faults ${faults ? "on" : "off"}; Stripe test-mode rate limit (25 req/s) lifted in the emulator`)
       yield* phaseDone("start", `service on ${baseUrl} (${backend}); Stripe emulator on ${emulator.url} (account ${emulator.accountId}); schedule every 2 s`)
 
       // ---------------------------------------------------------------- HTTP client

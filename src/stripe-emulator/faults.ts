@@ -12,7 +12,10 @@ export interface FaultConfig {
   /** Fraction (0..1) of requests answered 5xx (status `serverErrorStatus`, default 500). */
   readonly serverErrorFraction?: number
   readonly serverErrorStatus?: 500 | 502 | 503 | 504
-  /** `Stripe-Should-Retry` on injected 5xx (default false: Stripe saves a 500 under its key). */
+  /**
+   * `Stripe-Should-Retry` on injected 5xx. Default: false for a 500 saved under an
+   * Idempotency-Key (a retry with that key replays it), true for an unsaved 5xx.
+   */
   readonly serverErrorShouldRetry?: boolean
   /** Added latency before each request is handled. */
   readonly latencyMs?: number
@@ -159,8 +162,9 @@ export class Faults {
     return this.applies(path) ? (this.config.latencyMs ?? 0) : 0
   }
 
-  serverErrorShouldRetry(): boolean {
-    return this.config.serverErrorShouldRetry ?? false
+  /** The fault's explicit `Stripe-Should-Retry` for 5xx, if it sets one. */
+  serverErrorShouldRetry(): boolean | undefined {
+    return this.config.serverErrorShouldRetry
   }
 
   retryAfterSeconds(): number | undefined {

@@ -704,7 +704,8 @@ export const makeApp = (ctx: EmulatorContext) => {
               status: decision.status,
               type: "api_error",
               message: "An unknown error occurred (emulated).",
-              headers: { "Stripe-Should-Retry": ctx.faults.serverErrorShouldRetry() ? "true" : "false" }
+              // Not saved under a key: a retry can succeed.
+              headers: { "Stripe-Should-Retry": ctx.faults.serverErrorShouldRetry() === false ? "false" : "true" }
             })
           )
         case "none":
@@ -831,7 +832,7 @@ export const makeApp = (ctx: EmulatorContext) => {
           status: executionFailure.status,
           type: "api_error",
           message: "An unknown error occurred (emulated).",
-          headers: { "Stripe-Should-Retry": ctx.faults.serverErrorShouldRetry() ? "true" : "false" }
+          headers: { "Stripe-Should-Retry": ctx.faults.serverErrorShouldRetry() === true ? "true" : "false" }
         })
         const stored: StoredResponse = {
           fingerprint,
