@@ -230,6 +230,31 @@ describe("StripeClient over HTTP against the emulator", () => {
       expect(countOf(statuses, "500")).toBeGreaterThan(0)
     }).pipe(Effect.scoped))
 
+  it.live("v1: a 500 Stripe saved under the Idempotency-Key (Should-Retry: false) is retried under a new key and delivered once", () =>
+    Effect.gen(function* () {
+      const { emulator, client, ref } = yield* setup()
+      const cus = yield* withMeters(emulator, ["api_calls"], ["R"])
+      const [e1] = events(1, { customer: cus.R!, eventName: "api_calls", prefix: "saved500", value: "3" })
+      // Two saved 500s in a row: the first attempt's and the first retry's.
+      yield* emulator.setFaults({ failNext: { count: 2, kind: "server_error" }, paths: ["/v1/billing/meter_events"] })
+      expect(yield* client.sendMeterEventV1(ref, e1!)).toBe("delivered")
+      expect(countOf(emulator.statusCounts(), "500")).toBe(2)
+      // A later resend of the batch (same identifier, key = identifier): Stripe replays the saved
+      // 500, the retry under a new key is answered "already exists" = delivered, counted once.
+      expect(yield* client.sendMeterEventV1(ref, e1!)).toBe("duplicate")
+      expect(emulator.total(cus.R!, "api_calls")).toEqual({ sum: "3", count: 1 })
+    }).pipe(Effect.scoped))
+
+  it.live("stream: a 500 saved under stripe-node's Idempotency-Key (Should-Retry: false) is re-sent as a new request", () =>
+    Effect.gen(function* () {
+      const { emulator, client, ref } = yield* setup()
+      const cus = yield* withMeters(emulator, ["tokens"], ["S"])
+      yield* emulator.setFaults({ failNext: { count: 2, kind: "server_error" }, paths: ["/v2/billing/meter_event_stream"] })
+      yield* client.sendMeterEventsStream(ref, events(150, { customer: cus.S!, eventName: "tokens", prefix: "s500", value: "0.5" }))
+      expect(countOf(emulator.statusCounts(), "500")).toBe(2)
+      expect(emulator.total(cus.S!, "tokens")).toEqual({ sum: "75", count: 150 })
+    }).pipe(Effect.scoped))
+
   it.live("v1: delivered, idempotent replay, duplicate identifier = delivered, changed payload = idempotency error", () =>
     Effect.gen(function* () {
       const { emulator, client, ref } = yield* setup()
