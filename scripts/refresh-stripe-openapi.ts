@@ -3,12 +3,14 @@
  * needs: the paths the emulator serves that the description has, and every component schema they
  * reach. Descriptions are dropped to keep the fixture small; nothing else is changed.
  *
- *   npx tsx scripts/refresh-stripe-openapi.ts <checkout of github.com/stripe/openapi> [commit]
+ *   npx tsx scripts/refresh-stripe-openapi.ts <checkout of github.com/stripe/openapi> [commit] [output]
  *
- * Reads `<checkout>/openapi/spec3.json` and writes test/fixtures/stripe-openapi/spec3.subset.json.
+ * Reads `<checkout>/openapi/spec3.json` and writes `output` (default
+ * ../shared/stripe-openapi/spec3.subset.json, beside the repository: the extract is not committed;
+ * the conformance test reads FLEXPRICE_STRIPE_OPENAPI or that default).
  */
-import { readFileSync, writeFileSync } from "node:fs"
-import { join } from "node:path"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import { dirname, join } from "node:path"
 
 /** Every route the emulator serves (OpenAPI path templates, as Stripe names the parameters). */
 export const EMULATOR_PATHS = [
@@ -41,8 +43,8 @@ const strip = (node: Json): Json => {
 }
 
 const main = () => {
-  const [checkout, commit = "unknown"] = process.argv.slice(2)
-  if (!checkout) throw new Error("usage: refresh-stripe-openapi.ts <stripe/openapi checkout> [commit]")
+  const [checkout, commit = "unknown", output = join("..", "shared", "stripe-openapi", "spec3.subset.json")] = process.argv.slice(2)
+  if (!checkout) throw new Error("usage: refresh-stripe-openapi.ts <stripe/openapi checkout> [commit] [output]")
   const spec = JSON.parse(readFileSync(join(checkout, "openapi", "spec3.json"), "utf8")) as {
     openapi: string
     info: { version: string }
@@ -84,7 +86,8 @@ const main = () => {
     paths: strip(paths as Json),
     components: { schemas: strip(schemas as Json) }
   }
-  writeFileSync(join("test", "fixtures", "stripe-openapi", "spec3.subset.json"), JSON.stringify(out) + "\n")
+  mkdirSync(dirname(output), { recursive: true })
+  writeFileSync(output, JSON.stringify(out) + "\n")
   process.stdout.write(`${Object.keys(paths).length} paths, ${seen.size} schemas; not in source: ${missing.join(", ") || "none"}\n`)
 }
 

@@ -1,6 +1,6 @@
 /**
  * OpenAPI conformance: every exchange the emulator answers during the emulator suite is checked
- * against Stripe's own OpenAPI description (test/fixtures/stripe-openapi): the response body
+ * against Stripe's own OpenAPI description (an extract, see test/fixtures/stripe-openapi/README.md): the response body
  * against the schema of its path, method and status (or `default` for errors), the request's
  * form body and query against the request schemas (decoded, with string → number/boolean
  * coercion because form encoding carries only strings). A mismatch fails with the path and the
@@ -12,9 +12,26 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Ajv, type ValidateFunction } from "ajv"
 import formatsModule from "ajv-formats"
 import { existsSync, readFileSync } from "node:fs"
+import { fileURLToPath } from "node:url"
 import { decodeForm, type Exchange, recordExchanges } from "../../src/stripe-emulator/index.js"
 
-const FIXTURE = new URL("../fixtures/stripe-openapi/spec3.subset.json", import.meta.url)
+/**
+ * The extract is data fetched from a public repository, which this workplace does not commit, so
+ * it lives outside the repository: FLEXPRICE_STRIPE_OPENAPI, else ../shared/stripe-openapi/
+ * beside the repository root. Without it the check is skipped (a fresh clone must not fail),
+ * and the test's name and a warning say how to produce it.
+ */
+const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url))
+const FIXTURE_CANDIDATES = [
+  ...(process.env.FLEXPRICE_STRIPE_OPENAPI ? [process.env.FLEXPRICE_STRIPE_OPENAPI] : []),
+  fileURLToPath(new URL("../shared/stripe-openapi/spec3.subset.json", `file://${REPO_ROOT}`))
+]
+const FIXTURE = FIXTURE_CANDIDATES.find((p) => existsSync(p))
+const MISSING =
+  `skipped: Stripe's OpenAPI extract not found (looked at ${FIXTURE_CANDIDATES.join(", ")}); it is not committed ` +
+  "(data fetched from a public repository). Produce it with `npx tsx scripts/refresh-stripe-openapi.ts " +
+  "<checkout of github.com/stripe/openapi> [commit] [output path]` and point FLEXPRICE_STRIPE_OPENAPI at it"
+if (FIXTURE === undefined) console.warn(`conformance.test.ts ${MISSING}`)
 
 const exchanges: Array<Exchange> = []
 let stop: (() => void) | undefined
@@ -58,12 +75,10 @@ const mapValues = (v: unknown): unknown =>
 const templateRegex = (template: string) => new RegExp(`^${template.replace(/\{[^}]+\}/g, "[^/]+")}$`)
 
 describe("emulator conformance with Stripe's OpenAPI description", () => {
-  it("every recorded response and request matches its schema", () => {
-    if (!existsSync(FIXTURE)) {
-      throw new Error(
-        "test/fixtures/stripe-openapi/spec3.subset.json is missing: run scripts/refresh-stripe-openapi.ts (see the README beside it)"
-      )
-    }
+  it.skipIf(FIXTURE === undefined)(
+    `every recorded response and request matches its schema${FIXTURE === undefined ? ` (${MISSING})` : ""}`,
+    () => {
+    if (FIXTURE === undefined) return
     const spec = jsonSchema(JSON.parse(readFileSync(FIXTURE, "utf8"))) as Spec
     const make = (coerce: boolean) => {
       const ajv = new Ajv({ strict: false, allErrors: true, coerceTypes: coerce })
@@ -142,5 +157,6 @@ describe("emulator conformance with Stripe's OpenAPI description", () => {
     )
     expect(checked).toBeGreaterThan(50)
     expect([...new Set(problems)]).toEqual([])
-  })
+    }
+  )
 })
