@@ -355,7 +355,9 @@ describe("StripeClient over HTTP against the emulator", () => {
         status: "active",
         customerPayloadKey: "cust",
         valuePayloadKey: "qty",
-        formula: "last"
+        formula: "last",
+        // not pre-aggregated (no event_time_window on create)
+        eventTimeWindow: null
       })
       const all = yield* client.listMeters(ref)
       expect(all.map((x) => x.eventName).sort()).toEqual(["api_calls", "tokens"])
