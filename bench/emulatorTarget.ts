@@ -28,7 +28,7 @@ export interface EmulatorTarget {
 
 const inProcess = async (apiKey: string): Promise<EmulatorTarget> => {
   const scope = Effect.runSync(Scope.make())
-  const emu = await Effect.runPromise(makeStripeEmulator({ apiKey, now: () => Date.now() }).pipe(Scope.extend(scope)))
+  const emu = await Effect.runPromise(makeStripeEmulator({ apiKey, now: () => Date.now(), rateLimits: "off" /* bench: test-mode 25 req/s lifted */ }).pipe(Scope.extend(scope)))
   return {
     mode: "same-process",
     url: emu.url,
@@ -67,6 +67,8 @@ const child = async (apiKey: string): Promise<EmulatorTarget> => {
     proc.once("exit", (code) => reject(new Error(`stripe emulator exited (${code}) before listening: ${buffered.slice(-500)}`)))
   })
   const auth = { authorization: `Bearer ${apiKey}` }
+  // Throughput bench: lift Stripe's test-mode 25 req/s limit explicitly.
+  await fetch(`${url}/_emulator/rate_limits`, { method: "POST", body: JSON.stringify({ off: true }) })
   const post = async (path: string, form: string) => {
     const r = await fetch(`${url}${path}`, { method: "POST", headers: { ...auth, "content-type": "application/x-www-form-urlencoded" }, body: form })
     if (!r.ok) throw new Error(`emulator ${path}: ${r.status} ${await r.text()}`)

@@ -33,7 +33,7 @@ export const benchStripe = (options: { readonly aggregates?: number; readonly v1
     Effect.gen(function* () {
       const aggregates = options.aggregates ?? 10_000
       const v1Events = options.v1Events ?? 2_000
-      const emulator = yield* makeStripeEmulator({ apiKey: KEY, now: () => Date.now() })
+      const emulator = yield* makeStripeEmulator({ apiKey: KEY, now: () => Date.now(), rateLimits: "off" /* bench: test-mode 25 req/s lifted */ })
       const client = yield* makeStripeClient(
         emulatorSettings(emulator.url, {
           rateLimitTestPerSecond: 100_000,

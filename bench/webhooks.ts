@@ -42,7 +42,7 @@ const pct = (sorted: ReadonlyArray<number>, p: number) => sorted[Math.min(sorted
 
 const main = async () => {
   const scope = await Effect.runPromise(Scope.make())
-  const emulator = await Effect.runPromise(Scope.extend(makeStripeEmulator({ apiKey: Redacted.make(API_KEY) }), scope))
+  const emulator = await Effect.runPromise(Scope.extend(makeStripeEmulator({ apiKey: Redacted.make(API_KEY), rateLimits: "off" /* bench: test-mode 25 req/s lifted */ }), scope))
   const env: Record<string, string> = {
     FLEXPRICE_HTTP_ADDR: "127.0.0.1:0",
     FLEXPRICE_SCHEDULE_ENABLED: "false",

@@ -214,7 +214,7 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
 
       const stripeKey = `sk_test_demo_${randomBytes(12).toString("hex")}`
       const webhookSecret = `whsec_${randomBytes(WEBHOOK_SECRET_BYTES).toString("hex")}`
-      const emulator: StripeEmulatorHandle = yield* makeStripeEmulator({ apiKey: Redacted.make(stripeKey), port: 0 })
+      const emulator: StripeEmulatorHandle = yield* makeStripeEmulator({ apiKey: Redacted.make(stripeKey), port: 0, rateLimits: "off" })
 
       const env: Record<string, string> = {
         FLEXPRICE_HTTP_ADDR: "127.0.0.1:0",
@@ -253,7 +253,7 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
       const address = Effect.runSync(Effect.provide(HttpServer.HttpServer, context)).address
       if (address._tag !== "TcpAddress") return yield* fail("the service is not listening on TCP")
       const baseUrl = `http://127.0.0.1:${address.port}`
-      yield* say(`flexprice demo: ${nCustomers} customers, ${nEvents} events + ${nLate} late, faults ${faults ? "on" : "off"}`)
+      yield* say(`flexprice demo: ${nCustomers} customers, ${nEvents} events + ${nLate} late, faults ${faults ? "on" : "off"}; Stripe test-mode rate limit (25 req/s) lifted in the emulator`)
       yield* phaseDone("start", `service on ${baseUrl} (${backend}); Stripe emulator on ${emulator.url} (account ${emulator.accountId}); schedule every 2 s`)
 
       // ---------------------------------------------------------------- HTTP client
@@ -577,10 +577,18 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
       )
 
       // ---------------------------------------------------------------- 5. reconciliation
-      const reconciliation: { summary: ReconciliationSummary } = yield* api(
+      // Stripe's summaries lag accepted events (meter events are processed asynchronously,
+      // https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api; the
+      // emulator models the delay): ask again until every row matches or 30 s have passed.
+      const reconcileOnce = api(
         "GET",
         `/v1/stripe/sync/reconciliation?from=${encodeURIComponent(windowStart)}&to=${encodeURIComponent(windowEnd)}`
-      )
+      ).pipe(Effect.map((b) => b as { summary: ReconciliationSummary }))
+      let reconciliation = yield* reconcileOnce
+      for (let i = 0; i < 60 && (reconciliation.summary.rows_with_drift > 0 || reconciliation.summary.unavailable_pairs > 0); i++) {
+        yield* Effect.sleep(Duration.millis(500))
+        reconciliation = yield* reconcileOnce
+      }
       markCalls("reconciliation")
       const rs = reconciliation.summary
       yield* phaseDone(
@@ -646,7 +654,9 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
       }
       const unexpectedSkips = batches.filter((b) => b.sync_status === "skipped" && b.skip_reason !== "no_mapping")
       if (unexpectedSkips.length > 0) failures.push(`${unexpectedSkips.length} batches skipped for another reason than no_mapping (${unexpectedSkips[0]!.skip_reason})`)
-      if (!Decimal.isZero(rs.drift_total) || rs.rows_with_drift > 0 || rs.unavailable_pairs > 0)
+      // rows_with_drift counts rows beyond double precision (Stripe sums as doubles, see
+      // SummaryTolerance.ts); drift_total may carry that rounding and is shown, not required 0.
+      if (rs.rows_with_drift > 0 || rs.unavailable_pairs > 0)
         failures.push(`reconciliation: drift ${rs.drift_total} over ${rs.rows_with_drift} rows, ${rs.unavailable_pairs} pairs not checked`)
       if (emulator.state.streamErrors().length > 0) failures.push(`Stripe reported ${emulator.state.streamErrors().length} invalid meter events`)
       if (non2xx > 0) failures.push(`${non2xx} webhook deliveries were not answered 2xx`)

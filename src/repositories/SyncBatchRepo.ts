@@ -504,9 +504,9 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
     /** Synced totals per (customer, meter, hour) in [from, to), for reconciliation. */
     const syncedHourly = (from: Date, to: Date) =>
       Effect.flatMap(CurrentTenant, (t) =>
-        sql<{ customerId: string; meterId: string; hour: Date; total: string; batches: string }>`
+        sql<{ customerId: string; meterId: string; hour: Date; total: string; absTotal: string; batches: string }>`
           SELECT customer_id, meter_id, date_trunc('hour', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
-                 SUM(sent_quantity)::text AS total, COUNT(*) AS batches
+                 SUM(sent_quantity)::text AS total, SUM(ABS(sent_quantity))::text AS abs_total, COUNT(*) AS batches
           FROM stripe_sync_batches
           WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
             AND sync_status = 'synced' AND window_start >= ${from} AND window_start < ${to}
@@ -514,7 +514,13 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
           ORDER BY customer_id, meter_id, hour`
       ).pipe(
         Effect.map((rows) =>
-          rows.map((r) => ({ ...r, total: Decimal.normalize(r.total), hour: new Date(r.hour), batches: Number(r.batches) }))
+          rows.map((r) => ({
+            ...r,
+            total: Decimal.normalize(r.total),
+            absTotal: Decimal.normalize(r.absTotal),
+            hour: new Date(r.hour),
+            batches: Number(r.batches)
+          }))
         )
       )
 

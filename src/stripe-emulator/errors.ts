@@ -12,11 +12,16 @@ export class StripeEmulatorError extends Data.TaggedError("StripeEmulatorError")
   readonly code?: string | undefined
   readonly param?: string | undefined
   readonly headers?: Readonly<Record<string, string>> | undefined
+  /**
+   * The code Stripe reports for this rule when a v2 stream event breaks it asynchronously
+   * (`v1.billing.meter.error_report_triggered`, reason.error_types[].code).
+   */
+  readonly asyncCode?: string | undefined
 }> {}
 
 export const invalidRequest = (
   message: string,
-  extra: { readonly code?: string; readonly param?: string; readonly status?: number } = {}
+  extra: { readonly code?: string; readonly param?: string; readonly status?: number; readonly asyncCode?: string } = {}
 ): StripeEmulatorError =>
   new StripeEmulatorError({
     status: extra.status ?? 400,
@@ -24,6 +29,7 @@ export const invalidRequest = (
     message,
     code: extra.code,
     param: extra.param,
+    asyncCode: extra.asyncCode,
     headers: { "Stripe-Should-Retry": "false" }
   })
 

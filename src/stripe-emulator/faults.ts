@@ -12,6 +12,11 @@ export interface FaultConfig {
   /** Fraction (0..1) of requests answered 5xx (status `serverErrorStatus`, default 500). */
   readonly serverErrorFraction?: number
   readonly serverErrorStatus?: 500 | 502 | 503 | 504
+  /**
+   * `Stripe-Should-Retry` on injected 5xx. Default: false for a 500 saved under an
+   * Idempotency-Key (a retry with that key replays it), true for an unsaved 5xx.
+   */
+  readonly serverErrorShouldRetry?: boolean
   /** Added latency before each request is handled. */
   readonly latencyMs?: number
   /** Fraction (0..1) of requests whose socket is destroyed without an answer. */
@@ -60,6 +65,7 @@ export const faultConfigFromJson = (body: unknown): FaultConfig => {
     "rate_limit_fraction",
     "server_error_fraction",
     "server_error_status",
+    "server_error_should_retry",
     "latency_ms",
     "drop_fraction",
     "outage_until",
@@ -108,6 +114,7 @@ export const faultConfigFromJson = (body: unknown): FaultConfig => {
     rateLimitFraction: fraction(b.rate_limit_fraction, "rate_limit_fraction"),
     serverErrorFraction: fraction(b.server_error_fraction, "server_error_fraction"),
     serverErrorStatus: status,
+    serverErrorShouldRetry: typeof b.server_error_should_retry === "boolean" ? b.server_error_should_retry : undefined,
     latencyMs: nonNegative(b.latency_ms, "latency_ms"),
     dropFraction: fraction(b.drop_fraction, "drop_fraction"),
     outageUntilMs,
@@ -153,6 +160,11 @@ export class Faults {
 
   latencyMs(path: string): number {
     return this.applies(path) ? (this.config.latencyMs ?? 0) : 0
+  }
+
+  /** The fault's explicit `Stripe-Should-Retry` for 5xx, if it sets one. */
+  serverErrorShouldRetry(): boolean | undefined {
+    return this.config.serverErrorShouldRetry
   }
 
   retryAfterSeconds(): number | undefined {

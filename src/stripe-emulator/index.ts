@@ -12,7 +12,8 @@ import {
   type EmulatorContext,
   type HoldRule,
   makeApp,
-  releaseHeld
+  releaseHeld,
+  rollKeys
 } from "./server.js"
 import {
   type Customer,
@@ -26,7 +27,8 @@ import {
   type StreamEventError,
   type Totals
 } from "./state.js"
-import { makeWebhookManager, type StripeEvent, type WebhookDeliveries, type WebhookTarget } from "./webhooks.js"
+import { makeWebhookManager, type StripeEvent, type V2Event, type WebhookDeliveries, type WebhookTarget } from "./webhooks.js"
+import { RateLimiter, type RateLimitConfig, STRIPE_RATE_LIMITS } from "./limits.js"
 
 export { decodeForm, encodeForm } from "./form.js"
 export type { FormObject, FormValue } from "./form.js"
@@ -49,7 +51,13 @@ export type {
 export { DEDUP_WINDOW_MS, MAX_FUTURE_SECONDS, MAX_PAST_SECONDS, MAX_STREAM_EVENTS, SESSION_TTL_MS } from "./state.js"
 export type { DeliveryRecord, SigningOptions, StripeEvent, WebhookDeliveries, WebhookTarget } from "./webhooks.js"
 export { computeSignature, EMULATOR_API_VERSION, signatureHeader } from "./webhooks.js"
-export { endpointKey } from "./server.js"
+export { endpointKey, recordExchanges } from "./server.js"
+export type { Exchange } from "./server.js"
+export type { RateLimitConfig } from "./limits.js"
+export { STRIPE_RATE_LIMITS } from "./limits.js"
+export { countSignificantDigits, isNumericString } from "./digits.js"
+export type { V2Event } from "./webhooks.js"
+export { LIVE_RETRY_DELAYS_MS, TEST_RETRY_DELAYS_MS } from "./webhooks.js"
 
 export interface StripeEmulatorOptions {
   /** The secret key clients must present (`sk_test_…`; `sk_live_`/`rk_live_` makes it livemode). */
@@ -66,7 +74,24 @@ export interface StripeEmulatorOptions {
    * `streamErrors()`. "sync": the whole stream request is refused with 400.
    */
   readonly streamValidation?: "async" | "sync"
+  /**
+   * Stripe's rate limits (limits.ts): default `STRIPE_RATE_LIMITS` (test mode 25 req/s shared;
+   * live 1,000 v1 meter events/s, 10,000 stream requests/s, 100/s elsewhere). `"off"` lifts them
+   * (benchmarks; the demo says so in its output).
+   */
+  readonly rateLimits?: RateLimitConfig | "off"
+  /** Refuse a second concurrent v1 meter event call for the same customer + meter (default true, as Stripe). */
+  readonly v1ConcurrencyLimit?: boolean
+  /** Delay before an accepted event shows in event summaries (default 2,000 ms; 0 = at once). */
+  readonly summaryDelayMs?: number
+  /** Event destination for v2 thin events (`v1.billing.meter.error_report_triggered`). */
+  readonly eventDestination?: WebhookTarget
+  /** Webhook / event destination retry back-off (default: Stripe's schedule for the mode). */
+  readonly webhookRetryDelaysMs?: ReadonlyArray<number>
 }
+
+/** The summary delay when none is given: "a few seconds", as Stripe aggregates asynchronously. */
+export const DEFAULT_SUMMARY_DELAY_MS = 2_000
 
 export interface HoldOptions {
   /** How many matching requests to hold (default 1). */
@@ -135,6 +160,16 @@ export interface StripeEmulatorHandle {
   readonly release: () => Effect.Effect<number>
 
   readonly setWebhookTarget: (target: WebhookTarget | undefined) => void
+  /** The v2 event destination (thin events) and its delivery controls. */
+  readonly setEventDestination: (target: WebhookTarget | undefined) => void
+  readonly eventDestination: WebhookDeliveries
+  /** Full v2 events emitted so far (what `GET /v2/core/events/:id` answers). */
+  readonly v2Event: (id: string) => V2Event | undefined
+  /** Rolls the secret key: returns a new one; the old expires after `expireAfterMs` (default now). */
+  readonly rollKey: (expireAfterMs?: number) => Effect.Effect<string>
+  readonly setRateLimits: (limits: RateLimitConfig | "off") => void
+  readonly setSummaryDelay: (ms: number) => void
+  readonly setV1ConcurrencyLimit: (on: boolean) => void
   readonly deliveries: WebhookDeliveries
   /** Emits any event type (e.g. for tests of ignored types); delivered like the others. */
   readonly emitEvent: (type: string, object: unknown, previous?: Record<string, unknown>) => Effect.Effect<StripeEvent>
@@ -176,9 +211,25 @@ export const makeStripeEmulator = (
 
     const state = new EmulatorState(livemode)
     const faults = new Faults()
-    const webhooks = yield* makeWebhookManager({ livemode, now, target: options.webhook })
+    const webhooks = yield* makeWebhookManager({
+      livemode,
+      now,
+      target: options.webhook,
+      retryDelaysMs: options.webhookRetryDelaysMs
+    })
+    const eventDestination = yield* makeWebhookManager({
+      livemode,
+      now,
+      target: options.eventDestination,
+      retryDelaysMs: options.webhookRetryDelaysMs
+    })
+    const limits = (l: RateLimitConfig | "off" | undefined) => (l === "off" ? undefined : (l ?? STRIPE_RATE_LIMITS))
     const ctx: EmulatorContext = {
-      apiKey,
+      keys: new Map([[rawKey, "active" as const]]),
+      rateLimiter: new RateLimiter(livemode, limits(options.rateLimits)),
+      v1ConcurrencyLimit: options.v1ConcurrencyLimit ?? true,
+      summaryDelayMs: options.summaryDelayMs ?? DEFAULT_SUMMARY_DELAY_MS,
+      eventDestination,
       livemode,
       state,
       faults,
@@ -295,6 +346,17 @@ export const makeStripeEmulator = (
           return releaseHeld(ctx)
         }),
       setWebhookTarget: (t) => webhooks.setTarget(t),
+      setEventDestination: (t) => eventDestination.setTarget(t),
+      eventDestination,
+      v2Event: (id) => eventDestination.v2Event(id),
+      rollKey: (expireAfterMs = 0) => rollKeys(ctx, expireAfterMs),
+      setRateLimits: (l) => ctx.rateLimiter.set(limits(l)),
+      setSummaryDelay: (ms) => {
+        ctx.summaryDelayMs = ms
+      },
+      setV1ConcurrencyLimit: (on) => {
+        ctx.v1ConcurrencyLimit = on
+      },
       deliveries: webhooks,
       emitEvent: (type, object, previous) => webhooks.emit(type, object, previous ? { previous } : {}),
       advanceClock: (ms) => ctx.advanceClock(ms),

@@ -19,7 +19,8 @@ import {
   stripeId
 } from "./state.js"
 import type { WebhookManager } from "./webhooks.js"
-import { JsonNumber, stringifyJson } from "../domain/Json.js"
+import { type RateLimiter, rateLimitsFromJson } from "./limits.js"
+import { stringifyJson } from "../domain/Json.js"
 
 // ------------------------------------------------------------------------------------------ shared
 
@@ -46,7 +47,11 @@ export interface Counters {
 }
 
 export interface EmulatorContext {
-  readonly apiKey: Redacted.Redacted<string>
+  /**
+   * The account's secret keys: "active", or "expired" once rolled
+   * (https://docs.stripe.com/keys#rolling-keys). Values are the raw keys; never logged or echoed.
+   */
+  readonly keys: Map<string, "active" | "expired">
   readonly livemode: boolean
   readonly state: EmulatorState
   readonly faults: Faults
@@ -60,6 +65,13 @@ export interface EmulatorContext {
   readonly idempotency: Map<string, StoredResponse | "in_flight">
   readonly v1InFlight: Map<string, number>
   readonly streamValidation: "async" | "sync"
+  readonly rateLimiter: RateLimiter
+  /** Refuse a v1 meter event while another for the same customer + meter is in flight. */
+  v1ConcurrencyLimit: boolean
+  /** How long an accepted event takes to show in event summaries. */
+  summaryDelayMs: number
+  /** The v2 event destination (thin events such as `v1.billing.meter.error_report_triggered`). */
+  readonly eventDestination: WebhookManager
 }
 
 interface StoredResponse {
@@ -142,7 +154,14 @@ const makeRouter = (ctx: EmulatorContext) => {
       livemode: ctx.livemode,
       metadata: {},
       payouts_enabled: true,
-      settings: { dashboard: { display_name: "FlexPrice emulator", timezone: "Etc/UTC" } },
+      // account_settings requires branding, card_payments, dashboard and payments (Stripe's
+      // OpenAPI description; the conformance test checks it).
+      settings: {
+        branding: { icon: null, logo: null, primary_color: null, secondary_color: null },
+        card_payments: { decline_on: { avs_failure: false, cvc_failure: false }, statement_descriptor_prefix: null },
+        dashboard: { display_name: "FlexPrice emulator", timezone: "Etc/UTC" },
+        payments: { statement_descriptor: null }
+      },
       type: "standard"
     })
   })
@@ -255,6 +274,7 @@ const makeRouter = (ctx: EmulatorContext) => {
       Effect.gen(function* () {
         const id = yield* customerId
         const { query } = yield* RequestInfo
+        const now = yield* ctx.now
         const page = yield* attempt(() => {
           const customer = str(query, "customer")
           if (!customer) throw missingParam("customer")
@@ -269,12 +289,24 @@ const makeRouter = (ctx: EmulatorContext) => {
           if (grouping !== undefined && grouping !== "hour" && grouping !== "day") {
             throw invalidParam("value_grouping_window", "value_grouping_window must be one of day or hour.")
           }
+          // "For hourly granularity, start and end times must align with hour boundaries (e.g.,
+          // 00:00, 01:00, ..., 23:00). For daily granularity, start and end times must align with
+          // UTC day boundaries (00:00 UTC)."
+          // (https://docs.stripe.com/api/billing/meter-event-summary/list#list_billing_meter_event_summaries-value_grouping_window)
+          const unit = grouping === "hour" ? 3600 : grouping === "day" ? 86400 : undefined
+          if (unit !== undefined && (start % unit !== 0 || end % unit !== 0)) {
+            throw invalidParam(
+              start % unit !== 0 ? "start_time" : "end_time",
+              `start_time and end_time must be aligned with ${grouping} boundaries when value_grouping_window is ${grouping}.`
+            )
+          }
           const { limit, startingAfter, endingBefore } = listParams(query)
-          const all = state.summaries(id, customer, start, end, grouping).map((b) => ({
+          const all = state
+            .summaries({ meterId: id, customer, start, end, grouping, visibleBeforeMs: now - ctx.summaryDelayMs })
+            .map((b) => ({
             id: `mtrusg_${ctx.livemode ? "" : "test_"}${b.start}_${b.end}`,
             object: "billing.meter_event_summary",
-            // the exact decimal, written as a bare JSON number like Stripe does
-            aggregated_value: new JsonNumber(b.value),
+            aggregated_value: b.value,
             end_time: b.end,
             livemode: ctx.livemode,
             meter: id,
@@ -359,6 +391,19 @@ const makeRouter = (ctx: EmulatorContext) => {
         return jsonReply(e)
       })
     ),
+    HttpRouter.get(
+      "/v2/core/events/:id",
+      Effect.gen(function* () {
+        const id = yield* customerId
+        const e = ctx.eventDestination.v2Event(id)
+        if (!e) {
+          return yield* Effect.fail(
+            new StripeEmulatorError({ status: 404, type: "not_found", code: "not_found", message: `No such event: '${id}'` })
+          )
+        }
+        return jsonReply(e)
+      })
+    ),
     HttpRouter.post(
       "/v2/billing/meter_event_session",
       Effect.gen(function* () {
@@ -387,12 +432,13 @@ const makeRouter = (ctx: EmulatorContext) => {
             const f = failures[0]!
             throw invalidRequest(`events: ${f.error.message}`, { code: "invalid_fields" })
           }
-          // Stripe processes stream events asynchronously: invalid ones are reported later, not here.
+          // Stripe processes stream events asynchronously: invalid ones are dropped and reported
+          // later, not here.
           for (const f of failures) {
             state.recordStreamError({
               identifier: f.input.identifier,
               eventName: f.input.event_name,
-              code: f.error.code ?? "invalid",
+              code: f.error.asyncCode ?? f.error.code ?? "invalid",
               message: f.error.message,
               atMs: now
             })
@@ -401,12 +447,66 @@ const makeRouter = (ctx: EmulatorContext) => {
             if (state.isDuplicate(r.identifier, now)) state.duplicatesIgnored++
             else state.commitMeterEvent(r)
           }
-        })
+          return failures
+        }).pipe(Effect.flatMap((failures) => reportStreamErrors(ctx, failures, now)))
         return jsonReply({})
       })
     )
   )
 }
+
+/**
+ * The thin events Stripe sends for dropped stream events: `v1.billing.meter.error_report_triggered`
+ * (related object: the meter) with `reason.error_types[]` {code, error_count, sample_errors}, or
+ * `v1.billing.meter.no_meter_found` when no meter has the event name
+ * (https://docs.stripe.com/api/v2/core/events/event-types,
+ * https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api#handle-meter-event-errors).
+ * One event per meter per stream request here; Stripe batches per validation window.
+ */
+const reportStreamErrors = (
+  ctx: EmulatorContext,
+  failures: ReadonlyArray<{ readonly input: MeterEventInput; readonly error: StripeEmulatorError }>,
+  nowMs: number
+) =>
+  Effect.gen(function* () {
+    const byMeter = new Map<string, Array<{ readonly input: MeterEventInput; readonly code: string; readonly message: string }>>()
+    for (const f of failures) {
+      const meter = f.input.event_name !== undefined ? ctx.state.anyMeterByEventName(f.input.event_name) : undefined
+      const key = meter?.id ?? ""
+      const list = byMeter.get(key) ?? []
+      list.push({ input: f.input, code: f.error.asyncCode ?? f.error.code ?? "invalid", message: f.error.message })
+      byMeter.set(key, list)
+    }
+    for (const [meterId, list] of byMeter) {
+      const types = new Map<string, Array<(typeof list)[number]>>()
+      for (const e of list) types.set(e.code, [...(types.get(e.code) ?? []), e])
+      const data = {
+        developer_message_summary: `There ${list.length === 1 ? "is 1 invalid event" : `are ${list.length} invalid events`}`,
+        reason: {
+          error_count: list.length,
+          error_types: Array.from(types, ([code, errors]) => ({
+            code,
+            error_count: errors.length,
+            sample_errors: errors.slice(0, 5).map((e) => ({
+              error_message: e.message,
+              request: { identifier: e.input.identifier ?? "" }
+            }))
+          }))
+        },
+        validation_start: new Date(Math.floor(nowMs / 1000) * 1000).toISOString(),
+        validation_end: new Date(Math.floor(nowMs / 1000) * 1000 + 1000).toISOString()
+      }
+      if (meterId === "") {
+        yield* ctx.eventDestination.emitV2("v1.billing.meter.no_meter_found", null, data)
+      } else {
+        yield* ctx.eventDestination.emitV2(
+          "v1.billing.meter.error_report_triggered",
+          { id: meterId, type: "billing.meter", url: `/v1/billing/meters/${meterId}` },
+          data
+        )
+      }
+    }
+  })
 
 const v2Invalid = (message: string) => invalidRequest(message, { code: "invalid_fields" })
 
@@ -476,17 +576,49 @@ const bearer = (header: string | undefined): string | undefined => {
 
 const STREAM_PATH = "/v2/billing/meter_event_stream"
 
-const storable = (status: number) => status < 500 && status !== 429 && status !== 401 && status !== 409
+/** 429s, auth failures and in-flight conflicts never reach execution, so they are not saved. */
+const storable = (status: number) => status !== 429 && status !== 401 && status !== 409
+
+/** Errors Stripe raises while validating parameters, before the endpoint executes. */
+const VALIDATION_CODES = new Set(["parameter_missing", "parameter_invalid", "parameter_invalid_integer", "parameter_unknown"])
 
 const bump = <K>(m: Map<K, number>, k: K) => m.set(k, (m.get(k) ?? 0) + 1)
+
+/** One API request and the emulator's answer, as the OpenAPI conformance test checks them. */
+export interface Exchange {
+  readonly method: string
+  readonly path: string
+  readonly query: string
+  readonly requestBody: string
+  readonly requestContentType: string
+  readonly status: number
+  readonly responseBody: string
+}
+
+const recorders = new Set<(exchange: Exchange) => void>()
+
+/**
+ * Observes every API exchange of every emulator in this process (control routes excluded) until
+ * the returned function is called. For the conformance test against Stripe's OpenAPI description.
+ */
+export const recordExchanges = (f: (exchange: Exchange) => void): (() => void) => {
+  recorders.add(f)
+  return () => {
+    recorders.delete(f)
+  }
+}
 
 /** Builds the whole HTTP app (API + control plane) over an emulator context. */
 export const makeApp = (ctx: EmulatorContext) => {
   const router = makeRouter(ctx)
   const control = makeControl(ctx)
 
-  const api = (request: HttpServerRequest.HttpServerRequest, path: string, search: string, body: string) =>
+  const api = (
+    request: HttpServerRequest.HttpServerRequest,
+    call: { readonly path: string; readonly search: string; readonly body: string; readonly concurrent: boolean }
+  ) =>
     Effect.gen(function* () {
+      const { path, search, body } = call
       const requestId = newRequestId()
       const v2 = path.startsWith("/v2/")
       const method = request.method
@@ -502,9 +634,35 @@ export const makeApp = (ctx: EmulatorContext) => {
       }
       const fail = (e: StripeEmulatorError) => respond(errorReply(e, requestId))
 
+      const rateLimited = (message: string) => {
+        const retryAfter = ctx.faults.retryAfterSeconds()
+        return fail(
+          new StripeEmulatorError({
+            status: 429,
+            type: v2 ? "rate_limit" : "invalid_request_error",
+            code: "rate_limit",
+            message,
+            headers: {
+              "Stripe-Should-Retry": "true",
+              ...(retryAfter !== undefined ? { "Retry-After": String(retryAfter) } : {})
+            }
+          })
+        )
+      }
+      // Rate limits (limits.ts): over the limit → 429 before anything runs, never saved under an
+      // Idempotency-Key.
+      if (!ctx.rateLimiter.admit(method, path)) {
+        return rateLimited(
+          "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits."
+        )
+      }
+
       const latency = ctx.faults.latencyMs(path)
       if (latency > 0) yield* Effect.sleep(latency)
       const decision = ctx.faults.decide(path, yield* ctx.now)
+      // A 500 on a POST with an Idempotency-Key happens while the endpoint executes, so it is
+      // saved and replayed like any other result (handled after auth and the key lookup below).
+      let executionFailure: { readonly status: number } | undefined
       switch (decision._tag) {
         case "drop": {
           bump(ctx.counters.byStatus, 0)
@@ -537,12 +695,17 @@ export const makeApp = (ctx: EmulatorContext) => {
           )
         }
         case "server_error":
+          if (method === "POST" && request.headers["idempotency-key"] !== undefined) {
+            executionFailure = { status: decision.status }
+            break
+          }
           return fail(
             new StripeEmulatorError({
               status: decision.status,
               type: "api_error",
               message: "An unknown error occurred (emulated).",
-              headers: { "Stripe-Should-Retry": "true" }
+              // Not saved under a key: a retry can succeed.
+              headers: { "Stripe-Should-Retry": ctx.faults.serverErrorShouldRetry() === false ? "false" : "true" }
             })
           )
         case "none":
@@ -551,7 +714,7 @@ export const makeApp = (ctx: EmulatorContext) => {
 
       // Auth: the stream takes a session token, everything else the account's API key.
       const token = bearer(request.headers["authorization"])
-      const apiKey = Redacted.value(ctx.apiKey)
+      const keyStatus = token === undefined ? undefined : ctx.keys.get(token)
       if (token === undefined || token === "") {
         return fail(
           authFailure(
@@ -561,7 +724,7 @@ export const makeApp = (ctx: EmulatorContext) => {
         )
       }
       if (path === STREAM_PATH) {
-        if (token === apiKey) {
+        if (keyStatus !== undefined) {
           return fail(authFailure("This endpoint requires a meter event session authentication token.", true))
         }
         const status = ctx.state.checkSession(token, yield* ctx.now)
@@ -576,7 +739,18 @@ export const makeApp = (ctx: EmulatorContext) => {
             )
           )
         }
-      } else if (token !== apiKey) {
+      } else if (keyStatus === "expired") {
+        // A rolled key past its expiry: 401 `api_key_expired`
+        // (https://docs.stripe.com/error-codes#api-key-expired, https://docs.stripe.com/keys#rolling-keys).
+        return fail(
+          new StripeEmulatorError({
+            status: 401,
+            type: "invalid_request_error",
+            code: "api_key_expired",
+            message: `Expired API Key provided: ${maskKey(token)}`
+          })
+        )
+      } else if (keyStatus !== "active") {
         return fail(authFailure(`Invalid API Key provided: ${maskKey(token)}`, v2))
       }
 
@@ -638,6 +812,37 @@ export const makeApp = (ctx: EmulatorContext) => {
         })
       if (rule && !rule.applyFirst) yield* hold(false)
 
+      // v1 meter events: "one concurrent call per customer per meter"; the second is refused with
+      // a 429 (https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api#rate-limits).
+      // After the key lookup: a replay of a saved result does not execute, so it takes no lock.
+      if (call.concurrent && ctx.v1ConcurrencyLimit) {
+        return rateLimited(
+          "Too many concurrent requests for this customer and meter: at most one meter event call per customer and meter may be in flight."
+        )
+      }
+      if (idempotencyKey !== null && executionFailure !== undefined) {
+        // Idempotency (https://docs.stripe.com/api/idempotent_requests): "Stripe's idempotency
+        // works by saving the resulting status code and body of the first request made for any
+        // given idempotency key, regardless of whether it succeeds or fails. Subsequent requests
+        // with the same key return the same result, including 500 errors." A 500 answers
+        // `Stripe-Should-Retry: false` unless the fault says otherwise
+        // (https://docs.stripe.com/error-low-level#idempotency: the header tells whether a retry
+        // with the same key can succeed; a saved 500 never will).
+        const e = new StripeEmulatorError({
+          status: executionFailure.status,
+          type: "api_error",
+          message: "An unknown error occurred (emulated).",
+          headers: { "Stripe-Should-Retry": ctx.faults.serverErrorShouldRetry() === true ? "true" : "false" }
+        })
+        const stored: StoredResponse = {
+          fingerprint,
+          status: e.status,
+          body: new TextEncoder().encode(stringifyJson(errorBody(e, requestId))),
+          headers: { "Request-Id": requestId, ...(e.headers ?? {}) }
+        }
+        ctx.idempotency.set(idempotencyKey, stored)
+        return fail(e)
+      }
       if (idempotencyKey !== null) ctx.idempotency.set(idempotencyKey, "in_flight")
       const info = RequestInfo.of({
         requestId,
@@ -645,10 +850,17 @@ export const makeApp = (ctx: EmulatorContext) => {
         query: decodeForm(search),
         idempotencyKey
       })
+      // "Results are only saved if an API endpoint started executing. If incoming parameters
+      // failed validation, or the request conflicted with another that was executing
+      // concurrently, no idempotent result is saved" (https://docs.stripe.com/api/idempotent_requests).
+      let validationFailure = false
       const response = yield* router.pipe(
         Effect.provideService(RequestInfo, info),
         Effect.catchTags({
-          StripeEmulatorError: (e) => Effect.succeed(errorReply(e, requestId)),
+          StripeEmulatorError: (e) => {
+            validationFailure = e.code !== undefined && VALIDATION_CODES.has(e.code)
+            return Effect.succeed(errorReply(e, requestId))
+          },
           RouteNotFound: () =>
             Effect.succeed(
               errorReply(
@@ -668,12 +880,17 @@ export const makeApp = (ctx: EmulatorContext) => {
           })
         )
       )
-      if (idempotencyKey !== null && storable(response.status) && response.body._tag === "Uint8Array") {
+      if (
+        idempotencyKey !== null &&
+        !validationFailure &&
+        storable(response.status) &&
+        response.body._tag === "Uint8Array"
+      ) {
         ctx.idempotency.set(idempotencyKey, {
           fingerprint,
           status: response.status,
           body: response.body.body,
-          headers: { "Request-Id": requestId }
+          headers: { "Request-Id": requestId, ...(response.status >= 400 ? { "Stripe-Should-Retry": "false" } : {}) }
         })
       }
       // Crash tests: Stripe has applied the request; the caller never hears back until release.
@@ -690,14 +907,30 @@ export const makeApp = (ctx: EmulatorContext) => {
     if (path.startsWith("/_emulator/")) return yield* control(request, path)
     const method = request.method
     const body = method === "GET" || method === "HEAD" ? "" : yield* Effect.orElseSucceed(request.text, () => "")
-    // The v1 rule "never two concurrent calls for the same customer+meter" is the client's to
-    // keep; the emulator counts every overlap so tests can assert there were none.
+    // v1: one concurrent call per customer + meter. Overlaps are counted (tests assert the client
+    // keeps it at 0) and, unless `v1ConcurrencyLimit` is off, the second call is refused (see api).
     const pair = method === "POST" && path === "/v1/billing/meter_events" ? ctx.state.pairKey(decodeForm(body)) : undefined
-    if (pair === undefined) return yield* api(request, path, search, body)
+    const record = (res: HttpServerResponse.HttpServerResponse) =>
+      Effect.sync(() => {
+        if (recorders.size === 0) return
+        const text = res.body._tag === "Uint8Array" ? new TextDecoder().decode(res.body.body) : ""
+        const exchange: Exchange = {
+          method,
+          path,
+          query: search,
+          requestBody: body,
+          requestContentType: request.headers["content-type"] ?? "",
+          status: res.status,
+          responseBody: text
+        }
+        for (const r of recorders) r(exchange)
+      })
+    if (pair === undefined) return yield* api(request, { path, search, body, concurrent: false }).pipe(Effect.tap(record))
     const inFlight = ctx.v1InFlight.get(pair) ?? 0
     if (inFlight > 0) ctx.counters.v1Overlaps++
     ctx.v1InFlight.set(pair, inFlight + 1)
-    return yield* api(request, path, search, body).pipe(
+    return yield* api(request, { path, search, body, concurrent: inFlight > 0 }).pipe(
+      Effect.tap(record),
       Effect.ensuring(
         Effect.sync(() => {
           const n = (ctx.v1InFlight.get(pair) ?? 1) - 1
@@ -798,6 +1031,84 @@ const makeControl = (ctx: EmulatorContext) => {
           }
           return jsonReply({ ids })
         }
+        case "POST /_emulator/rate_limits": {
+          // `{"off": true}` lifts every limit; otherwise any of test_mode, live_v1_meter_events,
+          // live_stream, live_other (the rest keep Stripe's values).
+          const body = yield* Effect.either(readJson(request))
+          if (body._tag === "Left") return bad("invalid JSON")
+          try {
+            ctx.rateLimiter.set(rateLimitsFromJson(body.right))
+          } catch (e) {
+            return bad(e instanceof Error ? e.message : String(e))
+          }
+          return jsonReply({ rate_limits: ctx.rateLimiter.current() ?? null })
+        }
+        case "POST /_emulator/settings": {
+          const body = yield* Effect.either(readJson(request))
+          if (body._tag === "Left") return bad("invalid JSON")
+          const b = body.right as { summary_delay_ms?: unknown; v1_concurrency_limit?: unknown; webhook_retry_delays_ms?: unknown }
+          if (b.summary_delay_ms !== undefined) {
+            if (typeof b.summary_delay_ms !== "number" || b.summary_delay_ms < 0) return bad("summary_delay_ms must be >= 0")
+            ctx.summaryDelayMs = b.summary_delay_ms
+          }
+          if (b.v1_concurrency_limit !== undefined) {
+            if (typeof b.v1_concurrency_limit !== "boolean") return bad("v1_concurrency_limit must be a boolean")
+            ctx.v1ConcurrencyLimit = b.v1_concurrency_limit
+          }
+          if (b.webhook_retry_delays_ms !== undefined) {
+            const d = b.webhook_retry_delays_ms
+            if (!Array.isArray(d) || d.some((x) => typeof x !== "number" || x < 0)) {
+              return bad("webhook_retry_delays_ms must be an array of non-negative numbers")
+            }
+            ctx.webhooks.setRetryDelays(d as Array<number>)
+            ctx.eventDestination.setRetryDelays(d as Array<number>)
+          }
+          return jsonReply({ summary_delay_ms: ctx.summaryDelayMs, v1_concurrency_limit: ctx.v1ConcurrencyLimit })
+        }
+        case "POST /_emulator/meters": {
+          // Meters with fields the product never sets itself, e.g. a pre-aggregated one:
+          // {display_name, event_name, formula, event_time_window: "hour"|"day", customer_key?, value_key?}
+          const body = yield* Effect.either(readJson(request))
+          if (body._tag === "Left") return bad("invalid JSON")
+          const b = body.right as Record<string, unknown>
+          const now = yield* ctx.now
+          const created = yield* Effect.either(
+            attempt(() =>
+              ctx.state.createMeter(
+                {
+                  display_name: b.display_name as string,
+                  event_name: b.event_name as string,
+                  default_aggregation: { formula: (b.formula ?? "sum") as "sum" },
+                  ...(b.event_time_window !== undefined ? { event_time_window: b.event_time_window as "hour" } : {}),
+                  ...(typeof b.customer_key === "string" ? { customer_mapping: { event_payload_key: b.customer_key } } : {}),
+                  ...(typeof b.value_key === "string" ? { value_settings: { event_payload_key: b.value_key } } : {})
+                },
+                now
+              )
+            )
+          )
+          if (created._tag === "Left") return bad(created.left.message)
+          return jsonReply(created.right)
+        }
+        case "POST /_emulator/keys/roll": {
+          // Rolls the secret key: a new one is issued, the old one expires now or after
+          // `expire_after_seconds` (https://docs.stripe.com/keys#rolling-keys). Answers the new key
+          // (this control plane is the emulated Dashboard).
+          const body = yield* Effect.either(readJson(request))
+          if (body._tag === "Left") return bad("invalid JSON")
+          const after = (body.right as { expire_after_seconds?: unknown }).expire_after_seconds
+          if (after !== undefined && (typeof after !== "number" || after < 0)) return bad("expire_after_seconds must be >= 0")
+          const fresh = yield* rollKeys(ctx, typeof after === "number" ? after * 1000 : 0)
+          return jsonReply({ api_key: fresh })
+        }
+        case "POST /_emulator/event_destination": {
+          const body = yield* Effect.either(readJson(request))
+          if (body._tag === "Left") return bad("invalid JSON")
+          const b = body.right as { url?: unknown; secret?: unknown }
+          if (typeof b.url !== "string" || typeof b.secret !== "string") return bad("url and secret are required")
+          ctx.eventDestination.setTarget({ url: b.url, secret: Redacted.make(b.secret) })
+          return jsonReply({ ok: true })
+        }
         case "GET /_emulator/webhooks/deliveries":
           return jsonReply({ deliveries: ctx.webhooks.log() })
         default:
@@ -805,6 +1116,23 @@ const makeControl = (ctx: EmulatorContext) => {
       }
     })
 }
+
+/**
+ * Issues a new secret key (same mode) and expires every active one after `expireAfterMs`
+ * (0 = now). Returns the new key.
+ */
+export const rollKeys = (ctx: EmulatorContext, expireAfterMs: number): Effect.Effect<string> =>
+  Effect.gen(function* () {
+    const old = Array.from(ctx.keys).filter(([, status]) => status === "active").map(([k]) => k)
+    const fresh = `${ctx.livemode ? "sk_live_" : "sk_test_"}${randomBytes(24).toString("base64url").replace(/[-_]/g, "0")}`
+    ctx.keys.set(fresh, "active")
+    const expire = () => {
+      for (const k of old) ctx.keys.set(k, "expired")
+    }
+    if (expireAfterMs <= 0) expire()
+    else yield* Effect.forkDaemon(Effect.zipRight(Effect.sleep(expireAfterMs), Effect.sync(expire)))
+    return fresh
+  })
 
 export const releaseHeld = (ctx: EmulatorContext) =>
   Effect.gen(function* () {

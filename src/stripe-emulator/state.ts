@@ -7,6 +7,7 @@ import * as Decimal from "../domain/Decimal.js"
 import { randomToken } from "../domain/Ids.js"
 import { invalidParam, invalidRequest, missingParam, noSuch, StripeEmulatorError } from "./errors.js"
 import type { FormObject, FormValue } from "./form.js"
+import { countSignificantDigits, isNumericString } from "./digits.js"
 
 export const DEDUP_WINDOW_MS = 24 * 60 * 60 * 1000
 export const MAX_PAST_SECONDS = 35 * 24 * 60 * 60
@@ -145,15 +146,19 @@ export interface MeterEventInput {
 export interface SummaryBucket {
   readonly start: number
   readonly end: number
-  readonly value: string
+  /** A double, as Stripe's `aggregated_value`. */
+  readonly value: number
 }
 
-interface Agg {
-  sum: Acc
-  count: number
-  lastTs: number
-  lastSeq: number
-  lastValue: string
+/** One accepted event as the summaries see it. */
+interface Counted {
+  readonly timestamp: number
+  readonly value: string
+  readonly double: number
+  readonly acceptedAtMs: number
+  readonly seq: number
+  /** A newer event replaced it in its pre-aggregation window. */
+  replaced: boolean
 }
 
 interface CustomerEntry {
@@ -268,6 +273,8 @@ export interface MeterParams {
   readonly default_aggregation?: { readonly formula: MeterFormula }
   readonly customer_mapping?: { readonly event_payload_key?: string; readonly type?: "by_id" }
   readonly value_settings?: { readonly event_payload_key?: string }
+  /** Pre-aggregated meter: only the newest event per customer per hour/day counts. */
+  readonly event_time_window?: "hour" | "day"
 }
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/
@@ -325,7 +332,8 @@ export class EmulatorState {
   private readonly identifiers = new Map<string, number>()
   private readonly events: Array<MeterEventRecord> = []
   private readonly totals = new Map<string, { customer: string; eventName: string; sum: Acc; count: number }>()
-  private readonly buckets = new Map<string, Map<string, Map<number, Agg>>>()
+  private readonly pairs = new Map<string, Map<string, Array<Counted>>>()
+  private readonly preAggregated = new Map<string, Counted>()
   private readonly sessions = new Map<string, { session: MeterEventSession; expiresAtMs: number }>()
   private readonly streamErrorsList: Array<StreamEventError> = []
   private seq = 0
@@ -481,6 +489,9 @@ export class EmulatorState {
       throw invalidParam("customer_mapping[event_payload_key]", "Invalid payload key")
     }
     const windowParam = p.event_time_window
+    if (windowParam !== undefined && windowParam !== "day" && windowParam !== "hour") {
+      throw invalidParam("event_time_window", "Invalid event_time_window: must be one of day or hour")
+    }
     const created = Math.floor(nowMs / 1000)
     const meter: Meter = {
       id: stripeId("mtr", 24),
@@ -608,7 +619,10 @@ export class EmulatorState {
     if (meterId === undefined) {
       throw invalidRequest(`No active meter was found matching event_name \`${eventName}\`.`, {
         code: "resource_missing",
-        param: "event_name"
+        param: "event_name",
+        // A deactivated meter's events are reported as `archived_meter`; a name no meter has
+        // raises `v1.billing.meter.no_meter_found` instead (https://docs.stripe.com/api/v2/core/events/event-types).
+        asyncCode: this.anyMeterByEventName(eventName) ? "archived_meter" : "no_meter"
       })
     }
     const meter = this.meters.get(meterId)!.meter
@@ -617,13 +631,15 @@ export class EmulatorState {
     if (customer === undefined || customer === "") {
       throw invalidRequest(`Missing customer mapping key \`${customerKey}\` in payload.`, {
         code: "parameter_missing",
-        param: `payload[${customerKey}]`
+        param: `payload[${customerKey}]`,
+        asyncCode: "meter_event_no_customer_defined"
       })
     }
     if (this.liveCustomer(customer) === undefined) {
       throw invalidRequest(`No such customer: '${customer}'`, {
         code: "resource_missing",
-        param: `payload[${customerKey}]`
+        param: `payload[${customerKey}]`,
+        asyncCode: "meter_event_customer_not_found"
       })
     }
     const valueKey = meter.value_settings.event_payload_key
@@ -633,32 +649,43 @@ export class EmulatorState {
       if (meter.default_aggregation.formula !== "count") {
         throw invalidRequest(`Missing value key \`${valueKey}\` in payload.`, {
           code: "parameter_missing",
-          param: `payload[${valueKey}]`
+          param: `payload[${valueKey}]`,
+          asyncCode: "meter_event_value_not_found"
         })
       }
     } else {
       const param = `payload[${valueKey}]`
-      if (!/^[+-]?(\d+\.?\d*|\.\d+)$/.test(rawValue.trim())) {
-        throw invalidParam(param, `Invalid value \`${rawValue}\`: must be a number.`)
+      // Numeric strings only, in plain notation; negative values are summed (they correct usage).
+      if (!isNumericString(rawValue)) {
+        throw invalidRequest(`Invalid value \`${rawValue}\`: must be a numeric string.`, {
+          code: "meter_event_invalid_value",
+          param,
+          asyncCode: "meter_event_invalid_value"
+        })
+      }
+      if (countSignificantDigits(rawValue) > MAX_SIGNIFICANT_DIGITS) {
+        throw invalidRequest(`Invalid value \`${rawValue}\`: at most 15 significant digits are supported.`, {
+          code: "meter_event_value_too_many_digits",
+          param,
+          asyncCode: "meter_event_value_too_many_digits"
+        })
       }
       value = Decimal.normalize(rawValue)
-      if (value.startsWith("-")) throw invalidParam(param, `Invalid value \`${rawValue}\`: must not be negative.`)
-      if (Decimal.significantDigits(value) > MAX_SIGNIFICANT_DIGITS) {
-        throw invalidParam(param, `Invalid value \`${rawValue}\`: at most 15 significant digits are supported.`)
-      }
     }
     const nowSec = Math.floor(nowMs / 1000)
     const timestamp = input.timestamp ?? nowSec
     if (timestamp < nowSec - MAX_PAST_SECONDS) {
       throw invalidRequest(`Timestamp ${timestamp} is too far in the past: it must be within the past 35 days.`, {
         code: "timestamp_too_far_in_past",
-        param: "timestamp"
+        param: "timestamp",
+        asyncCode: "timestamp_too_far_in_past"
       })
     }
     if (timestamp > nowSec + MAX_FUTURE_SECONDS) {
       throw invalidRequest(`Timestamp ${timestamp} is too far in the future: at most 5 minutes ahead is allowed.`, {
         code: "timestamp_in_future",
-        param: "timestamp"
+        param: "timestamp",
+        asyncCode: "timestamp_in_future"
       })
     }
     return {
@@ -674,7 +701,25 @@ export class EmulatorState {
     }
   }
 
-  /** Records an accepted event: dedup map, totals and summary buckets, all incremental. */
+  /** The newest meter (active or not) with this event name, if any. */
+  anyMeterByEventName(eventName: string): Meter | undefined {
+    for (let i = this.meterOrder.length - 1; i >= 0; i--) {
+      const m = this.meters.get(this.meterOrder[i]!)!.meter
+      if (m.event_name === eventName) return m
+    }
+    return undefined
+  }
+
+  /**
+   * Records an accepted event: dedup map, exact totals and the per (meter, customer) list the
+   * summaries read.
+   *
+   * Pre-aggregated meters (`event_time_window` hour|day): Stripe keeps only the most recently
+   * received event per customer per hour/day; a newer one replaces it
+   * (https://docs.stripe.com/api/billing/meter/create#create_billing_meter-event_time_window,
+   * "the time window which meter events have been pre-aggregated for"). The replaced event stops
+   * counting in totals and summaries.
+   */
   commitMeterEvent(record: MeterEventRecord): void {
     this.pruneIdentifiers(record.acceptedAtMs)
     // Re-insert so the Map's order stays acceptance order (pruning walks from the front).
@@ -683,37 +728,45 @@ export class EmulatorState {
     this.events.push(record)
     const key = `${record.customer}\u0000${record.eventName}`
     const v = accOf(record.value)
-    const t = this.totals.get(key)
-    if (t) {
-      accAdd(t.sum, v)
-      t.count += 1
-    } else {
-      this.totals.set(key, { customer: record.customer, eventName: record.eventName, sum: { ...v }, count: 1 })
+    let t = this.totals.get(key)
+    if (!t) {
+      t = { customer: record.customer, eventName: record.eventName, sum: { int: 0n, scale: 0 }, count: 0 }
+      this.totals.set(key, t)
     }
-    let byCustomer = this.buckets.get(record.meterId)
+    let byCustomer = this.pairs.get(record.meterId)
     if (!byCustomer) {
       byCustomer = new Map()
-      this.buckets.set(record.meterId, byCustomer)
+      this.pairs.set(record.meterId, byCustomer)
     }
-    let byMinute = byCustomer.get(record.customer)
-    if (!byMinute) {
-      byMinute = new Map()
-      byCustomer.set(record.customer, byMinute)
+    let list = byCustomer.get(record.customer)
+    if (!list) {
+      list = []
+      byCustomer.set(record.customer, list)
     }
-    const minute = Math.floor(record.timestamp / 60) * 60
-    const seq = ++this.seq
-    const agg = byMinute.get(minute)
-    if (agg) {
-      accAdd(agg.sum, v)
-      agg.count += 1
-      if (record.timestamp >= agg.lastTs) {
-        agg.lastTs = record.timestamp
-        agg.lastSeq = seq
-        agg.lastValue = record.value
+    const entry: Counted = {
+      timestamp: record.timestamp,
+      value: record.value,
+      double: Number(record.value),
+      acceptedAtMs: record.acceptedAtMs,
+      seq: ++this.seq,
+      replaced: false
+    }
+    const window = this.meters.get(record.meterId)!.meter.event_time_window
+    if (window !== null) {
+      const size = window === "hour" ? 3600 : 86400
+      const slot = `${record.meterId}|${record.customer}|${Math.floor(record.timestamp / size)}`
+      const previous = this.preAggregated.get(slot)
+      if (previous) {
+        previous.replaced = true
+        const p = accOf(previous.value)
+        accAdd(t.sum, { int: -p.int, scale: p.scale })
+        t.count -= 1
       }
-    } else {
-      byMinute.set(minute, { sum: { ...v }, count: 1, lastTs: record.timestamp, lastSeq: seq, lastValue: record.value })
+      this.preAggregated.set(slot, entry)
     }
+    accAdd(t.sum, v)
+    t.count += 1
+    list.push(entry)
   }
 
   toMeterEvent(record: MeterEventRecord): MeterEvent {
@@ -749,48 +802,50 @@ export class EmulatorState {
     }))
   }
 
-  /** Event summaries for one meter and customer over [start, end), newest bucket first. */
-  summaries(
-    meterId: string,
-    customer: string,
-    start: number,
-    end: number,
-    grouping: "hour" | "day" | undefined
-  ): ReadonlyArray<SummaryBucket> {
-    const meter = this.retrieveMeter(meterId)
+  /**
+   * Event summaries for one meter and customer over [start, end), newest bucket first.
+   *
+   * As Stripe computes them: `aggregated_value` is a float (the OpenAPI type is `number`, and the
+   * SDKs type it as a double), so values are summed as IEEE doubles in the order they were
+   * received (0.1 + 0.2 → 0.30000000000000004); and meter events are aggregated asynchronously, so
+   * an event shows only once `visibleBeforeMs` has passed its acceptance
+   * (https://docs.stripe.com/api/billing/meter-event-summary/object: "meter event summaries
+   * provide an eventually consistent view of the reported usage").
+   */
+  summaries(params: {
+    readonly meterId: string
+    readonly customer: string
+    readonly start: number
+    readonly end: number
+    readonly grouping: "hour" | "day" | undefined
+    /** Events accepted at or after this instant (ms) are not aggregated yet. */
+    readonly visibleBeforeMs: number
+  }): ReadonlyArray<SummaryBucket> {
+    const { start, end, grouping } = params
+    const meter = this.retrieveMeter(params.meterId)
     const formula = meter.default_aggregation.formula
-    const byMinute = this.buckets.get(meterId)?.get(customer)
+    const list = this.pairs.get(params.meterId)?.get(params.customer) ?? []
     const size = grouping === "hour" ? 3600 : grouping === "day" ? 86400 : undefined
-    const acc = new Map<number, Agg>()
-    if (byMinute) {
-      for (const [minute, agg] of byMinute) {
-        if (minute < start || minute >= end) continue
-        const bucket = size === undefined ? start : Math.max(start, Math.floor(minute / size) * size)
-        const cur = acc.get(bucket)
-        if (!cur) {
-          acc.set(bucket, { ...agg, sum: { ...agg.sum } })
-        } else {
-          accAdd(cur.sum, agg.sum)
-          cur.count += agg.count
-          if (agg.lastTs > cur.lastTs || (agg.lastTs === cur.lastTs && agg.lastSeq > cur.lastSeq)) {
-            cur.lastTs = agg.lastTs
-            cur.lastSeq = agg.lastSeq
-            cur.lastValue = agg.lastValue
-          }
-        }
+    const acc = new Map<number, { sum: number; count: number; last: Counted | undefined }>()
+    for (const e of list) {
+      if (e.replaced || e.acceptedAtMs > params.visibleBeforeMs) continue
+      if (e.timestamp < start || e.timestamp >= end) continue
+      const bucket = size === undefined ? start : Math.floor(e.timestamp / size) * size
+      let cur = acc.get(bucket)
+      if (!cur) {
+        cur = { sum: 0, count: 0, last: undefined }
+        acc.set(bucket, cur)
       }
+      cur.sum += e.double
+      cur.count += 1
+      if (!cur.last || e.timestamp >= cur.last.timestamp) cur.last = e
     }
-    if (size === undefined && acc.size === 0) {
-      return [{ start, end, value: "0" }]
-    }
-    const value = (a: Agg): string => (formula === "sum" ? accString(a.sum) : formula === "count" ? String(a.count) : a.lastValue)
+    if (size === undefined && acc.size === 0) return [{ start, end, value: 0 }]
+    const value = (a: { sum: number; count: number; last: Counted | undefined }): number =>
+      formula === "sum" ? a.sum : formula === "count" ? a.count : (a.last?.double ?? 0)
     return Array.from(acc.entries())
-      .sort((a, b) => b[0] - a[0])
-      .map(([bucket, agg]) => ({
-        start: bucket,
-        end: size === undefined ? end : Math.min(end, Math.floor(bucket / size) * size + size),
-        value: value(agg)
-      }))
+      .sort((x, y) => y[0] - x[0])
+      .map(([bucket, a]) => ({ start: bucket, end: size === undefined ? end : bucket + size, value: value(a) }))
   }
 
   // ---------------------------------------------------------------- v2 sessions

@@ -86,6 +86,8 @@ export interface WebhookDeliveries {
   readonly flush: Effect.Effect<void>
   readonly log: () => ReadonlyArray<DeliveryRecord>
   readonly events: () => ReadonlyArray<StripeEvent>
+  /** Replaces the retry schedule (e.g. a compressed one in tests; [] = no retries). */
+  readonly setRetryDelays: (delays: ReadonlyArray<number>) => void
 }
 
 export interface WebhookManager extends WebhookDeliveries {
@@ -102,16 +104,59 @@ export interface WebhookManager extends WebhookDeliveries {
   ) => Effect.Effect<StripeEvent>
   readonly event: (id: string) => StripeEvent | undefined
   readonly eventOrder: () => ReadonlyArray<string>
+  /** Stores a v2 event and delivers its thin notification to the target. */
+  readonly emitV2: (
+    type: string,
+    relatedObject: V2Event["related_object"],
+    data: Record<string, unknown>
+  ) => Effect.Effect<V2Event>
+  readonly v2Event: (id: string) => V2Event | undefined
+}
+
+/**
+ * Stripe retries a delivery that did not get a 2xx: "In live mode, Stripe attempts to deliver a
+ * given event to your webhook endpoint for up to 3 days with an exponential back off. In
+ * sandboxes, Stripe retries three times over a few hours." It also warns that "endpoints might
+ * occasionally receive the same event more than once" and that Stripe "doesn't guarantee delivery
+ * of events in the order in which they're generated" (https://docs.stripe.com/webhooks#retries,
+ * #handle-duplicate-events, #event-ordering). The defaults below are that schedule; tests pass a
+ * compressed one (`retryDelaysMs`).
+ */
+export const LIVE_RETRY_DELAYS_MS: ReadonlyArray<number> = [
+  60_000, 5 * 60_000, 30 * 60_000, 2 * 3_600_000, 5 * 3_600_000, 10 * 3_600_000, 24 * 3_600_000, 48 * 3_600_000
+]
+export const TEST_RETRY_DELAYS_MS: ReadonlyArray<number> = [5 * 60_000, 30 * 60_000, 2 * 3_600_000]
+
+/**
+ * A v2 event (event destinations): the full event, fetched by id at `GET /v2/core/events/:id`;
+ * the destination receives only its thin notification (no `data`)
+ * (https://docs.stripe.com/api/v2/core/events/object, https://docs.stripe.com/event-destinations#thin-payload).
+ */
+export interface V2Event {
+  readonly id: string
+  readonly object: "v2.core.event"
+  readonly type: string
+  readonly created: string
+  readonly livemode: boolean
+  readonly context: null
+  readonly reason: null
+  readonly related_object: { readonly id: string; readonly type: string; readonly url: string } | null
+  readonly data: Record<string, unknown>
 }
 
 export const makeWebhookManager = (options: {
   readonly livemode: boolean
   readonly now: Effect.Effect<number>
   readonly target?: WebhookTarget | undefined
+  /** Delays before each retry of a delivery that got no 2xx. Default: Stripe's for the mode. */
+  readonly retryDelaysMs?: ReadonlyArray<number> | undefined
 }): Effect.Effect<WebhookManager, never, import("effect").Scope.Scope> =>
   Effect.gen(function* () {
     const fibers = yield* FiberSet.make<void, never>()
     const runFork = yield* FiberSet.runtime(fibers)<never>()
+    // Retries wait hours on Stripe's schedule; `flush` waits for sends in flight, not for them.
+    const retryFibers = yield* FiberSet.make<void, never>()
+    const runRetry = yield* FiberSet.runtime(retryFibers)<never>()
     let target = options.target
     let holding = false
     let heldEvents: Array<StripeEvent> = []
@@ -122,6 +167,9 @@ export const makeWebhookManager = (options: {
     const records: Array<DeliveryRecord> = []
     const events = new Map<string, StripeEvent>()
     const order: Array<string> = []
+    let retryDelays = options.retryDelaysMs ?? (options.livemode ? LIVE_RETRY_DELAYS_MS : TEST_RETRY_DELAYS_MS)
+    const v2Events = new Map<string, V2Event>()
+    const thinBodies = new Map<string, string>()
 
     const send = (event: StripeEvent): Effect.Effect<DeliveryRecord> =>
       Effect.gen(function* () {
@@ -135,7 +183,7 @@ export const makeWebhookManager = (options: {
           return r
         }
         // Stripe pretty-prints event bodies; receivers must verify the exact bytes.
-        const payload = JSON.stringify(event, null, 2)
+        const payload = thinBodies.get(event.id) ?? JSON.stringify(event, null, 2)
         const ts = Math.floor(atMs / 1000) + (signing.timestampOffsetSeconds ?? 0)
         const secrets = [t.secret, ...(signing.extraSecrets ?? [])]
         const header = signatureHeader(signing.tamper ? `${payload} ` : payload, secrets, ts)
@@ -173,10 +221,19 @@ export const makeWebhookManager = (options: {
         return r
       }).pipe(Effect.withSpan("stripe_emulator.webhook.deliver", { attributes: { "stripe.event_type": event.type } }))
 
+    const ok = (r: DeliveryRecord) => r.status !== null && r.status >= 200 && r.status < 300
+    /** Sends, and on a non-2xx answer schedules the next retry of the back-off schedule. */
+    const sendWithRetries = (event: StripeEvent, retry = 0): Effect.Effect<void> =>
+      Effect.gen(function* () {
+        const r = yield* send(event)
+        const delay = retryDelays[retry]
+        if (ok(r) || delay === undefined || !target) return
+        runRetry(Effect.zipRight(Effect.sleep(delay), sendWithRetries(event, retry + 1)))
+      })
     const sendWithDelay = (event: StripeEvent, copies: number): Effect.Effect<void> =>
       Effect.gen(function* () {
         if (delayMs > 0) yield* Effect.sleep(delayMs)
-        for (let i = 0; i <= copies; i++) yield* send(event)
+        for (let i = 0; i <= copies; i++) yield* sendWithRetries(event)
       })
 
     const dispatch = (event: StripeEvent): void => {
@@ -216,7 +273,34 @@ export const makeWebhookManager = (options: {
           if (target) dispatch(event)
           return event
         }),
-      event: (id) => events.get(id),
+      emitV2: (type, relatedObject, data) =>
+        Effect.gen(function* () {
+          const nowMs = yield* options.now
+          const full: V2Event = {
+            id: stripeId(options.livemode ? "evt" : "evt_test", 40),
+            object: "v2.core.event",
+            type,
+            created: new Date(nowMs).toISOString(),
+            livemode: options.livemode,
+            context: null,
+            reason: null,
+            related_object: relatedObject,
+            data
+          }
+          v2Events.set(full.id, full)
+          const { data: _data, ...thin } = full
+          thinBodies.set(full.id, JSON.stringify(thin, null, 2))
+          // Delivered through the same path as v1 events (signature, retries, hold, duplicates).
+          const carrier = { id: full.id, type } as unknown as StripeEvent
+          events.set(full.id, carrier)
+          if (target) dispatch(carrier)
+          return full
+        }),
+      v2Event: (id) => v2Events.get(id),
+      setRetryDelays: (delays) => {
+        retryDelays = delays
+      },
+      event: (id) => (v2Events.has(id) ? undefined : events.get(id)),
       eventOrder: () => order,
       duplicateNext: (copies = 1, times = 1) => {
         duplicate = { copies, times }
@@ -261,7 +345,7 @@ export const makeWebhookManager = (options: {
       },
       flush: FiberSet.awaitEmpty(fibers),
       log: () => records.slice(),
-      events: () => order.map((id) => events.get(id)!)
+      events: () => order.map((id) => events.get(id)!).filter((e) => !v2Events.has(e.id))
     }
     return manager
   })

@@ -33,6 +33,12 @@ export interface Operation {
   /** Route template for metrics and spans, e.g. "POST /v1/billing/meter_events". */
   readonly endpoint: string
   readonly host: "api" | "meter_events"
+  /**
+   * Resending is safe whatever Stripe did with an earlier attempt (meter events: Stripe dedups
+   * by identifier), so a 5xx is retried even under `Stripe-Should-Retry: false`
+   * (StripeErrorClass.isRetryableUnavailableResendSafe).
+   */
+  readonly resendSafe?: boolean
 }
 
 export const ops = {
@@ -41,12 +47,13 @@ export const ops = {
   listCustomers: { name: "list_customers", endpoint: "GET /v1/customers", host: "api" },
   retrieveMeter: { name: "retrieve_meter", endpoint: "GET /v1/billing/meters/:id", host: "api" },
   listMeters: { name: "list_meters", endpoint: "GET /v1/billing/meters", host: "api" },
-  meterEventV1: { name: "create_meter_event", endpoint: "POST /v1/billing/meter_events", host: "api" },
+  meterEventV1: { name: "create_meter_event", endpoint: "POST /v1/billing/meter_events", host: "api", resendSafe: true },
   createSession: { name: "create_meter_event_session", endpoint: "POST /v2/billing/meter_event_session", host: "api" },
   streamEvents: {
     name: "send_meter_event_stream",
     endpoint: "POST /v2/billing/meter_event_stream",
-    host: "meter_events"
+    host: "meter_events",
+    resendSafe: true
   },
   listSummaries: {
     name: "list_meter_event_summaries",
@@ -70,14 +77,19 @@ export interface CallOptions<A, B> {
 export type Execute = <A, B = A>(
   ref: StripeAccountRef,
   op: Operation,
-  run: (sdk: SdkPair) => Promise<A>,
+  /** `attempt` counts from 1; a resend-safe call uses it to send a retry under a new key. */
+  run: (sdk: SdkPair, attempt: number) => Promise<A>,
   options?: CallOptions<A, B>
 ) => Effect.Effect<A | B, StripeError | SessionExpired>
 
 export interface CallPipelineDeps {
   /** SDK timeout (ms); an attempt is bounded at this plus 5 s. */
   readonly timeoutMs: number
-  readonly retryPolicies: ReturnType<typeof StripeRetry.policy>
+  /** `standard` for every call, `resendSafe` for operations marked so (see Operation). */
+  readonly retryPolicies: {
+    readonly standard: ReturnType<typeof StripeRetry.policy>
+    readonly resendSafe: ReturnType<typeof StripeRetry.policy>
+  }
   readonly tenants: StripeTenants
   readonly sdkFor: (key: Redacted.Redacted<string>) => SdkPair
 }
@@ -107,7 +119,12 @@ export const plain = <A>(self: Effect.Effect<A, StripeError | SessionExpired>): 
  */
 export const makeExecute =
   ({ retryPolicies, sdkFor, tenants, timeoutMs }: CallPipelineDeps): Execute =>
-  <A, B = A>(ref: StripeAccountRef, op: Operation, run: (sdk: SdkPair) => Promise<A>, options: CallOptions<A, B> = {}) =>
+  <A, B = A>(
+    ref: StripeAccountRef,
+    op: Operation,
+    run: (sdk: SdkPair, attempt: number) => Promise<A>,
+    options: CallOptions<A, B> = {}
+  ) =>
     tenants
       .withTenant(ref, (tenant) =>
         Effect.gen(function* () {
@@ -128,7 +145,7 @@ export const makeExecute =
               const waitEnd = yield* limiter(Clock.currentTimeMillis)
               yield* Metric.update(tagged(StripeMetrics.rateLimiterWait, { limiter: limiterName }), (waitEnd - waitStart) / 1000)
               const trace = yield* traceHeaders
-              const result = yield* Effect.tryPromise({ try: () => outgoingHeaders.run(trace, () => run(sdk)), catch: (u) => u }).pipe(
+              const result = yield* Effect.tryPromise({ try: () => outgoingHeaders.run(trace, () => run(sdk, n)), catch: (u) => u }).pipe(
                 Effect.timeoutFail({
                   // The SDK's timeout is per socket inactivity; this bounds the whole attempt.
                   duration: Duration.millis(timeoutMs + 5_000),
@@ -182,7 +199,7 @@ export const makeExecute =
           )
 
           const retried = attempt.pipe(
-            StripeRetry.applyPolicies(retryPolicies, (reason, e) =>
+            StripeRetry.applyPolicies(op.resendSafe === true ? retryPolicies.resendSafe : retryPolicies.standard, (reason, e) =>
               Effect.all(
                 [
                   Metric.increment(tagged(StripeMetrics.retriesTotal, { endpoint: op.endpoint, reason })),

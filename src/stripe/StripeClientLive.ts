@@ -3,7 +3,7 @@
  * one page at a time) through the call pipeline (StripeCall.ts), mapped to the client's types.
  * Per-tenant resources (StripeTenants.ts) live as long as the scope the client is built in.
  */
-import { createHash } from "node:crypto"
+import { createHash, randomUUID } from "node:crypto"
 import { Duration, Effect, Metric, Option, Redacted, type Scope, Stream } from "effect"
 import Stripe from "stripe"
 import { normalize } from "../domain/Decimal.js"
@@ -109,7 +109,10 @@ export const makeStripeClient = (settings: StripeClientSettings): Effect.Effect<
     }
 
     const tenants = yield* StripeTenants.make(settings)
-    const execute = makeExecute({ timeoutMs, retryPolicies: StripeRetry.policy(settings.retry), tenants, sdkFor })
+    const execute = makeExecute({ timeoutMs, retryPolicies: {
+        standard: StripeRetry.policy(settings.retry),
+        resendSafe: StripeRetry.policy(settings.retry, { resendSafe: true })
+      }, tenants, sdkFor })
     const { sendMeterEventsStream } = MeterEventSession.make({ execute, tenants, refreshMarginMs, keyHash })
 
     // ---- operations
@@ -184,7 +187,7 @@ const retrieveAccount = (ref: StripeAccountRef) =>
         execute<Stripe.Billing.MeterEvent, MeterEventOutcome>(
           ref,
           ops.meterEventV1,
-          (sdk) =>
+          (sdk, attempt) =>
             sdk.api.billing.meterEvents.create(
               {
                 event_name: event.eventName,
@@ -192,7 +195,15 @@ const retrieveAccount = (ref: StripeAccountRef) =>
                 payload: { ...event.payload },
                 timestamp: Math.floor(event.timestamp.getTime() / 1000)
               },
-              { idempotencyKey: event.identifier }
+              // The identifier never changes: Stripe dedups meter events by it for 24 hours
+              // (https://docs.stripe.com/api/billing/meter-event/create, `identifier`). The first
+              // attempt's Idempotency-Key is the identifier, so a resend of the same event in a
+              // later run replays Stripe's saved answer. A retry within the call gets a fresh
+              // key: Stripe saves a 500 under its key and replays it for 24 hours
+              // (https://docs.stripe.com/api/idempotent_requests), so re-using the key would
+              // never get past it; under a new key the event is applied, or answered "already
+              // exists" if an earlier attempt got through, which counts as delivered.
+              { idempotencyKey: attempt === 1 ? event.identifier : `${event.identifier}:retry:${randomUUID()}` }
             ),
           {
             attributes: { "stripe.event_name": event.eventName, "stripe.identifier": event.identifier },

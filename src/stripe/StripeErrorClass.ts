@@ -26,6 +26,23 @@ export const isRetryableRateLimited = (e: TaggedFailure): e is StripeRateLimited
 export const isRetryableUnavailable = (e: TaggedFailure): e is StripeUnavailable =>
   e._tag === "StripeUnavailable" && (e as StripeUnavailable).shouldRetry !== false
 
+/**
+ * For a call whose resend is safe whatever Stripe did with the first one — a meter event send,
+ * which Stripe deduplicates by `identifier` for 24 hours
+ * (https://docs.stripe.com/api/billing/meter-event/create, `identifier`) — a 5xx is retried even
+ * under `Stripe-Should-Retry: false`. Stripe sends that header on a 500 it saved under the
+ * request's Idempotency-Key (https://docs.stripe.com/api/idempotent_requests: "results are
+ * saved only if an API endpoint started executing … including 500 errors"), meaning "this key
+ * will replay the same 500"; the retry goes out as a new request with a new key (StripeCall
+ * passes the attempt number; v1 derives a fresh key from it, stripe-node makes a new one for
+ * every v2 request), so it is not a replay. Other unavailable failures follow the header.
+ */
+export const isRetryableUnavailableResendSafe = (e: TaggedFailure): e is StripeUnavailable =>
+  isRetryableUnavailable(e) ||
+  (e._tag === "StripeUnavailable" &&
+    (e as StripeUnavailable).reason === "server_error" &&
+    ((e as StripeUnavailable).status ?? 0) >= 500)
+
 // ---- circuit breaker
 
 /** Only outages and exhausted rate limits say Stripe is unwell; a 400 says it is up. */

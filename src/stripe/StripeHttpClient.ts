@@ -1,13 +1,14 @@
 import { AsyncLocalStorage } from "node:async_hooks"
 /**
- * The HTTP client handed to the `stripe` SDK. It wraps the SDK's own Node client for two reasons:
+ * The HTTP client handed to the `stripe` SDK. It wraps the SDK's own Node client so that:
  *
- * 1. Retries must be ours only. With `maxNetworkRetries: 0` the SDK still retries a request once
+ * 1. Retries are ours only. With `maxNetworkRetries: 0` the SDK still retries a request once
  *    when the connection was closed (ECONNRESET/EPIPE, stripe-node#1040). We re-label those errors
  *    (keeping the original code in `originalCode`) so the SDK surfaces them, and our policy decides.
- * 2. Meter event summaries carry `aggregated_value` as a JSON number. Parsing it with JSON.parse
- *    would round long decimals; we turn the literal into a string before parsing so the value
- *    reaches reconciliation exactly as Stripe wrote it.
+ * 2. Outgoing requests carry the current trace headers (`outgoingHeaders`).
+ *
+ * Meter event summaries are read with the SDK's own JSON parsing: Stripe's `aggregated_value` is
+ * a double (SummaryTolerance.ts), which JSON.parse reads without loss.
  */
 import * as http from "node:http"
 import * as https from "node:https"
@@ -17,10 +18,6 @@ type HttpClientInterface = Stripe.HttpClient
 type HttpClientResponseInterface = Stripe.HttpClientResponse
 
 const CLOSED_CODES = new Set(["ECONNRESET", "EPIPE"])
-
-/** Quotes the numeric literal of every `"aggregated_value": <number>` so JSON.parse keeps its text. */
-export const quoteAggregatedValues = (body: string): string =>
-  body.replace(/("aggregated_value"\s*:\s*)(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)/g, '$1"$2"')
 
 export interface StripeHttpClientOptions {
   /** Upper bound on sockets per host; the per-tenant semaphore normally binds first. */
@@ -46,16 +43,7 @@ export const makeStripeHttpClient = (options: StripeHttpClientOptions): HttpClie
       (protocol === "http" ? plain : secure)
         .makeRequest(host, port, path, method, { ...headers, ...outgoingHeaders.getStore() }, requestData, protocol, timeout)
         .then(
-          (res: HttpClientResponseInterface) => {
-            if (path.includes("/event_summaries")) {
-              const target = res as unknown as { _parseResponseBody?: (body: string) => unknown }
-              const original = target._parseResponseBody
-              if (typeof original === "function") {
-                target._parseResponseBody = (body: string) => original.call(res, quoteAggregatedValues(body))
-              }
-            }
-            return res
-          },
+          (res: HttpClientResponseInterface) => res,
           (error: unknown) => {
             const code = (error as { code?: unknown } | null)?.code
             if (typeof code === "string" && CLOSED_CODES.has(code)) {

@@ -8,7 +8,12 @@
  * The SDK's own retries are off (`maxNetworkRetries: 0`), so these are the only ones.
  */
 import { Duration, Effect, Schedule } from "effect"
-import { isRetryableRateLimited, isRetryableUnavailable, type TaggedFailure } from "./StripeErrorClass.js"
+import {
+  isRetryableRateLimited,
+  isRetryableUnavailable,
+  isRetryableUnavailableResendSafe,
+  type TaggedFailure
+} from "./StripeErrorClass.js"
 
 export interface RetrySettings {
   /** First backoff for 429s; doubles each retry, jittered (0.8x–1.2x). */
@@ -47,7 +52,10 @@ export { isRetryableRateLimited, isRetryableUnavailable }
  * The policies, as Schedules over the failure. Each accepts only its own tag (`whileInput`), so
  * composing them cannot retry an error under the other's budget.
  */
-export const policy = (settings: RetrySettings = defaultRetrySettings) => {
+export const policy = (
+  settings: RetrySettings = defaultRetrySettings,
+  options: { readonly resendSafe?: boolean } = {}
+) => {
   const maxDelay = Duration.decode(settings.rateLimitedMaxDelay)
   const rateLimitedBase: Schedule.Schedule<unknown, RetryInput> = Schedule.exponential(settings.rateLimitedBase).pipe(
     Schedule.jittered,
@@ -65,7 +73,8 @@ export const policy = (settings: RetrySettings = defaultRetrySettings) => {
     Schedule.intersect(Schedule.recurs(settings.unavailableRetries))
   )
   const unavailable: Schedule.Schedule<RetryInput, RetryInput> = Schedule.passthrough(unavailableBase).pipe(
-    Schedule.whileInput(isRetryableUnavailable)
+    // A resend-safe call (meter events) retries a 5xx even under Stripe-Should-Retry: false.
+    Schedule.whileInput(options.resendSafe === true ? isRetryableUnavailableResendSafe : isRetryableUnavailable)
   )
   return { rateLimited, unavailable } as const
 }

@@ -31,7 +31,9 @@ export const defaultSettings: StripeClientSettings = {
   meterEventsApiBase: "https://meter-events.stripe.com",
   timeout: "30 seconds",
   rateLimitLivePerSecond: 90,
-  // Stripe's test-mode limit is 25 r/s; keep headroom for dashboard and other clients.
+  // Stripe allows 100 operations/s in live mode and 25/s in test mode (sandbox), shared by the
+  // whole account (https://docs.stripe.com/rate-limits, "Rate limiters"); keep headroom under
+  // both for the dashboard and other clients of the same account.
   rateLimitTestPerSecond: 20,
   meterStreamRateLimitPerSecond: 1000,
   maxConcurrency: 8,

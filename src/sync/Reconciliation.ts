@@ -1,7 +1,8 @@
 /**
  * Reconciliation (SPEC §6): per customer, meter and hour, what the ledger says was synced
  * against what Stripe's meter event summaries report. `drift` = Stripe − synced, exact decimal
- * strings ("0" when equal). Pairs are those with synced batches in the range; one summaries call
+ * strings ("0" when equal). Stripe sums as doubles (SummaryTolerance.ts), so a row counts as
+ * drifted only when the difference is beyond what double rounding of its events can explain. Pairs are those with synced batches in the range; one summaries call
  * per pair, a few at a time (the StripeClient's limiter paces them further).
  */
 import { Array as Arr, Effect, Option } from "effect"
@@ -11,6 +12,7 @@ import { MeterMappingRepo } from "../repositories/MeterMappingRepo.js"
 import { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
+import { matchesDoubleSum } from "../stripe/SummaryTolerance.js"
 
 export interface ReconciliationRow {
   readonly customerId: string
@@ -22,6 +24,8 @@ export interface ReconciliationRow {
   /** null when Stripe could not be asked for this pair */
   readonly stripe: string | null
   readonly drift: string
+  /** Stripe's figure is the ledger's, up to the rounding of Stripe's double sum. */
+  readonly matches: boolean
 }
 
 export interface ReconciliationReport {
@@ -76,6 +80,7 @@ export const reconcile = (from: Date, to: Date) =>
               stripeByHour.set(h, Decimal.add(stripeByHour.get(h) ?? "0", s.aggregatedValue))
             }
           const syncedByHour = new Map(rows.map((r) => [r.hour.getTime(), r.total]))
+          const ledgerByHour = new Map(rows.map((r) => [r.hour.getTime(), r]))
           const hours = [...new Set([...syncedByHour.keys(), ...stripeByHour.keys()])].sort((a, b) => a - b)
           return {
             unavailable: Option.isNone(summaries),
@@ -90,7 +95,14 @@ export const reconcile = (from: Date, to: Date) =>
                 hour: new Date(h),
                 synced,
                 stripe: st,
-                drift: st === null ? Decimal.sub("0", synced) : Decimal.sub(st, synced)
+                drift: st === null ? Decimal.sub("0", synced) : Decimal.sub(st, synced),
+                matches:
+                  st !== null &&
+                  matchesDoubleSum(st, {
+                    exact: synced,
+                    absTotal: ledgerByHour.get(h)?.absTotal ?? "0",
+                    events: ledgerByHour.get(h)?.batches ?? 0
+                  })
               }
             })
           }
@@ -107,7 +119,7 @@ export const reconcile = (from: Date, to: Date) =>
       summary: {
         pairs: perPair.length,
         rows: rows.length,
-        rowsWithDrift: rows.filter((r) => !Decimal.isZero(r.drift)).length,
+        rowsWithDrift: rows.filter((r) => !r.matches).length,
         syncedTotal,
         stripeTotal,
         driftTotal: Decimal.sub(stripeTotal, syncedTotal),

@@ -13,6 +13,7 @@ import * as Decimal from "../domain/Decimal.js"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import { type BatchRow, NEEDS_REVIEW } from "../repositories/SyncBatchRepo.js"
 import { isStripeError } from "../stripe/StripeErrors.js"
+import { matchesDoubleSum } from "../stripe/SummaryTolerance.js"
 import type { PushContext } from "./RunContext.js"
 import { countBatches } from "./SyncMetrics.js"
 
@@ -51,7 +52,18 @@ export const verifyOld = (push: PushContext, { batch, mapping, stripeCustomer }:
     const uncertainSum = Decimal.sum(uncertain.map((b) => b.sentQuantity ?? "0"))
     const now = yield* Clock.currentTimeMillis
     const ids = uncertain.map((b) => b.id)
-    if (Decimal.equals(stripeTotal, Decimal.add(synced, uncertainSum))) {
+    // Stripe's summary is a double sum of one event per batch: compare at double precision
+    // (SummaryTolerance.ts), never exact-decimal equality.
+    const syncedBatches = ours.filter((b) => b.syncStatus === "synced")
+    const absOf = (bs: ReadonlyArray<(typeof ours)[number]>) =>
+      Decimal.sum(bs.map((b) => (Decimal.isNegative(b.sentQuantity ?? "0") ? Decimal.sub("0", b.sentQuantity ?? "0") : (b.sentQuantity ?? "0"))))
+    const allDelivered = matchesDoubleSum(stripeTotal, {
+      exact: Decimal.add(synced, uncertainSum),
+      absTotal: absOf([...syncedBatches, ...uncertain]),
+      events: syncedBatches.length + uncertain.length
+    })
+    const noneDelivered = matchesDoubleSum(stripeTotal, { exact: synced, absTotal: absOf(syncedBatches), events: syncedBatches.length })
+    if (allDelivered) {
       yield* repo.markSynced(ids, new Date(now), {
         code: "verified_delivered",
         message: "confirmed against Stripe meter event summaries after the 24 h dedup horizon"
@@ -60,7 +72,7 @@ export const verifyOld = (push: PushContext, { batch, mapping, stripeCustomer }:
       yield* Ref.update(counters, (c) => ({ ...c, synced: c.synced + ids.length }))
       return false
     }
-    if (Decimal.equals(stripeTotal, synced)) {
+    if (noneDelivered) {
       // None of them arrived. Only batches the push queue would send anyway go back to pending:
       // one an operator holds (needs_review) or one past the retry cap stays where it is.
       const cap = push.run.deps.settings.maxRetries

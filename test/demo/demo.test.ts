@@ -74,10 +74,14 @@ const assertReport = (report: DemoReport) => {
   expect(report.meters.find((m) => m.meter === "api_calls")!.events + report.meters.find((m) => m.meter === "tokens")!.events).toBe(EVENTS + LATE)
   expect(report.pairs).toEqual({ checked: CUSTOMERS * 2, mismatched: 0 })
   expect(report.ingest).toMatchObject({ events: EVENTS, late: LATE })
-  expect(report.reconciliation.driftTotal).toBe("0")
+  // Stripe's summaries are double sums (SummaryTolerance.ts): the total drift is their rounding
+  // residue, not exactly 0. The generator's values have at most 3 decimals, so any real drift
+  // (a missing or doubled event) is at least 0.001; rounding stays far below 1e-9.
+  const drift = report.reconciliation.driftTotal.replace(/^-/, "")
+  expect(Number(drift)).toBeLessThan(1e-9)
   expect(report.reconciliation.rowsWithDrift).toBe(0)
   expect(report.reconciliation.unavailablePairs).toBe(0)
-  expect(report.reconciliation.stripeTotal).toBe(report.reconciliation.syncedTotal)
+  // stripeTotal is a sum of doubles: it equals syncedTotal up to the residue checked above.
   expect(report.webhooks.non2xx).toBe(0)
   expect(report.webhooks.byStatus["unmapped"]).toBe(3)
   expect(report.webhooks.duplicateDeliveries).toBe(1)

@@ -49,7 +49,8 @@ describe("emulator: fault injection", () => {
 
   it.scopedLive("injects a seeded fraction of 429s, repeatably", () =>
     Effect.gen(function* () {
-      const emu = yield* makeStripeEmulator({ apiKey: API_KEY })
+      // Only the injected 429s are under test here, not Stripe's 25 req/s test-mode limit.
+      const emu = yield* makeStripeEmulator({ apiKey: API_KEY, rateLimits: "off" })
       const stripe = sdk(emu)
       const run = Effect.gen(function* () {
         const set = yield* control(emu, "POST", "/_emulator/faults", { rate_limit_fraction: 0.3, seed: 42 })
@@ -240,10 +241,31 @@ describe("emulator: scope and concurrency", () => {
         promise(() => stripe.billing.meterEvents.create({ event_name: "api_calls", payload: { stripe_customer_id: c, value: "1" } }))
       yield* Effect.all([send(a.id), send(b.id)], { concurrency: "unbounded" })
       expect(emu.v1ConcurrentSameCustomerMeter()).toBe(0)
-      yield* Effect.all([send(a.id), send(a.id)], { concurrency: "unbounded" })
+      // Stripe allows one concurrent v1 call per customer and meter: the second is refused with 429.
+      const both = yield* Effect.all(
+        [a.id, a.id].map((c) =>
+          Effect.promise(() =>
+            stripe.billing.meterEvents
+              .create({ event_name: "api_calls", payload: { stripe_customer_id: c, value: "1" } })
+              .then(
+                () => 200,
+                (e: { statusCode?: number; code?: string }) => `${e.statusCode}:${e.code}`
+              )
+          )
+        ),
+        { concurrency: "unbounded" }
+      )
+      expect(both.sort()).toEqual([200, "429:rate_limit"].sort())
       expect(emu.v1ConcurrentSameCustomerMeter()).toBe(1)
+      expect(emu.total(a.id, "api_calls")).toEqual({ sum: "2", count: 2 })
       const { body } = yield* control(emu, "GET", "/_emulator/meter_events")
       expect(body.v1_concurrent_same_customer_meter).toBe(1)
+
+      // Switched off, both are accepted (and still counted as an overlap).
+      emu.setV1ConcurrencyLimit(false)
+      yield* Effect.all([send(a.id), send(a.id)], { concurrency: "unbounded" })
+      expect(emu.v1ConcurrentSameCustomerMeter()).toBe(2)
+      expect(emu.total(a.id, "api_calls")).toEqual({ sum: "4", count: 4 })
     })
   )
 })

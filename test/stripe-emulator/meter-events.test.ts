@@ -138,27 +138,35 @@ describe("emulator: v1 meter events", () => {
     })
   )
 
-  it.scopedLive("accepts at most 15 significant digits, exactly", () =>
+  it.scopedLive("accepts at most 15 significant digits (meter_event_value_too_many_digits), numeric strings only, negatives summed", () =>
     Effect.gen(function* () {
       const emu = yield* makeStripeEmulator({ apiKey: API_KEY })
       const { customer } = yield* setup(emu)
       const stripe = sdk(emu)
-      for (const ok of ["123456789012345", "1234567890.12345", "0.000000000000001", "1.10000000000000000", "999999999999999"]) {
+      const accepted = ["123456789012345", "1234567890.12345", "0.000000000000001", "1.10000000000000000", "999999999999999", "-1", "-0.5"]
+      for (const ok of accepted) {
         yield* promise(() => v1(stripe, customer.id, ok))
       }
-      for (const bad of ["1234567890123456", "1234567890.123456", "0.1000000000000001"]) {
+      for (const bad of ["1234567890123456", "1234567890.123456", "0.1000000000000001", "-1234567890123456"]) {
         const e = yield* stripeError(() => v1(stripe, customer.id, bad))
         expect(e.statusCode).toBe(400)
+        expect(e.code).toBe("meter_event_value_too_many_digits")
         expect(e.param).toBe("payload[value]")
       }
-      for (const bad of ["abc", "1e3", "-1", ""]) {
+      for (const bad of ["abc", "1e3", "0x10", " 1", ""]) {
         const e = yield* stripeError(() => v1(stripe, customer.id, bad))
         expect(e.statusCode).toBe(400)
       }
-      expect(emu.total(customer.id, "api_calls")).toEqual({
-        sum: "1123458023580235.223450000000001",
-        count: 5
-      })
+      // Oracle: the accepted values summed as scaled BigInts (18 decimals covers every input).
+      const scaled = (v: string) => {
+        const neg = v.startsWith("-")
+        const [i, f = ""] = v.replace("-", "").split(".")
+        const n = BigInt(i!) * 10n ** 18n + BigInt((f + "0".repeat(18)).slice(0, 18))
+        return neg ? -n : n
+      }
+      const total = accepted.map(scaled).reduce((a, b) => a + b, 0n)
+      expect(scaled(emu.total(customer.id, "api_calls").sum)).toBe(total)
+      expect(emu.total(customer.id, "api_calls").count).toBe(accepted.length)
     })
   )
 
@@ -344,7 +352,7 @@ describe("emulator: meter event summaries", () => {
   it.scopedLive("aggregates per hour bucket by formula, newest first, minute-aligned bounds", () =>
     Effect.gen(function* () {
       const now = 1_800_003_600 // an hour boundary
-      const emu = yield* makeStripeEmulator({ apiKey: API_KEY, now: () => now * 1000 })
+      const emu = yield* makeStripeEmulator({ apiKey: API_KEY, now: () => now * 1000, summaryDelayMs: 0 })
       const stripe = sdk(emu)
       const customer = yield* emu.createCustomer({})
       const other = yield* emu.createCustomer({})
@@ -373,7 +381,8 @@ describe("emulator: meter event summaries", () => {
       const s = yield* summaries(sum.id)
       expect(s.data.map((x) => [x.start_time, x.end_time, x.aggregated_value])).toEqual([
         [h0 + 2 * HOUR, h0 + 3 * HOUR, 5],
-        [h0, h0 + HOUR, 0.3]
+        // Stripe sums as IEEE doubles: 0.1 + 0.2
+        [h0, h0 + HOUR, 0.1 + 0.2]
       ])
       expect(s.data[0]).toMatchObject({ object: "billing.meter_event_summary", meter: sum.id, livemode: false })
       const c = yield* summaries(count.id)
@@ -382,9 +391,20 @@ describe("emulator: meter event summaries", () => {
       expect(l.data.map((x) => x.aggregated_value)).toEqual([5, 0.2])
 
       const whole = yield* summaries(sum.id, { value_grouping_window: undefined })
-      expect(whole.data.map((x) => [x.start_time, x.end_time, x.aggregated_value])).toEqual([[h0, now, 5.3]])
-      const clipped = yield* summaries(sum.id, { start_time: h0 + 120, end_time: h0 + HOUR })
+      expect(whole.data.map((x) => [x.start_time, x.end_time, x.aggregated_value])).toEqual([[h0, now, 0.1 + 0.2 + 5]])
+      const clipped = yield* summaries(sum.id, { start_time: h0 + 120, end_time: h0 + HOUR, value_grouping_window: undefined })
       expect(clipped.data.map((x) => [x.start_time, x.aggregated_value])).toEqual([[h0 + 120, 0.2]])
+      // Hourly grouping needs hour-aligned bounds.
+      const notHourly = yield* stripeError(() =>
+        stripe.billing.meters.listEventSummaries(sum.id, {
+          customer: customer.id,
+          start_time: h0 + 120,
+          end_time: h0 + HOUR,
+          value_grouping_window: "hour"
+        })
+      )
+      expect(notHourly.statusCode).toBe(400)
+      expect(notHourly.param).toBe("start_time")
 
       const page1 = yield* summaries(sum.id, { limit: 1 })
       expect(page1.has_more).toBe(true)
@@ -403,18 +423,28 @@ describe("emulator: meter event summaries", () => {
     })
   )
 
-  it.scopedLive("keeps the exact decimal in the JSON number literal", () =>
+  it.scopedLive("answers aggregated_value as Stripe's double sum, after the summary delay", () =>
     Effect.gen(function* () {
-      const emu = yield* makeStripeEmulator({ apiKey: API_KEY, now: () => 1_800_003_600_000 })
+      let nowMs = 1_800_003_600_000
+      const emu = yield* makeStripeEmulator({ apiKey: API_KEY, now: () => nowMs, summaryDelayMs: 3_000 })
       const { customer, meter } = yield* setup(emu)
       for (const v of ["0.1", "0.2", "123456789012345"]) yield* promise(() => v1(sdk(emu), customer.id, v))
-      const res = yield* promise(() =>
-        fetch(
-          `${emu.url}/v1/billing/meters/${meter.id}/event_summaries?customer=${customer.id}&start_time=1800000000&end_time=1800007200`,
-          { headers: { authorization: `Bearer ${API_KEY}` } }
-        ).then((r) => r.text())
-      )
-      expect(res).toContain('"aggregated_value":123456789012345.3')
+      const read = () =>
+        promise(() =>
+          fetch(
+            `${emu.url}/v1/billing/meters/${meter.id}/event_summaries?customer=${customer.id}&start_time=1800000000&end_time=1800007200`,
+            { headers: { authorization: `Bearer ${API_KEY}` } }
+          ).then((r) => r.json() as Promise<{ data: Array<{ aggregated_value: number }> }>)
+        )
+      // Not aggregated yet: Stripe's summaries are eventually consistent.
+      expect((yield* read()).data.map((x) => x.aggregated_value)).toEqual([0])
+      nowMs += 2_999
+      expect((yield* read()).data.map((x) => x.aggregated_value)).toEqual([0])
+      nowMs += 1
+      // Oracle: IEEE double addition in arrival order, not the exact decimal 123456789012345.3.
+      expect((yield* read()).data.map((x) => x.aggregated_value)).toEqual([0.1 + 0.2 + 123456789012345])
+      // The exact total stays available for inspection.
+      expect(emu.total(customer.id, "api_calls").sum).toBe("123456789012345.3")
     })
   )
 })

@@ -6,6 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Fiber, Stream } from "effect"
 import type { StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
 import type { MeterEvent } from "../../src/stripe/StripeClient.js"
+import { matchesDoubleSum } from "../../src/stripe/SummaryTolerance.js"
 import { countOf, realSleep, refFor, setup } from "./support.js"
 
 const hourStart = (hoursAgo: number): Date => {
@@ -230,6 +231,31 @@ describe("StripeClient over HTTP against the emulator", () => {
       expect(countOf(statuses, "500")).toBeGreaterThan(0)
     }).pipe(Effect.scoped))
 
+  it.live("v1: a 500 Stripe saved under the Idempotency-Key (Should-Retry: false) is retried under a new key and delivered once", () =>
+    Effect.gen(function* () {
+      const { emulator, client, ref } = yield* setup()
+      const cus = yield* withMeters(emulator, ["api_calls"], ["R"])
+      const [e1] = events(1, { customer: cus.R!, eventName: "api_calls", prefix: "saved500", value: "3" })
+      // Two saved 500s in a row: the first attempt's and the first retry's.
+      yield* emulator.setFaults({ failNext: { count: 2, kind: "server_error" }, paths: ["/v1/billing/meter_events"] })
+      expect(yield* client.sendMeterEventV1(ref, e1!)).toBe("delivered")
+      expect(countOf(emulator.statusCounts(), "500")).toBe(2)
+      // A later resend of the batch (same identifier, key = identifier): Stripe replays the saved
+      // 500, the retry under a new key is answered "already exists" = delivered, counted once.
+      expect(yield* client.sendMeterEventV1(ref, e1!)).toBe("duplicate")
+      expect(emulator.total(cus.R!, "api_calls")).toEqual({ sum: "3", count: 1 })
+    }).pipe(Effect.scoped))
+
+  it.live("stream: a 500 saved under stripe-node's Idempotency-Key (Should-Retry: false) is re-sent as a new request", () =>
+    Effect.gen(function* () {
+      const { emulator, client, ref } = yield* setup()
+      const cus = yield* withMeters(emulator, ["tokens"], ["S"])
+      yield* emulator.setFaults({ failNext: { count: 2, kind: "server_error" }, paths: ["/v2/billing/meter_event_stream"] })
+      yield* client.sendMeterEventsStream(ref, events(150, { customer: cus.S!, eventName: "tokens", prefix: "s500", value: "0.5" }))
+      expect(countOf(emulator.statusCounts(), "500")).toBe(2)
+      expect(emulator.total(cus.S!, "tokens")).toEqual({ sum: "75", count: 150 })
+    }).pipe(Effect.scoped))
+
   it.live("v1: delivered, idempotent replay, duplicate identifier = delivered, changed payload = idempotency error", () =>
     Effect.gen(function* () {
       const { emulator, client, ref } = yield* setup()
@@ -329,7 +355,9 @@ describe("StripeClient over HTTP against the emulator", () => {
         status: "active",
         customerPayloadKey: "cust",
         valuePayloadKey: "qty",
-        formula: "last"
+        formula: "last",
+        // not pre-aggregated (no event_time_window on create)
+        eventTimeWindow: null
       })
       const all = yield* client.listMeters(ref)
       expect(all.map((x) => x.eventName).sort()).toEqual(["api_calls", "tokens"])
@@ -337,7 +365,7 @@ describe("StripeClient over HTTP against the emulator", () => {
       expect([calls.customerPayloadKey, calls.valuePayloadKey, calls.formula]).toEqual(["stripe_customer_id", "value", "sum"])
     }).pipe(Effect.scoped))
 
-  it.live("meter event summaries come back hourly with exact decimal values", () =>
+  it.live("meter event summaries come back hourly, after a delay, as Stripe's double sums", () =>
     Effect.gen(function* () {
       const { emulator, client, ref } = yield* setup()
       const meter = yield* emulator.createMeter({
@@ -350,18 +378,35 @@ describe("StripeClient over HTTP against the emulator", () => {
       const h1 = hourStart(1)
       yield* client.sendMeterEventsStream(ref, [
         ...events(3, { customer, eventName: "api_calls", prefix: "h2", value: "0.1", at: h2 }),
-        // 101 × 123456789012.345 = 12469135690246.845: 17 digits, which JSON.parse would turn into …846.
         ...events(101, { customer, eventName: "api_calls", prefix: "h1", value: "123456789012.345", at: h1 })
       ])
-      const summaries = yield* client.listMeterEventSummaries(ref, {
-        meterId: meter.id,
-        customer,
-        startTime: h2,
-        endTime: new Date(h1.getTime() + 3_600_000)
-      })
+      const query = { meterId: meter.id, customer, startTime: h2, endTime: new Date(h1.getTime() + 3_600_000) }
+      // Stripe processes meter events asynchronously: summaries lag the accepted events
+      // (https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api).
+      expect(yield* client.listMeterEventSummaries(ref, query)).toEqual([])
+      let summaries = yield* client.listMeterEventSummaries(ref, query)
+      for (let i = 0; i < 100 && summaries.length < 2; i++) {
+        yield* realSleep(100)
+        summaries = yield* client.listMeterEventSummaries(ref, query)
+      }
+      // Oracle: the same values summed as IEEE doubles in plain JS (aggregated_value is a
+      // double), printed in its shortest form.
+      const doubleSum = (n: number, v: number) => {
+        let acc = 0
+        for (let i = 0; i < n; i++) acc += v
+        return String(acc)
+      }
+      expect(doubleSum(3, 0.1)).toBe("0.30000000000000004")
       expect(summaries.map((s) => [s.startTime.toISOString(), s.aggregatedValue])).toEqual([
-        [h2.toISOString(), "0.3"],
-        [h1.toISOString(), "12469135690246.845"]
+        [h2.toISOString(), doubleSum(3, 0.1)],
+        [h1.toISOString(), doubleSum(101, 123456789012.345)]
       ])
+      // Neither is the exact decimal total; both are within double precision of it.
+      expect(summaries[0]!.aggregatedValue).not.toBe("0.3")
+      expect(matchesDoubleSum(summaries[0]!.aggregatedValue, { exact: "0.3", absTotal: "0.3", events: 3 })).toBe(true)
+      expect(matchesDoubleSum(summaries[1]!.aggregatedValue, { exact: "12469135690246.845", absTotal: "12469135690246.845", events: 101 })).toBe(true)
+      // One event more or less is drift, not rounding.
+      expect(matchesDoubleSum(summaries[0]!.aggregatedValue, { exact: "0.4", absTotal: "0.4", events: 4 })).toBe(false)
+      expect(matchesDoubleSum(summaries[1]!.aggregatedValue, { exact: "12345678901234.5", absTotal: "12345678901234.5", events: 100 })).toBe(false)
     }).pipe(Effect.scoped))
 })

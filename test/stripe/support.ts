@@ -16,7 +16,11 @@ export const refFor = (key: string = TEST_KEY, tenantKey = "tnt_test/env_test"):
 /** Emulator on a free port (real wall clock) + client with fast retries and generous limits. */
 export const setup = (input: StripeClientSettingsInput = {}) =>
   Effect.gen(function* () {
-    const emulator = yield* makeStripeEmulator({ apiKey: TEST_KEY, now: () => Date.now() })
+    // These suites measure the client's own pacing, retries and back-pressure at configured rates
+    // above Stripe's test-mode limit (~25 r/s, docs.stripe.com/rate-limits), as a live key's higher
+    // limits allow; the emulator's test-mode limit is lifted here, explicitly, so the 429s they see
+    // are the ones they inject. The emulator's limiter is tested in test/stripe-emulator/faithful.test.ts.
+    const emulator = yield* makeStripeEmulator({ apiKey: TEST_KEY, now: () => Date.now(), rateLimits: "off" })
     const client = yield* makeStripeClient(
       emulatorSettings(emulator.url, {
         rateLimitTestPerSecond: 10_000,

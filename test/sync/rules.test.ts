@@ -111,6 +111,33 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync ledger rules 
     expect((await failed()).syncStatus).toBe("failed")
   })
 
+  it("past the 24 h dedup horizon, Stripe's double sum of delivered batches counts as delivered (0.1 + 0.2)", async () => {
+    h = await startSyncHarness()
+    await h.configure()
+    const m = await h.meter("frac", { aggregation: "SUM", field: "t" })
+    const d = await h.customer("d")
+    // Two batches for one hour: the window's first push, then a late event's delta.
+    await h.ingest([{ event_id: "d1", event_name: "frac", external_customer_id: "d", timestamp: hoursAgo(3), properties: { t: "0.1" } }])
+    await h.sync()
+    await h.ingest([{ event_id: "d2", event_name: "frac", external_customer_id: "d", timestamp: hoursAgo(3, 30), properties: { t: "0.2" } }])
+    await h.sync()
+    expect(h.emulator.state.meterEvents().length).toBe(2)
+    // Both delivered, but the process died before marking them.
+    await exec(`UPDATE stripe_sync_batches SET sync_status = 'sending', synced_at = NULL,
+      first_sent_at = now() - interval '25 hours' WHERE customer_id = '${d.customerId}'`)
+    h.emulator.advanceClock(25 * 3_600_000)
+    await new Promise((r) => setTimeout(r, 500))
+    await h.sync()
+    const bd = (await h.batches()).filter((x) => x.customerId === d.customerId)
+    // Stripe reports 0.30000000000000004 (IEEE doubles); the ledger's exact 0.3 matches it.
+    expect(bd.map((x) => [x.syncStatus, x.errorCode])).toEqual([
+      ["synced", "verified_delivered"],
+      ["synced", "verified_delivered"]
+    ])
+    expect(h.emulator.state.meterEvents().length).toBe(2) // not sent again
+    expect(h.stripeTotal(d.stripeId!, m.stripeEventName)).toBe("0.3")
+  })
+
   it("past the 24 h dedup horizon a batch is checked against Stripe: delivered → synced, absent → resent, unclear → needs_review", async () => {
     h = await startSyncHarness({ backend })
     await h.configure()
