@@ -16,7 +16,7 @@ import { prng } from "../../src/domain/Prng.js"
  */
 export const KNOWN_BUGS = {
   /** Negative quantities are accepted (202) and dropped by `qty_billable > 0` filters. */
-  negative_quantities: { issue: "#12.3", open: true },
+  negative_quantities: { issue: "#12.3", open: false },
   /** Changing aggregation_window_minutes re-sends usage already synced. */
   window_size_change: { issue: "#12.1", open: false },
   /** v1 reuses the identifier as Idempotency-Key and Stripe replays a saved 500 for 24 h. */
