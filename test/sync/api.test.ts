@@ -97,7 +97,13 @@ describe("sync HTTP API", () => {
 
   it("reconciliation: drift 0 when equal, the difference otherwise", async () => {
     const q = `/v1/stripe/sync/reconciliation?from=${hourStart(5)}&to=${hourStart(0)}`
-    const ok = await h.app.request("GET", q)
+    // Stripe's meter event summaries become visible a few seconds after the events (the emulator
+    // models the delay): wait until they show what was synced, as an operator would re-check.
+    let ok = await h.app.request("GET", q)
+    for (let i = 0; i < 60 && ok.status === 200 && ok.body.summary.rows_with_drift !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 250))
+      ok = await h.app.request("GET", q)
+    }
     expect(ok.status).toBe(200)
     expect(ok.body.summary).toMatchObject({ pairs: 2, rows: 3, rows_with_drift: 0, synced_total: "14.75", stripe_total: "14.75", drift_total: "0" })
     expect(ok.body.rows.every((r: { drift: string }) => r.drift === "0")).toBe(true)
