@@ -27,7 +27,9 @@ export const Readiness = Schema.Struct({
 
 export class HealthGroup extends HttpApiGroup.make("health")
   .add(HttpApiEndpoint.get("healthz", "/healthz").addSuccess(Health))
-  .add(HttpApiEndpoint.get("readyz", "/readyz").addSuccess(Readiness).addError(Readiness, { status: 503 }))
+  // not ready: 503 ServiceUnavailable `not_ready`, the message naming each failed dependency,
+  // details {status, checks} as in the success body
+  .add(HttpApiEndpoint.get("readyz", "/readyz").addSuccess(Readiness))
   {}
 
 const Limit = Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 1000)))

@@ -2,9 +2,9 @@
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Layer, Option } from "effect"
 import { CustomerService } from "../customers/CustomerService.js"
-import { InvalidInput, NotFound, PayloadTooLarge } from "../domain/Errors.js"
+import { InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable } from "../domain/Errors.js"
 import { CurrentTenant } from "../domain/Tenant.js"
-import { isJsonObject, JsonSyntaxError, parseJson } from "../domain/Json.js"
+import { isJsonObject, JsonSyntaxError, parseJson, stringifyJson } from "../domain/Json.js"
 import { Customer, MAX_BULK_EVENTS, Meter } from "../domain/Models.js"
 import { EventIngestor } from "../events/EventIngestor.js"
 import { EventStore } from "../events/EventStore.js"
@@ -46,6 +46,16 @@ const parseDate = (name: string, v: string | undefined) => {
   return Effect.succeed(d)
 }
 
+/** "ok", "timeout" (no answer within 2 s) or "unreachable" (an error, logged with its cause). */
+const probe = <E>(check: Effect.Effect<unknown, E>) =>
+  check.pipe(
+    Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => "timeout" as const }),
+    Effect.as("ok" as const),
+    Effect.catchAll((e) =>
+      e === "timeout" ? Effect.succeed("timeout" as const) : Effect.as(Effect.logWarning("readiness check failed", e), "unreachable" as const)
+    )
+  )
+
 export const HealthLive = HttpApiBuilder.group(FlexPriceApi, "health", (handlers) =>
   Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
@@ -54,10 +64,17 @@ export const HealthLive = HttpApiBuilder.group(FlexPriceApi, "health", (handlers
       .handle("healthz", () => Effect.succeed({ status: "ok" as const }))
       .handle("readyz", () =>
         Effect.gen(function* () {
-          const db = yield* sql`SELECT 1`.pipe(Effect.timeout("2 seconds"), Effect.as("ok"), Effect.orElseSucceed(() => "unreachable"))
-          const events = yield* store.ping.pipe(Effect.timeout("2 seconds"), Effect.as("ok"), Effect.orElseSucceed(() => "unreachable"))
+          const db = yield* probe(sql`SELECT 1`)
+          const events = yield* probe(store.ping)
           const checks = { database: db, event_store: events, event_store_backend: store.backend }
-          if (db !== "ok" || events !== "ok") return yield* Effect.fail({ status: "not_ready" as const, checks })
+          const failed = Object.entries({ database: db, event_store: events }).filter(([, v]) => v !== "ok")
+          // the envelope names each failed dependency and how it failed; causes (hosts, users) stay in the log
+          if (failed.length > 0)
+            return yield* new ServiceUnavailable({
+              code: "not_ready",
+              message: `not ready: ${failed.map(([k, v]) => `${k} ${v}`).join(", ")}`,
+              details: { status: "not_ready", checks }
+            })
           return { status: "ready" as const, checks }
         })
       )
@@ -177,7 +194,9 @@ export const EventsLive = HttpApiBuilder.group(FlexPriceApi, "events", (handlers
           return respond(yield* ingestor.ingest(events))
         }).pipe(orUnavailable)
       )
-      .handle("list", ({ urlParams }) =>
+      // Raw, so properties are written with `stringifyJson`: numbers exactly as they were
+      // ingested (99999999999999999999999.123456789, not 1e+23), as `parseJson` read them.
+      .handleRaw("list", ({ urlParams }) =>
         Effect.gen(function* () {
           const scope = yield* CurrentTenant
           const from = yield* parseDate("from", urlParams.from)
@@ -191,7 +210,7 @@ export const EventsLive = HttpApiBuilder.group(FlexPriceApi, "events", (handlers
             limit: urlParams.limit ?? 100,
             cursor: urlParams.cursor
           })
-          return {
+          const body = {
             events: page.events.map((e) => ({
               event_id: e.eventId,
               event_name: e.eventName,
@@ -199,12 +218,13 @@ export const EventsLive = HttpApiBuilder.group(FlexPriceApi, "events", (handlers
               customer_id: e.customerId,
               timestamp: e.timestamp.toISOString(),
               ingested_at: e.ingestedAt.toISOString(),
-              properties: JSON.parse(e.propertiesJson) as unknown,
+              properties: parseJson(e.propertiesJson, Number.MAX_SAFE_INTEGER),
               status: e.status,
               error: e.error
             })),
             next_cursor: page.nextCursor
           }
+          return HttpServerResponse.text(stringifyJson(body), { contentType: "application/json" })
         }).pipe(orUnavailable)
       )
   })

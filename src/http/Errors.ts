@@ -106,6 +106,18 @@ export const toEnvelope = (res: HttpServerResponse.HttpServerResponse): HttpServ
   })
 }
 
+/** The envelope's code and message of an error response, as the client will see them. */
+export const errorSummary = (res: HttpServerResponse.HttpServerResponse): { readonly code: string; readonly message: string } | undefined => {
+  const enveloped = toEnvelope(res)
+  if (enveloped.body._tag !== "Uint8Array") return undefined
+  try {
+    const e = (JSON.parse(decoder.decode(enveloped.body.body)) as { error?: { code?: unknown; message?: unknown } }).error
+    return e && typeof e.code === "string" ? { code: e.code, message: typeof e.message === "string" ? e.message : "" } : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * Rewrite every ≥ 400 response into the error envelope. A pre-response handler, because the
  * server sends error responses before outer middleware sees them.

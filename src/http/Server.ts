@@ -1,5 +1,5 @@
 /** The HTTP server: the API, its OpenAPI document (/openapi.json) and docs page (/docs). */
-import { HttpApiBuilder, HttpApiSwagger, HttpMiddleware, HttpServer, HttpServerResponse } from "@effect/platform"
+import { HttpApiBuilder, HttpApiSwagger, HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { createServer } from "node:http"
@@ -8,7 +8,7 @@ import { FlexPriceApi } from "./Api.js"
 import { CoreHttpLive } from "./CoreHttp.js"
 import { errorEnvelope } from "./Errors.js"
 import { inputGuard } from "./InputGuard.js"
-import { observeHttp } from "../observability/HttpObservability.js"
+import { logHttp, observeHttp } from "../observability/HttpObservability.js"
 import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../observability/Telemetry.js"
 import { MigrationHttpWithRunnerLive } from "./MigrationHttp.js"
 import { AuthenticationLive } from "./Security.js"
@@ -36,7 +36,7 @@ const MetricsRoute = HttpApiBuilder.Router.use((router) =>
 /** The API served on whatever HttpServer is provided. */
 export const HttpApiLive = Layer.unwrapEffect(
   Effect.map(HttpConfig, ({ maxBodyBytes }) =>
-    HttpApiBuilder.serve((app) => observeHttp(HttpMiddleware.logger(errorEnvelope(inputGuard(maxBodyBytes)(app)))))
+    HttpApiBuilder.serve((app) => observeHttp(logHttp(errorEnvelope(inputGuard(maxBodyBytes)(app)))))
   )
 ).pipe(
   Layer.provide(MetricsRoute),

@@ -158,7 +158,12 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
       Effect.flatMap(CurrentTenant, (t) =>
         sql<JobRow>`SELECT ${cols} FROM migration_jobs
           WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-            ${opts.before ? sql`AND (started_at, id) < (SELECT started_at, id FROM migration_jobs WHERE id = ${opts.before})` : sql``}
+            ${opts.before
+              // the cursor row is looked up in this tenant environment too: another tenant's job id
+              // positions nothing (an empty page, as for an unknown id) and reveals nothing
+              ? sql`AND (started_at, id) < (SELECT started_at, id FROM migration_jobs
+                  WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${opts.before})`
+              : sql``}
           ORDER BY started_at DESC, id DESC LIMIT ${opts.limit}`
       ).pipe(Effect.map((rows) => rows.map(toJob)))
 

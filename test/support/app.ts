@@ -72,6 +72,8 @@ export interface TestAppOptions {
   readonly extra?: Layer.Layer<never, unknown, Layer.Layer.Success<typeof AppLive>>
   /** backend `postgres`: use this database (another replica's) instead of a fresh one; not dropped */
   readonly databaseUrl?: string
+  /** Provided beneath everything (e.g. a log capture, Telemetry.layerTest); its services reach `run`. */
+  readonly observe?: Layer.Layer<any>
 }
 
 export const startTestApp = async (options: TestAppOptions = {}): Promise<TestApp> => {
@@ -111,7 +113,8 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
   const layer = (options.extra ? Layer.merge(served, options.extra) : served).pipe(
     Layer.provideMerge(AppLive),
     Layer.provide(Layer.setConfigProvider(provider)),
-    Layer.provide(Logger.minimumLogLevel(process.env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Warning))
+    Layer.provide(Logger.minimumLogLevel(process.env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Warning)),
+    (l) => (options.observe ? Layer.provideMerge(l, options.observe) : l)
   )
   const runtime = ManagedRuntime.make(layer)
   const address = await runtime.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
