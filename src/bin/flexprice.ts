@@ -9,7 +9,7 @@ import { Cause, ConfigError, Console, Effect, Layer, Option } from "effect"
 import { AppLive } from "../App.js"
 import { DatabaseConfig, formatConfigError } from "../config/AppConfig.js"
 import * as Database from "../db/Database.js"
-import { TenantRepo } from "../repositories/TenantRepo.js"
+import { tenant } from "./TenantCli.js"
 import { HttpServerLive } from "../http/Server.js"
 import { Logging } from "../observability/Logging.js"
 import { Telemetry } from "../observability/Telemetry.js"
@@ -57,23 +57,6 @@ const migrate = Command.make("migrate", {}, () =>
   })
 ).pipe(Command.withDescription("Apply database migrations and exit"))
 
-const tenantCreate = Command.make(
-  "create",
-  {
-    name: Options.text("name").pipe(Options.withDescription("tenant name")),
-    environment: Options.text("environment").pipe(Options.withDefault("production"), Options.withDescription("environment name"))
-  },
-  ({ name, environment }) =>
-    Effect.gen(function* () {
-      const repo = yield* TenantRepo
-      const created = yield* repo.create(name, environment)
-      yield* Console.log(
-        JSON.stringify({ tenant_id: created.tenantId, environment_id: created.environmentId, api_key: created.apiKey })
-      )
-    }).pipe(Effect.provide(AppLive))
-).pipe(Command.withDescription("Create a tenant environment and an API key; prints {tenant_id, environment_id, api_key}"))
-
-const tenant = Command.make("tenant").pipe(Command.withSubcommands([tenantCreate]))
 
 const keysRotate = Command.make("rotate", {}, () =>
   Effect.gen(function* () {

@@ -23,6 +23,9 @@ export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInp
 /** 401: no or bad API key. */
 export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", fields, HttpApiSchema.annotations({ status: 401 })) {}
 
+/** 429: the client must wait (details.retry_after_seconds, also the Retry-After header). */
+export class TooManyRequests extends Schema.TaggedError<TooManyRequests>()("TooManyRequests", fields, HttpApiSchema.annotations({ status: 429 })) {}
+
 /** 404: the entity does not exist in this tenant environment. */
 export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", fields, HttpApiSchema.annotations({ status: 404 })) {
   static of(entity: string, id: string) {

@@ -9,6 +9,7 @@ import { StripeConfigGroup } from "./StripeConfigApi.js"
 import { WebhooksGroup } from "./WebhooksApi.js"
 import { SyncGroup } from "./SyncApi.js"
 import { MigrationGroup } from "./MigrationApi.js"
+import { TenantKeysGroup } from "./TenantKeysApi.js"
 
 export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(HealthGroup)
@@ -19,6 +20,7 @@ export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(WebhooksGroup)
   .add(SyncGroup)
   .add(MigrationGroup)
+  .add(TenantKeysGroup)
   .addError(InvalidInput)
   .addError(NotFound)
   .addError(Conflict)

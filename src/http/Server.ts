@@ -15,6 +15,7 @@ import { AuthenticationLive } from "./Security.js"
 import { StripeConfigLive } from "./StripeConfigHttp.js"
 import { WebhooksLive } from "./WebhooksHttp.js"
 import { SyncHttpLive } from "./SyncHttp.js"
+import { TenantKeysLive } from "./TenantKeysHttp.js"
 
 export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(
   Layer.provide(CoreHttpLive),
@@ -22,6 +23,7 @@ export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(
   Layer.provide(WebhooksLive),
   Layer.provide(SyncHttpLive),
   Layer.provide(MigrationHttpWithRunnerLive),
+  Layer.provide(TenantKeysLive),
   Layer.provide(AuthenticationLive)
 )
 

@@ -1,6 +1,7 @@
 /**
- * Tenants, environments and API keys. Keys are random 32-byte tokens shown once; only their
- * SHA-256 hash is stored. A key belongs to exactly one (tenant, environment).
+ * Tenants, environments and API keys. Keys are random 24-byte tokens shown once; only their
+ * SHA-256 hash is stored. A key belongs to exactly one (tenant, environment). Every request
+ * re-reads its key row (no cache), so a revocation holds on every replica from the next request.
  */
 import { SqlClient } from "@effect/sql"
 import { Effect, Option } from "effect"
@@ -9,13 +10,30 @@ import { EnvironmentId, newId, TenantId, TenantScope } from "../domain/Ids.js"
 
 export const hashApiKey = (key: string): string => createHash("sha256").update(key).digest("hex")
 
+const newApiKey = () => {
+  const apiKey = `fp_${randomBytes(24).toString("base64url")}`
+  return { apiKey, keyHash: hashApiKey(apiKey), keyPrefix: apiKey.slice(0, 7) }
+}
+
+export interface ApiKeyRow {
+  readonly id: string
+  readonly keyPrefix: string
+  readonly createdAt: Date
+  readonly revokedAt: Date | null
+}
+
+export type RevokeOutcome =
+  | { readonly _tag: "Revoked"; readonly scope: TenantScope }
+  | { readonly _tag: "NotFound" }
+  | { readonly _tag: "LastKey" }
+
 export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRepo", {
   effect: Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
 
     /** Creates a tenant (or reuses one by name) with an environment and a fresh API key. */
     const create = Effect.fn("tenant.create")(function* (name: string, environment: string) {
-      const apiKey = `fp_${randomBytes(24).toString("base64url")}`
+      const { apiKey, keyHash, keyPrefix } = newApiKey()
       return yield* sql.withTransaction(
         Effect.gen(function* () {
           const existing = yield* sql<{ id: string }>`SELECT id FROM tenants WHERE name = ${name} ORDER BY created_at LIMIT 1`
@@ -28,8 +46,8 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
             id: newId.apiKeyId(),
             tenantId,
             environmentId,
-            keyHash: hashApiKey(apiKey),
-            keyPrefix: apiKey.slice(0, 7)
+            keyHash,
+            keyPrefix
           })}`
           return { tenantId, environmentId, apiKey }
         })
@@ -56,6 +74,57 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
       (rows) => rows.map((r) => TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.id) }))
     )
 
-    return { create, authenticate, environmentExists, listEnvironments } as const
+    /** A further key for an existing environment (rotation: create, switch clients, revoke the old). */
+    const createKey = Effect.fn("tenant.createKey")(function* (scope: TenantScope) {
+      const { apiKey, keyHash, keyPrefix } = newApiKey()
+      const id = newId.apiKeyId()
+      const rows = yield* sql<{ createdAt: Date }>`
+        INSERT INTO api_keys (id, tenant_id, environment_id, key_hash, key_prefix)
+        SELECT ${id}, tenant_id, id, ${keyHash}, ${keyPrefix} FROM environments
+          WHERE id = ${scope.environmentId} AND tenant_id = ${scope.tenantId}
+        RETURNING created_at`
+      return Option.map(Option.fromNullable(rows[0]), (r) => ({ id, apiKey, keyPrefix, createdAt: new Date(r.createdAt) }))
+    })
+
+    const listKeys = (scope: TenantScope) =>
+      Effect.map(
+        sql<{ id: string; keyPrefix: string; createdAt: Date; revokedAt: Date | null }>`
+          SELECT id, key_prefix, created_at, revoked_at FROM api_keys
+          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} ORDER BY created_at, id`,
+        (rows): ReadonlyArray<ApiKeyRow> =>
+          rows.map((r) => ({ id: r.id, keyPrefix: r.keyPrefix, createdAt: new Date(r.createdAt), revokedAt: r.revokedAt === null ? null : new Date(r.revokedAt) }))
+      )
+
+    /**
+     * Revokes a key: in `scope` only when given (the API), any key otherwise (the operator's CLI).
+     * `keepOne` refuses to revoke an environment's last active key, so a client cannot lock its
+     * environment out by mistake (the operator still can). Revoking a revoked key changes nothing.
+     */
+    const revokeKey = Effect.fn("tenant.revokeKey")(function* (input: {
+      readonly id: string
+      readonly scope?: TenantScope | undefined
+      readonly keepOne: boolean
+    }) {
+      return yield* sql.withTransaction(
+        Effect.gen(function* () {
+          const found = yield* sql<{ tenantId: string; environmentId: string; revoked: boolean }>`
+            SELECT tenant_id, environment_id, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE id = ${input.id}
+            ${input.scope ? sql`AND tenant_id = ${input.scope.tenantId} AND environment_id = ${input.scope.environmentId}` : sql``}`
+          const key = found[0]
+          if (key === undefined) return { _tag: "NotFound" } as RevokeOutcome
+          const scope = TenantScope.make({ tenantId: TenantId.make(key.tenantId), environmentId: EnvironmentId.make(key.environmentId) })
+          if (key.revoked) return { _tag: "Revoked", scope } as RevokeOutcome
+          // locks the environment's active keys: two concurrent revocations cannot both pass the check
+          const active = yield* sql<{ id: string }>`
+            SELECT id FROM api_keys WHERE tenant_id = ${key.tenantId} AND environment_id = ${key.environmentId}
+              AND revoked_at IS NULL FOR UPDATE`
+          if (input.keepOne && active.length <= 1) return { _tag: "LastKey" } as RevokeOutcome
+          yield* sql`UPDATE api_keys SET revoked_at = now() WHERE id = ${input.id} AND revoked_at IS NULL`
+          return { _tag: "Revoked", scope } as RevokeOutcome
+        })
+      )
+    })
+
+    return { create, authenticate, environmentExists, listEnvironments, createKey, listKeys, revokeKey } as const
   })
 }) {}

@@ -1,0 +1,93 @@
+/**
+ * Repeated bad API keys from one client address are throttled (issue #15 item 8): after
+ * FLEXPRICE_AUTH_FAILURE_LIMIT invalid keys within the window, that address gets 429
+ * `too_many_auth_failures` with Retry-After, whatever key it sends, until the window ends; other
+ * addresses are unaffected; requests without a key do not count. The table of addresses is
+ * bounded (FLEXPRICE_AUTH_THROTTLE_MAX_CLIENTS) and forgets expired windows.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { FailureThrottle } from "../../src/http/AuthThrottle.js"
+import { startTestApp, type TestApp } from "../support/app.js"
+
+describe("throttling of invalid API keys over HTTP", () => {
+  let app: TestApp
+  beforeAll(async () => {
+    app = await startTestApp({
+      env: {
+        FLEXPRICE_AUTH_FAILURE_LIMIT: "5",
+        FLEXPRICE_AUTH_FAILURE_WINDOW_SECONDS: "60",
+        // the test client is the proxy: X-Forwarded-For names the client address
+        FLEXPRICE_TRUSTED_PROXIES: "127.0.0.1/32,::1/128"
+      }
+    })
+  })
+  afterAll(() => app?.dispose())
+
+  const from = (ip: string, apiKey: string) => app.request("GET", "/v1/customers", undefined, { apiKey, headers: { "x-forwarded-for": ip } })
+
+  it("answers 429 with Retry-After after the limit, for any key from that address only", async () => {
+    for (let i = 0; i < 5; i++) {
+      const res = await from("203.0.113.7", `fp_wrong_${i}`)
+      expect([res.status, res.body.error.code]).toEqual([401, "invalid_api_key"])
+    }
+    const raw = await fetch(`${app.baseUrl}/v1/customers`, { headers: { "x-api-key": "fp_wrong_6", "x-forwarded-for": "203.0.113.7" } })
+    expect(raw.status).toBe(429)
+    const retryAfter = Number(raw.headers.get("retry-after"))
+    expect(Number.isInteger(retryAfter)).toBe(true)
+    expect(retryAfter).toBeGreaterThanOrEqual(1)
+    expect(retryAfter).toBeLessThanOrEqual(60)
+    const body = (await raw.json()) as { error: { code: string; details: { retry_after_seconds: number } } }
+    expect(body.error.code).toBe("too_many_auth_failures")
+    expect(body.error.details.retry_after_seconds).toBe(retryAfter)
+    // blocked addresses get no answer about any key, valid ones included
+    const valid = await from("203.0.113.7", app.apiKey)
+    expect([valid.status, valid.body.error.code]).toEqual([429, "too_many_auth_failures"])
+    // other addresses are not affected
+    expect((await from("203.0.113.8", app.apiKey)).status).toBe(200)
+    expect((await from("203.0.113.8", "fp_wrong")).status).toBe(401)
+  })
+
+  it("does not count requests without a key", async () => {
+    for (let i = 0; i < 10; i++) {
+      const res = await from("198.51.100.9", "")
+      expect([res.status, res.body.error.code]).toEqual([401, "missing_api_key"])
+    }
+    expect((await from("198.51.100.9", app.apiKey)).status).toBe(200)
+  })
+})
+
+describe("FailureThrottle", () => {
+  const settings = { limit: 3, windowMs: 60_000, maxClients: 100 }
+
+  it("blocks from the limit until the window's end, then forgets", () => {
+    const t = new FailureThrottle(settings)
+    for (let i = 0; i < 3; i++) {
+      expect(t.blockedFor("a", 1_000 + i)).toBe(0)
+      t.recordFailure("a", 1_000 + i)
+    }
+    expect(t.blockedFor("a", 2_000)).toBe(59_000)
+    expect(t.blockedFor("b", 2_000)).toBe(0)
+    expect(t.blockedFor("a", 60_999)).toBe(1)
+    expect(t.blockedFor("a", 61_000)).toBe(0)
+    expect(t.size).toBe(0)
+  })
+
+  it("holds at most maxClients addresses, dropping expired ones first, then the oldest", () => {
+    const t = new FailureThrottle(settings)
+    for (let i = 0; i < 10_000; i++) t.recordFailure(`10.0.${i >> 8}.${i & 255}`, i)
+    expect(t.size).toBe(100)
+    // the newest addresses are kept
+    for (let i = 0; i < 3; i++) t.recordFailure("10.0.39.15", 10_000)
+    expect(t.blockedFor("10.0.39.15", 10_001)).toBeGreaterThan(0)
+    // after the window, new addresses replace expired ones
+    t.recordFailure("192.0.2.1", 200_000)
+    expect(t.size).toBe(1)
+  })
+
+  it("is off with a limit of 0", () => {
+    const t = new FailureThrottle({ ...settings, limit: 0 })
+    for (let i = 0; i < 10; i++) t.recordFailure("a", i)
+    expect(t.blockedFor("a", 10)).toBe(0)
+    expect(t.size).toBe(0)
+  })
+})
