@@ -25,6 +25,8 @@ import { StripeClient } from "./stripe/StripeClient.js"
 import { WebhookEventRepo } from "./repositories/WebhookEventRepo.js"
 import { WindowGridRepo } from "./repositories/WindowGridRepo.js"
 import { WebhookProcessor } from "./webhooks/WebhookProcessor.js"
+import { EventDestination } from "./webhooks/EventDestination.js"
+import { BatchRepairRepo } from "./repositories/BatchRepairRepo.js"
 import { MasterKeyCheckLive } from "./security/KeyRotation.js"
 import { SyncLive } from "./sync/index.js"
 import { MigrationLive } from "./migration/index.js"
@@ -52,10 +54,11 @@ export const StripeBaseLive = Layer.mergeAll(
   MeterMappingRepo.Default,
   CustomerMappingRepo.Default,
   WebhookEventRepo.Default,
-  WindowGridRepo.Default
+  WindowGridRepo.Default,
+  BatchRepairRepo.Default
 )
 
-export const StripeServicesLive = Layer.mergeAll(WebhookProcessor.Default, MasterKeyCheckLive).pipe(
+export const StripeServicesLive = Layer.mergeAll(WebhookProcessor.Default, EventDestination.Default, MasterKeyCheckLive).pipe(
   Layer.provideMerge(Layer.mergeAll(StripeAccounts.Default, CustomerLinker.DefaultWithoutDependencies)),
   Layer.provideMerge(StripeBaseLive)
 )

@@ -10,6 +10,8 @@ export const StripeConfigUpdate = Schema.Struct({
   api_key: Schema.optional(Schema.Redacted(Schema.String)),
   /** null clears the stored secret. */
   webhook_secret: Schema.optional(Schema.NullOr(Schema.Redacted(Schema.String))),
+  /** Signing secret of the v2 event destination (thin events, e.g. meter error reports); null clears it. */
+  event_destination_secret: Schema.optional(Schema.NullOr(Schema.Redacted(Schema.String))),
   sync_enabled: Schema.optional(Schema.Boolean),
   aggregation_window_minutes: Schema.optional(Schema.Number),
   grace_period_minutes: Schema.optional(Schema.Number),
@@ -24,6 +26,8 @@ export const StripeConfigView = Schema.Struct({
   stripe_account_id: Schema.NullOr(Schema.String),
   webhook_secret_set: Schema.Boolean,
   webhook_url: Schema.String,
+  event_destination_secret_set: Schema.Boolean,
+  event_destination_url: Schema.String.annotations({ description: "where Stripe's v2 event destination (thin events) delivers" }),
   sync_enabled: Schema.Boolean,
   aggregation_window_minutes: Schema.Number,
   grace_period_minutes: Schema.Number,

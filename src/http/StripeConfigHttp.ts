@@ -77,6 +77,8 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
       stripe_account_id: c.stripeAccountId,
       webhook_secret_set: c.webhookSecretEncrypted !== null,
       webhook_url: `${publicBase}/webhooks/stripe/${c.scope.tenantId}/${c.scope.environmentId}`,
+      event_destination_secret_set: c.eventDestinationSecretEncrypted !== null,
+      event_destination_url: `${publicBase}/webhooks/stripe-events/${c.scope.tenantId}/${c.scope.environmentId}`,
       sync_enabled: c.syncEnabled,
       aggregation_window_minutes: c.aggregationWindowMinutes,
       grace_period_minutes: c.gracePeriodMinutes,
@@ -160,6 +162,20 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
             }
             changed.push("webhook_secret")
           }
+          let destinationSecretEncrypted: string | null | undefined = undefined
+          if (payload.event_destination_secret !== undefined) {
+            if (payload.event_destination_secret === null) destinationSecretEncrypted = null
+            else {
+              const secret = Redacted.value(payload.event_destination_secret).trim()
+              if (secret === "" || /\s/.test(secret))
+                return yield* InvalidInput.of(
+                  "invalid_event_destination_secret",
+                  "event_destination_secret must be the event destination's signing secret (whsec_…)"
+                )
+              destinationSecretEncrypted = yield* encryption.encrypt(Redacted.make(secret))
+            }
+            changed.push("event_destination_secret")
+          }
 
           const window = payload.aggregation_window_minutes ?? stored?.aggregationWindowMinutes ?? 60
           if (!(AGGREGATION_WINDOWS as ReadonlyArray<number>).includes(window))
@@ -207,6 +223,10 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
                     })
                   )
               : yield* write
+          const final =
+            destinationSecretEncrypted === undefined
+              ? saved
+              : Option.getOrElse(yield* repo.setEventDestinationSecret(destinationSecretEncrypted), () => saved)
           yield* accounts.invalidate(scope)
           yield* audit.record({
             action: stored === undefined ? "config.create" : "config.update",
@@ -224,7 +244,7 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
               })
             }
           })
-          return view(saved)
+          return view(final)
         }).pipe(orUnavailable)
       )
       .handle("getConfig", () =>

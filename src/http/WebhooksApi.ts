@@ -21,6 +21,14 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
       .annotate(OpenApi.Description, "Stripe events for one tenant environment, signed with that environment's webhook secret.")
   )
   .add(
+    HttpApiEndpoint.post("stripeEventDestination")`/webhooks/stripe-events/${tenantParam}/${environmentParam}`
+      .addSuccess(WebhookAck)
+      .annotate(
+        OpenApi.Description,
+        "Stripe v2 event destination (thin events) for one tenant environment, signed with its event_destination_secret. Handles v1.billing.meter.error_report_triggered / no_meter_found: the full event is fetched from Stripe and the batches it names are marked failed with Stripe's error code. An event whose context is a connected account must name the account this environment is connected to (else 400 tenant_account_mismatch)."
+      )
+  )
+  .add(
     HttpApiEndpoint.post("stripeGlobal", "/webhooks/stripe")
       .addSuccess(WebhookAck)
       .annotate(

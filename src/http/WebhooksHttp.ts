@@ -2,6 +2,7 @@
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Option, Stream } from "effect"
 import { InternalError, InvalidInput, PayloadTooLarge } from "../domain/Errors.js"
+import { EventDestination } from "../webhooks/EventDestination.js"
 import { WebhookProcessor, WebhookRejected } from "../webhooks/WebhookProcessor.js"
 import { FlexPriceApi } from "./Api.js"
 
@@ -37,19 +38,28 @@ const ipNotAllowed = (e: WebhookRejected) =>
 export const WebhooksLive = HttpApiBuilder.group(FlexPriceApi, "webhooks", (handlers) =>
   Effect.gen(function* () {
     const processor = yield* WebhookProcessor
+    const destination = yield* EventDestination
     const max = processor.settings.maxBodyBytes
 
-    const handle = (request: HttpServerRequest.HttpServerRequest, route: { tenantId: string; environmentId: string } | null) =>
+    const handle = (
+      request: HttpServerRequest.HttpServerRequest,
+      route: { tenantId: string; environmentId: string } | null,
+      target: "webhook" | "event_destination" = "webhook"
+    ) =>
       Effect.gen(function* () {
         const body = yield* readCapped(request, max)
         const common = {
-          route,
           signature: request.headers["stripe-signature"],
           remoteAddress: Option.getOrUndefined(request.remoteAddress),
-          forwardedFor: request.headers["x-forwarded-for"]
+          forwardedFor: request.headers["x-forwarded-for"],
+          body: Option.getOrElse(body, () => new Uint8Array(0)),
+          bodyTooLarge: Option.isNone(body)
         }
         // An oversized body is still checked against the allowlist first (a 403 says less than a 413).
-        const result = yield* processor.receive({ ...common, body: Option.getOrElse(body, () => new Uint8Array(0)), bodyTooLarge: Option.isNone(body) })
+        const result =
+          target === "event_destination" && route !== null
+            ? yield* destination.receive({ ...common, route })
+            : yield* processor.receive({ ...common, route })
         return HttpServerResponse.unsafeJson({ received: true, event_id: result.eventId, status: result.status })
       }).pipe(
         Effect.catchTags({
@@ -68,6 +78,9 @@ export const WebhooksLive = HttpApiBuilder.group(FlexPriceApi, "webhooks", (hand
 
     return handlers
       .handleRaw("stripeForEnvironment", ({ request, path }) => handle(request, { tenantId: path.tenant_id, environmentId: path.environment_id }))
+      .handleRaw("stripeEventDestination", ({ request, path }) =>
+        handle(request, { tenantId: path.tenant_id, environmentId: path.environment_id }, "event_destination")
+      )
       .handleRaw("stripeGlobal", ({ request }) => handle(request, null))
   })
 )

@@ -185,6 +185,32 @@ export const webhookSignatureFailuresTotal = Metric.counter("flexprice_webhook_s
   incremental: true
 })
 
+/**
+ * Errors Stripe reported for meter events it had accepted on the v2 stream and then dropped
+ * (`v1.billing.meter.error_report_triggered` / `no_meter_found`), by Stripe's code (`code`:
+ * Stripe's documented codes, anything else `other`). Incremented by each report's error count.
+ */
+export const stripeMeterErrorReportsTotal = Metric.counter("flexprice_stripe_meter_error_reports_total", {
+  description: "Meter events Stripe reported dropped after accepting them, by Stripe error code",
+  incremental: true
+})
+
+/**
+ * Batches put back to pending after Stripe lost or dropped them. Tag `reason`: `mapping_fixed`
+ * (an error report's cause was repaired) | `reconciliation` (Stripe's summary proved them
+ * missing) | `needs_review` (missing again after a re-queue: left failed for an operator).
+ */
+export const syncBatchesRequeuedTotal = Metric.counter("flexprice_sync_batches_requeued_total", {
+  description: "Batches re-queued after Stripe dropped or lost them",
+  incremental: true
+})
+
+/** Scheduled reconciliation passes by `outcome`: `completed` | `failed`. */
+export const reconciliationRunsTotal = Metric.counter("flexprice_reconciliation_runs_total", {
+  description: "Scheduled reconciliation passes per tenant environment",
+  incremental: true
+})
+
 // ---------------------------------------------------------------------------------------------
 // Ingestion
 
@@ -293,6 +319,9 @@ export const all: ReadonlyArray<{ register(): unknown }> = [
   webhooksTotal,
   webhookDurationSeconds,
   webhookSignatureFailuresTotal,
+  stripeMeterErrorReportsTotal,
+  syncBatchesRequeuedTotal,
+  reconciliationRunsTotal,
   eventsAcceptedTotal,
   eventsRejectedTotal,
   eventProcessingErrorsTotal,

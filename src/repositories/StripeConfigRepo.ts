@@ -26,6 +26,8 @@ export interface StoredStripeConfig extends TenantStripeConfig {
   readonly apiKeyEncrypted: string
   readonly apiKeyHint: string
   readonly webhookSecretEncrypted: string | null
+  /** Signing secret of the v2 event destination (thin events), set by PUT /v1/stripe/config. */
+  readonly eventDestinationSecretEncrypted: string | null
   readonly keyVersion: string
   readonly createdAt: Date
   readonly updatedAt: Date
@@ -51,6 +53,7 @@ interface Row {
   readonly apiKeyEncrypted: string
   readonly apiKeyHint: string
   readonly webhookSecretEncrypted: string | null
+  readonly eventDestinationSecretEncrypted: string | null
   readonly keyVersion: string
   readonly syncEnabled: boolean
   readonly aggregationWindowMinutes: number
@@ -73,6 +76,7 @@ const toStored = (r: Row): StoredStripeConfig => ({
   apiKeyEncrypted: r.apiKeyEncrypted,
   apiKeyHint: r.apiKeyHint,
   webhookSecretEncrypted: r.webhookSecretEncrypted,
+  eventDestinationSecretEncrypted: r.eventDestinationSecretEncrypted,
   keyVersion: r.keyVersion,
   createdAt: r.createdAt,
   updatedAt: r.updatedAt
@@ -90,12 +94,13 @@ export const publicConfig = (s: StoredStripeConfig): TenantStripeConfig => ({
 })
 
 /** Which secret column a ciphertext lives in (rotation). */
-export type SecretColumn = "api_key" | "webhook_secret"
+export type SecretColumn = "api_key" | "webhook_secret" | "event_destination_secret"
 
 export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexprice/StripeConfigRepo", {
   effect: Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
-    const cols = sql`tenant_id, environment_id, api_key_encrypted, api_key_hint, webhook_secret_encrypted, key_version,
+    const cols = sql`tenant_id, environment_id, api_key_encrypted, api_key_hint, webhook_secret_encrypted,
+      event_destination_secret_encrypted, key_version,
       sync_enabled, aggregation_window_minutes, grace_period_minutes, transport, stripe_account_id, livemode,
       created_at, updated_at`
 
@@ -147,6 +152,14 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
         RETURNING ${cols}`.pipe(Effect.map((rows) => toStored(rows[0]!)))
       )
 
+    /** Stores (or clears, null) the event destination's signing secret of the current tenant. */
+    const setEventDestinationSecret = (cipher: string | null) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<Row>`UPDATE stripe_tenant_configs SET event_destination_secret_encrypted = ${cipher}, updated_at = now()
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+          RETURNING ${cols}`
+      ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStored)))
+
     /** Records the result of a connection test. */
     const setAccount = (accountId: string, livemode: boolean) =>
       Effect.flatMap(CurrentTenant, (t) =>
@@ -183,11 +196,16 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
         ? sql`UPDATE stripe_tenant_configs SET api_key_encrypted = ${replacement}, key_version = ${keyVersion}, updated_at = now()
             WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} AND api_key_encrypted = ${expected}
             RETURNING tenant_id`
+        : column === "event_destination_secret"
+        ? sql`UPDATE stripe_tenant_configs SET event_destination_secret_encrypted = ${replacement}, updated_at = now()
+            WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
+              AND event_destination_secret_encrypted = ${expected}
+            RETURNING tenant_id`
         : sql`UPDATE stripe_tenant_configs SET webhook_secret_encrypted = ${replacement}, updated_at = now()
             WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} AND webhook_secret_encrypted = ${expected}
             RETURNING tenant_id`
       ).pipe(Effect.map((rows) => rows.length > 0))
 
-    return { get, getStored, getStoredFor, listSyncEnabled, upsert, setAccount, scopesByAccountId, listAllStored, swapCiphertext } as const
+    return { get, getStored, getStoredFor, listSyncEnabled, upsert, setEventDestinationSecret, setAccount, scopesByAccountId, listAllStored, swapCiphertext } as const
   })
 }) {}

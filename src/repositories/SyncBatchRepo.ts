@@ -263,7 +263,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
     /**
      * Batches to push, oldest window first, after a keyset cursor: pending and sending ones
      * (a crash may have left `sending`), and failed ones below the retry cap that are not
-     * waiting for an operator. The cursor makes each row visited at most once per run, so a
+     * waiting for an operator nor held after a Stripe error report (BatchRepairRepo). The cursor makes each row visited at most once per run, so a
      * batch failed in this run is retried by a later run, not by this one.
      */
     const pushQueue = (opts: {
@@ -278,7 +278,8 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
           WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
             AND sync_status IN ('pending', 'sending', 'failed')
             AND (sync_status IN ('pending', 'sending')
-                 OR (sync_status = 'failed' AND retry_count < ${opts.retryCap} AND COALESCE(error_code, '') <> ${NEEDS_REVIEW}))
+                 OR (sync_status = 'failed' AND retry_count < ${opts.retryCap} AND COALESCE(error_code, '') <> ${NEEDS_REVIEW}
+                     AND stripe_error_event_id IS NULL))
             ${opts.windowFrom ? sql`AND window_start >= ${opts.windowFrom}` : sql``}
             ${opts.windowTo ? sql`AND window_start < ${opts.windowTo}` : sql``}
             ${Option.match(opts.after, {

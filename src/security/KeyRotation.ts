@@ -30,7 +30,11 @@ export interface RotationReport {
 }
 
 const cipherOf = (row: StoredStripeConfig, column: SecretColumn) =>
-  column === "api_key" ? row.apiKeyEncrypted : row.webhookSecretEncrypted
+  column === "api_key"
+    ? row.apiKeyEncrypted
+    : column === "webhook_secret"
+    ? row.webhookSecretEncrypted
+    : row.eventDestinationSecretEncrypted
 
 const MAX_ATTEMPTS = 3
 
@@ -85,7 +89,7 @@ export const rotateKeys = Effect.gen(function* () {
 
   const rows = yield* repo.listAllStored
   for (const row of rows) {
-    for (const column of ["api_key", "webhook_secret"] as const) {
+    for (const column of ["api_key", "webhook_secret", "event_destination_secret"] as const) {
       const c = cipherOf(row, column)
       if (c === null) continue
       counts.examined++
@@ -117,7 +121,7 @@ export const verifyMasterKeys = Effect.gen(function* () {
   const rows = yield* repo.listAllStored
   const seen = new Set<string>()
   for (const row of rows) {
-    for (const cipher of [row.apiKeyEncrypted, row.webhookSecretEncrypted]) {
+    for (const cipher of [row.apiKeyEncrypted, row.webhookSecretEncrypted, row.eventDestinationSecretEncrypted]) {
       if (cipher === null) continue
       const version = Option.getOrElse(encryption.versionOf(cipher), () => "malformed")
       if (seen.has(version)) continue

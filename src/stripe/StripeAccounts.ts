@@ -60,7 +60,7 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
     const decryptFailed = (
       scope: Pick<TenantScope, "tenantId" | "environmentId">,
       e: DecryptionFailed,
-      secret: "api_key" | "webhook_secret",
+      secret: "api_key" | "webhook_secret" | "event_destination_secret",
       operation: string
     ) =>
       Effect.zipRight(
@@ -83,7 +83,7 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
     const decryptAudited = (
       scope: Pick<TenantScope, "tenantId" | "environmentId">,
       cipher: string,
-      secret: "api_key" | "webhook_secret",
+      secret: "api_key" | "webhook_secret" | "event_destination_secret",
       operation: string
     ) =>
       encryption.decrypt(cipher).pipe(
@@ -144,27 +144,39 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
      * stored). The stored row is re-read each time so a new secret applies at once; only the
      * decryption is cached, keyed by ciphertext.
      */
-    const webhookSecretFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
+    const signingSecretFor = (
+      scope: Pick<TenantScope, "tenantId" | "environmentId">,
+      which: "webhook_secret" | "event_destination_secret"
+    ) =>
       Effect.gen(function* () {
         const stored = yield* repo.getStoredFor(scope)
-        if (Option.isNone(stored) || stored.value.webhookSecretEncrypted === null) return Option.none<Redacted.Redacted<string>>()
-        const cipher = stored.value.webhookSecretEncrypted
-        const k = tenantKeyOf(scope)
+        if (Option.isNone(stored)) return Option.none<Redacted.Redacted<string>>()
+        const cipher = which === "webhook_secret" ? stored.value.webhookSecretEncrypted : stored.value.eventDestinationSecretEncrypted
+        if (cipher === null) return Option.none<Redacted.Redacted<string>>()
+        const k = `${tenantKeyOf(scope)}\u0000${which}`
         const now = yield* Clock.currentTimeMillis
         const hit = secrets.get(k)
         if (hit !== undefined && hit.expiresAt > now && hit.cipher === cipher) return Option.some(hit.value)
-        const secret = yield* decryptAudited(scope, cipher, "webhook_secret", "webhook_verify")
+        const secret = yield* decryptAudited(scope, cipher, which, which === "webhook_secret" ? "webhook_verify" : "event_destination_verify")
         secrets.set(k, { value: secret, cipher, expiresAt: now + CACHE_TTL_MS })
         return Option.some(secret)
-      }).pipe(Effect.withSpan("stripe_accounts.webhook_secret_for"))
+      })
+
+    const webhookSecretFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
+      signingSecretFor(scope, "webhook_secret").pipe(Effect.withSpan("stripe_accounts.webhook_secret_for"))
+
+    /** The signing secret of the tenant's v2 event destination (thin events); None when not set. */
+    const eventDestinationSecretFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
+      signingSecretFor(scope, "event_destination_secret").pipe(Effect.withSpan("stripe_accounts.event_destination_secret_for"))
 
     /** Forget cached plaintexts of a tenant environment (after its config changed). */
     const invalidate = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
       Effect.sync(() => {
         keys.delete(tenantKeyOf(scope))
-        secrets.delete(tenantKeyOf(scope))
+        secrets.delete(`${tenantKeyOf(scope)}\u0000webhook_secret`)
+        secrets.delete(`${tenantKeyOf(scope)}\u0000event_destination_secret`)
       })
 
-    return { refFor, refForOperation, refOfStored, webhookSecretFor, invalidate } as const
+    return { refFor, refForOperation, refOfStored, webhookSecretFor, eventDestinationSecretFor, invalidate } as const
   })
 }) {}

@@ -55,6 +55,7 @@ export const ops = {
     host: "meter_events",
     resendSafe: true
   },
+  retrieveV2Event: { name: "retrieve_v2_event", endpoint: "GET /v2/core/events/:id", host: "api" },
   listSummaries: {
     name: "list_meter_event_summaries",
     endpoint: "GET /v1/billing/meters/:id/event_summaries",

@@ -103,6 +103,19 @@ export interface MeterEventSummaryQuery {
   readonly endTime: Date
 }
 
+/**
+ * A v2 event as `GET /v2/core/events/:id` returns it (https://docs.stripe.com/api/v2/core/events/object):
+ * the full event behind a thin notification. `data` is read by whoever knows the event type.
+ */
+export interface StripeV2Event {
+  readonly id: string
+  readonly type: string
+  /** The connected account the event belongs to (`context`), or null for the account itself. */
+  readonly context: string | null
+  readonly relatedObject: { readonly id: string; readonly type: string } | null
+  readonly data: unknown
+}
+
 export interface StripeClientService {
   /** GET /v1/account — connection test. */
   readonly retrieveAccount: (ref: StripeAccountRef) => Effect.Effect<StripeAccountInfo, StripeError>
@@ -141,6 +154,8 @@ export interface StripeClientService {
     ref: StripeAccountRef,
     query: MeterEventSummaryQuery
   ) => Effect.Effect<ReadonlyArray<MeterEventSummary>, StripeError>
+  /** GET /v2/core/events/:id, with `Stripe-Context` when the event belongs to a connected account. */
+  readonly retrieveV2Event: (ref: StripeAccountRef, eventId: string, context: string | null) => Effect.Effect<StripeV2Event, StripeError>
   /** The tenant's breaker state (for /v1/stripe/sync/status and tests). */
   readonly circuitState: (ref: StripeAccountRef) => Effect.Effect<CircuitBreaker.CircuitStateName>
 }

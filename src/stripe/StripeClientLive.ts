@@ -16,6 +16,7 @@ import type {
   MeterEventSummaryQuery,
   StripeAccountInfo,
   StripeAccountRef,
+  StripeV2Event,
   StripeClientService,
   StripeCustomer,
   StripeCustomerPage,
@@ -250,6 +251,31 @@ const retrieveAccount = (ref: StripeAccountRef) =>
       )
     }
 
+    // ---- v2 events (event destinations)
+
+    const retrieveV2Event = (ref: StripeAccountRef, eventId: string, context: string | null) =>
+      plain(
+        execute(
+          ref,
+          ops.retrieveV2Event,
+          (sdk) => sdk.api.v2.core.events.retrieve(eventId, {}, context === null ? {} : { stripeContext: context }),
+          { attributes: { "stripe.event_id": eventId } }
+        )
+      ).pipe(
+        Effect.map((e): StripeV2Event => {
+          const raw = e as unknown as { id: string; type: string; context?: unknown; related_object?: unknown; data?: unknown }
+          const related = raw.related_object as { id?: unknown; type?: unknown } | null | undefined
+          return {
+            id: raw.id,
+            type: raw.type,
+            context: typeof raw.context === "string" ? raw.context : raw.context == null ? null : String(raw.context),
+            relatedObject:
+              related && typeof related.id === "string" ? { id: related.id, type: typeof related.type === "string" ? related.type : "" } : null,
+            data: raw.data ?? null
+          }
+        })
+      )
+
     const circuitState = (ref: StripeAccountRef) => tenants.withTenant(ref, (t) => t.breaker.state)
 
     return {
@@ -262,6 +288,7 @@ const retrieveAccount = (ref: StripeAccountRef) =>
       sendMeterEventsStream,
       sendMeterEventV1,
       listMeterEventSummaries,
+      retrieveV2Event,
       circuitState
     } satisfies StripeClientService
   })

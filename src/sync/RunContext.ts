@@ -14,6 +14,7 @@ import type { Either, Option, Ref } from "effect"
 import type { TenantScope } from "../domain/Ids.js"
 import type { EventStoreShape } from "../events/EventStore.js"
 import type { ErrorReporterService } from "../observability/ErrorReporter.js"
+import type { BatchRepairRepo } from "../repositories/BatchRepairRepo.js"
 import type { CustomerMappingRepo } from "../repositories/CustomerMappingRepo.js"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
@@ -78,6 +79,8 @@ export interface SyncDeps {
   readonly sql: PgClient.PgClient
   readonly store: EventStoreShape
   readonly repo: SyncBatchRepo
+  /** re-queues of batches Stripe dropped (error reports) once their mapping changed */
+  readonly repairs: BatchRepairRepo
   readonly customerMappings: CustomerMappingRepo
   readonly accounts: StripeAccounts
   readonly stripe: StripeClientService

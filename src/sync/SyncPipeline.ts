@@ -38,6 +38,7 @@ import { CustomerMappingRepo } from "../repositories/CustomerMappingRepo.js"
 import { MeterMappingRepo } from "../repositories/MeterMappingRepo.js"
 import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
+import { BatchRepairRepo } from "../repositories/BatchRepairRepo.js"
 import { WindowGridRepo } from "../repositories/WindowGridRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
@@ -45,6 +46,7 @@ import { makeMeterSupport } from "./MeterSupport.js"
 import { manualRange, plan, supportedMeters, WindowNotClosed } from "./Planning.js"
 import { push } from "./Push.js"
 import { reevaluate } from "./Reevaluation.js"
+import { requeueRepaired } from "./Repairs.js"
 import type { PushCounters, RunContext, RunOptions, RunReport, SyncDeps, WindowRange, WindowReport } from "./RunContext.js"
 import { countBatches, ledgerGauges, successRatio } from "./SyncMetrics.js"
 import { SyncSettings } from "./SyncSettings.js"
@@ -110,7 +112,8 @@ const runStages = (ctx: RunContext, runId: string | null, excludedEvents: number
       } satisfies RunReport
     }
 
-    // ---- re-evaluate, push
+    // ---- re-queue repaired drops, re-evaluate, push
+    yield* requeueRepaired(deps.repairs, ctx.now)
     yield* reevaluate(ctx)
     const counters = yield* Ref.make<PushCounters>({ synced: 0, failed: 0, skipped: 0, requests: 0, stop: null })
     const pushError = yield* push(ctx, counters).pipe(
@@ -148,6 +151,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
       sql: yield* PgClient.PgClient,
       store: yield* EventStore,
       repo: yield* SyncBatchRepo,
+      repairs: yield* BatchRepairRepo,
       customerMappings: yield* CustomerMappingRepo,
       accounts: yield* StripeAccounts,
       stripe: yield* StripeClient,
