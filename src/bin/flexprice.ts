@@ -15,6 +15,7 @@ import { Logging } from "../observability/Logging.js"
 import { Telemetry } from "../observability/Telemetry.js"
 import { runStandalone } from "../stripe-emulator/index.js"
 import { SyncScheduler } from "../sync/index.js"
+import { ReconciliationSchedulerLive } from "../sync/ScheduledReconciliation.js"
 import { rotateKeys } from "../security/KeyRotation.js"
 import { RetentionLive } from "../db/Retention.js"
 import { PendingSweeperLive } from "../events/PendingSweeper.js"
@@ -26,7 +27,7 @@ const serve = Command.make("serve", {}, () =>
     const db = yield* DatabaseConfig
     yield* Effect.logInfo(`starting flexprice with ${Database.describe(db)}`)
     return yield* Layer.launch(
-      Layer.mergeAll(HttpServerLive, SyncScheduler.layer, RetentionLive, PendingSweeperLive).pipe(Layer.provide(AppLive), Layer.provide(Telemetry.layer))
+      Layer.mergeAll(HttpServerLive, SyncScheduler.layer, ReconciliationSchedulerLive, RetentionLive, PendingSweeperLive).pipe(Layer.provide(AppLive), Layer.provide(Telemetry.layer))
     )
   })
 ).pipe(Command.withDescription("Run the HTTP API and the hourly Stripe sync schedule (migrations run first)"))

@@ -24,8 +24,6 @@ const metricValue = async (h: SyncHarness, name: string, labels: string): Promis
   return line === undefined ? 0 : Number(line.split(" ").pop())
 }
 
-const flushDestination = (h: SyncHarness) => Effect.runPromise(h.emulator.eventDestination.flush)
-
 forEachBackend(["pglite", "postgres"], (backend) => {
   describe(`v2 stream error reports (${backend})`, () => {
     let h: SyncHarness
