@@ -190,6 +190,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
 
     it("rotates every secret to the newest key while requests keep being served", async () => {
       await configure(h)
+      const dest = await h.app.request("PUT", "/v1/stripe/config", { event_destination_secret: "whsec_rotation_destination" })
+      expect([dest.status, dest.body.event_destination_secret_set]).toEqual([200, true])
       const ring = Encryption.layerFromKeys([
         { version: "2", key: key2 },
         { version: "1", key: key1 }
@@ -202,7 +204,11 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
           const current = yield* Encryption
           const old = yield* Encryption.fromKeys([{ version: "1", key: key1 }])
           for (const row of yield* repo.listAllStored) {
-            for (const [column, cipher] of [["api_key", row.apiKeyEncrypted], ["webhook_secret", row.webhookSecretEncrypted]] as const) {
+            for (const [column, cipher] of [
+              ["api_key", row.apiKeyEncrypted],
+              ["webhook_secret", row.webhookSecretEncrypted],
+              ["event_destination_secret", row.eventDestinationSecretEncrypted]
+            ] as const) {
               if (cipher === null) continue
               const plain = yield* current.decrypt(cipher)
               yield* repo.swapCiphertext(row.scope, column, cipher, yield* old.encrypt(plain), "1")
@@ -232,11 +238,14 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       ])
       expect(statuses.every((s) => s === 200)).toBe(true)
       expect(report).toMatchObject({ newestVersion: "2", failed: [] })
-      expect((report as any).rotated).toBeGreaterThanOrEqual(2)
-      const rows = await h.sql(`SELECT api_key_encrypted, webhook_secret_encrypted, key_version FROM stripe_tenant_configs`)
+      expect((report as any).rotated).toBeGreaterThanOrEqual(3)
+      const rows = await h.sql(
+        `SELECT api_key_encrypted, webhook_secret_encrypted, event_destination_secret_encrypted, key_version FROM stripe_tenant_configs`
+      )
       for (const r of rows) {
         expect(String(r["apiKeyEncrypted"])).toMatch(/^v1:2:/)
         expect(String(r["webhookSecretEncrypted"])).toMatch(/^v1:2:/)
+        expect(String(r["eventDestinationSecretEncrypted"])).toMatch(/^v1:2:/)
         expect(r["keyVersion"]).toBe("2")
       }
       // every secret still reads back, under the new ring
