@@ -39,6 +39,9 @@ import { WebhookProcessingFailed, WebhookRejected } from "./WebhookProcessor.js"
 
 export const ERROR_REPORT_TYPES = new Set(["v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"])
 
+/** How long a report waits for a batch it names to leave `sending`, before answering 500 (redelivered). */
+const SENDING_WAIT_MS = 10_000
+
 /** Our send is marked synced a moment after Stripe accepted it; clocks differ a little. */
 const SENT_MARGIN_MS = 5 * 60_000
 
@@ -142,7 +145,16 @@ export class EventDestination extends Effect.Service<EventDestination>()("flexpr
           const identifiers = [
             ...new Set(t.sample_errors.flatMap((s) => (s.request?.identifier ? [s.request.identifier] : [])))
           ]
-          const known = yield* repairs.byIdentifiers(identifiers)
+          // A report can overtake our own bookkeeping of the send it is about (the batch is still
+          // `sending` until Stripe's 200 is recorded): wait for that, briefly; still sending →
+          // 500, and Stripe's redelivery applies the report.
+          let known = yield* repairs.byIdentifiers(identifiers)
+          for (let waited = 0; waited < SENDING_WAIT_MS && known.some((r) => r.syncStatus === "sending"); waited += 200) {
+            yield* Effect.sleep("200 millis")
+            known = yield* repairs.byIdentifiers(identifiers)
+          }
+          if (known.some((r) => r.syncStatus === "sending"))
+            return yield* new ReportUnreadable({ message: "a reported batch is still being sent; the redelivery applies the report" })
           const marked = yield* repairs.markDropped({
             identifiers,
             code: t.code,

@@ -125,6 +125,19 @@ forEachBackend(["pglite", "postgres"], (backend) => {
       expect(all).toBe(O.format(O.sum([...qty.gone, ...qty.kept, ...qty.gone, ...qty.kept])))
     })
 
+    it("a report delivered as soon as Stripe emits it (nothing held) marks the batch", async () => {
+      const m = await h.meter("er_fast")
+      const c = await h.customer("er_fast_c")
+      h.emulator.deliveries.hold()
+      await Effect.runPromise(h.emulator.deleteCustomer(c.stripeId!))
+      await h.ingest([{ event_id: "er-fast-1", event_name: m.eventName, external_customer_id: "er_fast_c", timestamp: hoursAgo(4, 1), properties: { qty: "2.5" } }])
+      await h.sync()
+      await Effect.runPromise(h.emulator.eventDestination.flush)
+      const b = (await h.batches()).find((x) => x.customerId === c.customerId)!
+      expect([b.syncStatus, b.errorCode]).toEqual(["failed", "meter_event_customer_not_found"])
+      await Effect.runPromise(h.emulator.deliveries.release())
+    })
+
     it("refuses what it must not trust: bad signature, no secret, another account's context; another tenant's endpoint cannot touch this ledger", async () => {
       const m = await h.meter("er_iso")
       const c = await h.customer("er_iso_c")
