@@ -14,20 +14,19 @@ import { CUSTOMER_CODES, METER_CODES } from "../stripe/MeterErrorCodes.js"
 /** A mapping change that fixed nothing cannot re-queue a batch forever. */
 export const MAX_MAPPING_REQUEUES = 3
 
-export const requeueRepaired = (repairs: BatchRepairRepo, now: number) =>
-  Effect.gen(function* () {
-    const rows = yield* repairs.requeueRepaired({
-      customerCodes: CUSTOMER_CODES,
-      meterCodes: METER_CODES,
-      maxRequeues: MAX_MAPPING_REQUEUES,
-      at: new Date(now)
-    })
-    if (rows.length > 0) {
-      yield* Metric.incrementBy(Metric.tagged(Metrics.syncBatchesRequeuedTotal, "reason", "mapping_fixed"), rows.length)
-      yield* Effect.logInfo("re-queued batches Stripe had dropped, after their mapping changed").pipe(
-        Effect.annotateLogs({ batches: rows.length })
-      )
-    }
-    yield* Effect.annotateCurrentSpan({ "sync.requeued": rows.length })
-    return rows.length
-  }).pipe(Effect.withSpan("sync.requeue_repaired"))
+export const requeueRepaired = Effect.fn("Repairs.requeueRepaired")(function* (repairs: BatchRepairRepo, now: number) {
+  const rows = yield* repairs.requeueRepaired({
+    customerCodes: CUSTOMER_CODES,
+    meterCodes: METER_CODES,
+    maxRequeues: MAX_MAPPING_REQUEUES,
+    at: new Date(now)
+  })
+  if (rows.length > 0) {
+    yield* Metric.incrementBy(Metric.tagged(Metrics.syncBatchesRequeuedTotal, "reason", "mapping_fixed"), rows.length)
+    yield* Effect.logInfo("re-queued batches Stripe had dropped, after their mapping changed").pipe(
+      Effect.annotateLogs({ batches: rows.length })
+    )
+  }
+  yield* Effect.annotateCurrentSpan({ "sync.requeued": rows.length })
+  return rows.length
+})

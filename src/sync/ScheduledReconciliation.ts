@@ -176,7 +176,7 @@ export const repairMissing = (settings: ReconciliationSettings) =>
       requeued,
       needsReview: review
     } satisfies RepairReport
-  }).pipe(Effect.withSpan("sync.reconcile_repair"))
+  }).pipe(Effect.withSpan("ScheduledReconciliation.repairMissing"))
 
 /** One scheduled pass over every sync-enabled tenant environment. */
 export const reconcileAllTenants = (settings: ReconciliationSettings) =>
@@ -207,7 +207,7 @@ export const reconcileAllTenants = (settings: ReconciliationSettings) =>
         )
       )
     }
-  }).pipe(Effect.withSpan("sync.reconcile_scheduled"))
+  }).pipe(Effect.withSpan("ScheduledReconciliation.reconcileAllTenants"))
 
 /** Add to `serve` next to SyncScheduler.layer. */
 export const ReconciliationSchedulerLive = Layer.scopedDiscard(

@@ -243,7 +243,7 @@ export class EventDestination extends Effect.Service<EventDestination>()("flexpr
           }),
           Effect.ensuring(Effect.flatMap(Clock.currentTimeMillis, (end) => Metric.update(Metrics.webhookDurationSeconds, (end - started) / 1000)))
         )
-      }).pipe(Effect.withSpan("event_destination.receive"))
+      }).pipe(Effect.withSpan("EventDestination.receive"))
 
     const process = (n: typeof Notification.Type, context: string | null) =>
       Effect.gen(function* () {

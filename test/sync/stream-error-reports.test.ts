@@ -12,7 +12,7 @@ import Stripe from "stripe"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { forEachBackend } from "../support/app.js"
 import * as O from "../support/oracle.js"
-import { hoursAgo, type MeterSetup, startSyncHarness, type SyncHarness } from "./support.js"
+import { hoursAgo, type MeterSetup, STRIPE_KEY, startSyncHarness, type SyncHarness } from "./support.js"
 
 const DEST_SECRET = "whsec_destination_item5_0001"
 const HOOK_SECRET = "whsec_webhooks_item5_0001"
@@ -172,7 +172,7 @@ forEachBackend(["pglite", "postgres"], (backend) => {
 
       // A second tenant on the same Stripe account: its endpoint and secret, the same event.
       const t2 = await h.app.newTenant("er-second")
-      const key = await h.app.request("PUT", "/v1/stripe/config", { api_key: "sk_test_51FlexpriceSyncTests000000SECRET4242" }, { apiKey: t2.apiKey })
+      const key = await h.app.request("PUT", "/v1/stripe/config", { api_key: STRIPE_KEY }, { apiKey: t2.apiKey })
       expect(key.status).toBe(200)
       const url2 = `${h.app.baseUrl}/webhooks/stripe-events/${t2.scope.tenantId}/${t2.scope.environmentId}`
       const notSet = await post(url2, thin(null), DEST_SECRET)
