@@ -24,7 +24,7 @@
 -- event identifier is a hash of exactly that tuple (src/sync/Identifier.ts; its own unique
 -- constraint was dropped in 0005 for that reason), so identifier uniqueness is unchanged. The
 -- primary key becomes (id, window_start): `id` alone is no longer enforced unique by the
--- database; ids are random 128-bit tokens generated once per batch (src/domain/Ids.ts), and
+-- database; ids are random 120-bit tokens generated once per batch (src/domain/Ids.ts), and
 -- nothing relies on the database to reject a duplicate id. Any unique constraint the old table
 -- has that lacks window_start makes this migration fail rather than silently weaken it.
 -- Archiving frees a row's key, but the key cannot come back: a window pass's sequence comes from
