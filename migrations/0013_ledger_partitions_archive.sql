@@ -34,6 +34,17 @@
 -- Built from the old table's definition (LIKE + its index definitions), so columns and indexes
 -- added by earlier migrations carry over whatever they are.
 
+-- Row-level security (migration 0012, when present): a table rebuilt or created here gets the
+-- tenant policy again through 0012's `flexprice_tenant_rls`, partitions included (they are tables
+-- with a tenant_id column too; queries through the parent use the parent's policy). Without 0012
+-- this does nothing.
+CREATE OR REPLACE FUNCTION flexprice_ledger_guard(tbl regclass) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF to_regprocedure('flexprice_tenant_rls(regclass)') IS NOT NULL THEN
+    EXECUTE format('SELECT flexprice_tenant_rls(%L::regclass)', tbl::text);
+  END IF;
+END $$;
+
 DO $$
 DECLARE
   idx text;
@@ -88,6 +99,9 @@ BEGIN
   FOREACH idx IN ARRAY COALESCE(defs, ARRAY[]::text[]) LOOP
     EXECUTE regexp_replace(idx, ' ON (\S+\.)?stripe_sync_batches_unpartitioned ', ' ON stripe_sync_batches ');
   END LOOP;
+
+  PERFORM flexprice_ledger_guard('stripe_sync_batches'::regclass);
+  PERFORM flexprice_ledger_guard(i.inhrelid::regclass) FROM pg_inherits i WHERE i.inhparent = 'stripe_sync_batches'::regclass;
 END $$;
 
 ANALYZE stripe_sync_batches;
@@ -115,6 +129,7 @@ CREATE INDEX stripe_sync_ledger_archive_carry_idx ON stripe_sync_ledger_archive 
   WHERE carry <> 0;
 -- Reconciliation reads a time range of one tenant.
 CREATE INDEX stripe_sync_ledger_archive_hour_idx ON stripe_sync_ledger_archive (tenant_id, environment_id, hour);
+SELECT flexprice_ledger_guard('stripe_sync_ledger_archive'::regclass);
 
 -- Partition upkeep: creates the missing months from `from_month` (or the oldest row in the default
 -- partition, if older) up to `through`, moving default rows into their new month, and drops months that end at
@@ -145,6 +160,7 @@ BEGIN
       EXECUTE format('WITH moved AS (DELETE FROM stripe_sync_batches_default WHERE window_start >= %L AND window_start < %L RETURNING *)
         INSERT INTO %I SELECT * FROM moved', m, m + interval '1 month', part);
       EXECUTE format('ALTER TABLE stripe_sync_batches ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part, m, m + interval '1 month');
+      PERFORM flexprice_ledger_guard(part::regclass);
       n_created := n_created + 1;
     END IF;
     m := m + interval '1 month';

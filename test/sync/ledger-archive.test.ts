@@ -123,7 +123,7 @@ forEachBackend(["pglite", "postgres"], (backend) =>
             .sort()
         )
       )
-    })
+    }, 180_000)
 
     it("partitions the ledger by month; months past the horizon that emptied are dropped", async () => {
       h = await startSyncHarness({ backend })

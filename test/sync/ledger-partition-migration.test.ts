@@ -90,6 +90,6 @@ forEachBackend(["pglite", "postgres"], (backend) =>
             1, 1, identifier, 'pending', now() FROM stripe_sync_batches WHERE id = 'ssb_45'`)
         await expect(duplicate).rejects.toThrow(/duplicate key|unique/)
       })
-    })
+    }, 180_000) // every migration on a fresh in-process PGlite: slow on a loaded machine
   })
 )

@@ -1,10 +1,16 @@
-import {PGlite} from '@electric-sql/pglite'
-const N = Number(process.env.N ?? 40000)
+/**
+ * The ledger on PGlite, plain vs partitioned by month (issue #18 item 5: partition on PGlite too
+ * only if it costs nothing measurable). Same columns and indexes as the ledger's hot paths: pages
+ * of 2,000 batches inserted (unnest), marked sending then synced by id = ANY, then carry reads.
+ * Usage: npx tsx bench/ledger-partitions.ts plain|part [rows]   (run each a few times: noisy)
+ */
+import { PGlite } from "@electric-sql/pglite"
+const N = Number(process.argv[3] ?? 40000)
 const cols = `id text NOT NULL, tenant_id text NOT NULL, environment_id text NOT NULL, customer_id text NOT NULL, meter_id text NOT NULL,
  event_type text NOT NULL, window_start timestamptz NOT NULL, window_end timestamptz NOT NULL, sequence int NOT NULL,
  aggregated_quantity numeric(38,12) NOT NULL, sent_quantity numeric(38,12), event_count bigint NOT NULL, identifier text NOT NULL,
  sync_status text NOT NULL, synced_at timestamptz, updated_at timestamptz NOT NULL DEFAULT now()`
-const run = async (partitioned) => {
+const run = async (partitioned: boolean) => {
   const db = new PGlite()
   if (partitioned) {
     await db.exec(`CREATE TABLE b (${cols}, PRIMARY KEY (id, window_start), UNIQUE (tenant_id, environment_id, customer_id, meter_id, event_type, window_start, sequence)) PARTITION BY RANGE (window_start);
@@ -17,7 +23,7 @@ const run = async (partitioned) => {
   const t0 = performance.now()
   const page = 2000
   for (let i = 0; i < N; i += page) {
-    const ids = [], cs = [], ws = []
+    const ids: Array<string> = [], cs: Array<string> = [], ws: Array<string> = []
     for (let j = i; j < i + page; j++) { ids.push('b' + j); cs.push('c' + (j % 5000)); ws.push(new Date(Date.UTC(2026, 9 + Math.floor(j / (N/2)) , 1 + (Math.floor(j/5000)%27), 0)).toISOString()) }
     await db.query(`INSERT INTO b (id, tenant_id, environment_id, customer_id, meter_id, event_type, window_start, window_end, sequence, aggregated_quantity, sent_quantity, event_count, identifier, sync_status)
       SELECT r.id, 't', 'e', r.c, 'm', 'ev', r.w, r.w + interval '1 hour', 1, 1.5, 1, 3, r.id, 'pending' FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS r(id, c, w)`, [ids, cs, ws])
