@@ -56,6 +56,8 @@ forEachBackend(["pglite", "postgres"], (backend) =>
   describe(`0013 ledger partitions migration (${backend})`, () => {
     it("copies an existing ledger into monthly partitions with its keys and indexes", async () => {
       await withDatabase(backend, async (q) => {
+        // the migrator's own bookkeeping table, which migrations may refer to (0012 revokes on it)
+        await q(`CREATE TABLE effect_sql_migrations (migration_id integer PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(), name text NOT NULL)`)
         for (const f of files.filter((f) => numberOf(f) < ARCHIVE_MIGRATION)) await q(fs.readFileSync(`${migrationsDir}/${f}`, "utf8"))
         // 90 batches over ~three months, with exact quantities that a copy must keep to the digit
         await q(`INSERT INTO stripe_sync_batches (id, tenant_id, environment_id, customer_id, meter_id, event_type, window_start,
