@@ -2,8 +2,9 @@
 --
 -- 1. `stripe_sync_batches` becomes a table partitioned by month of `window_start` (UTC), on
 --    PostgreSQL and PGlite alike (on PGlite the cost measured within noise, BENCHMARKS.md "Ledger
---    partitions on PGlite", and PGlite runs no autovacuum: deleted rows of a plain table would never
---    be reclaimed, an emptied month is dropped whole). Rows are copied from the old table. Each month is a partition
+--    partitions on PGlite", and PGlite runs no autovacuum: rows deleted from a plain table would
+--    stay as dead rows until a VACUUM, an emptied month is dropped whole). Rows are copied from the
+--    old table. Each month is a partition
 --    `stripe_sync_batches_pYYYYMM`; a DEFAULT partition catches a month that has none yet, and
 --    `flexprice_ledger_partitions` (below, run by the hourly retention pass) creates the coming
 --    months, moves any default rows into their month and drops emptied months past the horizon.
