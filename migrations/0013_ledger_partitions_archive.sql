@@ -12,12 +12,13 @@
 -- 2. `stripe_sync_ledger_archive`: batches whose windows lie wholly before the retention horizon
 --    (never less than Stripe's 35 days) and that are final (synced or skipped) are deleted from
 --    the ledger and added to one row per (tenant, environment, customer, meter, hour) holding
---    exactly what later reads need (src/repositories/LedgerArchiveRepo.ts):
+--    exactly what later reads need (src/repositories/LedgerArchiveRepo.ts), and to one row per
+--    (tenant, environment, customer, meter) in `stripe_sync_ledger_pairs`:
 --      carry            Σ (aggregated − sent) over the archived batches with a sent quantity:
---                       the whole-unit / 15-digit carry (src/sync/Carry.ts) reads ledger + archive;
+--                       the whole-unit / 15-digit carry (src/sync/Carry.ts) reads ledger + pairs;
 --      synced_*         Σ sent, Σ |sent| and the count of synced batches: reconciliation's hourly
 --                       figures (src/sync/Reconciliation.ts) read ledger + archive;
---      counts, event_count, aggregated_total: the status API's counts and an audit trail.
+--      counts, event_count, aggregated_total: the status counts (pairs) and an audit trail.
 --
 -- Uniqueness (exactly-once) under partitioning. A partitioned table's unique constraints must
 -- contain the partition key. The ledger's exactly-once key is
@@ -126,12 +127,28 @@ CREATE TABLE stripe_sync_ledger_archive (
   archived_at       timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (tenant_id, environment_id, customer_id, meter_id, hour)
 );
--- Carry reads only pairs whose archived batches left something owed.
-CREATE INDEX stripe_sync_ledger_archive_carry_idx ON stripe_sync_ledger_archive (tenant_id, environment_id, customer_id, meter_id)
-  WHERE carry <> 0;
 -- Reconciliation reads a time range of one tenant.
 CREATE INDEX stripe_sync_ledger_archive_hour_idx ON stripe_sync_ledger_archive (tenant_id, environment_id, hour);
 SELECT flexprice_ledger_guard('stripe_sync_ledger_archive'::regclass);
+
+-- The same archive per (tenant, environment, customer, meter): one row per pair whatever the age of
+-- the ledger, so the carry read of every sync run and the status counts stay O(pairs), not
+-- O(archived hours). Written in the same statement as the hourly rows.
+CREATE TABLE stripe_sync_ledger_pairs (
+  tenant_id         text NOT NULL,
+  environment_id    text NOT NULL,
+  customer_id       text NOT NULL,
+  meter_id          text NOT NULL,
+  carry             numeric NOT NULL DEFAULT 0,
+  aggregated_total  numeric NOT NULL DEFAULT 0,
+  synced_total      numeric NOT NULL DEFAULT 0,
+  synced_batches    bigint NOT NULL DEFAULT 0,
+  skipped_batches   bigint NOT NULL DEFAULT 0,
+  event_count       bigint NOT NULL DEFAULT 0,
+  archived_at       timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, environment_id, customer_id, meter_id)
+);
+SELECT flexprice_ledger_guard('stripe_sync_ledger_pairs'::regclass);
 
 -- Partition upkeep: creates the missing months from `from_month` (or the oldest row in the default
 -- partition, if older) up to `through`, moving default rows into their new month, and drops months that end at

@@ -1,14 +1,15 @@
 /**
  * The ledger's archive (migrations/0013): final batches (synced or skipped) whose windows lie
- * wholly before the retention horizon leave `stripe_sync_batches` and are added to
- * `stripe_sync_ledger_archive`, one row per (tenant, environment, customer, meter, UTC hour), in
- * the same statement, so every reader sees a batch either in the ledger or in the archive, never
- * in both or neither. What the archive keeps is what the ledger's later readers need:
- *   - `carry`: Σ (aggregated − sent) of the archived batches with a sent quantity, added to the
- *     ledger's own by SyncBatchRepo.outstanding (the whole-unit / 15-digit carry, src/sync/Carry.ts);
- *   - `synced_total`, `synced_abs_total`, `synced_batches`: SyncBatchRepo.syncedHourly adds them to
- *     the ledger's hourly figures for reconciliation (src/sync/Reconciliation.ts);
- *   - counts for the status API.
+ * wholly before the retention horizon leave `stripe_sync_batches` and are added, in the same
+ * statement (so every reader sees a batch either in the ledger or in the archive, never in both
+ * or neither), to two summaries holding what the ledger's later readers need:
+ *   - `stripe_sync_ledger_pairs`, one row per (tenant, environment, customer, meter): `carry`,
+ *     Σ (aggregated − sent) of the archived batches with a sent quantity, which
+ *     SyncBatchRepo.outstanding adds to the ledger's own (the whole-unit / 15-digit carry,
+ *     src/sync/Carry.ts), and the archived counts SyncBatchRepo.statusCounts adds;
+ *   - `stripe_sync_ledger_archive`, one row per pair and UTC hour: `synced_total`,
+ *     `synced_abs_total`, `synced_batches`, which SyncBatchRepo.syncedHourly adds to the ledger's
+ *     hourly figures for reconciliation (src/sync/Reconciliation.ts).
  * Batch-level detail (GET /v1/stripe/sync/batches, ids, identifiers, errors) is gone for archived
  * windows: Stripe accepts nothing for them any more (35-day horizon), so nothing is resent,
  * verified or re-evaluated there (Push.ts / ResendGuard.ts / Reevaluation.ts only look inside
@@ -36,7 +37,7 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
      * into the archive. One statement: the DELETE and the additive upsert commit together.
      */
     const archiveChunk = (cutoff: Date, limit: number) =>
-      sql<{ batches: string; summaries: string }>`
+      sql<{ batches: string; summaries: string; pairs: string }>`
         WITH victims AS (
           SELECT id, window_start FROM stripe_sync_batches
           WHERE window_start < ${cutoff} AND window_end <= ${cutoff} AND sync_status IN ('synced', 'skipped')
@@ -71,8 +72,24 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
             event_count = a.event_count + EXCLUDED.event_count,
             archived_at = now()
           RETURNING 1
+        ), paired AS (
+          INSERT INTO stripe_sync_ledger_pairs AS p (tenant_id, environment_id, customer_id, meter_id, carry,
+            aggregated_total, synced_total, synced_batches, skipped_batches, event_count)
+          SELECT tenant_id, environment_id, customer_id, meter_id, SUM(carry), SUM(aggregated_total), SUM(synced_total),
+            SUM(synced_batches), SUM(skipped_batches), SUM(event_count)
+          FROM rolled GROUP BY 1, 2, 3, 4
+          ON CONFLICT (tenant_id, environment_id, customer_id, meter_id) DO UPDATE SET
+            carry = p.carry + EXCLUDED.carry,
+            aggregated_total = p.aggregated_total + EXCLUDED.aggregated_total,
+            synced_total = p.synced_total + EXCLUDED.synced_total,
+            synced_batches = p.synced_batches + EXCLUDED.synced_batches,
+            skipped_batches = p.skipped_batches + EXCLUDED.skipped_batches,
+            event_count = p.event_count + EXCLUDED.event_count,
+            archived_at = now()
+          RETURNING 1
         )
-        SELECT (SELECT COUNT(*) FROM moved) AS batches, (SELECT COUNT(*) FROM written) AS summaries`.pipe(
+        SELECT (SELECT COUNT(*) FROM moved) AS batches, (SELECT COUNT(*) FROM written) AS summaries,
+          (SELECT COUNT(*) FROM paired) AS pairs`.pipe(
         Effect.map((rows) => ({ batches: Number(rows[0]?.batches ?? 0), summaries: Number(rows[0]?.summaries ?? 0) }))
       )
 

@@ -234,7 +234,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
     /**
      * Σ aggregated − Σ sent per (customer, meter) over batches with a sent quantity: what the next
      * batch of that pair still owes Stripe (whole-unit fractions, digits beyond 15). Archived
-     * batches count through their summary's `carry` (LedgerArchiveRepo.ts); one statement, so an
+     * batches count through their pair's `carry` (LedgerArchiveRepo.ts); one statement, so an
      * archive pass moving rows meanwhile cannot make a batch count twice or not at all.
      */
     const outstanding = (customerIds: ReadonlyArray<string>, meterIds: ReadonlyArray<string>) =>
@@ -252,7 +252,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
                   AND customer_id = ANY(${textArray(customerIds)}::text[])
                 UNION ALL
                 SELECT customer_id, meter_id, carry
-                FROM stripe_sync_ledger_archive
+                FROM stripe_sync_ledger_pairs
                 WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND carry <> 0
                   AND meter_id = ANY(${textArray(meterIds)}::text[])
                   AND customer_id = ANY(${textArray(customerIds)}::text[])
@@ -484,7 +484,7 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
           UNION ALL
           -- archived batches: final ones, counted without their skip reason
           SELECT s.status, NULL, s.n FROM (
-            SELECT SUM(synced_batches) AS synced, SUM(skipped_batches) AS skipped FROM stripe_sync_ledger_archive
+            SELECT SUM(synced_batches) AS synced, SUM(skipped_batches) AS skipped FROM stripe_sync_ledger_pairs
             WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
           ) a CROSS JOIN LATERAL (VALUES ('synced', a.synced), ('skipped', a.skipped)) AS s(status, n)
           WHERE s.n > 0
