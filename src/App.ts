@@ -23,6 +23,7 @@ import { Encryption } from "./security/Encryption.js"
 import { StripeAccounts } from "./stripe/StripeAccounts.js"
 import { StripeClient } from "./stripe/StripeClient.js"
 import { WebhookEventRepo } from "./repositories/WebhookEventRepo.js"
+import { LedgerArchiveRepo } from "./repositories/LedgerArchiveRepo.js"
 import { WindowGridRepo } from "./repositories/WindowGridRepo.js"
 import { WebhookProcessor } from "./webhooks/WebhookProcessor.js"
 import { EventDestination } from "./webhooks/EventDestination.js"
@@ -55,7 +56,8 @@ export const StripeBaseLive = Layer.mergeAll(
   CustomerMappingRepo.Default,
   WebhookEventRepo.Default,
   WindowGridRepo.Default,
-  BatchRepairRepo.Default
+  BatchRepairRepo.Default,
+  LedgerArchiveRepo.Default
 )
 
 export const StripeServicesLive = Layer.mergeAll(WebhookProcessor.Default, EventDestination.Default, MasterKeyCheckLive).pipe(

@@ -1,11 +1,20 @@
 /**
- * Retention: webhook deliveries and sync run records older than a configured age are pruned,
- * hourly, by `serve`. Sync batches are NOT pruned: the ledger is the proof of what Stripe was
- * sent, and whole-unit carries are derived from it (aggregated − sent over all batches).
+ * Retention, hourly inside `serve`:
+ *   - webhook deliveries and sync run records older than a configured age are deleted;
+ *   - final sync batches (synced, skipped) whose windows are older than
+ *     FLEXPRICE_RETENTION_SYNC_BATCHES_DAYS (never less than Stripe's 35-day horizon) are
+ *     archived: moved into per-(customer, meter, hour) summaries that keep the whole-unit carry
+ *     and reconciliation's figures exact (src/repositories/LedgerArchiveRepo.ts). Pending, sending
+ *     and failed batches stay whatever their age: they await a run or an operator;
+ *   - the ledger's monthly partitions are created ahead and emptied past months dropped.
  */
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Config, Effect, Layer, Schedule } from "effect"
+import { LedgerArchiveRepo } from "../repositories/LedgerArchiveRepo.js"
 import { WebhookEventRepo } from "../repositories/WebhookEventRepo.js"
+import { STRIPE_MAX_AGE_MS } from "../sync/Windows.js"
+
+const STRIPE_BATCH_HORIZON_DAYS = STRIPE_MAX_AGE_MS / 86_400_000
 
 const days = (name: string, fallback: number) =>
   Config.integer(name).pipe(
@@ -15,10 +24,49 @@ const days = (name: string, fallback: number) =>
 
 export const RetentionConfig = Config.all({
   webhookEventDays: days("FLEXPRICE_RETENTION_WEBHOOK_EVENTS_DAYS", 90),
-  syncRunDays: days("FLEXPRICE_RETENTION_SYNC_RUNS_DAYS", 90)
+  syncRunDays: days("FLEXPRICE_RETENTION_SYNC_RUNS_DAYS", 90),
+  // Inside Stripe's horizon a batch may still be sent, verified against Stripe (ResendGuard) or
+  // re-evaluated, and all of that reads batch rows: archiving there would lose them.
+  syncBatchDays: Config.integer("FLEXPRICE_RETENTION_SYNC_BATCHES_DAYS").pipe(
+    Config.withDefault(STRIPE_BATCH_HORIZON_DAYS),
+    Config.validate({
+      message: `expected a whole number of days ≥ ${STRIPE_BATCH_HORIZON_DAYS} (Stripe's meter event horizon)`,
+      validation: (n) => n >= STRIPE_BATCH_HORIZON_DAYS
+    })
+  )
 })
 
 const DAY_MS = 86_400_000
+const HOUR_MS = 3_600_000
+/** Months of ledger partitions created ahead of the current one. */
+const PARTITION_MONTHS_AHEAD = 2
+
+/**
+ * Where archiving stops: `days` before now, down to an hour boundary, one more hour earlier. The
+ * hour boundary keeps reconciliation's hours whole; the extra hour keeps clear of the hour a
+ * batch at the very edge of Stripe's horizon may still be verified against (ResendGuard reads
+ * the whole hour of its batch).
+ */
+export const archiveCutoff = (nowMs: number, days: number): Date =>
+  new Date(Math.floor((nowMs - days * DAY_MS) / HOUR_MS) * HOUR_MS - HOUR_MS)
+
+/** Archives the ledger before the configured horizon as of `now` and keeps its partitions in shape. */
+export const archiveLedgerAt = Effect.fn("Retention.archiveLedger")(function* (now: number) {
+  const config = yield* RetentionConfig
+  const archive = yield* LedgerArchiveRepo
+  const cutoff = archiveCutoff(now, config.syncBatchDays)
+  const moved = yield* archive.archiveBefore(cutoff)
+  const partitions = yield* archive.maintainPartitions(new Date(now), PARTITION_MONTHS_AHEAD, cutoff)
+  if (moved.batches + partitions.created + partitions.dropped > 0)
+    yield* Effect.logInfo("ledger archived", {
+      batches: moved.batches,
+      summaries: moved.summaries,
+      partitions_created: partitions.created,
+      partitions_dropped: partitions.dropped,
+      cutoff: cutoff.toISOString()
+    })
+  return { cutoff, ...moved, partitionsCreated: partitions.created, partitionsDropped: partitions.dropped }
+})
 
 /** One pruning pass; returns how many rows went. */
 export const pruneOnce = Effect.gen(function* () {
@@ -29,7 +77,8 @@ export const pruneOnce = Effect.gen(function* () {
   const webhookEvents = yield* webhooks.pruneBefore(new Date(now - config.webhookEventDays * DAY_MS))
   const syncRuns = (yield* sql`DELETE FROM stripe_sync_runs WHERE started_at < ${new Date(now - config.syncRunDays * DAY_MS)} RETURNING id`).length
   if (webhookEvents + syncRuns > 0) yield* Effect.logInfo("retention pruned old rows", { webhook_events: webhookEvents, sync_runs: syncRuns })
-  return { webhookEvents, syncRuns }
+  const ledger = yield* archiveLedgerAt(now)
+  return { webhookEvents, syncRuns, archivedBatches: ledger.batches }
 }).pipe(Effect.withSpan("retention.prune"))
 
 /** Hourly pruning inside `serve`; a failed pass is logged and retried next hour. */

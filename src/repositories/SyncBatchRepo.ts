@@ -233,19 +233,30 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
 
     /**
      * Σ aggregated − Σ sent per (customer, meter) over batches with a sent quantity: what the next
-     * batch of that pair still owes Stripe (whole-unit fractions, digits beyond 15).
+     * batch of that pair still owes Stripe (whole-unit fractions, digits beyond 15). Archived
+     * batches count through their pair's `carry` (LedgerArchiveRepo.ts); one statement, so an
+     * archive pass moving rows meanwhile cannot make a batch count twice or not at all.
      */
     const outstanding = (customerIds: ReadonlyArray<string>, meterIds: ReadonlyArray<string>) =>
       customerIds.length === 0 || meterIds.length === 0
         ? Effect.succeed(new Map<string, string>())
         : Effect.flatMap(CurrentTenant, (t) =>
             sql<{ customerId: string; meterId: string; outstanding: string }>`
-              SELECT customer_id, meter_id, SUM(aggregated_quantity - sent_quantity)::text AS outstanding
-              FROM stripe_sync_batches
-              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-                AND sent_quantity IS NOT NULL AND sent_quantity <> aggregated_quantity
-                AND meter_id = ANY(${textArray(meterIds)}::text[])
-                AND customer_id = ANY(${textArray(customerIds)}::text[])
+              SELECT customer_id, meter_id, SUM(owed)::text AS outstanding
+              FROM (
+                SELECT customer_id, meter_id, aggregated_quantity - sent_quantity AS owed
+                FROM stripe_sync_batches
+                WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+                  AND sent_quantity IS NOT NULL AND sent_quantity <> aggregated_quantity
+                  AND meter_id = ANY(${textArray(meterIds)}::text[])
+                  AND customer_id = ANY(${textArray(customerIds)}::text[])
+                UNION ALL
+                SELECT customer_id, meter_id, carry
+                FROM stripe_sync_ledger_pairs
+                WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND carry <> 0
+                  AND meter_id = ANY(${textArray(meterIds)}::text[])
+                  AND customer_id = ANY(${textArray(customerIds)}::text[])
+              ) owed
               GROUP BY customer_id, meter_id`
           ).pipe(Effect.map((rows) => new Map(rows.map((r) => [pairKey(r.customerId, r.meterId), Decimal.normalize(r.outstanding)]))))
 
@@ -467,9 +478,18 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
       ).pipe(Effect.map((rows) => rows.map(toBatch)))
 
     const statusCounts = Effect.flatMap(CurrentTenant, (t) =>
-      sql<{ syncStatus: SyncStatus; skipReason: string | null; n: string }>`SELECT sync_status, skip_reason, COUNT(*) AS n
-        FROM stripe_sync_batches WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-        GROUP BY sync_status, skip_reason`
+      sql<{ syncStatus: SyncStatus; skipReason: string | null; n: string }>`SELECT sync_status, skip_reason, SUM(n) AS n FROM (
+          SELECT sync_status, skip_reason, COUNT(*) AS n
+          FROM stripe_sync_batches WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+          GROUP BY sync_status, skip_reason
+          UNION ALL
+          -- archived batches: final ones, counted without their skip reason
+          SELECT s.status, NULL, s.n FROM (
+            SELECT SUM(synced_batches) AS synced, SUM(skipped_batches) AS skipped FROM stripe_sync_ledger_pairs
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+          ) a CROSS JOIN LATERAL (VALUES ('synced', a.synced), ('skipped', a.skipped)) AS s(status, n)
+          WHERE s.n > 0
+        ) counts GROUP BY sync_status, skip_reason`
     ).pipe(Effect.map((rows) => rows.map((r) => ({ status: r.syncStatus, skipReason: r.skipReason, count: Number(r.n) }))))
 
     const recentStats = (since: Date) =>
@@ -502,15 +522,27 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
           AND sync_status IN ('pending', 'sending', 'failed')`
     ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]?.windowStart), (d) => new Date(d))))
 
-    /** Synced totals per (customer, meter, hour) in [from, to), for reconciliation. */
+    /**
+     * Synced totals per (customer, meter, hour) in [from, to), for reconciliation; archived hours
+     * from their summaries (`from`/`to` are hour boundaries: Reconciliation.ts rounds them).
+     */
     const syncedHourly = (from: Date, to: Date) =>
       Effect.flatMap(CurrentTenant, (t) =>
         sql<{ customerId: string; meterId: string; hour: Date; total: string; absTotal: string; batches: string }>`
-          SELECT customer_id, meter_id, date_trunc('hour', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
-                 SUM(sent_quantity)::text AS total, SUM(ABS(sent_quantity))::text AS abs_total, COUNT(*) AS batches
-          FROM stripe_sync_batches
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-            AND sync_status = 'synced' AND window_start >= ${from} AND window_start < ${to}
+          SELECT customer_id, meter_id, hour, SUM(total)::text AS total, SUM(abs_total)::text AS abs_total, SUM(batches) AS batches
+          FROM (
+            SELECT customer_id, meter_id, date_trunc('hour', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
+                   SUM(sent_quantity) AS total, SUM(ABS(sent_quantity)) AS abs_total, COUNT(*) AS batches
+            FROM stripe_sync_batches
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+              AND sync_status = 'synced' AND window_start >= ${from} AND window_start < ${to}
+            GROUP BY customer_id, meter_id, 3
+            UNION ALL
+            SELECT customer_id, meter_id, hour, synced_total, synced_abs_total, synced_batches
+            FROM stripe_sync_ledger_archive
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+              AND synced_batches > 0 AND hour >= ${from} AND hour < ${to}
+          ) hourly
           GROUP BY customer_id, meter_id, hour
           ORDER BY customer_id, meter_id, hour`
       ).pipe(

@@ -31,7 +31,7 @@ describe("retention", () => {
         return { pruned, left: left.map((r) => r.id) }
       })
     )
-    expect(counts.pruned).toEqual({ webhookEvents: 1, syncRuns: 1 })
+    expect(counts.pruned).toEqual({ webhookEvents: 1, syncRuns: 1, archivedBatches: 0 })
     expect(counts.left).toEqual(["ssr_new", "whe_new"])
   })
 })
