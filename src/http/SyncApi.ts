@@ -59,6 +59,16 @@ export const SyncRun = Schema.Struct({
 export const SyncStatus = Schema.Struct({
   configured: Schema.Boolean,
   sync_enabled: Schema.Boolean,
+  paused: Schema.NullOr(
+    Schema.Struct({
+      code: Schema.String.annotations({ description: "Stripe's refusal, e.g. stripe_authentication_failed" }),
+      message: Schema.String,
+      since: Schema.String
+    })
+  ).annotations({
+    description:
+      "set after Stripe refused the API key (401/403, e.g. a rolled key): nothing is sent and no batch is charged an attempt until PUT /v1/stripe/config changes the configuration or POST /v1/stripe/config/test succeeds"
+  }),
   transport: Schema.NullOr(Schema.String),
   aggregation_window_minutes: Schema.NullOr(Schema.Int),
   grace_period_minutes: Schema.NullOr(Schema.Int),

@@ -154,6 +154,10 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
           return {
             configured: Option.isSome(config),
             sync_enabled: Option.match(config, { onNone: () => false, onSome: (c) => c.syncEnabled }),
+            paused: Option.match(config, {
+              onNone: () => null,
+              onSome: (c) => (c.syncPaused ? { code: c.syncPaused.code, message: c.syncPaused.message, since: iso(c.syncPaused.since) } : null)
+            }),
             transport: Option.match(config, { onNone: () => null, onSome: (c) => c.transport }),
             aggregation_window_minutes: Option.match(config, { onNone: () => null, onSome: (c) => c.aggregationWindowMinutes }),
             grace_period_minutes: Option.match(config, { onNone: () => null, onSome: (c) => c.gracePeriodMinutes }),

@@ -44,7 +44,6 @@ export interface BatchRow {
   readonly sentQuantity: string | null
   readonly eventCount: number
   readonly identifier: string
-  readonly stripeEventId: string | null
   readonly providerMeterId: string | null
   readonly syncStatus: SyncStatus
   readonly skipReason: SkipReason | null
@@ -98,7 +97,7 @@ export const NEEDS_REVIEW = "needs_review"
 
 const BATCH_COLS = `id, customer_id, meter_id, event_type, window_start, window_end, sequence,
   aggregated_quantity::text AS aggregated_quantity, sent_quantity::text AS sent_quantity, event_count, identifier,
-  stripe_event_id, provider_meter_id, sync_status, skip_reason, retry_count, error_code, error_message,
+  provider_meter_id, sync_status, skip_reason, retry_count, error_code, error_message,
   ingested_after, watermark, first_sent_at, created_at, updated_at, synced_at`
 
 interface RawBatch extends Omit<BatchRow, "eventCount" | "retryCount" | "sequence"> {

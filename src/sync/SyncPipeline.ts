@@ -36,7 +36,7 @@ import { IngestWatermark } from "../events/IngestWatermark.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
 import { CustomerMappingRepo } from "../repositories/CustomerMappingRepo.js"
 import { MeterMappingRepo } from "../repositories/MeterMappingRepo.js"
-import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
+import { StripeConfigRepo, type TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import { WindowGridRepo } from "../repositories/WindowGridRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
@@ -76,6 +76,9 @@ const countExcluded = (ctx: RunContext, range: WindowRange, until: Date) =>
 /** A run that ledgers this many batches refreshes the ledger's planner statistics before pushing. */
 const STATISTICS_AFTER_BATCHES = 10_000
 
+/** The run error while the tenant's push is paused after an authentication failure. */
+export const SYNC_PAUSED = "sync_paused"
+
 const noCounts = { windows: 0, batchesCreated: 0, batchesSynced: 0, batchesFailed: 0, batchesSkipped: 0 }
 
 /** Plan, ledger, re-evaluate, push: the run's body between its start and finish rows. */
@@ -111,6 +114,23 @@ const runStages = (ctx: RunContext, runId: string | null, excludedEvents: number
     }
 
     // ---- re-evaluate, push
+    // Paused after Stripe refused the tenant's key (Push.ts): the ledger keeps every window, nothing
+    // is sent or charged an attempt until the configuration changes.
+    if (ctx.config.syncPaused) {
+      return {
+        runId,
+        status: "partial" as const,
+        watermark: ctx.watermark,
+        windows,
+        batchesCreated: created,
+        batchesSynced: 0,
+        batchesFailed: 0,
+        batchesSkipped: skippedAtLedger,
+        stripeRequests: 0,
+        excludedEvents,
+        error: SYNC_PAUSED
+      } satisfies RunReport
+    }
     yield* reevaluate(ctx)
     const counters = yield* Ref.make<PushCounters>({ synced: 0, failed: 0, skipped: 0, requests: 0, stop: null })
     const pushError = yield* push(ctx, counters).pipe(
@@ -152,7 +172,8 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
       accounts: yield* StripeAccounts,
       stripe: yield* StripeClient,
       settings: yield* SyncSettings,
-      reporter: yield* ErrorReporter
+      reporter: yield* ErrorReporter,
+      configs: yield* StripeConfigRepo
     }
     const { repo } = deps
     const meterSupport = makeMeterSupport(deps.stripe)
@@ -194,7 +215,8 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
           dryRun,
           range,
           mappingByMeter: new Map(mappings.map((m) => [m.meterId, m])),
-          supported: yield* supportedMeters(deps, meterSupport, mappings, account),
+          // a paused tenant's key is known to be refused: its Stripe meters are not read either
+          supported: yield* supportedMeters(deps, meterSupport, mappings, config.syncPaused ? undefined : account),
           meterIds: mappings.map((m) => m.meterId),
           account
         }
