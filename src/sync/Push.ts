@@ -196,7 +196,12 @@ const pushChunk = (push: PushContext, chunk: ReadonlyArray<Sendable>, page: Page
               ? Effect.void
               : Effect.suspend(() => {
                   attempted.add(c.batch.id)
-                  return deps.stripe.sendMeterEventV1(ref, c.event, { customerPayloadKey: c.customerKey }).pipe(
+                  return deps.stripe.sendMeterEventV1(ref, c.event, {
+                    customerPayloadKey: c.customerKey,
+                    // a batch that failed before (or was re-queued) must not meet Stripe's saved
+                    // answer to its first attempt: a 4xx saved under the identifier key replays for 24 h
+                    freshIdempotencyKey: c.batch.errorCode !== null || c.batch.retryCount > 0
+                  }).pipe(
                     Effect.either,
                     Effect.tap(() => Ref.update(counters, (s) => ({ ...s, requests: s.requests + 1 }))),
                     Effect.flatMap((r) =>
