@@ -3,7 +3,9 @@
  * pages; a page is marked `sending` (first_sent_at starts Stripe's 24 h dedup clock) before any
  * of it is sent, then sent in chunks of 100 (one stream request, or one v1 call per batch), and
  * each outcome is recorded: accepted → `synced` (written in groups), transient failure → back to
- * `pending` and the run stops pushing, too late → `skipped`, anything else → `failed`.
+ * `pending` and the run stops pushing, Stripe refused the key → back to `pending` uncharged and the
+ * tenant's push paused until its configuration changes, too late → `skipped`, anything else →
+ * `failed` (a stream request refused as a whole is first split until the refused batch is alone).
  *
  * Pages are read one ahead: while one page is on the wire the next is read and marked `sending`.
  */

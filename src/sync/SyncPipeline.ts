@@ -46,7 +46,7 @@ import { manualRange, plan, supportedMeters, WindowNotClosed } from "./Planning.
 import { push } from "./Push.js"
 import { reevaluate } from "./Reevaluation.js"
 import type { PushCounters, RunContext, RunOptions, RunReport, SyncDeps, WindowRange, WindowReport } from "./RunContext.js"
-import { countBatches, ledgerGauges, successRatio } from "./SyncMetrics.js"
+import { countBatches, ledgerGauges, successRatio, syncErrors } from "./SyncMetrics.js"
 import { SyncSettings } from "./SyncSettings.js"
 import { processWindow } from "./WindowPass.js"
 import type { LeaseLost } from "./SyncLease.js"
@@ -117,6 +117,9 @@ const runStages = (ctx: RunContext, runId: string | null, excludedEvents: number
     // Paused after Stripe refused the tenant's key (Push.ts): the ledger keeps every window, nothing
     // is sent or charged an attempt until the configuration changes.
     if (ctx.config.syncPaused) {
+      // counted each run, so StripeAuthenticationFailures (flexprice_errors_total) keeps firing
+      // while the pause lasts, not only in the 15 minutes after the refused call
+      yield* syncErrors(ctx.config.syncPaused.code)
       return {
         runId,
         status: "partial" as const,

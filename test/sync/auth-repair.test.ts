@@ -10,8 +10,9 @@
  *
  * Expected totals come from the raw events (test/support/oracle.ts).
  */
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
+import { Telemetry, TelemetryTest, type TelemetryTestService } from "../../src/observability/Telemetry.js"
 import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
 import { forEachBackend } from "../support/app.js"
 import * as O from "../support/oracle.js"
@@ -30,7 +31,12 @@ forEachBackend(["pglite", "postgres"], (backend) => {
 
     for (const transport of ["stream", "v1"] as const) {
       it(`a rolled key pauses the ${transport} push without charging attempts; a new key resumes it exactly`, async () => {
-        h = await startSyncHarness({ backend })
+        let telemetry: TelemetryTestService | undefined
+        const capture = Layer.effectDiscard(Effect.map(TelemetryTest, (t) => void (telemetry = t)))
+        h = await startSyncHarness({ backend, extra: capture.pipe(Layer.provide(Telemetry.layerTest)) })
+        // the StripeAuthenticationFailures alert reads this counter (metrics are process-global: compare)
+        const authErrors = () =>
+          Effect.runPromise(telemetry!.metricValue("flexprice_errors_total", { code: "stripe_authentication_failed", area: "sync" }))
         await h.configure({ transport })
         const m = await h.meter("calls", { aggregation: "SUM", field: "q" })
         const customers = [await h.customer("a"), await h.customer("b"), await h.customer("c")]
@@ -69,9 +75,12 @@ forEachBackend(["pglite", "postgres"], (backend) => {
         const status = await h.app.request("GET", "/v1/stripe/sync/status")
         expect(status.body.paused).toMatchObject({ code: "stripe_authentication_failed" })
         expect(typeof status.body.paused.since).toBe("string")
-        // paused: later runs do not call Stripe's meter event endpoints again
+        // paused: later runs do not call Stripe's meter event endpoints again, and each counts
+        // the pause's code so the alert keeps firing while it lasts
         h.emulator.resetCounters()
+        const errorsBefore = await authErrors()
         await h.sync()
+        expect((await authErrors()) - errorsBefore).toBe(1)
         const calls = h.emulator.callCounts()
         expect(Object.keys(calls).filter((p) => p.includes("meter_event"))).toEqual([])
 
