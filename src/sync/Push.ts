@@ -15,7 +15,7 @@ import { CurrentTenant } from "../domain/Tenant.js"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import type { BatchRow } from "../repositories/SyncBatchRepo.js"
 import type { MeterEvent } from "../stripe/StripeClient.js"
-import { errorInfo, isTooLate, isTransient, stopsTheRun } from "../stripe/StripeErrorClass.js"
+import { errorInfo, isTooLate, isTransient } from "../stripe/StripeErrorClass.js"
 import type { StripeError } from "../stripe/StripeErrors.js"
 import type { PushContext, PushCounters, RunContext } from "./RunContext.js"
 import { needsVerification, verifyOld } from "./ResendGuard.js"
@@ -100,11 +100,7 @@ const onFailure = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: Strip
       yield* repo.markFailed(ids, now, info)
       yield* countBatches("failed", ids.length)
       yield* report(push, batches, e, info)
-      yield* Ref.update(counters, (c) => ({
-        ...c,
-        failed: c.failed + ids.length,
-        stop: stopsTheRun(e) ? (c.stop ?? info.code) : c.stop
-      }))
+      yield* Ref.update(counters, (c) => ({ ...c, failed: c.failed + ids.length }))
     }
   })
 
