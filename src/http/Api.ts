@@ -10,6 +10,7 @@ import { WebhooksGroup } from "./WebhooksApi.js"
 import { SyncGroup } from "./SyncApi.js"
 import { MigrationGroup } from "./MigrationApi.js"
 import { TenantKeysGroup } from "./TenantKeysApi.js"
+import { AdminGroup } from "./AdminApi.js"
 
 export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(HealthGroup)
@@ -21,6 +22,7 @@ export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(SyncGroup)
   .add(MigrationGroup)
   .add(TenantKeysGroup)
+  .add(AdminGroup)
   .addError(InvalidInput)
   .addError(NotFound)
   .addError(Conflict)

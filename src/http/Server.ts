@@ -13,6 +13,7 @@ import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../observability/Tele
 import { MigrationHttpWithRunnerLive } from "./MigrationHttp.js"
 import { AuthenticationLive } from "./Security.js"
 import { StripeConfigLive } from "./StripeConfigHttp.js"
+import { AdminHttpLive } from "./AdminHttp.js"
 import { WebhooksLive } from "./WebhooksHttp.js"
 import { SyncHttpLive } from "./SyncHttp.js"
 import { TenantKeysLive } from "./TenantKeysHttp.js"
@@ -20,6 +21,7 @@ import { TenantKeysLive } from "./TenantKeysHttp.js"
 export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(
   Layer.provide(CoreHttpLive),
   Layer.provide(StripeConfigLive),
+  Layer.provide(AdminHttpLive),
   Layer.provide(WebhooksLive),
   Layer.provide(SyncHttpLive),
   Layer.provide(MigrationHttpWithRunnerLive),

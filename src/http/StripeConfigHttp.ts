@@ -202,8 +202,10 @@ export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig
           // it is recorded against the ledger's last window while no sync run of this
           // environment can add one (its lease), in the transaction that stores the size.
           let effectiveFrom = Option.none<Date>()
+          // after a disconnect the size the ledger was cut on is pinned (DELETE /v1/stripe/config)
+          const moves = stored !== undefined ? window !== stored.aggregationWindowMinutes : yield* grids.recorded
           const saved =
-            stored !== undefined && window !== stored.aggregationWindowMinutes
+            moves
               ? yield* lease
                   .withLease(
                     scope,

@@ -2,7 +2,7 @@
  * The sync endpoints (SPEC §6, §10): manual sync, status, the batch ledger, reconciliation with
  * Stripe's meter event summaries. Quantities are decimal strings.
  */
-import { HttpApiEndpoint, HttpApiGroup } from "@effect/platform"
+import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
 import { Authentication } from "./Security.js"
 
@@ -59,6 +59,16 @@ export const SyncRun = Schema.Struct({
 export const SyncStatus = Schema.Struct({
   configured: Schema.Boolean,
   sync_enabled: Schema.Boolean,
+  paused: Schema.NullOr(
+    Schema.Struct({
+      code: Schema.String.annotations({ description: "Stripe's refusal, e.g. stripe_authentication_failed" }),
+      message: Schema.String,
+      since: Schema.String
+    })
+  ).annotations({
+    description:
+      "set after Stripe refused the API key (401/403, e.g. a rolled key): nothing is sent and no batch is charged an attempt until PUT /v1/stripe/config changes the configuration or POST /v1/stripe/config/test succeeds"
+  }),
   transport: Schema.NullOr(Schema.String),
   aggregation_window_minutes: Schema.NullOr(Schema.Int),
   grace_period_minutes: Schema.NullOr(Schema.Int),
@@ -121,6 +131,25 @@ export const Reconciliation = Schema.Struct({
   })
 })
 
+export const BatchRetryRequest = Schema.Struct({
+  status: Schema.optionalWith(Schema.Literal("failed", "needs_review"), { default: () => "failed" as const }).annotations({
+    description:
+      "failed: batches Stripe refused (any error code but needs_review); needs_review: batches the resend guard held because Stripe's summary matched neither outcome"
+  }),
+  meter_id: Schema.optional(Schema.String),
+  customer_id: Schema.optional(Schema.String),
+  error_code: Schema.optional(Schema.String.annotations({ description: "the batch's error_code, e.g. Stripe's resource_missing" })),
+  from: Schema.optional(Schema.String.annotations({ description: "RFC 3339: windows starting at or after" })),
+  to: Schema.optional(Schema.String.annotations({ description: "RFC 3339: windows starting before" })),
+  dry_run: Schema.optionalWith(Schema.Boolean, { default: () => false })
+})
+
+export const BatchRetryResult = Schema.Struct({
+  requeued: Schema.Int.annotations({ description: "batches put back to pending (on a dry run: that would be)" }),
+  dry_run: Schema.Boolean,
+  batch_ids: Schema.Array(Schema.String).annotations({ description: "the first 100 of them" })
+})
+
 const Limit = Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 1000)))
 
 export class SyncGroup extends HttpApiGroup.make("sync")
@@ -140,6 +169,15 @@ export class SyncGroup extends HttpApiGroup.make("sync")
         })
       )
       .addSuccess(Schema.Struct({ batches: Schema.Array(SyncBatch), next_cursor: Schema.NullOr(Schema.String) }))
+  )
+  .add(
+    HttpApiEndpoint.post("retryBatches", "/v1/stripe/sync/batches/retry")
+      .setPayload(BatchRetryRequest)
+      .addSuccess(BatchRetryResult)
+      .annotate(
+        OpenApi.Description,
+        "Re-queues failed batches after a fix (a mapping, a key, a Stripe meter), audited. Each keeps its identifier, so Stripe's identifier dedup (24 h) and the resend guard beyond it keep a resend from billing twice; the retry budget starts again."
+      )
   )
   .add(
     HttpApiEndpoint.get("reconciliation", "/v1/stripe/sync/reconciliation")

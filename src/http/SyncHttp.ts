@@ -1,10 +1,11 @@
 /** Handlers of the sync group: HTTP ↔ SyncService / SyncBatchRepo / reconciliation. */
-import { HttpApiBuilder } from "@effect/platform"
-import { Effect, Option } from "effect"
+import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
+import { Clock, Effect, Option } from "effect"
 import { Conflict, InternalError, InvalidInput } from "../domain/Errors.js"
 import { IngestWatermark } from "../events/IngestWatermark.js"
 import { StripeConfigRepo } from "../repositories/StripeConfigRepo.js"
 import { type BatchRow, SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
+import { AuditLog } from "../security/AuditLog.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
 import { reconcile } from "../sync/Reconciliation.js"
@@ -71,6 +72,7 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
     const accounts = yield* StripeAccounts
     const stripe = yield* StripeClient
     const watermarks = yield* IngestWatermark
+    const audit = yield* AuditLog
     const reconcileLive = (from: Date, to: Date) =>
       reconcile(from, to).pipe(
         Effect.provideService(SyncBatchRepo, repo),
@@ -154,6 +156,10 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
           return {
             configured: Option.isSome(config),
             sync_enabled: Option.match(config, { onNone: () => false, onSome: (c) => c.syncEnabled }),
+            paused: Option.match(config, {
+              onNone: () => null,
+              onSome: (c) => (c.syncPaused ? { code: c.syncPaused.code, message: c.syncPaused.message, since: iso(c.syncPaused.since) } : null)
+            }),
             transport: Option.match(config, { onNone: () => null, onSome: (c) => c.transport }),
             aggregation_window_minutes: Option.match(config, { onNone: () => null, onSome: (c) => c.aggregationWindowMinutes }),
             grace_period_minutes: Option.match(config, { onNone: () => null, onSome: (c) => c.gracePeriodMinutes }),
@@ -200,6 +206,45 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
             batches: page.map(batchView),
             next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]!) : null
           }
+        }).pipe(orUnavailable)
+      )
+      .handle("retryBatches", ({ payload }) =>
+        Effect.gen(function* () {
+          const from = yield* parseDate("from", payload.from)
+          const to = yield* parseDate("to", payload.to)
+          if (from && to && to.getTime() <= from.getTime()) return yield* InvalidInput.of("invalid_range", "to must be after from")
+          const now = new Date(yield* Clock.currentTimeMillis)
+          const ids = yield* repo.requeueFailed(
+            {
+              needsReview: payload.status === "needs_review",
+              customerId: payload.customer_id,
+              meterId: payload.meter_id,
+              errorCode: payload.error_code,
+              from,
+              to,
+              dryRun: payload.dry_run
+            },
+            now
+          )
+          if (!payload.dry_run)
+            yield* audit.record({
+              action: "sync.batches_retry",
+              actor: "api",
+              target: "stripe_sync_batches",
+              sourceIp: Option.getOrUndefined((yield* HttpServerRequest.HttpServerRequest).remoteAddress),
+              details: {
+                requeued: ids.length,
+                filter: {
+                  status: payload.status,
+                  meter_id: payload.meter_id ?? null,
+                  customer_id: payload.customer_id ?? null,
+                  error_code: payload.error_code ?? null,
+                  from: from ? iso(from) : null,
+                  to: to ? iso(to) : null
+                }
+              }
+            })
+          return { requeued: ids.length, dry_run: payload.dry_run, batch_ids: ids.slice(0, 100) }
         }).pipe(orUnavailable)
       )
       .handle("reconciliation", ({ urlParams }) =>

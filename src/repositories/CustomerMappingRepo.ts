@@ -146,6 +146,15 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
           RETURNING id`
       ).pipe(Effect.map((rows) => rows.length > 0))
 
+    /** Mark a FlexPrice customer's active mapping deleted (DELETE API). The row, if changed. */
+    const markDeletedByCustomerId = (customerId: string) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<CustomerMappingRow>`UPDATE customer_integration_mappings SET status = 'deleted', updated_at = now()
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+            AND customer_id = ${customerId} AND status = 'active'
+          RETURNING ${cols}`
+      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+
     const list = (opts: { readonly limit: number; readonly after?: string | undefined; readonly status?: "active" | "deleted" | undefined }) =>
       Effect.flatMap(CurrentTenant, (t) =>
         sql<CustomerMappingRow>`SELECT ${cols} FROM customer_integration_mappings
@@ -165,6 +174,7 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
       reassign,
       removeById,
       markDeletedByProviderCustomerId,
+      markDeletedByCustomerId,
       list
     } as const
   })

@@ -19,6 +19,20 @@ export interface TenantStripeConfig {
   readonly transport: "stream" | "v1"
   readonly livemode: boolean
   readonly stripeAccountId: string | null
+  /**
+   * Set when Stripe refused the key (401/403): the push waits, charging no attempt to any batch,
+   * until the configuration changes (`upsert`) or a connection test succeeds (`setAccount`).
+   * Optional so records built by hand (tests, tools) need not name it.
+   */
+  readonly syncPaused?: SyncPause | null | undefined
+  /** When the row was last written; a pause is recorded only against the row a run read. */
+  readonly updatedAt?: Date | undefined
+}
+
+export interface SyncPause {
+  readonly code: string
+  readonly message: string
+  readonly since: Date
 }
 
 /** The full row, ciphertexts included (config API, StripeAccounts, webhooks, rotation). */
@@ -61,6 +75,9 @@ interface Row {
   readonly transport: string
   readonly stripeAccountId: string | null
   readonly livemode: boolean
+  readonly syncPausedAt: Date | null
+  readonly syncPausedCode: string | null
+  readonly syncPausedMessage: string | null
   readonly createdAt: Date
   readonly updatedAt: Date
 }
@@ -78,8 +95,12 @@ const toStored = (r: Row): StoredStripeConfig => ({
   webhookSecretEncrypted: r.webhookSecretEncrypted,
   eventDestinationSecretEncrypted: r.eventDestinationSecretEncrypted,
   keyVersion: r.keyVersion,
+  syncPaused:
+    r.syncPausedAt === null
+      ? null
+      : { code: r.syncPausedCode ?? "stripe_authentication_failed", message: r.syncPausedMessage ?? "", since: new Date(r.syncPausedAt) },
   createdAt: r.createdAt,
-  updatedAt: r.updatedAt
+  updatedAt: new Date(r.updatedAt)
 })
 
 /** Drops the ciphertexts: what `get` / `listSyncEnabled` hand out. */
@@ -90,7 +111,9 @@ export const publicConfig = (s: StoredStripeConfig): TenantStripeConfig => ({
   gracePeriodMinutes: s.gracePeriodMinutes,
   transport: s.transport,
   livemode: s.livemode,
-  stripeAccountId: s.stripeAccountId
+  stripeAccountId: s.stripeAccountId,
+  syncPaused: s.syncPaused ?? null,
+  updatedAt: s.updatedAt
 })
 
 /** Which secret column a ciphertext lives in (rotation). */
@@ -102,7 +125,7 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
     const cols = sql`tenant_id, environment_id, api_key_encrypted, api_key_hint, webhook_secret_encrypted,
       event_destination_secret_encrypted, key_version,
       sync_enabled, aggregation_window_minutes, grace_period_minutes, transport, stripe_account_id, livemode,
-      created_at, updated_at`
+      sync_paused_at, sync_paused_code, sync_paused_message, created_at, updated_at`
 
     /** Stored row of an explicit scope (webhook routes, where the tenant comes from the URL). */
     const getStoredFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
@@ -148,6 +171,7 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
           transport = EXCLUDED.transport,
           livemode = EXCLUDED.livemode,
           stripe_account_id = EXCLUDED.stripe_account_id,
+          sync_paused_at = NULL, sync_paused_code = NULL, sync_paused_message = NULL,
           updated_at = now()
         RETURNING ${cols}`.pipe(Effect.map((rows) => toStored(rows[0]!)))
       )
@@ -163,9 +187,33 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
     /** Records the result of a connection test. */
     const setAccount = (accountId: string, livemode: boolean) =>
       Effect.flatMap(CurrentTenant, (t) =>
-        sql`UPDATE stripe_tenant_configs SET stripe_account_id = ${accountId}, livemode = ${livemode}, updated_at = now()
+        sql`UPDATE stripe_tenant_configs SET stripe_account_id = ${accountId}, livemode = ${livemode},
+            sync_paused_at = NULL, sync_paused_code = NULL, sync_paused_message = NULL, updated_at = now()
           WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}`
       ).pipe(Effect.asVoid)
+
+    /**
+     * Pauses the current tenant's push after Stripe refused its key. Written only if the row is
+     * still the one the run read (`readAt`: its updated_at), so a key saved meanwhile is never
+     * paused for the old key's failure. True when the pause was recorded.
+     */
+    const pauseSync = (pause: SyncPause, readAt: Date | undefined) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<{ tenantId: string }>`UPDATE stripe_tenant_configs SET sync_paused_at = ${pause.since},
+            sync_paused_code = ${pause.code}, sync_paused_message = ${pause.message}
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            ${readAt === undefined ? sql`` : sql`AND updated_at < ${new Date(readAt.getTime() + 1)}`}
+          RETURNING tenant_id`
+      ).pipe(Effect.map((rows) => rows.length > 0))
+
+    /**
+     * Disconnects the current tenant (DELETE /v1/stripe/config): the row and its ciphertexts go,
+     * the ledger stays. Returns the removed row.
+     */
+    const remove = Effect.flatMap(CurrentTenant, (t) =>
+      sql<Row>`DELETE FROM stripe_tenant_configs WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+        RETURNING ${cols}`
+    ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStored)))
 
     /** Tenant environments connected to a Stripe account (global webhook endpoint). */
     const scopesByAccountId = (accountId: string) =>
@@ -206,6 +254,19 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
             RETURNING tenant_id`
       ).pipe(Effect.map((rows) => rows.length > 0))
 
-    return { get, getStored, getStoredFor, listSyncEnabled, upsert, setEventDestinationSecret, setAccount, scopesByAccountId, listAllStored, swapCiphertext } as const
+    return {
+      get,
+      getStored,
+      getStoredFor,
+      listSyncEnabled,
+      upsert,
+      setEventDestinationSecret,
+      setAccount,
+      pauseSync,
+      remove,
+      scopesByAccountId,
+      listAllStored,
+      swapCiphertext
+    } as const
   })
 }) {}

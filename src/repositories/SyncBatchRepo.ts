@@ -44,7 +44,6 @@ export interface BatchRow {
   readonly sentQuantity: string | null
   readonly eventCount: number
   readonly identifier: string
-  readonly stripeEventId: string | null
   readonly providerMeterId: string | null
   readonly syncStatus: SyncStatus
   readonly skipReason: SkipReason | null
@@ -93,12 +92,23 @@ export interface BatchFilter {
   readonly before?: { readonly windowStart: Date; readonly id: string } | undefined
 }
 
+/** Which failed batches POST /v1/stripe/sync/batches/retry puts back in the queue. */
+export interface RequeueFilter {
+  readonly needsReview: boolean
+  readonly customerId?: string | undefined
+  readonly meterId?: string | undefined
+  readonly errorCode?: string | undefined
+  readonly from?: Date | undefined
+  readonly to?: Date | undefined
+  readonly dryRun: boolean
+}
+
 /** Error codes that must never be resent automatically. */
 export const NEEDS_REVIEW = "needs_review"
 
 const BATCH_COLS = `id, customer_id, meter_id, event_type, window_start, window_end, sequence,
   aggregated_quantity::text AS aggregated_quantity, sent_quantity::text AS sent_quantity, event_count, identifier,
-  stripe_event_id, provider_meter_id, sync_status, skip_reason, retry_count, error_code, error_message,
+  provider_meter_id, sync_status, skip_reason, retry_count, error_code, error_message,
   ingested_after, watermark, first_sent_at, created_at, updated_at, synced_at`
 
 interface RawBatch extends Omit<BatchRow, "eventCount" | "retryCount" | "sequence"> {
@@ -587,7 +597,35 @@ export class SyncBatchRepo extends Effect.Service<SyncBatchRepo>()("flexprice/Sy
               WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${sql.in(meterIds)}`
           ).pipe(Effect.map((rows) => new Map(rows.map((r) => [r.id, r.aggregationType]))))
 
+    // ---- repairs
+
+    /**
+     * Failed batches an operator asks to send again (POST /v1/stripe/sync/batches/retry): back to
+     * `pending` with a fresh retry budget. Each keeps its row, identifier and first_sent_at, so
+     * Stripe's identifier dedup still answers for a resend inside 24 h and the resend guard
+     * (ResendGuard.ts) checks Stripe's summaries first beyond it: a re-queue never bills twice.
+     * `needsReview`: only the batches the guard held for an operator (else only the others).
+     * `dryRun`: counts without writing. Returns the ids.
+     */
+    const requeueFailed = (f: RequeueFilter, now: Date) =>
+      Effect.flatMap(CurrentTenant, (t) => {
+        const where = sql`tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND sync_status = 'failed'
+            AND ${f.needsReview ? sql`error_code = ${NEEDS_REVIEW}` : sql`COALESCE(error_code, '') <> ${NEEDS_REVIEW}`}
+            ${f.customerId ? sql`AND customer_id = ${f.customerId}` : sql``}
+            ${f.meterId ? sql`AND meter_id = ${f.meterId}` : sql``}
+            ${f.errorCode ? sql`AND error_code = ${f.errorCode}` : sql``}
+            ${f.from ? sql`AND window_start >= ${f.from}` : sql``}
+            ${f.to ? sql`AND window_start < ${f.to}` : sql``}`
+        return (
+          f.dryRun
+            ? sql<{ id: string }>`SELECT id FROM stripe_sync_batches WHERE ${where}`
+            : sql<{ id: string }>`UPDATE stripe_sync_batches SET sync_status = 'pending', retry_count = 0, updated_at = ${now}
+                WHERE ${where} RETURNING id`
+        ).pipe(Effect.map((rows) => rows.map((r) => r.id)))
+      })
+
     return {
+      requeueFailed,
       meterMarks,
       advanceMark,
       windowProgress,

@@ -63,6 +63,23 @@ export class WindowGridRepo extends Effect.Service<WindowGridRepo>()("flexprice/
         return Option.fromNullable(next.effectiveFrom)
       })
 
-    return { grid, ledgerEnd, change } as const
+    /**
+     * Keeps the size in force when the config row goes away (DELETE /v1/stripe/config): with no
+     * row the grid would follow whatever size a later reconnect stores, re-cutting windows the
+     * ledger holds. Written only when no change is recorded (a recorded grid is kept as it is).
+     */
+    const pin = (minutes: number) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`INSERT INTO stripe_sync_window_grid (tenant_id, environment_id, effective_from, minutes)
+          SELECT ${t.tenantId}, ${t.environmentId}, ${new Date(0)}, ${minutes}
+          WHERE NOT EXISTS (SELECT 1 FROM stripe_sync_window_grid WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId})`
+      ).pipe(Effect.asVoid)
+
+    /** A grid is recorded (a size change, or a size pinned by a disconnect). */
+    const recorded = Effect.flatMap(CurrentTenant, (t) =>
+      sql<{ n: number }>`SELECT 1 AS n FROM stripe_sync_window_grid WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} LIMIT 1`
+    ).pipe(Effect.map((rows) => rows.length > 0))
+
+    return { grid, ledgerEnd, change, pin, recorded } as const
   })
 }) {}

@@ -45,6 +45,15 @@ export interface AuditRow {
   readonly createdAt: Date
 }
 
+export interface AuditQuery {
+  readonly action?: string | undefined
+  readonly from?: Date | undefined
+  readonly to?: Date | undefined
+  readonly limit: number
+  /** keyset of the previous page's last row: created_at in microseconds since the epoch (a JS Date keeps ms only) and id */
+  readonly before?: { readonly position: string; readonly id: string } | undefined
+}
+
 const scrubDetails = (details: Record<string, unknown>): string => scrubSecrets(JSON.stringify(details))
 
 export class AuditLog extends Effect.Service<AuditLog>()("flexprice/AuditLog", {
@@ -76,10 +85,29 @@ export class AuditLog extends Effect.Service<AuditLog>()("flexprice/AuditLog", {
           ORDER BY created_at DESC, id DESC LIMIT ${limit}`
       )
 
+    /**
+     * The current tenant's rows, newest first, for GET /v1/audit-log: optional action and
+     * [from, to) on created_at; `before` is the keyset (created_at, id) of the previous page's last row.
+     */
+    const query = (f: AuditQuery) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<AuditRow & { readonly position: string }>`SELECT id, tenant_id, environment_id, actor, action, target, source_ip,
+            details::text AS details, created_at,
+            ((EXTRACT(EPOCH FROM created_at) * 1000000)::bigint)::text AS position
+          FROM audit_log WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            ${f.action ? sql`AND action = ${f.action}` : sql``}
+            ${f.from ? sql`AND created_at >= ${f.from}` : sql``}
+            ${f.to ? sql`AND created_at < ${f.to}` : sql``}
+            ${f.before
+              ? sql`AND (created_at, id) < (timestamptz 'epoch' + ${f.before.position}::bigint * interval '1 microsecond', ${f.before.id})`
+              : sql``}
+          ORDER BY created_at DESC, id DESC LIMIT ${f.limit}`
+      )
+
     const listAll = (limit = 1000) =>
       sql<AuditRow>`SELECT id, tenant_id, environment_id, actor, action, target, source_ip, details::text AS details, created_at
         FROM audit_log ORDER BY created_at DESC, id DESC LIMIT ${limit}`
 
-    return { record, listForTenant, listAll } as const
+    return { record, listForTenant, query, listAll } as const
   })
 }) {}

@@ -143,11 +143,13 @@ export interface StripeClientService {
   /**
    * v1 POST /v1/billing/meter_events, Idempotency-Key = identifier. Calls for the same
    * (event name, customer) never overlap. `customerPayloadKey` defaults to `stripe_customer_id`.
+   * `freshIdempotencyKey`: every attempt under a new key (the identifier's saved answer is a
+   * failure Stripe would replay); the identifier, and so Stripe's dedup, stays the same.
    */
   readonly sendMeterEventV1: (
     ref: StripeAccountRef,
     event: MeterEvent,
-    options?: { readonly customerPayloadKey?: string }
+    options?: { readonly customerPayloadKey?: string; readonly freshIdempotencyKey?: boolean }
   ) => Effect.Effect<MeterEventOutcome, StripeError>
   /** Hourly summaries for one customer and meter over [startTime, endTime), oldest first. */
   readonly listMeterEventSummaries: (

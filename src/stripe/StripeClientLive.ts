@@ -180,7 +180,7 @@ const retrieveAccount = (ref: StripeAccountRef) =>
     const sendMeterEventV1 = (
       ref: StripeAccountRef,
       event: MeterEvent,
-      options?: { readonly customerPayloadKey?: string }
+      options?: { readonly customerPayloadKey?: string; readonly freshIdempotencyKey?: boolean }
     ) => {
       const customerKey = options?.customerPayloadKey ?? "stripe_customer_id"
       const customer = event.payload[customerKey] ?? ""
@@ -204,7 +204,13 @@ const retrieveAccount = (ref: StripeAccountRef) =>
               // (https://docs.stripe.com/api/idempotent_requests), so re-using the key would
               // never get past it; under a new key the event is applied, or answered "already
               // exists" if an earlier attempt got through, which counts as delivered.
-              { idempotencyKey: attempt === 1 ? event.identifier : `${event.identifier}:retry:${randomUUID()}` }
+              // `freshIdempotencyKey`: the ledger has seen this batch fail (or re-queued it after a
+              // fix), so Stripe's saved answer under the identifier key is a refusal it would replay
+              // for 24 hours; the first attempt then goes under a new key as well.
+              {
+                idempotencyKey:
+                  attempt === 1 && options?.freshIdempotencyKey !== true ? event.identifier : `${event.identifier}:retry:${randomUUID()}`
+              }
             ),
           {
             attributes: { "stripe.event_name": event.eventName, "stripe.identifier": event.identifier },

@@ -30,12 +30,13 @@ export const supportedMeters = (
   deps: SyncDeps,
   check: ReturnType<typeof makeMeterSupport>,
   mappings: ReadonlyArray<MeterMapping>,
-  account: RunContext["account"]
+  /** undefined: the key is not to be used this run (paused) */
+  account: RunContext["account"] | undefined
 ) =>
   Effect.gen(function* () {
     const types = yield* deps.repo.meterAggregations(mappings.map((m) => m.meterId))
     // Not configured / undecryptable: nothing can be sent this run anyway (the push says why).
-    return yield* check(Either.getOrUndefined(account), mappings, types)
+    return yield* check(account === undefined ? undefined : Either.getOrUndefined(account), mappings, types)
   })
 
 /**

@@ -3,16 +3,19 @@
  * pages; a page is marked `sending` (first_sent_at starts Stripe's 24 h dedup clock) before any
  * of it is sent, then sent in chunks of 100 (one stream request, or one v1 call per batch), and
  * each outcome is recorded: accepted → `synced` (written in groups), transient failure → back to
- * `pending` and the run stops pushing, too late → `skipped`, anything else → `failed`.
+ * `pending` and the run stops pushing, Stripe refused the key → back to `pending` uncharged and the
+ * tenant's push paused until its configuration changes, too late → `skipped`, anything else →
+ * `failed` (a stream request refused as a whole is first split until the refused batch is alone).
  *
  * Pages are read one ahead: while one page is on the wire the next is read and marked `sending`.
  */
+import type { SqlError } from "@effect/sql"
 import { Array as Arr, Chunk, Clock, Effect, Option, Ref, Stream } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import type { BatchRow } from "../repositories/SyncBatchRepo.js"
 import type { MeterEvent } from "../stripe/StripeClient.js"
-import { errorInfo, isTooLate, isTransient, stopsTheRun } from "../stripe/StripeErrorClass.js"
+import { errorInfo, isTooLate, isTransient } from "../stripe/StripeErrorClass.js"
 import type { StripeError } from "../stripe/StripeErrors.js"
 import type { PushContext, PushCounters, RunContext } from "./RunContext.js"
 import { needsVerification, verifyOld } from "./ResendGuard.js"
@@ -48,15 +51,42 @@ const eventOf = (b: BatchRow, mapping: MeterMapping, stripeCustomer: string): Me
   payload: { [mapping.customerPayloadKey]: stripeCustomer, [mapping.valuePayloadKey]: b.sentQuantity ?? "0" }
 })
 
+/** An error report (Sentry when configured) naming the first batch of those it concerns. */
+const report = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: StripeError, info: { readonly code: string }) =>
+  Effect.gen(function* () {
+    const first = batches[0]
+    const scope = Option.getOrUndefined(yield* Effect.serviceOption(CurrentTenant))
+    yield* push.run.deps.reporter.report(e, {
+      area: "sync",
+      code: info.code,
+      tenantId: scope?.tenantId,
+      environmentId: scope?.environmentId,
+      window: first ? `${first.windowStart.toISOString()}/${first.windowEnd.toISOString()}` : undefined,
+      batchId: first?.id,
+      stripeRequestId: "requestId" in e ? e.requestId : undefined,
+      extra: { batches: batches.length }
+    })
+  })
+
 const onFailure = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: StripeError) =>
   Effect.gen(function* () {
-    const { repo, reporter } = push.run.deps
+    const { repo } = push.run.deps
     const { counters } = push
     const now = new Date(yield* Clock.currentTimeMillis)
     const ids = batches.map((b) => b.id)
     const info = errorInfo(e)
     yield* syncErrors(info.code)
-    if (isTransient(e)) {
+    if (e._tag === "StripeAuthenticationFailed") {
+      // A refused key (401 — e.g. a rolled key's `api_key_expired`, https://docs.stripe.com/keys#rolling-keys
+      // — or 403) is the tenant's configuration, not these batches: they wait uncharged, and the
+      // tenant's push pauses until the configuration changes (StripeConfigRepo.pauseSync), so
+      // a key roll can never run batches into the retry cap.
+      yield* repo.markPending(ids, now, info)
+      yield* countBatches("retrying", ids.length)
+      const paused = yield* push.run.deps.configs.pauseSync({ ...info, since: now }, push.run.config.updatedAt)
+      if (paused) yield* report(push, batches, e, info)
+      yield* Ref.update(counters, (c) => ({ ...c, stop: c.stop ?? info.code }))
+    } else if (isTransient(e)) {
       // An outage, a rate-limit storm or an open breaker never fails a batch: it stays
       // pending (the identifier makes the resend safe) and this run stops pushing.
       yield* repo.markPending(ids, now, info)
@@ -69,23 +99,8 @@ const onFailure = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: Strip
     } else {
       yield* repo.markFailed(ids, now, info)
       yield* countBatches("failed", ids.length)
-      const first = batches[0]
-      const scope = Option.getOrUndefined(yield* Effect.serviceOption(CurrentTenant))
-      yield* reporter.report(e, {
-        area: "sync",
-        code: info.code,
-        tenantId: scope?.tenantId,
-        environmentId: scope?.environmentId,
-        window: first ? `${first.windowStart.toISOString()}/${first.windowEnd.toISOString()}` : undefined,
-        batchId: first?.id,
-        stripeRequestId: "requestId" in e ? e.requestId : undefined,
-        extra: { batches: ids.length }
-      })
-      yield* Ref.update(counters, (c) => ({
-        ...c,
-        failed: c.failed + ids.length,
-        stop: stopsTheRun(e) ? (c.stop ?? info.code) : c.stop
-      }))
+      yield* report(push, batches, e, info)
+      yield* Ref.update(counters, (c) => ({ ...c, failed: c.failed + ids.length }))
     }
   })
 
@@ -121,6 +136,45 @@ interface PageSend {
   readonly buffer: SyncedBuffer
 }
 
+/**
+ * One stream request for `part`. Stripe refuses a stream request as a whole when it holds an
+ * invalid event (a 400 names no event: https://docs.stripe.com/api/v2/billing/meter-event-stream/create
+ * validates the request before accepting any of it), so a refusal says nothing about which
+ * batch is bad: the part is split in halves and each is sent again (nothing of a refused request
+ * was recorded, and the identifiers make any resend safe), until the refused batches are alone
+ * and only they are charged an attempt. A part of n batches costs at most 2n − 1 requests, and
+ * only when Stripe refuses it; the halves not sent after a stop go back to `pending` unattempted.
+ */
+const sendStream = (push: PushContext, part: ReadonlyArray<Sendable>, page: PageSend): Effect.Effect<void, SqlError.SqlError, CurrentTenant> =>
+  Effect.gen(function* () {
+    const { counters, ref } = push
+    if ((yield* Ref.get(counters)).stop !== null) return
+    for (const c of part) page.attempted.add(c.batch.id)
+    const result = yield* Effect.either(
+      push.run.deps.stripe.sendMeterEventsStream(
+        ref,
+        part.map((c) => c.event)
+      )
+    )
+    yield* Ref.update(counters, (c) => ({ ...c, requests: c.requests + 1 }))
+    if (result._tag === "Right") {
+      page.buffer.items.push(...part.map((c) => c.batch))
+      return
+    }
+    if (result.left._tag === "StripeInvalidRequest" && part.length > 1) {
+      const half = Math.ceil(part.length / 2)
+      for (const c of part) page.attempted.delete(c.batch.id)
+      yield* sendStream(push, part.slice(0, half), page)
+      yield* sendStream(push, part.slice(half), page)
+      return
+    }
+    yield* onFailure(
+      push,
+      part.map((c) => c.batch),
+      result.left
+    )
+  })
+
 /** One chunk to Stripe (the page is already `sending`); failures are recorded at once. */
 const pushChunk = (push: PushContext, chunk: ReadonlyArray<Sendable>, page: PageSend) =>
   Effect.gen(function* () {
@@ -130,21 +184,7 @@ const pushChunk = (push: PushContext, chunk: ReadonlyArray<Sendable>, page: Page
     if ((yield* Ref.get(counters)).stop !== null) return
     const started = yield* Clock.currentTimeMillis
     if (config.transport === "stream") {
-      for (const c of chunk) attempted.add(c.batch.id)
-      const result = yield* Effect.either(
-        deps.stripe.sendMeterEventsStream(
-          ref,
-          chunk.map((c) => c.event)
-        )
-      )
-      yield* Ref.update(counters, (c) => ({ ...c, requests: c.requests + 1 }))
-      if (result._tag === "Right") buffer.items.push(...chunk.map((c) => c.batch))
-      else
-        yield* onFailure(
-          push,
-          chunk.map((c) => c.batch),
-          result.left
-        )
+      yield* sendStream(push, chunk, page)
     } else {
       yield* Effect.forEach(
         chunk,
@@ -154,7 +194,12 @@ const pushChunk = (push: PushContext, chunk: ReadonlyArray<Sendable>, page: Page
               ? Effect.void
               : Effect.suspend(() => {
                   attempted.add(c.batch.id)
-                  return deps.stripe.sendMeterEventV1(ref, c.event, { customerPayloadKey: c.customerKey }).pipe(
+                  return deps.stripe.sendMeterEventV1(ref, c.event, {
+                    customerPayloadKey: c.customerKey,
+                    // a batch that failed before (or was re-queued) must not meet Stripe's saved
+                    // answer to its first attempt: a 4xx saved under the identifier key replays for 24 h
+                    freshIdempotencyKey: c.batch.errorCode !== null || c.batch.retryCount > 0
+                  }).pipe(
                     Effect.either,
                     Effect.tap(() => Ref.update(counters, (s) => ({ ...s, requests: s.requests + 1 }))),
                     Effect.flatMap((r) =>

@@ -17,7 +17,7 @@ import type { ErrorReporterService } from "../observability/ErrorReporter.js"
 import type { BatchRepairRepo } from "../repositories/BatchRepairRepo.js"
 import type { CustomerMappingRepo } from "../repositories/CustomerMappingRepo.js"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
-import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
+import type { StripeConfigRepo, TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import type { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import type { DecryptionFailed } from "../security/Encryption.js"
 import type { StripeAccounts, StripeNotConfigured } from "../stripe/StripeAccounts.js"
@@ -86,6 +86,8 @@ export interface SyncDeps {
   readonly stripe: StripeClientService
   readonly settings: SyncSettings
   readonly reporter: ErrorReporterService
+  /** the pause after Stripe refuses the tenant's key (Push.ts) */
+  readonly configs: StripeConfigRepo
 }
 
 /** Aligned window bounds of a manual range: [from, to). */

@@ -36,7 +36,7 @@ import { IngestWatermark } from "../events/IngestWatermark.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
 import { CustomerMappingRepo } from "../repositories/CustomerMappingRepo.js"
 import { MeterMappingRepo } from "../repositories/MeterMappingRepo.js"
-import type { TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
+import { StripeConfigRepo, type TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import { BatchRepairRepo } from "../repositories/BatchRepairRepo.js"
 import { WindowGridRepo } from "../repositories/WindowGridRepo.js"
@@ -48,7 +48,7 @@ import { push } from "./Push.js"
 import { reevaluate } from "./Reevaluation.js"
 import { requeueRepaired } from "./Repairs.js"
 import type { PushCounters, RunContext, RunOptions, RunReport, SyncDeps, WindowRange, WindowReport } from "./RunContext.js"
-import { countBatches, ledgerGauges, successRatio } from "./SyncMetrics.js"
+import { countBatches, ledgerGauges, successRatio, syncErrors } from "./SyncMetrics.js"
 import { SyncSettings } from "./SyncSettings.js"
 import { processWindow } from "./WindowPass.js"
 import type { LeaseLost } from "./SyncLease.js"
@@ -77,6 +77,9 @@ const countExcluded = (ctx: RunContext, range: WindowRange, until: Date) =>
 
 /** A run that ledgers this many batches refreshes the ledger's planner statistics before pushing. */
 const STATISTICS_AFTER_BATCHES = 10_000
+
+/** The run error while the tenant's push is paused after an authentication failure. */
+export const SYNC_PAUSED = "sync_paused"
 
 const noCounts = { windows: 0, batchesCreated: 0, batchesSynced: 0, batchesFailed: 0, batchesSkipped: 0 }
 
@@ -113,6 +116,26 @@ const runStages = (ctx: RunContext, runId: string | null, excludedEvents: number
     }
 
     // ---- re-queue repaired drops, re-evaluate, push
+    // Paused after Stripe refused the tenant's key (Push.ts): the ledger keeps every window, nothing
+    // is sent or charged an attempt until the configuration changes.
+    if (ctx.config.syncPaused) {
+      // counted each run, so StripeAuthenticationFailures (flexprice_errors_total) keeps firing
+      // while the pause lasts, not only in the 15 minutes after the refused call
+      yield* syncErrors(ctx.config.syncPaused.code)
+      return {
+        runId,
+        status: "partial" as const,
+        watermark: ctx.watermark,
+        windows,
+        batchesCreated: created,
+        batchesSynced: 0,
+        batchesFailed: 0,
+        batchesSkipped: skippedAtLedger,
+        stripeRequests: 0,
+        excludedEvents,
+        error: SYNC_PAUSED
+      } satisfies RunReport
+    }
     yield* requeueRepaired(deps.repairs, ctx.now)
     yield* reevaluate(ctx)
     const counters = yield* Ref.make<PushCounters>({ synced: 0, failed: 0, skipped: 0, requests: 0, stop: null })
@@ -156,7 +179,8 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
       accounts: yield* StripeAccounts,
       stripe: yield* StripeClient,
       settings: yield* SyncSettings,
-      reporter: yield* ErrorReporter
+      reporter: yield* ErrorReporter,
+      configs: yield* StripeConfigRepo
     }
     const { repo } = deps
     const meterSupport = makeMeterSupport(deps.stripe)
@@ -198,7 +222,8 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
           dryRun,
           range,
           mappingByMeter: new Map(mappings.map((m) => [m.meterId, m])),
-          supported: yield* supportedMeters(deps, meterSupport, mappings, account),
+          // a paused tenant's key is known to be refused: its Stripe meters are not read either
+          supported: yield* supportedMeters(deps, meterSupport, mappings, config.syncPaused ? undefined : account),
           meterIds: mappings.map((m) => m.meterId),
           account
         }

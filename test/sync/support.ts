@@ -65,6 +65,8 @@ export const startSyncHarness = async (
     extra?: TestAppOptions["extra"]
     /** the emulator's clock (default: real time), e.g. a TestClock's */
     emulatorNow?: () => number
+    /** "sync": the emulator refuses a whole stream request holding an invalid event (400) */
+    streamValidation?: "async" | "sync"
   } = {}
 ): Promise<SyncHarness> => {
   const emuScope = Effect.runSync(Scope.make())
@@ -74,7 +76,12 @@ export const startSyncHarness = async (
     // allow), so the emulator's test-mode limit (~25 r/s shared) is lifted here, explicitly.
     // Rate limiting itself is covered by the 429-storm tests (injected 429s), by
     // test/stripe/StripeBackPressure.test.ts and test/stripe-emulator/faithful.test.ts.
-    makeStripeEmulator({ apiKey: STRIPE_KEY, now: options.emulatorNow ?? (() => Date.now()), rateLimits: "off" }).pipe(Scope.extend(emuScope))
+    makeStripeEmulator({
+      apiKey: STRIPE_KEY,
+      now: options.emulatorNow ?? (() => Date.now()),
+      rateLimits: "off",
+      ...(options.streamValidation ? { streamValidation: options.streamValidation } : {})
+    }).pipe(Scope.extend(emuScope))
   )
   let app: TestApp
   try {
