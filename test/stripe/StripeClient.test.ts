@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Fiber, Stream } from "effect"
-import type { StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
+import { DEFAULT_SUMMARY_DELAY_MS, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
 import type { MeterEvent } from "../../src/stripe/StripeClient.js"
 import { matchesDoubleSum } from "../../src/stripe/SummaryTolerance.js"
 import { countOf, realSleep, refFor, setup } from "./support.js"
@@ -384,8 +384,11 @@ describe("StripeClient over HTTP against the emulator", () => {
       // Stripe processes meter events asynchronously: summaries lag the accepted events
       // (https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api).
       expect(yield* client.listMeterEventSummaries(ref, query)).toEqual([])
+      // Every event shows once the emulator's summary delay has passed since the last was
+      // accepted; polling only until both buckets appear could read one half-filled.
+      const visibleAt = Date.now() + DEFAULT_SUMMARY_DELAY_MS
       let summaries = yield* client.listMeterEventSummaries(ref, query)
-      for (let i = 0; i < 100 && summaries.length < 2; i++) {
+      for (let i = 0; i < 100 && (summaries.length < 2 || Date.now() <= visibleAt); i++) {
         yield* realSleep(100)
         summaries = yield* client.listMeterEventSummaries(ref, query)
       }
