@@ -1,6 +1,6 @@
 /** Text rendering of the demo's report (stdout). */
 import * as Decimal from "../domain/Decimal.js"
-import type { DemoReport } from "./Demo.js"
+import type { DemoReport } from "./Model.js"
 
 /** Elapsed milliseconds as seconds with one decimal ("12.3"); display only. */
 export const formatSeconds = (ms: number): string => {

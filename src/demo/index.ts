@@ -7,7 +7,7 @@ import { Effect } from "effect"
 import { DemoFailed, runDemo } from "./Demo.js"
 
 export { DemoFailed, runDemo } from "./Demo.js"
-export type { DemoOptions, DemoReport, MeterSummary, PhaseTiming, SyncRunSummary } from "./Demo.js"
+export type { DemoOptions, DemoReport, MeterSummary, PhaseTiming, SyncRunSummary } from "./Model.js"
 export { DEMO_METERS, generateUsage, Totals } from "./Generator.js"
 export { formatReport } from "./Report.js"
 
