@@ -14,6 +14,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { DatabaseConfig } from "../config/AppConfig.js"
+import { scrubString } from "../observability/Scrub.js"
 import { acquireDataDirLock } from "./DataDirLock.js"
 import { tightenDataDir } from "./DataDirMode.js"
 import { runMigrations } from "./Migrations.js"
@@ -107,6 +108,6 @@ export const describe = (config: DatabaseConfig): string =>
     onSome: (url) => `PostgreSQL at ${redactUrl(Redacted.value(url))}`
   })
 
-/** postgres://user:pass@host/db → postgres://user:***@host/db */
-const redactUrl = (u: string): string => u.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:***@")
+/** postgres://user:pass@host/db → postgres://user:[Filtered]@host/db */
+const redactUrl = (u: string): string => scrubString(u)
 

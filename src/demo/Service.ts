@@ -12,6 +12,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { AppLive } from "../App.js"
 import { HttpApiLive, NodeServerLive } from "../http/Server.js"
+import { scrubString } from "../observability/Scrub.js"
 import { Telemetry } from "../observability/Telemetry.js"
 import { TenantRepo } from "../repositories/TenantRepo.js"
 import { SyncScheduler } from "../sync/SyncScheduler.js"
@@ -45,7 +46,7 @@ export const startService = (options: {
       yield* Effect.addFinalizer(() => (keep ? Effect.void : Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))))
     }
     const backend = [
-      postgresUrl === "" ? `embedded PGlite (${dataDir})` : `PostgreSQL (${postgresUrl.replace(/\/\/([^:@/]+):([^@/]+)@/, "//$1:***@")})`,
+      postgresUrl === "" ? `embedded PGlite (${dataDir})` : `PostgreSQL (${scrubString(postgresUrl)})`,
       clickhouseUrl === "" ? "events in the relational database" : `events in ClickHouse (${clickhouseUrl})`
     ].join(", ")
 

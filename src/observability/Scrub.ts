@@ -1,27 +1,43 @@
 /**
- * Defence in depth for logs and error reports: secrets should already be `Redacted`, but a
- * Stripe key pasted into an error message or a webhook secret in a context object must still
- * not leave the process.
+ * The one secret scrubber, for logs, spans, error reports, Stripe error messages, database and
+ * ClickHouse errors and the demo: secrets should already be `Redacted`, but a Stripe key pasted
+ * into an error message or a webhook secret in a context object must still not leave the process.
  */
 import { Redacted } from "effect"
 
 export const FILTERED = "[Filtered]"
 
-/** Stripe secret/restricted keys, webhook secrets, bearer tokens, basic-auth URLs. */
+/**
+ * Stripe API keys (secret, restricted, publishable, ephemeral), webhook secrets, bearer tokens,
+ * and the password of any URL or DSN (`postgres://user:password@host`).
+ */
 const SECRET_PATTERNS: ReadonlyArray<RegExp> = [
-  /\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{4,}/g,
-  /\bwhsec_[A-Za-z0-9+/=]{4,}/g,
+  /\b(?:sk|rk|pk|ek)_(?:live|test)_[A-Za-z0-9_]+/g,
+  /\bwhsec_[A-Za-z0-9+/=_]+/g,
   /\bBearer\s+[A-Za-z0-9._~+/=-]{8,}/gi,
-  /(\/\/[^:/@\s]+:)[^@/\s]+@/g
+  /(\/\/[^:/@\s]*:)[^@/\s]*@/g
 ]
 
 const SECRET_KEY = /secret|password|passwd|token|authorization|api[-_]?key|private[-_]?key|encryption[-_]?key|^key$|dsn|cookie|signature/i
 
-export const scrubString = (s: string): string =>
-  SECRET_PATTERNS.reduce(
-    (acc, re) => acc.replace(re, (m, p1: unknown) => (typeof p1 === "string" && m.startsWith(p1) ? `${p1}${FILTERED}@` : FILTERED)),
-    s
+/**
+ * Replaces every secret-looking part of `s` (and each of `literals`, the caller's own secrets
+ * of 6 characters or more) with `marker`.
+ */
+export const scrubString = (
+  s: string,
+  options: { readonly literals?: ReadonlyArray<string>; readonly marker?: string } = {}
+): string => {
+  const marker = options.marker ?? FILTERED
+  let out = s
+  for (const literal of options.literals ?? []) {
+    if (literal.length >= 6) out = out.split(literal).join(marker)
+  }
+  return SECRET_PATTERNS.reduce(
+    (acc, re) => acc.replace(re, (m, p1: unknown) => (typeof p1 === "string" && m.startsWith(p1) ? `${p1}${marker}@` : marker)),
+    out
   )
+}
 
 /** Deep copy with secret-looking keys and values replaced. Cycles and depth are bounded. */
 export const scrub = (value: unknown, depth = 0, seen: WeakSet<object> = new WeakSet()): unknown => {

@@ -4,6 +4,7 @@
  * messages coming from Stripe are passed through `scrubSecrets` before they are stored here.
  */
 import { Data, Predicate, Schema } from "effect"
+import { scrubString } from "../observability/Scrub.js"
 
 /** 429, or a 400 with code `rate_limit`. `shouldRetry: false` mirrors `Stripe-Should-Retry: false`. */
 export class StripeRateLimited extends Schema.TaggedError<StripeRateLimited>()("StripeRateLimited", {
@@ -119,19 +120,12 @@ export class SessionExpired extends Data.TaggedError("SessionExpired")<{ readonl
 // ---------------------------------------------------------------------------------------------
 // Mapping from the SDK's error classes
 
-const SECRET_RE = /\b(?:sk|rk|pk|ek)_(?:test|live)_[A-Za-z0-9_]+/g
-
 /**
- * Removes anything that looks like a Stripe secret, plus the given literal secrets, from text that
- * came from Stripe or the network. Stripe itself echoes masked keys; an emulator or proxy might not.
+ * Removes anything that looks like a secret, plus the given literal secrets, from text that came
+ * from Stripe or the network. Stripe itself echoes masked keys; an emulator or proxy might not.
  */
-export const scrubSecrets = (text: string, secrets: ReadonlyArray<string> = []): string => {
-  let out = text
-  for (const s of secrets) {
-    if (s.length >= 6) out = out.split(s).join("[redacted]")
-  }
-  return out.replace(SECRET_RE, "[redacted]")
-}
+export const scrubSecrets = (text: string, secrets: ReadonlyArray<string> = []): string =>
+  scrubString(text, { literals: secrets, marker: "[redacted]" })
 
 interface SdkErrorLike {
   readonly type?: string

@@ -12,6 +12,7 @@ import { Effect, Redacted, Scope } from "effect"
 import { Readable } from "node:stream"
 import { EventStoreError } from "../EventStore.js"
 import { isIdentifier, type Sql } from "./escape.js"
+import { FILTERED, scrubString } from "../../observability/Scrub.js"
 
 export interface ClickHouseSettings {
   /** `http(s)://[user[:password]@]host:port[/database]`; credentials are taken out of the URL. */
@@ -79,8 +80,8 @@ export interface ChClient {
 const sanitize = (connection: ClickHouseConnection, error: unknown): Error => {
   const secret = connection.password ? Redacted.value(connection.password) : undefined
   const raw = error instanceof Error ? error.message : String(error)
-  let message = raw.replace(/\/\/[^/@\s]*@/g, "//***@")
-  if (secret) message = message.split(secret).join("***")
+  // The password itself first, whatever its length; then anything secret-looking.
+  const message = scrubString(secret ? raw.split(secret).join(FILTERED) : raw)
   const out = new Error(message.trim())
   // The client's error parser expects the current server's message format; 18.16 says
   // "Code: 57, e.displayText() = ...", so the ClickHouse error code is read from the text too.
