@@ -3,6 +3,8 @@
  * float; billing needs the exact digits the client sent, so numbers become `JsonNumber` values
  * holding the literal, and `stringifyJson` writes them back unchanged.
  */
+import { randomBytes } from "node:crypto"
+
 export class JsonNumber {
   constructor(readonly raw: string) {}
 }
@@ -158,7 +160,7 @@ export const parseJson = (text: string, maxDepth = 64): JsonValue => {
  * Marks a JsonNumber's place in JSON.stringify's output. The random part keeps user strings
  * (which could contain NUL) from ever being mistaken for a marker.
  */
-const MARK = `\u0000N${Math.random().toString(36).slice(2, 10)}:`
+const MARK = `\u0000N${randomBytes(6).toString("hex")}:`
 const MARKED = new RegExp(`"\\\\u0000N${MARK.slice(2)}([^"]*)"`, "g")
 
 /** Serialise, writing JsonNumber literals verbatim. */

@@ -28,6 +28,7 @@
  * never leave the process.
  */
 import { Cause, Config, Context, Duration, Effect, Layer, Option, Redacted, Runtime } from "effect"
+import { randomBytes } from "node:crypto"
 import * as os from "node:os"
 import type { BaseTransportOptions, ErrorEvent, EventHint, Transport } from "@sentry/core"
 import { scrub, scrubString } from "./Scrub.js"
@@ -265,7 +266,7 @@ const makeSentry = (options: SentryOptions) =>
           scope.setPropagationContext({
             traceId: span.value.traceId,
             propagationSpanId: span.value.spanId,
-            sampleRand: Math.random()
+            sampleRand: randomBytes(4).readUInt32BE() / 2 ** 32
           })
         }
         client.captureException(error, { originalException: error }, scope)

@@ -73,7 +73,7 @@ export const make = ({ execute, keyHash, refreshMarginMs, tenants }: MeterEventS
         const lifetime = Number.isFinite(expires)
           ? Number.isFinite(createdAt)
             ? expires - createdAt
-            : expires - Date.now()
+            : expires - now
           : 15 * 60_000
         const session: Session = {
           token: Redacted.make(created.authentication_token),

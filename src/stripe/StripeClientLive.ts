@@ -56,7 +56,7 @@ const toCustomer = (c: Stripe.Customer | Stripe.DeletedCustomer): StripeCustomer
     id: cu.id,
     email: cu.email ?? null,
     name: cu.name ?? null,
-    metadata: { ...(cu.metadata ?? {}) },
+    metadata: { ...cu.metadata },
     created: cu.created,
     deleted: false
   }

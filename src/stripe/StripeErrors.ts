@@ -196,7 +196,7 @@ export const fromSdkError = (
 ): StripeError | SessionExpired | undefined => {
   if (!Predicate.isObject(u) || !(u instanceof Error)) return undefined
   const e = u as Error & SdkErrorLike
-  if (typeof e.type !== "string" || !/Error$/.test(e.type)) return undefined
+  if (typeof e.type !== "string" || !e.type.endsWith("Error")) return undefined
   const scrub = (s: string | undefined) => (s === undefined ? undefined : scrubSecrets(s, options.secrets))
   const requestId = e.requestId
   const status = e.statusCode
