@@ -17,6 +17,9 @@ import {
   type StoredEvent
 } from "./EventStore.js"
 
+/** Groups of one window read in one query and paged in memory (≈ 200 bytes each). */
+export const IN_MEMORY_GROUPS = 100_000
+
 const fail = (operation: string) => (cause: unknown) => new EventStoreError({ backend: "postgres", operation, cause })
 
 const encodeCursor = (ts: Date, id: string) => Buffer.from(`${ts.toISOString()}|${id}`).toString("base64url")
@@ -80,7 +83,12 @@ export const make = Effect.gen(function* () {
             AND e.event_id = u.event_id`.pipe(Effect.asVoid, Effect.mapError(fail("updateEventStatus")))
   }
 
-  const aggregatePage = (q: AggregateQuery, after: Option.Option<AggregateGroup>) =>
+  /**
+   * Groups of a window. `keyset`: one ordered page after the given group (windows too large to
+   * hold in memory); none: every group unordered, up to IN_MEMORY_GROUPS + 1 — a plain GROUP BY
+   * without a sort, one scan of the window.
+   */
+  const aggregatePage = (q: AggregateQuery, keyset: Option.Option<Option.Option<AggregateGroup>>) =>
     sql<{ customerId: string; meterId: string; eventName: string; quantity: string; eventCount: string }>`
       SELECT customer_id, meter_id, event_name, SUM(qty_billable)::text AS quantity, COUNT(*) AS event_count
       FROM events_processed
@@ -90,13 +98,12 @@ export const make = Effect.gen(function* () {
         ${q.ingestedAfter ? sql`AND ingested_at > ${q.ingestedAfter}` : sql``}
         AND qty_billable <> 0
         AND meter_id IN ${sql.in(q.meterIds)}
-        ${Option.match(after, {
+        ${Option.match(Option.flatten(keyset), {
           onNone: () => sql``,
           onSome: (g) => sql`AND (customer_id, meter_id, event_name) > (${g.customerId}, ${g.meterId}, ${g.eventName})`
         })}
       GROUP BY customer_id, meter_id, event_name
-      ORDER BY customer_id, meter_id, event_name
-      LIMIT ${q.pageSize}`.pipe(
+      ${Option.isSome(keyset) ? sql`ORDER BY customer_id, meter_id, event_name LIMIT ${q.pageSize}` : sql`LIMIT ${IN_MEMORY_GROUPS + 1}`}`.pipe(
       Effect.map((rows) =>
         rows.map(
           (r): AggregateGroup => ({
@@ -112,14 +119,28 @@ export const make = Effect.gen(function* () {
       Effect.withSpan("eventstore.aggregate_page", { attributes: { backend: "postgres" } })
     )
 
+  const keysetPages = (q: AggregateQuery): Stream.Stream<AggregateGroup, EventStoreError> =>
+    Stream.paginateChunkEffect(Option.none<AggregateGroup>(), (after) =>
+      Effect.map(aggregatePage(q, Option.some(after)), (rows) => [
+        Chunk.unsafeFromArray(rows),
+        rows.length < q.pageSize ? Option.none() : Option.some(Option.some(rows[rows.length - 1]!))
+      ])
+    )
+
+  // Pages are chunks of the stream (the window pass ledgers one page per chunk). Every page of a
+  // keyset read scans the window again and sorts it; reading the window's groups in one unordered
+  // query and cutting the pages in memory scans it once. Only a window with more groups than
+  // IN_MEMORY_GROUPS (memory bound) is read by keyset, after that one query more.
   const aggregateBillable = (q: AggregateQuery): Stream.Stream<AggregateGroup, EventStoreError> =>
     q.meterIds.length === 0
       ? Stream.empty
-      : Stream.paginateChunkEffect(Option.none<AggregateGroup>(), (after) =>
-          Effect.map(aggregatePage(q, after), (rows) => [
-            Chunk.unsafeFromArray(rows),
-            rows.length < q.pageSize ? Option.none() : Option.some(Option.some(rows[rows.length - 1]!))
-          ])
+      : Stream.unwrap(
+          Effect.map(aggregatePage(q, Option.none()), (rows) => {
+            if (rows.length > IN_MEMORY_GROUPS) return keysetPages(q)
+            const pages: Array<Chunk.Chunk<AggregateGroup>> = []
+            for (let i = 0; i < rows.length; i += q.pageSize) pages.push(Chunk.unsafeFromArray(rows.slice(i, i + q.pageSize)))
+            return Stream.fromChunks(...pages)
+          })
         )
 
   const windowsWithLateRows: EventStore["Type"]["windowsWithLateRows"] = (q) =>
