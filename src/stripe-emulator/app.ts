@@ -29,6 +29,8 @@ interface Call {
   readonly body: string
   /** Another v1 meter event call for the same customer + meter is in flight. */
   readonly concurrent: boolean
+  /** Frees the v1 customer + meter slot this request holds (idempotent; a no-op for others). */
+  readonly release: Effect.Effect<void>
 }
 
 /** Builds the whole HTTP app (API + control plane) over an emulator context. */
@@ -77,7 +79,7 @@ export const makeApp = (ctx: EmulatorContext) => {
     }
 
     return Effect.gen(function* () {
-      const { executionFailure } = yield* admit(ctx, request, { path: call.path, v2 })
+      const { executionFailure } = yield* admit(ctx, request, { path: call.path, v2, release: call.release })
       yield* authenticate(ctx, request, { path: call.path, v2 })
       const k = keyed(request, call)
       const replayed = yield* replay(ctx, k)
@@ -124,22 +126,24 @@ export const makeApp = (ctx: EmulatorContext) => {
     // keeps it at 0) and, unless `v1ConcurrencyLimit` is off, the second call is refused (see api).
     const pair = method === "POST" && path === "/v1/billing/meter_events" ? ctx.state.pairKey(decodeForm(body)) : undefined
     if (pair === undefined) {
-      const call = { path, search, body, concurrent: false }
+      const call = { path, search, body, concurrent: false, release: Effect.void }
       return yield* api(request, call).pipe(Effect.tap((res) => record(request, call, res)))
     }
     const inFlight = ctx.v1InFlight.get(pair) ?? 0
     if (inFlight > 0) ctx.counters.v1Overlaps++
     ctx.v1InFlight.set(pair, inFlight + 1)
-    const call = { path, search, body, concurrent: inFlight > 0 }
+    let released = false
+    const release = Effect.sync(() => {
+      if (released) return
+      released = true
+      const n = (ctx.v1InFlight.get(pair) ?? 1) - 1
+      if (n <= 0) ctx.v1InFlight.delete(pair)
+      else ctx.v1InFlight.set(pair, n)
+    })
+    const call = { path, search, body, concurrent: inFlight > 0, release }
     return yield* api(request, call).pipe(
       Effect.tap((res) => record(request, call, res)),
-      Effect.ensuring(
-        Effect.sync(() => {
-          const n = (ctx.v1InFlight.get(pair) ?? 1) - 1
-          if (n <= 0) ctx.v1InFlight.delete(pair)
-          else ctx.v1InFlight.set(pair, n)
-        })
-      )
+      Effect.ensuring(release)
     )
   })
 }

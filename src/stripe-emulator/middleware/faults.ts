@@ -35,7 +35,12 @@ export const rateLimited = (ctx: EmulatorContext, v2: boolean, message = RATE_LI
 export const admit = (
   ctx: EmulatorContext,
   request: HttpServerRequest.HttpServerRequest,
-  call: { readonly path: string; readonly v2: boolean }
+  call: {
+    readonly path: string
+    readonly v2: boolean
+    /** Frees the v1 customer + meter slot this request holds (idempotent; a no-op for others). */
+    readonly release: Effect.Effect<void>
+  }
 ): Effect.Effect<{ readonly executionFailure: number | undefined }, StripeEmulatorError> =>
   Effect.gen(function* () {
     const { path, v2 } = call
@@ -47,6 +52,12 @@ export const admit = (
     switch (decision._tag) {
       case "drop": {
         ctx.counters.byStatus.set(0, (ctx.counters.byStatus.get(0) ?? 0) + 1)
+        // The request never executes, so it holds no v1 customer + meter slot: freed before the
+        // socket closes (the handler fiber never ends, so `ensuring` would never free it and
+        // every later call for the pair would be refused as concurrent). Stripe's rule limits
+        // concurrent *calls* (https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api#rate-limits);
+        // a connection that is gone is no call in flight.
+        yield* call.release
         NodeHttpServerRequest.toIncomingMessage(request).socket.destroy()
         return yield* Effect.never
       }
