@@ -615,7 +615,14 @@ export const makeApp = (ctx: EmulatorContext) => {
 
   const api = (
     request: HttpServerRequest.HttpServerRequest,
-    call: { readonly path: string; readonly search: string; readonly body: string; readonly concurrent: boolean }
+    call: {
+      readonly path: string
+      readonly search: string
+      readonly body: string
+      readonly concurrent: boolean
+      /** Frees the v1 customer + meter slot this request holds (idempotent; a no-op for others). */
+      readonly release: Effect.Effect<void>
+    }
   ) =>
     Effect.gen(function* () {
       const { path, search, body } = call
@@ -666,6 +673,12 @@ export const makeApp = (ctx: EmulatorContext) => {
       switch (decision._tag) {
         case "drop": {
           bump(ctx.counters.byStatus, 0)
+          // The request never executes, so it holds no v1 customer + meter slot: freed before the
+          // socket closes (the handler fiber below never ends, so `ensuring` would never free it
+          // and every later call for the pair would be refused as concurrent). Stripe's rule
+          // limits concurrent *calls* (https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api#rate-limits);
+          // a connection that is gone is no call in flight.
+          yield* call.release
           NodeHttpServerRequest.toIncomingMessage(request).socket.destroy()
           return yield* Effect.never
         }
@@ -925,19 +938,23 @@ export const makeApp = (ctx: EmulatorContext) => {
         }
         for (const r of recorders) r(exchange)
       })
-    if (pair === undefined) return yield* api(request, { path, search, body, concurrent: false }).pipe(Effect.tap(record))
+    if (pair === undefined) {
+      return yield* api(request, { path, search, body, concurrent: false, release: Effect.void }).pipe(Effect.tap(record))
+    }
     const inFlight = ctx.v1InFlight.get(pair) ?? 0
     if (inFlight > 0) ctx.counters.v1Overlaps++
     ctx.v1InFlight.set(pair, inFlight + 1)
-    return yield* api(request, { path, search, body, concurrent: inFlight > 0 }).pipe(
+    let released = false
+    const release = Effect.sync(() => {
+      if (released) return
+      released = true
+      const n = (ctx.v1InFlight.get(pair) ?? 1) - 1
+      if (n <= 0) ctx.v1InFlight.delete(pair)
+      else ctx.v1InFlight.set(pair, n)
+    })
+    return yield* api(request, { path, search, body, concurrent: inFlight > 0, release }).pipe(
       Effect.tap(record),
-      Effect.ensuring(
-        Effect.sync(() => {
-          const n = (ctx.v1InFlight.get(pair) ?? 1) - 1
-          if (n <= 0) ctx.v1InFlight.delete(pair)
-          else ctx.v1InFlight.set(pair, n)
-        })
-      )
+      Effect.ensuring(release)
     )
   })
 }
