@@ -93,7 +93,9 @@ const line = (name: string, p: Awaited<ReturnType<typeof phase>>) => {
   return `${name}: ${fmt(p.seconds, 1)} s; ${probeText("/healthz", p.health)}; ${probeText("neighbour reads", p.reads)}; peak RSS ${fmt(p.peakRss / 2 ** 20)} MiB`
 }
 
-export const benchCsvNeighbour = async (options: { readonly rows?: number; readonly postgresUrl?: string; readonly rollback?: boolean } = {}) => {
+export const benchCsvNeighbour = async (
+  options: { readonly rows?: number; readonly postgresUrl?: string; readonly rollback?: boolean; readonly print?: boolean } = {}
+) => {
   const rows = options.rows ?? 181_000
   const csv = benchCsv(rows)
   const app = await startBenchApp({
@@ -101,10 +103,14 @@ export const benchCsvNeighbour = async (options: { readonly rows?: number; reado
     env: { FLEXPRICE_MIGRATION_CSV_MAX_BYTES: String(16 * 2 ** 20), FLEXPRICE_LOG_LEVEL: "Error" }
   })
   const out: Array<string> = []
+  const emit = (l: string) => {
+    out.push(l)
+    if (options.print) console.log(l)
+  }
   try {
     const neighbour = await app.runtime.runPromise(Effect.flatMap(TenantRepo, (r) => r.create(`neighbour-${Date.now()}`, "bench")))
-    out.push(`file: ${fmt(rows)} rows, ${fmt(Buffer.byteLength(csv) / 1e6, 1)} MB; backend ${options.postgresUrl ? "PostgreSQL" : "PGlite (embedded)"}; RSS at start ${fmt(process.memoryUsage().rss / 2 ** 20)} MiB`)
-    out.push(line("idle (5 s)", await phase(app, neighbour.apiKey, () => new Promise((r) => setTimeout(r, 5000)))))
+    emit(`file: ${fmt(rows)} rows, ${fmt(Buffer.byteLength(csv) / 1e6, 1)} MB; backend ${options.postgresUrl ? "PostgreSQL" : "PGlite (embedded)"}; RSS at start ${fmt(process.memoryUsage().rss / 2 ** 20)} MiB`)
+    emit(line("idle (5 s)", await phase(app, neighbour.apiKey, () => new Promise((r) => setTimeout(r, 5000)))))
     let migrationId = ""
     const imported = await phase(app, neighbour.apiKey, async () => {
       const res = await fetch(`${app.baseUrl}/v1/stripe/migrate/customers/csv`, {
@@ -118,7 +124,7 @@ export const benchCsvNeighbour = async (options: { readonly rows?: number; reado
       return body
     })
     const r = imported.result as Record<string, any>
-    out.push(line(`import (${r["status"]}, ${fmt(rows / imported.seconds)} rows/s)`, imported))
+    emit(line(`import (${r["status"]}, ${fmt(rows / imported.seconds)} rows/s)`, imported))
     if (options.rollback !== false) {
       const rolled = await phase(app, neighbour.apiKey, async () => {
         const res = await fetch(`${app.baseUrl}/v1/stripe/migrate/${migrationId}/rollback`, { method: "POST", headers: { "x-api-key": app.apiKey } })
@@ -126,7 +132,7 @@ export const benchCsvNeighbour = async (options: { readonly rows?: number; reado
         if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey)
         return body
       })
-      out.push(line(`rollback (${(rolled.result as Record<string, any>)["status"]})`, rolled))
+      emit(line(`rollback (${(rolled.result as Record<string, any>)["status"]})`, rolled))
     }
   } finally {
     await app.dispose()
@@ -139,11 +145,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const positional = args.filter((a) => !a.startsWith("--"))
   const rows = Number(positional[0] ?? "181000")
   const postgresUrl = positional[1]
-  benchCsvNeighbour({ rows, ...(postgresUrl ? { postgresUrl } : {}), rollback: !args.includes("--no-rollback") }).then(
-    (lines) => {
-      console.log(`machine: ${machine()}; load average at the end ${os.loadavg().map((l) => l.toFixed(1)).join(" / ")}`)
-      for (const l of lines) console.log(l)
-    },
+  console.log(`machine: ${machine()}; load average at the start ${os.loadavg().map((l) => l.toFixed(1)).join(" / ")}; ${new Date().toISOString()}`)
+  benchCsvNeighbour({ rows, ...(postgresUrl ? { postgresUrl } : {}), rollback: !args.includes("--no-rollback"), print: true }).then(
+    () => console.log(`load average at the end ${os.loadavg().map((l) => l.toFixed(1)).join(" / ")}`),
     (e) => {
       console.error(e)
       process.exit(1)

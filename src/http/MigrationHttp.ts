@@ -5,7 +5,7 @@ import { Config, Effect, Layer, Option, Stream } from "effect"
 import { Conflict, InternalError, InvalidInput, NotFound, PayloadTooLarge, UpstreamFailed } from "../domain/Errors.js"
 import { MigrationRunner } from "../migration/MigrationRunner.js"
 import { MigrationService } from "../migration/MigrationService.js"
-import type { MigrationJob, MigrationTask, RollbackReport, VerifyProgress } from "../migration/Model.js"
+import type { MigrationJob, MigrationTask, VerifyProgress } from "../migration/Model.js"
 import { MigrationTaskRepo } from "../repositories/MigrationTaskRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { isStripeError, type StripeError } from "../stripe/StripeErrors.js"
@@ -40,8 +40,6 @@ export const migrationView = (j: MigrationJob) => ({
 
 export const statusUrl = (migrationId: string) => `/v1/stripe/migrate/status/${migrationId}`
 export const taskUrl = (taskId: string) => `/v1/stripe/migrate/tasks/${taskId}`
-
-export const rollbackView = (id: string, r: RollbackReport) => ({ migration_id: id, status: "rolled_back" as const, ...r })
 
 export const taskView = (t: MigrationTask) => ({
   task_id: t.id,

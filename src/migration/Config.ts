@@ -16,7 +16,7 @@ export const MigrationRunnerConfig = Config.all({
    * transaction, and the embedded database's one connection serves other requests between them.
    */
   chunkRows: Config.integer("FLEXPRICE_MIGRATION_CHUNK_ROWS").pipe(
-    Config.withDefault(250),
+    Config.withDefault(100),
     Config.validate({ message: "expected an integer between 1 and 10000", validation: (n) => n >= 1 && n <= 10_000 })
   )
 })

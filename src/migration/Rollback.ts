@@ -14,7 +14,6 @@ import { Conflict, NotFound } from "../domain/Errors.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { EventStore } from "../events/EventStore.js"
 import { IngestWatermark } from "../events/IngestWatermark.js"
-import { CustomerRepo } from "../repositories/CustomerRepo.js"
 import { MigrationJobRepo } from "../repositories/MigrationJobRepo.js"
 import { MigrationTaskRepo } from "../repositories/MigrationTaskRepo.js"
 import { heartbeatInterval, MigrationRunnerConfig } from "./Config.js"
@@ -57,7 +56,6 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
     const sql = yield* PgClient.PgClient
     const jobs = yield* MigrationJobRepo
     const tasks = yield* MigrationTaskRepo
-    const customers = yield* CustomerRepo
     const store = yield* EventStore
     const watermark = yield* IngestWatermark
     const gate = yield* JobGate
@@ -91,10 +89,8 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
               p.customers_kept_total = (p.customers_kept_total ?? 0) + 1
               if (p.customers_kept.length < MAX_KEPT_LISTED) p.customers_kept.push(k)
             }
-            for (const customerId of ids) {
-              const customer = yield* customers.findById(customerId)
-              if (Option.isNone(customer)) continue
-              const externalId = customer.value.externalId
+            const removable: Array<string> = []
+            for (const { id: customerId, externalId } of yield* tasks.customersByIds(ids)) {
               if (mapped.has(customerId)) {
                 keep({ customer_id: customerId, external_id: externalId, reason: "mapped_since" })
                 continue
@@ -104,8 +100,9 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
                 keep({ customer_id: customerId, external_id: externalId, reason: "has_events" })
                 continue
               }
-              if (yield* customers.remove(customerId)) p.customers_removed++
+              removable.push(customerId)
             }
+            p.customers_removed += yield* tasks.removeCustomers(removable)
             return { phase: s.phase, after: ids[ids.length - 1]!, done: s.done + ids.length, progress: p }
           }
           case "done":

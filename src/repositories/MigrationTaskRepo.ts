@@ -167,6 +167,22 @@ export class MigrationTaskRepo extends Effect.Service<MigrationTaskRepo>()("flex
           ORDER BY e.entity_id LIMIT ${limit}`
       ).pipe(Effect.map((rows) => rows.map((r) => ({ ...r, customerId: r.customerId ?? "", stillOurs: r.stillOurs === true }))))
 
-    return { create, get, latest, saveProgress, heartbeat, finish, release, claimOrphans, countEntities, entitiesPage, replacedPage, mappingsPage } as const
+    /** External ids of these customers (those that still exist). */
+    const customersByIds = (ids: ReadonlyArray<string>) =>
+      ids.length === 0
+        ? Effect.succeed([] as ReadonlyArray<{ id: string; externalId: string }>)
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql<{ id: string; externalId: string }>`SELECT id, external_id FROM customers
+              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${sql.in(ids)} ORDER BY id`
+          )
+
+    const removeCustomers = (ids: ReadonlyArray<string>) =>
+      ids.length === 0
+        ? Effect.succeed(0)
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`DELETE FROM customers WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id IN ${sql.in(ids)} RETURNING id`
+          ).pipe(Effect.map((rows) => rows.length))
+
+    return { customersByIds, removeCustomers, create, get, latest, saveProgress, heartbeat, finish, release, claimOrphans, countEntities, entitiesPage, replacedPage, mappingsPage } as const
   })
 }) {}

@@ -193,7 +193,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const twice = await app.request(t.apiKey, "POST", `/v1/stripe/migrate/${started.body.migration_id}/rollback`)
       expect(twice.status).toBe(409)
       expect(twice.body.error.code).toBe("already_rolled_back")
-    })
+    }, 180_000) // background tasks over 2,150 mappings and 1,950 customers
 
     it("fail strategy stops at the first conflict; unknown ids are 404; other tenants see nothing", async () => {
       const t = await seeded("fail")
@@ -235,6 +235,6 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         ["ext-0300", "external_id_mismatch"],
         ["ext-0301", "stripe_customer_deleted"]
       ])
-    })
+    }, 180_000) // background tasks over 2,150 mappings and 1,950 customers
   })
 })
