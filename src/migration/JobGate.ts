@@ -5,20 +5,25 @@
  * running to its end first, and request traffic reaches the database between any two chunks.
  * (Effect's Semaphore lets a releasing fiber take the permit straight back, which would starve
  * the others; a queue hands the turn over in order.)
+ *
+ * A turn ends with a pause as long as the chunk took (at most 1 s), still holding the turn: a
+ * request makes several queries, each queued for the one embedded connection, and without the
+ * pause each of them would wait behind a new chunk. Background work gets at most half of the
+ * database's time.
  */
-import { Effect, Queue } from "effect"
+import { Duration, Effect, Queue } from "effect"
 
 export class JobGate extends Effect.Service<JobGate>()("flexprice/JobGate", {
   effect: Effect.gen(function* () {
     const turns = yield* Queue.bounded<void>(1)
     yield* Queue.offer(turns, undefined)
-    /** Run `effect` in its turn; yields once afterwards so waiting requests run before the next chunk. */
+    /** Run `effect` in its turn, then pause as long (at most 1 s) before handing the turn over. */
     const turn = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.acquireUseRelease(
         Queue.take(turns),
-        () => effect,
+        () => Effect.timed(effect).pipe(Effect.tap(([took]) => Effect.sleep(Duration.min(took, Duration.seconds(1)))), Effect.map(([, a]) => a)),
         () => Queue.offer(turns, undefined)
-      ).pipe(Effect.zipLeft(Effect.yieldNow()))
+      )
     return { turn } as const
   })
 }) {}
