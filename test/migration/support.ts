@@ -253,3 +253,32 @@ export const waitForMigration = async (app: App, apiKey: string, id: string, tim
     await new Promise((r) => setTimeout(r, 50))
   }
 }
+
+/** Poll a rollback / verification task until it is no longer running. */
+export const waitForTask = async (app: App, apiKey: string, taskId: string, timeoutMs = 120_000) => {
+  const until = Date.now() + timeoutMs
+  for (;;) {
+    const res = await app.request(apiKey, "GET", `/v1/stripe/migrate/tasks/${taskId}`)
+    if (res.status !== 200) throw new Error(`task status ${res.status}: ${res.text}`)
+    if (res.body.status !== "running") return res.body
+    if (Date.now() > until) throw new Error(`task ${taskId} still running: ${res.text}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+/** POST /rollback (202 + task), then the finished task. */
+export const rollbackAndWait = async (app: App, apiKey: string, migrationId: string) => {
+  const started = await app.request(apiKey, "POST", `/v1/stripe/migrate/${migrationId}/rollback`)
+  if (started.status !== 202) return started
+  return { status: started.status, body: await waitForTask(app, apiKey, started.body.task_id), started: started.body }
+}
+
+/** POST a CSV (202 + job), then the finished job's status. */
+export const importCsvAndWait = async (app: App, apiKey: string, csv: string, query = "") => {
+  const started = await app.request(apiKey, "POST", `/v1/stripe/migrate/customers/csv${query}`, undefined, {
+    headers: { "content-type": "text/csv" },
+    rawBody: csv
+  })
+  if (started.status !== 202) return started
+  return { status: started.status, body: await waitForMigration(app, apiKey, started.body.migration_id), started: started.body }
+}
