@@ -15,6 +15,7 @@ import { Data, Effect, Option } from "effect"
 import { textArray } from "../db/SqlArrays.js"
 import { newId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
+import { asSystem } from "../db/RowSecurity.js"
 import {
   type MigrationCounts,
   type MigrationJob,
@@ -204,7 +205,7 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
               AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))
             RETURNING ${cols}`
         return rows.map(toJob)
-      })
+      }).pipe(asSystem("the migration runner's start-up scan of every tenant"))
 
     /** Current tenant: claim its running job if unowned or stale (the CLI resuming a job). */
     const claimRunning = (owner: string, staleSeconds: number) =>

@@ -6,6 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { Effect, Option } from "effect"
 import { createHash, randomBytes } from "node:crypto"
+import { asSystem, inTenant } from "../db/RowSecurity.js"
 import { EnvironmentId, newId, TenantId, TenantScope } from "../domain/Ids.js"
 
 export const hashApiKey = (key: string): string => createHash("sha256").update(key).digest("hex")
@@ -51,12 +52,14 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
           })}`
           return { tenantId, environmentId, apiKey }
         })
-      )
+      ).pipe(asSystem("creating a tenant (or reusing one by name)"))
     })
 
     const authenticate = Effect.fn("tenant.authenticate")(function* (apiKey: string) {
       const rows = yield* sql<{ tenantId: string; environmentId: string }>`
-        SELECT tenant_id, environment_id FROM api_keys WHERE key_hash = ${hashApiKey(apiKey)} AND revoked_at IS NULL`
+        SELECT tenant_id, environment_id FROM api_keys WHERE key_hash = ${hashApiKey(apiKey)} AND revoked_at IS NULL`.pipe(
+        asSystem("an API key names its tenant")
+      )
       return Option.map(Option.fromNullable(rows[0]), (r) =>
         TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.environmentId) })
       )
@@ -64,13 +67,15 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
 
     const environmentExists = (scope: TenantScope) =>
       Effect.map(
-        sql`SELECT 1 FROM environments WHERE id = ${scope.environmentId} AND tenant_id = ${scope.tenantId}`,
+        sql`SELECT 1 FROM environments WHERE id = ${scope.environmentId} AND tenant_id = ${scope.tenantId}`.pipe(inTenant(scope)),
         (rows) => rows.length > 0
       )
 
     /** Every tenant environment (the scheduler walks these). */
     const listEnvironments = Effect.map(
-      sql<{ tenantId: string; id: string }>`SELECT tenant_id, id FROM environments ORDER BY tenant_id, id`,
+      sql<{ tenantId: string; id: string }>`SELECT tenant_id, id FROM environments ORDER BY tenant_id, id`.pipe(
+        asSystem("enumerating tenant environments")
+      ),
       (rows) => rows.map((r) => TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.id) }))
     )
 

@@ -14,6 +14,7 @@ import { Redacted } from "effect"
 import { inject } from "vitest"
 import { AppLive } from "../../src/App.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
+import { ElevatedAccess } from "../../src/db/RowSecurity.js"
 import { HttpApiLive, NodeServerLive } from "../../src/http/Server.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { withServiceUrl } from "./clickhouse.js"
@@ -116,7 +117,10 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
     Layer.provide(Logger.minimumLogLevel(process.env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Warning)),
     (l) => (options.observe ? Layer.provideMerge(l, options.observe) : l)
   )
-  const runtime = ManagedRuntime.make(layer)
+  // `run` acts as an operator at psql: it reads and changes every tenant's rows (the table owner).
+  // Only effects passed to `run` get this; the served app and its workers run as they do in
+  // production (RowSecurity.ts). Product code inside `run` still gets its tenant scope's wall.
+  const runtime = ManagedRuntime.make(Layer.merge(layer, Layer.succeed(ElevatedAccess, { role: "owner", reason: "test inspection" })))
   const address = await runtime.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
   const baseUrl = address._tag === "TcpAddress" ? `http://127.0.0.1:${address.port}` : ""
   const newTenant = async (name = "test") => {
