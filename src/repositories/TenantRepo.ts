@@ -87,7 +87,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
         INSERT INTO api_keys (id, tenant_id, environment_id, key_hash, key_prefix)
         SELECT ${id}, tenant_id, id, ${keyHash}, ${keyPrefix} FROM environments
           WHERE id = ${scope.environmentId} AND tenant_id = ${scope.tenantId}
-        RETURNING created_at`
+        RETURNING created_at`.pipe(inTenant(scope))
       return Option.map(Option.fromNullable(rows[0]), (r) => ({ id, apiKey, keyPrefix, createdAt: new Date(r.createdAt) }))
     })
 
@@ -95,7 +95,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
       Effect.map(
         sql<{ id: string; keyPrefix: string; createdAt: Date; revokedAt: Date | null }>`
           SELECT id, key_prefix, created_at, revoked_at FROM api_keys
-          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} ORDER BY created_at, id`,
+          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} ORDER BY created_at, id`.pipe(inTenant(scope)),
         (rows): ReadonlyArray<ApiKeyRow> =>
           rows.map((r) => ({ id: r.id, keyPrefix: r.keyPrefix, createdAt: new Date(r.createdAt), revokedAt: r.revokedAt === null ? null : new Date(r.revokedAt) }))
       )
@@ -110,7 +110,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
       readonly scope?: TenantScope | undefined
       readonly keepOne: boolean
     }) {
-      return yield* sql.withTransaction(
+      const revoke = sql.withTransaction(
         Effect.gen(function* () {
           const found = yield* sql<{ tenantId: string; environmentId: string; revoked: boolean }>`
             SELECT tenant_id, environment_id, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE id = ${input.id}
@@ -128,6 +128,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
           return { _tag: "Revoked", scope } as RevokeOutcome
         })
       )
+      return yield* input.scope ? inTenant(input.scope)(revoke) : asSystem("the operator revokes a key of any tenant")(revoke)
     })
 
     return { create, authenticate, environmentExists, listEnvironments, createKey, listKeys, revokeKey } as const
