@@ -15,6 +15,7 @@ import { Data, Effect, Option } from "effect"
 import { textArray } from "../db/SqlArrays.js"
 import { newId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
+import { asSystem } from "../db/RowSecurity.js"
 import {
   type CsvImportSummary,
   type MigrationCounts,
@@ -224,7 +225,10 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
       sql<JobRow>`UPDATE migration_jobs SET claimed_by = ${owner}, heartbeat_at = now()
           WHERE status = 'running' AND claimed_by IS DISTINCT FROM ${owner}
             AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))
-          RETURNING ${cols}`.pipe(Effect.map((rows) => rows.map(toJob)))
+          RETURNING ${cols}`.pipe(
+        Effect.map((rows) => rows.map(toJob)),
+        asSystem("the migration runner's scan of every tenant")
+      )
 
     /** Current tenant: claim its running job if unowned or stale (the CLI resuming a job). */
     const claimRunning = (owner: string, staleSeconds: number) =>

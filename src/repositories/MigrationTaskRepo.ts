@@ -10,6 +10,7 @@ import type { SqlError } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Data, Effect, Option } from "effect"
 import { randomToken } from "../domain/Ids.js"
+import { asSystem } from "../db/RowSecurity.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import type { MigrationTask, TaskKind, TaskStatus } from "../migration/Model.js"
 import type { MappingSnapshot } from "./MigrationJobRepo.js"
@@ -123,7 +124,10 @@ export class MigrationTaskRepo extends Effect.Service<MigrationTaskRepo>()("flex
       sql<TaskRow>`UPDATE migration_tasks SET claimed_by = ${owner}, heartbeat_at = now()
           WHERE status = 'running' AND claimed_by IS DISTINCT FROM ${owner}
             AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))
-          RETURNING ${cols}`.pipe(Effect.map((rows) => rows.map(toTask)))
+          RETURNING ${cols}`.pipe(
+        Effect.map((rows) => rows.map(toTask)),
+        asSystem("the migration runner's scan of every tenant")
+      )
 
     // ------------------------------------------------------------------ what a migration made, by pages
 

@@ -17,7 +17,7 @@ import { TenantRepo } from "../../src/repositories/TenantRepo.js"
 import { Encryption, generateKeyEntry } from "../../src/security/Encryption.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
 import { StripeAccounts } from "../../src/stripe/StripeAccounts.js"
-import { type Backend, freshDataDir, freshPostgresDatabase, POSTGRES_URL_VAR } from "../support/app.js"
+import { type Backend, freshDataDir, freshPostgresDatabase, OperatorAccess, POSTGRES_URL_VAR } from "../support/app.js"
 import { PgClient } from "@effect/sql-pg"
 
 export const STRIPE_KEY = "sk_test_51FlexpriceMigrationTests0000SECRET4242"
@@ -80,7 +80,7 @@ export const startApp = async (db: Database, env: Record<string, string>): Promi
     Layer.provide(Layer.setConfigProvider(provider)),
     Layer.provide(Logger.minimumLogLevel(process.env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Error))
   )
-  const runtime = ManagedRuntime.make(layer)
+  const runtime = ManagedRuntime.make(Layer.merge(layer, OperatorAccess))
   const address = await runtime.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
   const baseUrl = address._tag === "TcpAddress" ? `http://127.0.0.1:${address.port}` : ""
   const run = <A, E>(effect: Effect.Effect<A, E, AppServices>) => runtime.runPromise(effect as Effect.Effect<A, E, never>)
