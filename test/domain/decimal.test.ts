@@ -7,7 +7,7 @@ import { Either, Schema } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import * as Decimal from "../../src/domain/Decimal.js"
-import { exact, hostile, literalOf, quantity, runs } from "../support/arbitraries.js"
+import { exact, HOSTILE, hostile, literalOf, quantity, runs } from "../support/arbitraries.js"
 import * as O from "../support/oracle.js"
 
 const RUNS = runs(400)
@@ -46,6 +46,17 @@ describe("Decimal against the BigInt oracle", () => {
         expect(Either.isLeft(Schema.decodeUnknownEither(Decimal.DecimalString)(text))).toBe(true)
       })
     )
+  })
+
+  it("refuses every hostile literal, each checked (not sampled), with the syntax error", () => {
+    for (const text of HOSTILE) {
+      expect(O.tryParse(text), text).toBeUndefined()
+      expect(Decimal.isDecimal(text), text).toBe(false)
+      expect(Decimal.checkLiteral(text), text).toBe("syntax")
+      expect(() => Decimal.normalize(text), text).toThrow(`not a decimal: ${JSON.stringify(text)}`)
+      expect(() => Decimal.add(text, "1"), text).toThrow(/not a decimal/)
+      expect(() => Decimal.compare("1", text), text).toThrow(/not a decimal/)
+    }
   })
 
   it("round trip: normalize is idempotent and canonical text parses back to the same value", () => {
