@@ -85,6 +85,12 @@ describe("Decimal against the BigInt oracle", () => {
     expect(Decimal.sum([])).toBe("0")
   })
 
+  it("zero is neither positive nor negative, in every spelling (a mutation survivor: `> 0n` → `>= 0n`)", () => {
+    for (const z of ["0", "-0", "+0.000", "0e5", ".0"]) {
+      expect([Decimal.isZero(z), Decimal.isPositive(z), Decimal.isNegative(z)], z).toEqual([true, false, false])
+    }
+  })
+
   it("compare, equals and the sign predicates equal the oracle's", () => {
     const near = exact().chain((v) => fc.constantFrom(v, O.add(v, "0.000000000001"), O.sub(v, "1"), O.neg(v)).map((w) => [v, w] as const))
     fc.assert(
