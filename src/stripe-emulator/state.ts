@@ -110,6 +110,21 @@ export interface MeterEventRecord {
   readonly payload: Readonly<Record<string, string>>
 }
 
+/**
+ * One valid meter event as it arrived, accepted or not: the raw log that exactly-once checks count
+ * (a resend Stripe deduplicates by identifier never shows in `meterEvents`, only here).
+ */
+export interface ReceivedMeterEvent {
+  readonly identifier: string
+  readonly customer: string
+  readonly eventName: string
+  readonly value: string
+  readonly via: "v1" | "v2"
+  /** "duplicate": an identifier accepted within 24 h — v1 answers 400, the stream drops it silently. */
+  readonly outcome: "accepted" | "duplicate"
+  readonly atMs: number
+}
+
 export interface Totals {
   readonly customer: string
   readonly eventName: string
@@ -338,6 +353,7 @@ export class EmulatorState {
   private readonly streamErrorsList: Array<StreamEventError> = []
   private seq = 0
   duplicatesIgnored = 0
+  private readonly receivedList: Array<ReceivedMeterEvent> = []
 
   constructor(readonly livemode: boolean) {
     this.accountId = stripeId("acct", 16)
@@ -590,6 +606,15 @@ export class EmulatorState {
     const key = meterId ? this.meters.get(meterId)!.meter.customer_mapping.event_payload_key : "stripe_customer_id"
     const customer = (payload as FormObject)[key]
     return typeof customer === "string" ? `${meterId ?? eventName}|${customer}` : undefined
+  }
+
+  /** Logs a valid event as received (see `ReceivedMeterEvent`). */
+  recordReceived(r: MeterEventRecord, outcome: ReceivedMeterEvent["outcome"], atMs: number): void {
+    this.receivedList.push({ identifier: r.identifier, customer: r.customer, eventName: r.eventName, value: r.value, via: r.via, outcome, atMs })
+  }
+
+  received(): ReadonlyArray<ReceivedMeterEvent> {
+    return this.receivedList
   }
 
   /** True when `identifier` was accepted within the last 24 hours. */

@@ -24,8 +24,6 @@ import { needsVerification, verifyOld } from "./ResendGuard.js"
 import { chunkDuration, countBatches, syncErrors, syncLag } from "./SyncMetrics.js"
 import * as W from "./Windows.js"
 
-/** Push queue page: rows read, marked `sending` and sent per step of the push pipeline. */
-const PUSH_PAGE = 2000
 /** Batches per Stripe stream request (and per chunk of v1 calls). */
 const CHUNK = 100
 /** Accepted batches are written `synced` once this many are waiting. */
@@ -275,7 +273,7 @@ const preparePage = (push: PushContext, after: Option.Option<Cursor>) =>
     const { customerMappings, repo, settings } = push.run.deps
     const page = yield* repo.pushQueue({
       after,
-      limit: PUSH_PAGE,
+      limit: settings.pushPageSize,
       retryCap: settings.maxRetries,
       windowFrom: range?.from,
       windowTo: range?.to

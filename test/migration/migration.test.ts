@@ -152,8 +152,16 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       await app.dispose() // a shutdown in the middle of page k+1
       emulator.resetFaults()
 
-      // while the service is down, the job is still `running` at a page boundary
+      // The job was stopped unfinished: the restarted service's first Stripe request of the
+      // resumed job is held, so no page can complete before its state is read.
+      emulator.holdNext((r) => r.method === "GET" && r.path.startsWith("/v1/customers"))
       app = await startApp(db, env)
+      const stopped = await app.request(b.apiKey, "GET", `/v1/stripe/migrate/status/${id}`)
+      expect(stopped.body.status).toBe("running")
+      expect(stopped.body.progress.pages).toBeGreaterThanOrEqual(4)
+      expect(stopped.body.progress.pages).toBeLessThan(25)
+      await Effect.runPromise(emulator.awaitHeld(1).pipe(Effect.timeout("60 seconds"))) // it did resume
+      await Effect.runPromise(emulator.release())
       const done = await waitForMigration(app, b.apiKey, id)
       expect(done.status).toBe("completed")
       expect(done.progress.pages).toBe(25)
