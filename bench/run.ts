@@ -13,6 +13,7 @@ const runs: Array<{ readonly name: string; readonly args: ReadonlyArray<string> 
   { name: "StripeClient against the emulator", args: ["bench/stripe.ts"] },
   { name: "webhook latency", args: ["bench/webhooks.ts", "--n", "500"] },
   { name: "sync of 100,000 aggregates", args: ["bench/sync.ts"] },
+  { name: "noisy neighbour: 10 MB CSV import and rollback", args: ["bench/csv-neighbour.ts"] },
   { name: "Stripe customer migration", args: ["bench/migration.ts", "2500", ...(process.env["FLEXPRICE_BENCH_POSTGRES_URL"] ? [process.env["FLEXPRICE_BENCH_POSTGRES_URL"]] : [])] },
   ...(process.env["FLEXPRICE_BENCH_CLICKHOUSE_URL"]
     ? [{ name: "ClickHouse event store", args: ["bench/clickhouse.ts", process.env["FLEXPRICE_BENCH_CLICKHOUSE_URL"]] }]

@@ -118,7 +118,7 @@ const main = async () => {
     }))
     for (let i = 0; i < rows.length; i += 10_000) {
       const json = JSON.stringify(rows.slice(i, i + 10_000))
-      await run(
+      await asTenant(
         Effect.flatMap(PgClient.PgClient, (sql) =>
           Effect.all([
             sql`INSERT INTO customers (id, tenant_id, environment_id, external_id)

@@ -6,6 +6,7 @@
  * socket in a fresh 0700 directory, and PgClient talks to it with exactly one connection
  * (PGlite executes one query at a time anyway).
  */
+import { SqlError } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { PGlite } from "@electric-sql/pglite"
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
@@ -18,6 +19,7 @@ import { scrubString } from "../observability/Scrub.js"
 import { acquireDataDirLock } from "./DataDirLock.js"
 import { tightenDataDir } from "./DataDirMode.js"
 import { runMigrations } from "./Migrations.js"
+import { asOwner, TenantScopedPool } from "./RowSecurity.js"
 
 export class DatabaseStartFailed extends Data.TaggedError("DatabaseStartFailed")<{
   readonly reason: string
@@ -36,6 +38,41 @@ const clientOptions = {
   // pg parses numeric and int8 as strings by default: quantities stay exact.
   applicationName: "flexprice"
 } as const
+
+/**
+ * PgClient over a TenantScopedPool (RowSecurity.ts): every checkout runs as the role and tenant
+ * of the fiber asking. The pool is probed once so a wrong address fails the start, not the
+ * first request.
+ */
+const scopedClient = (poolConfig: Record<string, unknown>) =>
+  PgClient.layerFromPool({
+    acquire: Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const pool = new TenantScopedPool({ application_name: clientOptions.applicationName, ...poolConfig })
+          // pg emits idle-client errors on the pool; without a listener they would crash the process
+          pool.on("error", () => undefined)
+          try {
+            await pool.query("SELECT 1")
+          } catch (e) {
+            await pool.end().catch(() => undefined)
+            throw e
+          }
+          return pool
+        },
+        catch: (cause) => new SqlError.SqlError({ cause, message: "PgClient: Failed to connect" })
+      }).pipe(
+        Effect.timeoutFail({
+          duration: "5 seconds",
+          onTimeout: () => new SqlError.SqlError({ cause: new Error("Connection timed out"), message: "PgClient: Connection timed out" })
+        }),
+        // before the first migration the service roles may not exist yet
+        asOwner("connection probe")
+      ),
+      (pool) => Effect.promise(() => pool.end()).pipe(Effect.ignore, Effect.timeoutOption("1 second"))
+    ),
+    ...clientOptions
+  })
 
 /** Start PGlite on a Unix socket; resolves to the socket directory. */
 const startEmbedded = (dataDir: string) =>
@@ -83,18 +120,10 @@ export const layerFrom = (config: DatabaseConfig) =>
     onNone: () =>
       Layer.unwrapScoped(
         Effect.map(startEmbedded(config.dataDir), (socketDir) =>
-          PgClient.layer({
-            host: socketDir,
-            port: 5432,
-            database: "postgres",
-            username: "postgres",
-            maxConnections: 1,
-            minConnections: 1,
-            ...clientOptions
-          })
+          scopedClient({ host: socketDir, port: 5432, database: "postgres", user: "postgres", max: 1, min: 1 })
         )
       ),
-    onSome: (url) => PgClient.layer({ url, maxConnections: 10, ...clientOptions })
+    onSome: (url) => scopedClient({ connectionString: Redacted.value(url), max: 10 })
   })
 
 export const layerMigrated = (config: DatabaseConfig) =>

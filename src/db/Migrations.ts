@@ -8,6 +8,7 @@ import { PgMigrator } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
 import * as fs from "node:fs"
+import { asOwner, assertTenantTablesGuarded } from "./RowSecurity.js"
 import { fileURLToPath } from "node:url"
 
 /** `migrations/` at the package root, from src/db (tsx) or dist/db (built). */
@@ -38,5 +39,7 @@ export const runMigrations = PgMigrator.run({ loader: sqlFileLoader(migrationsDi
   Effect.tap((done) =>
     done.length > 0 ? Effect.logInfo(`applied migrations: ${done.map(([id, name]) => `${id}_${name}`).join(", ")}`) : Effect.void
   ),
+  Effect.zipLeft(assertTenantTablesGuarded),
+  asOwner("schema migrations"),
   Effect.withSpan("db.migrate")
 )

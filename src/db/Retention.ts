@@ -15,6 +15,7 @@ import { WebhookEventRepo } from "../repositories/WebhookEventRepo.js"
 import { STRIPE_MAX_AGE_MS } from "../sync/Windows.js"
 
 const STRIPE_BATCH_HORIZON_DAYS = STRIPE_MAX_AGE_MS / 86_400_000
+import { asSystem } from "./RowSecurity.js"
 
 const days = (name: string, fallback: number) =>
   Config.integer(name).pipe(
@@ -75,7 +76,9 @@ export const pruneOnce = Effect.gen(function* () {
   const webhooks = yield* WebhookEventRepo
   const now = yield* Clock.currentTimeMillis
   const webhookEvents = yield* webhooks.pruneBefore(new Date(now - config.webhookEventDays * DAY_MS))
-  const syncRuns = (yield* sql`DELETE FROM stripe_sync_runs WHERE started_at < ${new Date(now - config.syncRunDays * DAY_MS)} RETURNING id`).length
+  const syncRuns = (yield* sql`DELETE FROM stripe_sync_runs WHERE started_at < ${new Date(now - config.syncRunDays * DAY_MS)} RETURNING id`.pipe(
+    asSystem("retention prunes every tenant")
+  )).length
   if (webhookEvents + syncRuns > 0) yield* Effect.logInfo("retention pruned old rows", { webhook_events: webhookEvents, sync_runs: syncRuns })
   const ledger = yield* archiveLedgerAt(now)
   return { webhookEvents, syncRuns, archivedBatches: ledger.batches }

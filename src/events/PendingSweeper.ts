@@ -8,6 +8,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Metric, Schedule } from "effect"
 import { EnvironmentId, TenantId, TenantScope } from "../domain/Ids.js"
+import { asSystem } from "../db/RowSecurity.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import * as Metrics from "../observability/Metrics.js"
 import { EventIngestor } from "./EventIngestor.js"
@@ -20,13 +21,15 @@ export const sweepOnce = Effect.gen(function* () {
     SELECT DISTINCT p.tenant_id, p.environment_id, p.external_customer_id, c.id AS customer_id
     FROM pending_events p
     JOIN customers c ON c.tenant_id = p.tenant_id AND c.environment_id = p.environment_id AND c.external_id = p.external_customer_id
-    LIMIT 1000`
+    LIMIT 1000`.pipe(asSystem("the pending sweep finds work in every tenant"))
   let processed = 0
   for (const r of ready) {
     const scope = TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.environmentId) })
     processed += yield* ingestor.processPendingFor(r.externalCustomerId, r.customerId).pipe(Effect.provideService(CurrentTenant, scope))
   }
-  const [{ n }] = (yield* sql<{ n: string }>`SELECT count(*) AS n FROM pending_events`) as unknown as [{ n: string }]
+  const [{ n }] = (yield* sql<{ n: string }>`SELECT count(*) AS n FROM pending_events`.pipe(
+    asSystem("the pending gauge counts every tenant")
+  )) as unknown as [{ n: string }]
   yield* Metric.set(Metrics.pendingCustomerEvents, Number(n))
   if (processed > 0) yield* Effect.logInfo("processed pending events of existing customers", { events: processed })
   return processed

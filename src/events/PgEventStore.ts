@@ -6,6 +6,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, Effect, Layer, Option, Stream } from "effect"
 import * as Decimal from "../domain/Decimal.js"
+import { inTenant, perTenant } from "../db/RowSecurity.js"
 import { textArray } from "../db/SqlArrays.js"
 import type { TenantScope } from "../domain/Ids.js"
 import {
@@ -37,10 +38,8 @@ export const make = Effect.gen(function* () {
    * Bulk inserts pass one array per column through `unnest`: a statement with 11 parameters
    * instead of 11 × rows, which is several times faster to build, send and plan.
    */
-  const insertEvents = (events: ReadonlyArray<StoredEvent>) =>
-    events.length === 0
-      ? Effect.succeed([] as ReadonlyArray<string>)
-      : sql<{ eventId: string }>`INSERT INTO events
+  const insertEvents = (all: ReadonlyArray<StoredEvent>) =>
+    perTenant(all, (events) => sql<{ eventId: string }>`INSERT INTO events
           (tenant_id, environment_id, event_id, event_name, external_customer_id, customer_id, "timestamp", ingested_at, properties, status, error)
           SELECT t.tenant_id, t.environment_id, t.event_id, t.event_name, t.external_customer_id, t.customer_id, t.ts, t.ingested_at, t.properties::json, t.status, t.error
           FROM unnest(${textArray(events.map((e) => e.tenantId))}::text[], ${textArray(events.map((e) => e.environmentId))}::text[],
@@ -53,12 +52,10 @@ export const make = Effect.gen(function* () {
           ON CONFLICT (tenant_id, environment_id, event_id) DO NOTHING RETURNING event_id`.pipe(
           Effect.map((rows) => rows.map((r) => r.eventId)),
           Effect.mapError(fail("insertEvents"))
-        )
+        ))
 
-  const insertProcessed: EventStore["Type"]["insertProcessed"] = (rows) =>
-    rows.length === 0
-      ? Effect.void
-      : sql`INSERT INTO events_processed
+  const insertProcessed: EventStore["Type"]["insertProcessed"] = (all) =>
+    perTenant(all, (rows) => sql`INSERT INTO events_processed
           (tenant_id, environment_id, event_id, meter_id, customer_id, event_name, "timestamp", ingested_at, qty_total, qty_billable)
           SELECT * FROM unnest(${textArray(rows.map((r) => r.tenantId))}::text[], ${textArray(rows.map((r) => r.environmentId))}::text[],
                       ${textArray(rows.map((r) => r.eventId))}::text[], ${textArray(rows.map((r) => r.meterId))}::text[],
@@ -66,9 +63,9 @@ export const make = Effect.gen(function* () {
                       ${textArray(rows.map((r) => r.timestamp.toISOString()))}::timestamptz[], ${textArray(rows.map((r) => r.ingestedAt.toISOString()))}::timestamptz[],
                       ${textArray(rows.map((r) => r.qtyTotal))}::numeric[], ${textArray(rows.map((r) => r.qtyBillable))}::numeric[])
           ON CONFLICT (tenant_id, environment_id, event_id, meter_id) DO NOTHING`.pipe(
-          Effect.asVoid,
+          Effect.as([]),
           Effect.mapError(fail("insertProcessed"))
-        )
+        )).pipe(Effect.asVoid)
 
   // UPDATE ... FROM picks an arbitrary source row when one event appears twice: keep the last.
   const updateEventStatus: EventStore["Type"]["updateEventStatus"] = (scope, all) => {
@@ -80,7 +77,7 @@ export const make = Effect.gen(function* () {
             updates.map((u) => ({ event_id: u.eventId, customer_id: u.customerId, status: u.status, error: u.error }))
           )}::jsonb) AS u(event_id text, customer_id text, status text, error text)
           WHERE e.tenant_id = ${scope.tenantId} AND e.environment_id = ${scope.environmentId}
-            AND e.event_id = u.event_id`.pipe(Effect.asVoid, Effect.mapError(fail("updateEventStatus")))
+            AND e.event_id = u.event_id`.pipe(Effect.asVoid, Effect.mapError(fail("updateEventStatus")), inTenant(scope))
   }
 
   /**
@@ -116,6 +113,7 @@ export const make = Effect.gen(function* () {
         )
       ),
       Effect.mapError(fail("aggregateBillable")),
+      inTenant(q.scope),
       Effect.withSpan("eventstore.aggregate_page", { attributes: { backend: "postgres" } })
     )
 
@@ -154,7 +152,8 @@ export const make = Effect.gen(function* () {
             AND qty_billable <> 0 AND meter_id IN ${sql.in(q.meterIds)}
           ORDER BY window_start`.pipe(
           Effect.map((rows) => rows.map((r) => new Date(r.windowStart))),
-          Effect.mapError(fail("windowsWithLateRows"))
+          Effect.mapError(fail("windowsWithLateRows")),
+          inTenant(q.scope)
         )
 
   const earliestProcessed = (scope: TenantScope, meterIds: ReadonlyArray<string>) =>
@@ -164,7 +163,8 @@ export const make = Effect.gen(function* () {
           WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
             AND meter_id IN ${sql.in(meterIds)} AND qty_billable <> 0`.pipe(
           Effect.map((rows) => Option.map(Option.fromNullable(rows[0]?.min), (d) => new Date(d))),
-          Effect.mapError(fail("earliestProcessed"))
+          Effect.mapError(fail("earliestProcessed")),
+          inTenant(scope)
         )
 
   const listEvents = (q: EventQuery) =>
@@ -214,7 +214,7 @@ export const make = Effect.gen(function* () {
         ),
         nextCursor: rows.length > q.limit && last ? encodeCursor(new Date(last.timestamp), last.eventId) : null
       }
-    }).pipe(Effect.mapError(fail("listEvents")))
+    }).pipe(Effect.mapError(fail("listEvents")), inTenant(q.scope))
 
   const ping = sql`SELECT 1`.pipe(Effect.asVoid, Effect.mapError(fail("ping")))
 

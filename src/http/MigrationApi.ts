@@ -6,6 +6,7 @@ import { Schema } from "effect"
 import { Authentication } from "./Security.js"
 
 const migrationIdParam = HttpApiSchema.param("migration_id", Schema.String)
+const taskIdParam = HttpApiSchema.param("task_id", Schema.String)
 
 const ConflictStrategy = Schema.Literal("skip", "overwrite", "fail")
 
@@ -39,6 +40,10 @@ export const MigrationProblemView = Schema.Struct({
   line: Schema.optional(Schema.Number)
 })
 
+const CustomersKept = Schema.Array(
+  Schema.Struct({ customer_id: Schema.String, external_id: Schema.String, reason: Schema.Literal("has_events", "mapped_since") })
+)
+
 export const RollbackView = Schema.Struct({
   migration_id: Schema.String,
   status: Schema.Literal("rolled_back"),
@@ -46,9 +51,9 @@ export const RollbackView = Schema.Struct({
   mappings_removed: Schema.Number,
   mappings_restored: Schema.Number,
   customers_removed: Schema.Number,
-  customers_kept: Schema.Array(
-    Schema.Struct({ customer_id: Schema.String, external_id: Schema.String, reason: Schema.Literal("has_events", "mapped_since") })
-  )
+  /** The first 1,000 kept customers; customers_kept_total counts them all. */
+  customers_kept: CustomersKept,
+  customers_kept_total: Schema.optional(Schema.Number)
 })
 
 export const MigrationView = Schema.Struct({
@@ -58,31 +63,64 @@ export const MigrationView = Schema.Struct({
   dry_run: Schema.Boolean,
   options: Schema.Struct({ create_missing_customers: Schema.Boolean, conflict_strategy: ConflictStrategy }),
   counts: MigrationCountsView,
-  progress: Schema.Struct({ pages: Schema.Number, last_cursor: Schema.NullOr(Schema.String) }),
+  progress: Schema.Struct({
+    pages: Schema.Number,
+    last_cursor: Schema.NullOr(Schema.String),
+    /** CSV imports: data rows processed so far, and in the file (null until counted). */
+    rows_done: Schema.Number,
+    rows_total: Schema.NullOr(Schema.Number)
+  }),
   problems: Schema.Array(MigrationProblemView),
   problems_total: Schema.Number,
   error: Schema.NullOr(Schema.String),
   started_at: Schema.String,
   finished_at: Schema.NullOr(Schema.String),
   heartbeat_at: Schema.String,
-  rollback: Schema.NullOr(RollbackView.pipe(Schema.omit("migration_id", "status")))
+  rollback: Schema.NullOr(RollbackView.pipe(Schema.omit("migration_id", "status"))),
+  /** CSV imports, once finished. */
+  csv: Schema.NullOr(Schema.Struct({ valid_rows: Schema.Number, applied: Schema.Boolean, overwritten: Schema.Number, warnings_total: Schema.Number }))
 })
 
-export const VerifyView = Schema.Struct({
-  migration_id: Schema.String,
-  checked: Schema.Number,
-  ok: Schema.Number,
-  mismatches: Schema.Array(
-    Schema.Struct({
-      mapping_id: Schema.String,
-      customer_id: Schema.NullOr(Schema.String),
-      external_id: Schema.NullOr(Schema.String),
-      stripe_customer_id: Schema.NullOr(Schema.String),
-      problem: Schema.String,
-      detail: Schema.String
-    })
-  )
+const VerifyMismatchView = Schema.Struct({
+  mapping_id: Schema.String,
+  customer_id: Schema.NullOr(Schema.String),
+  external_id: Schema.NullOr(Schema.String),
+  stripe_customer_id: Schema.NullOr(Schema.String),
+  problem: Schema.String,
+  detail: Schema.String
 })
+
+/** A rollback or verification running (or done) in the background; poll `status_url`. */
+export const TaskView = Schema.Struct({
+  task_id: Schema.String,
+  migration_id: Schema.String,
+  kind: Schema.Literal("rollback", "verify"),
+  status: Schema.Literal("running", "completed", "failed"),
+  status_url: Schema.String,
+  /** Entities (rollback) or mappings (verify) handled so far, out of total. */
+  progress: Schema.Struct({ done: Schema.Number, total: Schema.Number }),
+  result: Schema.Struct({
+    mappings_removed: Schema.optional(Schema.Number),
+    mappings_restored: Schema.optional(Schema.Number),
+    customers_removed: Schema.optional(Schema.Number),
+    customers_kept: Schema.optional(CustomersKept),
+    customers_kept_total: Schema.optional(Schema.Number),
+    checked: Schema.optional(Schema.Number),
+    ok: Schema.optional(Schema.Number),
+    mismatches: Schema.optional(Schema.Array(VerifyMismatchView)),
+    mismatches_total: Schema.optional(Schema.Number)
+  }),
+  error: Schema.NullOr(Schema.String),
+  started_at: Schema.String,
+  finished_at: Schema.NullOr(Schema.String),
+  heartbeat_at: Schema.String
+})
+
+/** A verification: the task, with what it found so far at the top level (as before it ran in the background). */
+export const VerifyView = Schema.extend(
+  TaskView,
+  Schema.Struct({ checked: Schema.Number, ok: Schema.Number, mismatches: Schema.Array(VerifyMismatchView), mismatches_total: Schema.Number })
+)
 
 const Flag = Schema.optional(Schema.Literal("true", "false", "1", "0"))
 
@@ -94,25 +132,11 @@ export const CsvImportParams = Schema.Struct({
   conflict_strategy: Schema.optional(ConflictStrategy)
 })
 
-const CsvRowProblemView = Schema.Struct({
-  line: Schema.Number,
-  code: Schema.String,
-  reason: Schema.String,
-  external_id: Schema.optional(Schema.String),
-  stripe_customer_id: Schema.optional(Schema.String)
-})
-
-export const CsvImportView = Schema.Struct({
+export const CsvImportStarted = Schema.Struct({
   migration_id: Schema.String,
-  status: Schema.Literal("completed", "failed"),
-  dry_run: Schema.Boolean,
-  applied: Schema.Boolean,
-  total_rows: Schema.Number,
-  valid_rows: Schema.Number,
-  bad_row_count: Schema.Number,
-  counts: Schema.Struct({ mapped: Schema.Number, created: Schema.Number, already_mapped: Schema.Number, overwritten: Schema.Number }),
-  bad_rows: Schema.Array(CsvRowProblemView),
-  warnings: Schema.Array(CsvRowProblemView)
+  status: Schema.Literal("running"),
+  /** GET it for progress (rows_done / rows_total) and, once finished, the outcome. */
+  status_url: Schema.String
 })
 
 export class MigrationGroup extends HttpApiGroup.make("stripeMigration")
@@ -125,7 +149,7 @@ export class MigrationGroup extends HttpApiGroup.make("stripeMigration")
     HttpApiEndpoint.post("importCsv", "/v1/stripe/migrate/customers/csv")
       .setUrlParams(CsvImportParams)
       .setPayload(HttpApiSchema.Text({ contentType: "text/csv" }))
-      .addSuccess(CsvImportView)
+      .addSuccess(CsvImportStarted, { status: 202 })
   )
   .add(HttpApiEndpoint.get("status")`/v1/stripe/migrate/status/${migrationIdParam}`.addSuccess(MigrationView))
   .add(
@@ -138,6 +162,8 @@ export class MigrationGroup extends HttpApiGroup.make("stripeMigration")
       )
       .addSuccess(Schema.Struct({ migrations: Schema.Array(MigrationView), next_cursor: Schema.NullOr(Schema.String) }))
   )
-  .add(HttpApiEndpoint.post("rollback")`/v1/stripe/migrate/${migrationIdParam}/rollback`.addSuccess(RollbackView))
+  .add(HttpApiEndpoint.post("rollback")`/v1/stripe/migrate/${migrationIdParam}/rollback`.addSuccess(TaskView, { status: 202 }))
+  .add(HttpApiEndpoint.post("startVerify")`/v1/stripe/migrate/${migrationIdParam}/verify`.addSuccess(VerifyView, { status: 202 }))
   .add(HttpApiEndpoint.get("verify")`/v1/stripe/migrate/${migrationIdParam}/verify`.addSuccess(VerifyView))
+  .add(HttpApiEndpoint.get("task")`/v1/stripe/migrate/tasks/${taskIdParam}`.addSuccess(TaskView))
   .middleware(Authentication) {}

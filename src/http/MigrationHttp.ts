@@ -2,11 +2,11 @@
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { Multipart } from "@effect/platform"
 import { Config, Effect, Layer, Option, Stream } from "effect"
-import { Conflict, InternalError, InvalidInput, PayloadTooLarge, UpstreamFailed } from "../domain/Errors.js"
-import type { CsvRowProblem } from "../migration/CsvMapping.js"
+import { Conflict, InternalError, InvalidInput, NotFound, PayloadTooLarge, UpstreamFailed } from "../domain/Errors.js"
 import { MigrationRunner } from "../migration/MigrationRunner.js"
-import { type CsvImportResult, MigrationService, type VerifyResult } from "../migration/MigrationService.js"
-import type { MigrationJob, RollbackReport } from "../migration/Model.js"
+import { MigrationService } from "../migration/MigrationService.js"
+import type { MigrationJob, MigrationTask, VerifyProgress } from "../migration/Model.js"
+import { MigrationTaskRepo } from "../repositories/MigrationTaskRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { isStripeError, type StripeError } from "../stripe/StripeErrors.js"
 import type { StripeNotConfigured } from "../stripe/StripeAccounts.js"
@@ -27,52 +27,38 @@ export const migrationView = (j: MigrationJob) => ({
   dry_run: j.dryRun,
   options: { create_missing_customers: j.options.createMissingCustomers, conflict_strategy: j.options.conflictStrategy },
   counts: j.counts,
-  progress: { pages: j.pages, last_cursor: j.cursor },
+  progress: { pages: j.pages, last_cursor: j.cursor, rows_done: j.rowsDone, rows_total: j.rowsTotal },
   problems: j.problems,
   problems_total: j.problemsTotal,
   error: j.error,
   started_at: j.startedAt.toISOString(),
   finished_at: j.finishedAt === null ? null : j.finishedAt.toISOString(),
   heartbeat_at: j.heartbeatAt.toISOString(),
-  rollback: j.rollback
+  rollback: j.rollback,
+  csv: j.csv
 })
 
-export const rollbackView = (id: string, r: RollbackReport) => ({ migration_id: id, status: "rolled_back" as const, ...r })
+export const statusUrl = (migrationId: string) => `/v1/stripe/migrate/status/${migrationId}`
+export const taskUrl = (taskId: string) => `/v1/stripe/migrate/tasks/${taskId}`
 
-export const verifyView = (v: VerifyResult) => ({
-  migration_id: v.migrationId,
-  checked: v.checked,
-  ok: v.ok,
-  mismatches: v.mismatches.map((m) => ({
-    mapping_id: m.mappingId,
-    customer_id: m.customerId,
-    external_id: m.externalId,
-    stripe_customer_id: m.stripeCustomerId,
-    problem: m.problem,
-    detail: m.detail
-  }))
+export const taskView = (t: MigrationTask) => ({
+  task_id: t.id,
+  migration_id: t.migrationId,
+  kind: t.kind,
+  status: t.status,
+  status_url: taskUrl(t.id),
+  progress: { done: t.done, total: t.total },
+  result: t.result,
+  error: t.error,
+  started_at: t.startedAt.toISOString(),
+  finished_at: t.finishedAt === null ? null : t.finishedAt.toISOString(),
+  heartbeat_at: t.heartbeatAt.toISOString()
 })
 
-const rowView = (p: CsvRowProblem) => ({
-  line: p.line,
-  code: p.code,
-  reason: p.reason,
-  ...(p.externalId !== undefined ? { external_id: p.externalId } : {}),
-  ...(p.stripeCustomerId !== undefined ? { stripe_customer_id: p.stripeCustomerId } : {})
-})
-
-export const csvImportView = (r: CsvImportResult) => ({
-  migration_id: r.migrationId,
-  status: r.status,
-  dry_run: r.dryRun,
-  applied: r.applied,
-  total_rows: r.totalRows,
-  valid_rows: r.validRows,
-  bad_row_count: r.badRows.length,
-  counts: r.counts,
-  bad_rows: r.badRows.map(rowView),
-  warnings: r.warnings.map(rowView)
-})
+export const verifyView = (t: MigrationTask) => {
+  const r = t.result as Partial<VerifyProgress>
+  return { ...taskView(t), checked: r.checked ?? 0, ok: r.ok ?? 0, mismatches: r.mismatches ?? [], mismatches_total: r.mismatches_total ?? 0 }
+}
 
 const tooLarge = (max: number) =>
   new PayloadTooLarge({ code: "payload_too_large", message: `the CSV exceeds ${max} bytes (FLEXPRICE_MIGRATION_CSV_MAX_BYTES)`, details: { max_bytes: max } })
@@ -144,6 +130,7 @@ export const MigrationHttpLive = HttpApiBuilder.group(FlexPriceApi, "stripeMigra
   Effect.gen(function* () {
     const runner = yield* MigrationRunner
     const service = yield* MigrationService
+    const tasks = yield* MigrationTaskRepo
     const accounts = yield* StripeAccounts
     const maxBytes = yield* CsvMaxBytes
     return handlers
@@ -175,25 +162,39 @@ export const MigrationHttpLive = HttpApiBuilder.group(FlexPriceApi, "stripeMigra
           return { migrations: page.map(migrationView), next_cursor: jobs.length > limit ? (page[page.length - 1]?.id ?? null) : null }
         }).pipe(orUnavailable)
       )
-      .handle("rollback", ({ path }) =>
-        service.rollback(path.migration_id).pipe(Effect.map((r) => rollbackView(path.migration_id, r)), orUnavailable)
+      .handle("rollback", ({ path }) => runner.submitRollback(path.migration_id).pipe(Effect.map(taskView), orUnavailable))
+      .handle("startVerify", ({ path }) => runner.submitVerify(path.migration_id).pipe(Effect.map(verifyView), orAccessError, orUpstream, orUnavailable))
+      .handle("verify", ({ path }) =>
+        // The latest verification; the first GET starts one (as the only verify call did before it ran in the background).
+        Effect.flatMap(service.mustGet(path.migration_id), () => tasks.latest(path.migration_id, "verify")).pipe(
+          Effect.flatMap(Option.match({ onSome: Effect.succeed, onNone: () => runner.submitVerify(path.migration_id) })),
+          Effect.map(verifyView),
+          orAccessError,
+          orUpstream,
+          orUnavailable
+        )
       )
-      .handle("verify", ({ path }) => service.verify(path.migration_id).pipe(Effect.map(verifyView), orAccessError, orUpstream, orUnavailable))
+      .handle("task", ({ path }) =>
+        tasks.get(path.task_id).pipe(
+          Effect.flatMap(Option.match({ onNone: () => Effect.fail(NotFound.of("migration_task", path.task_id)), onSome: Effect.succeed })),
+          Effect.map(taskView),
+          orUnavailable
+        )
+      )
       .handleRaw("importCsv", ({ request, urlParams }) =>
         Effect.gen(function* () {
           const text = yield* readCsvBody(request, maxBytes)
-          const result = yield* service.importCsv(
-            text,
-            {
-              verify: flag(urlParams.verify, false),
-              allOrNothing: flag(urlParams.all_or_nothing, false),
-              dryRun: flag(urlParams.dry_run, false),
-              createMissingCustomers: flag(urlParams.create_missing_customers, true),
-              conflictStrategy: urlParams.conflict_strategy ?? "skip"
-            },
-            runner.owner
-          )
-          return HttpServerResponse.unsafeJson(csvImportView(result))
+          const verify = flag(urlParams.verify, false)
+          // Fail fast on a missing or unreadable key rather than starting an import that fails at once.
+          if (verify) yield* accounts.refForOperation("stripe_csv_verify")
+          const job = yield* runner.submitCsv(text, {
+            verify,
+            allOrNothing: flag(urlParams.all_or_nothing, false),
+            dryRun: flag(urlParams.dry_run, false),
+            createMissingCustomers: flag(urlParams.create_missing_customers, true),
+            conflictStrategy: urlParams.conflict_strategy ?? "skip"
+          })
+          return HttpServerResponse.unsafeJson({ migration_id: job.id, status: "running", status_url: statusUrl(job.id) }, { status: 202 })
         }).pipe(
           Effect.catchTag("MigrationAlreadyRunning", (e) =>
             Effect.fail(Conflict.of("migration_running", `migration ${e.runningId} is running in this environment`, { running_id: e.runningId }))

@@ -14,8 +14,9 @@ import { AppLive } from "../App.js"
 import { EnvironmentId, randomToken, TenantId, TenantScope } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { TenantRepo } from "../repositories/TenantRepo.js"
-import { type CsvImportResult, MigrationService } from "./MigrationService.js"
-import { MigrationRunnerConfig } from "./MigrationRunner.js"
+import { MigrationRunnerConfig } from "./Config.js"
+import { CsvImport } from "./CsvImport.js"
+import { MigrationService } from "./MigrationService.js"
 import type { ConflictStrategy, MigrationJob, MigrationProgress } from "./Model.js"
 
 const tenant = Options.text("tenant").pipe(Options.withDescription("tenant id (tnt_…)"))
@@ -61,22 +62,23 @@ export const jobSummary = (job: MigrationJob) =>
     ...(job.error !== null ? ([["error", job.error]] as const) : [])
   ])
 
-const csvSummary = (r: CsvImportResult) =>
+const csvSummary = (job: MigrationJob) =>
   [
     table([
-      ["migration", r.migrationId],
-      ["status", r.status + (r.dryRun ? " (dry run)" : "")],
-      ["rows", r.totalRows],
-      ["valid", r.validRows],
-      ["bad", r.badRows.length],
-      ["applied", r.applied ? "yes" : "no"],
-      ["mapped", r.counts.mapped],
-      ["created", r.counts.created],
-      ["already_mapped", r.counts.already_mapped],
-      ["overwritten", r.counts.overwritten]
+      ["migration", job.id],
+      ["status", job.status + (job.dryRun ? " (dry run)" : "")],
+      ["rows", job.rowsTotal ?? job.rowsDone],
+      ["valid", job.csv?.valid_rows ?? 0],
+      ["bad", job.problemsTotal],
+      ["applied", job.csv?.applied === true ? "yes" : "no"],
+      ["mapped", job.counts.mapped],
+      ["created", job.counts.created],
+      ["already_mapped", job.counts.already_mapped],
+      ["overwritten", job.csv?.overwritten ?? 0],
+      ...(job.error !== null ? ([["error", job.error]] as const) : [])
     ]),
-    ...r.badRows.slice(0, 50).map((b) => `line ${b.line}: ${b.code}: ${b.reason}`),
-    ...(r.badRows.length > 50 ? [`… and ${r.badRows.length - 50} more bad rows`] : [])
+    ...job.problems.slice(0, 50).map((p) => `${p.message}${p.code === "failed" ? "" : ` (${p.code})`}`),
+    ...(job.problemsTotal > 50 ? [`… and ${job.problemsTotal - 50} more bad rows`] : [])
   ].join("\n")
 
 export const stripeMigrateCommand = Command.make(
@@ -111,10 +113,18 @@ const migrate = (
 
       if (Option.isSome(args.csv)) {
         const text = fs.readFileSync(args.csv.value, "utf8")
-        const result = yield* service.importCsv(text, { ...options, verify: false, allOrNothing: false }, owner)
-        yield* Console.log(csvSummary(result))
-        if (result.badRows.length > 0 || result.status === "failed")
-          return yield* Effect.fail(new Error(`${result.badRows.length} bad row(s) in ${args.csv.value}`))
+        const csvImport = yield* CsvImport
+        const csvOptions = { ...options, verify: false, allOrNothing: false }
+        const job = yield* csvImport.start(text, csvOptions, owner).pipe(
+          Effect.catchTag("MigrationAlreadyRunning", (e) =>
+            Effect.fail(new Error(`migration ${e.runningId} is already running in this environment (GET /v1/stripe/migrate/status/${e.runningId})`))
+          )
+        )
+        yield* csvImport.run(job, text, csvOptions, owner)
+        const final = yield* service.mustGet(job.id)
+        yield* Console.log(csvSummary(final))
+        if (final.problemsTotal > 0 || final.status !== "completed")
+          return yield* Effect.fail(new Error(`${final.problemsTotal} bad row(s) in ${args.csv.value}${final.error !== null ? `: ${final.error}` : ""}`))
         return
       }
 

@@ -29,10 +29,14 @@ const COMMA = 44 // ,
 const LF = 10
 const CR = 13
 
-export const parseCsv = (input: string): CsvParseResult => {
+export type CsvItem = ({ readonly _tag: "Record" } & CsvRecord) | ({ readonly _tag: "Error" } & CsvSyntaxError)
+
+/**
+ * The records (and syntax errors) of `input` one at a time, in file order: a large upload is read
+ * in bounded steps by a caller that yields between them, with no array of every record.
+ */
+export function* csvItems(input: string): Generator<CsvItem, void, undefined> {
   const text = input.charCodeAt(0) === 0xfeff ? input.slice(1) : input
-  const records: Array<CsvRecord> = []
-  const errors: Array<CsvSyntaxError> = []
   const n = text.length
   let i = 0
   let line = 1
@@ -131,9 +135,17 @@ export const parseCsv = (input: string): CsvParseResult => {
       lineBreak()
       break
     }
-    if (failed !== undefined) errors.push({ line: startLine, message: failed })
-    else records.push({ line: startLine, fields })
+    if (failed !== undefined) yield { _tag: "Error", line: startLine, message: failed }
+    else yield { _tag: "Record", line: startLine, fields }
   }
+}
+
+export const parseCsv = (input: string): CsvParseResult => {
+  const records: Array<CsvRecord> = []
+  const errors: Array<CsvSyntaxError> = []
+  for (const item of csvItems(input))
+    if (item._tag === "Record") records.push({ line: item.line, fields: item.fields })
+    else errors.push({ line: item.line, message: item.message })
   return { records, errors }
 }
 

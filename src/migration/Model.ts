@@ -41,7 +41,11 @@ export const zeroCounts: MigrationCounts = {
   failed: 0
 }
 
+import type { CsvProblemCode } from "./CsvMapping.js"
+
+/** A CSV import reports each bad row with its own code (CsvProblemCode) and its line. */
 export type ProblemCode =
+  | CsvProblemCode
   | "missing_external_id"
   | "invalid_external_id"
   | "conflict"
@@ -68,6 +72,8 @@ export interface RollbackReport {
   readonly mappings_restored: number
   readonly customers_removed: number
   readonly customers_kept: ReadonlyArray<{ readonly customer_id: string; readonly external_id: string; readonly reason: "has_events" | "mapped_since" }>
+  /** All kept customers (the list stops at 1,000). */
+  readonly customers_kept_total?: number | undefined
 }
 
 export interface MigrationJob {
@@ -89,6 +95,62 @@ export interface MigrationJob {
   readonly heartbeatAt: Date
   readonly claimedBy: string | null
   readonly rollback: RollbackReport | null
+  /** CSV imports: data rows in the file (null until counted) and rows processed so far. */
+  readonly rowsTotal: number | null
+  readonly rowsDone: number
+  /** CSV imports, once finished: what the counts do not say. */
+  readonly csv: CsvImportSummary | null
+}
+
+export interface CsvImportSummary {
+  /** Rows that passed every check (applied, or would be in a dry run / all-or-nothing refusal). */
+  readonly valid_rows: number
+  readonly applied: boolean
+  readonly overwritten: number
+  /** Exact repeats of an earlier row (applied once). */
+  readonly warnings_total: number
+}
+
+export type TaskKind = "rollback" | "verify"
+export type TaskStatus = "running" | "completed" | "failed"
+
+export interface VerifyMismatchJson {
+  readonly mapping_id: string
+  readonly customer_id: string | null
+  readonly external_id: string | null
+  readonly stripe_customer_id: string | null
+  readonly problem: string
+  readonly detail: string
+}
+
+/** What a verification found so far (first MAX_PROBLEMS mismatches kept, all counted). */
+export interface VerifyProgress {
+  readonly checked: number
+  readonly ok: number
+  readonly mismatches: ReadonlyArray<VerifyMismatchJson>
+  readonly mismatches_total: number
+}
+
+export type RollbackProgress = Omit<RollbackReport, "rolled_back_at">
+
+/** A rollback or verification of a migration, run in the background in chunks. */
+export interface MigrationTask {
+  readonly id: string
+  readonly tenantId: string
+  readonly environmentId: string
+  readonly migrationId: string
+  readonly kind: TaskKind
+  readonly status: TaskStatus
+  /** Where the next chunk starts (resume point). */
+  readonly cursor: string | null
+  readonly done: number
+  readonly total: number
+  readonly result: Partial<VerifyProgress & RollbackProgress>
+  readonly error: string | null
+  readonly startedAt: Date
+  readonly finishedAt: Date | null
+  readonly heartbeatAt: Date
+  readonly claimedBy: string | null
 }
 
 /** Progress as the job loop keeps it in memory and saves after each page. */

@@ -19,6 +19,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect } from "effect"
+import { asSystem } from "../db/RowSecurity.js"
 
 export interface ArchivePass {
   /** batches moved out of the ledger */
@@ -90,7 +91,8 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
         )
         SELECT (SELECT COUNT(*) FROM moved) AS batches, (SELECT COUNT(*) FROM written) AS summaries,
           (SELECT COUNT(*) FROM paired) AS pairs`.pipe(
-        Effect.map((rows) => ({ batches: Number(rows[0]?.batches ?? 0), summaries: Number(rows[0]?.summaries ?? 0) }))
+        Effect.map((rows) => ({ batches: Number(rows[0]?.batches ?? 0), summaries: Number(rows[0]?.summaries ?? 0) })),
+        asSystem("archiving the ledger of every tenant")
       )
 
     /** Archives everything final before `cutoff`, a chunk (one transaction) at a time. */
@@ -118,6 +120,7 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
           FROM flexprice_ledger_partitions(${now}, ${through}, ${dropBefore})`
       }).pipe(
         Effect.map((rows) => ({ created: Number(rows[0]?.created ?? 0), dropped: Number(rows[0]?.dropped ?? 0) })),
+        asSystem("partition upkeep of the whole ledger (the function runs as the owner)"),
         Effect.withSpan("ledger.partitions")
       )
 

@@ -15,7 +15,9 @@ import { Data, Effect, Option } from "effect"
 import { textArray } from "../db/SqlArrays.js"
 import { newId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
+import { asSystem } from "../db/RowSecurity.js"
 import {
+  type CsvImportSummary,
   type MigrationCounts,
   type MigrationJob,
   type MigrationKind,
@@ -48,6 +50,9 @@ interface JobRow {
   readonly heartbeatAt: Date
   readonly claimedBy: string | null
   readonly rollbackJson: string | null
+  readonly rowsTotal: number | null
+  readonly rowsDone: number
+  readonly resultJson: string | null
 }
 
 interface StoredCounts extends MigrationCounts {
@@ -80,7 +85,10 @@ const toJob = (r: JobRow): MigrationJob => {
     finishedAt: r.finishedAt === null ? null : new Date(r.finishedAt),
     heartbeatAt: new Date(r.heartbeatAt),
     claimedBy: r.claimedBy,
-    rollback: r.rollbackJson === null ? null : (JSON.parse(r.rollbackJson) as RollbackReport)
+    rollback: r.rollbackJson === null ? null : (JSON.parse(r.rollbackJson) as RollbackReport),
+    rowsTotal: r.rowsTotal,
+    rowsDone: r.rowsDone,
+    csv: r.resultJson === null ? null : (JSON.parse(r.resultJson) as CsvImportSummary)
   }
 }
 
@@ -99,22 +107,12 @@ export interface MappingSnapshot {
   readonly createdAt: string
 }
 
-export interface MigrationMappingView {
-  readonly mappingId: string
-  readonly customerId: string
-  readonly externalId: string | null
-  readonly providerCustomerId: string | null
-  readonly status: string | null
-  /** False when the row is gone or no longer carries this migration's id. */
-  readonly stillOurs: boolean
-}
-
 export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexprice/MigrationJobRepo", {
   effect: Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
     const cols = sql`id, tenant_id, environment_id, kind, status, dry_run, options::text AS options_json, cursor, pages,
       counts::text AS counts_json, problems::text AS problems_json, error, started_at, finished_at, heartbeat_at,
-      claimed_by, rollback::text AS rollback_json`
+      claimed_by, rollback::text AS rollback_json, rows_total, rows_done, result::text AS result_json`
 
     const isUniqueViolation = (e: SqlError.SqlError) => (e.cause as { code?: string } | undefined)?.code === "23505"
 
@@ -183,28 +181,54 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
             finished_at = now(), heartbeat_at = now(), claimed_by = NULL
           WHERE id = ${id} AND status = 'running' AND claimed_by = ${owner} RETURNING id`.pipe(Effect.map((rows) => rows.length > 0))
 
+    /**
+     * CSV import: save rows done (and the counts so far) after a chunk, in the chunk's transaction;
+     * false when this process no longer owns the job (the transaction must then roll back).
+     */
+    const saveCsvProgress = (id: string, owner: string, p: MigrationProgress, rows: { readonly done: number; readonly total: number | null }) =>
+      sql`UPDATE migration_jobs SET rows_done = ${rows.done}, rows_total = ${rows.total}, counts = ${countsJson(p)}::jsonb,
+            problems = ${JSON.stringify(p.problems)}::jsonb, heartbeat_at = now()
+          WHERE id = ${id} AND status = 'running' AND claimed_by = ${owner} RETURNING id`.pipe(Effect.map((rows) => rows.length > 0))
+
+    /** CSV import: the final status with what was applied (conditional on owning the job). */
+    const finishCsv = (
+      id: string,
+      owner: string,
+      end: {
+        readonly status: "completed" | "failed"
+        readonly error: string | null
+        readonly progress: MigrationProgress
+        readonly rowsDone: number
+        readonly rowsTotal: number | null
+        readonly summary: CsvImportSummary
+      }
+    ) =>
+      sql`UPDATE migration_jobs SET status = ${end.status}, error = ${end.error}, counts = ${countsJson(end.progress)}::jsonb,
+            problems = ${JSON.stringify(end.progress.problems)}::jsonb, rows_done = ${end.rowsDone}, rows_total = ${end.rowsTotal},
+            result = ${JSON.stringify(end.summary)}::jsonb, finished_at = now(), heartbeat_at = now(), claimed_by = NULL
+          WHERE id = ${id} AND status = 'running' AND claimed_by = ${owner} RETURNING id`.pipe(Effect.map((rows) => rows.length > 0))
+
     /** Let go of a running job (graceful stop): the next runner resumes it at once. */
     const release = (id: string, owner: string) =>
       sql`UPDATE migration_jobs SET claimed_by = NULL
           WHERE id = ${id} AND status = 'running' AND claimed_by = ${owner} RETURNING id`.pipe(Effect.map((rows) => rows.length > 0))
 
     /**
-     * Every tenant: claim running Stripe-customer jobs that are unowned or whose owner stopped
-     * heartbeating, and fail running CSV imports left by a dead process (their transaction
-     * rolled back with it). Deliberately cross-tenant: this is the runner's start-up scan.
+     * Every tenant: claim running jobs that are unowned (released by a graceful stop) or whose
+     * owner stopped heartbeating. Stripe-customer jobs resume from their cursor; CSV imports (whose
+     * file died with the process) are undone by the claimer and end `failed`. Deliberately
+     * cross-tenant: this is the runner's scan. A live import keeps its heartbeat fresh and commits
+     * each chunk only while it still owns the job, so a claim never races a commit. A runner never
+     * claims its own work: it is alive, whatever its heartbeat says.
      */
     const claimOrphans = (owner: string, staleSeconds: number) =>
-      Effect.gen(function* () {
-        yield* sql`UPDATE migration_jobs SET status = 'failed', error = 'interrupted: the import stopped before it committed; nothing was applied',
-              finished_at = now(), claimed_by = NULL
-            WHERE status = 'running' AND kind = 'csv'
-              AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))`
-        const rows = yield* sql<JobRow>`UPDATE migration_jobs SET claimed_by = ${owner}, heartbeat_at = now()
-            WHERE status = 'running' AND kind = 'stripe_customers'
-              AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))
-            RETURNING ${cols}`
-        return rows.map(toJob)
-      })
+      sql<JobRow>`UPDATE migration_jobs SET claimed_by = ${owner}, heartbeat_at = now()
+          WHERE status = 'running' AND claimed_by IS DISTINCT FROM ${owner}
+            AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))
+          RETURNING ${cols}`.pipe(
+        Effect.map((rows) => rows.map(toJob)),
+        asSystem("the migration runner's scan of every tenant")
+      )
 
     /** Current tenant: claim its running job if unowned or stale (the CLI resuming a job). */
     const claimRunning = (owner: string, staleSeconds: number) =>
@@ -247,19 +271,6 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
               }))
             )} ON CONFLICT DO NOTHING`
           ).pipe(Effect.asVoid)
-
-    const createdEntities = (migrationId: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<{ entityType: "customer" | "mapping"; entityId: string }>`SELECT entity_type, entity_id FROM migration_created_entities
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND migration_id = ${migrationId}
-          ORDER BY entity_type, entity_id`
-      )
-
-    const replacedMappings = (migrationId: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<{ snapshotJson: string }>`SELECT snapshot::text AS snapshot_json FROM migration_replaced_mappings
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND migration_id = ${migrationId}`
-      ).pipe(Effect.map((rows) => rows.map((r) => JSON.parse(r.snapshotJson) as MappingSnapshot)))
 
     /**
      * Mapping rows (any status) that a link of these Stripe customers / external ids may touch,
@@ -335,19 +346,6 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
             AND status IN ('completed', 'failed') RETURNING id`
       ).pipe(Effect.map((rows) => rows.length > 0))
 
-    /** The mappings this migration wrote, as they are now (for verify). */
-    const mappingsOf = (migrationId: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<MigrationMappingView>`SELECT e.entity_id AS mapping_id, m.customer_id, c.external_id, m.provider_customer_id, m.status,
-            (m.id IS NOT NULL AND m.migration_id = ${migrationId}) AS still_ours
-          FROM migration_created_entities e
-          LEFT JOIN customer_integration_mappings m ON m.id = e.entity_id AND m.tenant_id = e.tenant_id AND m.environment_id = e.environment_id
-          LEFT JOIN customers c ON c.id = m.customer_id AND c.tenant_id = m.tenant_id AND c.environment_id = m.environment_id
-          WHERE e.tenant_id = ${t.tenantId} AND e.environment_id = ${t.environmentId} AND e.migration_id = ${migrationId}
-            AND e.entity_type = 'mapping'
-          ORDER BY e.entity_id`
-      ).pipe(Effect.map((rows) => rows.map((r) => ({ ...r, customerId: r.customerId ?? "", stillOurs: r.stillOurs === true }))))
-
     return {
       create,
       findRunning,
@@ -356,20 +354,19 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
       saveProgress,
       heartbeat,
       finish,
+      saveCsvProgress,
+      finishCsv,
       release,
       claimOrphans,
       claimRunning,
       resetProgress,
       recordEntities,
       recordReplaced,
-      createdEntities,
-      replacedMappings,
       mappingsTouching,
       deleteMappings,
       restoreMapping,
       customersMappedElsewhere,
-      markRolledBack,
-      mappingsOf
+      markRolledBack
     } as const
   })
 }) {}

@@ -6,6 +6,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Option } from "effect"
 import { TenantScope, type EnvironmentId, type TenantId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
+import { asSystem, inTenant } from "../db/RowSecurity.js"
 
 export const AGGREGATION_WINDOWS = [15, 30, 60, 120, 360, 720, 1440] as const
 export type AggregationWindowMinutes = (typeof AGGREGATION_WINDOWS)[number]
@@ -131,7 +132,8 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
     const getStoredFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
       sql<Row>`SELECT ${cols} FROM stripe_tenant_configs
         WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}`.pipe(
-        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStored))
+        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStored)),
+        inTenant(scope)
       )
 
     const getStored = Effect.flatMap(CurrentTenant, getStoredFor)
@@ -141,7 +143,10 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
 
     /** Every tenant environment with sync turned on. */
     const listSyncEnabled = sql<Row>`SELECT ${cols} FROM stripe_tenant_configs WHERE sync_enabled = true
-      ORDER BY tenant_id, environment_id`.pipe(Effect.map((rows) => rows.map((r) => publicConfig(toStored(r)))))
+      ORDER BY tenant_id, environment_id`.pipe(
+      Effect.map((rows) => rows.map((r) => publicConfig(toStored(r)))),
+      asSystem("the scheduler enumerates tenants")
+    )
 
     /** Insert or replace the current tenant's row. */
     const upsert = (w: StripeConfigWrite) =>
@@ -221,12 +226,14 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
         WHERE stripe_account_id = ${accountId} ORDER BY tenant_id, environment_id`.pipe(
         Effect.map((rows) =>
           rows.map((r) => new TenantScope({ tenantId: r.tenantId as TenantId, environmentId: r.environmentId as EnvironmentId }))
-        )
+        ),
+        asSystem("routing a global webhook delivery to its tenant")
       )
 
     /** Every stored row, all tenants (key rotation). */
     const listAllStored = sql<Row>`SELECT ${cols} FROM stripe_tenant_configs ORDER BY tenant_id, environment_id`.pipe(
-      Effect.map((rows) => rows.map(toStored))
+      Effect.map((rows) => rows.map(toStored)),
+      asSystem("key rotation enumerates tenants")
     )
 
     /**
@@ -252,7 +259,10 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
         : sql`UPDATE stripe_tenant_configs SET webhook_secret_encrypted = ${replacement}, updated_at = now()
             WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} AND webhook_secret_encrypted = ${expected}
             RETURNING tenant_id`
-      ).pipe(Effect.map((rows) => rows.length > 0))
+      ).pipe(
+        Effect.map((rows) => rows.length > 0),
+        inTenant(scope)
+      )
 
     return {
       get,

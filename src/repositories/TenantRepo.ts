@@ -6,6 +6,7 @@
 import { SqlClient } from "@effect/sql"
 import { Effect, Option } from "effect"
 import { createHash, randomBytes } from "node:crypto"
+import { asSystem, inTenant } from "../db/RowSecurity.js"
 import { EnvironmentId, newId, TenantId, TenantScope } from "../domain/Ids.js"
 
 export const hashApiKey = (key: string): string => createHash("sha256").update(key).digest("hex")
@@ -51,12 +52,14 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
           })}`
           return { tenantId, environmentId, apiKey }
         })
-      )
+      ).pipe(asSystem("creating a tenant (or reusing one by name)"))
     })
 
     const authenticate = Effect.fn("tenant.authenticate")(function* (apiKey: string) {
       const rows = yield* sql<{ tenantId: string; environmentId: string }>`
-        SELECT tenant_id, environment_id FROM api_keys WHERE key_hash = ${hashApiKey(apiKey)} AND revoked_at IS NULL`
+        SELECT tenant_id, environment_id FROM api_keys WHERE key_hash = ${hashApiKey(apiKey)} AND revoked_at IS NULL`.pipe(
+        asSystem("an API key names its tenant")
+      )
       return Option.map(Option.fromNullable(rows[0]), (r) =>
         TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.environmentId) })
       )
@@ -64,13 +67,15 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
 
     const environmentExists = (scope: TenantScope) =>
       Effect.map(
-        sql`SELECT 1 FROM environments WHERE id = ${scope.environmentId} AND tenant_id = ${scope.tenantId}`,
+        sql`SELECT 1 FROM environments WHERE id = ${scope.environmentId} AND tenant_id = ${scope.tenantId}`.pipe(inTenant(scope)),
         (rows) => rows.length > 0
       )
 
     /** Every tenant environment (the scheduler walks these). */
     const listEnvironments = Effect.map(
-      sql<{ tenantId: string; id: string }>`SELECT tenant_id, id FROM environments ORDER BY tenant_id, id`,
+      sql<{ tenantId: string; id: string }>`SELECT tenant_id, id FROM environments ORDER BY tenant_id, id`.pipe(
+        asSystem("enumerating tenant environments")
+      ),
       (rows) => rows.map((r) => TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.id) }))
     )
 
@@ -82,7 +87,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
         INSERT INTO api_keys (id, tenant_id, environment_id, key_hash, key_prefix)
         SELECT ${id}, tenant_id, id, ${keyHash}, ${keyPrefix} FROM environments
           WHERE id = ${scope.environmentId} AND tenant_id = ${scope.tenantId}
-        RETURNING created_at`
+        RETURNING created_at`.pipe(inTenant(scope))
       return Option.map(Option.fromNullable(rows[0]), (r) => ({ id, apiKey, keyPrefix, createdAt: new Date(r.createdAt) }))
     })
 
@@ -90,7 +95,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
       Effect.map(
         sql<{ id: string; keyPrefix: string; createdAt: Date; revokedAt: Date | null }>`
           SELECT id, key_prefix, created_at, revoked_at FROM api_keys
-          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} ORDER BY created_at, id`,
+          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} ORDER BY created_at, id`.pipe(inTenant(scope)),
         (rows): ReadonlyArray<ApiKeyRow> =>
           rows.map((r) => ({ id: r.id, keyPrefix: r.keyPrefix, createdAt: new Date(r.createdAt), revokedAt: r.revokedAt === null ? null : new Date(r.revokedAt) }))
       )
@@ -105,7 +110,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
       readonly scope?: TenantScope | undefined
       readonly keepOne: boolean
     }) {
-      return yield* sql.withTransaction(
+      const revoke = sql.withTransaction(
         Effect.gen(function* () {
           const found = yield* sql<{ tenantId: string; environmentId: string; revoked: boolean }>`
             SELECT tenant_id, environment_id, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE id = ${input.id}
@@ -123,6 +128,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
           return { _tag: "Revoked", scope } as RevokeOutcome
         })
       )
+      return yield* input.scope ? inTenant(input.scope)(revoke) : asSystem("the operator revokes a key of any tenant")(revoke)
     })
 
     return { create, authenticate, environmentExists, listEnvironments, createKey, listKeys, revokeKey } as const

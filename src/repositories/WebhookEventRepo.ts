@@ -10,6 +10,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect } from "effect"
 import { newId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
+import { asSystem } from "../db/RowSecurity.js"
 
 export type WebhookStatus = "received" | "processed" | "duplicate" | "unmapped" | "conflict" | "failed" | "ignored"
 export const WEBHOOK_STATUSES: ReadonlyArray<WebhookStatus> = ["received", "processed", "duplicate", "unmapped", "conflict", "failed", "ignored"]
@@ -104,7 +105,10 @@ export class WebhookEventRepo extends Effect.Service<WebhookEventRepo>()("flexpr
 
     /** Retention: removes rows received before `cutoff` (all tenants). */
     const pruneBefore = (cutoff: Date) =>
-      sql`DELETE FROM webhook_events WHERE received_at < ${cutoff} RETURNING id`.pipe(Effect.map((rows) => rows.length))
+      sql`DELETE FROM webhook_events WHERE received_at < ${cutoff} RETURNING id`.pipe(
+        Effect.map((rows) => rows.length),
+        asSystem("retention prunes every tenant")
+      )
 
     return { claim, finish, markFailed, customerDeleted, findByStripeEventId, list, pruneBefore } as const
   })

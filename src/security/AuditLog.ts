@@ -7,6 +7,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Option } from "effect"
 import { newId, type TenantScope } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
+import { asSystem, inTenant } from "../db/RowSecurity.js"
 import { scrubSecrets } from "../stripe/StripeErrors.js"
 
 export type AuditAction =
@@ -65,7 +66,7 @@ export class AuditLog extends Effect.Service<AuditLog>()("flexprice/AuditLog", {
       Effect.gen(function* () {
         const ctx = yield* Effect.serviceOption(CurrentTenant)
         const scope = entry.scope === null ? undefined : entry.scope ?? Option.getOrUndefined(ctx)
-        yield* sql`INSERT INTO audit_log ${sql.insert({
+        const insert = sql`INSERT INTO audit_log ${sql.insert({
           id: newId.audit(),
           tenantId: scope?.tenantId ?? null,
           environmentId: scope?.environmentId ?? null,
@@ -75,6 +76,7 @@ export class AuditLog extends Effect.Service<AuditLog>()("flexprice/AuditLog", {
           sourceIp: entry.sourceIp ?? null,
           details: scrubDetails(entry.details ?? {})
         })}`
+        yield* scope === undefined ? insert.pipe(asSystem("an audit entry of no tenant")) : insert.pipe(inTenant(scope))
       }).pipe(Effect.withSpan("audit.record", { attributes: { "audit.action": entry.action } }))
 
     /** Most recent first; for tests and the admin. */
@@ -106,7 +108,7 @@ export class AuditLog extends Effect.Service<AuditLog>()("flexprice/AuditLog", {
 
     const listAll = (limit = 1000) =>
       sql<AuditRow>`SELECT id, tenant_id, environment_id, actor, action, target, source_ip, details::text AS details, created_at
-        FROM audit_log ORDER BY created_at DESC, id DESC LIMIT ${limit}`
+        FROM audit_log ORDER BY created_at DESC, id DESC LIMIT ${limit}`.pipe(asSystem("the audit log across tenants"))
 
     return { record, listForTenant, query, listAll } as const
   })

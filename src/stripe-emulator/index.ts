@@ -24,6 +24,7 @@ import {
   type MeterEventRecord,
   type MeterEventSession,
   type MeterParams,
+  type ReceivedMeterEvent,
   type StreamEventError,
   type Totals
 } from "./state.js"
@@ -45,6 +46,7 @@ export type {
   MeterEventSession,
   MeterFormula,
   MeterParams,
+  ReceivedMeterEvent,
   StreamEventError,
   Totals
 } from "./state.js"
@@ -116,6 +118,8 @@ export interface StripeEmulatorHandle {
     readonly totals: () => ReadonlyArray<Totals>
     readonly streamErrors: () => ReadonlyArray<StreamEventError>
     readonly duplicatesIgnored: () => number
+    /** Every valid meter event received, duplicates included, in arrival order. */
+    readonly received: () => ReadonlyArray<ReceivedMeterEvent>
     readonly events: () => ReadonlyArray<StripeEvent>
   }
 
@@ -284,6 +288,7 @@ export const makeStripeEmulator = (
         totals: () => state.totalsList(),
         streamErrors: () => state.streamErrors(),
         duplicatesIgnored: () => state.duplicatesIgnored,
+        received: () => state.received(),
         events: () => webhooks.events()
       },
       createCustomer: (params = {}) =>

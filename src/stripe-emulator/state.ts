@@ -22,6 +22,7 @@ import type {
   MeterEventSession,
   MeterParams,
   Page,
+  ReceivedMeterEvent,
   StreamEventError,
   SummaryBucket,
   Totals
@@ -103,6 +104,14 @@ export class EmulatorState {
   /** `${meter}|${customer}` a v1 meter event form body is about (best effort, before validation). */
   pairKey(body: FormObject): string | undefined {
     return this.events.pairKey(body)
+  }
+  /** Logs a valid event as received, accepted or a duplicate (the raw log tests count). */
+  recordReceived(r: MeterEventRecord, outcome: ReceivedMeterEvent["outcome"], atMs: number): void {
+    this.events.recordReceived(r, outcome, atMs)
+  }
+  /** Every valid meter event received, duplicates included, in arrival order. */
+  received(): ReadonlyArray<ReceivedMeterEvent> {
+    return this.events.received()
   }
   /** True when `identifier` was accepted within the last 24 hours. */
   isDuplicate(identifier: string, nowMs: number): boolean {

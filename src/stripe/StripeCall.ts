@@ -35,7 +35,8 @@ export interface Operation {
   readonly host: "api" | "meter_events"
   /**
    * Resending is safe whatever Stripe did with an earlier attempt (meter events: Stripe dedups
-   * by identifier), so a 5xx is retried even under `Stripe-Should-Retry: false`
+   * by identifier; a session: a spare one is harmless), so a 5xx is retried — under a new
+   * Idempotency-Key — even under `Stripe-Should-Retry: false`
    * (StripeErrorClass.isRetryableUnavailableResendSafe).
    */
   readonly resendSafe?: boolean
@@ -48,7 +49,15 @@ export const ops = {
   retrieveMeter: { name: "retrieve_meter", endpoint: "GET /v1/billing/meters/:id", host: "api" },
   listMeters: { name: "list_meters", endpoint: "GET /v1/billing/meters", host: "api" },
   meterEventV1: { name: "create_meter_event", endpoint: "POST /v1/billing/meter_events", host: "api", resendSafe: true },
-  createSession: { name: "create_meter_event_session", endpoint: "POST /v2/billing/meter_event_session", host: "api" },
+  // A session is only a short-lived token (https://docs.stripe.com/api/v2/billing-meter-stream):
+  // a retry that creates a second one bills nothing, so a 500 saved under the first request's key
+  // is retried as a new request.
+  createSession: {
+    name: "create_meter_event_session",
+    endpoint: "POST /v2/billing/meter_event_session",
+    host: "api",
+    resendSafe: true
+  },
   streamEvents: {
     name: "send_meter_event_stream",
     endpoint: "POST /v2/billing/meter_event_stream",
@@ -78,8 +87,8 @@ export interface CallOptions<A, B> {
 export type Execute = <A, B = A>(
   ref: StripeAccountRef,
   op: Operation,
-  /** `attempt` counts from 1; a resend-safe call uses it to send a retry under a new key. */
-  run: (sdk: SdkPair, attempt: number) => Promise<A>,
+  /** Runs once per attempt (a resend-safe call makes a new Idempotency-Key each time). */
+  run: (sdk: SdkPair) => Promise<A>,
   options?: CallOptions<A, B>
 ) => Effect.Effect<A | B, StripeError | SessionExpired>
 
@@ -123,7 +132,7 @@ export const makeExecute =
   <A, B = A>(
     ref: StripeAccountRef,
     op: Operation,
-    run: (sdk: SdkPair, attempt: number) => Promise<A>,
+    run: (sdk: SdkPair) => Promise<A>,
     options: CallOptions<A, B> = {}
   ) =>
     tenants
@@ -146,7 +155,7 @@ export const makeExecute =
               const waitEnd = yield* limiter(Clock.currentTimeMillis)
               yield* Metric.update(tagged(StripeMetrics.rateLimiterWait, { limiter: limiterName }), (waitEnd - waitStart) / 1000)
               const trace = yield* traceHeaders
-              const result = yield* Effect.tryPromise({ try: () => outgoingHeaders.run(trace, () => run(sdk, n)), catch: (u) => u }).pipe(
+              const result = yield* Effect.tryPromise({ try: () => outgoingHeaders.run(trace, () => run(sdk)), catch: (u) => u }).pipe(
                 Effect.timeoutFail({
                   // The SDK's timeout is per socket inactivity; this bounds the whole attempt.
                   duration: Duration.millis(timeoutMs + 5_000),

@@ -141,15 +141,15 @@ export interface StripeClientService {
     options?: { readonly concurrency?: number }
   ) => Effect.Effect<MeterStreamResult, StripeError>
   /**
-   * v1 POST /v1/billing/meter_events, Idempotency-Key = identifier. Calls for the same
-   * (event name, customer) never overlap. `customerPayloadKey` defaults to `stripe_customer_id`.
-   * `freshIdempotencyKey`: every attempt under a new key (the identifier's saved answer is a
-   * failure Stripe would replay); the identifier, and so Stripe's dedup, stays the same.
+   * v1 POST /v1/billing/meter_events under a new Idempotency-Key per attempt (Stripe replays a
+   * saved answer under a key for 24 h); the identifier, and so Stripe's dedup, stays the same.
+   * Calls for the same (event name, customer) never overlap. `customerPayloadKey` defaults to
+   * `stripe_customer_id`.
    */
   readonly sendMeterEventV1: (
     ref: StripeAccountRef,
     event: MeterEvent,
-    options?: { readonly customerPayloadKey?: string; readonly freshIdempotencyKey?: boolean }
+    options?: { readonly customerPayloadKey?: string }
   ) => Effect.Effect<MeterEventOutcome, StripeError>
   /** Hourly summaries for one customer and meter over [startTime, endTime), oldest first. */
   readonly listMeterEventSummaries: (

@@ -180,7 +180,7 @@ const retrieveAccount = (ref: StripeAccountRef) =>
     const sendMeterEventV1 = (
       ref: StripeAccountRef,
       event: MeterEvent,
-      options?: { readonly customerPayloadKey?: string; readonly freshIdempotencyKey?: boolean }
+      options?: { readonly customerPayloadKey?: string }
     ) => {
       const customerKey = options?.customerPayloadKey ?? "stripe_customer_id"
       const customer = event.payload[customerKey] ?? ""
@@ -188,7 +188,7 @@ const retrieveAccount = (ref: StripeAccountRef) =>
         execute<Stripe.Billing.MeterEvent, MeterEventOutcome>(
           ref,
           ops.meterEventV1,
-          (sdk, attempt) =>
+          (sdk) =>
             sdk.api.billing.meterEvents.create(
               {
                 event_name: event.eventName,
@@ -196,21 +196,15 @@ const retrieveAccount = (ref: StripeAccountRef) =>
                 payload: { ...event.payload },
                 timestamp: Math.floor(event.timestamp.getTime() / 1000)
               },
-              // The identifier never changes: Stripe dedups meter events by it for 24 hours
-              // (https://docs.stripe.com/api/billing/meter-event/create, `identifier`). The first
-              // attempt's Idempotency-Key is the identifier, so a resend of the same event in a
-              // later run replays Stripe's saved answer. A retry within the call gets a fresh
-              // key: Stripe saves a 500 under its key and replays it for 24 hours
-              // (https://docs.stripe.com/api/idempotent_requests), so re-using the key would
-              // never get past it; under a new key the event is applied, or answered "already
-              // exists" if an earlier attempt got through, which counts as delivered.
-              // `freshIdempotencyKey`: the ledger has seen this batch fail (or re-queued it after a
-              // fix), so Stripe's saved answer under the identifier key is a refusal it would replay
-              // for 24 hours; the first attempt then goes under a new key as well.
-              {
-                idempotencyKey:
-                  attempt === 1 && options?.freshIdempotencyKey !== true ? event.identifier : `${event.identifier}:retry:${randomUUID()}`
-              }
+              // Exactly-once rests on the identifier, which never changes: Stripe enforces its
+              // uniqueness for at least 24 hours (https://docs.stripe.com/api/billing/meter-event/create,
+              // `identifier`), so a resend of an event Stripe already has is answered "already
+              // exists" (recovered below as delivered). The Idempotency-Key is new for every
+              // attempt, in every run: Stripe saves the first result under a key, 500s included,
+              // and replays it for 24 hours (https://docs.stripe.com/api/idempotent_requests), so a
+              // key that once met a 500 would answer that 500 to every resend for a day. It keeps
+              // the identifier as a prefix so Stripe's request log ties attempts to the batch.
+              { idempotencyKey: `${event.identifier}:${randomUUID()}` }
             ),
           {
             attributes: { "stripe.event_name": event.eventName, "stripe.identifier": event.identifier },

@@ -33,9 +33,9 @@ export const isRetryableUnavailable = (e: TaggedFailure): e is StripeUnavailable
  * under `Stripe-Should-Retry: false`. Stripe sends that header on a 500 it saved under the
  * request's Idempotency-Key (https://docs.stripe.com/api/idempotent_requests: "results are
  * saved only if an API endpoint started executing … including 500 errors"), meaning "this key
- * will replay the same 500"; the retry goes out as a new request with a new key (StripeCall
- * passes the attempt number; v1 derives a fresh key from it, stripe-node makes a new one for
- * every v2 request), so it is not a replay. Other unavailable failures follow the header.
+ * will replay the same 500"; every attempt of such a call goes out under a new key (v1: a fresh
+ * key per attempt, StripeClientLive; v2: stripe-node makes one per request), so the retry is
+ * executed, not replayed. Other unavailable failures follow the header.
  */
 export const isRetryableUnavailableResendSafe = (e: TaggedFailure): e is StripeUnavailable =>
   isRetryableUnavailable(e) ||
@@ -43,11 +43,22 @@ export const isRetryableUnavailableResendSafe = (e: TaggedFailure): e is StripeU
     (e as StripeUnavailable).reason === "server_error" &&
     ((e as StripeUnavailable).status ?? 0) >= 500)
 
+/**
+ * A 5xx Stripe replayed from an earlier request under the same Idempotency-Key
+ * (`Idempotent-Replayed: true`, https://docs.stripe.com/api/idempotent_requests): an old answer,
+ * not news about Stripe now. Retried at once (no back-off) and never counted by the breaker.
+ */
+export const isReplayedServerError = (e: TaggedFailure): e is StripeUnavailable =>
+  e._tag === "StripeUnavailable" && (e as StripeUnavailable).replayed === true
+
 // ---- circuit breaker
 
-/** Only outages and exhausted rate limits say Stripe is unwell; a 400 says it is up. */
+/**
+ * Only outages and exhausted rate limits say Stripe is unwell; a 400 says it is up, and a replayed
+ * 5xx says only what Stripe answered some earlier request.
+ */
 export const countsAsBreakerFailure = (e: AnyFailure): boolean =>
-  e._tag === "StripeUnavailable" || e._tag === "StripeRateLimited"
+  (e._tag === "StripeUnavailable" && !isReplayedServerError(e)) || e._tag === "StripeRateLimited"
 
 // ---- metrics and spans
 
@@ -111,12 +122,16 @@ export const isDuplicateMeterEvent = (e: StripeError): boolean =>
 export const isTransient = (e: StripeError): boolean =>
   e._tag === "StripeRateLimited" || e._tag === "StripeUnavailable" || e._tag === "StripeCircuitOpen"
 
+/**
+ * A transient failure after which the run stops pushing: the breaker is open (Stripe is down) or
+ * Stripe kept rate limiting through the client's back-off. A plain 5xx or lost connection stops
+ * only its own batch (Push.ts).
+ */
+export const stopsThePush = (e: StripeError): boolean => e._tag === "StripeCircuitOpen" || e._tag === "StripeRateLimited"
+
 /** Stripe refuses the event's timestamp as too old: the batch can never be delivered. */
 export const isTooLate = (e: StripeError): boolean =>
   e._tag === "StripeInvalidRequest" && e.stripeCode === "timestamp_too_far_in_past"
-
-/** A bad key or missing permission: every further call of the run would fail the same way. */
-export const stopsTheRun = (e: StripeError): boolean => e._tag === "StripeAuthenticationFailed"
 
 /** The code and message a failed batch records (Stripe's own code for an invalid request). */
 export const errorInfo = (e: StripeError): { code: string; message: string } => {

@@ -33,6 +33,11 @@ export class StripeUnavailable extends Schema.TaggedError<StripeUnavailable>()("
   ),
   status: Schema.optional(Schema.Number),
   shouldRetry: Schema.optional(Schema.Boolean),
+  /**
+   * `Idempotent-Replayed: true`: Stripe answered with the result it saved for this
+   * Idempotency-Key earlier (https://docs.stripe.com/api/idempotent_requests), not a new failure.
+   */
+  replayed: Schema.optional(Schema.Boolean),
   requestId: Schema.optional(Schema.String),
   detail: Schema.optional(Schema.String)
 }) {
@@ -236,7 +241,8 @@ export const fromSdkError = (
     })
   }
   if (status !== undefined && status >= 500) {
-    return new StripeUnavailable({ reason: "server_error", status, shouldRetry, requestId, detail: scrub(e.message) })
+    const replayed = header(e, "idempotent-replayed") === "true" ? true : undefined
+    return new StripeUnavailable({ reason: "server_error", status, shouldRetry, replayed, requestId, detail: scrub(e.message) })
   }
   if (status === 409) {
     // Stripe uses 409 for lock contention on the same object; it asks to be retried.

@@ -2,13 +2,15 @@
  * The one place where Stripe retry rules live (requirements Task 9):
  * - rate limited (429) → exponential backoff with jitter, 5 retries; `Stripe-Should-Retry: false`
  *   stops at once; `Retry-After` is a floor on the wait;
- * - unavailable (network, timeout, 5xx, 409) → linear backoff, 3 retries;
+ * - unavailable (network, timeout, 5xx, 409) → linear backoff, 3 retries; a 5xx Stripe replayed
+ *   from a saved result (`Idempotent-Replayed: true`) is retried without waiting;
  * - authentication / invalid request / circuit open → no retry.
  * Which failures are retryable is decided in StripeErrorClass.ts.
  * The SDK's own retries are off (`maxNetworkRetries: 0`), so these are the only ones.
  */
 import { Duration, Effect, Schedule } from "effect"
 import {
+  isReplayedServerError,
   isRetryableRateLimited,
   isRetryableUnavailable,
   isRetryableUnavailableResendSafe,
@@ -74,7 +76,10 @@ export const policy = (
   )
   const unavailable: Schedule.Schedule<RetryInput, RetryInput> = Schedule.passthrough(unavailableBase).pipe(
     // A resend-safe call (meter events) retries a 5xx even under Stripe-Should-Retry: false.
-    Schedule.whileInput(options.resendSafe === true ? isRetryableUnavailableResendSafe : isRetryableUnavailable)
+    Schedule.whileInput(options.resendSafe === true ? isRetryableUnavailableResendSafe : isRetryableUnavailable),
+    // A replayed 5xx is an old answer, not Stripe struggling now: the next attempt (a new key)
+    // goes at once.
+    Schedule.modifyDelay((e, delay) => (isReplayedServerError(e) ? Duration.zero : delay))
   )
   return { rateLimited, unavailable } as const
 }

@@ -3,31 +3,40 @@
  * pages; a page is marked `sending` (first_sent_at starts Stripe's 24 h dedup clock) before any
  * of it is sent, then sent in chunks of 100 (one stream request, or one v1 call per batch), and
  * each outcome is recorded: accepted → `synced` (written in groups), transient failure → back to
- * `pending` and the run stops pushing, Stripe refused the key → back to `pending` uncharged and the
- * tenant's push paused until its configuration changes, too late → `skipped`, anything else →
- * `failed` (a stream request refused as a whole is first split until the refused batch is alone).
+ * `pending` (a 5xx or a lost connection stops only that batch; an open breaker or a rate limit
+ * stops the run pushing), Stripe refused the key → back to `pending` uncharged and the tenant's
+ * push paused until its configuration changes, too late → `skipped` (checked again at send),
+ * anything else → `failed` (a stream request refused as a whole is first split until the refused
+ * batch is alone).
  *
  * Pages are read one ahead: while one page is on the wire the next is read and marked `sending`.
  */
 import type { SqlError } from "@effect/sql"
-import { Array as Arr, Chunk, Clock, Effect, Option, Ref, Stream } from "effect"
+import { Array as Arr, Chunk, Clock, Context, Effect, Option, Ref, Stream } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import type { BatchRow } from "../repositories/SyncBatchRepo.js"
 import type { MeterEvent } from "../stripe/StripeClient.js"
-import { errorInfo, isTooLate, isTransient } from "../stripe/StripeErrorClass.js"
+import { errorInfo, isTooLate, isTransient, stopsThePush } from "../stripe/StripeErrorClass.js"
 import type { StripeError } from "../stripe/StripeErrors.js"
 import type { PushContext, PushCounters, RunContext } from "./RunContext.js"
 import { needsVerification, verifyOld } from "./ResendGuard.js"
 import { chunkDuration, countBatches, syncErrors, syncLag } from "./SyncMetrics.js"
 import * as W from "./Windows.js"
 
-/** Push queue page: rows read, marked `sending` and sent per step of the push pipeline. */
-const PUSH_PAGE = 2000
 /** Batches per Stripe stream request (and per chunk of v1 calls). */
 const CHUNK = 100
 /** Accepted batches are written `synced` once this many are waiting. */
 const SYNCED_FLUSH = 1000
+
+/**
+ * A pause point right before a chunk is checked and sent (tests: a page prepared inside Stripe's
+ * 35-day horizon and sent after it). Unset in production.
+ */
+export class PushHook extends Context.Tag("flexprice/PushHook")<
+  PushHook,
+  { readonly beforeChunk: (batches: ReadonlyArray<BatchRow>) => Effect.Effect<void> }
+>() {}
 
 interface Sendable {
   readonly batch: BatchRow
@@ -88,10 +97,16 @@ const onFailure = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: Strip
       yield* Ref.update(counters, (c) => ({ ...c, stop: c.stop ?? info.code }))
     } else if (isTransient(e)) {
       // An outage, a rate-limit storm or an open breaker never fails a batch: it stays
-      // pending (the identifier makes the resend safe) and this run stops pushing.
+      // pending (the identifier makes the resend safe). A 5xx or a lost connection that outlived
+      // the client's retries stops only this batch: one batch Stripe keeps failing must not
+      // hold back the tenant's queue. Whether Stripe itself is down is the circuit breaker's
+      // call — it counts these failures, and once open every further call fails fast as
+      // `StripeCircuitOpen`, which stops the run, as an exhausted rate limit does.
       yield* repo.markPending(ids, now, info)
       yield* countBatches("retrying", ids.length)
-      yield* Ref.update(counters, (c) => ({ ...c, stop: c.stop ?? info.code }))
+      yield* Ref.update(counters, (c) =>
+        stopsThePush(e) ? { ...c, stop: c.stop ?? info.code } : { ...c, deferred: c.deferred ?? info.code }
+      )
     } else if (isTooLate(e)) {
       yield* repo.markSkipped(ids, now, "too_late")
       yield* countBatches("skipped", ids.length)
@@ -175,31 +190,59 @@ const sendStream = (push: PushContext, part: ReadonlyArray<Sendable>, page: Page
     )
   })
 
+/**
+ * Stripe's 35-day horizon, checked by the clock at send: a page is prepared (and checked) before
+ * the page ahead of it is sent, and a send can wait behind back-off and retries, so a batch
+ * inside the horizon when prepared can be past it when it goes. Such batches are skipped
+ * `too_late` (as at prepare) instead of sent: v1 would refuse them, and the stream would accept
+ * them and drop them later, leaving a batch marked synced that Stripe never counted. Returns
+ * the rest, to send now.
+ */
+const withinHorizonAtSend = (push: PushContext, sendables: ReadonlyArray<Sendable>, page: PageSend) =>
+  Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    const [ready, late] = Arr.partition(sendables, (c) => !W.withinSendHorizon(c.batch.windowStart, now))
+    if (late.length === 0) return ready
+    for (const c of late) page.attempted.add(c.batch.id)
+    yield* push.run.deps.repo.markSkipped(
+      late.map((c) => c.batch.id),
+      new Date(now),
+      "too_late"
+    )
+    yield* countBatches("skipped", late.length)
+    yield* Ref.update(push.counters, (c) => ({ ...c, skipped: c.skipped + late.length }))
+    return ready
+  })
+
+const beforeChunk = (chunk: ReadonlyArray<Sendable>) =>
+  Effect.flatMap(Effect.serviceOption(PushHook), (h) =>
+    Option.isSome(h) ? h.value.beforeChunk(chunk.map((c) => c.batch)) : Effect.void
+  )
+
 /** One chunk to Stripe (the page is already `sending`); failures are recorded at once. */
-const pushChunk = (push: PushContext, chunk: ReadonlyArray<Sendable>, page: PageSend) =>
+const pushChunk = (push: PushContext, whole: ReadonlyArray<Sendable>, page: PageSend) =>
   Effect.gen(function* () {
     const { config, deps } = push.run
     const { counters, ref } = push
     const { attempted, buffer } = page
     if ((yield* Ref.get(counters)).stop !== null) return
+    yield* beforeChunk(whole)
     const started = yield* Clock.currentTimeMillis
     if (config.transport === "stream") {
+      const chunk = yield* withinHorizonAtSend(push, whole, page)
+      if (chunk.length === 0) return
       yield* sendStream(push, chunk, page)
     } else {
       yield* Effect.forEach(
-        chunk,
+        whole,
         (c) =>
           Effect.flatMap(Ref.get(counters), (state) =>
             state.stop !== null
               ? Effect.void
-              : Effect.suspend(() => {
+              : Effect.flatMap(withinHorizonAtSend(push, [c], page), (ready) => {
+                  if (ready.length === 0) return Effect.void
                   attempted.add(c.batch.id)
-                  return deps.stripe.sendMeterEventV1(ref, c.event, {
-                    customerPayloadKey: c.customerKey,
-                    // a batch that failed before (or was re-queued) must not meet Stripe's saved
-                    // answer to its first attempt: a 4xx saved under the identifier key replays for 24 h
-                    freshIdempotencyKey: c.batch.errorCode !== null || c.batch.retryCount > 0
-                  }).pipe(
+                  return deps.stripe.sendMeterEventV1(ref, c.event, { customerPayloadKey: c.customerKey }).pipe(
                     Effect.either,
                     Effect.tap(() => Ref.update(counters, (s) => ({ ...s, requests: s.requests + 1 }))),
                     Effect.flatMap((r) =>
@@ -215,7 +258,7 @@ const pushChunk = (push: PushContext, chunk: ReadonlyArray<Sendable>, page: Page
     yield* chunkDuration((yield* Clock.currentTimeMillis) - started)
   }).pipe(
     Effect.withSpan("sync.chunk", {
-      attributes: { "sync.batches": chunk.length, "sync.transport": push.run.config.transport }
+      attributes: { "sync.batches": whole.length, "sync.transport": push.run.config.transport }
     })
   )
 
@@ -230,7 +273,7 @@ const preparePage = (push: PushContext, after: Option.Option<Cursor>) =>
     const { customerMappings, repo, settings } = push.run.deps
     const page = yield* repo.pushQueue({
       after,
-      limit: PUSH_PAGE,
+      limit: settings.pushPageSize,
       retryCap: settings.maxRetries,
       windowFrom: range?.from,
       windowTo: range?.to

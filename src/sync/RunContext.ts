@@ -128,13 +128,17 @@ export interface WindowWork {
   readonly meters: Map<string, Option.Option<Date>>
 }
 
-/** The push's tallies; `stop` names the error that ended pushing in this run. */
+/**
+ * The push's tallies; `stop` names the error that ended pushing in this run, `deferred` the
+ * first transient error that left a batch pending while the push went on.
+ */
 export interface PushCounters {
   synced: number
   failed: number
   skipped: number
   requests: number
   stop: string | null
+  deferred: string | null
 }
 
 /** The push stage's records: its run, the tenant's Stripe account and the shared tallies. */

@@ -9,6 +9,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Metric } from "effect"
 import type { EnvironmentId, TenantId, TenantScope } from "../domain/Ids.js"
 import * as Metrics from "../observability/Metrics.js"
+import { asSystem } from "../db/RowSecurity.js"
 
 export interface TenantLastSuccess {
   readonly scope: Pick<TenantScope, "tenantId" | "environmentId">
@@ -44,6 +45,7 @@ export class SyncHealth extends Effect.Service<SyncHealth>()("flexprice/SyncHeal
           })
         )
       ),
+      asSystem("the sync health gauge covers every tenant"),
       Effect.withSpan("sync.health.last_successes")
     )
 

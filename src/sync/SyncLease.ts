@@ -20,6 +20,7 @@ import { Context, Data, Duration, Effect, Option, Schedule } from "effect"
 import * as os from "node:os"
 import { randomToken, type TenantScope } from "../domain/Ids.js"
 import { SyncSettings } from "./SyncSettings.js"
+import { inTenant } from "../db/RowSecurity.js"
 
 /** Another owner holds the tenant's lease. */
 export class LeaseBusy extends Data.TaggedError("LeaseBusy")<{ readonly tenantKey: string }> {}
@@ -58,7 +59,8 @@ export class SyncLease extends Effect.Service<SyncLease>()("flexprice/SyncLease"
           token = CASE WHEN sync_leases.owner = EXCLUDED.owner THEN sync_leases.token ELSE sync_leases.token + 1 END
         WHERE sync_leases.expires_at < now() OR sync_leases.owner = EXCLUDED.owner
         RETURNING token::text AS token`.pipe(
-        Effect.map((rows) => (rows.length > 0 ? Option.some(BigInt(rows[0]!.token)) : Option.none<bigint>()))
+        Effect.map((rows) => (rows.length > 0 ? Option.some(BigInt(rows[0]!.token)) : Option.none<bigint>())),
+        inTenant(scope)
       )
 
     const tryAcquire = (scope: Scope, owner: string) => Effect.map(acquireToken(scope, owner), Option.isSome)
@@ -75,7 +77,8 @@ export class SyncLease extends Effect.Service<SyncLease>()("flexprice/SyncLease"
             (rows) => rows.length > 0,
             () => new LeaseLost({ tenantKey })
           ),
-          Effect.asVoid
+          Effect.asVoid,
+          inTenant(scope)
         )
       }
     }
@@ -83,11 +86,17 @@ export class SyncLease extends Effect.Service<SyncLease>()("flexprice/SyncLease"
     const renew = (scope: Scope, owner: string) =>
       sql<{ owner: string }>`UPDATE sync_leases SET expires_at = now() + ${leaseSeconds} * interval '1 second'
         WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} AND owner = ${owner}
-        RETURNING owner`.pipe(Effect.map((rows) => rows.length > 0))
+        RETURNING owner`.pipe(
+        Effect.map((rows) => rows.length > 0),
+        inTenant(scope)
+      )
 
     const release = (scope: Scope, owner: string) =>
       sql`UPDATE sync_leases SET expires_at = now() - interval '1 second'
-        WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} AND owner = ${owner}`.pipe(Effect.asVoid)
+        WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} AND owner = ${owner}`.pipe(
+        Effect.asVoid,
+        inTenant(scope)
+      )
 
     /**
      * Runs `use` while holding the tenant's lease, with the holder's LeaseFence provided. Fails

@@ -138,7 +138,7 @@ const runStages = (ctx: RunContext, runId: string | null, excludedEvents: number
     }
     yield* requeueRepaired(deps.repairs, ctx.now)
     yield* reevaluate(ctx)
-    const counters = yield* Ref.make<PushCounters>({ synced: 0, failed: 0, skipped: 0, requests: 0, stop: null })
+    const counters = yield* Ref.make<PushCounters>({ synced: 0, failed: 0, skipped: 0, requests: 0, stop: null, deferred: null })
     const pushError = yield* push(ctx, counters).pipe(
       Effect.as(null as string | null),
       Effect.catchTags({
@@ -147,7 +147,7 @@ const runStages = (ctx: RunContext, runId: string | null, excludedEvents: number
       })
     )
     const c = yield* Ref.get(counters)
-    const error = pushError ?? c.stop ?? ctx.supported.readError
+    const error = pushError ?? c.stop ?? c.deferred ?? ctx.supported.readError
     const status: RunReport["status"] = error === null ? "completed" : "partial"
     yield* successRatio(c.synced, c.synced + c.failed)
     return {

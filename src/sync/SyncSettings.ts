@@ -21,6 +21,11 @@ export const SyncSettings = Config.all({
    * PostgreSQL (100k aggregates: 31.5 s at 8, 27.4 s at 16); PGlite is indifferent.
    */
   pushConcurrency: positiveInt("FLEXPRICE_SYNC_PUSH_CONCURRENCY", 16),
+  /**
+   * Pending batches read, marked `sending` and sent per page of the push (one page is read ahead
+   * while the previous one is on the wire). Tests set it small to cross page boundaries.
+   */
+  pushPageSize: positiveInt("FLEXPRICE_SYNC_PUSH_PAGE_SIZE", 2000),
   /** Later runs retry a batch failed for a non-retryable reason this many times, then leave it failed. */
   maxRetries: positiveInt("FLEXPRICE_SYNC_MAX_RETRIES", 5),
   /**

@@ -13,6 +13,14 @@ const routeLabels = (scrape: string): Set<string> =>
       .flatMap((l) => [...l.matchAll(/route="((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!))
   )
 
+/** kind (see below), method (kinds alternate with it), status, error code */
+const EXPECTED_ANSWERS: ReadonlyArray<string> = [
+  "0 GET 404 not_found",
+  "1 POST 404 not_found",
+  "2 GET 404 customer_not_found",
+  "3 POST 404 not_found"
+]
+
 const randomSegment = () => Math.random().toString(36).slice(2, 12)
 
 describe("HTTP metric labels", () => {
@@ -30,6 +38,7 @@ describe("HTTP metric labels", () => {
     const before = routeLabels((await app.request("GET", "/metrics")).text)
     expect(before.has("unmatched")).toBe(true)
     expect(before.has("/v1/customers/:id")).toBe(true)
+    const answers = new Set<string>()
     for (let i = 0; i < 500; i++) {
       const kind = i % 4
       const p =
@@ -37,9 +46,12 @@ describe("HTTP metric labels", () => {
         : kind === 1 ? `/v1/${randomSegment()}`
         : kind === 2 ? `/v1/customers/${randomSegment()}`
         : `/webhooks/stripe/${randomSegment()}/${randomSegment()}/${randomSegment()}`
-      const res = await app.request(i % 2 === 0 ? "GET" : "POST", p, undefined, kind === 3 ? { apiKey: "" } : {})
-      expect(res.status).toBeGreaterThanOrEqual(400)
+      const method = i % 2 === 0 ? "GET" : "POST"
+      const res = await app.request(method, p, undefined, kind === 3 ? { apiKey: "" } : {})
+      answers.add(`${kind} ${method} ${res.status} ${res.body?.error?.code}`)
     }
+    // each kind of path gets its specific answer, not merely "some error"
+    expect([...answers].sort()).toEqual(EXPECTED_ANSWERS)
     const after = routeLabels((await app.request("GET", "/metrics")).text)
     expect([...after].filter((r) => !before.has(r) && r !== "/metrics")).toEqual([])
     expect(after.size).toBeLessThan(40)

@@ -98,11 +98,7 @@ forEachBackend(["pglite", "postgres", "clickhouse"], (backend) => {
       for (const c of cleanups) await c()
     })
 
-    // KNOWN BUG (issue #12 item 4, found by the faithful emulator this session): under the demo's
-    // injected 503/429s the first run ends `partial` instead of `completed` (a later run completes;
-    // `npm run demo` below still ends exact). Marked `fails` so it turns red once fixed — then
-    // drop `.fails`.
-    it.fails(
+    it(
       "runs end to end under injected faults and every total matches exactly",
       async () => {
         const env: Record<string, string> = { FLEXPRICE_DATABASE_URL: "", FLEXPRICE_CLICKHOUSE_URL: "" }

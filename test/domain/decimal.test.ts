@@ -7,7 +7,7 @@ import { Either, Schema } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import * as Decimal from "../../src/domain/Decimal.js"
-import { exact, hostile, literalOf, quantity, runs } from "../support/arbitraries.js"
+import { exact, HOSTILE, hostile, literalOf, quantity, runs } from "../support/arbitraries.js"
 import * as O from "../support/oracle.js"
 
 const RUNS = runs(400)
@@ -48,6 +48,17 @@ describe("Decimal against the BigInt oracle", () => {
     )
   })
 
+  it("refuses every hostile literal, each checked (not sampled), with the syntax error", () => {
+    for (const text of HOSTILE) {
+      expect(O.tryParse(text), text).toBeUndefined()
+      expect(Decimal.isDecimal(text), text).toBe(false)
+      expect(Decimal.checkLiteral(text), text).toBe("syntax")
+      expect(() => Decimal.normalize(text), text).toThrow(`not a decimal: ${JSON.stringify(text)}`)
+      expect(() => Decimal.add(text, "1"), text).toThrow(/not a decimal/)
+      expect(() => Decimal.compare("1", text), text).toThrow(/not a decimal/)
+    }
+  })
+
   it("round trip: normalize is idempotent and canonical text parses back to the same value", () => {
     fc.assert(
       fc.property(spelled, ({ v, text }) => {
@@ -72,6 +83,12 @@ describe("Decimal against the BigInt oracle", () => {
       RUNS
     )
     expect(Decimal.sum([])).toBe("0")
+  })
+
+  it("zero is neither positive nor negative, in every spelling (a mutation survivor: `> 0n` → `>= 0n`)", () => {
+    for (const z of ["0", "-0", "+0.000", "0e5", ".0"]) {
+      expect([Decimal.isZero(z), Decimal.isPositive(z), Decimal.isNegative(z)], z).toEqual([true, false, false])
+    }
   })
 
   it("compare, equals and the sign predicates equal the oracle's", () => {

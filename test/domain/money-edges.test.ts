@@ -83,6 +83,51 @@ describe("window edges", () => {
   })
 })
 
+describe("due instants", () => {
+  it("lastDueAtOrBefore / nextDueAfter: the due instants k·size + grace around now (oracle by search)", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(1, 15, 60, 1440),
+        fc.integer({ min: 0, max: 180 }),
+        fc.integer({ min: 1_700_000_000_000, max: 1_800_000_000_000 }),
+        fc.boolean(),
+        (minutes, graceMinutes, now0, onDue) => {
+          const size = minutes * MIN
+          const grace = graceMinutes * MIN
+          // oracle: walk the due instants k·size + grace to the last one at or before now
+          const now = onDue ? Math.floor((now0 - grace) / size) * size + grace : now0
+          let last = Math.floor(now / size) * size + grace
+          while (last > now) last -= size
+          while (last + size <= now) last += size
+          expect(W.lastDueAtOrBefore(now, minutes, graceMinutes)).toBe(last)
+          expect(W.nextDueAfter(now, minutes, graceMinutes)).toBe(last + size)
+          if (onDue) expect(last).toBe(now)
+        }
+      ),
+      runs(200)
+    )
+    const t = Date.parse("2026-03-10T13:05:00Z")
+    expect(W.lastDueAtOrBefore(t, 60, 5)).toBe(t)
+    expect(W.lastDueAtOrBefore(t - 1, 60, 5)).toBe(t - 60 * MIN)
+    expect(W.nextDueAfter(t, 60, 5)).toBe(t + 60 * MIN)
+    expect(W.nextDueAfter(t - 1, 60, 5)).toBe(t)
+    expect(W.isAligned(new Date("2026-03-10T13:00:00Z"), 60)).toBe(true)
+    expect(W.isAligned(new Date("2026-03-10T13:15:00Z"), 15)).toBe(true)
+    expect(W.isAligned(new Date("2026-03-10T13:15:00Z"), 60)).toBe(false)
+    expect(() => W.nextDueAfter(t, 7, 5)).toThrow(/divide a day/)
+  })
+
+  it("windowAt ends one size later; dueThrough takes numbers and dates alike", () => {
+    const start = new Date("2026-03-10T12:00:00Z")
+    expect(W.windowAt(start, 15)).toEqual({ start, end: new Date("2026-03-10T12:15:00Z") })
+    expect(W.windowAt(start, 1440).end.toISOString()).toBe("2026-03-11T12:00:00.000Z")
+    const now = Date.parse("2026-03-10T13:04:59.999Z")
+    expect(W.dueThrough(now, 60, 5).toISOString()).toBe("2026-03-10T12:00:00.000Z")
+    expect(W.dueThrough(now + 1, 60, 5).toISOString()).toBe("2026-03-10T13:00:00.000Z")
+    expect(W.dueThrough(new Date(now + 1), 60, 5).toISOString()).toBe("2026-03-10T13:00:00.000Z")
+  })
+})
+
 describe("decimal edges", () => {
   it("accepts surrounding whitespace and reads the value inside", () => {
     for (const [text, want] of [[" 1.50 ", "1.5"], ["\t-2e3\n", "-2000"], ["  +.5", "0.5"]] as const) {
@@ -99,6 +144,27 @@ describe("decimal edges", () => {
       expect(Either.isLeft(r)).toBe(true)
       if (Either.isLeft(r)) expect(ParseResult.TreeFormatter.formatErrorSync(r.left)).toContain('expected a decimal number, got "12abc"')
     }
+  })
+
+  it("literal bounds on the text: 64 digits and exponents within ±64 pass, one more is a range error", () => {
+    const nines = (n: number) => "9".repeat(n)
+    const ok = [nines(64), `-${nines(64)}`, `1.${"0".repeat(62)}1`, `.${nines(64)}`, "1e64", "1E+64", "1e-64", "-1e0064", "7e000"]
+    for (const text of ok) {
+      expect(Decimal.checkLiteral(text), text).toBe("ok")
+      expect(Decimal.normalize(text), text).toBe(O.format(text))
+    }
+    const range = [nines(65), `1.${"0".repeat(63)}1`, `.${nines(65)}`, "1e65", "1e-65", "1e0065", "1e1000", `1e${nines(400)}`]
+    for (const text of range) {
+      expect(Decimal.checkLiteral(text), text).toBe("range")
+      expect(() => Decimal.normalize(text), text).toThrow(Decimal.DecimalRangeError)
+    }
+    expect(() => Decimal.add("1", nines(65))).toThrow("decimal out of range: at most 64 digits and an exponent within ±64")
+    expect([Decimal.MAX_LITERAL_DIGITS, Decimal.MAX_EXPONENT]).toEqual([64, 64])
+    for (const text of ["abc", "1e", ".", "", "1e+-2", "--1"]) expect(Decimal.checkLiteral(text), text).toBe("syntax")
+    expect(Decimal.checkLiteral(" 1.5 ")).toBe("ok")
+    // the refusal quotes at most 100 characters of the input
+    expect(() => Decimal.normalize("x".repeat(300))).toThrow(`not a decimal: ${JSON.stringify("x".repeat(100))}`)
+    expect(() => Decimal.normalize("x".repeat(300))).not.toThrow(Decimal.DecimalRangeError)
   })
 
   it("exponent spellings of every case and sign", () => {

@@ -5,7 +5,7 @@
  * migrations, racing copies, exactness; and server-only ones: configuration, errors.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, ConfigProvider, Effect, Exit, Layer, Metric, Redacted, type Scope, Stream } from "effect"
+import { Cause, Chunk, ConfigProvider, Effect, Exit, Layer, Metric, Redacted, type Scope, Stream } from "effect"
 import * as Metrics from "../../src/observability/Metrics.js"
 import { ClickHouseEventStore, fromClient } from "../../src/events/ClickHouseEventStore.js"
 import { normalize } from "../../src/domain/Decimal.js"
@@ -274,7 +274,7 @@ const clickHouseChecks = (backend: Backend): void => {
             }
           ])
         )
-        expect(Exit.isFailure(exit)).toBe(true)
+        expect(Exit.isFailure(exit) && `${Cause.pretty(exit.cause)} ${JSON.stringify(exit.cause)}`).toContain("more than 12 fractional digits: 0.0000000000001")
       }).pipe(Effect.provide(backend.store(backend.database)))
     )
   })

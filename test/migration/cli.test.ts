@@ -4,7 +4,7 @@
  */
 import { Command } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { ConfigProvider, Effect, Exit, Layer, Logger, LogLevel } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -76,10 +76,10 @@ describe("flexprice stripe-migrate", () => {
     const stripeId = (await Effect.runPromise(emulator.createCustomer({ name: "csv" }))).id
     fs.writeFileSync(file, `external_id,stripe_customer_id\ncsv-1,${stripeId}\ncsv-2,nope\n`)
     const csv = await cli([...ids, "--csv", file])
-    expect(Exit.isFailure(csv)).toBe(true)
+    expect(Exit.isFailure(csv) && String(Cause.squash(csv.cause))).toContain(`1 bad row(s) in ${file}`)
 
     const bad = await cli(["--tenant", "tnt_nope", "--environment", "env_nope"])
-    expect(Exit.isFailure(bad)).toBe(true)
+    expect(Exit.isFailure(bad) && String(Cause.squash(bad.cause))).toContain("no environment env_nope in tenant tnt_nope")
 
     app = await startApp(db, env)
     const state = await app.run(tenantState(tenant.scope))

@@ -23,6 +23,8 @@ import {
   stripeEnv,
   tenantState,
   type TenantState,
+  rollbackAndWait,
+  waitForTask,
   waitForMigration
 } from "./support.js"
 
@@ -126,9 +128,9 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect(done.counts).toEqual(EXPECTED)
       expect(await app.run(tenantState(c.scope))).toEqual(before)
       // rollback of a dry run removes nothing
-      const rb = await app.request(c.apiKey, "POST", `/v1/stripe/migrate/${started.body.migration_id}/rollback`)
-      expect(rb.status).toBe(200)
-      expect(rb.body).toMatchObject({ mappings_removed: 0, customers_removed: 0 })
+      const rb = await rollbackAndWait(app, c.apiKey, started.body.migration_id)
+      expect(rb.status).toBe(202)
+      expect(rb.body).toMatchObject({ status: "completed", result: { mappings_removed: 0, customers_removed: 0 } })
       expect(await app.run(tenantState(c.scope))).toEqual(before)
     })
 
@@ -150,8 +152,16 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       await app.dispose() // a shutdown in the middle of page k+1
       emulator.resetFaults()
 
-      // while the service is down, the job is still `running` at a page boundary
+      // The job was stopped unfinished: the restarted service's first Stripe request of the
+      // resumed job is held, so no page can complete before its state is read.
+      emulator.holdNext((r) => r.method === "GET" && r.path.startsWith("/v1/customers"))
       app = await startApp(db, env)
+      const stopped = await app.request(b.apiKey, "GET", `/v1/stripe/migrate/status/${id}`)
+      expect(stopped.body.status).toBe("running")
+      expect(stopped.body.progress.pages).toBeGreaterThanOrEqual(4)
+      expect(stopped.body.progress.pages).toBeLessThan(25)
+      await Effect.runPromise(emulator.awaitHeld(1).pipe(Effect.timeout("60 seconds"))) // it did resume
+      await Effect.runPromise(emulator.release())
       const done = await waitForMigration(app, b.apiKey, id)
       expect(done.status).toBe("completed")
       expect(done.progress.pages).toBe(25)
@@ -174,12 +184,13 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
 
       // usage after the migration for one created customer
       await app.request(t.apiKey, "POST", "/v1/events", { event_id: "usage-1", event_name: "api_call", external_customer_id: "ext-0700" })
-      const rb = await app.request(t.apiKey, "POST", `/v1/stripe/migrate/${started.body.migration_id}/rollback`)
-      expect(rb.status).toBe(200)
-      expect(rb.body.status).toBe("rolled_back")
-      expect(rb.body.customers_kept).toEqual([expect.objectContaining({ external_id: "ext-0700", reason: "has_events" })])
-      expect(rb.body.customers_removed).toBe(EXPECTED.created - 1)
-      expect(rb.body.mappings_restored).toBe(100)
+      const rb = await rollbackAndWait(app, t.apiKey, started.body.migration_id)
+      expect(rb.status).toBe(202)
+      expect(rb.body).toMatchObject({ kind: "rollback", status: "completed", error: null })
+      expect(rb.body.progress.done).toBe(rb.body.progress.total)
+      expect(rb.body.result.customers_kept).toEqual([expect.objectContaining({ external_id: "ext-0700", reason: "has_events" })])
+      expect(rb.body.result.customers_removed).toBe(EXPECTED.created - 1)
+      expect(rb.body.result.mappings_restored).toBe(100)
 
       const after = await app.run(tenantState(t.scope))
       expect(after.mappings).toEqual(before.mappings)
@@ -190,7 +201,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const twice = await app.request(t.apiKey, "POST", `/v1/stripe/migrate/${started.body.migration_id}/rollback`)
       expect(twice.status).toBe(409)
       expect(twice.body.error.code).toBe("already_rolled_back")
-    })
+    }, 180_000) // background tasks over 2,150 mappings and 1,950 customers
 
     it("fail strategy stops at the first conflict; unknown ids are 404; other tenants see nothing", async () => {
       const t = await seeded("fail")
@@ -210,19 +221,28 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
 
     it("verify lists mappings whose Stripe customer changed or disappeared", async () => {
       expect(migrationA).not.toBe("")
+      // the first GET starts a verification in the background; its task shows the progress
+      const first = await app.request(a.apiKey, "GET", `/v1/stripe/migrate/${migrationA}/verify`)
+      expect(first.status).toBe(200)
+      expect(first.body).toMatchObject({ kind: "verify", migration_id: migrationA, progress: { total: EXPECTED.mapped } })
+      const okTask = await waitForTask(app, a.apiKey, first.body.task_id)
+      expect(okTask).toMatchObject({ status: "completed", progress: { done: EXPECTED.mapped }, result: { checked: EXPECTED.mapped, ok: EXPECTED.mapped, mismatches: [] } })
       const ok = await app.request(a.apiKey, "GET", `/v1/stripe/migrate/${migrationA}/verify`)
-      expect(ok.status).toBe(200)
-      expect(ok.body).toMatchObject({ checked: EXPECTED.mapped, ok: EXPECTED.mapped, mismatches: [] })
+      expect(ok.body).toMatchObject({ task_id: first.body.task_id, status: "completed", checked: EXPECTED.mapped, ok: EXPECTED.mapped, mismatches: [] })
       const [changed] = data.byExternal.get("ext-0300")!
       const [deleted] = data.byExternal.get("ext-0301")!
       await Effect.runPromise(emulator.updateCustomer(changed!, { metadata: { external_id: "someone-else" } }))
       await Effect.runPromise(emulator.deleteCustomer(deleted!))
+      const again = await app.request(a.apiKey, "POST", `/v1/stripe/migrate/${migrationA}/verify`)
+      expect(again.status).toBe(202)
+      await waitForTask(app, a.apiKey, again.body.task_id)
       const res = await app.request(a.apiKey, "GET", `/v1/stripe/migrate/${migrationA}/verify`)
+      expect(res.body).toMatchObject({ task_id: again.body.task_id, status: "completed", mismatches_total: 2 })
       expect(res.body.checked).toBe(EXPECTED.mapped)
       expect(res.body.mismatches.map((m: any) => [m.external_id, m.problem]).sort()).toEqual([
         ["ext-0300", "external_id_mismatch"],
         ["ext-0301", "stripe_customer_deleted"]
       ])
-    })
+    }, 180_000) // background tasks over 2,150 mappings and 1,950 customers
   })
 })

@@ -25,6 +25,7 @@ import {
   startEmulator,
   stripeEnv,
   tenantState,
+  rollbackAndWait,
   waitForMigration
 } from "./support.js"
 
@@ -124,9 +125,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         "pc→cus_elsewhere:active:api"
       ])
 
-      const rb = await app.request(t.apiKey, "POST", `/v1/stripe/migrate/${job.migration_id}/rollback`)
-      expect(rb.status).toBe(200)
-      expect(rb.body).toMatchObject({ mappings_removed: 4, mappings_restored: 0, customers_removed: 3, customers_kept: [] })
+      const rb = await rollbackAndWait(app, t.apiKey, job.migration_id)
+      expect(rb.body).toMatchObject({ status: "completed", result: { mappings_removed: 4, mappings_restored: 0, customers_removed: 3, customers_kept: [] } })
       expect(await app.run(tenantState(t.scope))).toEqual(before)
     })
 
@@ -152,10 +152,9 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         "thief→thief:active:migration"
       ])
 
-      const rb = await app.request(t.apiKey, "POST", `/v1/stripe/migrate/${job.migration_id}/rollback`)
-      expect(rb.status).toBe(200)
+      const rb = await rollbackAndWait(app, t.apiKey, job.migration_id)
       // pc's and owner's rows were reassigned: removed, then restored as they were
-      expect(rb.body).toMatchObject({ mappings_restored: 2, customers_removed: 4, customers_kept: [] })
+      expect(rb.body).toMatchObject({ status: "completed", result: { mappings_restored: 2, customers_removed: 4, customers_kept: [] } })
       expect(await app.run(tenantState(t.scope))).toEqual(before)
     })
 

@@ -17,7 +17,7 @@ import { TenantRepo } from "../../src/repositories/TenantRepo.js"
 import { Encryption, generateKeyEntry } from "../../src/security/Encryption.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
 import { StripeAccounts } from "../../src/stripe/StripeAccounts.js"
-import { type Backend, freshDataDir, freshPostgresDatabase, POSTGRES_URL_VAR } from "../support/app.js"
+import { type Backend, freshDataDir, freshPostgresDatabase, OperatorAccess, POSTGRES_URL_VAR } from "../support/app.js"
 import { PgClient } from "@effect/sql-pg"
 
 export const STRIPE_KEY = "sk_test_51FlexpriceMigrationTests0000SECRET4242"
@@ -80,7 +80,7 @@ export const startApp = async (db: Database, env: Record<string, string>): Promi
     Layer.provide(Layer.setConfigProvider(provider)),
     Layer.provide(Logger.minimumLogLevel(process.env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Error))
   )
-  const runtime = ManagedRuntime.make(layer)
+  const runtime = ManagedRuntime.make(Layer.merge(layer, OperatorAccess))
   const address = await runtime.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
   const baseUrl = address._tag === "TcpAddress" ? `http://127.0.0.1:${address.port}` : ""
   const run = <A, E>(effect: Effect.Effect<A, E, AppServices>) => runtime.runPromise(effect as Effect.Effect<A, E, never>)
@@ -252,4 +252,33 @@ export const waitForMigration = async (app: App, apiKey: string, id: string, tim
     if (Date.now() > until) throw new Error(`migration ${id} still running: ${res.text}`)
     await new Promise((r) => setTimeout(r, 50))
   }
+}
+
+/** Poll a rollback / verification task until it is no longer running. */
+export const waitForTask = async (app: App, apiKey: string, taskId: string, timeoutMs = 120_000) => {
+  const until = Date.now() + timeoutMs
+  for (;;) {
+    const res = await app.request(apiKey, "GET", `/v1/stripe/migrate/tasks/${taskId}`)
+    if (res.status !== 200) throw new Error(`task status ${res.status}: ${res.text}`)
+    if (res.body.status !== "running") return res.body
+    if (Date.now() > until) throw new Error(`task ${taskId} still running: ${res.text}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+/** POST /rollback (202 + task), then the finished task. */
+export const rollbackAndWait = async (app: App, apiKey: string, migrationId: string) => {
+  const started = await app.request(apiKey, "POST", `/v1/stripe/migrate/${migrationId}/rollback`)
+  if (started.status !== 202) return started
+  return { status: started.status, body: await waitForTask(app, apiKey, started.body.task_id), started: started.body }
+}
+
+/** POST a CSV (202 + job), then the finished job's status. */
+export const importCsvAndWait = async (app: App, apiKey: string, csv: string, query = "") => {
+  const started = await app.request(apiKey, "POST", `/v1/stripe/migrate/customers/csv${query}`, undefined, {
+    headers: { "content-type": "text/csv" },
+    rawBody: csv
+  })
+  if (started.status !== 202) return started
+  return { status: started.status, body: await waitForMigration(app, apiKey, started.body.migration_id), started: started.body }
 }

@@ -19,8 +19,8 @@ export const KNOWN_BUGS = {
   negative_quantities: { issue: "#12.3", open: false },
   /** Changing aggregation_window_minutes re-sends usage already synced. */
   window_size_change: { issue: "#12.1", open: false },
-  /** v1 reuses the identifier as Idempotency-Key and Stripe replays a saved 500 for 24 h. */
-  v1_saved_500: { issue: "#12.4", open: true },
+  /** v1 reused the identifier as Idempotency-Key and Stripe replays a saved 500 for 24 h. */
+  v1_saved_500: { issue: "#12.4", open: false },
   /** Future timestamps (> 5 min ahead) are accepted instead of refused with a code. */
   future_timestamps: { issue: "#12.11", open: false },
   /** Whole-unit batches revived after a mapping comes back count their remainder twice. */

@@ -114,6 +114,25 @@ describe("emulator: fault injection", () => {
     })
   )
 
+  it.scopedLive("a dropped v1 meter event call does not hold the customer and meter's one concurrent slot", () =>
+    Effect.gen(function* () {
+      const emu = yield* makeStripeEmulator({ apiKey: API_KEY })
+      const customer = yield* meterSetup(emu)
+      const stripe = sdk(emu)
+      const send = () =>
+        stripe.billing.meterEvents.create({ event_name: "api_calls", payload: { stripe_customer_id: customer.id, value: "1" } })
+      // two: Node's agent resends once on a closed reused connection (see the test above)
+      yield* emu.setFaults({ failNext: { count: 2, kind: "drop" } })
+      const e = yield* stripeError(send)
+      expect(e).toBeInstanceOf(Stripe.errors.StripeConnectionError)
+      // The dropped request never executed: the next call for the same customer and meter is not
+      // refused as concurrent.
+      yield* promise(send)
+      expect(emu.v1ConcurrentSameCustomerMeter()).toBe(0)
+      expect(emu.total(customer.id, "api_calls")).toEqual({ sum: "1", count: 1 })
+    })
+  )
+
   it.scopedLive("adds latency", () =>
     Effect.gen(function* () {
       const emu = yield* makeStripeEmulator({ apiKey: API_KEY })

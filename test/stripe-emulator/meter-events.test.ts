@@ -265,6 +265,15 @@ describe("emulator: v2 meter event stream", () => {
       expect(dup.message).toContain("d-3")
       expect(emu.total(customer.id, "api_calls")).toEqual({ sum: "20", count: 10 })
       expect(emu.state.duplicatesIgnored()).toBe(12)
+      // the raw log keeps every arrival: 10 accepted, 12 stream duplicates, 1 refused v1 duplicate
+      const received = emu.state.received()
+      expect(received.filter((r) => r.outcome === "accepted").map((r) => r.identifier)).toEqual(batch.map((e) => e.identifier))
+      expect(received.filter((r) => r.outcome === "duplicate").map((r) => `${r.via}:${r.identifier}`)).toEqual([
+        "v2:d-0",
+        "v2:d-1",
+        ...batch.map((e) => `v2:${e.identifier}`),
+        "v1:d-3"
+      ])
     })
   )
 

@@ -240,9 +240,11 @@ describe("StripeClient over HTTP against the emulator", () => {
       yield* emulator.setFaults({ failNext: { count: 2, kind: "server_error" }, paths: ["/v1/billing/meter_events"] })
       expect(yield* client.sendMeterEventV1(ref, e1!)).toBe("delivered")
       expect(countOf(emulator.statusCounts(), "500")).toBe(2)
-      // A later resend of the batch (same identifier, key = identifier): Stripe replays the saved
-      // 500, the retry under a new key is answered "already exists" = delivered, counted once.
+      // A later resend of the batch (same identifier, a new key): one request, executed (no saved
+      // 500 replayed), answered "already exists" = delivered, counted once.
       expect(yield* client.sendMeterEventV1(ref, e1!)).toBe("duplicate")
+      expect(countOf(emulator.callCounts(), "POST /v1/billing/meter_events")).toBe(4)
+      expect(countOf(emulator.statusCounts(), "500")).toBe(2)
       expect(emulator.total(cus.R!, "api_calls")).toEqual({ sum: "3", count: 1 })
     }).pipe(Effect.scoped))
 
@@ -256,25 +258,36 @@ describe("StripeClient over HTTP against the emulator", () => {
       expect(emulator.total(cus.S!, "tokens")).toEqual({ sum: "75", count: 150 })
     }).pipe(Effect.scoped))
 
-  it.live("v1: delivered, idempotent replay, duplicate identifier = delivered, changed payload = idempotency error", () =>
+  it.live("stream: a 500 saved under the session creation's Idempotency-Key is retried as a new request", () =>
+    Effect.gen(function* () {
+      const { emulator, client, ref } = yield* setup()
+      const cus = yield* withMeters(emulator, ["tokens"], ["T"])
+      yield* emulator.setFaults({ failNext: { count: 1, kind: "server_error" }, paths: ["/v2/billing/meter_event_session"] })
+      yield* client.sendMeterEventsStream(ref, events(3, { customer: cus.T!, eventName: "tokens", prefix: "sess500", value: "2" }))
+      expect(countOf(emulator.callCounts(), "POST /v2/billing/meter_event_session")).toBe(2)
+      expect(countOf(emulator.statusCounts(), "500")).toBe(1)
+      expect(emulator.total(cus.T!, "tokens")).toEqual({ sum: "6", count: 3 })
+    }).pipe(Effect.scoped))
+
+  it.live("v1: delivered; a resend of the same identifier, from either transport, is Stripe's duplicate = delivered", () =>
     Effect.gen(function* () {
       const { emulator, client, ref } = yield* setup()
       const cus = yield* withMeters(emulator, ["api_calls"], ["C"])
       const [e1] = events(1, { customer: cus.C!, eventName: "api_calls", prefix: "v1", value: "3" })
       expect(yield* client.sendMeterEventV1(ref, e1!)).toBe("delivered")
-      // Same identifier, same Idempotency-Key, same body: Stripe replays the first answer.
-      expect(yield* client.sendMeterEventV1(ref, e1!)).toBe("delivered")
+      // Same identifier under a new Idempotency-Key: Stripe's identifier uniqueness answers
+      // "already exists", which means delivered.
+      expect(yield* client.sendMeterEventV1(ref, e1!)).toBe("duplicate")
 
       // Identifier already used by the stream path: Stripe's 400 "already exists" means delivered.
       const [s1] = events(1, { customer: cus.C!, eventName: "api_calls", prefix: "st", value: "4" })
       yield* client.sendMeterEventsStream(ref, [s1!])
       expect(yield* client.sendMeterEventV1(ref, s1!)).toBe("duplicate")
-      expect(countOf(emulator.statusCounts(), "400")).toBe(1)
+      expect(countOf(emulator.statusCounts(), "400")).toBe(2)
 
-      // Same identifier, different value: a real conflict, surfaced, not swallowed.
-      const changed = yield* Effect.flip(client.sendMeterEventV1(ref, { ...e1!, payload: { ...e1!.payload, value: "5" } }))
-      expect(changed._tag).toBe("StripeInvalidRequest")
-      expect(changed._tag === "StripeInvalidRequest" && changed.stripeCode).toBe("idempotency_error")
+      // Same identifier, another value: Stripe keeps the first event, as on the stream (the
+      // ledger never changes a batch's value under its identifier).
+      expect(yield* client.sendMeterEventV1(ref, { ...e1!, payload: { ...e1!.payload, value: "5" } })).toBe("duplicate")
 
       expect(emulator.total(cus.C!, "api_calls")).toEqual({ sum: "7", count: 2 })
     }).pipe(Effect.scoped))

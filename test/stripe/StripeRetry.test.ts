@@ -77,6 +77,29 @@ describe("StripeRetry", () => {
       expect(all.retries).toEqual(["unavailable", "unavailable", "unavailable"])
     }))
 
+  it.effect("a resend-safe call retries a 5xx saved under its key, and a replayed one without waiting", () =>
+    Effect.gen(function* () {
+      const runSafe = (errors: ReadonlyArray<StripeError>, clockMs: number) =>
+        Effect.gen(function* () {
+          const attempts = yield* Ref.make(0)
+          const call = Ref.getAndUpdate(attempts, (n) => n + 1).pipe(
+            Effect.flatMap((i) => Effect.fail(errors[Math.min(i, errors.length - 1)]!))
+          )
+          const fiber = yield* Effect.fork(call.pipe(StripeRetry.applyPolicies(StripeRetry.policy(settings, { resendSafe: true }))))
+          yield* TestClock.adjust(clockMs)
+          yield* Fiber.poll(fiber)
+          return yield* Ref.get(attempts)
+        })
+      const saved = new StripeUnavailable({ reason: "server_error", status: 500, shouldRetry: false })
+      const replayed = new StripeUnavailable({ reason: "server_error", status: 500, shouldRetry: false, replayed: true })
+      // Stripe-Should-Retry: false stops a standard call, not a resend-safe one (next key is new)
+      expect((yield* run([saved], 10_000)).attempts).toBe(1)
+      expect(yield* runSafe([saved], 10_000)).toBe(4)
+      // a fresh 500 waits its back-off (100 ms); a replayed one goes again at once
+      expect(yield* runSafe([saved, new StripeInvalidRequest({ message: "x", status: 400 })], 0)).toBe(1)
+      expect(yield* runSafe([replayed, new StripeInvalidRequest({ message: "x", status: 400 })], 0)).toBe(2)
+    }))
+
   it.effect("authentication and invalid requests are never retried", () =>
     Effect.gen(function* () {
       const auth = yield* run([new StripeAuthenticationFailed({ reason: "invalid_api_key", status: 401 })], 10_000)

@@ -5,6 +5,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Logger, LogLevel, Option, Tracer } from "effect"
 import Stripe from "stripe"
+import { countsAsBreakerFailure } from "../../src/stripe/StripeErrorClass.js"
 import { fromSdkError, parseRetryAfterMs, scrubSecrets } from "../../src/stripe/StripeErrors.js"
 import { refFor, setup, TEST_KEY } from "./support.js"
 
@@ -131,5 +132,22 @@ describe("Stripe secrets stay out of logs, spans and errors", () => {
     const server = fromSdkError(new Stripe.errors.StripeAPIError({ message: "oops", statusCode: 502 } as never), { secrets: [], nowMs: 0 })
     expect(server).toMatchObject({ _tag: "StripeUnavailable", reason: "server_error", status: 502 })
     expect(fromSdkError(new TypeError("a bug"), { secrets: [], nowMs: 0 })).toBeUndefined()
+  })
+
+  it("recognises a 5xx Stripe replayed from a saved result (Idempotent-Replayed), which the breaker does not count", () => {
+    const replayed = fromSdkError(
+      new Stripe.errors.StripeAPIError({
+        message: "An unknown error occurred",
+        statusCode: 500,
+        headers: { "idempotent-replayed": "true", "stripe-should-retry": "false" }
+      } as never),
+      { secrets: [], nowMs: 0 }
+    )
+    expect(replayed).toMatchObject({ _tag: "StripeUnavailable", reason: "server_error", replayed: true, shouldRetry: false })
+    expect(countsAsBreakerFailure(replayed!)).toBe(false)
+    const fresh = fromSdkError(new Stripe.errors.StripeAPIError({ message: "oops", statusCode: 500 } as never), { secrets: [], nowMs: 0 })
+    expect(fresh).toMatchObject({ _tag: "StripeUnavailable", reason: "server_error" })
+    expect((fresh as { replayed?: boolean }).replayed).toBeUndefined()
+    expect(countsAsBreakerFailure(fresh!)).toBe(true)
   })
 })

@@ -14,6 +14,7 @@ import { Redacted } from "effect"
 import { inject } from "vitest"
 import { AppLive } from "../../src/App.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
+import { ElevatedAccess } from "../../src/db/RowSecurity.js"
 import { HttpApiLive, NodeServerLive } from "../../src/http/Server.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { withServiceUrl } from "./clickhouse.js"
@@ -76,6 +77,14 @@ export interface TestAppOptions {
   readonly observe?: Layer.Layer<any>
 }
 
+/**
+ * Merged beside a test app's layers: effects the test runs itself act as an operator at psql,
+ * reading and changing every tenant's rows (the table owner). The served app and its workers do
+ * not get it and run as in production (src/db/RowSecurity.ts); product code run by the test
+ * inside a tenant scope still meets that scope's wall.
+ */
+export const OperatorAccess = Layer.succeed(ElevatedAccess, { role: "owner", reason: "test inspection" })
+
 export const startTestApp = async (options: TestAppOptions = {}): Promise<TestApp> => {
   const backend = options.backend ?? "pglite"
   const cleanups: Array<() => Promise<void>> = []
@@ -116,7 +125,7 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
     Layer.provide(Logger.minimumLogLevel(process.env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Warning)),
     (l) => (options.observe ? Layer.provideMerge(l, options.observe) : l)
   )
-  const runtime = ManagedRuntime.make(layer)
+  const runtime = ManagedRuntime.make(Layer.merge(layer, OperatorAccess))
   const address = await runtime.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
   const baseUrl = address._tag === "TcpAddress" ? `http://127.0.0.1:${address.port}` : ""
   const newTenant = async (name = "test") => {

@@ -48,10 +48,11 @@ export const literalOf = (v: O.Exact): fc.Arbitrary<string> =>
     })
 
 /** Strings the decimal parser must refuse. */
-export const hostile = fc.constantFrom(
+export const HOSTILE: ReadonlyArray<string> = [
   "", " ", "-", "+", ".", "-.", "e5", "1e", "1e+", "--1", "+-1", "1.2.3", "1..2", "1,5", "1_000", "0x10", "0b1", "NaN",
-  "Infinity", "-Infinity", "1e1.5", "١٢", "1 2", "12abc", "abc", "[1]", "{}", "null", "true"
-)
+  "Infinity", "-Infinity", "1e1.5", "١٢", "1 2", "12abc", "abc", "[1]", "{}", "null", "true", "x1", "1x", "e", "1e5e5", "1.e"
+]
+export const hostile = fc.constantFrom(...HOSTILE)
 
 /**
  * fast-check run counts: `n` normally; capped by FC_MAX_RUNS where set (the mutation run, which

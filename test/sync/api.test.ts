@@ -5,16 +5,17 @@
 import { PgClient } from "@effect/sql-pg"
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { forEachBackend } from "../support/app.js"
 import { HOUR, hoursAgo, type MeterSetup, startSyncHarness, type SyncHarness } from "./support.js"
 
-describe("sync HTTP API", () => {
+forEachBackend(["pglite", "postgres"], (backend) => describe(`sync HTTP API (${backend})`, () => {
   let h: SyncHarness
   let tokens: MeterSetup
   let stripeA: string
   const hourStart = (h: number) => new Date(Math.floor(Date.now() / HOUR) * HOUR - h * HOUR).toISOString()
 
   beforeAll(async () => {
-    h = await startSyncHarness()
+    h = await startSyncHarness({ backend })
     await h.configure()
     tokens = await h.meter("tokens", { aggregation: "SUM", field: "t" })
     stripeA = (await h.customer("a")).stripeId!
@@ -118,4 +119,4 @@ describe("sync HTTP API", () => {
     const row = drift.body.rows.find((r: { drift: string }) => r.drift !== "0")
     expect(row).toMatchObject({ hour: hourStart(2), synced: "8", stripe: "7", drift: "-1", stripe_customer_id: stripeA })
   })
-})
+}))

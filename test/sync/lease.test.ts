@@ -1,10 +1,12 @@
 /**
  * The per-tenant lease (sync_leases): one holder at a time across fibers (and, by the same row,
  * replicas), released after use, taken over once expired, and a manual sync waits for / is
- * refused by a running one.
+ * refused by a running one. On PostgreSQL also across two app instances (replicas) sharing one
+ * database.
  */
 import { PgClient } from "@effect/sql-pg"
 import { Deferred, Effect, Exit, Fiber } from "effect"
+import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
@@ -12,8 +14,9 @@ import { checkFence, LeaseFence, SyncLease } from "../../src/sync/SyncLease.js"
 import { SyncPipeline } from "../../src/sync/SyncPipeline.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import { WindowPassHook } from "../../src/sync/WindowPass.js"
-import { forEachBackend } from "../support/app.js"
-import { hoursAgo, startSyncHarness, type SyncHarness } from "./support.js"
+import { forEachBackend, freshPostgresDatabase, POSTGRES_URL_VAR, startTestApp, type TestApp } from "../support/app.js"
+import * as O from "../support/oracle.js"
+import { hoursAgo, startSyncHarness, stripeEnv, type SyncHarness } from "./support.js"
 
 // On PostgreSQL (when FLEXPRICE_TEST_POSTGRES_URL is set) the lease row lives on a real server,
 // where replicas would share it; PGlite is the embedded single-process case.
@@ -57,7 +60,7 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync lease (${back
       )
     )
     const busy = await h.app.run(Effect.exit(Effect.flatMap(SyncLease, (l) => l.withLease(h.scope, Effect.succeed(1)))))
-    expect(Exit.isFailure(busy)).toBe(true)
+    expect(Exit.isFailure(busy) && JSON.stringify(busy.cause)).toContain("LeaseBusy")
     const waited = await h.app.run(Effect.flatMap(SyncLease, (l) => l.withLease(h.scope, Effect.succeed(2), { wait: "5 seconds" })))
     expect(waited).toBe(2)
   })
@@ -69,13 +72,26 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync lease (${back
     await h.ingest([{ event_id: "1", event_name: "tokens", external_customer_id: "a", timestamp: hoursAgo(3), properties: { t: "2" } }])
     const hourStart = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3 * 3_600_000).toISOString()
     const hourEnd = new Date(Date.parse(hourStart) + 3_600_000).toISOString()
-    const holder = h.app.run(Effect.flatMap(SyncLease, (l) => l.withLease(h.scope, Effect.sleep("1500 millis"))))
-    await new Promise((r) => setTimeout(r, 200))
-    const started = Date.now()
+    // a running sync: holds the lease for a while, and says when it is inside and when it ends
+    const inside = await h.app.run(Deferred.make<void>())
+    let holderDone = false
+    const holder = h.app.run(
+      Effect.flatMap(SyncLease, (l) =>
+        l.withLease(
+          h.scope,
+          Deferred.succeed(inside, undefined).pipe(
+            Effect.zipRight(Effect.sleep("1500 millis")),
+            Effect.tap(() => Effect.sync(() => void (holderDone = true)))
+          )
+        )
+      )
+    )
+    await h.app.run(Deferred.await(inside))
     const res = await h.app.request("POST", "/v1/stripe/sync/manual", { window_start: hourStart, window_end: hourEnd })
+    const answeredAfterHolder = holderDone
     await holder
     expect(res.status).toBe(200)
-    expect(Date.now() - started).toBeGreaterThanOrEqual(1000)
+    expect(answeredAfterHolder).toBe(true) // it waited for the running sync instead of running beside it
     expect(res.body.batches_synced).toBe(1)
     expect(h.stripeTotal(c.stripeId!, "stripe_tokens")).toBe("2")
   })
@@ -202,14 +218,79 @@ describe("split brain", () => {
     )
     expect(outcome.b.batchesSynced).toBe(1)
     expect(Exit.isFailure(outcome.a) && JSON.stringify(outcome.a.cause)).toContain("LeaseLost")
-    // oracle: thousandths as BigInt
-    const milli = (q: string) => {
-      const [i, f = ""] = q.split(".")
-      return BigInt(i!) * 1000n + BigInt(f.padEnd(3, "0"))
-    }
-    const want = quantities.reduce((s, q) => s + milli(q), 0n)
-    expect(milli(h.stripeTotal(c.stripeId!, "stripe_tokens"))).toBe(want)
+    expect(h.stripeTotal(c.stripeId!, "stripe_tokens")).toBe(O.format(O.sum(quantities)))
     const batches = await h.batches()
     expect(batches.filter((b) => b.syncStatus !== "skipped").length).toBe(1)
   })
 })
+
+// Two app instances (replicas) on one real PostgreSQL database, one Stripe emulator: the lease row
+// is all that keeps them from syncing the same tenant at once.
+forEachBackend(["postgres"], () => describe("sync lease across replicas (PostgreSQL, two app instances)", () => {
+  let a: SyncHarness
+  let b: TestApp
+  let drop: () => Promise<void>
+  beforeAll(async () => {
+    const db = await freshPostgresDatabase(process.env[POSTGRES_URL_VAR]!)
+    drop = db.drop
+    // replicas share the database and the master keys
+    const keys = `1:${randomBytes(32).toString("base64")}`
+    const env = { FLEXPRICE_SYNC_LEASE_SECONDS: "60", FLEXPRICE_ENCRYPTION_KEYS: keys }
+    a = await startSyncHarness({ backend: "postgres", databaseUrl: db.url, env })
+    b = await startTestApp({ backend: "postgres", databaseUrl: db.url, env: { ...stripeEnv(a.emulator.url), ...env } })
+  }, 120_000)
+  afterAll(async () => {
+    await b?.dispose()
+    await a?.dispose()
+    await drop?.()
+  })
+
+  const configOf = (app: TestApp) =>
+    app.run(
+      Effect.flatMap(StripeConfigRepo, (r) => r.get).pipe(
+        Effect.map((o) => (o._tag === "Some" ? o.value : undefined)!),
+        Effect.provideService(CurrentTenant, a.scope)
+      )
+    )
+  const runOn = (app: TestApp) =>
+    configOf(app).then((config) =>
+      app.run(
+        Effect.flatMap(SyncService, (s) => s.runTenant(config, { trigger: "schedule" })).pipe(Effect.provideService(CurrentTenant, a.scope), Effect.either)
+      )
+    )
+
+  it("replica B is refused the lease replica A holds, and takes it once A released it", async () => {
+    const inside = await a.app.run(Deferred.make<void>())
+    const letGo = await a.app.run(Deferred.make<void>())
+    const holder = a.app.run(Effect.flatMap(SyncLease, (l) => l.withLease(a.scope, Effect.zipRight(Deferred.succeed(inside, undefined), Deferred.await(letGo)))))
+    await a.app.run(Deferred.await(inside))
+    const busy = await b.run(Effect.exit(Effect.flatMap(SyncLease, (l) => l.withLease(a.scope, Effect.succeed("b")))))
+    expect(Exit.isFailure(busy) && JSON.stringify(busy.cause)).toContain("LeaseBusy")
+    await a.app.run(Deferred.succeed(letGo, undefined))
+    await holder
+    expect(await b.run(Effect.flatMap(SyncLease, (l) => l.withLease(a.scope, Effect.succeed("b"))))).toBe("b")
+  })
+
+  it("a sync on replica B while A's sync is on the wire is refused; the window is billed once", async () => {
+    await a.configure()
+    const m = await a.meter("tokens", { aggregation: "SUM", field: "t" })
+    const c = await a.customer("r1")
+    const quantities = ["0.000000000001", "7", "2.5"]
+    await a.ingest(quantities.map((q, i) => ({ event_id: `r${i}`, event_name: "tokens", external_customer_id: "r1", timestamp: hoursAgo(3, i), properties: { t: q } })))
+    // A's stream request is held after Stripe applied it: A is mid-sync, holding the lease
+    a.emulator.holdNext((r) => r.method === "POST" && r.path.startsWith("/v2/billing/meter_event_stream"), { applyFirst: true })
+    const onA = runOn(a.app)
+    await Effect.runPromise(a.emulator.awaitHeld(1).pipe(Effect.timeout("60 seconds")))
+    const onB = await runOn(b)
+    expect(onB._tag === "Left" && onB.left._tag).toBe("LeaseBusy")
+    await Effect.runPromise(a.emulator.release())
+    const doneA = await onA
+    expect(doneA._tag === "Right" && [doneA.right.status, doneA.right.batchesSynced]).toEqual(["completed", 1])
+    // B afterwards: nothing left to send
+    const again = await runOn(b)
+    expect(again._tag === "Right" && [again.right.batchesCreated, again.right.stripeRequests]).toEqual([0, 0])
+    expect(a.stripeTotal(c.stripeId!, m.stripeEventName)).toBe(O.format(O.sum(quantities)))
+    const received = a.emulator.state.received()
+    expect(received.map((r) => r.outcome)).toEqual(["accepted"])
+  })
+}))

@@ -2,33 +2,17 @@
  * Money invariants of issue #12 through the real service and the Stripe emulator over HTTP:
  * nothing lost or billed twice when settings change, corrections arrive, or Stripe keeps only
  * part of what it receives. Expected totals are plain BigInt arithmetic on the ingested
- * quantities (the `oracle` below), never values read back from the ledger.
+ * quantities (test/support/oracle.ts), never values read back from the ledger.
  */
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { MeterMappingRepo } from "../../src/repositories/MeterMappingRepo.js"
 import { forEachBackend, startTestApp } from "../support/app.js"
+import * as O from "../support/oracle.js"
 import { HOUR, hoursAgo, type MeterSetup, startSyncHarness, type SyncHarness } from "./support.js"
 
-/** Independent oracle: exact decimal sums as scaled BigInts. */
-const oracle = {
-  sum: (values: ReadonlyArray<string>): string => {
-    let scale = 0
-    for (const v of values) scale = Math.max(scale, (v.split(".")[1] ?? "").length)
-    let total = 0n
-    for (const v of values) {
-      const neg = v.startsWith("-")
-      const [i, f = ""] = (neg ? v.slice(1) : v).split(".")
-      const n = BigInt(i! + f.padEnd(scale, "0"))
-      total += neg ? -n : n
-    }
-    const neg = total < 0n
-    const digits = (neg ? -total : total).toString().padStart(scale + 1, "0")
-    const int = digits.slice(0, digits.length - scale)
-    const frac = digits.slice(digits.length - scale).replace(/0+$/, "")
-    return `${neg ? "-" : ""}${int}${frac ? `.${frac}` : ""}`
-  }
-}
+/** Expected totals: the shared BigInt oracle (test/support/oracle.ts) on the ingested quantities. */
+const oracle = { sum: (values: ReadonlyArray<string>): string => O.format(O.sum(values)) }
 
 /** A meter mapped (through the repository, as a mapping stored before any API check) to a pre-aggregated Stripe meter. */
 const preAggregatedMeter = async (h: SyncHarness, name: string, window: "hour" | "day"): Promise<MeterSetup> => {

@@ -20,7 +20,7 @@ describe("window arithmetic", () => {
     expect(W.isDue(w, 5, new Date("2026-03-10T13:05:00Z"))).toBe(true)
     expect(W.dueThrough(new Date("2026-03-10T13:04:59Z"), 60, 5).toISOString()).toBe("2026-03-10T12:00:00.000Z")
     expect(W.dueThrough(new Date("2026-03-10T13:05:00Z"), 60, 5).toISOString()).toBe("2026-03-10T13:00:00.000Z")
-    expect(() => W.alignDown(at, 7)).toThrow()
+    expect(() => W.alignDown(at, 7)).toThrow("window size must divide a day, got 7 minutes")
   })
 
   it("dueThrough separates due from not-due windows exactly", () => {

@@ -8,7 +8,7 @@ import { Effect } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import { forEachBackend } from "../support/app.js"
 import * as O from "../support/oracle.js"
-import { hoursAgo, startSyncHarness, type SyncHarness } from "./support.js"
+import { breakerAdmits, hoursAgo, startSyncHarness, type SyncHarness } from "./support.js"
 
 const DAY = 86_400_000
 
@@ -109,10 +109,11 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync ledger rules 
     expect(r3.batchesFailed).toBe(0)
     expect(h.emulator.totalCalls()).toBe(calls) // cap reached: left failed, not resent
     expect((await failed()).syncStatus).toBe("failed")
+    expect(h.emulator.v1ConcurrentSameCustomerMeter()).toBe(0)
   })
 
   it("past the 24 h dedup horizon, Stripe's double sum of delivered batches counts as delivered (0.1 + 0.2)", async () => {
-    h = await startSyncHarness()
+    h = await startSyncHarness({ backend })
     await h.configure()
     const m = await h.meter("frac", { aggregation: "SUM", field: "t" })
     const d = await h.customer("d")
@@ -126,7 +127,6 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync ledger rules 
     await exec(`UPDATE stripe_sync_batches SET sync_status = 'sending', synced_at = NULL,
       first_sent_at = now() - interval '25 hours' WHERE customer_id = '${d.customerId}'`)
     h.emulator.advanceClock(25 * 3_600_000)
-    await new Promise((r) => setTimeout(r, 500))
     await h.sync()
     const bd = (await h.batches()).filter((x) => x.customerId === d.customerId)
     // Stripe reports 0.30000000000000004 (IEEE doubles); the ledger's exact 0.3 matches it.
@@ -168,7 +168,7 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync ledger rules 
       WHERE customer_id = '${c.customerId}'`)
     // Stripe's dedup memory of those identifiers is gone
     h.emulator.advanceClock(25 * 3_600_000)
-    await new Promise((r) => setTimeout(r, 500))
+    await breakerAdmits(h!) // the outage above may have opened it
     await h.sync()
 
     const byCustomer = async (id: string) => (await h!.batches()).filter((x) => x.customerId === id)

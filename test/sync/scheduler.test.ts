@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Context, Effect, Fiber, Ref, TestClock } from "effect"
-import * as Decimal from "../../src/domain/Decimal.js"
+import * as O from "../support/oracle.js"
 import type { EnvironmentId, TenantId } from "../../src/domain/Ids.js"
 import { TenantScope } from "../../src/domain/Ids.js"
 import type { TenantStripeConfig } from "../../src/repositories/StripeConfigRepo.js"
@@ -154,7 +154,7 @@ describe("an hour's usage reaches Stripe at end + grace (real pipeline, TestCloc
             }))
           )
         )
-        const expected = Decimal.sum(quantities)
+        const expected = O.format(O.sum(quantities))
         const dueAt = hourStart + 3_600_000 + 5 * 60_000
         const context = yield* Effect.promise(() => h.app.run(Effect.context<SyncService | StripeConfigRepo>()))
         const service = Context.get(context, SyncService)
@@ -177,20 +177,18 @@ describe("an hour's usage reaches Stripe at end + grace (real pipeline, TestCloc
         const realStart = Date.now()
         yield* TestClock.adjust(1)
         let after = total()
-        while (!Decimal.equals(after, expected) && Date.now() - realStart < 30_000) {
+        while (O.compare(after, expected) !== 0 && Date.now() - realStart < 30_000) {
           yield* Effect.promise(() => new Promise((r) => setTimeout(r, 100)))
           after = total()
         }
-        const runWallMs = Date.now() - realStart
         const virtualAt = yield* Clock.currentTimeMillis
         yield* Fiber.interrupt(loop)
 
-        expect(Decimal.isZero(before)).toBe(true)
+        expect(O.compare(before, "0")).toBe(0)
         expect(after).toBe(expected)
-        // synced with the virtual clock at exactly end + grace; the bound on top is the run's
-        // own wall time (asserted under 30 s here; the run itself takes well under a second)
+        // synced with the virtual clock at exactly end + grace (the wait above gives up after 30 s
+        // of real time; `after` then falls short and fails the test — no wall-clock assertion)
         expect(virtualAt).toBe(dueAt)
-        expect(runWallMs).toBeLessThan(30_000)
       }),
     90_000
   )

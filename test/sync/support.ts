@@ -67,6 +67,8 @@ export const startSyncHarness = async (
     emulatorNow?: () => number
     /** "sync": the emulator refuses a whole stream request holding an invalid event (400) */
     streamValidation?: "async" | "sync"
+    /** backend `postgres`: this (shared) database instead of a fresh one, e.g. for a second replica */
+    databaseUrl?: string
   } = {}
 ): Promise<SyncHarness> => {
   const emuScope = Effect.runSync(Scope.make())
@@ -88,7 +90,8 @@ export const startSyncHarness = async (
     app = await startTestApp({
       backend: options.backend ?? "pglite",
       env: { ...stripeEnv(emulator.url), ...options.env },
-      ...(options.extra ? { extra: options.extra } : {})
+      ...(options.extra ? { extra: options.extra } : {}),
+      ...(options.databaseUrl !== undefined ? { databaseUrl: options.databaseUrl } : {})
     })
   } catch (e) {
     await Effect.runPromise(Scope.close(emuScope, Exit.void))
@@ -290,4 +293,19 @@ export const syncUntilSettled = async (h: SyncHarness, max = 30, between?: () =>
     if (between) await between()
   }
   return reports
+}
+
+/**
+ * Resolves once the tenant's Stripe circuit breaker admits calls again (closed or half-open, as
+ * GET /v1/stripe/sync/status reports it): the condition a fixed sleep past the cool-down
+ * (STRIPE_BREAKER_COOLDOWN_SECONDS) used to wait for between runs.
+ */
+export const breakerAdmits = async (h: SyncHarness): Promise<void> => {
+  for (let i = 0; i < 600; i++) {
+    const s = await h.app.request("GET", "/v1/stripe/sync/status")
+    if (s.status !== 200) throw new Error(`sync status: ${s.status} ${s.text}`)
+    if (s.body.circuit_state !== "open") return
+    await new Promise<void>((r) => setTimeout(r, 20))
+  }
+  throw new Error("the Stripe circuit breaker stayed open")
 }

@@ -7,9 +7,10 @@ import { Effect, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { SpanTree, Telemetry, TelemetryTest, type TelemetryTestService } from "../../src/observability/Telemetry.js"
 import { SyncScheduler } from "../../src/sync/SyncScheduler.js"
+import { forEachBackend } from "../support/app.js"
 import { hoursAgo, STRIPE_KEY, startSyncHarness, type SyncHarness } from "./support.js"
 
-describe("sync tracing", () => {
+forEachBackend(["pglite", "postgres"], (backend) => describe(`sync tracing (${backend})`, () => {
   let h: SyncHarness | undefined
   afterAll(async () => {
     await h?.dispose()
@@ -19,6 +20,7 @@ describe("sync tracing", () => {
     let telemetry: TelemetryTestService | undefined
     const capture = Layer.effectDiscard(Effect.map(TelemetryTest, (t) => void (telemetry = t)))
     h = await startSyncHarness({
+      backend,
       env: { FLEXPRICE_SCHEDULE_ENABLED: "true", FLEXPRICE_SCHEDULE_INTERVAL_SECONDS: "1" },
       extra: Layer.merge(SyncScheduler.layer, capture).pipe(Layer.provide(Telemetry.layerTest))
     })
@@ -63,4 +65,4 @@ describe("sync tracing", () => {
     const text = JSON.stringify(spans.map((s) => ({ n: s.name, a: s.attributes, e: s.events })))
     expect(text).not.toContain(STRIPE_KEY)
   })
-})
+}))

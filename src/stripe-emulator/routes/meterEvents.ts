@@ -30,7 +30,9 @@ export const meterEventRoutes = (ctx: EmulatorContext) => {
             timestamp
           }
           const r = state.validateMeterEvent(input, now, "v1")
-          if (state.isDuplicate(r.identifier, now)) {
+          const duplicate = state.isDuplicate(r.identifier, now)
+          state.recordReceived(r, duplicate ? "duplicate" : "accepted", now)
+          if (duplicate) {
             throw invalidRequest(`An event already exists with identifier ${r.identifier}.`, {
               code: "resource_already_exists",
               param: "identifier"
@@ -82,7 +84,9 @@ export const meterEventRoutes = (ctx: EmulatorContext) => {
             })
           }
           for (const r of accepted) {
-            if (state.isDuplicate(r.identifier, now)) state.duplicatesIgnored++
+            const duplicate = state.isDuplicate(r.identifier, now)
+            state.recordReceived(r, duplicate ? "duplicate" : "accepted", now)
+            if (duplicate) state.duplicatesIgnored++
             else state.commitMeterEvent(r)
           }
           return failures

@@ -17,6 +17,7 @@ import {
   type MeterEvent,
   type MeterEventInput,
   type MeterEventRecord,
+  type ReceivedMeterEvent,
   type StreamEventError,
   stripeId,
   type SummaryBucket,
@@ -31,6 +32,7 @@ export class MeterEvents {
   private readonly pairs = new Map<string, Map<string, Array<Counted>>>()
   private readonly preAggregated = new Map<string, Counted>()
   private readonly streamErrorsList: Array<StreamEventError> = []
+  private readonly receivedList: Array<ReceivedMeterEvent> = []
   private seq = 0
   duplicatesIgnored = 0
 
@@ -58,6 +60,15 @@ export class MeterEvents {
     const key = meter ? meter.customer_mapping.event_payload_key : "stripe_customer_id"
     const customer = (payload as FormObject)[key]
     return typeof customer === "string" ? `${meter?.id ?? eventName}|${customer}` : undefined
+  }
+
+  /** Logs a valid event as received (see `ReceivedMeterEvent`). */
+  recordReceived(r: MeterEventRecord, outcome: ReceivedMeterEvent["outcome"], atMs: number): void {
+    this.receivedList.push({ identifier: r.identifier, customer: r.customer, eventName: r.eventName, value: r.value, via: r.via, outcome, atMs })
+  }
+
+  received(): ReadonlyArray<ReceivedMeterEvent> {
+    return this.receivedList
   }
 
   /** True when `identifier` was accepted within the last 24 hours. */

@@ -106,6 +106,20 @@ export interface MeterEventRecord {
   readonly payload: Readonly<Record<string, string>>
 }
 
+/**
+ * One valid meter event as it arrived, accepted or not: the raw log that exactly-once checks count
+ * (a resend Stripe deduplicates by identifier never shows in `meterEvents`, only here).
+ */
+export interface ReceivedMeterEvent {
+  readonly identifier: string
+  readonly customer: string
+  readonly eventName: string
+  readonly value: string
+  readonly via: "v1" | "v2"
+  readonly outcome: "accepted" | "duplicate"
+  readonly atMs: number
+}
+
 export interface Totals {
   readonly customer: string
   readonly eventName: string
