@@ -18,7 +18,7 @@
  *   Metric.set(Metrics.syncPendingBatches, 3)
  *   Metric.taggedWithLabels(Metrics.eventsAcceptedTotal, tenantTags(scope))
  */
-import { Duration, Effect, Metric, MetricBoundaries, MetricLabel } from "effect"
+import { Config, Duration, Effect, Metric, MetricBoundaries, MetricLabel } from "effect"
 import type { TenantScope } from "../domain/Ids.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -35,25 +35,33 @@ export const lagBoundaries = MetricBoundaries.fromIterable([
 // ---------------------------------------------------------------------------------------------
 // Tenant labels (bounded cardinality only when the operator opts in)
 
-/** Reads `FLEXPRICE_METRICS_TENANT_LABELS` at call time so tests and operators can flip it. */
-export const tenantLabelsEnabled = (): boolean =>
-  (process.env["FLEXPRICE_METRICS_TENANT_LABELS"] ?? "").trim().toLowerCase() === "true"
+/**
+ * `FLEXPRICE_METRICS_TENANT_LABELS`, read through Config at each use so a test's
+ * ConfigProvider (or the operator's environment) decides; anything unreadable means off.
+ */
+export const tenantLabelsEnabled: Effect.Effect<boolean> = Config.boolean("FLEXPRICE_METRICS_TENANT_LABELS").pipe(
+  Config.withDefault(false),
+  Effect.orElseSucceed(() => false)
+)
 
 /**
  * `tenant_id` / `environment_id` labels when `FLEXPRICE_METRICS_TENANT_LABELS=true`, else none.
- * Use with `Metric.taggedWithLabels(metric, tenantTags(scope))`.
+ * Use with `Metric.taggedWithLabels(metric, yield* tenantTags(scope))`.
  */
 export const tenantTags = (
   scope: Pick<TenantScope, "tenantId" | "environmentId"> | undefined
-): ReadonlyArray<MetricLabel.MetricLabel> =>
-  scope !== undefined && tenantLabelsEnabled()
-    ? [MetricLabel.make("tenant_id", scope.tenantId), MetricLabel.make("environment_id", scope.environmentId)]
-    : []
+): Effect.Effect<ReadonlyArray<MetricLabel.MetricLabel>> =>
+  Effect.map(tenantLabelsEnabled, (on) =>
+    scope !== undefined && on
+      ? [MetricLabel.make("tenant_id", scope.tenantId), MetricLabel.make("environment_id", scope.environmentId)]
+      : []
+  )
 
 /** The same labels as a plain record (for span attributes or ad-hoc tagging). */
 export const tenantTagRecord = (
   scope: Pick<TenantScope, "tenantId" | "environmentId"> | undefined
-): Record<string, string> => Object.fromEntries(tenantTags(scope).map((l) => [l.key, l.value]))
+): Effect.Effect<Record<string, string>> =>
+  Effect.map(tenantTags(scope), (tags) => Object.fromEntries(tags.map((l) => [l.key, l.value])))
 
 // ---------------------------------------------------------------------------------------------
 // Sync

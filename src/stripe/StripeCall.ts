@@ -163,11 +163,13 @@ export const makeExecute =
                 }),
                 Effect.catchAll((u) => {
                   if (u instanceof StripeUnavailable) return Effect.fail(u)
-                  const nowMs = Date.now()
-                  const mapped = fromSdkError(u, { secrets, nowMs })
-                  return mapped === undefined
-                    ? Effect.die(new Error(`unexpected failure in Stripe SDK call ${op.name}`))
-                    : Effect.fail(mapped)
+                  // Retry-After is relative to the clock the retry schedule runs on.
+                  return Effect.flatMap(Clock.currentTimeMillis, (nowMs) => {
+                    const mapped = fromSdkError(u, { secrets, nowMs })
+                    return mapped === undefined
+                      ? Effect.die(new Error(`unexpected failure in Stripe SDK call ${op.name}`))
+                      : Effect.fail(mapped)
+                  })
                 }),
                 Effect.onExit((exit) => {
                   const failure = exitFailure(exit)

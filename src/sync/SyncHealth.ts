@@ -53,10 +53,10 @@ export class SyncHealth extends Effect.Service<SyncHealth>()("flexprice/SyncHeal
     const publish = Effect.gen(function* () {
       const all = yield* lastSuccesses
       if (all.length === 0) return all
-      if (Metrics.tenantLabelsEnabled()) {
+      if (yield* Metrics.tenantLabelsEnabled) {
         for (const t of all)
           yield* Metric.set(
-            Metric.taggedWithLabels(Metrics.syncLastSuccessTimestampSeconds, Metrics.tenantTags(t.scope)),
+            Metric.taggedWithLabels(Metrics.syncLastSuccessTimestampSeconds, yield* Metrics.tenantTags(t.scope)),
             t.lastSuccess.getTime() / 1000
           )
       } else {

@@ -42,7 +42,7 @@ export const successRatio = (synced: number, attempted: number) =>
 /** Gauges for the alert rules after a run (per tenant only when FLEXPRICE_METRICS_TENANT_LABELS=true). */
 export const ledgerGauges = (repo: SyncBatchRepo, scope: TenantScope) =>
   Effect.gen(function* () {
-    const tags = Metrics.tenantTags(scope)
+    const tags = yield* Metrics.tenantTags(scope)
     const counts = yield* repo.statusCounts
     const total = (st: string) => counts.filter((c) => c.status === st).reduce((n, c) => n + c.count, 0)
     yield* Metric.set(Metric.taggedWithLabels(Metrics.syncPendingBatches, tags), total("pending") + total("sending"))

@@ -82,9 +82,9 @@ export class SyncService extends Effect.Service<SyncService>()("flexprice/SyncSe
     /** Sets the trailing-hour gauge: per tenant with tenant labels, else the busiest tenant. */
     const publishCallBudget = Effect.gen(function* () {
       const counts = budget.lastHour(yield* Clock.currentTimeMillis)
-      if (Metrics.tenantLabelsEnabled()) {
+      if (yield* Metrics.tenantLabelsEnabled) {
         for (const c of counts)
-          yield* Metric.set(Metric.taggedWithLabels(Metrics.syncStripeRequestsLastHour, Metrics.tenantTags(c.scope)), c.requests)
+          yield* Metric.set(Metric.taggedWithLabels(Metrics.syncStripeRequestsLastHour, yield* Metrics.tenantTags(c.scope)), c.requests)
       } else yield* Metric.set(Metrics.syncStripeRequestsLastHour, Math.max(0, ...counts.map((c) => c.requests)))
     })
 
@@ -93,7 +93,7 @@ export class SyncService extends Effect.Service<SyncService>()("flexprice/SyncSe
         ? publishCallBudget
         : Effect.gen(function* () {
             budget.record(scope, yield* Clock.currentTimeMillis, requests)
-            yield* Metric.incrementBy(Metric.taggedWithLabels(Metrics.syncStripeRequestsTotal, Metrics.tenantTags(scope)), requests)
+            yield* Metric.incrementBy(Metric.taggedWithLabels(Metrics.syncStripeRequestsTotal, yield* Metrics.tenantTags(scope)), requests)
             yield* publishCallBudget
           })
 

@@ -237,8 +237,8 @@ export class EventDestination extends Effect.Service<EventDestination>()("flexpr
                   yield* Metric.increment(Metric.tagged(Metrics.webhookSignatureFailuresTotal, "reason", e.reason))
               }),
             onSuccess: (r) =>
-              Metric.increment(
-                Metric.taggedWithLabels(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", r.type), "outcome", r.status), Metrics.tenantTags(r.scope))
+              Effect.flatMap(Metrics.tenantTags(r.scope), (tags) =>
+                Metric.increment(Metric.taggedWithLabels(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", r.type), "outcome", r.status), tags))
               )
           }),
           Effect.ensuring(Effect.flatMap(Clock.currentTimeMillis, (end) => Metric.update(Metrics.webhookDurationSeconds, (end - started) / 1000)))

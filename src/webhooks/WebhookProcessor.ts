@@ -363,7 +363,7 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
               Effect.gen(function* () {
                 yield* Effect.annotateCurrentSpan({ "webhook.outcome": r.status })
                 yield* Metric.increment(
-                  Metric.taggedWithLabels(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", r.type), "outcome", r.status), Metrics.tenantTags(r.scope))
+                  Metric.taggedWithLabels(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", r.type), "outcome", r.status), yield* Metrics.tenantTags(r.scope))
                 )
               })
           }),

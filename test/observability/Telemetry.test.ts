@@ -73,19 +73,17 @@ describe("Prometheus names", () => {
     }).pipe(Effect.provide(Telemetry.layerTest)))
 
   it.effect("tenant labels only when FLEXPRICE_METRICS_TENANT_LABELS=true", () =>
-    Effect.sync(() => {
+    Effect.gen(function* () {
       const scope = { tenantId: "tnt_a", environmentId: "env_b" } as never
-      const prev = process.env["FLEXPRICE_METRICS_TENANT_LABELS"]
-      try {
-        delete process.env["FLEXPRICE_METRICS_TENANT_LABELS"]
-        expect(M.tenantTags(scope)).toEqual([])
-        process.env["FLEXPRICE_METRICS_TENANT_LABELS"] = "true"
-        expect(M.tenantTags(scope).map((l) => [l.key, l.value])).toEqual([["tenant_id", "tnt_a"], ["environment_id", "env_b"]])
-        expect(M.tenantTagRecord(scope)).toEqual({ tenant_id: "tnt_a", environment_id: "env_b" })
-      } finally {
-        if (prev === undefined) delete process.env["FLEXPRICE_METRICS_TENANT_LABELS"]
-        else process.env["FLEXPRICE_METRICS_TENANT_LABELS"] = prev
-      }
+      const withConfig = (value: string | undefined) =>
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map(value === undefined ? [] : [["FLEXPRICE_METRICS_TENANT_LABELS", value]])))
+      expect(yield* M.tenantTags(scope).pipe(withConfig(undefined))).toEqual([])
+      expect(yield* M.tenantTags(scope).pipe(withConfig("false"))).toEqual([])
+      expect((yield* M.tenantTags(scope).pipe(withConfig("true"))).map((l) => [l.key, l.value])).toEqual([
+        ["tenant_id", "tnt_a"],
+        ["environment_id", "env_b"]
+      ])
+      expect(yield* M.tenantTagRecord(scope).pipe(withConfig("true"))).toEqual({ tenant_id: "tnt_a", environment_id: "env_b" })
     }))
 
   it.live("timedSeconds records seconds, not milliseconds", () =>

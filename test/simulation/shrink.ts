@@ -18,7 +18,7 @@ export const shrink = async (
   let runs = 0
   const fails = async (cand: ReadonlyArray<Step>): Promise<Violation | undefined> => {
     runs++
-    const r = await runHistory(cand, { ...(options.backend ? { backend: options.backend } : {}) })
+    const r = await runHistory(cand, options.backend ? { backend: options.backend } : {})
     return r.violation?.kind === first.kind ? r.violation : undefined
   }
   let chunk = Math.max(1, Math.ceil(cur.length / 2))
