@@ -124,6 +124,16 @@ describe("metric names in alerts and dashboard", () => {
       "flexprice_stripe_circuit_state"
     ]) expect(used, family).toContain(family)
   })
+
+  it("the dashboard shows every metric an alert rule watches", () => {
+    const used = new Set(dashboardExprs().flatMap(metricNames).map((n) => n.replace(/_(bucket|sum|count)$/, "")))
+    for (const rule of alertRules.filter((r) => r.alert && r.expr)) {
+      for (const name of metricNames(String(rule.expr))) {
+        const family = name.replace(/_(bucket|sum|count)$/, "")
+        if (family.startsWith("flexprice_")) expect(used, `${rule.alert as string}: ${family}`).toContain(family)
+      }
+    }
+  })
 })
 
 describe("alert rules", () => {
