@@ -1,0 +1,207 @@
+/**
+ * The push queue and the status marks the push records, plus re-evaluation and operator re-queues.
+ * Every statement is scoped by the CurrentTenant (see ../SyncBatchRepo.ts).
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Option } from "effect"
+import { CurrentTenant } from "../../domain/Tenant.js"
+import { textArray } from "../../db/SqlArrays.js"
+import {
+  BATCH_COLS,
+  NEEDS_REVIEW,
+  type RawBatch,
+  type RequeueFilter,
+  type SkipReason,
+  toBatch
+} from "./Model.js"
+
+export const makeQueue = (sql: PgClient.PgClient) => {
+  const cols = sql.literal(BATCH_COLS)
+
+  // ---- push queue
+
+  /**
+   * Batches to push, oldest window first, after a keyset cursor: pending and sending ones
+   * (a crash may have left `sending`), and failed ones below the retry cap that are not
+   * waiting for an operator nor held after a Stripe error report (BatchRepairRepo). The cursor makes each row visited at most once per run, so a
+   * batch failed in this run is retried by a later run, not by this one.
+   */
+  const pushQueue = (opts: {
+    readonly after: Option.Option<{ readonly windowStart: Date; readonly id: string }>
+    readonly limit: number
+    readonly retryCap: number
+    readonly windowFrom?: Date | undefined
+    readonly windowTo?: Date | undefined
+  }) =>
+    Effect.flatMap(CurrentTenant, (t) =>
+      sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
+        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+          AND sync_status IN ('pending', 'sending', 'failed')
+          AND (sync_status IN ('pending', 'sending')
+               OR (sync_status = 'failed' AND retry_count < ${opts.retryCap} AND COALESCE(error_code, '') <> ${NEEDS_REVIEW}
+                   AND stripe_error_event_id IS NULL))
+          ${opts.windowFrom ? sql`AND window_start >= ${opts.windowFrom}` : sql``}
+          ${opts.windowTo ? sql`AND window_start < ${opts.windowTo}` : sql``}
+          ${Option.match(opts.after, {
+            onNone: () => sql``,
+            onSome: (c) => sql`AND (window_start, id) > (${c.windowStart}, ${c.id})`
+          })}
+        ORDER BY window_start, id
+        LIMIT ${opts.limit}`
+    ).pipe(Effect.map((rows) => rows.map(toBatch)))
+
+  // One text[] parameter however many ids (a page of 2,000 as 2,000 parameters cost more to
+  // bind and plan than the update itself); `= ANY` still uses the primary key.
+  const idIn = (ids: ReadonlyArray<string>) => sql`id = ANY(${textArray(ids)}::text[])`
+
+  /** Before the Stripe call: the first attempt's time is kept (the 24 h dedup rule reads it). */
+  const markSending = (ids: ReadonlyArray<string>, now: Date) =>
+    ids.length === 0
+      ? Effect.void
+      : Effect.flatMap(CurrentTenant, (t) =>
+          sql`UPDATE stripe_sync_batches SET sync_status = 'sending', first_sent_at = COALESCE(first_sent_at, ${now}),
+              updated_at = ${now}
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}`
+        ).pipe(Effect.asVoid)
+
+  const markSynced = (ids: ReadonlyArray<string>, now: Date, note?: { readonly code: string; readonly message: string }) =>
+    ids.length === 0
+      ? Effect.void
+      : Effect.flatMap(CurrentTenant, (t) =>
+          sql`UPDATE stripe_sync_batches SET sync_status = 'synced', synced_at = ${now}, updated_at = ${now},
+              error_code = ${note?.code ?? null}, error_message = ${note?.message ?? null}
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
+              AND sync_status <> 'synced'`
+        ).pipe(Effect.asVoid)
+
+  /** Transient failure (outage, rate limit, open circuit): back to pending, never failed. */
+  const markPending = (ids: ReadonlyArray<string>, now: Date, error: { readonly code: string; readonly message: string }) =>
+    ids.length === 0
+      ? Effect.void
+      : Effect.flatMap(CurrentTenant, (t) =>
+          sql`UPDATE stripe_sync_batches SET sync_status = 'pending', error_code = ${error.code},
+              error_message = ${error.message}, updated_at = ${now}
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
+              AND sync_status <> 'synced'`
+        ).pipe(Effect.asVoid)
+
+  /** Non-retryable failure: Stripe's code and message kept, retry_count incremented. */
+  const markFailed = (ids: ReadonlyArray<string>, now: Date, error: { readonly code: string; readonly message: string }) =>
+    ids.length === 0
+      ? Effect.void
+      : Effect.flatMap(CurrentTenant, (t) =>
+          sql`UPDATE stripe_sync_batches SET sync_status = 'failed', retry_count = retry_count + 1,
+              error_code = ${error.code}, error_message = ${error.message}, updated_at = ${now}
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
+              AND sync_status <> 'synced'`
+        ).pipe(Effect.asVoid)
+
+  const markSkipped = (ids: ReadonlyArray<string>, now: Date, reason: SkipReason) =>
+    ids.length === 0
+      ? Effect.void
+      : Effect.flatMap(CurrentTenant, (t) =>
+          sql`UPDATE stripe_sync_batches SET sync_status = 'skipped', skip_reason = ${reason}, updated_at = ${now}
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
+              AND sync_status <> 'synced'`
+        ).pipe(Effect.asVoid)
+
+  /** Never attempted after all (a stop): back to pending with the first-attempt time it had before. */
+  const restorePending = (
+    rows: ReadonlyArray<{ readonly id: string; readonly firstSentAt: Date | null }>,
+    now: Date,
+    error: { readonly code: string; readonly message: string }
+  ) =>
+    rows.length === 0
+      ? Effect.void
+      : Effect.flatMap(CurrentTenant, (t) =>
+          sql`UPDATE stripe_sync_batches b SET sync_status = 'pending', first_sent_at = r.first_sent_at::timestamptz,
+              error_code = ${error.code}, error_message = ${error.message}, updated_at = ${now}
+            FROM jsonb_to_recordset(${JSON.stringify(
+              rows.map((r) => ({ id: r.id, first_sent_at: r.firstSentAt?.toISOString() ?? null }))
+            )}::jsonb) AS r(id text, first_sent_at text)
+            WHERE b.tenant_id = ${t.tenantId} AND b.environment_id = ${t.environmentId} AND b.id = r.id
+              AND b.sync_status = 'sending'`
+        ).pipe(Effect.asVoid)
+
+  /** A verified-not-delivered batch past Stripe's dedup horizon may be sent again as new. */
+  const clearFirstSent = (ids: ReadonlyArray<string>, now: Date) =>
+    ids.length === 0
+      ? Effect.void
+      : Effect.flatMap(CurrentTenant, (t) =>
+          sql`UPDATE stripe_sync_batches SET first_sent_at = NULL, sync_status = 'pending', updated_at = ${now}
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND ${idIn(ids)}
+              AND sync_status <> 'synced'`
+        ).pipe(Effect.asVoid)
+
+  /** Skipped batches (no customer mapping / meter mapping gone) that may become sendable. */
+  const skippedForReevaluation = (opts: { readonly since: Date; readonly limit: number; readonly afterId?: string | undefined }) =>
+    Effect.flatMap(CurrentTenant, (t) =>
+      sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
+        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+          AND sync_status = 'skipped' AND skip_reason IN ('no_mapping', 'mapping_deleted')
+          AND window_start >= ${opts.since}
+          ${opts.afterId ? sql`AND id > ${opts.afterId}` : sql``}
+        ORDER BY id
+        LIMIT ${opts.limit}`
+    ).pipe(Effect.map((rows) => rows.map(toBatch)))
+
+  /** A re-evaluated skipped batch becomes pending with its send amount fixed now. */
+  const makeSendable = (rows: ReadonlyArray<{ readonly id: string; readonly sentQuantity: string; readonly providerMeterId: string; readonly status: "pending" | "skipped"; readonly skipReason: SkipReason | null }>, now: Date) =>
+    rows.length === 0
+      ? Effect.void
+      : Effect.flatMap(CurrentTenant, (t) =>
+          sql`UPDATE stripe_sync_batches b SET sync_status = r.sync_status, skip_reason = r.skip_reason,
+              sent_quantity = r.sent_quantity::numeric, provider_meter_id = r.provider_meter_id, updated_at = ${now}
+            FROM jsonb_to_recordset(${JSON.stringify(
+              rows.map((r) => ({
+                id: r.id,
+                sent_quantity: r.sentQuantity,
+                provider_meter_id: r.providerMeterId,
+                sync_status: r.status,
+                skip_reason: r.skipReason
+              }))
+            )}::jsonb) AS r(id text, sent_quantity text, provider_meter_id text, sync_status text, skip_reason text)
+            WHERE b.tenant_id = ${t.tenantId} AND b.environment_id = ${t.environmentId} AND b.id = r.id
+              AND b.sync_status = 'skipped'`
+        ).pipe(Effect.asVoid)
+
+  /** Σ sent of synced batches per window for one (customer, meter) in [from, to). */
+  const syncedTotalsFor = (customerId: string, meterId: string, from: Date, to: Date) =>
+    Effect.flatMap(CurrentTenant, (t) =>
+      sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
+        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+          AND customer_id = ${customerId} AND meter_id = ${meterId}
+          AND window_start >= ${from} AND window_start < ${to}
+          AND sent_quantity IS NOT NULL`
+    ).pipe(Effect.map((rows) => rows.map(toBatch)))
+
+  // ---- repairs
+
+  /**
+   * Failed batches an operator asks to send again (POST /v1/stripe/sync/batches/retry): back to
+   * `pending` with a fresh retry budget. Each keeps its row, identifier and first_sent_at, so
+   * Stripe's identifier dedup still answers for a resend inside 24 h and the resend guard
+   * (ResendGuard.ts) checks Stripe's summaries first beyond it: a re-queue never bills twice.
+   * `needsReview`: only the batches the guard held for an operator (else only the others).
+   * `dryRun`: counts without writing. Returns the ids.
+   */
+  const requeueFailed = (f: RequeueFilter, now: Date) =>
+    Effect.flatMap(CurrentTenant, (t) => {
+      const where = sql`tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND sync_status = 'failed'
+          AND ${f.needsReview ? sql`error_code = ${NEEDS_REVIEW}` : sql`COALESCE(error_code, '') <> ${NEEDS_REVIEW}`}
+          ${f.customerId ? sql`AND customer_id = ${f.customerId}` : sql``}
+          ${f.meterId ? sql`AND meter_id = ${f.meterId}` : sql``}
+          ${f.errorCode ? sql`AND error_code = ${f.errorCode}` : sql``}
+          ${f.from ? sql`AND window_start >= ${f.from}` : sql``}
+          ${f.to ? sql`AND window_start < ${f.to}` : sql``}`
+      return (
+        f.dryRun
+          ? sql<{ id: string }>`SELECT id FROM stripe_sync_batches WHERE ${where}`
+          : sql<{ id: string }>`UPDATE stripe_sync_batches SET sync_status = 'pending', retry_count = 0, updated_at = ${now}
+              WHERE ${where} RETURNING id`
+      ).pipe(Effect.map((rows) => rows.map((r) => r.id)))
+    })
+
+
+  return { pushQueue, markSending, markSynced, markPending, markFailed, markSkipped, restorePending, clearFirstSent, skippedForReevaluation, makeSendable, syncedTotalsFor, requeueFailed } as const
+}
