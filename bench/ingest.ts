@@ -44,7 +44,10 @@ const inFlight = async (batches: number, run: (b: number) => Promise<number>) =>
   const t0 = performance.now()
   await Promise.all(
     Array.from({ length: IN_FLIGHT }, async () => {
-      while (next < batches) rows += await run(next++)
+      while (next < batches) {
+        const n = await run(next++)
+        rows += n
+      }
     })
   )
   return { rows, seconds: (performance.now() - t0) / 1000 }
