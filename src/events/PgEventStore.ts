@@ -38,17 +38,23 @@ const decodeCursor = (c: string): Option.Option<{ ts: Date; id: string }> => {
  * Session-local staging tables for COPY (PostgreSQL server). Created on first use in each pooled
  * session; ON COMMIT DELETE ROWS empties them at the end of every transaction that touched them,
  * and each INSERT below also deletes what it read, so two batches in one transaction never mix.
- * Temp tables sit outside row-level security: the INSERT into the tenant table is what the
- * policies check.
+ * A pooled session may serve several database roles over its life (row-level security switches
+ * role per checkout), so the tables are granted to every role when they are created. Temp tables
+ * sit outside row-level security: the INSERT into the tenant table is what the policies check.
  */
-const STAGE_DDL = `CREATE TEMP TABLE IF NOT EXISTS ingest_events_stage (
-    tenant_id text, environment_id text, event_id text, event_name text, external_customer_id text,
-    customer_id text, ts timestamptz, ingested_at timestamptz, properties text, status text, error text
-  ) ON COMMIT DELETE ROWS;
-  CREATE TEMP TABLE IF NOT EXISTS ingest_processed_stage (
-    tenant_id text, environment_id text, event_id text, meter_id text, customer_id text, event_name text,
-    ts timestamptz, ingested_at timestamptz, qty_total numeric(38, 12), qty_billable numeric(38, 12)
-  ) ON COMMIT DELETE ROWS`
+const STAGE_DDL = `DO $$ BEGIN
+  IF to_regclass('pg_temp.ingest_events_stage') IS NULL THEN
+    CREATE TEMP TABLE ingest_events_stage (
+      tenant_id text, environment_id text, event_id text, event_name text, external_customer_id text,
+      customer_id text, ts timestamptz, ingested_at timestamptz, properties text, status text, error text
+    ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE ingest_processed_stage (
+      tenant_id text, environment_id text, event_id text, meter_id text, customer_id text, event_name text,
+      ts timestamptz, ingested_at timestamptz, qty_total numeric(38, 12), qty_billable numeric(38, 12)
+    ) ON COMMIT DELETE ROWS;
+    GRANT SELECT, INSERT, DELETE ON pg_temp.ingest_events_stage, pg_temp.ingest_processed_stage TO PUBLIC;
+  END IF;
+END $$`
 
 const EVENT_STAGE_COLUMNS = [
   "tenant_id", "environment_id", "event_id", "event_name", "external_customer_id",
