@@ -16,6 +16,7 @@ import { TenantRepo } from "../src/repositories/TenantRepo.js"
 export interface BenchApp {
   readonly baseUrl: string
   readonly apiKey: string
+  readonly scope: { readonly tenantId: string; readonly environmentId: string }
   readonly runtime: ManagedRuntime.ManagedRuntime<any, any>
   readonly dispose: () => Promise<void>
 }
@@ -62,6 +63,7 @@ export const startBenchApp = async (options: { postgresUrl?: string; clickhouseU
   return {
     baseUrl,
     apiKey: tenant.apiKey,
+    scope: { tenantId: tenant.tenantId, environmentId: tenant.environmentId },
     runtime,
     dispose: async () => {
       await runtime.dispose()

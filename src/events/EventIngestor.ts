@@ -232,7 +232,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
           if (valid.length === 0) return { accepted: 0, duplicates, rejected, event_ids: [], pendingExternalIds: [] as Array<string> }
           const [customerIds, meters] = yield* Effect.all([
             customers.idsByExternalIds([...new Set(valid.map((e) => e.externalCustomerId))]),
-            meterRepo.list
+            meterRepo.listForIngest
           ])
           // A quantity the numeric(38,12) column cannot hold is refused now, whether or not the
           // customer exists yet, rather than stored as an event that can never be billed.
@@ -340,7 +340,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
                   AND external_customer_id = ANY(${externalIds}::text[])
                 ORDER BY event_id LIMIT 1000`
               if (rows.length === 0) return 0
-              const meters = yield* meterRepo.list
+              const meters = yield* meterRepo.listForIngest
               const updates: Array<{ eventId: string; customerId: string; status: EventStatus; error: string | null }> = []
               const processed: Array<ProcessedEvent> = []
               for (const r of rows) {

@@ -1,6 +1,14 @@
-/** Meters of the current tenant environment. */
+/**
+ * Meters of the current tenant environment.
+ *
+ * `listForIngest` serves the ingest path from a small in-process cache (every bulk request needs
+ * the meter list). A create or delete in this process drops the environment's entry at once; on
+ * another replica the entry lives at most FLEXPRICE_METER_CACHE_SECONDS (default 5, 0 = no cache),
+ * so a meter created or deleted there takes effect on this replica's ingest within that bound,
+ * as if the change had been made that much later (meters apply to events ingested after them).
+ */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Option } from "effect"
+import { Clock, Config, Effect, Option } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { MeterId, newId } from "../domain/Ids.js"
 import type { MeterRule } from "../domain/Metering.js"
@@ -16,10 +24,25 @@ export class MeterRepo extends Effect.Service<MeterRepo>()("flexprice/MeterRepo"
   effect: Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
     const cols = sql`id, name, event_name, aggregation_type, aggregation_field, filters, created_at`
+    const ttlMs = (yield* Config.integer("FLEXPRICE_METER_CACHE_SECONDS").pipe(Config.withDefault(5))) * 1000
+    const MAX_CACHED = 10_000
+    const cache = new Map<string, { readonly rows: ReadonlyArray<MeterRow>; readonly at: number }>()
+    // bumped by every change in this process: a read that overlapped a change is not cached
+    const generation = new Map<string, number>()
+    const keyOf = (t: { readonly tenantId: string; readonly environmentId: string }) => `${t.tenantId}/${t.environmentId}`
+    const invalidate = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+      Effect.flatMap(CurrentTenant, (t) => {
+        const bump = Effect.sync(() => {
+          const k = keyOf(t)
+          cache.delete(k)
+          generation.set(k, (generation.get(k) ?? 0) + 1)
+        })
+        return Effect.ensuring(Effect.zipRight(bump, self), bump)
+      })
     type Raw = Omit<MeterRow, "filters"> & { filters: ReadonlyArray<MeterFilter> }
 
     const create = (m: MeterCreate) =>
-      Effect.flatMap(CurrentTenant, (t) =>
+      invalidate(Effect.flatMap(CurrentTenant, (t) =>
         sql<Raw>`INSERT INTO meters ${sql.insert({
           id: newId.meter(),
           tenantId: t.tenantId,
@@ -30,7 +53,7 @@ export class MeterRepo extends Effect.Service<MeterRepo>()("flexprice/MeterRepo"
           aggregationField: m.aggregation.type === "COUNT" ? null : (m.aggregation.field ?? null),
           filters: JSON.stringify(m.filters ?? [])
         })} RETURNING ${cols}`
-      ).pipe(Effect.map((rows) => rows[0]! as MeterRow))
+      ).pipe(Effect.map((rows) => rows[0]! as MeterRow)))
 
     const findById = (id: string) =>
       Effect.flatMap(CurrentTenant, (t) =>
@@ -45,12 +68,29 @@ export class MeterRepo extends Effect.Service<MeterRepo>()("flexprice/MeterRepo"
 
     /** Soft delete: processed rows keep pointing at the meter id. */
     const remove = (id: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
+      invalidate(Effect.flatMap(CurrentTenant, (t) =>
         sql`UPDATE meters SET deleted_at = now() WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
           AND id = ${id} AND deleted_at IS NULL RETURNING id`
-      ).pipe(Effect.map((rows) => rows.length > 0))
+      ).pipe(Effect.map((rows) => rows.length > 0)))
 
-    return { create, findById, list, remove } as const
+    /** `list`, cached per environment for the ingest path (see the module comment). */
+    const listForIngest = Effect.gen(function* () {
+      if (ttlMs <= 0) return yield* list
+      const k = keyOf(yield* CurrentTenant)
+      const now = yield* Clock.currentTimeMillis
+      const hit = cache.get(k)
+      if (hit !== undefined && now - hit.at < ttlMs) return hit.rows
+      const gen = generation.get(k) ?? 0
+      const rows = yield* list
+      if ((generation.get(k) ?? 0) === gen) {
+        cache.delete(k)
+        if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!)
+        cache.set(k, { rows, at: now })
+      }
+      return rows
+    })
+
+    return { create, findById, list, listForIngest, remove } as const
   })
 }) {}
 

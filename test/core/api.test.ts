@@ -102,6 +102,21 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect(total).toBe("1000")
     })
 
+    it("a meter created or deleted applies to the very next ingest in this process (the meter cache is dropped)", async () => {
+      await app.request("POST", "/v1/customers", { external_id: "mc-1" })
+      const first = await app.request("POST", "/v1/meters", { name: "mc-a", event_name: "mc", aggregation: { type: "COUNT" } })
+      const send = (id: string) =>
+        app.request("POST", "/v1/events/bulk", { events: [{ event_id: id, event_name: "mc", external_customer_id: "mc-1", timestamp: hourAgo().toISOString() }] })
+      expect((await send("mc-e1")).body.accepted).toBe(1) // warms the cache with [mc-a]
+      const second = await app.request("POST", "/v1/meters", { name: "mc-b", event_name: "mc", aggregation: { type: "COUNT" } })
+      await send("mc-e2")
+      expect(await app.run(aggregateTotal(app, second.body.id))).toBe("1")
+      expect((await app.request("DELETE", `/v1/meters/${first.body.id}`)).status).toBe(200)
+      await send("mc-e3")
+      expect(await app.run(aggregateTotal(app, first.body.id))).toBe("2")
+      expect(await app.run(aggregateTotal(app, second.body.id))).toBe("2")
+    })
+
     it("processes events of a customer that does not exist yet once it is created", async () => {
       const meter = await app.request("POST", "/v1/meters", { name: "later", event_name: "later", aggregation: { type: "SUM", field: "n" } })
       const ts = hourAgo().toISOString()
