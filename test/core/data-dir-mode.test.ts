@@ -9,6 +9,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { layerFrom } from "../../src/db/Database.js"
+import { asOwner } from "../../src/db/RowSecurity.js"
 import { freshDataDir } from "../support/app.js"
 
 const entries = (root: string): Array<{ p: string; dir: boolean; mode: number }> => {
@@ -26,7 +27,8 @@ const open = (dataDir: string) =>
   Effect.runPromise(
     Effect.scoped(
       Effect.flatMap(Layer.build(layerFrom({ url: Option.none(), dataDir })), (ctx) =>
-        Effect.provide(Effect.flatMap(PgClient.PgClient, (sql) => sql`SELECT 1 AS one`), ctx)
+        // As the table owner: a new directory has no migrations, so no service roles yet.
+        Effect.provide(Effect.flatMap(PgClient.PgClient, (sql) => sql`SELECT 1 AS one`.pipe(asOwner("only opens the directory"))), ctx)
       )
     )
   )
