@@ -100,8 +100,10 @@ forEachBackend(["pglite", "postgres"], (backend) =>
       expect(await h.batches()).toEqual([])
       expect(await reads()).toEqual(before)
 
-      // new usage: its batches start from the archived carry
-      await h.ingest(usage([1], 30))
+      // new usage: its batches start from the archived carry. Two hours back, not one: the last
+      // hour's window is due only 5 minutes (the grace) after the hour, so a run in those minutes
+      // would leave it out.
+      await h.ingest(usage([2], 30))
       await syncUntilSettled(h, 10)
       for (const c of customers) {
         const total = O.sum(raw.get(c.stripeId!) ?? [])
