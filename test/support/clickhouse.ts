@@ -25,6 +25,13 @@ export const clickHouseTestDatabase = (url: string): string | undefined =>
   new URL(url).pathname.replace(/^\/+|\/+$/g, "") === "" ? CLICKHOUSE_TEST_DATABASE : undefined
 
 /**
+ * `FLEXPRICE_TEST_BACKENDS=pglite`: only the embedded backend's suites register; no service suite
+ * is declared at all (not skipped: absent). `.ci/run` sets it for its second pass, on Node 24, after
+ * the first pass (Node 20) has run every backend with each service required.
+ */
+export const pgliteOnly = (): boolean => Option.contains(fromEnv("FLEXPRICE_TEST_BACKENDS"), "pglite")
+
+/**
  * Registers `register(url)` when the variable is set; otherwise the single explanatory test.
  * `label` names the suite in the test title ("clickhouse", "postgres", ...).
  */
@@ -32,7 +39,7 @@ export const withServiceUrl = (
   options: { readonly label: string; readonly envVar: string; readonly example: string },
   register: (url: string) => void
 ): void =>
-  Option.match(fromEnv(options.envVar), {
+  pgliteOnly() ? undefined : Option.match(fromEnv(options.envVar), {
     onSome: register,
     onNone: () =>
       it(`${options.label} suite disabled: set ${options.envVar}=${options.example} to run it`, () => {
