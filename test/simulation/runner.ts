@@ -72,21 +72,17 @@ export interface RunOptions {
 
 export const runHistory = async (steps: ReadonlyArray<Step>, options: RunOptions = {}): Promise<RunResult> => {
   const logs = captureLogs()
-  // every level reaches the capturing logger (startTestApp reads this variable)
-  const savedLogEnv = process.env["FLEXPRICE_TEST_LOG"]
-  process.env["FLEXPRICE_TEST_LOG"] = "1"
   let h: SyncHarness | undefined
   logs.install()
   try {
     h = await startSyncHarness({
       backend: options.backend ?? "pglite",
-      env: { FLEXPRICE_SYNC_LEASE_SECONDS: "3" },
+      // FLEXPRICE_TEST_LOG: every level reaches the capturing logger
+      env: { FLEXPRICE_SYNC_LEASE_SECONDS: "3", FLEXPRICE_TEST_LOG: "1" },
       extra: logs.layer
     })
     return await new Simulation(h, logs.lines, options).run(steps)
   } finally {
-    if (savedLogEnv === undefined) delete process.env["FLEXPRICE_TEST_LOG"]
-    else process.env["FLEXPRICE_TEST_LOG"] = savedLogEnv
     await h?.dispose().catch(() => undefined)
     logs.restore()
   }

@@ -44,9 +44,11 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
           })
         )
       }
-      process.env["FLEXPRICE_TEST_LOG"] = "1"
-      h = await startHarness(backend, { FLEXPRICE_PUBLIC_URL: "https://billing.example.com/", FLEXPRICE_ENCRYPTION_KEYS: `2:${key2},1:${key1}` })
-      delete process.env["FLEXPRICE_TEST_LOG"]
+      h = await startHarness(backend, {
+        FLEXPRICE_TEST_LOG: "1",
+        FLEXPRICE_PUBLIC_URL: "https://billing.example.com/",
+        FLEXPRICE_ENCRYPTION_KEYS: `2:${key2},1:${key1}`
+      })
     })
     afterAll(async () => {
       await h?.close()

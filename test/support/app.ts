@@ -122,7 +122,8 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
   const layer = (options.extra ? Layer.merge(served, options.extra) : served).pipe(
     Layer.provideMerge(AppLive),
     Layer.provide(Layer.setConfigProvider(provider)),
-    Layer.provide(Logger.minimumLogLevel(process.env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Warning)),
+    // FLEXPRICE_TEST_LOG (in `env`, or the shell's) lets every level through, e.g. to a capturing logger
+    Layer.provide(Logger.minimumLogLevel((env["FLEXPRICE_TEST_LOG"] ?? process.env["FLEXPRICE_TEST_LOG"]) ? LogLevel.Debug : LogLevel.Warning)),
     (l) => (options.observe ? Layer.provideMerge(l, options.observe) : l)
   )
   const runtime = ManagedRuntime.make(Layer.merge(layer, OperatorAccess))
