@@ -85,17 +85,20 @@ export interface TestAppOptions {
  */
 export const OperatorAccess = Layer.succeed(ElevatedAccess, { role: "owner", reason: "test inspection" })
 
+/** A test service's settings: no watermark lag, no scheduler, a fresh master key; `extra` wins. */
+export const testEnv = (extra: Record<string, string> = {}): Record<string, string> => ({
+  FLEXPRICE_HTTP_ADDR: "127.0.0.1:0",
+  FLEXPRICE_WATERMARK_LAG_SECONDS: "0",
+  FLEXPRICE_SCHEDULE_ENABLED: "false",
+  // a fresh master key per app (PostgreSQL mode refuses to start without one)
+  FLEXPRICE_ENCRYPTION_KEYS: `1:${randomBytes(32).toString("base64")}`,
+  ...extra
+})
+
 export const startTestApp = async (options: TestAppOptions = {}): Promise<TestApp> => {
   const backend = options.backend ?? "pglite"
   const cleanups: Array<() => Promise<void>> = []
-  const env: Record<string, string> = {
-    FLEXPRICE_HTTP_ADDR: "127.0.0.1:0",
-    FLEXPRICE_WATERMARK_LAG_SECONDS: "0",
-    FLEXPRICE_SCHEDULE_ENABLED: "false",
-    // a fresh master key per app (PostgreSQL mode refuses to start without one)
-    FLEXPRICE_ENCRYPTION_KEYS: `1:${randomBytes(32).toString("base64")}`,
-    ...options.env
-  }
+  const env = testEnv(options.env)
   let dataDir: string | undefined
   if (backend === "postgres" && options.databaseUrl !== undefined) {
     env["FLEXPRICE_DATABASE_URL"] = options.databaseUrl
