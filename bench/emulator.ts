@@ -44,7 +44,7 @@ export const benchEmulator = (options: { readonly streamRequests?: number; reado
       const customers: Array<string> = []
       for (let i = 0; i < 100; i++) customers.push((yield* emu.createCustomer({ name: `c${i}` })).id)
       const meter = yield* emu.createMeter({ display_name: "bench", event_name: "bench", default_aggregation: { formula: "sum" } })
-      const stripe = new Stripe(KEY, { host: emu.host, port: emu.port, protocol: "http", maxNetworkRetries: 0 })
+      const stripe = new Stripe(KEY, { host: emu.host, port: emu.port, protocol: "http", maxNetworkRetries: 0, telemetry: false })
       const results: Array<BenchResult> = []
 
       const stream = yield* Effect.promise(async () => {

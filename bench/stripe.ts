@@ -67,7 +67,7 @@ export const benchStripe = (options: { readonly aggregates?: number; readonly v1
 
       // Baseline first (warms the emulator's v1 path too): the bare SDK, same width, no client machinery.
       const u = new URL(emulator.url)
-      const bare = new Stripe(KEY, { host: u.hostname, port: u.port, protocol: "http", maxNetworkRetries: 0 })
+      const bare = new Stripe(KEY, { host: u.hostname, port: u.port, protocol: "http", maxNetworkRetries: 0, telemetry: false })
       const baseline = Array.from({ length: v1Events }, (_, i) => event("b", i))
       const t2 = performance.now()
       yield* Effect.forEach(

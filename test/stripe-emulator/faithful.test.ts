@@ -284,7 +284,7 @@ describe("7. asynchronous stream errors", () => {
       const { customer, meter: m } = yield* meter(emu)
       const stripe = sdk(emu)
       const session = yield* promise(() => stripe.v2.billing.meterEventSession.create())
-      const streamer = new Stripe(session.authentication_token, { host: emu.host, port: emu.port, protocol: "http", maxNetworkRetries: 0 })
+      const streamer = new Stripe(session.authentication_token, { host: emu.host, port: emu.port, protocol: "http", maxNetworkRetries: 0, telemetry: false })
       yield* promise(() =>
         streamer.v2.billing.meterEventStream.create({
           events: [

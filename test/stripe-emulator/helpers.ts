@@ -7,7 +7,7 @@ export const API_KEY = "sk_test_emulator_0123456789abcdef4242"
 
 /** The official SDK pointed at the emulator; no SDK retries so tests see every attempt. */
 export const sdk = (handle: StripeEmulatorHandle, key: string = API_KEY): Stripe =>
-  new Stripe(key, { host: handle.host, port: handle.port, protocol: "http", maxNetworkRetries: 0 })
+  new Stripe(key, { host: handle.host, port: handle.port, protocol: "http", maxNetworkRetries: 0, telemetry: false })
 
 export const promise = <A>(f: () => Promise<A>) => Effect.promise(f)
 

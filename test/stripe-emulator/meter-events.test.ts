@@ -196,7 +196,7 @@ describe("emulator: v1 meter events", () => {
 
 describe("emulator: v2 meter event stream", () => {
   const streamClient = (emu: StripeEmulatorHandle, token: string) =>
-    new Stripe(token, { host: emu.host, port: emu.port, protocol: "http", maxNetworkRetries: 0 })
+    new Stripe(token, { host: emu.host, port: emu.port, protocol: "http", maxNetworkRetries: 0, telemetry: false })
 
   const events = (customer: string, n: number, prefix: string, value = "1") =>
     Array.from({ length: n }, (_, i) => ({
