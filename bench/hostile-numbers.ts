@@ -21,6 +21,8 @@ const literals = [
   "9".repeat(100_000),
   `0.${"0".repeat(100_000)}1`,
   `"1e-60000"`,
+  // a string quantity: a digit run then a letter (quadratic in the earlier literal regex)
+  `"${"9".repeat(100_000)}x"`,
   "123.456789012345"
 ]
 

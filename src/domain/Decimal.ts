@@ -1,11 +1,12 @@
 /**
  * Exact decimal arithmetic for quantities. Values travel as canonical decimal strings
- * ("12.5", "-0.001", "0"); arithmetic goes through BigInt with an explicit scale, so no
- * JS number ever touches a billable quantity.
+ * ("12.5", "-0.001", "0"); arithmetic is `effect/BigDecimal` (a BigInt with a scale), so no JS
+ * number ever touches a billable quantity. This module adds what BigDecimal lacks: literal
+ * bounds checked on the text before any digit is expanded, and one canonical plain text form.
+ * Code that adds many values in a loop parses each once (`parse`), works on BigDecimal and
+ * formats the result once (`format`), as `sum` does.
  */
-import { Schema } from "effect"
-
-const DECIMAL_RE = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/
+import { BigDecimal, Schema } from "effect"
 
 /** Maximum number of digits after the point that we keep (PostgreSQL numeric column is (38,12)). */
 export const MAX_SCALE = 12
@@ -19,132 +20,105 @@ export const MAX_SCALE = 12
 export const MAX_LITERAL_DIGITS = 64
 export const MAX_EXPONENT = 64
 
-const LITERAL_RE = /^[+-]?(\d*)(?:\.(\d*))?(?:[eE][+-]?0*(\d+))?$/
+/**
+ * Sign, integer digits, fraction digits, exponent sign, exponent digits. One digit run per
+ * group with a fixed character between them, so a failed match backtracks linearly: the
+ * earlier `\d+\.?\d*` had two adjacent digit runs and took seconds on a long run of digits
+ * followed by a letter.
+ */
+const LITERAL_RE = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?)(\d+))?$/
 
 /** "syntax": not a decimal literal; "range": a decimal literal beyond the bounds above. */
 export type LiteralCheck = "ok" | "syntax" | "range"
 
-/** Cheap (linear in the text, no digit expansion) classification of a literal. */
-export const checkLiteral = (s: string): LiteralCheck => {
-  const text = s.trim()
-  if (!DECIMAL_RE.test(text)) return "syntax"
-  const m = LITERAL_RE.exec(text)
-  if (!m) return "syntax"
-  const digits = (m[1] ?? "").length + (m[2] ?? "").length
-  const exp = m[3] ?? "0"
-  if (digits > MAX_LITERAL_DIGITS || exp.length > 3 || Number(exp) > MAX_EXPONENT) return "range"
-  return "ok"
-}
-
 /** A literal beyond MAX_LITERAL_DIGITS / MAX_EXPONENT. */
 export class DecimalRangeError extends RangeError {}
 
-interface Parts {
-  readonly int: bigint // unscaled value
-  readonly scale: number // digits after the point
+/**
+ * Classifies trimmed text and, when it is within bounds, reads its value. Linear in the text;
+ * nothing is expanded before the bounds are checked (`Number` of the exponent's digits is
+ * linear too, and its leading zeros carry no value).
+ */
+const scan = (text: string): BigDecimal.BigDecimal | "syntax" | "range" => {
+  const m = LITERAL_RE.exec(text)
+  if (m === null) return "syntax"
+  const [, sign, int, fraction = "", expSign, expDigits] = m
+  const digits = int + fraction
+  if (digits.length === 0) return "syntax"
+  const exp = expDigits === undefined ? 0 : Number(expDigits)
+  if (digits.length > MAX_LITERAL_DIGITS || exp > MAX_EXPONENT) return "range"
+  const unscaled = BigInt(digits)
+  return BigDecimal.make(sign === "-" ? -unscaled : unscaled, fraction.length + (expSign === "-" ? exp : -exp))
 }
 
-const parts = (s: string): Parts => {
-  const text = s.trim()
-  const check = checkLiteral(text)
-  if (check === "syntax") throw new Error(`not a decimal: ${JSON.stringify(s.slice(0, 100))}`)
-  if (check === "range") throw new DecimalRangeError(`decimal out of range: at most ${MAX_LITERAL_DIGITS} digits and an exponent within ±${MAX_EXPONENT}`)
-  let [mant, expPart] = text.toLowerCase().split("e") as [string, string | undefined]
-  let sign = ""
-  if (mant.startsWith("-") || mant.startsWith("+")) {
-    sign = mant[0] === "-" ? "-" : ""
-    mant = mant.slice(1)
-  }
-  const [ip, fp = ""] = mant.split(".") as [string, string | undefined]
-  let digits = (ip ?? "") + fp
-  let scale = fp.length - (expPart ? parseInt(expPart, 10) : 0)
-  if (scale < 0) {
-    digits = digits + "0".repeat(-scale)
-    scale = 0
-  }
-  return { int: BigInt(sign + (digits === "" ? "0" : digits)), scale }
+/** Cheap (linear in the text, no digit expansion) classification of a literal. */
+export const checkLiteral = (s: string): LiteralCheck => {
+  const r = scan(s.trim())
+  return typeof r === "string" ? r : "ok"
 }
 
-const pow10 = (n: number): bigint => 10n ** BigInt(n)
-
-const align = (a: Parts, b: Parts): [bigint, bigint, number] => {
-  const scale = Math.max(a.scale, b.scale)
-  return [a.int * pow10(scale - a.scale), b.int * pow10(scale - b.scale), scale]
+/** The value of a decimal literal; throws on text that is not one or is beyond the bounds. */
+export const parse = (s: string): BigDecimal.BigDecimal => {
+  const r = scan(s.trim())
+  if (r === "syntax") throw new Error(`not a decimal: ${JSON.stringify(s.slice(0, 100))}`)
+  if (r === "range") throw new DecimalRangeError(`decimal out of range: at most ${MAX_LITERAL_DIGITS} digits and an exponent within ±${MAX_EXPONENT}`)
+  return r
 }
 
-const format = ({ int, scale }: Parts): string => {
-  const neg = int < 0n
-  let digits = (neg ? -int : int).toString()
-  if (scale > 0) {
-    digits = digits.padStart(scale + 1, "0")
-    const ip = digits.slice(0, digits.length - scale)
-    // a loop, not /0+$/: that regex backtracks quadratically over a long run of zeros
-    let end = digits.length
-    while (end > ip.length && digits.charCodeAt(end - 1) === 0x30) end--
-    const fp = digits.slice(ip.length, end)
-    digits = fp.length ? `${ip}.${fp}` : ip
-  }
-  if (digits === "0") return "0"
-  return neg ? `-${digits}` : digits
+/**
+ * Canonical text: no exponent, no leading zeros, no trailing fractional zeros, "0" for zero.
+ * Not `BigDecimal.format`, which switches to exponent notation from 16 digits after the point.
+ */
+export const format = (d: BigDecimal.BigDecimal): string => {
+  // normalized: no trailing zero in the unscaled value (1000 is 1 at scale −3), zero at scale 0
+  const n = BigDecimal.normalize(d)
+  if (n.scale <= 0) return `${n.value}${"0".repeat(-n.scale)}`
+  const digits = BigDecimal.abs(n).value.toString().padStart(n.scale + 1, "0")
+  const cut = digits.length - n.scale
+  return `${BigDecimal.isNegative(n) ? "-" : ""}${digits.slice(0, cut)}.${digits.slice(cut)}`
 }
 
-/** True when `s` is a decimal literal we accept (plain or exponent notation). */
-export const isDecimal = (s: string): boolean => DECIMAL_RE.test(s.trim())
+/** True when `s` is a decimal literal we accept (plain or exponent notation), within the bounds or not. */
+export const isDecimal = (s: string): boolean => checkLiteral(s) !== "syntax"
 
 /** Canonical form: no exponent, no leading zeros, no trailing fractional zeros, "0" for zero. */
-export const normalize = (s: string): string => format(parts(s))
+export const normalize = (s: string): string => format(parse(s))
 
-export const add = (a: string, b: string): string => {
-  const [x, y, scale] = align(parts(a), parts(b))
-  return format({ int: x + y, scale })
-}
+export const add = (a: string, b: string): string => format(BigDecimal.sum(parse(a), parse(b)))
 
-export const sub = (a: string, b: string): string => {
-  const [x, y, scale] = align(parts(a), parts(b))
-  return format({ int: x - y, scale })
-}
+export const sub = (a: string, b: string): string => format(BigDecimal.subtract(parse(a), parse(b)))
+
+const ZERO = BigDecimal.make(0n, 0)
 
 export const sum = (values: Iterable<string>): string => {
-  let acc: Parts = { int: 0n, scale: 0 }
-  for (const v of values) {
-    const [x, y, scale] = align(acc, parts(v))
-    acc = { int: x + y, scale }
-  }
+  let acc = ZERO
+  for (const v of values) acc = BigDecimal.sum(acc, parse(v))
   return format(acc)
 }
 
-export const compare = (a: string, b: string): -1 | 0 | 1 => {
-  const [x, y] = align(parts(a), parts(b))
-  return x < y ? -1 : x > y ? 1 : 0
-}
+export const compare = (a: string, b: string): -1 | 0 | 1 => BigDecimal.Order(parse(a), parse(b))
 
-export const equals = (a: string, b: string): boolean => compare(a, b) === 0
-export const isZero = (a: string): boolean => parts(a).int === 0n
-export const isNegative = (a: string): boolean => parts(a).int < 0n
-export const isPositive = (a: string): boolean => parts(a).int > 0n
+export const equals = (a: string, b: string): boolean => BigDecimal.equals(parse(a), parse(b))
+export const isZero = (a: string): boolean => BigDecimal.isZero(parse(a))
+export const isNegative = (a: string): boolean => BigDecimal.isNegative(parse(a))
+export const isPositive = (a: string): boolean => BigDecimal.isPositive(parse(a))
 
 /** Integer part toward negative infinity, and the non-negative remainder: floor(a) + frac = a. */
 export const splitWhole = (a: string): { readonly whole: string; readonly fraction: string } => {
-  const p = parts(a)
-  const unit = pow10(p.scale)
-  let q = p.int / unit
-  if (p.int < 0n && p.int % unit !== 0n) q -= 1n
-  const whole = format({ int: q, scale: 0 })
-  return { whole, fraction: format({ int: p.int - q * unit, scale: p.scale }) }
+  const p = parse(a)
+  const whole = BigDecimal.floor(p)
+  return { whole: format(whole), fraction: format(BigDecimal.subtract(p, whole)) }
 }
 
 /** Number of significant digits of the canonical form (Stripe accepts at most 15). */
 export const significantDigits = (a: string): number => {
-  const digits = normalize(a).replace("-", "").replace(".", "").replace(/^0+/, "")
-  return digits.length === 0 ? 1 : digits.length
+  // normalized: every trailing zero dropped, an integer's too (1000 is 1 at scale −3); zero is "0"
+  const n = BigDecimal.normalize(parse(a))
+  return BigDecimal.abs(n).value.toString().length + Math.max(0, -n.scale)
 }
 
 /** Digits after the point in canonical form. */
-export const scaleOf = (a: string): number => {
-  const n = normalize(a)
-  const i = n.indexOf(".")
-  return i < 0 ? 0 : n.length - i - 1
-}
+export const scaleOf = (a: string): number => Math.max(0, BigDecimal.normalize(parse(a)).scale)
 
 /** A canonical decimal string, validated once at the edge. */
 export const DecimalString = Schema.String.pipe(

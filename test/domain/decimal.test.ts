@@ -3,7 +3,7 @@
  * (test/support/oracle.ts): signs, zero, ±10^20, 12 decimals, exponent and padded literals,
  * round trips, and the literals the parser must refuse.
  */
-import { Either, Schema } from "effect"
+import { BigDecimal, Either, Schema } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import * as Decimal from "../../src/domain/Decimal.js"
@@ -149,6 +149,50 @@ describe("Decimal against the BigInt oracle", () => {
       RUNS
     )
     expect(Decimal.MAX_SCALE).toBe(12)
+  })
+
+  it("parse reads the exact value as a BigDecimal; format writes the canonical form of any BigDecimal", () => {
+    fc.assert(
+      fc.property(spelled, ({ v, text }) => {
+        const d = Decimal.parse(text)
+        expect(O.format(`${d.value}e${-d.scale}`)).toBe(O.format(v))
+        expect(Decimal.format(d)).toBe(O.format(v))
+      }),
+      RUNS
+    )
+    // any scale, also negative (an exponent literal's) and beyond BigDecimal.format's plain range
+    fc.assert(
+      fc.property(fc.bigInt({ min: -(10n ** 40n), max: 10n ** 40n }), fc.integer({ min: -70, max: 140 }), (u, s) => {
+        expect(Decimal.format(BigDecimal.make(u, s))).toBe(O.format(`${u}e${-s}`))
+      }),
+      RUNS
+    )
+    const cases: ReadonlyArray<readonly [bigint, number, string]> = [
+      [0n, 0, "0"], [0n, -5, "0"], [0n, 7, "0"], [5n, 0, "5"], [-5n, 0, "-5"], [-5n, 1, "-0.5"], [5n, 3, "0.005"],
+      [1200n, -2, "120000"], [-1200n, 2, "-12"], [1200n, 3, "1.2"], [123n, 17, "0.00000000000000123"], [-1n, -3, "-1000"]
+    ]
+    for (const [u, s, want] of cases) expect(Decimal.format(BigDecimal.make(u, s)), `${u}e${-s}`).toBe(want)
+    expect(() => Decimal.parse("1x")).toThrow('not a decimal: "1x"')
+    expect(() => Decimal.parse("1e65")).toThrow(Decimal.DecimalRangeError)
+  })
+
+  it("classifies long near-literals in linear time (a digit run then a letter took seconds with the earlier regex)", () => {
+    const n = 100_000
+    const timed = <A>(f: () => A): A => {
+      const t = performance.now()
+      const a = f()
+      expect(performance.now() - t).toBeLessThan(1000)
+      return a
+    }
+    for (const text of ["1".repeat(n) + "x", `.${"1".repeat(n)}x`, `1.${"1".repeat(n)}x`, `1e${"0".repeat(n)}x`, `1e-${"0".repeat(n)}.`]) {
+      expect(timed(() => Decimal.checkLiteral(text))).toBe("syntax")
+      expect(timed(() => Decimal.isDecimal(text))).toBe(false)
+    }
+    expect(timed(() => Decimal.checkLiteral("1".repeat(n)))).toBe("range")
+    expect(timed(() => Decimal.checkLiteral(`1e${"9".repeat(n)}`))).toBe("range")
+    // an exponent's leading zeros carry no value, however many
+    expect(timed(() => Decimal.normalize(`1e${"0".repeat(n)}1`))).toBe("10")
+    expect(timed(() => Decimal.normalize(`-2e-${"0".repeat(n)}3`))).toBe("-0.002")
   })
 
   it("canonical quantities of the whole range survive normalize unchanged", () => {
