@@ -131,5 +131,5 @@ export type DecimalString = typeof DecimalString.Type
 export const DecimalFromString = Schema.transform(
   Schema.String.pipe(Schema.filter((s) => isDecimal(s) || `expected a decimal number, got ${JSON.stringify(s)}`)),
   DecimalString,
-  { strict: true, decode: (s) => DecimalString.make(normalize(s)), encode: (s) => s }
+  { decode: (s) => DecimalString.make(normalize(s)), encode: (s) => s }
 )
