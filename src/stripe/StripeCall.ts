@@ -10,7 +10,7 @@
  */
 import { Cause, Clock, Duration, Effect, Exit, Metric, Option, Redacted } from "effect"
 import type Stripe from "stripe"
-import { traceHeaders } from "../observability/Telemetry.js"
+import { traceHeaders } from "../observability/TraceContext.js"
 import { countsAsBreakerFailure, httpStatusOf, outcomeOf, requestIdOf } from "./StripeErrorClass.js"
 import { fromSdkError, type SessionExpired, type StripeError, StripeUnavailable } from "./StripeErrors.js"
 import { outgoingHeaders } from "./StripeHttpClient.js"
