@@ -45,6 +45,8 @@ export const TenantKeysLive = HttpApiBuilder.group(FlexPriceApi, "tenantKeys", (
           if (outcome._tag === "NotFound") return yield* NotFound.of("api_key", path.id)
           if (outcome._tag === "LastKey")
             return yield* Conflict.of("last_api_key", "this is the environment's last active API key; create another before revoking it", { id: path.id })
+          // a retried DELETE (its first answer lost) gets the same answer; only the change is audited
+          if (outcome._tag === "AlreadyRevoked") return { id: path.id, revoked: true as const }
           yield* audit.record({ action: "api_key.revoke", actor: "api", target: `api_key:${path.id}`, sourceIp: yield* sourceIp })
           return { id: path.id, revoked: true as const }
         }).pipe(orUnavailable)
