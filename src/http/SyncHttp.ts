@@ -2,6 +2,7 @@
 import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
 import { Clock, Effect, Option } from "effect"
 import { Conflict, InternalError, InvalidInput } from "../domain/Errors.js"
+import { CurrentTenant } from "../domain/Tenant.js"
 import { IngestWatermark } from "../events/IngestWatermark.js"
 import { StripeConfigRepo } from "../repositories/StripeConfigRepo.js"
 import { type BatchRow, SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
@@ -10,6 +11,8 @@ import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
 import { reconcile } from "../sync/Reconciliation.js"
 import { SyncService } from "../sync/SyncService.js"
+import { CallBudget } from "../sync/CallBudget.js"
+import { countingRequests } from "../stripe/RequestCount.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
 
@@ -73,8 +76,10 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
     const stripe = yield* StripeClient
     const watermarks = yield* IngestWatermark
     const audit = yield* AuditLog
+    const budget = yield* CallBudget
+    // a reconciliation on request spends the tenant's Stripe call budget like a scheduled one
     const reconcileLive = (from: Date, to: Date) =>
-      reconcile(from, to).pipe(
+      countingRequests(reconcile(from, to), (requests) => Effect.flatMap(CurrentTenant, (scope) => budget.spend(scope, requests))).pipe(
         Effect.provideService(SyncBatchRepo, repo),
         Effect.provideService(StripeAccounts, accounts),
         Effect.provideService(StripeClient, stripe)

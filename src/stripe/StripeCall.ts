@@ -14,6 +14,7 @@ import { traceHeaders } from "../observability/TraceContext.js"
 import { countsAsBreakerFailure, httpStatusOf, outcomeOf, requestIdOf } from "./StripeErrorClass.js"
 import { fromSdkError, type SessionExpired, type StripeError, StripeUnavailable } from "./StripeErrors.js"
 import { outgoingHeaders } from "./StripeHttpClient.js"
+import { countRequest } from "./RequestCount.js"
 import * as StripeMetrics from "./StripeMetrics.js"
 import * as StripeRetry from "./StripeRetry.js"
 import type { StripeAccountRef } from "./StripeClient.js"
@@ -186,6 +187,7 @@ export const makeExecute =
                       : undefined
                   return Effect.all(
                     [
+                      countRequest,
                       Metric.increment(
                         tagged(StripeMetrics.requestsTotal, {
                           endpoint: op.endpoint,

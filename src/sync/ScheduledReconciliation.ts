@@ -20,6 +20,7 @@
  * `failed` / needs_review for an operator. Stripe less than the ledger is repaired; Stripe more
  * than the ledger is never "repaired" (nothing is taken back), only reported.
  *
+ * Its Stripe reads are spent from the tenant's call budget (CallBudget.ts), like a sync run's sends.
  * Stripe is read outside the tenant's sync lease; the re-queue is made under it, after the hour
  * is judged again on the ledger as it is then, so it never races the tenant's sync run.
  */
@@ -31,6 +32,8 @@ import * as Metrics from "../observability/Metrics.js"
 import { BatchRepairRepo, type SyncedInHour } from "../repositories/BatchRepairRepo.js"
 import { StripeConfigRepo } from "../repositories/StripeConfigRepo.js"
 import { matchesDoubleSum } from "../stripe/SummaryTolerance.js"
+import { countingRequests } from "../stripe/RequestCount.js"
+import { CallBudget } from "./CallBudget.js"
 import { reconcile, type ReconciliationRow } from "./Reconciliation.js"
 import { SyncLease } from "./SyncLease.js"
 import * as W from "./Windows.js"
@@ -182,10 +185,11 @@ export const repairMissing = (settings: ReconciliationSettings) =>
 export const reconcileAllTenants = (settings: ReconciliationSettings) =>
   Effect.gen(function* () {
     const configs = yield* StripeConfigRepo
+    const budget = yield* CallBudget
     const all = yield* configs.listSyncEnabled
     for (const config of all) {
       const scope: TenantScope = config.scope
-      yield* repairMissing(settings).pipe(
+      yield* countingRequests(repairMissing(settings), (requests) => budget.spend(scope, requests)).pipe(
         Effect.provideService(CurrentTenant, scope),
         Effect.tap((r) =>
           Effect.zipRight(
