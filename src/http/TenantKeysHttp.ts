@@ -1,5 +1,5 @@
 /** Handlers of the caller's API keys: create (shown once), list, revoke; each change audited. */
-import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
+import { HttpApiBuilder } from "@effect/platform"
 import { Effect, Option } from "effect"
 import { Conflict, NotFound } from "../domain/Errors.js"
 import { CurrentTenant } from "../domain/Tenant.js"
@@ -7,8 +7,7 @@ import { TenantRepo } from "../repositories/TenantRepo.js"
 import { AuditLog } from "../security/AuditLog.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
-
-const sourceIp = Effect.map(HttpServerRequest.HttpServerRequest, (r) => Option.getOrUndefined(r.remoteAddress))
+import { sourceIp } from "./Params.js"
 
 export const TenantKeysLive = HttpApiBuilder.group(FlexPriceApi, "tenantKeys", (handlers) =>
   Effect.gen(function* () {
