@@ -12,15 +12,14 @@
  *    default) and the emulator answering 25 % of list requests with 429; counts must still be exact.
  * Customers per second = Stripe customers seen / wall time from POST to `completed`.
  */
-import { Effect, Redacted } from "effect"
+import { Effect } from "effect"
 import { pathToFileURL } from "node:url"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../src/stripe-emulator/index.js"
 import { CurrentTenant } from "../src/domain/Tenant.js"
 import type { TenantScope } from "../src/domain/Ids.js"
-import { StripeConfigRepo } from "../src/repositories/StripeConfigRepo.js"
 import { TenantRepo } from "../src/repositories/TenantRepo.js"
-import { Encryption } from "../src/security/Encryption.js"
 import { machine, startBenchApp, type BenchApp } from "./harness.js"
+import { storeStripeConfig } from "../test/support/stripe-config.js"
 
 export interface BenchResult {
   readonly name: string
@@ -43,22 +42,7 @@ const tenant = async (app: BenchApp, emulator: StripeEmulatorHandle) => {
   const t = await app.runtime.runPromise(Effect.flatMap(TenantRepo, (r) => r.create(`bench-${Math.random().toString(36).slice(2)}`, "bench")))
   const scope = { tenantId: t.tenantId, environmentId: t.environmentId } as TenantScope
   await app.runtime.runPromise(
-    Effect.gen(function* () {
-      const enc = yield* Encryption
-      const repo = yield* StripeConfigRepo
-      yield* repo.upsert({
-        apiKeyEncrypted: yield* enc.encrypt(Redacted.make(KEY)),
-        apiKeyHint: "sk_test_…0000",
-        webhookSecretEncrypted: null,
-        keyVersion: enc.newestVersion,
-        syncEnabled: false,
-        aggregationWindowMinutes: 60,
-        gracePeriodMinutes: 5,
-        transport: "stream",
-        livemode: false,
-        stripeAccountId: emulator.accountId
-      })
-    }).pipe(Effect.provideService(CurrentTenant, scope))
+    storeStripeConfig({ apiKey: KEY, accountId: emulator.accountId, syncEnabled: false }).pipe(Effect.provideService(CurrentTenant, scope))
   )
   return t.apiKey
 }

@@ -16,7 +16,7 @@
  * Prints wall times, Stripe requests and a totals check (emulator totals = generated totals).
  */
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Redacted } from "effect"
+import { Effect } from "effect"
 import * as Decimal from "../src/domain/Decimal.js"
 import { newId, type TenantScope } from "../src/domain/Ids.js"
 import { CurrentTenant } from "../src/domain/Tenant.js"
@@ -26,12 +26,12 @@ import { MeterMappingRepo } from "../src/repositories/MeterMappingRepo.js"
 import { MeterRepo } from "../src/repositories/MeterRepo.js"
 import { StripeConfigRepo } from "../src/repositories/StripeConfigRepo.js"
 import { TenantRepo } from "../src/repositories/TenantRepo.js"
-import { Encryption } from "../src/security/Encryption.js"
 import { SyncService } from "../src/sync/SyncService.js"
 import { Telemetry, TelemetryTest } from "../src/observability/Telemetry.js"
 import { startBenchApp } from "./harness.js"
 import { callsSince, type EmulatorMode, startEmulator } from "./emulatorTarget.js"
 import { prng } from "../src/domain/Prng.js"
+import { storeStripeConfig } from "../test/support/stripe-config.js"
 
 const arg = (name: string) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -72,21 +72,7 @@ const main = async () => {
     const scope = { tenantId: t.tenantId, environmentId: t.environmentId } as TenantScope
     const asTenant = <A, E>(e: Effect.Effect<A, E, any>) => run(e.pipe(Effect.provideService(CurrentTenant, scope)))
     await asTenant(
-      Effect.gen(function* () {
-        const enc = yield* Encryption
-        yield* (yield* StripeConfigRepo).upsert({
-          apiKeyEncrypted: yield* enc.encrypt(Redacted.make(KEY)),
-          apiKeyHint: "sk_test_…4242",
-          webhookSecretEncrypted: null,
-          keyVersion: enc.newestVersion,
-          syncEnabled: true,
-          aggregationWindowMinutes: 60,
-          gracePeriodMinutes: 5,
-          transport: "stream",
-          livemode: false,
-          stripeAccountId: emulator.accountId
-        })
-      })
+      storeStripeConfig({ apiKey: KEY, accountId: emulator.accountId })
     )
     const meters: Array<{ id: string; event: string; stripeEvent: string }> = []
     for (const [n, type] of [["calls", "COUNT"], ["tokens", "SUM"]] as const) {

@@ -67,8 +67,8 @@ const tenantKeysRevoke = Command.make(
       const audit = yield* AuditLog
       // the operator may revoke an environment's last key (a leaked key must stop working now)
       const outcome = yield* repo.revokeKey({ id, keepOne: false })
-      if (outcome._tag !== "Revoked") return yield* Effect.fail(new Error(`no API key ${id}`))
-      yield* audit.record({ action: "api_key.revoke", actor: "cli", target: `api_key:${id}`, scope: outcome.scope })
+      if (outcome._tag === "NotFound" || outcome._tag === "LastKey") return yield* Effect.fail(new Error(`no API key ${id}`))
+      if (outcome._tag === "Revoked") yield* audit.record({ action: "api_key.revoke", actor: "cli", target: `api_key:${id}`, scope: outcome.scope })
       yield* Console.log(JSON.stringify({ id, revoked: true }))
     }).pipe(Effect.provide(AppLive))
 ).pipe(Command.withDescription("Revoke an API key: it answers 401 from the next request on, on every replica (embedded mode: stop serve first, or use DELETE /v1/tenant/keys/:id)"))

@@ -3,6 +3,7 @@
  * default listed in `.env.example`; a bad value stops start-up with one line naming the variable.
  */
 import { Config, ConfigError, Either, Option, Redacted } from "effect"
+import { integerSetting } from "./Settings.js"
 
 const url = (name: string, schemes: ReadonlyArray<string>) =>
   Config.string(name).pipe(
@@ -40,10 +41,7 @@ export const ClickHouseUrl = url("FLEXPRICE_CLICKHOUSE_URL", ["http", "https"])
 export const HttpConfig = Config.all({
   addr: HostPort("FLEXPRICE_HTTP_ADDR", "127.0.0.1:8080"),
   publicUrl: Config.string("FLEXPRICE_PUBLIC_URL").pipe(Config.withDefault("")),
-  maxBodyBytes: Config.integer("FLEXPRICE_MAX_BODY_BYTES").pipe(
-    Config.withDefault(5 * 1024 * 1024),
-    Config.validate({ message: "expected a positive integer number of bytes", validation: (n) => n > 0 })
-  )
+  maxBodyBytes: integerSetting("FLEXPRICE_MAX_BODY_BYTES", { default: 5 * 1024 * 1024, min: 1 })
 })
 
 /** Event ingestion. */
@@ -55,10 +53,7 @@ export const IngestConfig = Config.all({
    * event further ahead could only be billed once its window is due, long after the client
    * was told it was accepted: it is refused per event (`timestamp_in_future`) instead.
    */
-  maxFutureSeconds: Config.integer("FLEXPRICE_EVENT_MAX_FUTURE_SECONDS").pipe(
-    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 }),
-    Config.withDefault(300)
-  )
+  maxFutureSeconds: integerSetting("FLEXPRICE_EVENT_MAX_FUTURE_SECONDS", { default: 300, min: 0 })
 })
 
 /**
@@ -77,28 +72,13 @@ export const IngestConfig = Config.all({
  *   bounds aggregates per page, not the raw events summed into one aggregate.
  */
 export const SyncConfig = Config.all({
-  gracePeriodMinutes: Config.integer("STRIPE_SYNC_GRACE_PERIOD_MINUTES").pipe(
-    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 }),
-    Config.withDefault(5)
-  ),
-  batchSizeLimit: Config.integer("STRIPE_BATCH_SIZE_LIMIT").pipe(
-    Config.validate({ message: "expected an integer between 1 and 10000", validation: (n) => n >= 1 && n <= 10_000 }),
-    Config.withDefault(10_000)
-  ),
+  gracePeriodMinutes: integerSetting("STRIPE_SYNC_GRACE_PERIOD_MINUTES", { default: 5, min: 0 }),
+  batchSizeLimit: integerSetting("STRIPE_BATCH_SIZE_LIMIT", { default: 10_000, min: 1, max: 10_000 }),
   /** how far behind "now" the ingestion watermark trails, so in-flight ingests are never skipped */
-  watermarkLagSeconds: Config.integer("FLEXPRICE_WATERMARK_LAG_SECONDS").pipe(
-    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 }),
-    Config.withDefault(2)
-  ),
+  watermarkLagSeconds: integerSetting("FLEXPRICE_WATERMARK_LAG_SECONDS", { default: 2, min: 0 }),
   scheduleEnabled: Config.boolean("FLEXPRICE_SCHEDULE_ENABLED").pipe(Config.withDefault(true)),
-  scheduleIntervalSeconds: Config.integer("FLEXPRICE_SCHEDULE_INTERVAL_SECONDS").pipe(
-    Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 }),
-    Config.withDefault(60)
-  ),
-  tenantConcurrency: Config.integer("FLEXPRICE_SYNC_TENANT_CONCURRENCY").pipe(
-    Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 }),
-    Config.withDefault(4)
-  )
+  scheduleIntervalSeconds: integerSetting("FLEXPRICE_SCHEDULE_INTERVAL_SECONDS", { default: 60, min: 1 }),
+  tenantConcurrency: integerSetting("FLEXPRICE_SYNC_TENANT_CONCURRENCY", { default: 4, min: 1 })
 })
 export type SyncConfig = Config.Config.Success<typeof SyncConfig>
 

@@ -16,25 +16,17 @@ import { STRIPE_MAX_AGE_MS } from "../sync/Windows.js"
 
 const STRIPE_BATCH_HORIZON_DAYS = STRIPE_MAX_AGE_MS / 86_400_000
 import { asSystem } from "./RowSecurity.js"
+import { integerSetting } from "../config/Settings.js"
 
-const days = (name: string, fallback: number) =>
-  Config.integer(name).pipe(
-    Config.withDefault(fallback),
-    Config.validate({ message: "expected a whole number of days ≥ 1", validation: (n) => n >= 1 })
-  )
+const days = (name: string, fallback: number, min = 1, why?: string) =>
+  integerSetting(name, { default: fallback, min, ...(why ? { why } : {}) })
 
 export const RetentionConfig = Config.all({
   webhookEventDays: days("FLEXPRICE_RETENTION_WEBHOOK_EVENTS_DAYS", 90),
   syncRunDays: days("FLEXPRICE_RETENTION_SYNC_RUNS_DAYS", 90),
   // Inside Stripe's horizon a batch may still be sent, verified against Stripe (ResendGuard) or
   // re-evaluated, and all of that reads batch rows: archiving there would lose them.
-  syncBatchDays: Config.integer("FLEXPRICE_RETENTION_SYNC_BATCHES_DAYS").pipe(
-    Config.withDefault(STRIPE_BATCH_HORIZON_DAYS),
-    Config.validate({
-      message: `expected a whole number of days ≥ ${STRIPE_BATCH_HORIZON_DAYS} (Stripe's meter event horizon)`,
-      validation: (n) => n >= STRIPE_BATCH_HORIZON_DAYS
-    })
-  )
+  syncBatchDays: days("FLEXPRICE_RETENTION_SYNC_BATCHES_DAYS", STRIPE_BATCH_HORIZON_DAYS, STRIPE_BATCH_HORIZON_DAYS, "Stripe's meter event horizon")
 })
 
 const DAY_MS = 86_400_000

@@ -1,12 +1,9 @@
 /** The demo's HTTP client for the service: what a customer's own code would do with fetch. */
 import { Effect } from "effect"
+import { fetchAnswer, type HttpAnswer } from "./Fetch.js"
 import { type BatchView, DemoFailed } from "./Model.js"
 
-export interface HttpAnswer {
-  readonly status: number
-  readonly body: unknown
-  readonly text: string
-}
+export type { HttpAnswer }
 
 /** Σ of a Prometheus counter's samples (all label sets), optionally only those with a label. */
 export const promSum = (text: string, name: string, labelFilter?: string): number => {
@@ -32,21 +29,12 @@ export const makeClient = (baseUrl: string) => {
   let apiKey = ""
   const request = (method: string, p: string, body?: unknown): Effect.Effect<HttpAnswer, DemoFailed> =>
     Effect.tryPromise({
-      try: async () => {
-        const res = await fetch(`${baseUrl}${p}`, {
+      try: () =>
+        fetchAnswer(`${baseUrl}${p}`, {
           method,
           headers: { "x-api-key": apiKey, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
           ...(body !== undefined ? { body: JSON.stringify(body) } : {})
-        })
-        const text = await res.text()
-        let parsed: unknown = undefined
-        try {
-          parsed = text === "" ? undefined : JSON.parse(text)
-        } catch {
-          parsed = text
-        }
-        return { status: res.status, body: parsed, text }
-      },
+        }),
       catch: (e) => fail(`${method} ${p}: ${e instanceof Error ? e.message : String(e)}`)
     })
   /** The answer's body, typed by the caller, when the status is one of `ok`; else a DemoFailed. */

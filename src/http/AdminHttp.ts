@@ -1,5 +1,5 @@
 /** Handlers of the admin group (AdminApi.ts): disconnect, customer mappings, audit log. */
-import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
+import { HttpApiBuilder } from "@effect/platform"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Option } from "effect"
 import { Conflict, InternalError, InvalidInput, NotFound } from "../domain/Errors.js"
@@ -13,16 +13,7 @@ import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { SyncLease } from "../sync/SyncLease.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
-
-const iso = (d: Date | string) => new Date(d).toISOString()
-
-const parseDate = (name: string, v: string | undefined) => {
-  if (v === undefined) return Effect.succeed(undefined)
-  const d = new Date(v)
-  return Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}T/.test(v)
-    ? Effect.fail(InvalidInput.of("invalid_parameter", `${name} must be an RFC 3339 date-time`, { parameter: name }))
-    : Effect.succeed(d)
-}
+import { iso, parseDate, sourceIp } from "./Params.js"
 
 /** Keyset cursor: created_at in microseconds (a JS Date would drop them) and the row id for ties. */
 const encodeCursor = (r: { readonly position: string; readonly id: string }) => Buffer.from(`${r.position}|${r.id}`).toString("base64url")
@@ -58,8 +49,6 @@ const mappingView = (m: CustomerMappingRow) => ({
 
 const mappingNotFound = (customerId: string) =>
   new NotFound({ code: "customer_mapping_not_found", message: `customer ${customerId} has no Stripe mapping`, details: { customer_id: customerId } })
-
-const sourceIp = Effect.map(HttpServerRequest.HttpServerRequest, (r) => Option.getOrUndefined(r.remoteAddress))
 
 export const AdminHttpLive = HttpApiBuilder.group(FlexPriceApi, "admin", (handlers) =>
   Effect.gen(function* () {

@@ -14,6 +14,7 @@
  */
 import { Config, ConfigError, Context, Effect, Either, Layer } from "effect"
 import { parseCidrs, type CidrList } from "../webhooks/WebhookConfig.js"
+import { integerSetting } from "../config/Settings.js"
 
 export interface ThrottleSettings {
   /** Invalid keys per window that an address may send; 0 turns throttling off. */
@@ -69,11 +70,7 @@ export class FailureThrottle {
   }
 }
 
-const positiveInt = (name: string, fallback: number, min: number) =>
-  Config.integer(name).pipe(
-    Config.withDefault(fallback),
-    Config.validate({ message: `expected an integer ≥ ${min}`, validation: (n) => n >= min })
-  )
+const positiveInt = (name: string, fallback: number, min: number) => integerSetting(name, { default: fallback, min })
 
 export interface AuthThrottleSettings extends ThrottleSettings {
   readonly trustedProxies: CidrList

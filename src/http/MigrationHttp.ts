@@ -1,11 +1,12 @@
 /** Handlers of the migration group: HTTP ↔ MigrationRunner / MigrationService, nothing more. */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { Multipart } from "@effect/platform"
-import { Config, Effect, Layer, Option, Stream } from "effect"
+import { Effect, Layer, Option, Stream } from "effect"
 import { Conflict, InternalError, InvalidInput, NotFound, PayloadTooLarge, UpstreamFailed } from "../domain/Errors.js"
 import { MigrationRunner } from "../migration/MigrationRunner.js"
 import { MigrationService } from "../migration/MigrationService.js"
 import type { MigrationJob, MigrationTask, VerifyProgress } from "../migration/Model.js"
+import { MigrationAlreadyRunning } from "../repositories/MigrationJobRepo.js"
 import { MigrationTaskRepo } from "../repositories/MigrationTaskRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { isStripeError, type StripeError } from "../stripe/StripeErrors.js"
@@ -13,12 +14,10 @@ import type { StripeNotConfigured } from "../stripe/StripeAccounts.js"
 import type { DecryptionFailed } from "../security/Encryption.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
+import { integerSetting } from "../config/Settings.js"
 
 /** FLEXPRICE_MIGRATION_CSV_MAX_BYTES: the largest CSV accepted (default 10 MiB). */
-export const CsvMaxBytes = Config.integer("FLEXPRICE_MIGRATION_CSV_MAX_BYTES").pipe(
-  Config.withDefault(10 * 1024 * 1024),
-  Config.validate({ message: "expected a positive integer number of bytes", validation: (n) => n > 0 })
-)
+export const CsvMaxBytes = integerSetting("FLEXPRICE_MIGRATION_CSV_MAX_BYTES", { default: 10 * 1024 * 1024, min: 1 })
 
 export const migrationView = (j: MigrationJob) => ({
   migration_id: j.id,
@@ -126,6 +125,18 @@ const orUpstream = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     Effect.fail(new UpstreamFailed({ code: e.code, message: e.message }))
   ) as Effect.Effect<A, Exclude<E, StripeError> | UpstreamFailed, R>
 
+/** A job submission's refusals: one already running (409), the Stripe key, Stripe, the database. */
+const orSubmitError = <A, E, R>(effect: Effect.Effect<A, E | MigrationAlreadyRunning, R>) =>
+  effect.pipe(
+    Effect.catchIf(
+      (e): e is MigrationAlreadyRunning => e instanceof MigrationAlreadyRunning,
+      (e) => Effect.fail(Conflict.of("migration_running", `migration ${e.runningId} is running in this environment`, { running_id: e.runningId }))
+    ),
+    orAccessError,
+    orUpstream,
+    orUnavailable
+  )
+
 export const MigrationHttpLive = HttpApiBuilder.group(FlexPriceApi, "stripeMigration", (handlers) =>
   Effect.gen(function* () {
     const runner = yield* MigrationRunner
@@ -144,14 +155,7 @@ export const MigrationHttpLive = HttpApiBuilder.group(FlexPriceApi, "stripeMigra
             conflictStrategy: payload.conflict_strategy
           })
           return { migration_id: job.id, status: "running" as const }
-        }).pipe(
-          Effect.catchTag("MigrationAlreadyRunning", (e) =>
-            Effect.fail(Conflict.of("migration_running", `migration ${e.runningId} is running in this environment`, { running_id: e.runningId }))
-          ),
-          orAccessError,
-          orUpstream,
-          orUnavailable
-        )
+        }).pipe(orSubmitError)
       )
       .handle("status", ({ path }) => service.mustGet(path.migration_id).pipe(Effect.map(migrationView), orUnavailable))
       .handle("list", ({ urlParams }) =>
@@ -195,14 +199,7 @@ export const MigrationHttpLive = HttpApiBuilder.group(FlexPriceApi, "stripeMigra
             conflictStrategy: urlParams.conflict_strategy ?? "skip"
           })
           return HttpServerResponse.unsafeJson({ migration_id: job.id, status: "running", status_url: statusUrl(job.id) }, { status: 202 })
-        }).pipe(
-          Effect.catchTag("MigrationAlreadyRunning", (e) =>
-            Effect.fail(Conflict.of("migration_running", `migration ${e.runningId} is running in this environment`, { running_id: e.runningId }))
-          ),
-          orAccessError,
-          orUpstream,
-          orUnavailable
-        )
+        }).pipe(orSubmitError)
       )
   })
 )

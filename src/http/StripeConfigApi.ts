@@ -65,7 +65,8 @@ export const MeterMappingView = Schema.Struct({
 
 export const WebhookEventView = Schema.Struct({
   id: Schema.String,
-  stripe_event_id: Schema.String,
+  // the delivered event's id, not the ledger column of that name dropped in migrations/0010
+  stripe_event_id: Schema.String.annotations({ description: "the Stripe event's id (evt_…), the key deliveries are deduplicated on" }),
   type: Schema.String,
   status: Schema.String,
   stripe_object_id: Schema.NullOr(Schema.String),

@@ -2,7 +2,7 @@
  * Handlers of the Stripe configuration group. Keys are validated, checked against Stripe, then
  * encrypted; responses show a masked hint only. Every change is audited (fields, never values).
  */
-import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
+import { HttpApiBuilder } from "@effect/platform"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Option, Redacted } from "effect"
 import { HttpConfig, SyncConfig } from "../config/AppConfig.js"
@@ -20,6 +20,7 @@ import { StripeAccounts, tenantKeyOf } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
 import type { StripeError } from "../stripe/StripeErrors.js"
 import { FlexPriceApi } from "./Api.js"
+import { iso, sourceIp } from "./Params.js"
 import { orUnavailable } from "./Errors.js"
 
 const KEY_FORMAT = /^(sk|rk)_(test|live)_[A-Za-z0-9_]{4,}$/
@@ -29,8 +30,6 @@ export const maskApiKey = (key: string): string => {
   const m = /^((?:sk|rk)_(?:test|live)_)/.exec(key)
   return `${m ? m[1] : ""}…${key.slice(-4)}`
 }
-
-const iso = (d: Date | string) => new Date(d).toISOString()
 
 /** Stripe failures as API errors; Stripe's messages are already scrubbed of secrets. */
 export const stripeFailure = (e: StripeError) => {
@@ -43,8 +42,6 @@ export const stripeFailure = (e: StripeError) => {
       return new UpstreamFailed({ code: e.code, message: e.message })
   }
 }
-
-const sourceIp = Effect.map(HttpServerRequest.HttpServerRequest, (r) => Option.getOrUndefined(r.remoteAddress))
 
 export const StripeConfigLive = HttpApiBuilder.group(FlexPriceApi, "stripeConfig", (handlers) =>
   Effect.gen(function* () {

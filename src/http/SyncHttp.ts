@@ -1,7 +1,8 @@
 /** Handlers of the sync group: HTTP ↔ SyncService / SyncBatchRepo / reconciliation. */
-import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
+import { HttpApiBuilder } from "@effect/platform"
 import { Clock, Effect, Option } from "effect"
 import { Conflict, InternalError, InvalidInput } from "../domain/Errors.js"
+import { CurrentTenant } from "../domain/Tenant.js"
 import { IngestWatermark } from "../events/IngestWatermark.js"
 import { StripeConfigRepo } from "../repositories/StripeConfigRepo.js"
 import { type BatchRow, SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
@@ -10,22 +11,11 @@ import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
 import { reconcile } from "../sync/Reconciliation.js"
 import { SyncService } from "../sync/SyncService.js"
+import { CallBudget } from "../sync/CallBudget.js"
+import { countingRequests } from "../stripe/RequestCount.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
-
-const iso = (d: Date | string) => new Date(d).toISOString()
-const isoOrNull = (d: Date | string | null) => (d === null ? null : iso(d))
-
-const parseDate = (name: string, v: string | undefined) => {
-  if (v === undefined) return Effect.succeed(undefined)
-  const d = new Date(v)
-  return Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}T/.test(v)
-    ? Effect.fail(InvalidInput.of("invalid_parameter", `${name} must be an RFC 3339 date-time`, { parameter: name }))
-    : Effect.succeed(d)
-}
-
-const required = (name: string, v: string) =>
-  Effect.flatMap(parseDate(name, v), (d) => (d === undefined ? Effect.fail(InvalidInput.of("invalid_parameter", `${name} is required`)) : Effect.succeed(d)))
+import { iso, isoOrNull, parseDate, requiredDate, sourceIp } from "./Params.js"
 
 const encodeCursor = (b: BatchRow) => Buffer.from(`${iso(b.windowStart)}|${b.id}`).toString("base64url")
 const decodeCursor = (c: string) => {
@@ -73,8 +63,10 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
     const stripe = yield* StripeClient
     const watermarks = yield* IngestWatermark
     const audit = yield* AuditLog
+    const budget = yield* CallBudget
+    // a reconciliation on request spends the tenant's Stripe call budget like a scheduled one
     const reconcileLive = (from: Date, to: Date) =>
-      reconcile(from, to).pipe(
+      countingRequests(reconcile(from, to), (requests) => Effect.flatMap(CurrentTenant, (scope) => budget.spend(scope, requests))).pipe(
         Effect.provideService(SyncBatchRepo, repo),
         Effect.provideService(StripeAccounts, accounts),
         Effect.provideService(StripeClient, stripe)
@@ -84,8 +76,8 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
     return handlers
       .handle("manual", ({ payload }) =>
         Effect.gen(function* () {
-          const from = yield* required("window_start", payload.window_start)
-          const to = yield* required("window_end", payload.window_end)
+          const from = yield* requiredDate("window_start", payload.window_start)
+          const to = yield* requiredDate("window_end", payload.window_end)
           if (to.getTime() <= from.getTime()) return yield* InvalidInput.of("invalid_range", "window_end must be after window_start")
           if (to.getTime() - from.getTime() > 35 * 86_400_000)
             return yield* InvalidInput.of("invalid_range", "a manual sync covers at most 35 days (Stripe's limit)")
@@ -231,7 +223,7 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
               action: "sync.batches_retry",
               actor: "api",
               target: "stripe_sync_batches",
-              sourceIp: Option.getOrUndefined((yield* HttpServerRequest.HttpServerRequest).remoteAddress),
+              sourceIp: yield* sourceIp,
               details: {
                 requeued: ids.length,
                 filter: {
@@ -249,8 +241,8 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
       )
       .handle("reconciliation", ({ urlParams }) =>
         Effect.gen(function* () {
-          const from = yield* required("from", urlParams.from)
-          const to = yield* required("to", urlParams.to)
+          const from = yield* requiredDate("from", urlParams.from)
+          const to = yield* requiredDate("to", urlParams.to)
           if (to.getTime() <= from.getTime()) return yield* InvalidInput.of("invalid_range", "to must be after from")
           if (to.getTime() - from.getTime() > 35 * 86_400_000)
             return yield* InvalidInput.of("invalid_range", "reconciliation covers at most 35 days")

@@ -32,7 +32,7 @@ export class TenantKeysGroup extends HttpApiGroup.make("tenantKeys")
       .addSuccess(Schema.Struct({ id: Schema.String, revoked: Schema.Literal(true) }))
       .annotate(
         OpenApi.Description,
-        "Revokes a key of this environment: it answers 401 from the next request on, on every replica. 409 last_api_key for the environment's last active key (create another first); 404 api_key_not_found for an id not in this environment."
+        "Revokes a key of this environment: it answers 401 from the next request on, on every replica. Idempotent: revoking a key already revoked answers the same 200 and changes nothing (no second audit entry). 409 last_api_key for the environment's last active key (create another first); 404 api_key_not_found for an id not in this environment."
       )
   )
   .middleware(Authentication) {}

@@ -1,5 +1,5 @@
 /** Handlers of the caller's API keys: create (shown once), list, revoke; each change audited. */
-import { HttpApiBuilder, HttpServerRequest } from "@effect/platform"
+import { HttpApiBuilder } from "@effect/platform"
 import { Effect, Option } from "effect"
 import { Conflict, NotFound } from "../domain/Errors.js"
 import { CurrentTenant } from "../domain/Tenant.js"
@@ -7,8 +7,7 @@ import { TenantRepo } from "../repositories/TenantRepo.js"
 import { AuditLog } from "../security/AuditLog.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
-
-const sourceIp = Effect.map(HttpServerRequest.HttpServerRequest, (r) => Option.getOrUndefined(r.remoteAddress))
+import { sourceIp } from "./Params.js"
 
 export const TenantKeysLive = HttpApiBuilder.group(FlexPriceApi, "tenantKeys", (handlers) =>
   Effect.gen(function* () {
@@ -45,6 +44,8 @@ export const TenantKeysLive = HttpApiBuilder.group(FlexPriceApi, "tenantKeys", (
           if (outcome._tag === "NotFound") return yield* NotFound.of("api_key", path.id)
           if (outcome._tag === "LastKey")
             return yield* Conflict.of("last_api_key", "this is the environment's last active API key; create another before revoking it", { id: path.id })
+          // a retried DELETE (its first answer lost) gets the same answer; only the change is audited
+          if (outcome._tag === "AlreadyRevoked") return { id: path.id, revoked: true as const }
           yield* audit.record({ action: "api_key.revoke", actor: "api", target: `api_key:${path.id}`, sourceIp: yield* sourceIp })
           return { id: path.id, revoked: true as const }
         }).pipe(orUnavailable)

@@ -154,19 +154,22 @@ export const syncScheduleDelaySeconds = Metric.histogram(
   "Delay from a window's due instant to the start of the run serving it, seconds"
 )
 
-/** Stripe meter-event requests made by sync runs (stream requests or v1 calls). Tenant labels opt-in. */
+/**
+ * Stripe requests spent from the call budget (src/sync/CallBudget.ts): sync runs' meter-event
+ * requests (stream requests or v1 calls) and reconciliation's summary reads. Tenant labels opt-in.
+ */
 export const syncStripeRequestsTotal = Metric.counter("flexprice_sync_stripe_requests_total", {
-  description: "Stripe meter-event requests made by sync runs",
+  description: "Stripe requests made by sync runs (meter events) and reconciliation (summaries)",
   incremental: true
 })
 
 /**
- * Stripe meter-event requests of the sync runs in the trailing hour, counted by this process (the
+ * The same requests in the trailing hour, counted by this process (the
  * requirements' budget: fewer than 100 Stripe calls an hour per tenant). Per tenant with tenant
  * labels; otherwise the busiest tenant's count.
  */
 export const syncStripeRequestsLastHour = Metric.gauge("flexprice_sync_stripe_requests_last_hour", {
-  description: "Stripe meter-event requests by sync runs in the trailing hour (per tenant, or the busiest tenant)"
+  description: "Stripe requests by sync runs and reconciliation in the trailing hour (per tenant, or the busiest tenant)"
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -47,19 +47,17 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
                 AND status = 'active' AND customer_id = ANY(${textArray(ids)}::text[])`
           ).pipe(Effect.map((rows) => new Map(rows.map((r) => [r.customerId, r.providerCustomerId])) as ReadonlyMap<string, string>))
 
-    const findByCustomerId = (customerId: string) =>
+    /** The tenant's mapping by one of its two unique keys. */
+    const findOneBy = (column: "customer_id" | "provider_customer_id", value: string) =>
       Effect.flatMap(CurrentTenant, (t) =>
         sql<CustomerMappingRow>`SELECT ${cols} FROM customer_integration_mappings
           WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
-            AND customer_id = ${customerId}`
+            AND ${sql(column)} = ${value}`
       ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
 
-    const findByProviderCustomerId = (providerCustomerId: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<CustomerMappingRow>`SELECT ${cols} FROM customer_integration_mappings
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
-            AND provider_customer_id = ${providerCustomerId}`
-      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0])))
+    const findByCustomerId = (customerId: string) => findOneBy("customer_id", customerId)
+
+    const findByProviderCustomerId = (providerCustomerId: string) => findOneBy("provider_customer_id", providerCustomerId)
 
     /** Insert; `None` when either unique key is taken (a concurrent writer won: re-read). */
     const insert = (m: NewCustomerMapping) =>

@@ -28,9 +28,15 @@ export interface ArchivePass {
   readonly summaries: number
 }
 
+/** The totals both summaries keep per pair; the hourly archive adds `synced_abs_total`. */
+const PAIR_TOTALS = ["carry", "aggregated_total", "synced_total", "synced_batches", "skipped_batches", "event_count"] as const
+
 export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flexprice/LedgerArchiveRepo", {
   effect: Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
+    /** `c = alias.c + EXCLUDED.c, …`: a summary only ever grows by what a pass moves into it. */
+    const addedUp = (alias: "a" | "p", columns: ReadonlyArray<string>) =>
+      sql.literal(columns.map((c) => `${c} = ${alias}.${c} + EXCLUDED.${c}`).join(", "))
 
     /**
      * Moves up to `limit` final batches with window_start and window_end at or before `cutoff`
@@ -64,14 +70,7 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
             aggregated_total, synced_total, synced_abs_total, synced_batches, skipped_batches, event_count)
           SELECT * FROM rolled
           ON CONFLICT (tenant_id, environment_id, customer_id, meter_id, hour) DO UPDATE SET
-            carry = a.carry + EXCLUDED.carry,
-            aggregated_total = a.aggregated_total + EXCLUDED.aggregated_total,
-            synced_total = a.synced_total + EXCLUDED.synced_total,
-            synced_abs_total = a.synced_abs_total + EXCLUDED.synced_abs_total,
-            synced_batches = a.synced_batches + EXCLUDED.synced_batches,
-            skipped_batches = a.skipped_batches + EXCLUDED.skipped_batches,
-            event_count = a.event_count + EXCLUDED.event_count,
-            archived_at = now()
+            ${addedUp("a", [...PAIR_TOTALS, "synced_abs_total"])}, archived_at = now()
           RETURNING 1
         ), paired AS (
           INSERT INTO stripe_sync_ledger_pairs AS p (tenant_id, environment_id, customer_id, meter_id, carry,
@@ -80,13 +79,7 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
             SUM(synced_batches), SUM(skipped_batches), SUM(event_count)
           FROM rolled GROUP BY 1, 2, 3, 4
           ON CONFLICT (tenant_id, environment_id, customer_id, meter_id) DO UPDATE SET
-            carry = p.carry + EXCLUDED.carry,
-            aggregated_total = p.aggregated_total + EXCLUDED.aggregated_total,
-            synced_total = p.synced_total + EXCLUDED.synced_total,
-            synced_batches = p.synced_batches + EXCLUDED.synced_batches,
-            skipped_batches = p.skipped_batches + EXCLUDED.skipped_batches,
-            event_count = p.event_count + EXCLUDED.event_count,
-            archived_at = now()
+            ${addedUp("p", PAIR_TOTALS)}, archived_at = now()
           RETURNING 1
         )
         SELECT (SELECT COUNT(*) FROM moved) AS batches, (SELECT COUNT(*) FROM written) AS summaries,

@@ -25,6 +25,8 @@ export interface ApiKeyRow {
 
 export type RevokeOutcome =
   | { readonly _tag: "Revoked"; readonly scope: TenantScope }
+  /** revoked before this call: nothing changed (a retried revocation) */
+  | { readonly _tag: "AlreadyRevoked"; readonly scope: TenantScope }
   | { readonly _tag: "NotFound" }
   | { readonly _tag: "LastKey" }
 
@@ -103,7 +105,8 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
     /**
      * Revokes a key: in `scope` only when given (the API), any key otherwise (the operator's CLI).
      * `keepOne` refuses to revoke an environment's last active key, so a client cannot lock its
-     * environment out by mistake (the operator still can). Revoking a revoked key changes nothing.
+     * environment out by mistake (the operator still can). Revoking a revoked key changes nothing
+     * and says so (`AlreadyRevoked`), so a retried revocation is not audited twice.
      */
     const revokeKey = Effect.fn("tenant.revokeKey")(function* (input: {
       readonly id: string
@@ -118,7 +121,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
           const key = found[0]
           if (key === undefined) return { _tag: "NotFound" } as RevokeOutcome
           const scope = TenantScope.make({ tenantId: TenantId.make(key.tenantId), environmentId: EnvironmentId.make(key.environmentId) })
-          if (key.revoked) return { _tag: "Revoked", scope } as RevokeOutcome
+          if (key.revoked) return { _tag: "AlreadyRevoked", scope } as RevokeOutcome
           // locks the environment's active keys: two concurrent revocations cannot both pass the check
           const active = yield* sql<{ id: string }>`
             SELECT id FROM api_keys WHERE tenant_id = ${key.tenantId} AND environment_id = ${key.environmentId}

@@ -10,10 +10,11 @@
  */
 import { Cause, Clock, Duration, Effect, Exit, Metric, Option, Redacted } from "effect"
 import type Stripe from "stripe"
-import { traceHeaders } from "../observability/Telemetry.js"
+import { traceHeaders } from "../observability/TraceContext.js"
 import { countsAsBreakerFailure, httpStatusOf, outcomeOf, requestIdOf } from "./StripeErrorClass.js"
 import { fromSdkError, type SessionExpired, type StripeError, StripeUnavailable } from "./StripeErrors.js"
 import { outgoingHeaders } from "./StripeHttpClient.js"
+import { countRequest } from "./RequestCount.js"
 import * as StripeMetrics from "./StripeMetrics.js"
 import * as StripeRetry from "./StripeRetry.js"
 import type { StripeAccountRef } from "./StripeClient.js"
@@ -186,6 +187,7 @@ export const makeExecute =
                       : undefined
                   return Effect.all(
                     [
+                      countRequest,
                       Metric.increment(
                         tagged(StripeMetrics.requestsTotal, {
                           endpoint: op.endpoint,

@@ -5,6 +5,7 @@
 import { Config, Duration } from "effect"
 import { type CircuitBreakerSettings, defaultCircuitBreakerSettings } from "./CircuitBreaker.js"
 import { defaultRetrySettings, type RetrySettings } from "./StripeRetry.js"
+import { integerSetting } from "../config/Settings.js"
 
 export interface StripeClientSettings {
   /** STRIPE_API_BASE, e.g. https://api.stripe.com or http://127.0.0.1:12111 */
@@ -62,11 +63,7 @@ export const emulatorSettings = (url: string, input: StripeClientSettingsInput =
 const stripUndefined = <T extends object>(o: T): Partial<T> =>
   Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
 
-const positiveInt = (name: string, fallback: number) =>
-  Config.integer(name).pipe(
-    Config.withDefault(fallback),
-    Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 })
-  )
+const positiveInt = (name: string, fallback: number) => integerSetting(name, { default: fallback, min: 1 })
 
 const positiveNumber = (name: string, fallback: number) =>
   Config.number(name).pipe(

@@ -20,6 +20,7 @@
  * `failed` / needs_review for an operator. Stripe less than the ledger is repaired; Stripe more
  * than the ledger is never "repaired" (nothing is taken back), only reported.
  *
+ * Its Stripe reads are spent from the tenant's call budget (CallBudget.ts), like a sync run's sends.
  * Stripe is read outside the tenant's sync lease; the re-queue is made under it, after the hour
  * is judged again on the ledger as it is then, so it never races the tenant's sync run.
  */
@@ -31,9 +32,12 @@ import * as Metrics from "../observability/Metrics.js"
 import { BatchRepairRepo, type SyncedInHour } from "../repositories/BatchRepairRepo.js"
 import { StripeConfigRepo } from "../repositories/StripeConfigRepo.js"
 import { matchesDoubleSum } from "../stripe/SummaryTolerance.js"
+import { countingRequests } from "../stripe/RequestCount.js"
+import { CallBudget } from "./CallBudget.js"
 import { reconcile, type ReconciliationRow } from "./Reconciliation.js"
 import { SyncLease } from "./SyncLease.js"
 import * as W from "./Windows.js"
+import { integerSetting } from "../config/Settings.js"
 
 const HOUR_MS = 3_600_000
 /** 2^12 subsets at most per hour: a base batch and a handful of late deltas is the usual case. */
@@ -41,18 +45,9 @@ export const MAX_SUBSET_BATCHES = 12
 
 export const ReconciliationSettings = Config.all({
   /** 0 turns the scheduled pass off (reconciliation stays available on request). */
-  intervalSeconds: Config.integer("FLEXPRICE_RECONCILIATION_INTERVAL_SECONDS").pipe(
-    Config.withDefault(86_400),
-    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 })
-  ),
-  lookbackHours: Config.integer("FLEXPRICE_RECONCILIATION_LOOKBACK_HOURS").pipe(
-    Config.withDefault(840),
-    Config.validate({ message: "expected an integer between 1 and 840 (35 days)", validation: (n) => n >= 1 && n <= 840 })
-  ),
-  settleSeconds: Config.integer("FLEXPRICE_RECONCILIATION_SETTLE_SECONDS").pipe(
-    Config.withDefault(900),
-    Config.validate({ message: "expected an integer ≥ 0", validation: (n) => n >= 0 })
-  )
+  intervalSeconds: integerSetting("FLEXPRICE_RECONCILIATION_INTERVAL_SECONDS", { default: 86_400, min: 0 }),
+  lookbackHours: integerSetting("FLEXPRICE_RECONCILIATION_LOOKBACK_HOURS", { default: 840, min: 1, max: 840, why: "35 days" }),
+  settleSeconds: integerSetting("FLEXPRICE_RECONCILIATION_SETTLE_SECONDS", { default: 900, min: 0 })
 })
 export type ReconciliationSettings = Config.Config.Success<typeof ReconciliationSettings>
 
@@ -182,10 +177,11 @@ export const repairMissing = (settings: ReconciliationSettings) =>
 export const reconcileAllTenants = (settings: ReconciliationSettings) =>
   Effect.gen(function* () {
     const configs = yield* StripeConfigRepo
+    const budget = yield* CallBudget
     const all = yield* configs.listSyncEnabled
     for (const config of all) {
       const scope: TenantScope = config.scope
-      yield* repairMissing(settings).pipe(
+      yield* countingRequests(repairMissing(settings), (requests) => budget.spend(scope, requests)).pipe(
         Effect.provideService(CurrentTenant, scope),
         Effect.tap((r) =>
           Effect.zipRight(

@@ -19,6 +19,7 @@
 import { Clock, Effect, FiberSet, Layer, Metric, Queue } from "effect"
 import * as Metrics from "../observability/Metrics.js"
 import { StripeConfigRepo, type TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
+import { CallBudget } from "./CallBudget.js"
 import { SyncHealth } from "./SyncHealth.js"
 import { SyncService } from "./SyncService.js"
 import { SyncSettings } from "./SyncSettings.js"
@@ -144,6 +145,7 @@ export class SyncScheduler {
       const service = yield* SyncService
       const configs = yield* StripeConfigRepo
       const health = yield* SyncHealth
+      const budget = yield* CallBudget
       yield* Effect.logInfo(
         `sync schedule at each window's due instant, every tenant at least every ${settings.shared.scheduleIntervalSeconds} s`
       )
@@ -155,7 +157,7 @@ export class SyncScheduler {
         afterPass: (now) =>
           Effect.zipRight(
             Metric.set(Metrics.syncSchedulerHeartbeatTimestampSeconds, now / 1000),
-            Effect.zipRight(health.publish, service.publishCallBudget)
+            Effect.zipRight(health.publish, budget.publish)
           )
       })
     })

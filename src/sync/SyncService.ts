@@ -4,21 +4,18 @@
  * FLEXPRICE_SYNC_TENANT_CONCURRENCY; one tenant's failure is logged and does not stop another.
  *
  * Every run is counted by outcome (`flexprice_sync_runs_total{status}`); a failed scheduled run
- * is also reported to Sentry. The Stripe requests each run made feed the call budget: the
- * requirements allow fewer than 100 Stripe calls an hour per tenant, so the trailing hour's
- * requests per tenant are exported (`flexprice_sync_stripe_requests_last_hour`) for the alert.
- * The budget is watched, not enforced: usage is never held back or dropped to stay under it
- * (see README "SyncStripeCallBudget").
+ * is also reported to Sentry. The Stripe requests each run made are spent from the tenant's
+ * call budget (CallBudget.ts).
  */
 import type { SqlError } from "@effect/sql"
-import { Cause, Clock, Duration, Effect, Metric, MetricLabel, Option } from "effect"
-import type { TenantScope } from "../domain/Ids.js"
+import { Cause, Duration, Effect, Metric, MetricLabel, Option } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { EventStore, type EventStoreError } from "../events/EventStore.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
 import * as Metrics from "../observability/Metrics.js"
 import { StripeConfigRepo, type TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { StripeNotConfigured } from "../stripe/StripeAccounts.js"
+import { CallBudget } from "./CallBudget.js"
 import { type LeaseBusy, type LeaseLost, SyncLease } from "./SyncLease.js"
 import { type RunOptions, type RunReport, SyncPipeline, type WindowNotClosed } from "./SyncPipeline.js"
 import { SyncSettings } from "./SyncSettings.js"
@@ -33,33 +30,8 @@ export interface TenantOutcome {
 
 export type RunError = WindowNotClosed | SqlError.SqlError | EventStoreError | LeaseBusy | LeaseLost
 
-const HOUR_MS = 3_600_000
-
 const countRun = (status: string) =>
   Metric.increment(Metric.taggedWithLabels(Metrics.syncRunsTotal, [MetricLabel.make("status", status)]))
-
-/** Stripe requests per tenant with their times, pruned to the trailing hour. */
-class CallBudget {
-  private readonly byTenant = new Map<string, { scope: Pick<TenantScope, "tenantId" | "environmentId">; calls: Array<[number, number]> }>()
-
-  record(scope: Pick<TenantScope, "tenantId" | "environmentId">, at: number, requests: number) {
-    const key = `${scope.tenantId}/${scope.environmentId}`
-    const entry = this.byTenant.get(key) ?? { scope, calls: [] }
-    entry.calls.push([at, requests])
-    this.byTenant.set(key, entry)
-  }
-
-  /** Requests in (now − 1 h, now] per tenant; tenants with none are dropped. */
-  lastHour(now: number): Array<{ scope: Pick<TenantScope, "tenantId" | "environmentId">; requests: number }> {
-    const out: Array<{ scope: Pick<TenantScope, "tenantId" | "environmentId">; requests: number }> = []
-    for (const [key, entry] of this.byTenant) {
-      entry.calls = entry.calls.filter(([t]) => t > now - HOUR_MS)
-      if (entry.calls.length === 0) this.byTenant.delete(key)
-      out.push({ scope: entry.scope, requests: entry.calls.reduce((n, [, r]) => n + r, 0) })
-    }
-    return out
-  }
-}
 
 export class SyncService extends Effect.Service<SyncService>()("flexprice/SyncService", {
   effect: Effect.gen(function* () {
@@ -69,7 +41,7 @@ export class SyncService extends Effect.Service<SyncService>()("flexprice/SyncSe
     const settings = yield* SyncSettings
     const reporter = yield* ErrorReporter
     const backend = MetricLabel.make("backend", (yield* EventStore).backend)
-    const budget = new CallBudget()
+    const budget = yield* CallBudget
 
     /** Aggregate groups each window pass returned (the aggregation query's result size). */
     const recordResultSizes = (report: RunReport) =>
@@ -78,24 +50,6 @@ export class SyncService extends Effect.Service<SyncService>()("flexprice/SyncSe
         (w) => Metric.update(Metric.taggedWithLabels(Metrics.aggregationResultGroups, [backend]), w.groups),
         { discard: true }
       )
-
-    /** Sets the trailing-hour gauge: per tenant with tenant labels, else the busiest tenant. */
-    const publishCallBudget = Effect.gen(function* () {
-      const counts = budget.lastHour(yield* Clock.currentTimeMillis)
-      if (yield* Metrics.tenantLabelsEnabled) {
-        for (const c of counts)
-          yield* Metric.set(Metric.taggedWithLabels(Metrics.syncStripeRequestsLastHour, yield* Metrics.tenantTags(c.scope)), c.requests)
-      } else yield* Metric.set(Metrics.syncStripeRequestsLastHour, Math.max(0, ...counts.map((c) => c.requests)))
-    })
-
-    const recordRequests = (scope: Pick<TenantScope, "tenantId" | "environmentId">, requests: number) =>
-      requests === 0
-        ? publishCallBudget
-        : Effect.gen(function* () {
-            budget.record(scope, yield* Clock.currentTimeMillis, requests)
-            yield* Metric.incrementBy(Metric.taggedWithLabels(Metrics.syncStripeRequestsTotal, yield* Metrics.tenantTags(scope)), requests)
-            yield* publishCallBudget
-          })
 
     /** One tenant under its lease (`wait`: how long to wait for a busy lease). */
     const runTenant = (
@@ -107,7 +61,7 @@ export class SyncService extends Effect.Service<SyncService>()("flexprice/SyncSe
         Effect.provideService(CurrentTenant, config.scope),
         Effect.tapBoth({
           onSuccess: (report) =>
-            Effect.all([countRun(report.status), recordResultSizes(report), recordRequests(config.scope, report.stripeRequests)], {
+            Effect.all([countRun(report.status), recordResultSizes(report), budget.spend(config.scope, report.stripeRequests)], {
               discard: true
             }),
           onFailure: (e) =>
@@ -165,6 +119,6 @@ export class SyncService extends Effect.Service<SyncService>()("flexprice/SyncSe
         return yield* runTenant(config.value, options, { wait: options.dryRun ? 0 : "30 seconds" })
       })
 
-    return { runTenant, runAll, runCurrent, outcomeOf, publishCallBudget } as const
+    return { runTenant, runAll, runCurrent, outcomeOf } as const
   })
 }) {}

@@ -4,12 +4,9 @@
  */
 import { Config } from "effect"
 import { SyncConfig } from "../config/AppConfig.js"
+import { integerSetting } from "../config/Settings.js"
 
-const positiveInt = (name: string, fallback: number) =>
-  Config.integer(name).pipe(
-    Config.withDefault(fallback),
-    Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 })
-  )
+const positiveInt = (name: string, fallback: number) => integerSetting(name, { default: fallback, min: 1 })
 
 export const SyncSettings = Config.all({
   shared: SyncConfig,

@@ -21,7 +21,6 @@
  * errors it reports; batches beyond the sample are found by scheduled reconciliation.
  */
 import { Cause, Clock, Data, Effect, Either, Metric, Option, Redacted, Schema } from "effect"
-import Stripe from "stripe"
 import { TenantScope } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
@@ -34,8 +33,8 @@ import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
 import { isStripeError } from "../stripe/StripeErrors.js"
 import { codeLabel } from "../stripe/MeterErrorCodes.js"
-import { clientIp, WebhookConfig } from "./WebhookConfig.js"
-import { WebhookProcessingFailed, WebhookRejected } from "./WebhookProcessor.js"
+import { admit, measured, type RawDelivery, reject, verifySignature, WebhookProcessingFailed } from "./Intake.js"
+import { WebhookConfig } from "./WebhookConfig.js"
 
 export const ERROR_REPORT_TYPES = new Set(["v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found"])
 
@@ -77,17 +76,9 @@ const ErrorReport = Schema.Struct({
   validation_end: Schema.optional(Schema.String)
 })
 
-export interface DestinationDelivery {
+export interface DestinationDelivery extends RawDelivery {
   readonly route: { readonly tenantId: string; readonly environmentId: string }
-  readonly body: Uint8Array
-  readonly bodyTooLarge?: boolean
-  readonly signature: string | undefined
-  readonly remoteAddress: string | undefined
-  readonly forwardedFor: string | undefined
 }
-
-const reject = (status: 400 | 403 | 413, code: string, message: string, reason: WebhookRejected["reason"]) =>
-  new WebhookRejected({ status, code, message, reason })
 
 class ReportUnreadable extends Data.TaggedError("ReportUnreadable")<{ readonly message: string }> {}
 
@@ -104,21 +95,7 @@ export class EventDestination extends Effect.Service<EventDestination>()("flexpr
 
     const verify = (body: Uint8Array, header: string | undefined, secret: Redacted.Redacted<string>) =>
       Effect.gen(function* () {
-        if (header === undefined || header.trim() === "")
-          return yield* reject(400, "invalid_signature", "the Stripe-Signature header is missing", "signature")
-        const now = yield* Clock.currentTimeMillis
-        const text = Buffer.from(body).toString("utf8")
-        yield* Effect.try({
-          try: () => Stripe.webhooks.signature!.verifyHeader(text, header, Redacted.value(secret), settings.toleranceSeconds, undefined, now),
-          catch: (e) =>
-            e instanceof Stripe.errors.StripeSignatureVerificationError && /tolerance/i.test(e.message)
-              ? reject(400, "webhook_timestamp_out_of_tolerance", `the signature timestamp is more than ${settings.toleranceSeconds} s old`, "timestamp")
-              : reject(400, "invalid_signature", "no v1 signature in the Stripe-Signature header matches the body", "signature")
-        })
-        const signedAt = /(?:^|,)\s*t=(\d{1,15})(?:,|$)/.exec(header)
-        if (signedAt !== null && Number(signedAt[1]) > Math.floor(now / 1000) + settings.toleranceSeconds)
-          return yield* reject(400, "webhook_timestamp_out_of_tolerance", `the signature timestamp is more than ${settings.toleranceSeconds} s in the future`, "timestamp")
-        const parsed = yield* Effect.try({ try: () => JSON.parse(text) as unknown, catch: () => reject(400, "malformed_json", "the body is not valid JSON", "malformed") })
+        const parsed = yield* verifySignature({ settings, body, header, secret })
         const n = yield* Schema.decodeUnknown(Notification)(parsed).pipe(
           Effect.mapError(() => reject(400, "invalid_event", "the body is not a Stripe thin event (id, type)", "malformed"))
         )
@@ -187,17 +164,10 @@ export class EventDestination extends Effect.Service<EventDestination>()("flexpr
 
     /** One delivery, end to end. */
     const receive = (d: DestinationDelivery) =>
-      Effect.gen(function* () {
-        const started = yield* Clock.currentTimeMillis
+      Effect.suspend(() => {
         let type = "unknown"
-        return yield* Effect.gen(function* () {
-          if (Option.isSome(settings.allowedIps)) {
-            const ip = clientIp(d.remoteAddress, d.forwardedFor, settings.trustedProxies)
-            if (ip === undefined || !settings.allowedIps.value.contains(ip))
-              return yield* reject(403, "ip_not_allowed", "the source address is not in STRIPE_WEBHOOK_ALLOWED_IPS", "ip_not_allowed")
-          }
-          if (d.bodyTooLarge === true || d.body.length > settings.maxBodyBytes)
-            return yield* reject(413, "payload_too_large", `webhook bodies are limited to ${settings.maxBodyBytes} bytes`, "body_too_large")
+        return measured(() => type, Effect.gen(function* () {
+          yield* admit(settings, d)
           const scope = Either.getOrUndefined(Schema.decodeUnknownEither(TenantScope)(d.route))
           if (scope === undefined || !(yield* tenants.environmentExists(scope)))
             return yield* reject(400, "tenant_not_found", "no such tenant environment", "tenant")
@@ -227,22 +197,7 @@ export class EventDestination extends Effect.Service<EventDestination>()("flexpr
           }
           const status = yield* process(n, context).pipe(Effect.provideService(CurrentTenant, scope))
           return { eventId: n.id, type: n.type, status, scope }
-        }).pipe(
-          Effect.tapBoth({
-            onFailure: (e) =>
-              Effect.gen(function* () {
-                const outcome = e._tag === "WebhookRejected" ? "invalid" : "failed"
-                yield* Metric.increment(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", type), "outcome", outcome))
-                if (e._tag === "WebhookRejected" && e.reason !== "tenant" && e.reason !== "not_configured")
-                  yield* Metric.increment(Metric.tagged(Metrics.webhookSignatureFailuresTotal, "reason", e.reason))
-              }),
-            onSuccess: (r) =>
-              Effect.flatMap(Metrics.tenantTags(r.scope), (tags) =>
-                Metric.increment(Metric.taggedWithLabels(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", r.type), "outcome", r.status), tags))
-              )
-          }),
-          Effect.ensuring(Effect.flatMap(Clock.currentTimeMillis, (end) => Metric.update(Metrics.webhookDurationSeconds, (end - started) / 1000)))
-        )
+        }))
       }).pipe(Effect.withSpan("EventDestination.receive"))
 
     const process = (n: typeof Notification.Type, context: string | null) =>

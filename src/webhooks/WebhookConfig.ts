@@ -8,6 +8,7 @@
  */
 import { Config, ConfigError, Either, Option, Redacted } from "effect"
 import { BlockList, isIP } from "node:net"
+import { integerSetting } from "../config/Settings.js"
 
 export interface CidrList {
   readonly entries: ReadonlyArray<string>
@@ -69,14 +70,8 @@ export const WebhookConfig: Config.Config<WebhookSettings> = Config.all({
   ),
   allowedIps: cidrs("STRIPE_WEBHOOK_ALLOWED_IPS").pipe(Config.map((l) => (l.entries.length === 0 ? Option.none() : Option.some(l)))),
   trustedProxies: cidrs("FLEXPRICE_TRUSTED_PROXIES"),
-  maxBodyBytes: Config.integer("STRIPE_WEBHOOK_MAX_BODY_BYTES").pipe(
-    Config.withDefault(512 * 1024),
-    Config.validate({ message: "expected a positive integer number of bytes", validation: (n) => n > 0 })
-  ),
-  toleranceSeconds: Config.integer("STRIPE_WEBHOOK_TOLERANCE_SECONDS").pipe(
-    Config.withDefault(300),
-    Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 })
-  )
+  maxBodyBytes: integerSetting("STRIPE_WEBHOOK_MAX_BODY_BYTES", { default: 512 * 1024, min: 1 }),
+  toleranceSeconds: integerSetting("STRIPE_WEBHOOK_TOLERANCE_SECONDS", { default: 300, min: 1 })
 })
 
 /**

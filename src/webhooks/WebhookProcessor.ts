@@ -7,45 +7,24 @@
  * (`WebhookProcessingFailed`) answer 500 so Stripe retries, and leave the row `failed` with the
  * error, which lets the redelivery process it again.
  */
-import { Cause, Clock, Data, Effect, Either, Metric, Option, Redacted, Schema } from "effect"
-import Stripe from "stripe"
+import { Cause, Effect, Either, Option, Redacted, Schema } from "effect"
 import { type EnvironmentId, type TenantId, TenantScope } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { CustomerLinker } from "../customers/CustomerLinker.js"
-import * as Metrics from "../observability/Metrics.js"
 import { StripeConfigRepo } from "../repositories/StripeConfigRepo.js"
 import { TenantRepo } from "../repositories/TenantRepo.js"
 import { WebhookEventRepo, type WebhookStatus } from "../repositories/WebhookEventRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
-import { clientIp, WebhookConfig } from "./WebhookConfig.js"
+import { admit, measured, type RawDelivery, reject, verifySignature, WebhookProcessingFailed } from "./Intake.js"
+import { WebhookConfig } from "./WebhookConfig.js"
 import { textProblem } from "../domain/Text.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
 
-export type RejectReason = "signature" | "timestamp" | "body_too_large" | "malformed" | "ip_not_allowed" | "tenant" | "not_configured"
+export { type RejectReason, WebhookProcessingFailed, WebhookRejected } from "./Intake.js"
 
-/** The delivery is refused before anything is processed. */
-export class WebhookRejected extends Data.TaggedError("WebhookRejected")<{
-  readonly status: 400 | 403 | 413
-  readonly code: string
-  readonly message: string
-  readonly reason: RejectReason
-}> {}
-
-/** Processing failed on our side; the row records `error`. */
-export class WebhookProcessingFailed extends Data.TaggedError("WebhookProcessingFailed")<{
-  readonly eventId: string
-  readonly message: string
-}> {}
-
-export interface WebhookDelivery {
+export interface WebhookDelivery extends RawDelivery {
   /** `null`: the global endpoint (STRIPE_WEBHOOK_SECRET, tenant from the event). */
   readonly route: { readonly tenantId: string; readonly environmentId: string } | null
-  readonly body: Uint8Array
-  /** The body was over the cap and not read (answered 413 after the address check). */
-  readonly bodyTooLarge?: boolean
-  readonly signature: string | undefined
-  readonly remoteAddress: string | undefined
-  readonly forwardedFor: string | undefined
 }
 
 export interface WebhookResult {
@@ -110,9 +89,6 @@ const customerFieldProblem = (object: unknown): { readonly field: string; readon
   return null
 }
 
-const reject = (status: 400 | 403 | 413, code: string, message: string, reason: RejectReason) =>
-  new WebhookRejected({ status, code, message, reason })
-
 const causeMessage = (cause: Cause.Cause<unknown>): string => {
   const failure = Cause.failureOption(cause)
   const e: unknown = Option.isSome(failure) ? failure.value : Cause.squash(cause)
@@ -147,37 +123,12 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
     const tenantNotFound = (why: string) => reject(400, "tenant_not_found", why, "tenant")
 
     const verify = (body: Uint8Array, header: string | undefined, secret: Redacted.Redacted<string>) =>
-      Effect.gen(function* () {
-        if (header === undefined || header.trim() === "")
-          return yield* reject(400, "invalid_signature", "the Stripe-Signature header is missing", "signature")
-        const now = yield* Clock.currentTimeMillis
-        const parsed = yield* Effect.try({
-          try: () =>
-            Stripe.webhooks.constructEvent(Buffer.from(body), header, Redacted.value(secret), settings.toleranceSeconds, undefined, now) as unknown,
-          catch: (e) => {
-            if (e instanceof Stripe.errors.StripeSignatureVerificationError) {
-              return /tolerance/i.test(e.message)
-                ? reject(400, "webhook_timestamp_out_of_tolerance", `the signature timestamp is more than ${settings.toleranceSeconds} s old`, "timestamp")
-                : reject(400, "invalid_signature", "no v1 signature in the Stripe-Signature header matches the body", "signature")
-            }
-            return reject(400, "malformed_json", "the body is not valid JSON", "malformed")
-          }
-        })
-        // stripe-node checks only the age (validateComputedSignature in src/Webhooks.ts:
-        // `timestampAge > tolerance`), so a signature dated in the future would stay replayable
-        // until then: refuse one dated more than the tolerance ahead (clock skew stays accepted).
-        const signedAt = /(?:^|,)\s*t=(\d{1,15})(?:,|$)/.exec(header)
-        if (signedAt !== null && Number(signedAt[1]) > Math.floor(now / 1000) + settings.toleranceSeconds)
-          return yield* reject(
-            400,
-            "webhook_timestamp_out_of_tolerance",
-            `the signature timestamp is more than ${settings.toleranceSeconds} s in the future`,
-            "timestamp"
-          )
-        return yield* Schema.decodeUnknown(EventEnvelope)(parsed).pipe(
-          Effect.mapError(() => reject(400, "invalid_event", "the body is not a Stripe event (id, type, data.object)", "malformed"))
+      verifySignature({ settings, body, header, secret }).pipe(
+        Effect.flatMap(Schema.decodeUnknown(EventEnvelope)),
+        Effect.mapError((e) =>
+          e._tag === "WebhookRejected" ? e : reject(400, "invalid_event", "the body is not a Stripe event (id, type, data.object)", "malformed")
         )
-      })
+      )
 
     /**
      * Global endpoint: the tenant is the one connected to the Stripe account the event comes from
@@ -311,18 +262,10 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
 
     /** One delivery, end to end. */
     const receive = (d: WebhookDelivery) =>
-      Effect.gen(function* () {
-        const started = yield* Clock.currentTimeMillis
+      Effect.suspend(() => {
         let type = "unknown"
-        const result = yield* Effect.gen(function* () {
-          if (Option.isSome(settings.allowedIps)) {
-            const ip = clientIp(d.remoteAddress, d.forwardedFor, settings.trustedProxies)
-            if (ip === undefined || !settings.allowedIps.value.contains(ip))
-              return yield* reject(403, "ip_not_allowed", "the source address is not in STRIPE_WEBHOOK_ALLOWED_IPS", "ip_not_allowed")
-          }
-          if (d.bodyTooLarge === true || d.body.length > settings.maxBodyBytes)
-            return yield* reject(413, "payload_too_large", `webhook bodies are limited to ${settings.maxBodyBytes} bytes`, "body_too_large")
-
+        return measured(() => type, Effect.gen(function* () {
+          yield* admit(settings, d)
           let routeScope: TenantScope | undefined
           let secret: Redacted.Redacted<string>
           if (d.route !== null) {
@@ -349,29 +292,7 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
           }
           const r = yield* process(event, scope)
           return { eventId: event.id, type: event.type, status: r.status, scope, details: r.details } satisfies WebhookResult
-        }).pipe(
-          Effect.tapBoth({
-            onFailure: (e) =>
-              Effect.gen(function* () {
-                const outcome = e._tag === "WebhookRejected" ? "invalid" : "failed"
-                yield* Effect.annotateCurrentSpan({ "webhook.outcome": outcome, ...(e._tag === "WebhookRejected" ? { "webhook.reject_code": e.code } : {}) })
-                yield* Metric.increment(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", type), "outcome", outcome))
-                if (e._tag === "WebhookRejected" && e.reason !== "tenant" && e.reason !== "not_configured")
-                  yield* Metric.increment(Metric.tagged(Metrics.webhookSignatureFailuresTotal, "reason", e.reason))
-              }),
-            onSuccess: (r) =>
-              Effect.gen(function* () {
-                yield* Effect.annotateCurrentSpan({ "webhook.outcome": r.status })
-                yield* Metric.increment(
-                  Metric.taggedWithLabels(Metric.tagged(Metric.tagged(Metrics.webhooksTotal, "type", r.type), "outcome", r.status), yield* Metrics.tenantTags(r.scope))
-                )
-              })
-          }),
-          Effect.ensuring(
-            Effect.flatMap(Clock.currentTimeMillis, (end) => Metric.update(Metrics.webhookDurationSeconds, (end - started) / 1000))
-          )
-        )
-        return result
+        }))
       }).pipe(Effect.withSpan("webhook.receive", { attributes: { "webhook.route": d.route === null ? "global" : "tenant" } }))
 
     return { receive, settings } as const

@@ -63,6 +63,19 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect(JSON.stringify(await sql(app, "SELECT * FROM audit_log"))).not.toContain(newKey)
     })
 
+    it("revoking an already revoked key is idempotent: the same 200 answer, one audit row", async () => {
+      const t = await app.newTenant("keys-twice")
+      const keys = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })).body.keys as Array<any>
+      const second = await app.request("POST", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })
+      const id = keys[0].id as string
+      const first = await app.request("DELETE", `/v1/tenant/keys/${id}`, undefined, { apiKey: second.body.api_key })
+      const again = await app.request("DELETE", `/v1/tenant/keys/${id}`, undefined, { apiKey: second.body.api_key })
+      expect([first.status, first.body]).toEqual([200, { id, revoked: true }])
+      expect([again.status, again.body]).toEqual([200, { id, revoked: true }])
+      const audit = await sql(app, `SELECT action FROM audit_log WHERE target = 'api_key:${id}'`)
+      expect(audit).toEqual([{ action: "api_key.revoke" }])
+    })
+
     it("refuses to revoke the environment's last key or another tenant's key", async () => {
       const mine = await app.newTenant("keys-mine")
       const other = await app.newTenant("keys-other")

@@ -12,13 +12,12 @@ import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { HttpApiLive, NodeServerLive } from "../../src/http/Server.js"
 import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
 import { CustomerRepo } from "../../src/repositories/CustomerRepo.js"
-import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
-import { Encryption, generateKeyEntry } from "../../src/security/Encryption.js"
+import { generateKeyEntry } from "../../src/security/Encryption.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
-import { StripeAccounts } from "../../src/stripe/StripeAccounts.js"
 import { type Backend, freshDataDir, freshPostgresDatabase, OperatorAccess, POSTGRES_URL_VAR } from "../support/app.js"
 import { PgClient } from "@effect/sql-pg"
+import { storeStripeConfig } from "../support/stripe-config.js"
 
 export const STRIPE_KEY = "sk_test_51FlexpriceMigrationTests0000SECRET4242"
 
@@ -173,24 +172,7 @@ export const seedStripe = async (emulator: StripeEmulatorHandle): Promise<Datase
 
 /** The tenant's Stripe configuration: the emulator's account with the test key. */
 export const configureStripe = (scope: TenantScope, emulator: StripeEmulatorHandle) =>
-  Effect.gen(function* () {
-    const enc = yield* Encryption
-    const configs = yield* StripeConfigRepo
-    const cipher = yield* enc.encrypt(Redacted.make(STRIPE_KEY))
-    yield* configs.upsert({
-      apiKeyEncrypted: cipher,
-      apiKeyHint: "sk_test_…4242",
-      webhookSecretEncrypted: null,
-      keyVersion: enc.newestVersion,
-      syncEnabled: false,
-      aggregationWindowMinutes: 60,
-      gracePeriodMinutes: 5,
-      transport: "stream",
-      livemode: false,
-      stripeAccountId: emulator.accountId
-    })
-    yield* Effect.flatMap(StripeAccounts, (a) => a.invalidate(scope))
-  }).pipe(Effect.provideService(CurrentTenant, scope))
+  storeStripeConfig({ apiKey: STRIPE_KEY, accountId: emulator.accountId, syncEnabled: false }).pipe(Effect.provideService(CurrentTenant, scope))
 
 /** Pre-existing FlexPrice state of a tenant (see Dataset) and its Stripe configuration. */
 export const seedTenant = (scope: TenantScope, data: Dataset, emulator: StripeEmulatorHandle) =>

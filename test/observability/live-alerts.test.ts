@@ -8,7 +8,8 @@
  *
  * The rules Prometheus loads are generated from the real file (`compressRules`): alert names,
  * metric names, label matchers, aggregations and thresholds are unchanged, and only time is
- * compressed 60× — every `for:` and every range selector (`[15m]` → `[15s]`, `[1h]` → `[1m]`).
+ * compressed 60× — every `for:`, every range selector (`[15m]` → `[15s]`, `[1h]` → `[1m]`) and
+ * every `offset`.
  * `for:` alone would not do: StripeAuthenticationFailures is `increase(...[15m]) > 0`, which stays
  * true for fifteen minutes after the last failure, so "recovery clears it" needs the range
  * compressed too. Thresholds stay in real units, so gauge alerts (oldest unsynced window > 3900 s,
@@ -23,12 +24,9 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { Effect, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
-import { Encryption } from "../../src/security/Encryption.js"
-import { StripeAccounts } from "../../src/stripe/StripeAccounts.js"
 import { hoursAgo, startSyncHarness, type SyncHarness } from "../sync/support.js"
+import { storeStripeConfig } from "../support/stripe-config.js"
 
 const RULES = fileURLToPath(new URL("../../deploy/prometheus/alerts.yml", import.meta.url))
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
@@ -36,11 +34,12 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 const compressDuration = (n: number, unit: string): string =>
   unit === "h" ? `${n}m` : unit === "m" ? `${n}s` : unit === "s" ? `${Math.max(1, Math.round((n * 1000) / 60))}ms` : `${n}${unit}`
 
-/** alerts.yml with every `for:` and range selector 60× shorter; nothing else changes. */
+/** alerts.yml with every `for:`, range selector and offset 60× shorter; nothing else changes. */
 export const compressRules = (text: string): string =>
   text
     .replace(/^(\s*for:\s*)(\d+)([smh])\s*$/gm, (_, lead: string, n: string, u: string) => `${lead}${compressDuration(Number(n), u)}`)
     .replace(/\[(\d+)([smh])\]/g, (_, n: string, u: string) => `[${compressDuration(Number(n), u)}]`)
+    .replace(/\boffset (\d+)([smh])\b/g, (_, n: string, u: string) => `offset ${compressDuration(Number(n), u)}`)
 
 const prometheusBinary = (): string | undefined => {
   const r = spawnSync("prometheus", ["--version"], { encoding: "utf8" })
@@ -67,9 +66,10 @@ describe("alert rules under a live Prometheus", () => {
     const real = fs.readFileSync(RULES, "utf8")
     const compressed = compressRules(real)
     expect(compressed).toContain("increase(flexprice_stripe_calls_total{outcome=\"auth_failed\"}[15s])")
+    expect(compressed).toContain("offset 15s")
     expect(compressed).not.toMatch(/for:\s*\d+m/)
     // everything but the durations is byte-for-byte the real file
-    const strip = (s: string) => s.replace(/\[\d+m?s?h?\]/g, "[]").replace(/for:\s*\S+/g, "for:")
+    const strip = (s: string) => s.replace(/\[\d+m?s?h?\]/g, "[]").replace(/for:\s*\S+/g, "for:").replace(/offset \d+m?s?h?/g, "offset")
     expect(strip(compressed)).toBe(strip(real))
   })
 
@@ -236,26 +236,7 @@ describe("alert rules under a live Prometheus", () => {
 
     // the operator stores the new key (what PUT /v1/stripe/config does)
     await h.asTenant(
-      Effect.gen(function* () {
-        const enc = yield* Encryption
-        yield* Effect.flatMap(StripeConfigRepo, (r) =>
-          Effect.flatMap(enc.encrypt(Redacted.make(rolled.api_key)), (cipher) =>
-            r.upsert({
-              apiKeyEncrypted: cipher,
-              apiKeyHint: "sk_test_…new",
-              webhookSecretEncrypted: null,
-              keyVersion: enc.newestVersion,
-              syncEnabled: true,
-              aggregationWindowMinutes: 60,
-              gracePeriodMinutes: 5,
-              transport: "stream",
-              livemode: false,
-              stripeAccountId: h.emulator.accountId
-            })
-          )
-        )
-        yield* Effect.flatMap(StripeAccounts, (a) => a.invalidate(h.scope))
-      })
+      storeStripeConfig({ apiKey: rolled.api_key, accountId: h.emulator.accountId })
     )
     await until("the usage synced with the new key", delivered, async () => {
       await sleep(1000)

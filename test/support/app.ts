@@ -16,6 +16,7 @@ import { AppLive } from "../../src/App.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
 import { ElevatedAccess } from "../../src/db/RowSecurity.js"
 import { HttpApiLive, NodeServerLive } from "../../src/http/Server.js"
+import { fetchAnswer } from "../../src/demo/Fetch.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { withServiceUrl } from "./clickhouse.js"
 
@@ -138,7 +139,7 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
   }
   const first = await newTenant()
   const request: TestApp["request"] = async (method, p, body, opts = {}) => {
-    const res = await fetch(`${baseUrl}${p}`, {
+    return fetchAnswer(`${baseUrl}${p}`, {
       method,
       headers: {
         ...(opts.apiKey === "" ? {} : { "x-api-key": opts.apiKey ?? first.apiKey }),
@@ -147,14 +148,6 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
       },
       ...(opts.rawBody !== undefined ? { body: opts.rawBody } : body !== undefined ? { body: JSON.stringify(body) } : {})
     })
-    const text = await res.text()
-    let parsed: unknown = undefined
-    try {
-      parsed = text === "" ? undefined : JSON.parse(text)
-    } catch {
-      parsed = text
-    }
-    return { status: res.status, body: parsed, text }
   }
   return {
     baseUrl,

@@ -8,6 +8,7 @@ import { Effect, Layer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as O from "../support/oracle.js"
 import { Telemetry, TelemetryTest, type TelemetryTestService } from "../../src/observability/Telemetry.js"
+import { reconcileAllTenants } from "../../src/sync/ScheduledReconciliation.js"
 import { hoursAgo, startSyncHarness, type SyncHarness } from "./support.js"
 
 describe("Stripe call budget per tenant", () => {
@@ -64,5 +65,17 @@ describe("Stripe call budget per tenant", () => {
     // the same tenant's trailing hour: both runs
     expect(await value("flexprice_sync_stripe_requests_last_hour")).toBe(v1Aggregates + streamRequests)
     expect(await value("flexprice_sync_stripe_requests_total")).toBe(v1Aggregates + streamRequests)
+  }, 120_000)
+
+  it("scheduled reconciliation's Stripe reads are spent from the same budget", async () => {
+    const lastHour = await value("flexprice_sync_stripe_requests_last_hour")
+    const total = await value("flexprice_sync_stripe_requests_total")
+    const calls = h.emulator.totalCalls()
+    await h.asTenant(reconcileAllTenants({ intervalSeconds: 3600, lookbackHours: 840, settleSeconds: 0 }))
+    // what Stripe (the emulator) received, pages of summaries for both pairs synced above
+    const made = h.emulator.totalCalls() - calls
+    expect(made).toBeGreaterThanOrEqual(2)
+    expect(await value("flexprice_sync_stripe_requests_last_hour")).toBe(lastHour + made)
+    expect(await value("flexprice_sync_stripe_requests_total")).toBe(total + made)
   }, 120_000)
 })

@@ -15,7 +15,7 @@
  * scheduler passes send nothing at all. On PostgreSQL (FLEXPRICE_TEST_POSTGRES_URL) the serve
  * processes share a fresh database on that server instead of a data directory.
  */
-import { Effect, Exit, Layer, ManagedRuntime, ConfigProvider, Logger, LogLevel, Redacted, Scope } from "effect"
+import { Effect, Exit, Layer, ManagedRuntime, ConfigProvider, Logger, LogLevel, Scope } from "effect"
 import { spawn, type ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
@@ -30,14 +30,13 @@ import { EventIngestor } from "../../src/events/EventIngestor.js"
 import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
 import { MeterMappingRepo } from "../../src/repositories/MeterMappingRepo.js"
 import { MeterRepo } from "../../src/repositories/MeterRepo.js"
-import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { SyncBatchRepo } from "../../src/repositories/SyncBatchRepo.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
-import { Encryption } from "../../src/security/Encryption.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
 import { type Backend, forEachBackend, freshDataDir, freshPostgresDatabase, POSTGRES_URL_VAR } from "../support/app.js"
 import * as O from "../support/oracle.js"
 import { hoursAgo, prng, randomQty, STRIPE_KEY, stripeEnv } from "./support.js"
+import { storeStripeConfig } from "../support/stripe-config.js"
 
 const ROOT = path.resolve(import.meta.dirname, "../..")
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
@@ -120,21 +119,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => describe(`crash saf
       const asTenant = <A, E>(e: Effect.Effect<A, E, any>) =>
         runtime.runPromise(e.pipe(Effect.provideService(CurrentTenant, scope)) as Effect.Effect<A, E, never>)
       await asTenant(
-        Effect.gen(function* () {
-          const enc = yield* Encryption
-          yield* (yield* StripeConfigRepo).upsert({
-            apiKeyEncrypted: yield* enc.encrypt(Redacted.make(STRIPE_KEY)),
-            apiKeyHint: "sk_test_…4242",
-            webhookSecretEncrypted: null,
-            keyVersion: enc.newestVersion,
-            syncEnabled: true,
-            aggregationWindowMinutes: 60,
-            gracePeriodMinutes: 0,
-            transport: "stream",
-            livemode: false,
-            stripeAccountId: emulator.accountId
-          })
-        })
+        storeStripeConfig({ apiKey: STRIPE_KEY, accountId: emulator.accountId, graceMinutes: 0 })
       )
       const meters: Record<string, string> = {}
       for (const [name, type] of [["calls", "COUNT"], ["tokens", "SUM"]] as const) {

@@ -4,7 +4,7 @@
  * the pipeline. Configs and mappings go through the config engineer's repositories (the secret
  * is encrypted with the Encryption service), not the HTTP API, so these tests do not depend on it.
  */
-import { Effect, Exit, Redacted, Scope } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import { prng } from "../../src/domain/Prng.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
@@ -12,13 +12,12 @@ import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.
 import { MeterMappingRepo } from "../../src/repositories/MeterMappingRepo.js"
 import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { SyncBatchRepo } from "../../src/repositories/SyncBatchRepo.js"
-import { Encryption } from "../../src/security/Encryption.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
-import { StripeAccounts } from "../../src/stripe/StripeAccounts.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import type { RunOptions, RunReport } from "../../src/sync/SyncPipeline.js"
 import { type Backend, startTestApp, type TestApp, type TestAppOptions } from "../support/app.js"
 import * as O from "../support/oracle.js"
+import { storeStripeConfig } from "../support/stripe-config.js"
 
 export const STRIPE_KEY = "sk_test_51FlexpriceSyncTests000000SECRET4242"
 
@@ -103,25 +102,7 @@ export const startSyncHarness = async (
 
   const configure: SyncHarness["configure"] = async (opts = {}) => {
     await asTenant(
-      Effect.gen(function* () {
-        const enc = yield* Encryption
-        const repo = yield* StripeConfigRepo
-        const cipher = yield* enc.encrypt(Redacted.make(STRIPE_KEY))
-        yield* repo.upsert({
-          apiKeyEncrypted: cipher,
-          apiKeyHint: "sk_test_…4242",
-          webhookSecretEncrypted: null,
-          keyVersion: enc.newestVersion,
-          syncEnabled: true,
-          aggregationWindowMinutes: opts.windowMinutes ?? 60,
-          gracePeriodMinutes: opts.graceMinutes ?? 5,
-          transport: opts.transport ?? "stream",
-          livemode: false,
-          stripeAccountId: emulator.accountId
-        })
-        const accounts = yield* StripeAccounts
-        yield* accounts.invalidate(scope)
-      })
+      storeStripeConfig({ apiKey: STRIPE_KEY, accountId: emulator.accountId, ...opts })
     )
   }
 
