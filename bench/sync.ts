@@ -10,6 +10,11 @@
  *   npx tsx bench/sync.ts --customers 5000      # smaller
  *   npx tsx bench/sync.ts --trace               # time per span name and per SQL statement
  *   npx tsx bench/sync.ts --emulator same-process   # emulator on this event loop (default: child process)
+ *   npx tsx bench/sync.ts --peak-events 0       # the 100,000 aggregates and their floor only
+ *
+ * The floor (bench/syncFloor.ts) is measured in the same run, before and after the product's
+ * sync: the same number of stream requests from a bare SDK client against the same emulator plus
+ * one bulk insert of as many ledger rows. The product is printed beside it, with the ratio.
  *
  * The emulator runs as a child process on loopback by default (production Stripe is remote; in
  * this process it would share the event loop, and with PGlite the CPU, with the service).
@@ -32,6 +37,7 @@ import { startBenchApp } from "./harness.js"
 import { callsSince, type EmulatorMode, startEmulator } from "./emulatorTarget.js"
 import { prng } from "../src/domain/Prng.js"
 import { storeStripeConfig } from "../test/support/stripe-config.js"
+import { type Floor, measureFloor } from "./syncFloor.js"
 
 const arg = (name: string) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -192,7 +198,27 @@ const main = async () => {
     }
     for (let i = 0; i < processed.length; i += 5000) await run(Effect.flatMap(EventStore, (s) => s.insertProcessed(processed.slice(i, i + 5000))))
     console.log(new Date().toISOString().slice(11, 19), `setup: ${customers.length} customers, ${processed.length} processed rows in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+    const floorInput = {
+      emulatorUrl: emulator.url,
+      apiKey: KEY,
+      stripeCustomers: customers.map((c) => c.stripe),
+      requests: Math.ceil(processed.length / 100),
+      concurrency: 16, // FLEXPRICE_SYNC_PUSH_CONCURRENCY's default, what the product runs with
+      rows: processed.length,
+      windowStart: new Date(windowStart),
+      run
+    }
+    for (const tag of ["a", "b"]) for (const i of [0, 1]) await emulator.createMeter({ display_name: `floor ${tag}${i}`, event_name: `floor_${tag}_${i}` })
+    const floors: Array<Floor> = [await measureFloor(floorInput, "a")]
     const r = await syncOnce(asTenant)
+    floors.push(await measureFloor(floorInput, "b"))
+    const s = (ms: number) => (ms / 1000).toFixed(2)
+    const floorMs = floors.reduce((a, f) => a + f.totalMs, 0) / floors.length
+    console.log(
+      `floor (before; after the product): stream ${floors.map((f) => s(f.streamMs)).join("; ")} s + ledger insert ${floors.map((f) => s(f.insertMs)).join("; ")} s ` +
+        `= ${floors.map((f) => s(f.totalMs)).join("; ")} s`
+    )
+    console.log(`product vs floor: ${s(r.ms)} s vs ${s(floorMs)} s = ${(r.ms / floorMs).toFixed(2)}× (goal ≤ 3×)`)
     console.log(
       `sync of ${r.report.batchesCreated} aggregates: ${(r.ms / 1000).toFixed(2)} s wall, ${r.calls} Stripe calls ` +
         `(${JSON.stringify(r.byEndpoint)}), synced ${r.report.batchesSynced}, failed ${r.report.batchesFailed}, ` +
@@ -203,7 +229,7 @@ const main = async () => {
   }
 
   // ---------------------------------------------------------------- peak hour: 60,000 events
-  {
+  if (PEAK_EVENTS > 0) {
     const { asTenant, meters, customers } = await setupTenant("peak", 1000)
     const windowStart = Math.floor(Date.now() / HOUR) * HOUR - 2 * HOUR
     const expected = new Map<string, Array<string>>()

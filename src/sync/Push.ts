@@ -10,24 +10,49 @@
  * batch is alone).
  *
  * Pages are read one ahead: while one page is on the wire the next is read and marked `sending`.
+ *
+ * Writes per batch, and why each is needed for exactly once. A batch costs the ledger three row
+ * writes: the insert (`pending`, with the window's watermark: rule 1), `sending` and `synced`.
+ * Each status mark is one statement per page (2,000 batches), joined by primary key and carrying
+ * the partition key (SyncBatchRepo's marks), never one per batch or per chunk.
+ * - `sending` must be durable before the first request of its page: it records first_sent_at,
+ *   the start of Stripe's 24 h identifier dedup. A batch found `pending` with no first_sent_at
+ *   was never handed to Stripe and may be sent blindly at any later time; one with a
+ *   first_sent_at older than the resend horizon may have been counted and is only resent after
+ *   Stripe's summaries say it was not (rule 3, ResendGuard.ts). Without the mark, a process that
+ *   died after a send and stayed down past 24 h would resend a counted batch that Stripe no
+ *   longer dedups. A page that is never attempted (a stop) goes back to `pending` with the
+ *   first_sent_at it had (restoreUnattempted), one statement.
+ * - `synced` may lag the send: accepted batches are written `synced` once per page (and before
+ *   a stop or failure ends the page). A crash in between leaves them `sending` with first_sent_at
+ *   set; the next run resends them under the same identifiers, which Stripe dedups within 24 h,
+ *   and past that the resend guard decides from Stripe's summaries. So the mark can be deferred
+ *   and grouped (fewer statements, not fewer rows), never skipped: the ledger's `synced` rows are
+ *   what reconciliation, the carry and the status counts read.
+ * - Failures (`pending` again, `failed`, `skipped`) are written at once, per chunk: they are rare,
+ *   and a stop must find the ledger saying why.
+ * What the rows still cost on PostgreSQL is index maintenance: sync_status is named in the open
+ * and re-evaluation indexes' predicates, so neither mark is a HOT update (BENCHMARKS.md, "Sync").
  */
 import type { SqlError } from "@effect/sql"
-import { Array as Arr, Chunk, Clock, Context, Effect, Option, Ref, Stream } from "effect"
+import { Array as Arr, Chunk, Clock, Context, Effect, Exit, Fiber, Option, Ref, Stream } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
 import type { MeterMapping } from "../repositories/MeterMappingRepo.js"
 import type { BatchRow } from "../repositories/SyncBatchRepo.js"
 import type { MeterEvent } from "../stripe/StripeClient.js"
-import { errorInfo, isTooLate, isTransient, stopsThePush } from "../stripe/StripeErrorClass.js"
-import type { StripeError } from "../stripe/StripeErrors.js"
 import type { PushContext, PushCounters, RunContext } from "./RunContext.js"
+import { onFailure } from "./PushFailures.js"
 import { needsVerification, verifyOld } from "./ResendGuard.js"
-import { chunkDuration, countBatches, syncErrors, syncLag } from "./SyncMetrics.js"
+import { chunkDuration, countBatches, syncLag } from "./SyncMetrics.js"
 import * as W from "./Windows.js"
 
 /** Batches per Stripe stream request (and per chunk of v1 calls). */
 const CHUNK = 100
-/** Accepted batches are written `synced` once this many are waiting. */
-const SYNCED_FLUSH = 1000
+/**
+ * Accepted batches are written `synced` at the end of their page, or once this many are waiting
+ * (a page larger than the default 2,000).
+ */
+const SYNCED_FLUSH = 5000
 
 /**
  * A pause point right before a chunk is checked and sent (tests: a page prepared inside Stripe's
@@ -60,69 +85,10 @@ const eventOf = (b: BatchRow, mapping: MeterMapping, stripeCustomer: string): Me
   payload: { [mapping.customerPayloadKey]: stripeCustomer, [mapping.valuePayloadKey]: b.sentQuantity ?? "0" }
 })
 
-/** An error report (Sentry when configured) naming the first batch of those it concerns. */
-const report = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: StripeError, info: { readonly code: string }) =>
-  Effect.gen(function* () {
-    const first = batches[0]
-    const scope = Option.getOrUndefined(yield* Effect.serviceOption(CurrentTenant))
-    yield* push.run.deps.reporter.report(e, {
-      area: "sync",
-      code: info.code,
-      tenantId: scope?.tenantId,
-      environmentId: scope?.environmentId,
-      window: first ? `${first.windowStart.toISOString()}/${first.windowEnd.toISOString()}` : undefined,
-      batchId: first?.id,
-      stripeRequestId: "requestId" in e ? e.requestId : undefined,
-      extra: { batches: batches.length }
-    })
-  })
-
-const onFailure = (push: PushContext, batches: ReadonlyArray<BatchRow>, e: StripeError) =>
-  Effect.gen(function* () {
-    const { repo } = push.run.deps
-    const { counters } = push
-    const now = new Date(yield* Clock.currentTimeMillis)
-    const ids = batches.map((b) => b.id)
-    const info = errorInfo(e)
-    yield* syncErrors(info.code)
-    if (e._tag === "StripeAuthenticationFailed") {
-      // A refused key (401 — e.g. a rolled key's `api_key_expired`, https://docs.stripe.com/keys#rolling-keys
-      // — or 403) is the tenant's configuration, not these batches: they wait uncharged, and the
-      // tenant's push pauses until the configuration changes (StripeConfigRepo.pauseSync), so
-      // a key roll can never run batches into the retry cap.
-      yield* repo.markPending(ids, now, info)
-      yield* countBatches("retrying", ids.length)
-      const paused = yield* push.run.deps.configs.pauseSync({ ...info, since: now }, push.run.config.updatedAt)
-      if (paused) yield* report(push, batches, e, info)
-      yield* Ref.update(counters, (c) => ({ ...c, stop: c.stop ?? info.code }))
-    } else if (isTransient(e)) {
-      // An outage, a rate-limit storm or an open breaker never fails a batch: it stays
-      // pending (the identifier makes the resend safe). A 5xx or a lost connection that outlived
-      // the client's retries stops only this batch: one batch Stripe keeps failing must not
-      // hold back the tenant's queue. Whether Stripe itself is down is the circuit breaker's
-      // call — it counts these failures, and once open every further call fails fast as
-      // `StripeCircuitOpen`, which stops the run, as an exhausted rate limit does.
-      yield* repo.markPending(ids, now, info)
-      yield* countBatches("retrying", ids.length)
-      yield* Ref.update(counters, (c) =>
-        stopsThePush(e) ? { ...c, stop: c.stop ?? info.code } : { ...c, deferred: c.deferred ?? info.code }
-      )
-    } else if (isTooLate(e)) {
-      yield* repo.markSkipped(ids, now, "too_late")
-      yield* countBatches("skipped", ids.length)
-      yield* Ref.update(counters, (c) => ({ ...c, skipped: c.skipped + ids.length }))
-    } else {
-      yield* repo.markFailed(ids, now, info)
-      yield* countBatches("failed", ids.length)
-      yield* report(push, batches, e, info)
-      yield* Ref.update(counters, (c) => ({ ...c, failed: c.failed + ids.length }))
-    }
-  })
-
 /**
- * Batches Stripe accepted, written `synced` in groups (one UPDATE per ~1,000 rather than per
+ * Batches Stripe accepted, written `synced` in groups (one UPDATE per page rather than per
  * chunk). A crash before a flush leaves them `sending`: the next run resends them with the
- * same identifiers and Stripe deduplicates.
+ * same identifiers and Stripe deduplicates (see the header).
  */
 interface SyncedBuffer {
   readonly items: Array<BatchRow>
@@ -134,10 +100,7 @@ const flushSynced = (push: PushContext, buffer: SyncedBuffer) =>
     if (items.length === 0) return Effect.void
     return Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
-      yield* push.run.deps.repo.markSynced(
-        items.map((b) => b.id),
-        new Date(now)
-      )
+      yield* push.run.deps.repo.markSynced(items, new Date(now))
       yield* countBatches("synced", items.length)
       yield* syncLag(items, now)
       yield* Ref.update(push.counters, (c) => ({ ...c, synced: c.synced + items.length }))
@@ -205,7 +168,7 @@ const withinHorizonAtSend = (push: PushContext, sendables: ReadonlyArray<Sendabl
     if (late.length === 0) return ready
     for (const c of late) page.attempted.add(c.batch.id)
     yield* push.run.deps.repo.markSkipped(
-      late.map((c) => c.batch.id),
+      late.map((c) => c.batch),
       new Date(now),
       "too_late"
     )
@@ -270,7 +233,7 @@ const pushChunk = (push: PushContext, whole: ReadonlyArray<Sendable>, page: Page
 const preparePage = (push: PushContext, after: Option.Option<Cursor>) =>
   Effect.gen(function* () {
     const { mappingByMeter, range } = push.run
-    const { customerMappings, repo, settings } = push.run.deps
+    const { repo, settings } = push.run.deps
     const page = yield* repo.pushQueue({
       after,
       limit: settings.pushPageSize,
@@ -281,34 +244,34 @@ const preparePage = (push: PushContext, after: Option.Option<Cursor>) =>
     if (page.length === 0) return Option.none<PreparedPage>()
     const last = page[page.length - 1]!
     const now = yield* Clock.currentTimeMillis
-    const stripeCustomers = yield* customerMappings.activeByCustomerIds([...new Set(page.map((b) => b.customerId))])
-    const noMeter: Array<string> = []
-    const noCustomer: Array<string> = []
-    const tooLate: Array<string> = []
-    const preAggregated: Array<string> = []
+    const stripeCustomers = yield* push.run.customers.activeByCustomerIds([...new Set(page.map((b) => b.customerId))])
+    const noMeter: Array<BatchRow> = []
+    const noCustomer: Array<BatchRow> = []
+    const tooLate: Array<BatchRow> = []
+    const preAggregated: Array<BatchRow> = []
     const sendable: Array<Sendable> = []
     for (const b of page) {
       const mapping = mappingByMeter.get(b.meterId)
       const customer = stripeCustomers.get(b.customerId)
       if (mapping === undefined) {
-        noMeter.push(b.id)
+        noMeter.push(b)
         continue
       }
       if (push.run.supported.preAggregated.has(b.meterId)) {
-        preAggregated.push(b.id)
+        preAggregated.push(b)
         continue
       }
       // its Stripe meter could not be read this run: stays pending for a later run
       if (push.run.supported.held(b.meterId)) continue
       if (customer === undefined) {
-        noCustomer.push(b.id)
+        noCustomer.push(b)
         continue
       }
       if (needsVerification(push, b, now)) {
         const resend = yield* verifyOld(push, { batch: b, mapping, stripeCustomer: customer })
         if (!resend) continue
       } else if (!W.withinSendHorizon(b.windowStart, now)) {
-        tooLate.push(b.id)
+        tooLate.push(b)
         continue
       }
       sendable.push({ batch: b, event: eventOf(b, mapping, customer), customerKey: mapping.customerPayloadKey })
@@ -322,7 +285,7 @@ const preparePage = (push: PushContext, after: Option.Option<Cursor>) =>
     yield* countBatches("skipped", skippedNow)
     yield* Ref.update(push.counters, (c) => ({ ...c, skipped: c.skipped + skippedNow }))
     yield* repo.markSending(
-      sendable.map((x) => x.batch.id),
+      sendable.map((x) => x.batch),
       at
     )
     return Option.some<PreparedPage>({ cursor: { windowStart: last.windowStart, id: last.id }, sendable })
@@ -359,15 +322,35 @@ const preparedPages = (push: PushContext) =>
     )
   )
 
+/** The `synced` write of the last page sent, still running while the next page goes out. */
+interface Flushes {
+  last: Fiber.RuntimeFiber<void> | undefined
+}
+
+/**
+ * A page's `synced` write runs behind the next page's requests (one write in flight, in page
+ * order): the marks may lag the send (header), so the next page need not wait for them. A page
+ * that ended by failure or interruption writes them before it returns, as before.
+ */
+const flushBehind = (push: PushContext, flushes: Flushes, buffer: SyncedBuffer) =>
+  Effect.gen(function* () {
+    if (flushes.last !== undefined) yield* Fiber.await(flushes.last)
+    flushes.last = yield* Effect.fork(Effect.ignore(flushSynced(push, buffer)))
+  })
+
 /** Sends one prepared page; a stopped run hands the page back to `pending` unattempted. */
-const sendPage = (push: PushContext, { sendable }: PreparedPage) =>
+const sendPage = (push: PushContext, flushes: Flushes, { sendable }: PreparedPage) =>
   Effect.gen(function* () {
     if (yield* isStopped(push)) return yield* restoreUnattempted(push, sendable, new Set())
     const page: PageSend = { attempted: new Set<string>(), buffer: { items: [] } }
     yield* Effect.forEach(Arr.chunksOf(sendable, CHUNK), (chunk) => pushChunk(push, chunk, page), {
       concurrency: push.run.config.transport === "stream" ? push.run.deps.settings.pushConcurrency : 1,
       discard: true
-    }).pipe(Effect.ensuring(Effect.ignore(flushSynced(push, page.buffer))))
+    }).pipe(
+      Effect.onExit((exit) =>
+        Exit.isSuccess(exit) ? flushBehind(push, flushes, page.buffer) : Effect.ignore(flushSynced(push, page.buffer))
+      )
+    )
     yield* restoreUnattempted(push, sendable, page.attempted)
   })
 
@@ -375,6 +358,7 @@ export const push = (run: RunContext, counters: Ref.Ref<PushCounters>) =>
   Effect.gen(function* () {
     const ref = yield* run.account
     const ctx: PushContext = { run, ref, counters }
+    const flushes: Flushes = { last: undefined }
     // Pipelined: while one page is on the wire, the next one is read and marked `sending`
     // (its own keyset range, so no row is in two pages). A zero-capacity buffer is a
     // rendezvous (effect's bounded Queue with BackPressureStrategy hands an offer straight to a
@@ -385,6 +369,7 @@ export const push = (run: RunContext, counters: Ref.Ref<PushCounters>) =>
     // is left `sending`, like after a crash (resent with the same identifiers).
     yield* preparedPages(ctx).pipe(
       Stream.buffer({ capacity: 0 }),
-      Stream.runForEach((page) => sendPage(ctx, page))
+      Stream.runForEach((page) => sendPage(ctx, flushes, page)),
+      Effect.ensuring(Effect.suspend(() => (flushes.last === undefined ? Effect.void : Fiber.await(flushes.last))))
     )
   }).pipe(Effect.withSpan("sync.push", { attributes: { "sync.transport": run.config.transport } }))

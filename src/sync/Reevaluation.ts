@@ -15,7 +15,7 @@ import * as W from "./Windows.js"
 export const reevaluate = (ctx: RunContext) =>
   Effect.gen(function* () {
     const { mappingByMeter, now, supported } = ctx
-    const { customerMappings, repo } = ctx.deps
+    const { repo } = ctx.deps
     const since = new Date(now - W.STRIPE_MAX_AGE_MS + W.CREATE_MARGIN_MS)
     let afterId: string | undefined
     let revived = 0
@@ -23,7 +23,7 @@ export const reevaluate = (ctx: RunContext) =>
       const rows = yield* repo.skippedForReevaluation({ since, limit: 5000, afterId })
       if (rows.length === 0) break
       afterId = rows[rows.length - 1]!.id
-      const stripeCustomers = yield* customerMappings.activeByCustomerIds([...new Set(rows.map((r) => r.customerId))])
+      const stripeCustomers = yield* ctx.customers.activeByCustomerIds([...new Set(rows.map((r) => r.customerId))])
       const ready = rows
         .filter((r) => stripeCustomers.has(r.customerId) && supported.has(r.meterId))
         .sort((a, b) => a.windowStart.getTime() - b.windowStart.getTime() || a.sequence - b.sequence)

@@ -51,7 +51,6 @@ export const verifyOld = (push: PushContext, { batch, mapping, stripeCustomer }:
     const uncertain = ours.filter((b) => b.syncStatus !== "synced" && b.syncStatus !== "skipped" && b.firstSentAt !== null)
     const uncertainSum = Decimal.sum(uncertain.map((b) => b.sentQuantity ?? "0"))
     const now = yield* Clock.currentTimeMillis
-    const ids = uncertain.map((b) => b.id)
     // Stripe's summary is a double sum of one event per batch: compare at double precision
     // (SummaryTolerance.ts), never exact-decimal equality.
     const syncedBatches = ours.filter((b) => b.syncStatus === "synced")
@@ -64,12 +63,12 @@ export const verifyOld = (push: PushContext, { batch, mapping, stripeCustomer }:
     })
     const noneDelivered = matchesDoubleSum(stripeTotal, { exact: synced, absTotal: absOf(syncedBatches), events: syncedBatches.length })
     if (allDelivered) {
-      yield* repo.markSynced(ids, new Date(now), {
+      yield* repo.markSynced(uncertain, new Date(now), {
         code: "verified_delivered",
         message: "confirmed against Stripe meter event summaries after the 24 h dedup horizon"
       })
-      yield* countBatches("synced", ids.length)
-      yield* Ref.update(counters, (c) => ({ ...c, synced: c.synced + ids.length }))
+      yield* countBatches("synced", uncertain.length)
+      yield* Ref.update(counters, (c) => ({ ...c, synced: c.synced + uncertain.length }))
       return false
     }
     if (noneDelivered) {
@@ -78,17 +77,17 @@ export const verifyOld = (push: PushContext, { batch, mapping, stripeCustomer }:
       const cap = push.run.deps.settings.maxRetries
       const held = (b: BatchRow) => b.syncStatus === "failed" && (b.errorCode === NEEDS_REVIEW || b.retryCount >= cap)
       yield* repo.clearFirstSent(
-        uncertain.filter((b) => !held(b)).map((b) => b.id),
+        uncertain.filter((b) => !held(b)),
         new Date(now)
       )
       return true
     }
-    yield* repo.markFailed(ids, new Date(now), {
+    yield* repo.markFailed(uncertain, new Date(now), {
       code: NEEDS_REVIEW,
       message: `Stripe reports ${stripeTotal} for ${hourStart.toISOString()}, the ledger has ${synced} synced and ${uncertainSum} unconfirmed; not resent automatically`
     })
-    yield* countBatches("failed", ids.length)
-    yield* Ref.update(counters, (c) => ({ ...c, failed: c.failed + ids.length }))
+    yield* countBatches("failed", uncertain.length)
+    yield* Ref.update(counters, (c) => ({ ...c, failed: c.failed + uncertain.length }))
     return false
   }).pipe(
     Effect.catchIf(isStripeError, (e) =>

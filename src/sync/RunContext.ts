@@ -22,6 +22,7 @@ import type { SyncBatchRepo } from "../repositories/SyncBatchRepo.js"
 import type { DecryptionFailed } from "../security/Encryption.js"
 import type { StripeAccounts, StripeNotConfigured } from "../stripe/StripeAccounts.js"
 import type { StripeAccountRef, StripeClientService } from "../stripe/StripeClient.js"
+import type { CustomerLookup } from "./CustomerLookup.js"
 import type { MeterSupport } from "./MeterSupport.js"
 import type { Grid } from "./WindowGrid.js"
 import type { SyncSettings } from "./SyncSettings.js"
@@ -112,6 +113,8 @@ export interface RunContext {
   readonly range: WindowRange | undefined
   /** enabled mappings by FlexPrice meter id */
   readonly mappingByMeter: ReadonlyMap<string, MeterMapping>
+  /** customers' Stripe ids, each read at most once per run (CustomerLookup.ts) */
+  readonly customers: CustomerLookup
   /** meters whose formula, aggregation and Stripe meter can receive window sums (MeterSupport.ts) */
   readonly supported: MeterSupport
   readonly meterIds: ReadonlyArray<string>

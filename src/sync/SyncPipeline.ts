@@ -42,6 +42,7 @@ import { BatchRepairRepo } from "../repositories/BatchRepairRepo.js"
 import { WindowGridRepo } from "../repositories/WindowGridRepo.js"
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
+import { makeCustomerLookup } from "./CustomerLookup.js"
 import { makeMeterSupport } from "./MeterSupport.js"
 import { manualRange, plan, supportedMeters, WindowNotClosed } from "./Planning.js"
 import { push } from "./Push.js"
@@ -222,6 +223,7 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
           dryRun,
           range,
           mappingByMeter: new Map(mappings.map((m) => [m.meterId, m])),
+          customers: makeCustomerLookup(deps.customerMappings),
           // a paused tenant's key is known to be refused: its Stripe meters are not read either
           supported: yield* supportedMeters(deps, meterSupport, mappings, config.syncPaused ? undefined : account),
           meterIds: mappings.map((m) => m.meterId),

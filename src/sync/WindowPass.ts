@@ -42,9 +42,9 @@ const batchesOfPage = (ctx: RunContext, input: PageInput) =>
   Effect.gen(function* () {
     const { after, groups, sequence, tooLate, window } = input
     const { mappingByMeter, scope, supported } = ctx
-    const { customerMappings, repo } = ctx.deps
+    const { repo } = ctx.deps
     const customerIds = [...new Set(groups.map((g) => g.customerId))]
-    const stripeCustomers = tooLate ? new Map<string, string>() : yield* customerMappings.activeByCustomerIds(customerIds)
+    const stripeCustomers = tooLate ? new Map<string, string>() : yield* ctx.customers.activeByCustomerIds(customerIds)
     const carryMeters = [...new Set(groups.map((g) => g.meterId))].filter((m) => supported.has(m))
     const owed = tooLate ? new Map<string, string>() : yield* repo.outstanding(customerIds.filter((c) => stripeCustomers.has(c)), carryMeters)
     return groups.map((g): NewBatch => {

@@ -19,6 +19,16 @@ export interface NewBatch {
   readonly ingestedAfter: Date | null
 }
 
+/**
+ * What a mark needs to find a batch: its primary key (id, window_start). window_start is the
+ * ledger's partition key (monthly partitions, migrations/0013), so a mark by key touches only the
+ * months its batches lie in.
+ */
+export interface BatchKey {
+  readonly id: string
+  readonly windowStart: Date
+}
+
 export interface BatchRow {
   readonly id: string
   readonly customerId: string
