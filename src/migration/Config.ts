@@ -12,14 +12,46 @@ export const MigrationRunnerConfig = Config.all({
     Config.validate({ message: "expected an integer ≥ 1", validation: (n) => n >= 1 })
   ),
   /**
-   * Rows (CSV), entities (rollback) or mappings (verify) per chunk: each chunk is one short
-   * transaction, and the embedded database's one connection serves other requests between them.
+   * At most this many rows (CSV), entities (rollback) or mappings (verify) per chunk: each chunk
+   * is one short transaction, and the embedded database's one connection serves other requests
+   * between them.
    */
   chunkRows: Config.integer("FLEXPRICE_MIGRATION_CHUNK_ROWS").pipe(
     Config.withDefault(100),
     Config.validate({ message: "expected an integer between 1 and 10000", validation: (n) => n >= 1 && n <= 10_000 })
+  ),
+  /**
+   * What one chunk's transaction may take: chunks shrink (down to one row) while they take
+   * longer, and grow back (up to chunkRows) while they are quicker — a request waiting for the
+   * connection waits at most about this long, whatever the machine's load.
+   */
+  chunkMillis: Config.integer("FLEXPRICE_MIGRATION_CHUNK_MS").pipe(
+    Config.withDefault(40),
+    Config.validate({ message: "expected an integer between 1 and 60000", validation: (n) => n >= 1 && n <= 60_000 })
+  ),
+  /**
+   * The pause after each chunk before the next chunk of any job starts, at least this long and
+   * at least as long as the chunk took (capped at 1 s): requests' queries run in it, and
+   * background work gets at most half of the database's time.
+   */
+  chunkPauseMillis: Config.integer("FLEXPRICE_MIGRATION_CHUNK_PAUSE_MS").pipe(
+    Config.withDefault(10),
+    Config.validate({ message: "expected an integer between 0 and 10000", validation: (n) => n >= 0 && n <= 10_000 })
   )
 })
+export type MigrationRunnerConfig = Config.Config.Success<typeof MigrationRunnerConfig>
 
 /** Heartbeats come 4 times per stale period (at most every 10 s), so a live job is never taken for dead. */
 export const heartbeatInterval = (staleSeconds: number) => Duration.millis(Math.min(10_000, Math.max(100, Math.floor((staleSeconds * 1000) / 4))))
+
+/**
+ * The size of the next chunk from how long the last one took: towards `chunkMillis`, at most
+ * halved or doubled at a time, within 1 … chunkRows.
+ */
+export const nextChunkSize = (config: Pick<MigrationRunnerConfig, "chunkRows" | "chunkMillis">, size: number, tookMillis: number): number => {
+  const aimed = tookMillis <= 0 ? size * 2 : Math.floor((size * config.chunkMillis) / tookMillis)
+  return Math.max(1, Math.min(config.chunkRows, Math.max(Math.floor(size / 2), Math.min(size * 2, aimed))))
+}
+
+/** The first chunk of a job is small; later ones grow while they stay quick. */
+export const firstChunkSize = (config: Pick<MigrationRunnerConfig, "chunkRows">): number => Math.min(config.chunkRows, 10)
