@@ -21,9 +21,9 @@ export const MigrationRunnerConfig = Config.all({
     Config.validate({ message: "expected an integer between 1 and 10000", validation: (n) => n >= 1 && n <= 10_000 })
   ),
   /**
-   * What one chunk's transaction may take: chunks shrink (down to one row) while they take
-   * longer, and grow back (up to chunkRows) while they are quicker — a request waiting for the
-   * connection waits at most about this long, whatever the machine's load.
+   * What one chunk's transaction should take: chunks shrink (down to a quarter of chunkRows)
+   * while they take longer, and grow back (up to chunkRows) while they are quicker, so a request
+   * waiting for the connection waits about this long at most when the machine allows it.
    */
   chunkMillis: Config.integer("FLEXPRICE_MIGRATION_CHUNK_MS").pipe(
     Config.withDefault(40),
@@ -45,13 +45,20 @@ export type MigrationRunnerConfig = Config.Config.Success<typeof MigrationRunner
 export const heartbeatInterval = (staleSeconds: number) => Duration.millis(Math.min(10_000, Math.max(100, Math.floor((staleSeconds * 1000) / 4))))
 
 /**
+ * The fewest rows a chunk shrinks to: a chunk's statements cost the same few milliseconds each
+ * whatever its size, so below this a slow (loaded) machine would spend its time on them and
+ * an import would crawl without making chunks much shorter.
+ */
+const minChunkSize = (config: Pick<MigrationRunnerConfig, "chunkRows">) => Math.max(1, Math.ceil(config.chunkRows / 4))
+
+/**
  * The size of the next chunk from how long the last one took: towards `chunkMillis`, at most
- * halved or doubled at a time, within 1 … chunkRows.
+ * halved or doubled at a time, between a quarter of chunkRows and chunkRows.
  */
 export const nextChunkSize = (config: Pick<MigrationRunnerConfig, "chunkRows" | "chunkMillis">, size: number, tookMillis: number): number => {
   const aimed = tookMillis <= 0 ? size * 2 : Math.floor((size * config.chunkMillis) / tookMillis)
-  return Math.max(1, Math.min(config.chunkRows, Math.max(Math.floor(size / 2), Math.min(size * 2, aimed))))
+  return Math.max(minChunkSize(config), Math.min(config.chunkRows, Math.max(Math.floor(size / 2), Math.min(size * 2, aimed))))
 }
 
-/** The first chunk of a job is small; later ones grow while they stay quick. */
-export const firstChunkSize = (config: Pick<MigrationRunnerConfig, "chunkRows">): number => Math.min(config.chunkRows, 10)
+/** A job's first chunk is the smallest; later ones grow while they stay quick. */
+export const firstChunkSize = minChunkSize

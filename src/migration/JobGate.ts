@@ -47,6 +47,13 @@ export class JobGate extends Effect.Service<JobGate>()("flexprice/JobGate", {
       return true
     }
 
+    /**
+     * Hand over once the releasing fiber has had its chance to queue again: a job asks for its
+     * next turn right after this one, and it must queue behind the tenants waiting now, not be
+     * missed by this hand-over (its tenant would then take two turns in a row).
+     */
+    const release = Effect.forkDaemon(Effect.yieldNow().pipe(Effect.zipRight(handOver)))
+
     const pause = (took: Duration.Duration) => Duration.max(Duration.millis(config.chunkPauseMillis), Duration.min(took, Duration.seconds(1)))
 
     /** Run `effect` in its turn, then pause before handing the turn over; answers how long `effect` took. */
@@ -63,7 +70,7 @@ export class JobGate extends Effect.Service<JobGate>()("flexprice/JobGate", {
             // Interrupted while waiting: leave the queue, or pass on a turn handed over meanwhile.
             yield* restore(Deferred.await(d)).pipe(Effect.onInterrupt(() => (leave(key, d) ? Effect.void : handOver)))
           } else busy = true
-          return yield* restore(Effect.timed(effect).pipe(Effect.tap(([took]) => Effect.sleep(pause(took))))).pipe(Effect.ensuring(handOver))
+          return yield* restore(Effect.timed(effect).pipe(Effect.tap(([took]) => Effect.sleep(pause(took))))).pipe(Effect.ensuring(release))
         })
       )
 
