@@ -11,7 +11,6 @@ import { type MigrationMappingView, MigrationTaskRepo } from "../repositories/Mi
 import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { StripeClient } from "../stripe/StripeClient.js"
 import { heartbeatInterval, MigrationRunnerConfig } from "./Config.js"
-import { JobGate } from "./JobGate.js"
 import { MAX_PROBLEMS, type MigrationTask, type VerifyMismatchJson, type VerifyProgress } from "./Model.js"
 import { CHUNK_RETRY, describeError, isInfraError, LostClaim } from "./Shared.js"
 
@@ -24,7 +23,6 @@ export class Verify extends Effect.Service<Verify>()("flexprice/MigrationVerify"
     const accounts = yield* StripeAccounts
     const stripe = yield* StripeClient
     const config = yield* MigrationRunnerConfig
-    const gate = yield* JobGate
 
     /** One mapping against its Stripe customer: undefined when it matches. */
     const check = (ref: Effect.Effect.Success<ReturnType<typeof accounts.refForOperation>>, m: MigrationMappingView) =>
@@ -72,8 +70,7 @@ export class Verify extends Effect.Service<Verify>()("flexprice/MigrationVerify"
           Effect.gen(function* () {
             const ref = yield* accounts.refForOperation("stripe_migration_verify")
             for (;;) {
-              // The page's read takes its turn with other jobs' chunks (JobGate); the Stripe calls run outside it.
-              const page = yield* gate.turn(tasks.mappingsPage(task.migrationId, cursor, config.chunkRows)).pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
+              const page = yield* tasks.mappingsPage(task.migrationId, cursor, config.chunkRows).pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
               if (page.length === 0) break
               const results = yield* Effect.forEach(page, (m) => check(ref, m), { concurrency: 8 })
               const mismatches = [...found.mismatches]
