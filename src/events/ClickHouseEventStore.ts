@@ -340,6 +340,15 @@ export const fromClient = (ch: ChClient): EventStoreShape => {
     } satisfies EventPage
   })
 
+  const customersWithEvents = Effect.fn("EventStore.customersWithEvents")(function* (scope: TenantScope, externalCustomerIds: ReadonlyArray<string>) {
+    const found = new Set<string>()
+    for (const chunk of chunkIds(externalCustomerIds)) {
+      const rows = yield* ch.query("customersWithEvents", sql`SELECT DISTINCT external_customer_id FROM events WHERE ${scopeCond(scope)} AND external_customer_id IN ${chunk}`)
+      yield* attempt("customersWithEvents", () => rows.forEach((r) => found.add(text(r, "external_customer_id"))))
+    }
+    return found as ReadonlySet<string>
+  })
+
   return {
     backend: "clickhouse",
     insertEvents,
@@ -349,6 +358,7 @@ export const fromClient = (ch: ChClient): EventStoreShape => {
     windowsWithLateRows,
     earliestProcessed,
     listEvents,
+    customersWithEvents,
     ping: ch.ping("ping").pipe(Effect.withSpan("EventStore.ping"))
   }
 }

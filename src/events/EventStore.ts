@@ -125,6 +125,8 @@ export interface EventStoreShape {
   /** Earliest event timestamp among processed rows of these meters. */
   readonly earliestProcessed: (scope: TenantScope, meterIds: ReadonlyArray<string>) => Effect.Effect<Option.Option<Date>, EventStoreError>
   readonly listEvents: (query: EventQuery) => Effect.Effect<EventPage, EventStoreError>
+  /** Which of these external customer ids have at least one stored event (any status), in one pass. */
+  readonly customersWithEvents: (scope: TenantScope, externalCustomerIds: ReadonlyArray<string>) => Effect.Effect<ReadonlySet<string>, EventStoreError>
   /** Reachability check for /readyz. */
   readonly ping: Effect.Effect<void, EventStoreError>
 }

@@ -322,6 +322,17 @@ export const make = Effect.gen(function* () {
       }
     }).pipe(Effect.mapError(fail("listEvents")), inTenant(q.scope))
 
+  const customersWithEvents = (scope: TenantScope, externalCustomerIds: ReadonlyArray<string>) =>
+    externalCustomerIds.length === 0
+      ? Effect.succeed(new Set<string>() as ReadonlySet<string>)
+      : sql<{ externalCustomerId: string }>`SELECT DISTINCT external_customer_id FROM events
+          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
+            AND external_customer_id = ANY(${textArray(externalCustomerIds)}::text[])`.pipe(
+          Effect.map((rows): ReadonlySet<string> => new Set(rows.map((r) => r.externalCustomerId))),
+          Effect.mapError(fail("customersWithEvents")),
+          inTenant(scope)
+        )
+
   const ping = sql`SELECT 1`.pipe(Effect.asVoid, Effect.mapError(fail("ping")))
 
   return EventStore.of({
@@ -333,6 +344,7 @@ export const make = Effect.gen(function* () {
     windowsWithLateRows,
     earliestProcessed,
     listEvents,
+    customersWithEvents,
     ping
   })
 })

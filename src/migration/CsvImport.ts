@@ -5,10 +5,12 @@
  *    ways (every row of such an id is refused, the first one included);
  * 2. reads it again a chunk of rows at a time: file checks, optional Stripe existence checks
  *    (outside any transaction), then ONE short transaction per chunk that links its good rows
- *    (CustomerLinker.linkMany, the same rules as everywhere) and saves rows done, counts and what
- *    it created — on condition that this process still owns the job.
+ *    (CustomerLinker.linkMany, the same rules as everywhere, a constant number of statements) and
+ *    saves rows done, counts and what it created — on condition that this process still owns
+ *    the job. Chunks are sized by how long the last one took (Config.nextChunkSize).
  * Between chunks other requests reach the database (one connection when embedded), and chunks
- * of other tenants' jobs take turns with this one (JobGate).
+ * of other tenants' jobs take turns with this one (JobGate). Memory: the upload's text, the
+ * duplicate index (the file's ids) and the chunk in hand — never the file's rows.
  *
  * Status = what was applied, always: a live import heartbeats, so the orphan scan never takes it
  * for dead; a chunk commits only while its job is still owned, so nothing commits after a
@@ -20,21 +22,16 @@
  * that frees a Stripe customer for a row in a LATER chunk is reported as a conflict there (the
  * real import, chunk after chunk, applies both).
  */
-import { PgClient } from "@effect/sql-pg"
-import { Cause, Effect, Exit, Option, Schedule } from "effect"
-import { CustomerLinker, type LinkOutcome } from "../customers/CustomerLinker.js"
+import { Cause, Duration, Effect, Exit, Option, Schedule } from "effect"
 import { InvalidInput } from "../domain/Errors.js"
-import { IngestWatermark } from "../events/IngestWatermark.js"
-import { type MappingSnapshot, MigrationJobRepo } from "../repositories/MigrationJobRepo.js"
-import { StripeAccounts } from "../stripe/StripeAccounts.js"
-import { StripeClient } from "../stripe/StripeClient.js"
-import { heartbeatInterval, MigrationRunnerConfig } from "./Config.js"
+import type { MappingSnapshot } from "../repositories/MigrationJobRepo.js"
+import { firstChunkSize, heartbeatInterval, nextChunkSize } from "./Config.js"
 import { csvItems } from "./Csv.js"
+import { addChunk, type Chunk, chunkReader, emptyTally, judgeOutcomes, progressOf, summaryOf, type Tally } from "./CsvChunks.js"
 import { checkCsvItem, CsvDuplicates, type CsvMappingRow, type CsvRowProblem, isRowProblem, readCsvHeader } from "./CsvMapping.js"
-import { JobGate } from "./JobGate.js"
-import { type ConflictStrategy, type CsvImportSummary, MAX_PROBLEMS, type MigrationJob, type MigrationProgress, zeroCounts } from "./Model.js"
+import type { ConflictStrategy, MigrationJob } from "./Model.js"
 import { freshUndo, Rollback, type UndoState } from "./Rollback.js"
-import { CHUNK_RETRY, describeError, isInfraError, LostClaim } from "./Shared.js"
+import { CHUNK_RETRY, describeError, isInfraError, linkingJobServices, LostClaim } from "./Shared.js"
 
 export interface CsvImportOptions {
   readonly verify: boolean
@@ -47,102 +44,6 @@ export interface CsvImportOptions {
 /** Records read between two yields in the counting pass. */
 const COUNT_STEP = 2000
 
-interface Chunk {
-  readonly records: number
-  readonly rows: ReadonlyArray<CsvMappingRow>
-  readonly problems: ReadonlyArray<CsvRowProblem>
-  readonly warnings: number
-}
-
-/** Where an import stands: immutable, so a chunk retried after a rollback starts from the same state. */
-interface Tally {
-  readonly rowsDone: number
-  readonly valid: number
-  readonly warnings: number
-  readonly mapped: number
-  readonly created: number
-  readonly alreadyMapped: number
-  readonly overwritten: number
-  readonly bad: { readonly conflicts: number; readonly missingExternalId: number; readonly customerMissing: number; readonly failed: number }
-  readonly problems: ReadonlyArray<CsvRowProblem>
-  readonly problemsTotal: number
-}
-
-const emptyTally: Tally = {
-  rowsDone: 0,
-  valid: 0,
-  warnings: 0,
-  mapped: 0,
-  created: 0,
-  alreadyMapped: 0,
-  overwritten: 0,
-  bad: { conflicts: 0, missingExternalId: 0, customerMissing: 0, failed: 0 },
-  problems: [],
-  problemsTotal: 0
-}
-
-const badCount = (t: Tally) => t.problemsTotal
-
-/** A chunk's rows and outcomes (outcome undefined: the row is bad, its problem in `problems`). */
-const addChunk = (t: Tally, chunk: Chunk, problems: ReadonlyArray<CsvRowProblem>, outcomes: ReadonlyArray<LinkOutcome>): Tally => {
-  const sorted = [...problems].sort((a, b) => a.line - b.line)
-  const bad = { ...t.bad }
-  for (const p of sorted) {
-    if (p.code === "conflict") bad.conflicts++
-    else if (p.code === "missing_external_id") bad.missingExternalId++
-    else if (p.code === "customer_missing") bad.customerMissing++
-    else bad.failed++
-  }
-  let { mapped, created, alreadyMapped, overwritten } = t
-  for (const o of outcomes) {
-    if (o.mapping === "created" || o.mapping === "updated") {
-      mapped++
-      if (o.customerCreated) created++
-      if (o.conflictWith !== undefined && o.mapping === "updated") overwritten++
-    }
-    if (o.mapping === "unchanged") alreadyMapped++
-  }
-  const room = Math.max(0, MAX_PROBLEMS - t.problems.length)
-  return {
-    rowsDone: t.rowsDone + chunk.records,
-    valid: t.valid + outcomes.length,
-    warnings: t.warnings + chunk.warnings,
-    mapped,
-    created,
-    alreadyMapped,
-    overwritten,
-    bad,
-    problems: room > 0 ? [...t.problems, ...sorted.slice(0, room)] : t.problems,
-    problemsTotal: t.problemsTotal + sorted.length
-  }
-}
-
-const progressOf = (t: Tally, applied: boolean): MigrationProgress => ({
-  cursor: null,
-  pages: 0,
-  counts: {
-    ...zeroCounts,
-    seen: t.rowsDone,
-    mapped: applied ? t.mapped : 0,
-    created: applied ? t.created : 0,
-    already_mapped: t.alreadyMapped,
-    conflicts: t.bad.conflicts,
-    missing_external_id: t.bad.missingExternalId,
-    customer_missing: t.bad.customerMissing,
-    failed: t.bad.failed
-  },
-  problems: t.problems.map((p) => ({
-    stripe_customer_id: p.stripeCustomerId ?? "",
-    external_id: p.externalId,
-    code: p.code,
-    message: `line ${p.line}: ${p.reason}`,
-    line: p.line
-  })),
-  problemsTotal: t.problemsTotal
-})
-
-const summaryOf = (t: Tally, applied: boolean): CsvImportSummary => ({ valid_rows: t.valid, applied: applied && t.valid > 0, overwritten: t.overwritten, warnings_total: t.warnings })
-
 /** Stop the import with a final state (refusal, conflict while applying all-or-nothing). */
 class Refused {
   readonly _tag = "Refused"
@@ -151,15 +52,8 @@ class Refused {
 
 export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport", {
   effect: Effect.gen(function* () {
-    const sql = yield* PgClient.PgClient
-    const repo = yield* MigrationJobRepo
-    const linker = yield* CustomerLinker
-    const accounts = yield* StripeAccounts
-    const stripe = yield* StripeClient
-    const watermark = yield* IngestWatermark
-    const gate = yield* JobGate
+    const { sql, repo, linker, accounts, stripe, watermark, gate, config } = yield* linkingJobServices
     const rollback = yield* Rollback
-    const config = yield* MigrationRunnerConfig
 
     /** Check the header (400 before any job exists), then create the job (MigrationAlreadyRunning). */
     const start = (text: string, options: CsvImportOptions, owner: string) =>
@@ -189,30 +83,6 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
         }
         return { total, duplicates, header: header.right }
       })
-
-    /** Pass 2: the file in chunks of `chunkRows` records, file checks and duplicates applied. */
-    function* chunksOf(text: string, duplicates: CsvDuplicates): Generator<Chunk> {
-      const items = csvItems(text)
-      const header = readCsvHeader(items)
-      if (header._tag === "Left") return
-      let chunk = { records: 0, rows: [] as Array<CsvMappingRow>, problems: [] as Array<CsvRowProblem>, warnings: 0 }
-      for (let next = items.next(); !next.done; next = items.next()) {
-        chunk.records++
-        const checked = checkCsvItem(header.right, next.value)
-        if (isRowProblem(checked)) chunk.problems.push(checked)
-        else {
-          const problem = duplicates.judge(checked)
-          if (problem === undefined) chunk.rows.push(checked)
-          else if (problem.code === "duplicate_row") chunk.warnings++
-          else chunk.problems.push(problem)
-        }
-        if (chunk.records >= config.chunkRows) {
-          yield chunk
-          chunk = { records: 0, rows: [], problems: [], warnings: 0 }
-        }
-      }
-      if (chunk.records > 0) yield chunk
-    }
 
     /** Stripe existence checks (verify=true), outside any transaction: the rows Stripe knows, and the rest as problems. */
     const stripeCheck = (rows: ReadonlyArray<CsvMappingRow>) =>
@@ -248,98 +118,80 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
           onConflict: options.conflictStrategy === "overwrite" ? ("overwrite" as const) : ("skip" as const),
           dryRun
         })
-        /** Outcomes of the linkable rows, and the rows refused by the linker as problems. */
-        const judge = (rows: ReadonlyArray<CsvMappingRow>, outcomes: ReadonlyArray<LinkOutcome>) => {
-          const good: Array<LinkOutcome> = []
-          const problems: Array<CsvRowProblem> = []
-          rows.forEach((r, i) => {
-            const o = outcomes[i]!
-            const ids = { line: r.line, externalId: r.externalId, stripeCustomerId: r.stripeCustomerId }
-            if (o.mapping === "conflict")
-              problems.push({
-                ...ids,
-                code: "conflict",
-                reason:
-                  o.conflictWith?.stripeCustomerId !== undefined
-                    ? `external_id ${r.externalId} is already mapped to Stripe customer ${o.conflictWith.stripeCustomerId}`
-                    : `Stripe customer ${r.stripeCustomerId} is already mapped to customer ${o.conflictWith?.customerId ?? "?"}`
-              })
-            else if (o.mapping === "customer_missing")
-              problems.push({ ...ids, code: "customer_missing", reason: `no customer with external_id ${r.externalId} (create_missing_customers=false)` })
-            else good.push(o)
-          })
-          return { good, problems }
-        }
         const owned = (ok: boolean) => (ok ? Effect.void : Effect.fail(new LostClaim()))
 
         const { total, duplicates } = yield* countPass(text)
         yield* repo.saveCsvProgress(job.id, owner, progressOf(emptyTally, false), { done: 0, total }).pipe(Effect.flatMap(owned))
 
-        /** Decide every chunk against what is stored, writing nothing (dry run, all-or-nothing check). */
-        const dryPass = Effect.gen(function* () {
-          let t = emptyTally
-          for (const chunk of chunksOf(text, duplicates)) {
-            const checked = options.verify ? yield* stripeCheck(chunk.rows) : { kept: chunk.rows, problems: [] }
+        /** Decide a chunk against what is stored, writing nothing but the job's progress (dry run, all-or-nothing check). */
+        const decideChunk = (before: Tally, chunk: Chunk, checked: { kept: ReadonlyArray<CsvMappingRow>; problems: ReadonlyArray<CsvRowProblem> }) =>
+          Effect.gen(function* () {
             const outcomes = yield* linker.linkMany(checked.kept.map((r) => linkInput(r, true)))
-            const { good, problems } = judge(checked.kept, outcomes)
-            t = addChunk(t, chunk, [...chunk.problems, ...checked.problems, ...problems], good)
-            yield* repo.saveCsvProgress(job.id, owner, progressOf(t, options.dryRun), { done: t.rowsDone, total }).pipe(Effect.flatMap(owned))
-          }
-          return t
-        })
+            const { good, problems } = judgeOutcomes(checked.kept, outcomes)
+            const next = addChunk(before, chunk, [...chunk.problems, ...checked.problems, ...problems], good)
+            yield* repo.saveCsvProgress(job.id, owner, progressOf(next, options.dryRun), { done: next.rowsDone, total }).pipe(Effect.flatMap(owned))
+            return next
+          })
 
-        /** Link chunk after chunk, each in its turn and its own transaction. */
-        const applyPass = (verified: boolean) =>
+        /** Link a chunk's rows and record what it created and replaced, with the job's progress. */
+        const applyChunk = (before: Tally, chunk: Chunk, checked: { kept: ReadonlyArray<CsvMappingRow>; problems: ReadonlyArray<CsvRowProblem> }) =>
+          Effect.gen(function* () {
+            const rows = checked.kept
+            const { snapshots } = yield* repo.mappingsTouching(rows.map((r) => r.stripeCustomerId), rows.map((r) => r.externalId))
+            const outcomes = yield* linker.linkMany(rows.map((r) => linkInput(r, false)))
+            const { good, problems } = judgeOutcomes(rows, outcomes)
+            if (options.allOrNothing && problems.length > 0)
+              return yield* Effect.fail(new Refused(`all_or_nothing: line ${problems[0]!.line} conflicted while applying (${problems[0]!.reason})`))
+            const entities: Array<{ type: "customer" | "mapping"; id: string }> = []
+            const replaced: Array<MappingSnapshot> = []
+            rows.forEach((r, i) => {
+              const o = outcomes[i]!
+              if (o.mapping !== "created" && o.mapping !== "updated") return
+              if (o.customerCreated && o.customerId !== null) entities.push({ type: "customer", id: o.customerId })
+              if (o.mappingId !== undefined) entities.push({ type: "mapping", id: o.mappingId })
+              if (o.mapping === "updated")
+                for (const row of snapshots)
+                  if ((row.providerCustomerId === r.stripeCustomerId || row.customerId === o.customerId) && row.migrationId !== job.id) replaced.push(row)
+            })
+            yield* repo.recordEntities(job.id, entities)
+            yield* repo.recordReplaced(job.id, replaced)
+            const next = addChunk(before, chunk, [...chunk.problems, ...checked.problems, ...problems], good)
+            yield* repo.saveCsvProgress(job.id, owner, progressOf(next, true), { done: next.rowsDone, total }).pipe(Effect.flatMap(owned))
+            return next
+          })
+
+        /**
+         * The file chunk after chunk, each in its turn and its own transaction, sized by how long
+         * the last one took; Stripe checks (verify) run before the turn, outside any transaction.
+         */
+        const pass = (apply: boolean, verify: boolean) =>
           Effect.gen(function* () {
             let t = emptyTally
-            for (const chunk of chunksOf(text, duplicates)) {
-              const checked = options.verify && !verified ? yield* stripeCheck(chunk.rows) : { kept: chunk.rows, problems: [] }
+            const read = chunkReader(text, duplicates)
+            let size = firstChunkSize(config)
+            for (let chunk = read(size); chunk !== undefined; chunk = read(size)) {
+              const checked = verify ? yield* stripeCheck(chunk.rows) : { kept: chunk.rows, problems: [] }
               const before = t
-              t = yield* gate
-                .turn(
-                  watermark.stamped(() =>
-                    sql.withTransaction(
-                      Effect.gen(function* () {
-                        const rows = checked.kept
-                        const { snapshots } = yield* repo.mappingsTouching(rows.map((r) => r.stripeCustomerId), rows.map((r) => r.externalId))
-                        const outcomes = yield* linker.linkMany(rows.map((r) => linkInput(r, false)))
-                        const { good, problems } = judge(rows, outcomes)
-                        if (options.allOrNothing && problems.length > 0)
-                          return yield* Effect.fail(new Refused(`all_or_nothing: line ${problems[0]!.line} conflicted while applying (${problems[0]!.reason})`))
-                        const entities: Array<{ type: "customer" | "mapping"; id: string }> = []
-                        const replaced: Array<MappingSnapshot> = []
-                        rows.forEach((r, i) => {
-                          const o = outcomes[i]!
-                          if (o.mapping !== "created" && o.mapping !== "updated") return
-                          if (o.customerCreated && o.customerId !== null) entities.push({ type: "customer", id: o.customerId })
-                          if (o.mappingId !== undefined) entities.push({ type: "mapping", id: o.mappingId })
-                          if (o.mapping === "updated")
-                            for (const row of snapshots)
-                              if ((row.providerCustomerId === r.stripeCustomerId || row.customerId === o.customerId) && row.migrationId !== job.id) replaced.push(row)
-                        })
-                        yield* repo.recordEntities(job.id, entities)
-                        yield* repo.recordReplaced(job.id, replaced)
-                        const next = addChunk(before, chunk, [...chunk.problems, ...checked.problems, ...problems], good)
-                        yield* repo.saveCsvProgress(job.id, owner, progressOf(next, true), { done: next.rowsDone, total }).pipe(Effect.flatMap(owned))
-                        return next
-                      })
-                    )
-                  )
-                )
+              const work = apply ? applyChunk(before, chunk, checked) : decideChunk(before, chunk, checked)
+              const [took, next] = yield* gate
+                .timedTurn(apply ? watermark.stamped(() => sql.withTransaction(work)) : sql.withTransaction(work))
                 .pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
+              t = next
+              size = nextChunkSize(config, size, Duration.toMillis(took))
             }
             return t
           })
 
         const outcome = yield* Effect.exit(
           Effect.gen(function* () {
-            if (options.dryRun) return { tally: yield* dryPass, applied: false, refusal: null as string | null }
+            if (options.dryRun) return { tally: yield* pass(false, options.verify), applied: false, refusal: null as string | null }
             if (options.allOrNothing) {
-              const check = yield* dryPass
-              if (badCount(check) > 0) return { tally: check, applied: false, refusal: `all_or_nothing: nothing applied because ${badCount(check)} row(s) are bad` }
-              return { tally: yield* applyPass(true), applied: true, refusal: null }
+              const check = yield* pass(false, options.verify)
+              if (check.problemsTotal > 0)
+                return { tally: check, applied: false, refusal: `all_or_nothing: nothing applied because ${check.problemsTotal} row(s) are bad` }
+              return { tally: yield* pass(true, false), applied: true, refusal: null }
             }
-            return { tally: yield* applyPass(false), applied: true, refusal: null }
+            return { tally: yield* pass(true, options.verify), applied: true, refusal: null }
           })
         )
         if (Exit.isSuccess(outcome)) {

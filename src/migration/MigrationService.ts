@@ -17,20 +17,16 @@
  * of an external_id is reported as the conflict a real run would meet. That memory dies with the
  * process, so a resumed dry run starts again from the first page (it wrote nothing anyway).
  */
-import { PgClient } from "@effect/sql-pg"
 import { Cause, Effect, Exit, Fiber, Metric, MetricLabel, Option, Schedule, Stream } from "effect"
-import { CustomerLinker, type LinkManyInput, type LinkOutcome } from "../customers/CustomerLinker.js"
+import type { LinkManyInput, LinkOutcome } from "../customers/CustomerLinker.js"
 import { NotFound } from "../domain/Errors.js"
-import { IngestWatermark } from "../events/IngestWatermark.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
 import * as Metrics from "../observability/Metrics.js"
-import { type MappingSnapshot, MigrationAlreadyRunning, MigrationJobRepo } from "../repositories/MigrationJobRepo.js"
-import { StripeAccounts } from "../stripe/StripeAccounts.js"
-import { StripeClient, type StripeCustomer, type StripeCustomerPage } from "../stripe/StripeClient.js"
+import { type MappingSnapshot, MigrationAlreadyRunning } from "../repositories/MigrationJobRepo.js"
+import type { StripeCustomer, StripeCustomerPage } from "../stripe/StripeClient.js"
 import { isStripeError, type StripeError } from "../stripe/StripeErrors.js"
-import { heartbeatInterval, MigrationRunnerConfig } from "./Config.js"
+import { heartbeatInterval } from "./Config.js"
 import { MAX_EXTERNAL_ID_LENGTH } from "./CsvMapping.js"
-import { JobGate } from "./JobGate.js"
 import {
   MAX_PROBLEMS,
   type MigrationCounts,
@@ -40,7 +36,7 @@ import {
   type MigrationProgress,
   zeroCounts
 } from "./Model.js"
-import { CHUNK_RETRY, describeError, isInfraError, LostClaim } from "./Shared.js"
+import { CHUNK_RETRY, describeError, isInfraError, linkingJobServices, LostClaim } from "./Shared.js"
 
 /** Called after every committed page (CLI progress line, tests). */
 export type PageListener = (progress: MigrationProgress & { readonly migrationId: string }) => Effect.Effect<void>
@@ -65,14 +61,7 @@ interface PageState {
 
 export class MigrationService extends Effect.Service<MigrationService>()("flexprice/MigrationService", {
   effect: Effect.gen(function* () {
-    const sql = yield* PgClient.PgClient
-    const repo = yield* MigrationJobRepo
-    const linker = yield* CustomerLinker
-    const accounts = yield* StripeAccounts
-    const stripe = yield* StripeClient
-    const watermark = yield* IngestWatermark
-    const gate = yield* JobGate
-    const config = yield* MigrationRunnerConfig
+    const { sql, repo, linker, accounts, stripe, watermark, gate, config } = yield* linkingJobServices
 
     const reporter = yield* ErrorReporter
     const migrationErrors = (code: string) => Metric.increment(Metric.taggedWithLabels(Metrics.errorsTotal, [MetricLabel.make("code", code), MetricLabel.make("area", "migration")]))

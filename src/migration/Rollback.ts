@@ -9,14 +9,14 @@
  * The same steps undo a CSV import that cannot finish (CsvImport.ts), without a task row.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Cause, Effect, Exit, Option, Schedule } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Option, Schedule } from "effect"
 import { Conflict, NotFound } from "../domain/Errors.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { EventStore } from "../events/EventStore.js"
 import { IngestWatermark } from "../events/IngestWatermark.js"
 import { MigrationJobRepo } from "../repositories/MigrationJobRepo.js"
 import { MigrationTaskRepo } from "../repositories/MigrationTaskRepo.js"
-import { heartbeatInterval, MigrationRunnerConfig } from "./Config.js"
+import { firstChunkSize, heartbeatInterval, MigrationRunnerConfig, nextChunkSize } from "./Config.js"
 import { JobGate } from "./JobGate.js"
 import type { MigrationTask, RollbackProgress, RollbackReport } from "./Model.js"
 import { CHUNK_RETRY, describeError, isInfraError, LostClaim } from "./Shared.js"
@@ -61,11 +61,13 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
     const gate = yield* JobGate
     const config = yield* MigrationRunnerConfig
 
-    /** One step of undoing migration `id`: at most `chunkRows` entities, or a phase change. */
-    const step = (id: string, s: UndoState) =>
+    /**
+     * One step of undoing migration `id`: at most `n` entities, or a phase change. A constant
+     * number of statements whatever `n` (the customers' event check is one pass for the chunk).
+     */
+    const step = (id: string, s: UndoState, n: number) =>
       Effect.gen(function* () {
         const scope = yield* CurrentTenant
-        const n = config.chunkRows
         const p = { ...s.progress, customers_kept: [...s.progress.customers_kept] }
         const nextPhase = (): UndoState => ({ phase: PHASES[PHASES.indexOf(s.phase) + 1] ?? "done", after: "", done: s.done, progress: p })
         switch (s.phase) {
@@ -78,29 +80,27 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
           case "restore": {
             const rows = yield* tasks.replacedPage(id, s.after, n)
             if (rows.length === 0) return nextPhase()
-            for (const r of rows) if (yield* jobs.restoreMapping(r.snapshot)) p.mappings_restored++
+            p.mappings_restored += yield* jobs.restoreMappings(rows.map((r) => r.snapshot))
             return { phase: s.phase, after: rows[rows.length - 1]!.mappingId, done: s.done + rows.length, progress: p }
           }
           case "customers": {
             const ids = yield* tasks.entitiesPage(id, "customer", s.after, n)
             if (ids.length === 0) return nextPhase()
             const mapped = yield* jobs.customersMappedElsewhere(id, ids)
+            const existing = yield* tasks.customersByIds(ids)
+            const withEvents = yield* store.customersWithEvents(
+              scope,
+              existing.filter((c) => !mapped.has(c.id)).map((c) => c.externalId)
+            )
             const keep = (k: RollbackReport["customers_kept"][number]) => {
               p.customers_kept_total = (p.customers_kept_total ?? 0) + 1
               if (p.customers_kept.length < MAX_KEPT_LISTED) p.customers_kept.push(k)
             }
             const removable: Array<string> = []
-            for (const { id: customerId, externalId } of yield* tasks.customersByIds(ids)) {
-              if (mapped.has(customerId)) {
-                keep({ customer_id: customerId, external_id: externalId, reason: "mapped_since" })
-                continue
-              }
-              const events = yield* store.listEvents({ scope, externalCustomerId: externalId, limit: 1 })
-              if (events.events.length > 0) {
-                keep({ customer_id: customerId, external_id: externalId, reason: "has_events" })
-                continue
-              }
-              removable.push(customerId)
+            for (const { id: customerId, externalId } of existing) {
+              if (mapped.has(customerId)) keep({ customer_id: customerId, external_id: externalId, reason: "mapped_since" })
+              else if (withEvents.has(externalId)) keep({ customer_id: customerId, external_id: externalId, reason: "has_events" })
+              else removable.push(customerId)
             }
             p.customers_removed += yield* tasks.removeCustomers(removable)
             return { phase: s.phase, after: ids[ids.length - 1]!, done: s.done + ids.length, progress: p }
@@ -113,18 +113,21 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
     /**
      * Run steps until done, each in its turn and its own transaction with `save` (which answers
      * false when the work is no longer ours: the transaction then rolls back and LostClaim fails).
+     * Steps are sized by how long the last one took (nextChunkSize).
      */
     const undoAll = <E, R>(id: string, from: UndoState, save: (s: UndoState) => Effect.Effect<boolean, E, R>) =>
       Effect.gen(function* () {
         let s = from
+        let size = firstChunkSize(config)
         while (s.phase !== "done") {
           const current = s
-          s = yield* gate
-            .turn(
+          const n = size
+          const [took, next] = yield* gate
+            .timedTurn(
               watermark.stamped(() =>
                 sql.withTransaction(
                   Effect.gen(function* () {
-                    const next = yield* step(id, current)
+                    const next = yield* step(id, current, n)
                     if (!(yield* save(next))) return yield* Effect.fail(new LostClaim())
                     return next
                   })
@@ -132,6 +135,8 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
               )
             )
             .pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
+          s = next
+          size = nextChunkSize(config, n, Duration.toMillis(took))
         }
         return s
       })
@@ -166,7 +171,7 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
         const outcome = yield* Effect.exit(
           Effect.gen(function* () {
             const end = yield* undoAll(task.migrationId, stateOfTask(task), (s) => tasks.saveProgress(task.id, owner, taskProgress(s)))
-            const report: RollbackReport = { rolled_back_at: new Date().toISOString(), ...end.progress }
+            const report: RollbackReport = { rolled_back_at: new Date(yield* Clock.currentTimeMillis).toISOString(), ...end.progress }
             return yield* gate.turn(
               sql.withTransaction(
                 Effect.gen(function* () {

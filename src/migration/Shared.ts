@@ -1,8 +1,28 @@
 /** What the chunked migration work (jobs, CSV imports, rollbacks, verifications) shares. */
 import type { SqlError } from "@effect/sql"
-import { Schedule } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Schedule } from "effect"
+import { CustomerLinker } from "../customers/CustomerLinker.js"
 import type { EventStoreError } from "../events/EventStore.js"
+import { IngestWatermark } from "../events/IngestWatermark.js"
+import { MigrationJobRepo } from "../repositories/MigrationJobRepo.js"
+import { StripeAccounts } from "../stripe/StripeAccounts.js"
+import { StripeClient } from "../stripe/StripeClient.js"
 import { isStripeError } from "../stripe/StripeErrors.js"
+import { MigrationRunnerConfig } from "./Config.js"
+import { JobGate } from "./JobGate.js"
+
+/** What a job that links customers chunk by chunk (Stripe migration, CSV import) is built from. */
+export const linkingJobServices = Effect.all({
+  sql: PgClient.PgClient,
+  repo: MigrationJobRepo,
+  linker: CustomerLinker,
+  accounts: StripeAccounts,
+  stripe: StripeClient,
+  watermark: IngestWatermark,
+  gate: JobGate,
+  config: MigrationRunnerConfig
+})
 
 /** Another process took the job or task over (this one stopped heartbeating in time). */
 export class LostClaim {

@@ -311,23 +311,27 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
                 AND migration_id = ${migrationId} AND id IN ${sql.in(ids)} RETURNING id`
           ).pipe(Effect.map((rows) => rows.length))
 
-    /** Put a replaced row back; false when its keys are taken by now (reported, not forced). */
-    const restoreMapping = (s: MappingSnapshot) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql`INSERT INTO customer_integration_mappings ${sql.insert({
-          id: s.id,
-          tenantId: t.tenantId,
-          environmentId: t.environmentId,
-          customerId: s.customerId,
-          providerType: "stripe",
-          providerCustomerId: s.providerCustomerId,
-          metadata: s.metadataJson,
-          status: s.status,
-          source: s.source,
-          migrationId: s.migrationId,
-          createdAt: s.createdAt
-        })} ON CONFLICT DO NOTHING RETURNING id`
-      ).pipe(Effect.map((rows) => rows.length > 0))
+    /** Put replaced rows back; a row whose keys are taken by now is left out (reported, not forced). Answers how many were restored. */
+    const restoreMappings = (snapshots: ReadonlyArray<MappingSnapshot>) =>
+      snapshots.length === 0
+        ? Effect.succeed(0)
+        : Effect.flatMap(CurrentTenant, (t) =>
+            sql`INSERT INTO customer_integration_mappings ${sql.insert(
+              snapshots.map((s) => ({
+                id: s.id,
+                tenantId: t.tenantId,
+                environmentId: t.environmentId,
+                customerId: s.customerId,
+                providerType: "stripe",
+                providerCustomerId: s.providerCustomerId,
+                metadata: s.metadataJson,
+                status: s.status,
+                source: s.source,
+                migrationId: s.migrationId,
+                createdAt: s.createdAt
+              }))
+            )} ON CONFLICT DO NOTHING RETURNING id`
+          ).pipe(Effect.map((rows) => rows.length))
 
     /** Customers (of these) that hold an active mapping from anything but this migration. */
     const customersMappedElsewhere = (migrationId: string, customerIds: ReadonlyArray<string>) =>
@@ -364,7 +368,7 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
       recordReplaced,
       mappingsTouching,
       deleteMappings,
-      restoreMapping,
+      restoreMappings,
       customersMappedElsewhere,
       markRolledBack
     } as const

@@ -12,28 +12,15 @@ import { Data, Effect, Option } from "effect"
 import { randomToken } from "../domain/Ids.js"
 import { asSystem } from "../db/RowSecurity.js"
 import { CurrentTenant } from "../domain/Tenant.js"
-import type { MigrationTask, TaskKind, TaskStatus } from "../migration/Model.js"
+import type { MigrationTask, TaskKind } from "../migration/Model.js"
 import type { MappingSnapshot } from "./MigrationJobRepo.js"
 
 /** A task of this kind is already running for the migration. */
 export class TaskAlreadyRunning extends Data.TaggedError("TaskAlreadyRunning")<{ readonly runningId: string }> {}
 
-interface TaskRow {
-  readonly id: string
-  readonly tenantId: string
-  readonly environmentId: string
-  readonly migrationId: string
-  readonly kind: TaskKind
-  readonly status: TaskStatus
-  readonly cursor: string | null
-  readonly done: number
-  readonly total: number
+/** A task as read: its JSON column as text. */
+interface TaskRow extends Omit<MigrationTask, "result"> {
   readonly resultJson: string
-  readonly error: string | null
-  readonly startedAt: Date
-  readonly finishedAt: Date | null
-  readonly heartbeatAt: Date
-  readonly claimedBy: string | null
 }
 
 const toTask = (r: TaskRow): MigrationTask => ({

@@ -137,6 +137,24 @@ export const eventStoreContract = (name: string, storeLayer: Layer.Layer<EventSt
         })
       )
 
+      it.effect("customersWithEvents names exactly the asked customers with an event, in this scope only", () =>
+        Effect.gen(function* () {
+          const store = yield* EventStore
+          const a = freshScope()
+          const b = new TenantScope({ tenantId: a.tenantId, environmentId: newId.environment() })
+          yield* store.insertEvents([
+            storedEvent(a, { externalCustomerId: "ext-a" }),
+            storedEvent(a, { externalCustomerId: "ext-a" }),
+            storedEvent(a, { externalCustomerId: "ext-'quoted" }),
+            storedEvent(a, { externalCustomerId: "ext-not-asked" }),
+            storedEvent(b, { externalCustomerId: "ext-b" })
+          ])
+          const found = yield* store.customersWithEvents(a, ["ext-a", "ext-'quoted", "ext-b", "ext-none"])
+          expect([...found].sort()).toEqual(["ext-'quoted", "ext-a"])
+          expect([...(yield* store.customersWithEvents(a, []))]).toEqual([])
+        })
+      )
+
       it.effect("10,000 rows of 0.1 sum to exactly 1000", () =>
         Effect.gen(function* () {
           const store = yield* EventStore
