@@ -82,7 +82,7 @@ export class BatchRepairRepo extends Effect.Service<BatchRepairRepo>()("flexpric
      * nothing cannot loop. The batch keeps its identifier and send amount; its first-send time
      * too, so a resend past Stripe's 24 h dedup is checked against Stripe first (ResendGuard).
      * Runs every sync run: its first two conditions are the predicate of the held-batch index
-     * (migrations/0015), so it reads only held batches, not the tenant's ledger.
+     * (migrations/0014), so it reads only held batches, not the tenant's ledger.
      */
     const requeueRepaired = (opts: {
       readonly customerCodes: ReadonlyArray<string>
