@@ -7,6 +7,7 @@ export interface HttpAnswer {
   /** The body parsed as JSON; the text itself when it is not JSON; undefined when empty. */
   readonly body: unknown
   readonly text: string
+  readonly contentType: string | null
 }
 
 export const fetchAnswer = async (
@@ -21,5 +22,5 @@ export const fetchAnswer = async (
   } catch {
     body = text
   }
-  return { status: res.status, body, text }
+  return { status: res.status, body, text, contentType: res.headers.get("content-type") }
 }

@@ -1,7 +1,8 @@
 /**
  * Typed domain errors. Every error that can reach a caller carries a stable `code` (snake_case,
  * part of the public contract), a human `message`, and optional structured `details`.
- * The HTTP layer maps them to `{"error":{"code","message","details"}}` with the status in `status`.
+ * The HTTP layer (http/ErrorContract.ts) encodes them as `{"error":{"code","message","details"}}`
+ * with the status annotated here.
  * Messages never contain secrets.
  */
 import { HttpApiSchema } from "@effect/platform"
@@ -22,6 +23,9 @@ export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInp
 
 /** 401: no or bad API key. */
 export class Unauthorized extends Schema.TaggedError<Unauthorized>()("Unauthorized", fields, HttpApiSchema.annotations({ status: 401 })) {}
+
+/** 403: the caller may not use this endpoint (e.g. a webhook sender outside the allowlist). */
+export class Forbidden extends Schema.TaggedError<Forbidden>()("Forbidden", fields, HttpApiSchema.annotations({ status: 403 })) {}
 
 /** 429: the client must wait (details.retry_after_seconds, also the Retry-After header). */
 export class TooManyRequests extends Schema.TaggedError<TooManyRequests>()("TooManyRequests", fields, HttpApiSchema.annotations({ status: 429 })) {}
@@ -59,6 +63,7 @@ export class ServiceUnavailable extends Schema.TaggedError<ServiceUnavailable>()
 export type ApiFailure =
   | InvalidInput
   | Unauthorized
+  | Forbidden
   | NotFound
   | Conflict
   | PayloadTooLarge

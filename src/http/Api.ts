@@ -3,7 +3,16 @@
  * (Stripe config, mappings, sync, migration, webhooks) are added here and nowhere else.
  */
 import { HttpApi, OpenApi } from "@effect/platform"
-import { Conflict, InternalError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable, UpstreamFailed } from "../domain/Errors.js"
+import {
+  ConflictResponse,
+  InternalErrorResponse,
+  InvalidInputResponse,
+  NotFoundResponse,
+  PayloadTooLargeResponse,
+  ServiceUnavailableResponse,
+  UpstreamFailedResponse,
+  withoutPlatformDecodeError
+} from "./ErrorContract.js"
 import { CustomersGroup, EventsGroup, HealthGroup, MetersGroup } from "./CoreApi.js"
 import { StripeConfigGroup } from "./StripeConfigApi.js"
 import { WebhooksGroup } from "./WebhooksApi.js"
@@ -23,16 +32,17 @@ export class FlexPriceApi extends HttpApi.make("flexprice")
   .add(MigrationGroup)
   .add(TenantKeysGroup)
   .add(AdminGroup)
-  .addError(InvalidInput)
-  .addError(NotFound)
-  .addError(Conflict)
-  .addError(PayloadTooLarge)
-  .addError(UpstreamFailed)
-  .addError(InternalError)
-  .addError(ServiceUnavailable)
+  .addError(InvalidInputResponse)
+  .addError(NotFoundResponse)
+  .addError(ConflictResponse)
+  .addError(PayloadTooLargeResponse)
+  .addError(UpstreamFailedResponse)
+  .addError(InternalErrorResponse)
+  .addError(ServiceUnavailableResponse)
   .annotate(OpenApi.Title, "FlexPrice Stripe Sync")
   .annotate(OpenApi.Version, "0.1.0")
   .annotate(
     OpenApi.Description,
     "Usage ingestion and exactly-once sync of billable quantities to Stripe Billing meters. Errors are returned as {\"error\":{\"code\",\"message\",\"details\"}}."
-  ) {}
+  )
+  .annotate(OpenApi.Transform, (spec) => withoutPlatformDecodeError(spec)) {}

@@ -1,10 +1,10 @@
 /**
- * Translation of infrastructure failures into API errors, and the one JSON error envelope:
- * `{"error":{"code","message","details"}}`. HttpApi encodes typed errors as
- * `{"_tag",...fields}` and its own decode failures as `HttpApiDecodeError`; the envelope
- * middleware rewrites both, so every error response has the same shape.
+ * Translation of infrastructure failures into API errors, and the net under the error contract:
+ * typed errors and request decoding failures are encoded by the schemas of ErrorContract.ts;
+ * what no schema made — the router's empty 404/405 and a defect's empty 500 — is wrapped here in
+ * the same `{"error":{"code","message"}}`.
  */
-import { HttpApp, HttpServerResponse } from "@effect/platform"
+import { HttpApi, HttpApp, HttpServerResponse } from "@effect/platform"
 import type { SqlError } from "@effect/sql"
 import { Effect, Option } from "effect"
 import { InvalidInput, ServiceUnavailable } from "../domain/Errors.js"
@@ -53,24 +53,11 @@ const encoder = new TextEncoder()
 const codeForStatus = (status: number): string =>
   status === 404 ? "not_found" : status === 405 ? "method_not_allowed" : status === 413 ? "payload_too_large" : status === 401 ? "unauthorized" : status >= 500 ? "internal_error" : "bad_request"
 
-const envelope = (status: number, body: unknown): unknown => {
-  if (typeof body === "object" && body !== null && "error" in body && Object.keys(body).length === 1) return body
-  if (typeof body === "object" && body !== null && "_tag" in body) {
-    const b = body as Record<string, unknown>
-    if (b["_tag"] === "HttpApiDecodeError")
-      return {
-        error: {
-          code: "invalid_request",
-          message: typeof b["message"] === "string" ? b["message"] : "the request does not match the expected schema",
-          details: { issues: b["issues"] ?? [] }
-        }
-      }
-    if (typeof b["code"] === "string")
-      return { error: { code: b["code"], message: b["message"] ?? "", ...(b["details"] !== undefined ? { details: b["details"] } : {}) } }
-    return { error: { code: codeForStatus(status), message: String(b["message"] ?? b["_tag"]) } }
-  }
-  return { error: { code: codeForStatus(status), message: HttpServerResponse.isServerResponse(body) ? "" : String(body ?? "") } }
-}
+const isEnvelope = (body: unknown) =>
+  typeof body === "object" && body !== null && "error" in body && Object.keys(body).length === 1
+
+const messageForStatus = (status: number): string =>
+  status === 404 ? "no such route" : status === 405 ? "this route does not accept that method" : "request failed"
 
 const fromBody = (res: HttpServerResponse.HttpServerResponse): Option.Option<unknown> => {
   const body = res.body
@@ -87,16 +74,44 @@ const fromBody = (res: HttpServerResponse.HttpServerResponse): Option.Option<unk
   return Option.none()
 }
 
-/** The envelope for one response (≥ 400 only). */
+const segment = (s: string) => (s.startsWith(":") ? "[^/]+" : s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+
+/** The methods each path of an API answers: `allowed(path)` is empty for a path it does not serve. */
+export const routeMethods = (api: HttpApi.HttpApi.Any): ((path: string) => ReadonlyArray<string>) => {
+  const routes: Array<{ readonly pattern: RegExp; readonly method: string }> = []
+  HttpApi.reflect(api as unknown as HttpApi.HttpApi.AnyWithProps, {
+    onGroup: () => {},
+    onEndpoint: ({ endpoint }) =>
+      routes.push({ pattern: new RegExp(`^${endpoint.path.split("/").map(segment).join("/")}$`), method: endpoint.method })
+  })
+  return (path) => [...new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method))]
+}
+
+/**
+ * The router answers an empty 404 for a path it serves under another method: that is 405 with
+ * the methods it does accept in `Allow` (RFC 9110 §15.5.6).
+ */
+const methodNotAllowed = (
+  method: string,
+  url: string,
+  res: HttpServerResponse.HttpServerResponse,
+  allowed: (path: string) => ReadonlyArray<string>
+): HttpServerResponse.HttpServerResponse => {
+  if (res.status !== 404 || res.body._tag !== "Empty") return res
+  const methods = allowed(url.split("?")[0] ?? "")
+  if (methods.length === 0 || methods.includes(method)) return res
+  return HttpServerResponse.empty({ status: 405, headers: res.headers }).pipe(HttpServerResponse.setHeader("allow", methods.join(", ")))
+}
+
+/** The envelope for one response (≥ 400 only) that is not one already. */
 export const toEnvelope = (res: HttpServerResponse.HttpServerResponse): HttpServerResponse.HttpServerResponse => {
   if (res.status < 400) return res
   return Option.match(fromBody(res), {
     onNone: () => res,
     onSome: (body) => {
-      const wrapped =
-        body === undefined
-          ? { error: { code: codeForStatus(res.status), message: res.status === 404 ? "no such route" : "request failed" } }
-          : envelope(res.status, body)
+      if (isEnvelope(body)) return res
+      // a body that is not an envelope is not echoed: it was never meant for the client
+      const wrapped = { error: { code: codeForStatus(res.status), message: messageForStatus(res.status) } }
       return HttpServerResponse.uint8Array(encoder.encode(JSON.stringify(wrapped)), {
         status: res.status,
         headers: res.headers,
@@ -119,8 +134,10 @@ export const errorSummary = (res: HttpServerResponse.HttpServerResponse): { read
 }
 
 /**
- * Rewrite every ≥ 400 response into the error envelope. A pre-response handler, because the
+ * Wrap every ≥ 400 response that is not an envelope yet. A pre-response handler, because the
  * server sends error responses before outer middleware sees them.
  */
-export const errorEnvelope = <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
-  HttpApp.withPreResponseHandler(app, (_request, response) => Effect.succeed(toEnvelope(response)))
+export const errorEnvelope =
+  (allowed: (path: string) => ReadonlyArray<string>) =>
+  <E, R>(app: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+    HttpApp.withPreResponseHandler(app, (request, response) => Effect.succeed(toEnvelope(methodNotAllowed(request.method, request.url, response, allowed))))

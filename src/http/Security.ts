@@ -7,13 +7,14 @@
 import { HttpApiMiddleware, HttpApiSecurity, HttpApp, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Clock, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { TooManyRequests, Unauthorized } from "../domain/Errors.js"
+import { TooManyRequestsResponse, UnauthorizedResponse } from "./ErrorContract.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { TenantRepo } from "../repositories/TenantRepo.js"
 import { clientIp } from "../webhooks/WebhookConfig.js"
 import { AuthThrottle } from "./AuthThrottle.js"
 
 export class Authentication extends HttpApiMiddleware.Tag<Authentication>()("Authentication", {
-  failure: Schema.Union(Unauthorized, TooManyRequests),
+  failure: Schema.Union(UnauthorizedResponse, TooManyRequestsResponse),
   provides: CurrentTenant,
   security: { apiKey: HttpApiSecurity.apiKey({ key: "x-api-key", in: "header" }) }
 }) {}

@@ -6,7 +6,8 @@ import { createServer } from "node:http"
 import { HttpConfig } from "../config/AppConfig.js"
 import { FlexPriceApi } from "./Api.js"
 import { CoreHttpLive } from "./CoreHttp.js"
-import { errorEnvelope } from "./Errors.js"
+import { errorEnvelope, routeMethods } from "./Errors.js"
+import { decodeFailureAsInvalidInput } from "./ErrorContract.js"
 import { inputGuard } from "./InputGuard.js"
 import { logHttp, observeHttp } from "../observability/HttpObservability.js"
 import { PROMETHEUS_CONTENT_TYPE, renderPrometheus } from "../observability/Prometheus.js"
@@ -29,6 +30,9 @@ export const ApiLive = HttpApiBuilder.api(FlexPriceApi).pipe(
   Layer.provide(AuthenticationLive)
 )
 
+/** Request decoding failures answered as InvalidInput `invalid_request` (ErrorContract.ts). */
+const DecodeFailuresAsInvalidInput = HttpApiBuilder.middleware(FlexPriceApi, decodeFailureAsInvalidInput)
+
 /** Prometheus scrape endpoint beside the API (not part of the OpenAPI document). */
 const MetricsRoute = HttpApiBuilder.Router.use((router) =>
   router.get(
@@ -39,13 +43,15 @@ const MetricsRoute = HttpApiBuilder.Router.use((router) =>
 
 /** The API served on whatever HttpServer is provided. */
 export const HttpApiLive = Layer.unwrapEffect(
-  Effect.map(HttpConfig, ({ maxBodyBytes }) =>
-    HttpApiBuilder.serve((app) => observeHttp(logHttp(errorEnvelope(inputGuard(maxBodyBytes)(app)))))
-  )
+  Effect.map(HttpConfig, ({ maxBodyBytes }) => {
+    const envelope = errorEnvelope(routeMethods(FlexPriceApi))
+    return HttpApiBuilder.serve((app) => observeHttp(logHttp(envelope(inputGuard(maxBodyBytes)(app)))))
+  })
 ).pipe(
   Layer.provide(MetricsRoute),
   Layer.provide(HttpApiSwagger.layer({ path: "/docs" })),
   Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+  Layer.provide(DecodeFailuresAsInvalidInput),
   Layer.provide(ApiLive),
   HttpServer.withLogAddress
 )

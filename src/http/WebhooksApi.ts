@@ -4,6 +4,7 @@
  */
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
+import { ForbiddenResponse } from "./ErrorContract.js"
 
 export const WebhookAck = Schema.Struct({
   received: Schema.Literal(true),
@@ -35,4 +36,5 @@ export class WebhooksGroup extends HttpApiGroup.make("webhooks")
         OpenApi.Description,
         "Stripe events of connected accounts signed with STRIPE_WEBHOOK_SECRET; the tenant is the environment connected to event.account (recorded by POST /v1/stripe/config/test). Customer metadata flexprice_tenant_id/flexprice_environment_id may only choose among the environments connected to that account (else 400 tenant_account_mismatch); an event without account is refused (tenant_not_found)."
       )
-  ) {}
+  )
+  .addError(ForbiddenResponse) {}

@@ -1,9 +1,9 @@
 /** Handlers of the webhook endpoints: read the raw body under the cap, hand it to WebhookProcessor. */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Effect, Option, Stream } from "effect"
-import { InternalError, InvalidInput, PayloadTooLarge } from "../domain/Errors.js"
+import { Forbidden, InternalError, InvalidInput, PayloadTooLarge } from "../domain/Errors.js"
 import { EventDestination } from "../webhooks/EventDestination.js"
-import { WebhookProcessor, WebhookRejected } from "../webhooks/WebhookProcessor.js"
+import { WebhookProcessor } from "../webhooks/WebhookProcessor.js"
 import { FlexPriceApi } from "./Api.js"
 
 class BodyTooLarge {
@@ -31,9 +31,6 @@ const readCapped = (request: HttpServerRequest.HttpServerRequest, max: number) =
     )
     return read ? Option.some(Buffer.concat(chunks, size) as Uint8Array) : Option.none<Uint8Array>()
   })
-
-const ipNotAllowed = (e: WebhookRejected) =>
-  HttpServerResponse.unsafeJson({ error: { code: e.code, message: e.message } }, { status: 403 })
 
 export const WebhooksLive = HttpApiBuilder.group(FlexPriceApi, "webhooks", (handlers) =>
   Effect.gen(function* () {
@@ -65,7 +62,7 @@ export const WebhooksLive = HttpApiBuilder.group(FlexPriceApi, "webhooks", (hand
         Effect.catchTags({
           WebhookRejected: (e) =>
             e.status === 403
-              ? Effect.succeed(ipNotAllowed(e))
+              ? Effect.fail(new Forbidden({ code: e.code, message: e.message }))
               : e.status === 413
               ? Effect.fail(new PayloadTooLarge({ code: e.code, message: e.message, details: { max_bytes: max } }))
               : Effect.fail(InvalidInput.of(e.code, e.message)),

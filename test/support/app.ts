@@ -19,6 +19,7 @@ import { HttpApiLive, NodeServerLive } from "../../src/http/Server.js"
 import { fetchAnswer } from "../../src/demo/Fetch.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { withServiceUrl } from "./clickhouse.js"
+import { contractCheckEnabled, openApiContract } from "./openapiContract.js"
 
 export type Backend = "pglite" | "postgres" | "clickhouse"
 
@@ -139,7 +140,7 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
   }
   const first = await newTenant()
   const request: TestApp["request"] = async (method, p, body, opts = {}) => {
-    return fetchAnswer(`${baseUrl}${p}`, {
+    const answer = await fetchAnswer(`${baseUrl}${p}`, {
       method,
       headers: {
         ...(opts.apiKey === "" ? {} : { "x-api-key": opts.apiKey ?? first.apiKey }),
@@ -148,6 +149,9 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
       },
       ...(opts.rawBody !== undefined ? { body: opts.rawBody } : body !== undefined ? { body: JSON.stringify(body) } : {})
     })
+    // every response a suite receives is checked against openapi.json (test/support/openapiContract.ts)
+    if (contractCheckEnabled()) openApiContract().assert({ method, url: p, status: answer.status, contentType: answer.contentType, text: answer.text })
+    return answer
   }
   return {
     baseUrl,

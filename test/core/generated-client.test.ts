@@ -1,0 +1,82 @@
+/**
+ * A client generated from openapi.json by standard tools — types by openapi-typescript
+ * (test/support/generated/api.d.ts, `npm run openapi:types`), calls by openapi-fetch — works end
+ * to end against the running service: successes arrive as the documented bodies, errors as the
+ * documented envelope. The committed types are what the generator makes of the committed document.
+ */
+import { execFile } from "node:child_process"
+import { promisify } from "node:util"
+import createClient, { type Middleware } from "openapi-fetch"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { startTestApp, type TestApp } from "../support/app.js"
+import type { paths } from "../support/generated/api.js"
+import { openApiContract } from "../support/openapiContract.js"
+
+const root = new URL("../../", import.meta.url)
+
+describe("client generated from openapi.json", () => {
+  let app: TestApp
+  beforeAll(async () => {
+    app = await startTestApp()
+  })
+  afterAll(async () => {
+    await app?.dispose()
+  })
+
+  /** Every response the client receives also goes through the document's validator. */
+  const validated: Array<string> = []
+  const contract: Middleware = {
+    async onResponse({ request, response }) {
+      const url = new URL(request.url)
+      const text = await response.clone().text()
+      openApiContract().assert({ method: request.method, url: url.pathname + url.search, status: response.status, contentType: response.headers.get("content-type"), text })
+      validated.push(`${request.method} ${url.pathname} ${response.status}`)
+      return undefined
+    }
+  }
+  const client = () => {
+    const c = createClient<paths>({ baseUrl: app.baseUrl, headers: { "x-api-key": app.apiKey } })
+    c.use(contract)
+    return c
+  }
+
+  it("creates, reads, lists and deletes a customer through the generated types", async () => {
+    const api = client()
+    const created = await api.POST("/v1/customers", { body: { external_id: "gen-1", name: "Generated", metadata: { plan: "pro" } } })
+    expect(created.response.status).toBe(201)
+    expect(created.error).toBeUndefined()
+    const id = created.data!.id
+    expect(created.data).toMatchObject({ external_id: "gen-1", name: "Generated", metadata: { plan: "pro" } })
+    const read = await api.GET("/v1/customers/{id}", { params: { path: { id } } })
+    expect(read.data?.id).toBe(id)
+    const listed = await api.GET("/v1/customers", { params: { query: { external_id: "gen-1", limit: "10" } } })
+    expect(listed.data?.customers.map((c) => c.id)).toEqual([id])
+    const deleted = await api.DELETE("/v1/customers/{id}", { params: { path: { id } } })
+    expect(deleted.data).toEqual({ id, deleted: true })
+  })
+
+  it("receives errors as the typed envelope", async () => {
+    const api = client()
+    const missing = await api.GET("/v1/customers/{id}", { params: { path: { id: "cust_none" } } })
+    expect(missing.response.status).toBe(404)
+    expect(missing.data).toBeUndefined()
+    expect(missing.error?.error.code).toBe("customer_not_found")
+    await api.POST("/v1/customers", { body: { external_id: "gen-dup" } })
+    const duplicate = await api.POST("/v1/customers", { body: { external_id: "gen-dup" } })
+    expect([duplicate.response.status, duplicate.error?.error.code]).toEqual([409, "customer_exists"])
+    const meter = await api.POST("/v1/meters", { body: { name: "g", event_name: "g", aggregation: { type: "SUM", field: "" } } })
+    expect([meter.response.status, meter.error?.error.code]).toEqual([400, "invalid_request"])
+    const anonymous = createClient<paths>({ baseUrl: app.baseUrl })
+    anonymous.use(contract)
+    const unauthorized = await anonymous.GET("/v1/meters")
+    expect([unauthorized.response.status, unauthorized.error?.error.code]).toEqual([401, "missing_api_key"])
+    expect(validated.length).toBeGreaterThanOrEqual(5)
+  })
+
+  it("test/support/generated/api.d.ts is what openapi-typescript makes of openapi.json (`npm run openapi:types`)", async () => {
+    const cli = new URL("node_modules/openapi-typescript/bin/cli.js", root).pathname
+    // --check: exit 1 when the output would differ from the committed file
+    const run = promisify(execFile)(process.execPath, [cli, "openapi.json", "-o", "test/support/generated/api.d.ts", "--check"], { cwd: root.pathname })
+    await expect(run).resolves.toBeDefined()
+  })
+})
