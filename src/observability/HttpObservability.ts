@@ -9,7 +9,7 @@
  * only, never their values (cursors, external ids, emails a client put in a URL).
  *
  * Use inside the server span that @effect/platform creates for every request:
- *   HttpApiBuilder.serve((app) => observeHttp(logHttp(errorEnvelope(app))))
+ *   HttpApiBuilder.serve((app) => observeHttp(logHttp(errorEnvelope(allowed)(app))))
  */
 import { HttpApp, HttpMiddleware, HttpServerError, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { Cause, Effect, Exit, Metric, MetricLabel, Option } from "effect"

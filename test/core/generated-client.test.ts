@@ -6,8 +6,12 @@
  */
 import { execFile } from "node:child_process"
 import { promisify } from "node:util"
+import { FetchHttpClient, HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import { Effect } from "effect"
 import createClient, { type Middleware } from "openapi-fetch"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Conflict, NotFound } from "../../src/domain/Errors.js"
+import { FlexPriceApi } from "../../src/http/Api.js"
 import { startTestApp, type TestApp } from "../support/app.js"
 import type { paths } from "../support/generated/api.js"
 import { openApiContract } from "../support/openapiContract.js"
@@ -71,6 +75,23 @@ describe("client generated from openapi.json", () => {
     const unauthorized = await anonymous.GET("/v1/meters")
     expect([unauthorized.response.status, unauthorized.error?.error.code]).toEqual([401, "missing_api_key"])
     expect(validated.length).toBeGreaterThanOrEqual(5)
+  })
+
+  it("the Effect client derived from the same API definition decodes the envelope into the typed errors", async () => {
+    const [missing, duplicate] = await Effect.gen(function* () {
+      const api = yield* HttpApiClient.make(FlexPriceApi, {
+        baseUrl: app.baseUrl,
+        transformClient: HttpClient.mapRequest(HttpClientRequest.setHeader("x-api-key", app.apiKey))
+      })
+      const notFound = yield* Effect.flip(api.customers.get({ path: { id: "cust_none" } }))
+      yield* api.customers.create({ payload: { external_id: "eff-dup" } })
+      const conflict = yield* Effect.flip(api.customers.create({ payload: { external_id: "eff-dup" } }))
+      return [notFound, conflict] as const
+    }).pipe(Effect.provide(FetchHttpClient.layer), Effect.runPromise)
+    expect(missing).toBeInstanceOf(NotFound)
+    expect(missing).toMatchObject({ code: "customer_not_found", details: { id: "cust_none" } })
+    expect(duplicate).toBeInstanceOf(Conflict)
+    expect(duplicate).toMatchObject({ code: "customer_exists" })
   })
 
   it("test/support/generated/api.d.ts is what openapi-typescript makes of openapi.json (`npm run openapi:types`)", async () => {
