@@ -21,6 +21,7 @@ import {
   Unauthorized,
   UpstreamFailed
 } from "../domain/Errors.js"
+import { scrubString } from "../observability/Scrub.js"
 
 /** The body of every error response. */
 export const ErrorBody = Schema.Struct({
@@ -63,8 +64,6 @@ export const InternalErrorResponse = enveloped(InternalError, "InternalError", "
 export const UpstreamFailedResponse = enveloped(UpstreamFailed, "UpstreamFailed", "Stripe refused or failed a call made for this request")
 export const ServiceUnavailableResponse = enveloped(ServiceUnavailable, "ServiceUnavailable", "A dependency (database, event store) is not reachable; retry later")
 
-const quote = (key: PropertyKey) => String(key)
-
 /**
  * What a schema expected, in words: the platform's formatter names a struct or an array by its
  * TypeScript type (`{ readonly external_id: minLength(1) & … }`), which says nothing to a client.
@@ -72,21 +71,60 @@ const quote = (key: PropertyKey) => String(key)
 const expectedInWords = (expected: string): string => {
   if (expected.startsWith("{")) return "an object"
   if (expected.startsWith("ReadonlyArray<") || expected.startsWith("readonly [") || expected.startsWith("Array<")) return "an array"
-  if (expected === "string" || expected === "a non empty string") return expected === "string" ? "a string" : expected
+  if (expected === "string") return "a string"
   if (expected === "number" || expected === "finite" || expected === "NumberFromString") return "a number"
   if (expected === "boolean") return "a boolean"
   if (expected === "null") return "null"
   return expected
 }
 
+type FormattedIssue = { readonly _tag: string; readonly path: ReadonlyArray<PropertyKey>; readonly message: string }
+
+const where = (path: ReadonlyArray<PropertyKey>) => (path.length === 0 ? "request" : path.map(String).join("."))
+
+/** The platform's wording of a value of the wrong type. */
+const TYPED = /^Expected ([\s\S]*), actual ([\s\S]*)$/
+
+/**
+ * The refused value as echoed back: enough to recognise it, not a copy of a large body, and
+ * through the secret scrubber first (a key sent in the wrong field is not repeated, not even cut).
+ */
+const shown = (actual: string | undefined) => {
+  const scrubbed = scrubString(actual ?? "")
+  return scrubbed.length > 80 ? `${scrubbed.slice(0, 80)}…` : scrubbed
+}
+
 /** `external_id: expected a string, got 5`, from one issue of the platform's array formatter. */
-export const describeIssue = (issue: { readonly _tag: string; readonly path: ReadonlyArray<PropertyKey>; readonly message: string }): string => {
-  const where = issue.path.length === 0 ? "request" : issue.path.map(quote).join(".")
-  const typed = /^Expected ([\s\S]*), actual ([\s\S]*)$/.exec(issue.message)
-  if (typed !== null) return `${where}: expected ${expectedInWords(typed[1] ?? "")}, got ${typed[2] ?? ""}`
-  if (issue._tag === "Missing") return `${where}: is required`
-  if (issue._tag === "Unexpected") return `${where}: is not allowed`
-  return `${where}: ${issue.message.charAt(0).toLowerCase()}${issue.message.slice(1)}`
+const describeIssue = (issue: FormattedIssue): string => {
+  const typed = TYPED.exec(issue.message)
+  if (typed !== null) return `${where(issue.path)}: expected ${expectedInWords(typed[1] ?? "")}, got ${shown(typed[2])}`
+  if (issue._tag === "Missing") return `${where(issue.path)}: is required`
+  if (issue._tag === "Unexpected") return `${where(issue.path)}: is not allowed`
+  return `${where(issue.path)}: ${issue.message.charAt(0).toLowerCase()}${issue.message.slice(1)}`
+}
+
+/**
+ * One line per field: the members of a union that all refused the same value are one
+ * expectation (`expected "COUNT" or "SUM", got "AVG"`), and the `undefined` member of an optional
+ * field is not mentioned beside the member that says what the field should hold.
+ */
+const describeIssues = (issues: ReadonlyArray<FormattedIssue>): Array<{ readonly path: Array<string>; readonly message: string }> => {
+  const relevant = issues.filter((i) => !(TYPED.exec(i.message)?.[1] === "undefined" && issues.length > 1))
+  const byField = new Map<string, { path: Array<string>; expected: Array<string>; got: string | undefined; others: Array<string> }>()
+  for (const issue of relevant) {
+    const key = where(issue.path)
+    const entry = byField.get(key) ?? { path: issue.path.map(String), expected: [], got: undefined, others: [] }
+    byField.set(key, entry)
+    const m = TYPED.exec(issue.message)
+    if (m !== null && (entry.got === undefined || entry.got === m[2])) {
+      entry.expected.push(expectedInWords(m[1] ?? ""))
+      entry.got = m[2]
+    } else entry.others.push(describeIssue(issue))
+  }
+  return [...byField.entries()].flatMap(([key, e]) => [
+    ...(e.expected.length > 0 ? [{ path: e.path, message: `${key}: expected ${[...new Set(e.expected)].join(" or ")}, got ${shown(e.got)}` }] : []),
+    ...e.others.map((message) => ({ path: e.path, message }))
+  ])
 }
 
 /**
@@ -94,7 +132,7 @@ export const describeIssue = (issue: { readonly _tag: string; readonly path: Rea
  * naming each field and what was expected; details.issues keeps the path of each.
  */
 export const invalidRequest = (e: HttpApiDecodeError): InvalidInput => {
-  const issues = e.issues.map((i) => ({ path: i.path.map(quote), message: describeIssue(i) }))
+  const issues = describeIssues(e.issues).map((i) => ({ path: i.path, message: scrubString(i.message) }))
   const message = issues.length === 0 ? "the request does not match the expected schema" : issues.map((i) => i.message).slice(0, 5).join("; ")
   return InvalidInput.of("invalid_request", message, { issues })
 }

@@ -115,7 +115,15 @@ describe("responses against openapi.json", () => {
     expect(error(nested).message).toBe("aggregation: expected an object, got 5")
     const notObject = await send("POST", "/v1/customers", { body: [1] })
     expect(error(notObject).message).toBe("request: expected an object, got [1]")
-    for (const e of [nested, notObject]) expect(error(e).message).not.toMatch(/readonly|ReadonlyArray|minLength|\{ /)
+    const literal = await send("POST", "/v1/meters", { body: { name: "x", event_name: "x", aggregation: { type: "AVG" } } })
+    expect(error(literal).message).toBe('aggregation.type: expected "COUNT" or "SUM" or "MAX" or "LATEST", got "AVG"')
+    // a secret in a field of the wrong shape is not echoed, and a large value is cut
+    const key = `sk_live_${"a1B2c3D4e5".repeat(60)}`
+    const secret = await send("POST", "/v1/customers", { body: { external_id: "s", email: key } })
+    expect(error(secret).message).toMatch(/^email: expected a string at most 500 character\(s\) long or null, got /)
+    expect(error(secret).message).not.toContain("a1B2c3D4e5")
+    expect(error(secret).message.length).toBeLessThan(200)
+    for (const e of [nested, notObject, literal, secret]) expect(error(e).message).not.toMatch(/readonly|ReadonlyArray|minLength|\{ /)
     expect(error(nested).details).toMatchObject({ issues: [{ path: ["aggregation"], message: "aggregation: expected an object, got 5" }] })
   })
 
