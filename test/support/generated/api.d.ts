@@ -484,7 +484,7 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** @description Revokes a key of this environment: it answers 401 from the next request on, on every replica. 409 last_api_key for the environment's last active key (create another first); 404 api_key_not_found for an id not in this environment. */
+        /** @description Revokes a key of this environment: it answers 401 from the next request on, on every replica. Idempotent: revoking a key already revoked answers the same 200 and changes nothing (no second audit entry). 409 last_api_key for the environment's last active key (create another first); 404 api_key_not_found for an id not in this environment. */
         delete: operations["tenantKeys.revoke"];
         options?: never;
         head?: never;
@@ -3236,6 +3236,7 @@ export interface operations {
                     "application/json": {
                         events: {
                             id: string;
+                            /** @description the Stripe event's id (evt_…), the key deliveries are deduplicated on */
                             stripe_event_id: string;
                             type: string;
                             status: string;
