@@ -20,9 +20,12 @@ layer(testApp())("the API through its typed client", (it) => {
       expect(listed.customers.map((c) => c.id)).toEqual([created.id])
 
       const other = yield* newTenant("typed-other")
+      const crossed = yield* Effect.flip(other.client.customers.get({ path: { id: created.id } }))
+      expect(crossed._tag).toBe("NotFound")
       expect((yield* other.client.customers.list({ urlParams: {} })).customers).toEqual([])
 
       expect(yield* api.customers.delete({ path: { id: created.id } })).toEqual({ id: created.id, deleted: true })
+      expect((yield* Effect.flip(api.customers.get({ path: { id: created.id } })))._tag).toBe("NotFound")
     })
   )
 
