@@ -1,8 +1,9 @@
 /**
- * The aggregation SQL tests only: the statements run on a real engine (chdb for ClickHouse, one
+ * The aggregation SQL tests only: the statements run on a real engine (the ClickHouse server, one
  * PGlite per file for PostgreSQL) and answers are compared with the oracle. What
- * `npm run mutate:sql` (stryker.sql.config.json) runs against every mutant. Needs
- * FLEXPRICE_TEST_CHDB_PATH (test/support/chdb.ts); the globalSetup builds the PGlite template once.
+ * `npm run mutate:sql` (stryker.sql.config.json) runs against every mutant. The ClickHouse tests need
+ * FLEXPRICE_TEST_CLICKHOUSE_URL (leave FLEXPRICE_TEST_CHDB_PATH unset: chdb's engine does not
+ * survive Stryker's re-runs in one worker thread); the globalSetup builds the PGlite template once.
  */
 import { defineConfig } from "vitest/config"
 

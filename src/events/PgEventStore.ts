@@ -243,6 +243,9 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
   const aggregateBillable = (q: AggregateQuery): Stream.Stream<AggregateGroup, EventStoreError> =>
     q.meterIds.length === 0
       ? Stream.empty
+      : !Number.isSafeInteger(q.pageSize) || q.pageSize < 1
+      // as on ClickHouse; a page size of 0 or less would cut pages forever
+      ? Stream.fail(fail("aggregateBillable")(new Error(`pageSize must be a positive integer, got ${q.pageSize}`)))
       : Stream.unwrap(
           Effect.map(aggregatePage(q, Option.none()), (rows) => {
             if (rows.length > options.inMemoryGroups) return keysetPages(q)

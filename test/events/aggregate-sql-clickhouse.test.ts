@@ -9,12 +9,12 @@
  * on the server only: chdb's engine does not survive Stryker's re-runs in one worker thread.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Chunk, Effect, Exit, Logger, LogLevel, Metric, Option, Scope, Stream } from "effect"
+import { Chunk, Effect, Exit, HashMap, Logger, LogLevel, Metric, Option, Scope, Stream } from "effect"
 import fc from "fast-check"
-import { newId, TenantScope } from "../../src/domain/Ids.js"
+import { type EnvironmentId, newId, type TenantId, TenantScope } from "../../src/domain/Ids.js"
 import { fromClient } from "../../src/events/ClickHouseEventStore.js"
 import { makeAggregate } from "../../src/events/clickhouse/Aggregate.js"
-import { type ChClient, makeClient, resolveConnection } from "../../src/events/clickhouse/Client.js"
+import { type ChClient, makeClient, resolveConnection, type Row } from "../../src/events/clickhouse/Client.js"
 import { freshVersion } from "../../src/events/clickhouse/FirstCopy.js"
 import { ClickHouseMigrator } from "../../src/events/clickhouse/Migrator.js"
 import { epochMs, Sql, tsvDateTime, tsvLine, tsvString, tsvUInt } from "../../src/events/clickhouse/escape.js"
@@ -24,6 +24,7 @@ import { runs } from "../support/arbitraries.js"
 import { chdbClient, withChdb } from "../support/chdb.js"
 import { withClickHouse } from "../support/clickhouse.js"
 import {
+  bounded,
   expectedEarliest,
   expectedGroups,
   expectedLateWindows,
@@ -34,6 +35,9 @@ import {
   readArb,
   rowsOf
 } from "./aggregateModel.js"
+
+/** Generous: the machine these run on may be busy; a normal run takes a few seconds per property. */
+const PROPERTY_TIMEOUT = 240_000
 
 const scope = () => new TenantScope({ tenantId: newId.tenant(), environmentId: newId.environment() })
 
@@ -128,7 +132,7 @@ const aggregateSqlSuite = (label: string, connect: Connect) =>
           )
         ),
         runs(40)
-      ), 60_000)
+      ), PROPERTY_TIMEOUT)
 
     it("with duplicate rows: the audit sees them and the read counts each pair's first-ingested copy", () =>
       fc.assert(
@@ -150,7 +154,7 @@ const aggregateSqlSuite = (label: string, connect: Connect) =>
           )
         ),
         runs(40)
-      ), 60_000)
+      ), PROPERTY_TIMEOUT)
 
     it("a duplicate makes the plain path wrong, so the read must not take it", () =>
       run(
@@ -196,8 +200,8 @@ const aggregateSqlSuite = (label: string, connect: Connect) =>
         fc.asyncProperty(
           pairsArb({ duplicates: true }),
           fc.record({
-            after: fc.integer({ min: -1, max: 7 }),
-            before: fc.integer({ min: -1, max: 8 }),
+            after: bounded(fc.constant(-1), fc.integer({ min: -1, max: 7 })),
+            before: bounded(fc.constant(8), fc.integer({ min: -1, max: 8 })),
             windowMinutes: fc.constantFrom(1, 5, 60, 1440),
             meters: fc.uniqueArray(fc.nat(METERS.length - 1), { minLength: 1, maxLength: METERS.length })
           }),
@@ -216,7 +220,7 @@ const aggregateSqlSuite = (label: string, connect: Connect) =>
             )
         ),
         runs(40)
-      ), 60_000)
+      ), PROPERTY_TIMEOUT)
 
     it("late windows: no meters reads nothing; a window size that is not a positive integer is refused", () =>
       run(
@@ -235,6 +239,82 @@ const aggregateSqlSuite = (label: string, connect: Connect) =>
         })
       ))
   })
+
+/**
+ * What operators see, checked without an engine (a scripted client): the operation every statement
+ * and every decoding failure is named by (errors, client metrics), and the warning of the exact path.
+ */
+describe("ClickHouse aggregation reads: operation names and the exact-path warning (scripted client)", () => {
+  const s = new TenantScope({ tenantId: "tnt_ops" as TenantId, environmentId: "env_ops" as EnvironmentId })
+  const q = queryOf(s, { startOffset: 0, endOffset: 3_600_000, after: undefined, before: 8, meters: [0], pageSize: 2 })
+  const group = { c: "cus_a", m: METERS[0], n: "api_call", quantity: "1.50", event_count: "2" }
+  /** Answers the audit with `audit` and every page with `page`; records each statement's operation. */
+  const scripted = (answers: { readonly audit: ReadonlyArray<Row>; readonly page: ReadonlyArray<Row> }, ops: Array<string> = []): ChClient => ({
+    connection: { url: "scripted:", database: "x", username: undefined, password: undefined, requestTimeoutMs: 1 },
+    query: (operation, query) =>
+      Effect.sync(() => {
+        ops.push(operation)
+        return query.text.includes("uniqExact") ? answers.audit : answers.page
+      }),
+    command: () => Effect.die("no command expected"),
+    insertTsv: () => Effect.die("no insert expected"),
+    ping: () => Effect.void
+  })
+  const runQuiet = <A, E>(e: Effect.Effect<A, E>) => Effect.runPromise(Logger.withMinimumLogLevel(e, LogLevel.Error))
+
+  it("names the audit and the page statements, and decoding failures after the read", async () => {
+    const ops: Array<string> = []
+    const reads = makeAggregate(scripted({ audit: [{ row_count: "1", pair_count: "1" }], page: [group] }, ops), attempt)
+    expect(await runQuiet(collect(reads.aggregateBillable(q)))).toEqual([
+      { customerId: "cus_a", meterId: METERS[0], eventName: "api_call", quantity: "1.5", eventCount: 2 }
+    ])
+    expect([...ops].sort()).toEqual(["aggregateBillable", "aggregateBillable.audit"])
+    // an audit without a row reads as an empty window (rows = pairs = 0)
+    expect(await runQuiet(makeAggregate(scripted({ audit: [], page: [] }), attempt).audit(q))).toEqual({ rows: 0, pairs: 0 })
+    for (const answers of [
+      { audit: [{ row_count: "x", pair_count: "1" }], page: [group] },
+      { audit: [{ row_count: "1", pair_count: "1" }], page: [{ ...group, c: null }] },
+      { audit: [{ row_count: "1", pair_count: "1" }], page: [{ ...group, quantity: "not a number" }] }
+    ]) {
+      const error = await runQuiet(Effect.flip(collect(makeAggregate(scripted(answers), attempt).aggregateBillable(q))))
+      expect(error.operation).toBe("aggregateBillable")
+    }
+    // an instant no DateTime holds is refused while building the statements, by the same operation
+    const bad = await runQuiet(Effect.flip(collect(reads.readPath("exact", { ...q, windowStart: new Date(-1) }))))
+    expect(bad.operation).toBe("aggregateBillable")
+    expect(await runQuiet(Effect.flip(reads.audit({ ...q, windowStart: new Date(-1) })))).toMatchObject({ operation: "aggregateBillable" })
+  })
+
+  it("a duplicate found by the audit is logged as a warning with the window and both counts", async () => {
+    const logs: Array<{ level: string; message: unknown; annotations: Record<string, unknown> }> = []
+    const logger = Logger.make(({ annotations, logLevel, message }) =>
+      logs.push({ level: logLevel.label, message, annotations: Object.fromEntries(HashMap.toEntries(annotations)) })
+    )
+    const reads = makeAggregate(scripted({ audit: [{ row_count: "3", pair_count: "2" }], page: [group] }), attempt)
+    await Effect.runPromise(collect(reads.aggregateBillable(q)).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger))))
+    expect(logs).toEqual([
+      {
+        level: "WARN",
+        message: ["duplicate processed rows in a window: read by the exact path"],
+        annotations: { tenant_id: "tnt_ops", window_start: q.windowStart.toISOString(), rows: 3, distinct_pairs: 2 }
+      }
+    ])
+  })
+
+  it("names the late-window and earliest-row statements and their decoding failures", async () => {
+    const ops: Array<string> = []
+    const late = { scope: s, ingestedAfter: ingestedAt(0), ingestedBefore: ingestedAt(8), windowMinutes: 60, meterIds: [METERS[0]] }
+    const store = fromClient(scripted({ audit: [], page: [{ window_start: "1740823200000", earliest: "1740823200001", n: "1" }] }, ops))
+    expect((await runQuiet(store.windowsWithLateRows(late))).map((d) => d.getTime())).toEqual([1740823200000])
+    expect(Option.map(await runQuiet(store.earliestProcessed(s, [METERS[0]])), (d) => d.getTime())).toEqual(Option.some(1740823200001))
+    expect(ops).toEqual(["windowsWithLateRows", "earliestProcessed"])
+    // no row at all: nothing processed
+    expect(Option.isNone(await runQuiet(fromClient(scripted({ audit: [], page: [] })).earliestProcessed(s, [METERS[0]])))).toBe(true)
+    const broken = fromClient(scripted({ audit: [], page: [{ window_start: "x", earliest: "x", n: "1" }] }))
+    expect((await runQuiet(Effect.flip(broken.windowsWithLateRows(late)))).operation).toBe("windowsWithLateRows")
+    expect((await runQuiet(Effect.flip(broken.earliestProcessed(s, [METERS[0]])))).operation).toBe("earliestProcessed")
+  })
+})
 
 withChdb((path) => aggregateSqlSuite("chdb", (database) => Effect.succeed(chdbClient(path, database))))
 withClickHouse((url) => aggregateSqlSuite("server", (database) => Effect.suspend(() => makeClient(resolveConnection({ url, database }), database))))
