@@ -75,7 +75,12 @@ const firstPerKey = <A>(rows: ReadonlyArray<A>, key: (a: A) => string): Readonly
   })
 }
 
-export const make = Effect.gen(function* () {
+export interface PgEventStoreOptions {
+  /** a window with more groups than this is read by keyset pages (IN_MEMORY_GROUPS; tests make it small) */
+  readonly inMemoryGroups: number
+}
+
+export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* () {
   const sql = yield* PgClient.PgClient
   // COPY through `pg` works against a PostgreSQL server only, not PGlite's socket (db/PgCopy.ts).
   const useCopy = yield* sql<{ version: string }>`SELECT version() AS version`.pipe(
@@ -206,7 +211,7 @@ export const make = Effect.gen(function* () {
           onSome: (g) => sql`AND (customer_id, meter_id, event_name) > (${g.customerId}, ${g.meterId}, ${g.eventName})`
         })}
       GROUP BY customer_id, meter_id, event_name
-      ${Option.isSome(keyset) ? sql`ORDER BY customer_id, meter_id, event_name LIMIT ${q.pageSize}` : sql`LIMIT ${IN_MEMORY_GROUPS + 1}`}`.pipe(
+      ${Option.isSome(keyset) ? sql`ORDER BY customer_id, meter_id, event_name LIMIT ${q.pageSize}` : sql`LIMIT ${options.inMemoryGroups + 1}`}`.pipe(
       Effect.map((rows) =>
         rows.map(
           (r): AggregateGroup => ({
@@ -238,9 +243,12 @@ export const make = Effect.gen(function* () {
   const aggregateBillable = (q: AggregateQuery): Stream.Stream<AggregateGroup, EventStoreError> =>
     q.meterIds.length === 0
       ? Stream.empty
+      : !Number.isSafeInteger(q.pageSize) || q.pageSize < 1
+      // as on ClickHouse; a page size of 0 or less would cut pages forever
+      ? Stream.fail(fail("aggregateBillable")(new Error(`pageSize must be a positive integer, got ${q.pageSize}`)))
       : Stream.unwrap(
           Effect.map(aggregatePage(q, Option.none()), (rows) => {
-            if (rows.length > IN_MEMORY_GROUPS) return keysetPages(q)
+            if (rows.length > options.inMemoryGroups) return keysetPages(q)
             const pages: Array<Chunk.Chunk<AggregateGroup>> = []
             for (let i = 0; i < rows.length; i += q.pageSize) pages.push(Chunk.unsafeFromArray(rows.slice(i, i + q.pageSize)))
             return Stream.fromChunks(...pages)
@@ -348,5 +356,7 @@ export const make = Effect.gen(function* () {
     ping
   })
 })
+
+export const make = makeWith({ inMemoryGroups: IN_MEMORY_GROUPS })
 
 export const layer = Layer.effect(EventStore, make)

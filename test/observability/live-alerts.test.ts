@@ -25,7 +25,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { hoursAgo, startSyncHarness, type SyncHarness } from "../sync/support.js"
+import { breakerAdmits, hoursAgo, startSyncHarness, type SyncHarness } from "../sync/support.js"
 import { storeStripeConfig } from "../support/stripe-config.js"
 
 const RULES = fileURLToPath(new URL("../../deploy/prometheus/alerts.yml", import.meta.url))
@@ -218,7 +218,7 @@ describe("alert rules under a live Prometheus", () => {
 
     await control("DELETE", "/_emulator/faults")
     await until("the outage's usage synced", delivered, async () => {
-      await sleep(1000) // let the breaker's cooldown pass before probing
+      await breakerAdmits(h) // the breaker's cooldown has passed: the run probes Stripe
       await syncQuietly()
     })
     await until("StripeCircuitOpen cleared", cleared("StripeCircuitOpen"))
@@ -239,7 +239,7 @@ describe("alert rules under a live Prometheus", () => {
       storeStripeConfig({ apiKey: rolled.api_key, accountId: h.emulator.accountId })
     )
     await until("the usage synced with the new key", delivered, async () => {
-      await sleep(1000)
+      await breakerAdmits(h)
       await syncQuietly()
     })
     await until("StripeAuthenticationFailures cleared", cleared("StripeAuthenticationFailures"), undefined, 30_000)

@@ -8,7 +8,7 @@ import { Effect, Layer } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { Telemetry, TelemetryTest, type TelemetryTestService } from "../../src/observability/Telemetry.js"
 import * as O from "../support/oracle.js"
-import { expectTotals, seedUsage, startSyncHarness, STRIPE_KEY, syncUntilSettled, type SyncHarness } from "../sync/support.js"
+import { breakerAdmits, expectTotals, seedUsage, startSyncHarness, STRIPE_KEY, syncUntilSettled, type SyncHarness } from "../sync/support.js"
 
 describe("sync metrics under faults", () => {
   let h: SyncHarness | undefined
@@ -42,9 +42,9 @@ describe("sync metrics under faults", () => {
     for (const during of [await h.sync(), await h.sync()]) expect(during.batchesSynced).toBe(0)
     expect((await h.batches()).every((b) => b.syncStatus === "pending")).toBe(true)
     // ... then Stripe is back but rate limits twice: the client retries, the breaker closes
-    await new Promise((r) => setTimeout(r, 300))
+    await breakerAdmits(h)
     await Effect.runPromise(h.emulator.setFaults({ failNext: { count: 2, kind: "rate_limit" }, paths: ["/v2/billing"] }))
-    const reports = await syncUntilSettled(h, 40, () => new Promise((r) => setTimeout(r, 250)))
+    const reports = await syncUntilSettled(h, 40, () => breakerAdmits(h!))
     expect(reports.length).toBeGreaterThan(0)
     expect(expectTotals(h, expected)).toEqual([])
 

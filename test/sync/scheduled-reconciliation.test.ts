@@ -7,8 +7,9 @@
  * run makes Stripe's total the oracle's; later passes change nothing (no double billing).
  * Comparisons with Stripe's double sums are at double precision (unit cases below).
  */
-import { Effect, Option } from "effect"
+import { Effect, Metric, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as Metrics from "../../src/observability/Metrics.js"
 import { ReconciliationSchedulerLive, uniqueMissingSubset } from "../../src/sync/ScheduledReconciliation.js"
 import type { SyncedInHour } from "../../src/repositories/BatchRepairRepo.js"
 import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
@@ -28,6 +29,10 @@ const waitFor = async <A>(what: string, read: () => Promise<A>, ok: (a: A) => bo
     await sleep(250)
   }
 }
+
+/** Scheduled reconciliation passes completed in this process (the harness's app runs here). */
+const completedPasses = () =>
+  Effect.runPromise(Metric.value(Metric.tagged(Metrics.reconciliationRunsTotal, "outcome", "completed"))).then((s) => s.count)
 
 /** A sync run that waits for the lease a reconciliation pass may hold for a moment. */
 const syncWaiting = (h: SyncHarness) =>
@@ -115,8 +120,22 @@ forEachBackend(["pglite", "postgres"], (backend) => {
       const expected = O.format(O.sum([...base, ...late]))
       expect(h.stripeTotal(c.stripeId!, m.stripeEventName)).toBe(expected)
 
-      // Several more passes once Stripe's summary shows it: nothing is re-queued again.
-      await sleep(9_000)
+      // More passes once Stripe's summary shows it and the batch has settled: nothing is re-queued
+      // again. Waits for two completed passes seen after that instant (the second one started after
+      // it), not for a fixed time: under load a fixed wait could pass with no pass having run.
+      const settledAt = Date.now() + 4_000
+      let seenAfter = 0
+      let last = await completedPasses()
+      await waitFor(
+        "two scheduled reconciliation passes after the batch settled",
+        async () => {
+          const now = await completedPasses()
+          if (now > last && Date.now() >= settledAt) seenAfter += now - last
+          last = now
+          return seenAfter
+        },
+        (n) => n >= 2
+      )
       const after = (await h.batches()).filter((b) => b.customerId === c.customerId)
       expect(after.map((b) => b.syncStatus)).toEqual(["synced", "synced"])
       await syncWaiting(h)

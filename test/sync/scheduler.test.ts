@@ -6,7 +6,7 @@
  * exactly end + grace (the only further delay is the run's own wall time, measured).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Context, Effect, Fiber, Ref, TestClock } from "effect"
+import { Chunk, Clock, Context, Effect, Fiber, Ref, TestClock } from "effect"
 import * as O from "../support/oracle.js"
 import type { EnvironmentId, TenantId } from "../../src/domain/Ids.js"
 import { TenantScope } from "../../src/domain/Ids.js"
@@ -159,19 +159,46 @@ describe("an hour's usage reaches Stripe at end + grace (real pipeline, TestCloc
         const context = yield* Effect.promise(() => h.app.run(Effect.context<SyncService | StripeConfigRepo>()))
         const service = Context.get(context, SyncService)
         const configs = Context.get(context, StripeConfigRepo)
+        // What the loop is doing, so the test waits for it to be idle rather than for a fixed time:
+        // passes begun (listing the tenants) and ended (afterPass), runs begun and ended.
+        const seen = { passesBegun: 0, passesEnded: 0, runsBegun: 0, runsEnded: 0 }
         const loop = yield* runSchedulerLoop({
           intervalSeconds: 60,
           concurrency: 4,
-          listConfigs: configs.listSyncEnabled,
-          runTenant: (config) => service.outcomeOf(config, { trigger: "schedule" })
+          listConfigs: Effect.zipRight(Effect.sync(() => seen.passesBegun++), configs.listSyncEnabled),
+          afterPass: () => Effect.sync(() => seen.passesEnded++),
+          runTenant: (config) =>
+            Effect.suspend(() => {
+              seen.runsBegun++
+              return service.outcomeOf(config, { trigger: "schedule" })
+            }).pipe(Effect.ensuring(Effect.sync(() => seen.runsEnded++)))
         })
         const total = () => h.stripeTotal(c.stripeId!, m.stripeEventName)
-        const settle = Effect.promise(() => new Promise((r) => setTimeout(r, 1_500)))
+        /**
+         * Until the loop is idle at the current virtual instant: no pass and no run under way, and
+         * the loop asleep until a later instant (a pending TestClock sleep). Polled on real time: a
+         * fiber woken or forked by the clock starts before the next poll. Gives up after 30 s of
+         * real time and fails.
+         */
+        const idle = Effect.gen(function* () {
+          const now = yield* Clock.currentTimeMillis
+          const quiet = Effect.map(
+            TestClock.sleeps(),
+            (sleeps) =>
+              seen.passesBegun === seen.passesEnded && seen.runsBegun === seen.runsEnded && Chunk.some(sleeps, (t) => t > now)
+          )
+          const realStart = Date.now()
+          let ok = false
+          while (!ok && Date.now() - realStart < 30_000) {
+            yield* Effect.promise(() => new Promise((r) => setTimeout(r, 20)))
+            ok = yield* quiet
+          }
+          expect(ok, `the scheduler loop went idle at ${new Date(now).toISOString()}: ${JSON.stringify(seen)}`).toBe(true)
+        })
         // up to 1 ms before the due instant: nothing may reach Stripe
         yield* advance(dueAt - 1 - (yield* Clock.currentTimeMillis), 600_000)
-        yield* settle
-        yield* TestClock.adjust(0)
-        yield* settle
+        yield* idle
+        expect(seen.runsEnded).toBeGreaterThan(0)
         const before = total()
         // the due instant: the loop wakes exactly then and the run pushes the window
         const realStart = Date.now()

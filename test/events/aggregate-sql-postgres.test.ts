@@ -1,0 +1,165 @@
+/**
+ * The PostgreSQL aggregation statements (PgEventStore: the window's groups read in one query and
+ * cut into pages, the keyset pages of a window with more groups than fit in memory, late windows,
+ * the earliest row) run on one PGlite per file over generated rows, and every answer is compared
+ * with the oracle (aggregateModel.ts). A second store with a tiny in-memory bound takes the keyset
+ * path on the same rows. Fast enough for the mutation run (vitest.mutation-sql.config.ts).
+ */
+import { PgClient } from "@effect/sql-pg"
+import { describe, expect, layer } from "@effect/vitest"
+import { Chunk, Effect, Logger, LogLevel, Option, Stream } from "effect"
+import fc from "fast-check"
+import * as Database from "../../src/db/Database.js"
+import { newId, TenantScope } from "../../src/domain/Ids.js"
+import type { AggregateGroup, AggregateQuery, EventStoreError, EventStoreShape } from "../../src/events/EventStore.js"
+import * as PgEventStore from "../../src/events/PgEventStore.js"
+import { runs } from "../support/arbitraries.js"
+import { freshDataDir } from "../support/app.js"
+import {
+  bounded,
+  expectedEarliest,
+  expectedGroups,
+  expectedLateWindows,
+  ingestedAt,
+  METERS,
+  pairsArb,
+  queryOf,
+  readArb,
+  rowsOf,
+  sortGroups
+} from "./aggregateModel.js"
+
+/** Generous: the machine these run on may be busy; a normal run takes a few seconds per property. */
+const PROPERTY_TIMEOUT = 240_000
+
+const scope = () => new TenantScope({ tenantId: newId.tenant(), environmentId: newId.environment() })
+
+/** The stream's chunks: the window pass ledgers one page per chunk. */
+const pages = (s: Stream.Stream<AggregateGroup, EventStoreError>) =>
+  Effect.map(Stream.runCollect(Stream.chunks(s)), (c) => Chunk.toReadonlyArray(c).map(Chunk.toReadonlyArray))
+
+/**
+ * Every page holds `pageSize` groups except the last, which holds 1..pageSize — or, on the keyset
+ * path, 0 after a full page: it learns that the groups ended only from an empty next page.
+ */
+const expectPaged = (got: ReadonlyArray<ReadonlyArray<AggregateGroup>>, q: AggregateQuery, emptyLastAfterFull: boolean) => {
+  got.forEach((page, i) => {
+    if (i < got.length - 1) expect(page.length).toBe(q.pageSize)
+    else {
+      expect(page.length).toBeGreaterThan(emptyLastAfterFull && i > 0 ? -1 : 0)
+      expect(page.length).toBeLessThanOrEqual(q.pageSize)
+    }
+  })
+}
+
+describe("PostgreSQL aggregation SQL against the oracle (PGlite)", () => {
+  layer(Database.layerFrom({ url: Option.none(), dataDir: freshDataDir() }), { timeout: "120 seconds", excludeTestServices: true })((it) => {
+    /** Runs a generated case's effect with the file's database. */
+    const runner = Effect.map(Effect.context<PgClient.PgClient>(), (ctx) => <A, E>(e: Effect.Effect<A, E, PgClient.PgClient>) =>
+      Effect.runPromise(e.pipe(Effect.provide(ctx), Logger.withMinimumLogLevel(LogLevel.Error)))
+    )
+    const stores = Effect.all({ inMemory: PgEventStore.make, keyset: PgEventStore.makeWith({ inMemoryGroups: 2 }) })
+
+    it.effect("window reads: in-memory pages and keyset pages both return the oracle's groups", () =>
+      Effect.gen(function* () {
+        const run = yield* runner
+        const { inMemory, keyset } = yield* stores
+        yield* Effect.promise(() =>
+          fc.assert(
+            // up to 12 pairs: the keyset store reads a page per query, pages of 1 group included
+            fc.asyncProperty(pairsArb({ duplicates: false, maxPairs: 12 }), fc.array(readArb, { minLength: 1, maxLength: 3 }), (pairs, readSpecs) =>
+              run(
+                Effect.gen(function* () {
+                  const s = scope()
+                  const rows = rowsOf(s, pairs)
+                  yield* inMemory.insertProcessed(rows)
+                  for (const r of readSpecs) {
+                    const q = queryOf(s, r)
+                    const expected = expectedGroups(rows, q)
+                    for (const store of [inMemory, keyset] satisfies ReadonlyArray<EventStoreShape>) {
+                      const got = yield* pages(store.aggregateBillable(q))
+                      expectPaged(got, q, store === keyset)
+                      expect(sortGroups(got.flat())).toEqual(expected)
+                    }
+                  }
+                })
+              )
+            ),
+            runs(30)
+          )
+        )
+      }),
+      PROPERTY_TIMEOUT
+    )
+
+    it.effect("late windows and the earliest row match the oracle (non-zero rows, any meter subset, any window size)", () =>
+      Effect.gen(function* () {
+        const run = yield* runner
+        const { inMemory: store } = yield* stores
+        yield* Effect.promise(() =>
+          fc.assert(
+            fc.asyncProperty(
+              pairsArb({ duplicates: false }),
+              fc.record({
+                after: bounded(fc.constant(-1), fc.integer({ min: -1, max: 7 })),
+                before: bounded(fc.constant(8), fc.integer({ min: -1, max: 8 })),
+                windowMinutes: fc.constantFrom(1, 5, 60, 1440),
+                meters: fc.uniqueArray(fc.nat(METERS.length - 1), { minLength: 1, maxLength: METERS.length })
+              }),
+              (pairs, r) =>
+                run(
+                  Effect.gen(function* () {
+                    const s = scope()
+                    const rows = rowsOf(s, pairs)
+                    yield* store.insertProcessed(rows)
+                    const meterIds = r.meters.map((m) => METERS[m]!)
+                    const q = { scope: s, ingestedAfter: ingestedAt(r.after), ingestedBefore: ingestedAt(r.before), windowMinutes: r.windowMinutes, meterIds }
+                    expect((yield* store.windowsWithLateRows(q)).map((d) => d.getTime())).toEqual(expectedLateWindows(rows, q, true))
+                    const earliest = yield* store.earliestProcessed(s, meterIds)
+                    expect(Option.getOrUndefined(Option.map(earliest, (d) => d.getTime()))).toBe(expectedEarliest(rows, meterIds, true))
+                  })
+                )
+            ),
+            runs(30)
+          )
+        )
+      }),
+      PROPERTY_TIMEOUT
+    )
+
+    it.effect("a page size that is not a positive integer is refused; a failing statement names its operation", () =>
+      Effect.gen(function* () {
+        const { inMemory: store } = yield* stores
+        const s = scope()
+        const q = queryOf(s, { startOffset: 0, endOffset: 3_600_000, after: undefined, before: 8, meters: [0], pageSize: 1 })
+        yield* store.insertProcessed(rowsOf(s, [{ meter: 0, copies: [{ customer: 0, name: 0, tsOffset: 0, ingest: 0, qty: "1" }] }]))
+        for (const pageSize of [0, -1, 1.5, Number.NaN]) {
+          const error = yield* Effect.flip(Stream.runCollect(store.aggregateBillable({ ...q, pageSize })))
+          expect(error.operation).toBe("aggregateBillable")
+          expect(String((error.cause as Error).message)).toContain(`pageSize must be a positive integer, got ${pageSize}`)
+        }
+        expect(Chunk.toReadonlyArray(yield* Stream.runCollect(store.aggregateBillable(q)))).toHaveLength(1)
+        // PostgreSQL refuses a NUL in text: each statement fails, and says which one it was
+        const nul = ["mtr_\u0000"]
+        expect((yield* Effect.flip(Stream.runCollect(store.aggregateBillable({ ...q, meterIds: nul })))).operation).toBe("aggregateBillable")
+        const late = { scope: s, ingestedAfter: ingestedAt(-1), ingestedBefore: ingestedAt(8), windowMinutes: 60, meterIds: nul }
+        expect((yield* Effect.flip(store.windowsWithLateRows(late))).operation).toBe("windowsWithLateRows")
+        expect((yield* Effect.flip(store.earliestProcessed(s, nul))).operation).toBe("earliestProcessed")
+      })
+    )
+
+    it.effect("no meters: nothing is read", () =>
+      Effect.gen(function* () {
+        const { inMemory: store } = yield* stores
+        const s = scope()
+        const q = queryOf(s, { startOffset: 0, endOffset: 3_600_000, after: undefined, before: 8, meters: [0], pageSize: 2 })
+        yield* store.insertProcessed(rowsOf(s, [{ meter: 0, copies: [{ customer: 0, name: 0, tsOffset: 0, ingest: 0, qty: "1" }] }]))
+        expect(Chunk.toReadonlyArray(yield* Stream.runCollect(store.aggregateBillable(q)))).toHaveLength(1)
+        expect(Chunk.toReadonlyArray(yield* Stream.runCollect(store.aggregateBillable({ ...q, meterIds: [] })))).toEqual([])
+        const late = { scope: s, ingestedAfter: ingestedAt(-1), ingestedBefore: ingestedAt(8), windowMinutes: 60, meterIds: [] }
+        expect(yield* store.windowsWithLateRows(late)).toEqual([])
+        expect(Option.isNone(yield* store.earliestProcessed(s, []))).toBe(true)
+      })
+    )
+  })
+})
