@@ -144,6 +144,8 @@ export const processWindow = (ctx: RunContext, work: WindowWork) => {
         })
         .pipe(
           Stream.chunks,
+          // a keyset read whose last page was exactly full ends with an empty page: nothing to ledger
+          Stream.filter(Chunk.isNonEmpty),
           Stream.runForEach((chunk) =>
             Effect.gen(function* () {
               const page = Chunk.toReadonlyArray(chunk)
