@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Chunk, Effect, Exit, HashMap, Logger, LogLevel, Metric, Option, Scope, Stream } from "effect"
 import fc from "fast-check"
-import { type EnvironmentId, newId, type TenantId, TenantScope } from "../../src/domain/Ids.js"
+import { type EnvironmentId, type TenantId, TenantScope } from "../../src/domain/Ids.js"
 import { fromClient } from "../../src/events/ClickHouseEventStore.js"
 import { makeAggregate } from "../../src/events/clickhouse/Aggregate.js"
 import { type ChClient, makeClient, resolveConnection, type Row } from "../../src/events/clickhouse/Client.js"
@@ -32,14 +32,12 @@ import {
   METERS,
   pairsArb,
   queryOf,
+  PROPERTY_TIMEOUT,
+  freshScope as scope,
   readArb,
   rowsOf
 } from "./aggregateModel.js"
 
-/** Generous: the machine these run on may be busy; a normal run takes a few seconds per property. */
-const PROPERTY_TIMEOUT = 240_000
-
-const scope = () => new TenantScope({ tenantId: newId.tenant(), environmentId: newId.environment() })
 
 const attempt = <A>(operation: string, f: () => A): Effect.Effect<A, EventStoreError> =>
   Effect.try({ try: f, catch: (cause) => new EventStoreError({ backend: "clickhouse", operation, cause }) })

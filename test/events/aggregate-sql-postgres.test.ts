@@ -10,7 +10,6 @@ import { describe, expect, layer } from "@effect/vitest"
 import { Chunk, Effect, Logger, LogLevel, Option, Stream } from "effect"
 import fc from "fast-check"
 import * as Database from "../../src/db/Database.js"
-import { newId, TenantScope } from "../../src/domain/Ids.js"
 import type { AggregateGroup, AggregateQuery, EventStoreError, EventStoreShape } from "../../src/events/EventStore.js"
 import * as PgEventStore from "../../src/events/PgEventStore.js"
 import { runs } from "../support/arbitraries.js"
@@ -24,15 +23,13 @@ import {
   METERS,
   pairsArb,
   queryOf,
+  PROPERTY_TIMEOUT,
+  freshScope as scope,
   readArb,
   rowsOf,
   sortGroups
 } from "./aggregateModel.js"
 
-/** Generous: the machine these run on may be busy; a normal run takes a few seconds per property. */
-const PROPERTY_TIMEOUT = 240_000
-
-const scope = () => new TenantScope({ tenantId: newId.tenant(), environmentId: newId.environment() })
 
 /** The stream's chunks: the window pass ledgers one page per chunk. */
 const pages = (s: Stream.Stream<AggregateGroup, EventStoreError>) =>

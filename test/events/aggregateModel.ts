@@ -9,7 +9,7 @@
  * 12 decimals and 20 integer digits, keys that sort differently by byte and by case, pages of 1–4.
  */
 import fc from "fast-check"
-import type { TenantScope } from "../../src/domain/Ids.js"
+import { newId, TenantScope } from "../../src/domain/Ids.js"
 import type { AggregateGroup, AggregateQuery, ProcessedEvent } from "../../src/events/EventStore.js"
 import { exact } from "../support/arbitraries.js"
 import * as O from "../support/oracle.js"
@@ -224,3 +224,9 @@ export const expectedEarliest = (rows: ReadonlyArray<ProcessedEvent>, meterIds: 
     .map((r) => r.timestamp.getTime())
   return ts.length === 0 ? undefined : Math.min(...ts)
 }
+
+/** Generous: the machine these run on may be busy; a normal run takes a few seconds per property. */
+export const PROPERTY_TIMEOUT = 240_000
+
+/** A fresh tenant environment per property run. */
+export const freshScope = () => new TenantScope({ tenantId: newId.tenant(), environmentId: newId.environment() })
