@@ -169,6 +169,8 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
             let t = emptyTally
             const read = chunkReader(text, duplicates)
             let size = firstChunkSize(config)
+            // planner statistics at 1,000 rows applied, then each time the count doubles
+            let analyzeAt = apply ? 1000 : Number.POSITIVE_INFINITY
             for (let chunk = read(size); chunk !== undefined; chunk = read(size)) {
               const checked = verify ? yield* stripeCheck(chunk.rows) : { kept: chunk.rows, problems: [] }
               const before = t
@@ -178,6 +180,10 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
                 .pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
               t = next
               size = nextChunkSize(config, size, Duration.toMillis(took))
+              if (t.rowsDone >= analyzeAt) {
+                analyzeAt = t.rowsDone * 2
+                yield* gate.turn(repo.refreshStatistics).pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
+              }
             }
             return t
           })
