@@ -24,11 +24,11 @@ import { runs } from "../support/arbitraries.js"
 import { chdbClient, withChdb } from "../support/chdb.js"
 import { withClickHouse } from "../support/clickhouse.js"
 import {
-  bounded,
   expectedEarliest,
   expectedGroups,
   expectedLateWindows,
   ingestedAt,
+  lateReadArb,
   METERS,
   pairsArb,
   queryOf,
@@ -197,12 +197,7 @@ const aggregateSqlSuite = (label: string, connect: Connect) =>
       fc.assert(
         fc.asyncProperty(
           pairsArb({ duplicates: true }),
-          fc.record({
-            after: bounded(fc.constant(-1), fc.integer({ min: -1, max: 7 })),
-            before: bounded(fc.constant(8), fc.integer({ min: -1, max: 8 })),
-            windowMinutes: fc.constantFrom(1, 5, 60, 1440),
-            meters: fc.uniqueArray(fc.nat(METERS.length - 1), { minLength: 1, maxLength: METERS.length })
-          }),
+          lateReadArb,
           (pairs, r) =>
             run(
               Effect.gen(function* () {

@@ -15,11 +15,11 @@ import * as PgEventStore from "../../src/events/PgEventStore.js"
 import { runs } from "../support/arbitraries.js"
 import { freshDataDir } from "../support/app.js"
 import {
-  bounded,
   expectedEarliest,
   expectedGroups,
   expectedLateWindows,
   ingestedAt,
+  lateReadArb,
   METERS,
   pairsArb,
   queryOf,
@@ -97,12 +97,7 @@ describe("PostgreSQL aggregation SQL against the oracle (PGlite)", () => {
           fc.assert(
             fc.asyncProperty(
               pairsArb({ duplicates: false }),
-              fc.record({
-                after: bounded(fc.constant(-1), fc.integer({ min: -1, max: 7 })),
-                before: bounded(fc.constant(8), fc.integer({ min: -1, max: 8 })),
-                windowMinutes: fc.constantFrom(1, 5, 60, 1440),
-                meters: fc.uniqueArray(fc.nat(METERS.length - 1), { minLength: 1, maxLength: METERS.length })
-              }),
+              lateReadArb,
               (pairs, r) =>
                 run(
                   Effect.gen(function* () {

@@ -230,3 +230,11 @@ export const PROPERTY_TIMEOUT = 240_000
 
 /** A fresh tenant environment per property run. */
 export const freshScope = () => new TenantScope({ tenantId: newId.tenant(), environmentId: newId.environment() })
+
+/** A late-window / earliest-row read: ingestion bounds, window size and a meter subset. */
+export const lateReadArb = fc.record({
+  after: bounded(fc.constant(-1), fc.integer({ min: -1, max: 7 })),
+  before: bounded(fc.constant(8), fc.integer({ min: -1, max: 8 })),
+  windowMinutes: fc.constantFrom(1, 5, 60, 1440),
+  meters: fc.uniqueArray(fc.nat(METERS.length - 1), { minLength: 1, maxLength: METERS.length })
+})
