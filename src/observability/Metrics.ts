@@ -155,8 +155,8 @@ export const syncScheduleDelaySeconds = Metric.histogram(
 )
 
 /**
- * Stripe requests spent from the call budget (src/sync/CallBudget.ts): sync runs' meter-event
- * requests (stream requests or v1 calls) and reconciliation's summary reads. Tenant labels opt-in.
+ * Stripe requests spent from the call budget (src/sync/CallBudget.ts): every request a sync
+ * run sends (meter events, stream sessions, resend-guard summary reads) and reconciliation's reads. Tenant labels opt-in.
  */
 export const syncStripeRequestsTotal = Metric.counter("flexprice_sync_stripe_requests_total", {
   description: "Stripe requests made by sync runs (meter events) and reconciliation (summaries)",

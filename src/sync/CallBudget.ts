@@ -1,7 +1,8 @@
 /**
  * The requirements' call budget: fewer than 100 Stripe calls an hour per tenant. Everything that
- * calls Stripe on a tenant's behalf in the background spends from it — sync runs (their meter
- * event requests) and reconciliation (its summary pages) — and the trailing hour's requests per
+ * calls Stripe on a tenant's behalf in the background spends from it, every attempt it sends
+ * (RequestCount.ts) — sync runs (meter events, stream sessions, the resend guard's summary reads)
+ * and reconciliation (its summary pages) — and the trailing hour's requests per
  * tenant are exported (`flexprice_sync_stripe_requests_last_hour`) for the SyncStripeCallBudget
  * alert. The budget is watched, not enforced: usage is never held back or dropped to stay under
  * it (README "SyncStripeCallBudget").

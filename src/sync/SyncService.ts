@@ -15,6 +15,7 @@ import { ErrorReporter } from "../observability/ErrorReporter.js"
 import * as Metrics from "../observability/Metrics.js"
 import { StripeConfigRepo, type TenantStripeConfig } from "../repositories/StripeConfigRepo.js"
 import { StripeNotConfigured } from "../stripe/StripeAccounts.js"
+import { countingRequests } from "../stripe/RequestCount.js"
 import { CallBudget } from "./CallBudget.js"
 import { type LeaseBusy, type LeaseLost, SyncLease } from "./SyncLease.js"
 import { type RunOptions, type RunReport, SyncPipeline, type WindowNotClosed } from "./SyncPipeline.js"
@@ -57,13 +58,14 @@ export class SyncService extends Effect.Service<SyncService>()("flexprice/SyncSe
       options: RunOptions,
       leaseOptions: { readonly wait?: Duration.DurationInput } = {}
     ): Effect.Effect<RunReport, RunError> =>
-      lease.withLease(config.scope, pipeline.run(config, options), leaseOptions).pipe(
+      // Every request the run sends is spent from the budget, whatever sent it: meter events,
+      // the stream session, the resend guard's summary reads, retries, and a failed run's too.
+      countingRequests(lease.withLease(config.scope, pipeline.run(config, options), leaseOptions), (requests) =>
+        budget.spend(config.scope, requests)
+      ).pipe(
         Effect.provideService(CurrentTenant, config.scope),
         Effect.tapBoth({
-          onSuccess: (report) =>
-            Effect.all([countRun(report.status), recordResultSizes(report), budget.spend(config.scope, report.stripeRequests)], {
-              discard: true
-            }),
+          onSuccess: (report) => Effect.all([countRun(report.status), recordResultSizes(report)], { discard: true }),
           onFailure: (e) =>
             countRun(e._tag === "LeaseBusy" ? "lease_busy" : e._tag === "WindowNotClosed" ? "rejected" : "failed")
         }),

@@ -4,6 +4,7 @@
  * (plus its session). Beyond the budget nothing is held back: every aggregate is sent and the
  * trailing-hour gauge (what SyncStripeCallBudget alerts on) shows the overrun.
  */
+import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as O from "../support/oracle.js"
@@ -40,6 +41,7 @@ describe("Stripe call budget per tenant", () => {
 
   it("v1: one call per aggregate, all sent beyond 100; stream: ⌈aggregates/100⌉; the gauge sums the tenant's hour", async () => {
     await h.configure({ transport: "v1" })
+    const before = h.emulator.totalCalls()
     const v1Aggregates = 101
     const v1 = await usageOverHours("budget_v1", v1Aggregates)
     const r1 = await h.sync()
@@ -51,7 +53,9 @@ describe("Stripe call budget per tenant", () => {
     // 101 calls for one (customer, meter), never two in flight at once (Stripe refuses the second)
     expect(h.emulator.v1ConcurrentSameCustomerMeter()).toBe(0)
     expect(h.emulator.state.received().map((r) => r.outcome)).toEqual(Array(v1Aggregates).fill("accepted"))
-    expect(await value("flexprice_sync_stripe_requests_last_hour")).toBe(v1Aggregates)
+    const v1Received = h.emulator.totalCalls() - before
+    expect(v1Received).toBeGreaterThanOrEqual(v1Aggregates)
+    expect(await value("flexprice_sync_stripe_requests_last_hour")).toBe(v1Received)
 
     await h.configure({ transport: "stream" })
     const streamAggregates = 201
@@ -62,9 +66,33 @@ describe("Stripe call budget per tenant", () => {
     const streamRequests = Number((BigInt(streamAggregates) + 99n) / 100n)
     expect(r2.stripeRequests).toBe(streamRequests)
     expect(h.stripeTotal(st.c.stripeId!, st.m.stripeEventName)).toBe(O.format(O.sum(Array(streamAggregates).fill("1"))))
-    // the same tenant's trailing hour: both runs
-    expect(await value("flexprice_sync_stripe_requests_last_hour")).toBe(v1Aggregates + streamRequests)
-    expect(await value("flexprice_sync_stripe_requests_total")).toBe(v1Aggregates + streamRequests)
+    // the same tenant's trailing hour: both runs, every request Stripe received (the stream's
+    // session included), counted independently by the emulator
+    const received = h.emulator.totalCalls() - before
+    expect(received).toBeGreaterThanOrEqual(v1Aggregates + streamRequests)
+    expect(await value("flexprice_sync_stripe_requests_last_hour")).toBe(received)
+    expect(await value("flexprice_sync_stripe_requests_total")).toBe(received)
+  }, 120_000)
+
+  it("the resend guard's summary reads past Stripe's 24 h dedup horizon are spent too", async () => {
+    const { m, c } = await usageOverHours("budget_guard", 1)
+    await h.sync()
+    // delivered, but the process died before marking it; Stripe's dedup memory is gone
+    await h.app.run(
+      Effect.flatMap(PgClient.PgClient, (sql) =>
+        sql.unsafe(`UPDATE stripe_sync_batches SET sync_status = 'sending', synced_at = NULL,
+          first_sent_at = now() - interval '25 hours' WHERE customer_id = '${c.customerId}'`)
+      )
+    )
+    h.emulator.advanceClock(25 * 3_600_000)
+    const total = await value("flexprice_sync_stripe_requests_total")
+    const calls = h.emulator.totalCalls()
+    const run = await h.sync()
+    const made = h.emulator.totalCalls() - calls
+    expect(made).toBeGreaterThanOrEqual(1) // the summary read, nothing resent
+    expect(run.stripeRequests).toBe(0)
+    expect(h.stripeTotal(c.stripeId!, m.stripeEventName)).toBe("1")
+    expect(await value("flexprice_sync_stripe_requests_total")).toBe(total + made)
   }, 120_000)
 
   it("scheduled reconciliation's Stripe reads are spent from the same budget", async () => {
