@@ -4,7 +4,7 @@
  * log annotations (request id, tenant, …). Secret-looking values are scrubbed as a last resort.
  *
  *   {"ts":"2025-01-01T00:00:00.000Z","level":"INFO","msg":"…","trace_id":"…","span_id":"…",
- *    "request_id":"…","tenant_id":"…","spans":{"sync.run":12},"cause":"…"}
+ *    "request_id":"…","tenant_id":"…","spans":{"SyncPipeline.run":12},"cause":"…"}
  *
  * Level from `FLEXPRICE_LOG_LEVEL` (trace|debug|info|warning|error|fatal|none; default info).
  * `FLEXPRICE_LOG_FORMAT=pretty` switches to Effect's human-readable logger for local use.

@@ -183,47 +183,43 @@ const beforeChunk = (chunk: ReadonlyArray<Sendable>) =>
   )
 
 /** One chunk to Stripe (the page is already `sending`); failures are recorded at once. */
-const pushChunk = (push: PushContext, whole: ReadonlyArray<Sendable>, page: PageSend) =>
-  Effect.gen(function* () {
-    const { config, deps } = push.run
-    const { counters, ref } = push
-    const { attempted, buffer } = page
-    if ((yield* Ref.get(counters)).stop !== null) return
-    yield* beforeChunk(whole)
-    const started = yield* Clock.currentTimeMillis
-    if (config.transport === "stream") {
-      const chunk = yield* withinHorizonAtSend(push, whole, page)
-      if (chunk.length === 0) return
-      yield* sendStream(push, chunk, page)
-    } else {
-      yield* Effect.forEach(
-        whole,
-        (c) =>
-          Effect.flatMap(Ref.get(counters), (state) =>
-            state.stop !== null
-              ? Effect.void
-              : Effect.flatMap(withinHorizonAtSend(push, [c], page), (ready) => {
-                  if (ready.length === 0) return Effect.void
-                  attempted.add(c.batch.id)
-                  return deps.stripe.sendMeterEventV1(ref, c.event, { customerPayloadKey: c.customerKey }).pipe(
-                    Effect.either,
-                    Effect.tap(() => Ref.update(counters, (s) => ({ ...s, requests: s.requests + 1 }))),
-                    Effect.flatMap((r) =>
-                      r._tag === "Right" ? Effect.sync(() => void buffer.items.push(c.batch)) : onFailure(push, [c.batch], r.left)
-                    )
+const pushChunk = Effect.fn("Push.pushChunk")(function* (push: PushContext, whole: ReadonlyArray<Sendable>, page: PageSend) {
+  yield* Effect.annotateCurrentSpan({ "sync.batches": whole.length, "sync.transport": push.run.config.transport })
+  const { config, deps } = push.run
+  const { counters, ref } = push
+  const { attempted, buffer } = page
+  if ((yield* Ref.get(counters)).stop !== null) return
+  yield* beforeChunk(whole)
+  const started = yield* Clock.currentTimeMillis
+  if (config.transport === "stream") {
+    const chunk = yield* withinHorizonAtSend(push, whole, page)
+    if (chunk.length === 0) return
+    yield* sendStream(push, chunk, page)
+  } else {
+    yield* Effect.forEach(
+      whole,
+      (c) =>
+        Effect.flatMap(Ref.get(counters), (state) =>
+          state.stop !== null
+            ? Effect.void
+            : Effect.flatMap(withinHorizonAtSend(push, [c], page), (ready) => {
+                if (ready.length === 0) return Effect.void
+                attempted.add(c.batch.id)
+                return deps.stripe.sendMeterEventV1(ref, c.event, { customerPayloadKey: c.customerKey }).pipe(
+                  Effect.either,
+                  Effect.tap(() => Ref.update(counters, (s) => ({ ...s, requests: s.requests + 1 }))),
+                  Effect.flatMap((r) =>
+                    r._tag === "Right" ? Effect.sync(() => void buffer.items.push(c.batch)) : onFailure(push, [c.batch], r.left)
                   )
-                })
-          ),
-        { concurrency: deps.settings.pushConcurrency, discard: true }
-      )
-    }
-    if (buffer.items.length >= SYNCED_FLUSH) yield* flushSynced(push, buffer)
-    yield* chunkDuration((yield* Clock.currentTimeMillis) - started)
-  }).pipe(
-    Effect.withSpan("sync.chunk", {
-      attributes: { "sync.batches": whole.length, "sync.transport": push.run.config.transport }
-    })
-  )
+                )
+              })
+        ),
+      { concurrency: deps.settings.pushConcurrency, discard: true }
+    )
+  }
+  if (buffer.items.length >= SYNCED_FLUSH) yield* flushSynced(push, buffer)
+  yield* chunkDuration((yield* Clock.currentTimeMillis) - started)
+})
 
 /**
  * Reads the next page of the queue, skips what cannot be sent and marks the rest `sending`
@@ -354,22 +350,22 @@ const sendPage = (push: PushContext, flushes: Flushes, { sendable }: PreparedPag
     yield* restoreUnattempted(push, sendable, page.attempted)
   })
 
-export const push = (run: RunContext, counters: Ref.Ref<PushCounters>) =>
-  Effect.gen(function* () {
-    const ref = yield* run.account
-    const ctx: PushContext = { run, ref, counters }
-    const flushes: Flushes = { last: undefined }
-    // Pipelined: while one page is on the wire, the next one is read and marked `sending`
-    // (its own keyset range, so no row is in two pages). A zero-capacity buffer is a
-    // rendezvous (effect's bounded Queue with BackPressureStrategy hands an offer straight to a
-    // waiting taker, internal/queue.ts `onCompleteTakersWithEmptyQueue`): the reader starts the
-    // next page when the previous one is taken, so exactly one page is read ahead; capacity 1
-    // would hold one page in the queue and prepare a second. If the run stops, the prepared page
-    // goes back to `pending` unattempted; if the run fails or is interrupted, the prepared page
-    // is left `sending`, like after a crash (resent with the same identifiers).
-    yield* preparedPages(ctx).pipe(
-      Stream.buffer({ capacity: 0 }),
-      Stream.runForEach((page) => sendPage(ctx, flushes, page)),
-      Effect.ensuring(Effect.suspend(() => (flushes.last === undefined ? Effect.void : Fiber.await(flushes.last))))
-    )
-  }).pipe(Effect.withSpan("sync.push", { attributes: { "sync.transport": run.config.transport } }))
+export const push = Effect.fn("Push.push")(function* (run: RunContext, counters: Ref.Ref<PushCounters>) {
+  yield* Effect.annotateCurrentSpan({ "sync.transport": run.config.transport })
+  const ref = yield* run.account
+  const ctx: PushContext = { run, ref, counters }
+  const flushes: Flushes = { last: undefined }
+  // Pipelined: while one page is on the wire, the next one is read and marked `sending`
+  // (its own keyset range, so no row is in two pages). A zero-capacity buffer is a
+  // rendezvous (effect's bounded Queue with BackPressureStrategy hands an offer straight to a
+  // waiting taker, internal/queue.ts `onCompleteTakersWithEmptyQueue`): the reader starts the
+  // next page when the previous one is taken, so exactly one page is read ahead; capacity 1
+  // would hold one page in the queue and prepare a second. If the run stops, the prepared page
+  // goes back to `pending` unattempted; if the run fails or is interrupted, the prepared page
+  // is left `sending`, like after a crash (resent with the same identifiers).
+  yield* preparedPages(ctx).pipe(
+    Stream.buffer({ capacity: 0 }),
+    Stream.runForEach((page) => sendPage(ctx, flushes, page)),
+    Effect.ensuring(Effect.suspend(() => (flushes.last === undefined ? Effect.void : Fiber.await(flushes.last))))
+  )
+})

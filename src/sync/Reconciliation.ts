@@ -45,85 +45,84 @@ export interface ReconciliationReport {
 
 const HOUR_MS = 3_600_000
 
-export const reconcile = (from: Date, to: Date) =>
-  Effect.gen(function* () {
-    const repo = yield* SyncBatchRepo
-    const customers = yield* CustomerMappingRepo
-    const meters = yield* MeterMappingRepo
-    const accounts = yield* StripeAccounts
-    const stripe = yield* StripeClient
-    const start = new Date(Math.floor(from.getTime() / HOUR_MS) * HOUR_MS)
-    const end = new Date(Math.ceil(to.getTime() / HOUR_MS) * HOUR_MS)
-    const ours = yield* repo.syncedHourly(start, end)
-    const byPair = Arr.groupBy(ours, (r) => `${r.customerId}\u0000${r.meterId}`)
-    const stripeCustomers = yield* customers.activeByCustomerIds([...new Set(ours.map((r) => r.customerId))])
-    const mappingByMeter = new Map((yield* meters.list).map((m) => [m.meterId, m]))
-    const ref = yield* accounts.refFor
-    const perPair = yield* Effect.forEach(
-      Object.values(byPair),
-      (rows) =>
-        Effect.gen(function* () {
-          const { customerId, meterId } = rows[0]!
-          const stripeCustomerId = stripeCustomers.get(customerId) ?? null
-          const mapping = mappingByMeter.get(meterId)
-          const stripeMeterId = mapping?.providerMeterId ?? null
-          const summaries =
-            stripeCustomerId === null || stripeMeterId === null
-              ? Option.none()
-              : yield* stripe
-                  .listMeterEventSummaries(ref, { meterId: stripeMeterId, customer: stripeCustomerId, startTime: start, endTime: end })
-                  .pipe(Effect.option)
-          const stripeByHour = new Map<number, string>()
-          if (Option.isSome(summaries))
-            for (const s of summaries.value) {
-              const h = Math.floor(s.startTime.getTime() / HOUR_MS) * HOUR_MS
-              stripeByHour.set(h, Decimal.add(stripeByHour.get(h) ?? "0", s.aggregatedValue))
-            }
-          const syncedByHour = new Map(rows.map((r) => [r.hour.getTime(), r.total]))
-          const ledgerByHour = new Map(rows.map((r) => [r.hour.getTime(), r]))
-          const hours = [...new Set([...syncedByHour.keys(), ...stripeByHour.keys()])].sort((a, b) => a - b)
-          return {
-            unavailable: Option.isNone(summaries),
-            rows: hours.map((h): ReconciliationRow => {
-              const synced = syncedByHour.get(h) ?? "0"
-              const st = Option.isSome(summaries) ? (stripeByHour.get(h) ?? "0") : null
-              return {
-                customerId,
-                stripeCustomerId,
-                meterId,
-                stripeMeterId,
-                hour: new Date(h),
-                synced,
-                stripe: st,
-                drift: st === null ? Decimal.sub("0", synced) : Decimal.sub(st, synced),
-                matches:
-                  st !== null &&
-                  matchesDoubleSum(st, {
-                    exact: synced,
-                    absTotal: ledgerByHour.get(h)?.absTotal ?? "0",
-                    events: ledgerByHour.get(h)?.batches ?? 0
-                  })
-              }
-            })
+export const reconcile = Effect.fn("Reconciliation.reconcile")(function* (from: Date, to: Date) {
+  const repo = yield* SyncBatchRepo
+  const customers = yield* CustomerMappingRepo
+  const meters = yield* MeterMappingRepo
+  const accounts = yield* StripeAccounts
+  const stripe = yield* StripeClient
+  const start = new Date(Math.floor(from.getTime() / HOUR_MS) * HOUR_MS)
+  const end = new Date(Math.ceil(to.getTime() / HOUR_MS) * HOUR_MS)
+  const ours = yield* repo.syncedHourly(start, end)
+  const byPair = Arr.groupBy(ours, (r) => `${r.customerId}\u0000${r.meterId}`)
+  const stripeCustomers = yield* customers.activeByCustomerIds([...new Set(ours.map((r) => r.customerId))])
+  const mappingByMeter = new Map((yield* meters.list).map((m) => [m.meterId, m]))
+  const ref = yield* accounts.refFor
+  const perPair = yield* Effect.forEach(
+    Object.values(byPair),
+    (rows) =>
+      Effect.gen(function* () {
+        const { customerId, meterId } = rows[0]!
+        const stripeCustomerId = stripeCustomers.get(customerId) ?? null
+        const mapping = mappingByMeter.get(meterId)
+        const stripeMeterId = mapping?.providerMeterId ?? null
+        const summaries =
+          stripeCustomerId === null || stripeMeterId === null
+            ? Option.none()
+            : yield* stripe
+                .listMeterEventSummaries(ref, { meterId: stripeMeterId, customer: stripeCustomerId, startTime: start, endTime: end })
+                .pipe(Effect.option)
+        const stripeByHour = new Map<number, string>()
+        if (Option.isSome(summaries))
+          for (const s of summaries.value) {
+            const h = Math.floor(s.startTime.getTime() / HOUR_MS) * HOUR_MS
+            stripeByHour.set(h, Decimal.add(stripeByHour.get(h) ?? "0", s.aggregatedValue))
           }
-        }),
-      { concurrency: 8 }
-    )
-    const rows = perPair.flatMap((p) => p.rows)
-    const syncedTotal = Decimal.sum(rows.map((r) => r.synced))
-    const stripeTotal = Decimal.sum(rows.map((r) => r.stripe ?? "0"))
-    return {
-      from: start,
-      to: end,
-      rows,
-      summary: {
-        pairs: perPair.length,
-        rows: rows.length,
-        rowsWithDrift: rows.filter((r) => !r.matches).length,
-        syncedTotal,
-        stripeTotal,
-        driftTotal: Decimal.sub(stripeTotal, syncedTotal),
-        unavailablePairs: perPair.filter((p) => p.unavailable).length
-      }
-    } satisfies ReconciliationReport
-  }).pipe(Effect.withSpan("sync.reconcile"))
+        const syncedByHour = new Map(rows.map((r) => [r.hour.getTime(), r.total]))
+        const ledgerByHour = new Map(rows.map((r) => [r.hour.getTime(), r]))
+        const hours = [...new Set([...syncedByHour.keys(), ...stripeByHour.keys()])].sort((a, b) => a - b)
+        return {
+          unavailable: Option.isNone(summaries),
+          rows: hours.map((h): ReconciliationRow => {
+            const synced = syncedByHour.get(h) ?? "0"
+            const st = Option.isSome(summaries) ? (stripeByHour.get(h) ?? "0") : null
+            return {
+              customerId,
+              stripeCustomerId,
+              meterId,
+              stripeMeterId,
+              hour: new Date(h),
+              synced,
+              stripe: st,
+              drift: st === null ? Decimal.sub("0", synced) : Decimal.sub(st, synced),
+              matches:
+                st !== null &&
+                matchesDoubleSum(st, {
+                  exact: synced,
+                  absTotal: ledgerByHour.get(h)?.absTotal ?? "0",
+                  events: ledgerByHour.get(h)?.batches ?? 0
+                })
+            }
+          })
+        }
+      }),
+    { concurrency: 8 }
+  )
+  const rows = perPair.flatMap((p) => p.rows)
+  const syncedTotal = Decimal.sum(rows.map((r) => r.synced))
+  const stripeTotal = Decimal.sum(rows.map((r) => r.stripe ?? "0"))
+  return {
+    from: start,
+    to: end,
+    rows,
+    summary: {
+      pairs: perPair.length,
+      rows: rows.length,
+      rowsWithDrift: rows.filter((r) => !r.matches).length,
+      syncedTotal,
+      stripeTotal,
+      driftTotal: Decimal.sub(stripeTotal, syncedTotal),
+      unavailablePairs: perPair.filter((p) => p.unavailable).length
+    }
+  } satisfies ReconciliationReport
+})

@@ -33,8 +33,9 @@ export interface OldBatch {
  * Past Stripe's dedup horizon: compare Stripe's hourly summary with the ledger before any
  * resend. Succeeds with true when the batch is safe to send again (not delivered).
  */
-export const verifyOld = (push: PushContext, { batch, mapping, stripeCustomer }: OldBatch) =>
-  Effect.gen(function* () {
+export const verifyOld = Effect.fn("ResendGuard.verifyOld")(
+  function* (push: PushContext, { batch, mapping, stripeCustomer }: OldBatch) {
+    yield* Effect.annotateCurrentSpan({ "sync.batch": batch.id })
     const { repo, stripe } = push.run.deps
     const { counters } = push
     const hourStart = new Date(Math.floor(batch.windowStart.getTime() / HOUR_MS) * HOUR_MS)
@@ -89,10 +90,9 @@ export const verifyOld = (push: PushContext, { batch, mapping, stripeCustomer }:
     yield* countBatches("failed", uncertain.length)
     yield* Ref.update(counters, (c) => ({ ...c, failed: c.failed + uncertain.length }))
     return false
-  }).pipe(
-    Effect.catchIf(isStripeError, (e) =>
-      // Stripe could not answer: leave the batch as it is; the next run checks again.
-      Effect.as(Effect.logWarning("could not verify an old batch against Stripe").pipe(Effect.annotateLogs({ error: e._tag })), false)
-    ),
-    Effect.withSpan("sync.verify_old_batch", { attributes: { "sync.batch": batch.id } })
+  },
+  Effect.catchIf(isStripeError, (e) =>
+    // Stripe could not answer: leave the batch as it is; the next run checks again.
+    Effect.as(Effect.logWarning("could not verify an old batch against Stripe").pipe(Effect.annotateLogs({ error: e._tag })), false)
   )
+)

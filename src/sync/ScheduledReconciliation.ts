@@ -116,94 +116,92 @@ const sameIds = (a: ReadonlyArray<SyncedInHour>, b: ReadonlyArray<SyncedInHour>)
  * the re-queue runs under it, after judging each hour again on the ledger as it is then — a run
  * that sent into the hour meanwhile makes it unsettled, so nothing is re-queued on stale facts.
  */
-export const repairMissing = (settings: ReconciliationSettings) =>
-  Effect.gen(function* () {
-    const repairs = yield* BatchRepairRepo
-    const lease = yield* SyncLease
-    const scope = yield* CurrentTenant
-    const now = yield* Clock.currentTimeMillis
-    // Inside Stripe's horizon with the create margin, so a re-queued batch can still be sent.
-    const horizon = now - W.STRIPE_MAX_AGE_MS + W.CREATE_MARGIN_MS
-    const from = new Date(Math.ceil(Math.max(horizon, now - settings.lookbackHours * HOUR_MS) / HOUR_MS) * HOUR_MS)
-    const settledBefore = now - settings.settleSeconds * 1000
-    const to = new Date(Math.floor(settledBefore / HOUR_MS) * HOUR_MS + HOUR_MS)
-    const none: RepairReport = { hoursWithDrift: 0, hoursProven: 0, hoursUnproven: 0, requeued: 0, needsReview: 0 }
-    if (to.getTime() <= from.getTime()) return none
-    const report = yield* reconcile(from, to)
-    // Stripe has less than the ledger: the only drift a re-send can repair.
-    const drifted = report.rows.filter((r) => !r.matches && r.stripe !== null && Decimal.isNegative(r.drift))
-    if (drifted.length === 0) return none
-    const judged = yield* Effect.forEach(drifted, (row) => Effect.map(checkHour(row, settledBefore), (check) => ({ row, check })))
-    const proven = judged.filter((j) => Option.isSome(j.check.missing))
-    for (const { check, row } of judged)
-      if (check.reason !== null)
-        yield* Effect.logWarning("reconciliation drift not repaired: Stripe's summary does not prove which batches are missing").pipe(
-          Effect.annotateLogs({ customer_id: row.customerId, meter_id: row.meterId, hour: row.hour.toISOString(), drift: row.drift, reason: check.reason })
-        )
-    let requeued = 0
-    let review = 0
-    if (proven.length > 0)
-      yield* lease.withLease(
-        scope,
-        Effect.forEach(proven, ({ check, row }) =>
-          Effect.gen(function* () {
-            const again = yield* checkHour(row, settledBefore)
-            if (Option.isNone(again.missing) || !sameIds(again.synced, check.synced) || !sameIds(again.missing.value, Option.getOrThrow(check.missing)))
-              return
-            const r = yield* repairs.requeueMissing(
-              again.missing.value.map((b) => b.id),
-              new Date(now),
-              `Stripe's summary for ${row.hour.toISOString()} is ${row.stripe}, the ledger's synced total ${row.synced}: these batches are absent`
-            )
-            requeued += r.requeued
-            review += r.review
-          })
-        ),
-        { wait: "30 seconds" }
+export const repairMissing = Effect.fn("ScheduledReconciliation.repairMissing")(function* (settings: ReconciliationSettings) {
+  const repairs = yield* BatchRepairRepo
+  const lease = yield* SyncLease
+  const scope = yield* CurrentTenant
+  const now = yield* Clock.currentTimeMillis
+  // Inside Stripe's horizon with the create margin, so a re-queued batch can still be sent.
+  const horizon = now - W.STRIPE_MAX_AGE_MS + W.CREATE_MARGIN_MS
+  const from = new Date(Math.ceil(Math.max(horizon, now - settings.lookbackHours * HOUR_MS) / HOUR_MS) * HOUR_MS)
+  const settledBefore = now - settings.settleSeconds * 1000
+  const to = new Date(Math.floor(settledBefore / HOUR_MS) * HOUR_MS + HOUR_MS)
+  const none: RepairReport = { hoursWithDrift: 0, hoursProven: 0, hoursUnproven: 0, requeued: 0, needsReview: 0 }
+  if (to.getTime() <= from.getTime()) return none
+  const report = yield* reconcile(from, to)
+  // Stripe has less than the ledger: the only drift a re-send can repair.
+  const drifted = report.rows.filter((r) => !r.matches && r.stripe !== null && Decimal.isNegative(r.drift))
+  if (drifted.length === 0) return none
+  const judged = yield* Effect.forEach(drifted, (row) => Effect.map(checkHour(row, settledBefore), (check) => ({ row, check })))
+  const proven = judged.filter((j) => Option.isSome(j.check.missing))
+  for (const { check, row } of judged)
+    if (check.reason !== null)
+      yield* Effect.logWarning("reconciliation drift not repaired: Stripe's summary does not prove which batches are missing").pipe(
+        Effect.annotateLogs({ customer_id: row.customerId, meter_id: row.meterId, hour: row.hour.toISOString(), drift: row.drift, reason: check.reason })
       )
-    if (requeued > 0) yield* Metric.incrementBy(Metric.tagged(Metrics.syncBatchesRequeuedTotal, "reason", "reconciliation"), requeued)
-    if (review > 0) yield* Metric.incrementBy(Metric.tagged(Metrics.syncBatchesRequeuedTotal, "reason", "needs_review"), review)
-    yield* Effect.annotateCurrentSpan({ "reconcile.drifted": drifted.length, "reconcile.requeued": requeued, "reconcile.needs_review": review })
-    return {
-      hoursWithDrift: drifted.length,
-      hoursProven: proven.length,
-      hoursUnproven: drifted.length - proven.length,
-      requeued,
-      needsReview: review
-    } satisfies RepairReport
-  }).pipe(Effect.withSpan("ScheduledReconciliation.repairMissing"))
+  let requeued = 0
+  let review = 0
+  if (proven.length > 0)
+    yield* lease.withLease(
+      scope,
+      Effect.forEach(proven, ({ check, row }) =>
+        Effect.gen(function* () {
+          const again = yield* checkHour(row, settledBefore)
+          if (Option.isNone(again.missing) || !sameIds(again.synced, check.synced) || !sameIds(again.missing.value, Option.getOrThrow(check.missing)))
+            return
+          const r = yield* repairs.requeueMissing(
+            again.missing.value.map((b) => b.id),
+            new Date(now),
+            `Stripe's summary for ${row.hour.toISOString()} is ${row.stripe}, the ledger's synced total ${row.synced}: these batches are absent`
+          )
+          requeued += r.requeued
+          review += r.review
+        })
+      ),
+      { wait: "30 seconds" }
+    )
+  if (requeued > 0) yield* Metric.incrementBy(Metric.tagged(Metrics.syncBatchesRequeuedTotal, "reason", "reconciliation"), requeued)
+  if (review > 0) yield* Metric.incrementBy(Metric.tagged(Metrics.syncBatchesRequeuedTotal, "reason", "needs_review"), review)
+  yield* Effect.annotateCurrentSpan({ "reconcile.drifted": drifted.length, "reconcile.requeued": requeued, "reconcile.needs_review": review })
+  return {
+    hoursWithDrift: drifted.length,
+    hoursProven: proven.length,
+    hoursUnproven: drifted.length - proven.length,
+    requeued,
+    needsReview: review
+  } satisfies RepairReport
+})
 
 /** One scheduled pass over every sync-enabled tenant environment. */
-export const reconcileAllTenants = (settings: ReconciliationSettings) =>
-  Effect.gen(function* () {
-    const configs = yield* StripeConfigRepo
-    const budget = yield* CallBudget
-    const all = yield* configs.listSyncEnabled
-    for (const config of all) {
-      const scope: TenantScope = config.scope
-      yield* countingRequests(repairMissing(settings), (requests) => budget.spend(scope, requests)).pipe(
-        Effect.provideService(CurrentTenant, scope),
-        Effect.tap((r) =>
-          Effect.zipRight(
-            Metric.increment(Metric.tagged(Metrics.reconciliationRunsTotal, "outcome", "completed")),
-            r.requeued + r.needsReview > 0
-              ? Effect.logWarning("scheduled reconciliation re-queued batches missing in Stripe").pipe(
-                  Effect.annotateLogs({ tenant_id: scope.tenantId, environment_id: scope.environmentId, ...r })
-                )
-              : Effect.void
-          )
-        ),
-        Effect.catchAllCause((cause) =>
-          Effect.zipRight(
-            Metric.increment(Metric.tagged(Metrics.reconciliationRunsTotal, "outcome", "failed")),
-            Effect.logWarning("scheduled reconciliation failed", cause).pipe(
-              Effect.annotateLogs({ tenant_id: scope.tenantId, environment_id: scope.environmentId })
-            )
+export const reconcileAllTenants = Effect.fn("ScheduledReconciliation.reconcileAllTenants")(function* (settings: ReconciliationSettings) {
+  const configs = yield* StripeConfigRepo
+  const budget = yield* CallBudget
+  const all = yield* configs.listSyncEnabled
+  for (const config of all) {
+    const scope: TenantScope = config.scope
+    yield* countingRequests(repairMissing(settings), (requests) => budget.spend(scope, requests)).pipe(
+      Effect.provideService(CurrentTenant, scope),
+      Effect.tap((r) =>
+        Effect.zipRight(
+          Metric.increment(Metric.tagged(Metrics.reconciliationRunsTotal, "outcome", "completed")),
+          r.requeued + r.needsReview > 0
+            ? Effect.logWarning("scheduled reconciliation re-queued batches missing in Stripe").pipe(
+                Effect.annotateLogs({ tenant_id: scope.tenantId, environment_id: scope.environmentId, ...r })
+              )
+            : Effect.void
+        )
+      ),
+      Effect.catchAllCause((cause) =>
+        Effect.zipRight(
+          Metric.increment(Metric.tagged(Metrics.reconciliationRunsTotal, "outcome", "failed")),
+          Effect.logWarning("scheduled reconciliation failed", cause).pipe(
+            Effect.annotateLogs({ tenant_id: scope.tenantId, environment_id: scope.environmentId })
           )
         )
       )
-    }
-  }).pipe(Effect.withSpan("ScheduledReconciliation.reconcileAllTenants"))
+    )
+  }
+})
 
 /** Add to `serve` next to SyncScheduler.layer. */
 export const ReconciliationSchedulerLive = Layer.scopedDiscard(

@@ -46,7 +46,7 @@ export class SyncHealth extends Effect.Service<SyncHealth>()("flexprice/SyncHeal
         )
       ),
       asSystem("the sync health gauge covers every tenant"),
-      Effect.withSpan("sync.health.last_successes")
+      Effect.withSpan("SyncHealth.lastSuccesses")
     )
 
     /** Sets `flexprice_sync_last_success_timestamp_seconds` (per tenant, or the stalest tenant). */

@@ -137,7 +137,7 @@ export class SyncLease extends Effect.Service<SyncLease>()("flexprice/SyncLease"
         acquire,
         (token) => Effect.raceFirst(Effect.provideService(use, LeaseFence, fenceOf(scope, owner, token)), renewLoop),
         () => release(scope, owner).pipe(Effect.ignore)
-      ).pipe(Effect.withSpan("sync.lease", { attributes: { tenant: tenantKey } }))
+      ).pipe(Effect.withSpan("SyncLease.withLease", { attributes: { tenant: tenantKey } }))
     }
 
     return { withLease, tryAcquire, acquireToken, fenceOf, renew, release, processId } as const

@@ -190,90 +190,88 @@ export class SyncPipeline extends Effect.Service<SyncPipeline>()("flexprice/Sync
      * One run for the CurrentTenant. The caller holds the tenant's lease (SyncService does).
      * Fails with WindowNotClosed for a manual range holding an open window.
      */
-    const run = (
+    const run: (
       config: TenantStripeConfig,
       options: RunOptions
-    ): Effect.Effect<RunReport, WindowNotClosed | SqlError.SqlError | EventStoreError | LeaseLost, CurrentTenant> =>
-      Effect.gen(function* () {
-        const scope = yield* CurrentTenant
-        const now = yield* Clock.currentTimeMillis
-        const dryRun = options.dryRun === true
-        // one read of the grid per run: PUT /v1/stripe/config changes it only under the lease we hold
-        const grid = yield* grids.grid(config.aggregationWindowMinutes)
-        const range = options.windows ? yield* manualRange(config, grid, options.windows, now) : undefined
-        const wm =
-          options.acknowledgedBefore === undefined
-            ? yield* watermarks.current
-            : yield* watermarks.covering(options.acknowledgedBefore, READ_YOUR_WRITES_EXTRA_WAIT_MS)
-        yield* Effect.annotateCurrentSpan({
-          tenant_id: scope.tenantId,
-          environment_id: scope.environmentId,
-          "sync.watermark": wm.toISOString()
-        })
+    ) => Effect.Effect<RunReport, WindowNotClosed | SqlError.SqlError | EventStoreError | LeaseLost, CurrentTenant> = Effect.fn(
+      "SyncPipeline.run"
+    )(function* (config: TenantStripeConfig, options: RunOptions) {
+      yield* Effect.annotateCurrentSpan({ "sync.trigger": options.trigger, "sync.dry_run": options.dryRun === true })
+      const scope = yield* CurrentTenant
+      const now = yield* Clock.currentTimeMillis
+      const dryRun = options.dryRun === true
+      // one read of the grid per run: PUT /v1/stripe/config changes it only under the lease we hold
+      const grid = yield* grids.grid(config.aggregationWindowMinutes)
+      const range = options.windows ? yield* manualRange(config, grid, options.windows, now) : undefined
+      const wm =
+        options.acknowledgedBefore === undefined
+          ? yield* watermarks.current
+          : yield* watermarks.covering(options.acknowledgedBefore, READ_YOUR_WRITES_EXTRA_WAIT_MS)
+      yield* Effect.annotateCurrentSpan({
+        tenant_id: scope.tenantId,
+        environment_id: scope.environmentId,
+        "sync.watermark": wm.toISOString()
+      })
 
-        const mappings = yield* meterMappings.listEnabled
-        const account = yield* Effect.either(deps.accounts.refFor)
-        const ctx: RunContext = {
-          deps,
-          scope,
-          config,
-          grid,
-          now,
-          watermark: wm,
-          dryRun,
-          range,
-          mappingByMeter: new Map(mappings.map((m) => [m.meterId, m])),
-          customers: makeCustomerLookup(deps.customerMappings),
-          // a paused tenant's key is known to be refused: its Stripe meters are not read either
-          supported: yield* supportedMeters(deps, meterSupport, mappings, config.syncPaused ? undefined : account),
-          meterIds: mappings.map((m) => m.meterId),
-          account
-        }
-        const excludedEvents =
-          range && options.acknowledgedBefore && wm.getTime() < options.acknowledgedBefore.getTime()
-            ? yield* countExcluded(ctx, range, options.acknowledgedBefore)
-            : 0
-        const runId = dryRun ? null : yield* repo.startRun(options.trigger, new Date(now))
+      const mappings = yield* meterMappings.listEnabled
+      const account = yield* Effect.either(deps.accounts.refFor)
+      const ctx: RunContext = {
+        deps,
+        scope,
+        config,
+        grid,
+        now,
+        watermark: wm,
+        dryRun,
+        range,
+        mappingByMeter: new Map(mappings.map((m) => [m.meterId, m])),
+        customers: makeCustomerLookup(deps.customerMappings),
+        // a paused tenant's key is known to be refused: its Stripe meters are not read either
+        supported: yield* supportedMeters(deps, meterSupport, mappings, config.syncPaused ? undefined : account),
+        meterIds: mappings.map((m) => m.meterId),
+        account
+      }
+      const excludedEvents =
+        range && options.acknowledgedBefore && wm.getTime() < options.acknowledgedBefore.getTime()
+          ? yield* countExcluded(ctx, range, options.acknowledgedBefore)
+          : 0
+      const runId = dryRun ? null : yield* repo.startRun(options.trigger, new Date(now))
 
-        const report = yield* runStages(ctx, runId, excludedEvents).pipe(
-          Effect.tapErrorCause((cause) =>
-            runId === null
-              ? Effect.void
-              : Clock.currentTimeMillis.pipe(
-                  Effect.flatMap((t) => repo.finishRun(runId, "failed", noCounts, new Date(t), String(cause).slice(0, 500))),
-                  Effect.ignore
-                )
-          )
+      const report = yield* runStages(ctx, runId, excludedEvents).pipe(
+        Effect.tapErrorCause((cause) =>
+          runId === null
+            ? Effect.void
+            : Clock.currentTimeMillis.pipe(
+                Effect.flatMap((t) => repo.finishRun(runId, "failed", noCounts, new Date(t), String(cause).slice(0, 500))),
+                Effect.ignore
+              )
         )
-        if (runId !== null) {
-          yield* repo.finishRun(
-            runId,
-            report.status === "dry_run" ? "completed" : report.status,
-            {
-              windows: report.windows.length,
-              batchesCreated: report.batchesCreated,
-              batchesSynced: report.batchesSynced,
-              batchesFailed: report.batchesFailed,
-              batchesSkipped: report.batchesSkipped
-            },
-            new Date(yield* Clock.currentTimeMillis),
-            report.error
-          )
-          yield* ledgerGauges(repo, scope)
-        }
-        yield* Effect.annotateCurrentSpan({
-          "sync.windows": report.windows.length,
-          "sync.batches_created": report.batchesCreated,
-          "sync.batches_synced": report.batchesSynced,
-          "sync.batches_failed": report.batchesFailed,
-          "sync.status": report.status
-        })
-        return report
-      }).pipe(
-        Effect.withSpan("sync.run", {
-          attributes: { "sync.trigger": options.trigger, "sync.dry_run": options.dryRun === true }
-        })
       )
+      if (runId !== null) {
+        yield* repo.finishRun(
+          runId,
+          report.status === "dry_run" ? "completed" : report.status,
+          {
+            windows: report.windows.length,
+            batchesCreated: report.batchesCreated,
+            batchesSynced: report.batchesSynced,
+            batchesFailed: report.batchesFailed,
+            batchesSkipped: report.batchesSkipped
+          },
+          new Date(yield* Clock.currentTimeMillis),
+          report.error
+        )
+        yield* ledgerGauges(repo, scope)
+      }
+      yield* Effect.annotateCurrentSpan({
+        "sync.windows": report.windows.length,
+        "sync.batches_created": report.batchesCreated,
+        "sync.batches_synced": report.batchesSynced,
+        "sync.batches_failed": report.batchesFailed,
+        "sync.status": report.status
+      })
+      return report
+    })
 
     return { run } as const
   })

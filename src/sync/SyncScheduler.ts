@@ -112,7 +112,7 @@ export const runSchedulerLoop = <E, R>(options: SchedulerLoopOptions<E, R>) =>
       }
       yield* Effect.annotateCurrentSpan({ "sync.tenants": all.length, "sync.started": started, "sync.backstop": backstop })
       return next
-    }).pipe(Effect.withSpan("sync.tick"))
+    }).pipe(Effect.withSpan("SyncScheduler.pass"))
 
     const loop = Effect.gen(function* () {
       for (;;) {

@@ -101,13 +101,13 @@ export class SyncService extends Effect.Service<SyncService>()("flexprice/SyncSe
       )
 
     /** Every sync-enabled tenant, in parallel (bounded). Never fails for one tenant's failure. */
-    const runAll = (trigger: RunOptions["trigger"] = "schedule") =>
-      Effect.gen(function* () {
-        const all = yield* configs.listSyncEnabled
-        return yield* Effect.forEach(all, (c) => outcomeOf(c, { trigger }), {
-          concurrency: settings.shared.tenantConcurrency
-        })
-      }).pipe(Effect.withSpan("sync.run_all", { attributes: { "sync.trigger": trigger } }))
+    const runAll = Effect.fn("SyncService.runAll")(function* (trigger: RunOptions["trigger"] = "schedule") {
+      yield* Effect.annotateCurrentSpan({ "sync.trigger": trigger })
+      const all = yield* configs.listSyncEnabled
+      return yield* Effect.forEach(all, (c) => outcomeOf(c, { trigger }), {
+        concurrency: settings.shared.tenantConcurrency
+      })
+    })
 
     /** The current tenant (manual sync): waits up to 30 s for a scheduled run holding the lease. */
     const runCurrent = (options: RunOptions) =>

@@ -84,7 +84,7 @@ const batchesOfPage = (ctx: RunContext, input: PageInput) =>
   })
 
 /** One window pass: aggregate (new rows only) and, unless dry, ledger it in one transaction. */
-export const processWindow = (ctx: RunContext, work: WindowWork) => {
+export const processWindow = Effect.fn("WindowPass.processWindow")(function* (ctx: RunContext, work: WindowWork) {
   const { dryRun, now, scope, watermark: wm } = ctx
   const { repo, sql, store } = ctx.deps
   const pageSize = ctx.deps.settings.shared.batchSizeLimit
@@ -163,7 +163,7 @@ export const processWindow = (ctx: RunContext, work: WindowWork) => {
               if (!dryRun) yield* repo.insertBatches(window, sequence, wm, batches)
             })
           ),
-          Effect.withSpan("sync.aggregate", {
+          Effect.withSpan("WindowPass.aggregate", {
             attributes: { "sync.meters": meters.length, "sync.delta": Option.isSome(after), backend: backendLabel }
           })
         )
@@ -188,14 +188,11 @@ export const processWindow = (ctx: RunContext, work: WindowWork) => {
   const hook = Effect.flatMap(Effect.serviceOption(WindowPassHook), (h) =>
     Option.isSome(h) ? h.value.beforePass(window) : Effect.void
   )
-  return Effect.zipRight(hook, dryRun || meterIds.length === 0 ? body : sql.withTransaction(body)).pipe(
-    Effect.withSpan("sync.window", {
-      attributes: {
-        "sync.window_start": window.start.toISOString(),
-        "sync.window_end": window.end.toISOString(),
-        "sync.too_late": tooLate,
-        "sync.dry_run": dryRun
-      }
-    })
-  )
-}
+  yield* Effect.annotateCurrentSpan({
+    "sync.window_start": window.start.toISOString(),
+    "sync.window_end": window.end.toISOString(),
+    "sync.too_late": tooLate,
+    "sync.dry_run": dryRun
+  })
+  return yield* Effect.zipRight(hook, dryRun || meterIds.length === 0 ? body : sql.withTransaction(body))
+})

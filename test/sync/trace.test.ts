@@ -35,7 +35,7 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync tracing (${ba
     let spans = await Effect.runPromise(telemetry!.spans)
     const complete = (all: typeof spans) => {
       const first = all.find((s) => s.name === "stripe.send_meter_event_stream")
-      return first !== undefined && SpanTree.path(first, all)[0] === "sync.tick"
+      return first !== undefined && SpanTree.path(first, all)[0] === "SyncScheduler.pass"
     }
     for (let i = 0; i < 100 && !complete(spans); i++) {
       await new Promise((r) => setTimeout(r, 100))
@@ -44,23 +44,23 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync tracing (${ba
     const call = spans.find((s) => s.name === "stripe.send_meter_event_stream")
     expect(call).toBeDefined()
     const pushPath = SpanTree.path(call!, spans)
-    expect(pushPath.slice(0, 4)).toEqual(["sync.tick", "sync.lease", "sync.run", "sync.push"])
-    expect(pushPath).toContain("sync.chunk")
-    const aggregate = spans.find((s) => s.name === "sync.aggregate" && SpanTree.traceId(s) === SpanTree.traceId(call!))
+    expect(pushPath.slice(0, 4)).toEqual(["SyncScheduler.pass", "SyncLease.withLease", "SyncPipeline.run", "Push.push"])
+    expect(pushPath).toContain("Push.pushChunk")
+    const aggregate = spans.find((s) => s.name === "WindowPass.aggregate" && SpanTree.traceId(s) === SpanTree.traceId(call!))
     expect(aggregate).toBeDefined()
     // (the window's ledger transaction sits between window and aggregate)
-    expect(SpanTree.path(aggregate!, spans).filter((n) => n.startsWith("sync."))).toEqual([
-      "sync.tick",
-      "sync.lease",
-      "sync.run",
-      "sync.window",
-      "sync.aggregate"
+    expect(SpanTree.path(aggregate!, spans).filter((n) => /^(Sync|WindowPass)/.test(n))).toEqual([
+      "SyncScheduler.pass",
+      "SyncLease.withLease",
+      "SyncPipeline.run",
+      "WindowPass.processWindow",
+      "WindowPass.aggregate"
     ])
     expect(spans.some((s) => s.name === "eventstore.aggregate_page" && SpanTree.isDescendantOf(s, aggregate!, spans))).toBe(true)
-    const run = spans.find((s) => s.name === "sync.run" && SpanTree.traceId(s) === SpanTree.traceId(call!))!
+    const run = spans.find((s) => s.name === "SyncPipeline.run" && SpanTree.traceId(s) === SpanTree.traceId(call!))!
     expect(run.attributes["tenant_id"]).toBe(h.scope.tenantId)
     expect(run.attributes["sync.batches_synced"]).toBe(1)
-    const window = spans.find((s) => s.name === "sync.window" && SpanTree.traceId(s) === SpanTree.traceId(call!))!
+    const window = spans.find((s) => s.name === "WindowPass.processWindow" && SpanTree.traceId(s) === SpanTree.traceId(call!))!
     expect(window.attributes["sync.window_start"]).toBe(new Date(Math.floor(Date.parse(hoursAgo(2)) / 3_600_000) * 3_600_000).toISOString())
     const text = JSON.stringify(spans.map((s) => ({ n: s.name, a: s.attributes, e: s.events })))
     expect(text).not.toContain(STRIPE_KEY)
