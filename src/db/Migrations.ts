@@ -41,5 +41,5 @@ export const runMigrations = PgMigrator.run({ loader: sqlFileLoader(migrationsDi
   ),
   Effect.zipLeft(assertTenantTablesGuarded),
   asOwner("schema migrations"),
-  Effect.withSpan("db.migrate")
+  Effect.withSpan("Migrations.run")
 )

@@ -74,7 +74,7 @@ export const pruneOnce = Effect.gen(function* () {
   if (webhookEvents + syncRuns > 0) yield* Effect.logInfo("retention pruned old rows", { webhook_events: webhookEvents, sync_runs: syncRuns })
   const ledger = yield* archiveLedgerAt(now)
   return { webhookEvents, syncRuns, archivedBatches: ledger.batches }
-}).pipe(Effect.withSpan("retention.prune"))
+}).pipe(Effect.withSpan("Retention.prune"))
 
 /** Hourly pruning inside `serve`; a failed pass is logged and retried next hour. */
 export const RetentionLive = Layer.scopedDiscard(

@@ -33,7 +33,7 @@ export const sweepOnce = Effect.gen(function* () {
   yield* Metric.set(Metrics.pendingCustomerEvents, Number(n))
   if (processed > 0) yield* Effect.logInfo("processed pending events of existing customers", { events: processed })
   return processed
-}).pipe(Effect.withSpan("events.sweep_pending"))
+}).pipe(Effect.withSpan("PendingSweeper.sweep"))
 
 export const PendingSweeperLive = Layer.scopedDiscard(
   Effect.forkScoped(

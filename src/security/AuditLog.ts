@@ -62,22 +62,22 @@ export class AuditLog extends Effect.Service<AuditLog>()("flexprice/AuditLog", {
     const sql = yield* PgClient.PgClient
 
     /** Appends one row. The tenant comes from `entry.scope`, else CurrentTenant if present. */
-    const record = (entry: AuditEntry) =>
-      Effect.gen(function* () {
-        const ctx = yield* Effect.serviceOption(CurrentTenant)
-        const scope = entry.scope === null ? undefined : entry.scope ?? Option.getOrUndefined(ctx)
-        const insert = sql`INSERT INTO audit_log ${sql.insert({
-          id: newId.audit(),
-          tenantId: scope?.tenantId ?? null,
-          environmentId: scope?.environmentId ?? null,
-          actor: entry.actor,
-          action: entry.action,
-          target: entry.target ?? null,
-          sourceIp: entry.sourceIp ?? null,
-          details: scrubDetails(entry.details ?? {})
-        })}`
-        yield* scope === undefined ? insert.pipe(asSystem("an audit entry of no tenant")) : insert.pipe(inTenant(scope))
-      }).pipe(Effect.withSpan("audit.record", { attributes: { "audit.action": entry.action } }))
+    const record = Effect.fn("AuditLog.record")(function* (entry: AuditEntry) {
+      yield* Effect.annotateCurrentSpan({ "audit.action": entry.action })
+      const ctx = yield* Effect.serviceOption(CurrentTenant)
+      const scope = entry.scope === null ? undefined : entry.scope ?? Option.getOrUndefined(ctx)
+      const insert = sql`INSERT INTO audit_log ${sql.insert({
+        id: newId.audit(),
+        tenantId: scope?.tenantId ?? null,
+        environmentId: scope?.environmentId ?? null,
+        actor: entry.actor,
+        action: entry.action,
+        target: entry.target ?? null,
+        sourceIp: entry.sourceIp ?? null,
+        details: scrubDetails(entry.details ?? {})
+      })}`
+      yield* scope === undefined ? insert.pipe(asSystem("an audit entry of no tenant")) : insert.pipe(inTenant(scope))
+    })
 
     /** Most recent first; for tests and the admin. */
     const listForTenant = (limit = 100) =>

@@ -168,7 +168,7 @@ export const makeService = (ring: KeyRing): EncryptionService => {
       cipher.setAAD(aad(newest.version))
       const body = Buffer.concat([cipher.update(Redacted.value(plain), "utf8"), cipher.final(), cipher.getAuthTag()])
       return `${FORMAT}:${newest.version}:${nonce.toString("base64")}:${body.toString("base64")}`
-    }).pipe(Effect.withSpan("encryption.encrypt", { attributes: { "encryption.key_version": newest.version } }))
+    }).pipe(Effect.withSpan("Encryption.encrypt", { attributes: { "encryption.key_version": newest.version } }))
 
   const decrypt = (cipherText: string) =>
     Effect.suspend(() => {
@@ -203,7 +203,7 @@ export const makeService = (ring: KeyRing): EncryptionService => {
           })
         )
       }
-    }).pipe(Effect.withSpan("encryption.decrypt"))
+    }).pipe(Effect.withSpan("Encryption.decrypt"))
 
   const versionOf = (cipherText: string): Option.Option<string> => {
     const parsed = parseCipher(cipherText)
@@ -301,7 +301,7 @@ export class Encryption extends Context.Tag("flexprice/Encryption")<Encryption, 
         })
       }
       return makeService(yield* loadOrCreateKeyFile(cfg.dataDir))
-    }).pipe(Effect.withSpan("encryption.load_keys"))
+    }).pipe(Effect.withSpan("Encryption.loadKeys"))
   )
 
   /** For tests and tools: keys given directly, newest first. */

@@ -108,7 +108,7 @@ export const rotateKeys = Effect.gen(function* () {
     Effect.annotateLogs({ newest_version: newest, ...counts, failed: failed.length })
   )
   return report
-}).pipe(Effect.withSpan("keys.rotate"))
+}).pipe(Effect.withSpan("KeyRotation.rotate"))
 
 /**
  * Start-up check: one stored secret per key version is decrypted with the configured master
@@ -138,7 +138,7 @@ export const verifyMasterKeys = Effect.gen(function* () {
       }
     }
   }
-}).pipe(Effect.withSpan("keys.verify"))
+}).pipe(Effect.withSpan("KeyRotation.verify"))
 
 /** Fails the service's start when the master keys cannot read the stored secrets. */
 export const MasterKeyCheckLive = Layer.effectDiscard(verifyMasterKeys)

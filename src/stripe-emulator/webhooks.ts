@@ -219,7 +219,7 @@ export const makeWebhookManager = (options: {
               }
         records.push(r)
         return r
-      }).pipe(Effect.withSpan("stripe_emulator.webhook.deliver", { attributes: { "stripe.event_type": event.type } }))
+      }).pipe(Effect.withSpan("EmulatorWebhooks.deliver", { attributes: { "stripe.event_type": event.type } }))
 
     const ok = (r: DeliveryRecord) => r.status !== null && r.status >= 200 && r.status < 300
     /** Sends, and on a non-2xx answer schedules the next retry of the back-off schedule. */

@@ -130,7 +130,7 @@ export const make = ({ execute, keyHash, refreshMarginMs, tenants }: MeterEventS
       })
       return { requests: chunks.length, events: events.length }
     }).pipe(
-      Effect.withSpan("stripe.send_meter_events", {
+      Effect.withSpan("MeterEventSession.send", {
         captureStackTrace: false,
         attributes: { "stripe.tenant": ref.tenantKey, "stripe.events": events.length, "stripe.transport": "stream" }
       })

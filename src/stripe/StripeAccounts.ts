@@ -133,7 +133,7 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
           return yield* StripeNotConfigured.of()
         }
         return yield* refOfStored(stored.value, operation)
-      }).pipe(Effect.withSpan("stripe_accounts.ref_for", { attributes: { operation } }))
+      }).pipe(Effect.withSpan("StripeAccounts.refFor", { attributes: { operation } }))
 
     /** Decrypted key for the current tenant (audited; cached a few minutes). */
     const refFor: Effect.Effect<StripeAccountRef, StripeNotConfigured | DecryptionFailed | SqlError.SqlError, CurrentTenant> =
@@ -163,11 +163,11 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
       })
 
     const webhookSecretFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
-      signingSecretFor(scope, "webhook_secret").pipe(Effect.withSpan("stripe_accounts.webhook_secret_for"))
+      signingSecretFor(scope, "webhook_secret").pipe(Effect.withSpan("StripeAccounts.webhookSecretFor"))
 
     /** The signing secret of the tenant's v2 event destination (thin events); None when not set. */
     const eventDestinationSecretFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
-      signingSecretFor(scope, "event_destination_secret").pipe(Effect.withSpan("stripe_accounts.event_destination_secret_for"))
+      signingSecretFor(scope, "event_destination_secret").pipe(Effect.withSpan("StripeAccounts.eventDestinationSecretFor"))
 
     /** Forget cached plaintexts of a tenant environment (after its config changed). */
     const invalidate = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>

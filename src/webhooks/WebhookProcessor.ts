@@ -293,7 +293,7 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
           const r = yield* process(event, scope)
           return { eventId: event.id, type: event.type, status: r.status, scope, details: r.details } satisfies WebhookResult
         }))
-      }).pipe(Effect.withSpan("webhook.receive", { attributes: { "webhook.route": d.route === null ? "global" : "tenant" } }))
+      }).pipe(Effect.withSpan("WebhookProcessor.receive", { attributes: { "webhook.route": d.route === null ? "global" : "tenant" } }))
 
     return { receive, settings } as const
   })

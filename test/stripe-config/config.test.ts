@@ -289,8 +289,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         }).pipe(Effect.provide(Telemetry.layerTest)) as any
       )
       const list = spans as ReadonlyArray<{ name: string; attributes: unknown; events: unknown }>
-      expect(list.map((s) => s.name)).toContain("webhook.receive")
-      const receive = list.find((s) => s.name === "webhook.receive")!
+      expect(list.map((s) => s.name)).toContain("WebhookProcessor.receive")
+      const receive = list.find((s) => s.name === "WebhookProcessor.receive")!
       expect(receive.attributes).toMatchObject({ "webhook.event_id": "evt_span", "webhook.type": "customer.created", "webhook.outcome": "processed" })
       expectNoSecret("spans", JSON.stringify(list.map((s) => ({ n: s.name, a: s.attributes, e: s.events }))))
     })

@@ -107,4 +107,4 @@ export const ClickHouseMigrator = (options: {
       done.push(m.version)
     }
     return done
-  }).pipe(Effect.withSpan("clickhouse.migrate"))
+  }).pipe(Effect.withSpan("ClickHouseMigrator.migrate"))
