@@ -15,6 +15,9 @@ const runs: Array<{ readonly name: string; readonly args: ReadonlyArray<string> 
   { name: "sync of 100,000 aggregates", args: ["bench/sync.ts"] },
   { name: "noisy neighbour: 10 MB CSV import and rollback", args: ["bench/csv-neighbour.ts"] },
   { name: "Stripe customer migration", args: ["bench/migration.ts", "2500", ...(process.env["FLEXPRICE_BENCH_POSTGRES_URL"] ? [process.env["FLEXPRICE_BENCH_POSTGRES_URL"]] : [])] },
+  ...(process.env["FLEXPRICE_BENCH_POSTGRES_URL"]
+    ? [{ name: "serve replicas on one PostgreSQL (1, 2, 4)", args: ["bench/replicas.ts", "--postgres", process.env["FLEXPRICE_BENCH_POSTGRES_URL"], "--tenants", "50"] }]
+    : []),
   ...(process.env["FLEXPRICE_BENCH_CLICKHOUSE_URL"]
     ? [{ name: "ClickHouse event store", args: ["bench/clickhouse.ts", process.env["FLEXPRICE_BENCH_CLICKHOUSE_URL"]] }]
     : [])
