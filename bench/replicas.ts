@@ -229,16 +229,25 @@ const runOnce = async (replicas: number, baseUrl: string) => {
     const slowest = lags.reduce((a, b) => (b.lastS > a.lastS ? b : a), lags[0]!)
 
     // ---- leases: acquisitions by process, hand-overs between processes
-    const leaseRows = (await pool.query("SELECT tenant, owner, token::text AS token FROM bench.lease_log ORDER BY tenant, token")).rows as Array<{ tenant: string; owner: string; token: string }>
+    const leaseRows = (
+      await pool.query("SELECT tenant, owner, token::text AS token, EXTRACT(EPOCH FROM at)::float8 * 1000 AS at_ms FROM bench.lease_log ORDER BY tenant, token")
+    ).rows as Array<{ tenant: string; owner: string; token: string; at_ms: number }>
     const proc = (owner: string) => owner.split(":").slice(0, -1).join(":")
     let handovers = 0
+    let handoversBeforeDone = 0
+    let acquisitionsBeforeDone = 0
     const byProcess = new Map<string, number>()
     const tenantsByProcess = new Map<string, Set<string>>()
     for (const [i, row] of leaseRows.entries()) {
       byProcess.set(proc(row.owner), (byProcess.get(proc(row.owner)) ?? 0) + 1)
       tenantsByProcess.set(proc(row.owner), (tenantsByProcess.get(proc(row.owner)) ?? new Set()).add(row.tenant))
       const prev = leaseRows[i - 1]
-      if (prev !== undefined && prev.tenant === row.tenant && proc(prev.owner) !== proc(row.owner)) handovers++
+      const before = Number(row.at_ms) <= doneAt
+      if (before) acquisitionsBeforeDone++
+      if (prev !== undefined && prev.tenant === row.tenant && proc(prev.owner) !== proc(row.owner)) {
+        handovers++
+        if (before) handoversBeforeDone++
+      }
     }
     const runs = await Promise.all(running.map(runsByOutcome))
     const duringCalls = callsSince(calls0, callsDone)
@@ -258,7 +267,7 @@ const runOnce = async (replicas: number, baseUrl: string) => {
         `slowest ${slowest.lastS.toFixed(1)} s (${setup.tenantLabel.get(slowest.tenant)}, first batch at ${slowest.firstS.toFixed(1)} s)`
     )
     console.log(
-      `leases: ${leaseRows.length} acquisitions, ${handovers} hand-overs between processes; tenants per process: ` +
+      `leases: ${leaseRows.length} acquisitions, ${handovers} hand-overs between processes (until all synced: ${acquisitionsBeforeDone}, ${handoversBeforeDone}); tenants per process: ` +
         [...tenantsByProcess.values()].map((s) => s.size).join(", ") + `; acquisitions per process: ${[...byProcess.values()].join(", ")}`
     )
     console.log(`runs per replica (flexprice_sync_runs_total by status): ${runs.map((r) => JSON.stringify(r)).join("; ")}`)
