@@ -29,9 +29,28 @@ export class DatabaseStartFailed extends Data.TaggedError("DatabaseStartFailed")
   }
 }
 
+/**
+ * A name conversion computed once per distinct name. @effect/sql converts every key of every
+ * result row, so a 2,000-row page of 23 columns ran `snakeToCamel` (a regex replace) 46,000
+ * times for 23 distinct names: ~370 ms of a push-queue read on the loaded bench machine, against
+ * ~110 ms for building the same rows with the names looked up (BENCHMARKS.md, "Sync"). Names come
+ * from the service's own SQL, so the set is small; the cap only guards against an unforeseen
+ * stream of distinct aliases.
+ */
+export const memoizeName = (convert: (name: string) => string, cap = 4096): ((name: string) => string) => {
+  const names = new Map<string, string>()
+  return (name) => {
+    const hit = names.get(name)
+    if (hit !== undefined || names.has(name)) return hit as string
+    const converted = convert(name)
+    if (names.size < cap) names.set(name, converted)
+    return converted
+  }
+}
+
 const clientOptions = {
-  transformQueryNames: Str.camelToSnake,
-  transformResultNames: Str.snakeToCamel,
+  transformQueryNames: memoizeName(Str.camelToSnake),
+  transformResultNames: memoizeName(Str.snakeToCamel),
   // Column names are snake_case ↔ camelCase; keys INSIDE json/jsonb values are user data
   // (customer metadata, Stripe payload keys) and must come back exactly as stored.
   transformJson: false,
