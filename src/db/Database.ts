@@ -31,9 +31,8 @@ export class DatabaseStartFailed extends Data.TaggedError("DatabaseStartFailed")
 
 /**
  * A name conversion computed once per distinct name. @effect/sql converts every key of every
- * result row, so a 2,000-row page of 23 columns ran `snakeToCamel` (a regex replace) 46,000
- * times for 23 distinct names: ~370 ms of a push-queue read on the loaded bench machine, against
- * ~110 ms for building the same rows with the names looked up (BENCHMARKS.md, "Sync"). Names come
+ * result row, so a large page ran `snakeToCamel` (a regex replace) once per cell for a handful of
+ * distinct names — a visible share of a push-queue read (BENCHMARKS.md, "Sync"). Names come
  * from the service's own SQL, so the set is small; the cap only guards against an unforeseen
  * stream of distinct aliases.
  */
