@@ -20,6 +20,25 @@ const runs: Array<{ readonly name: string; readonly args: ReadonlyArray<string> 
     : []),
   ...(process.env["FLEXPRICE_BENCH_CLICKHOUSE_URL"]
     ? [{ name: "ClickHouse event store", args: ["bench/clickhouse.ts", process.env["FLEXPRICE_BENCH_CLICKHOUSE_URL"]] }]
+    : []),
+  { name: "a month of 2.5M events, 720 hourly windows (PGlite)", args: ["bench/month.ts", "--events", "2500000"] },
+  ...(process.env["FLEXPRICE_BENCH_POSTGRES_URL"]
+    ? [{ name: "a month of 2.5M events, 720 hourly windows (PostgreSQL)", args: ["bench/month.ts", "--events", "2500000", "--postgres", process.env["FLEXPRICE_BENCH_POSTGRES_URL"]] }]
+    : []),
+  ...(process.env["FLEXPRICE_BENCH_CLICKHOUSE_URL"]
+    ? [
+        {
+          name: "a month of 25M events, 720 hourly windows (ClickHouse)",
+          args: [
+            "bench/month.ts",
+            "--events",
+            "25000000",
+            "--clickhouse",
+            process.env["FLEXPRICE_BENCH_CLICKHOUSE_URL"],
+            ...(process.env["FLEXPRICE_BENCH_POSTGRES_URL"] ? ["--postgres", process.env["FLEXPRICE_BENCH_POSTGRES_URL"]] : [])
+          ]
+        }
+      ]
     : [])
 ]
 
