@@ -101,12 +101,16 @@ const rssSampler = () => {
   return { peak: () => Math.max(peak, process.memoryUsage.rss()), stop: () => clearInterval(timer) }
 }
 
+/** Run on a crash too, so no emulator child or bench database outlives the bench. */
+const cleanups: Array<() => Promise<unknown>> = []
+
 const main = async () => {
   const backend = `${postgresUrl ? "PostgreSQL" : "PGlite"}${clickhouseUrl ? " + ClickHouse" : ""}`
   const chDatabase = `flexprice_bench_month_${Date.now().toString(36)}`
   console.log(`# month bench on ${machine()}, ${new Date().toISOString()}, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`)
   console.log(t(), `backend: ${backend}; events ${fmt(EVENTS)}; ${CUSTOMERS} customers × 2 meters; ${HOURS} hourly windows; outage ${OUTAGE_HOURS} h after hour ${OUTAGE_AT}`)
   const emulator = await startEmulator("child", KEY)
+  cleanups.push(() => emulator.close())
   const app = await startBenchApp({
     ...(clickhouseUrl ? { clickhouseUrl } : {}),
     ...(postgresUrl ? { postgresUrl } : {}),
@@ -117,11 +121,13 @@ const main = async () => {
       ...(clickhouseUrl ? { FLEXPRICE_CLICKHOUSE_DATABASE: chDatabase } : {})
     }
   })
+  cleanups.unshift(() => app.dispose())
   const run = <A, E>(e: Effect.Effect<A, E, any>) => app.runtime.runPromise(e as Effect.Effect<A, E, never>)
   const chScope = Effect.runSync(Scope.make())
   const ch: ChClient | undefined = clickhouseUrl
     ? await Effect.runPromise(makeClient(resolveConnection({ url: clickhouseUrl, database: chDatabase, requestTimeoutMs: 3_600_000 })).pipe(Scope.extend(chScope)))
     : undefined
+  if (ch) cleanups.push(() => Effect.runPromise(ch.command("bench", new Sql(`DROP DATABASE IF EXISTS ${chDatabase}`))))
 
   // ------------------------------------------------------------------ tenant, meters, customers
   const tenant = await run(Effect.flatMap(TenantRepo, (r) => r.create(`month-${Date.now()}`, "bench")))
@@ -215,8 +221,11 @@ const main = async () => {
     offset.ms = at - Date.now()
     const before = await emulator.calls()
     const t0 = performance.now()
-    const report = await run(Effect.flatMap(SyncService, (s) => s.runTenant(config.value, { trigger: "schedule" })).pipe(Effect.withClock(clock)))
+    // A failed run is what the scheduler would log and retry an hour later: counted, not fatal.
+    const exit = await run(Effect.exit(Effect.flatMap(SyncService, (s) => s.runTenant(config.value, { trigger: "schedule" })).pipe(Effect.withClock(clock))))
     const ms = performance.now() - t0
+    const report = Exit.isSuccess(exit) ? exit.value : undefined
+    if (report === undefined) console.log(t(), `  run at ${new Date(at).toISOString()} failed after ${fmt(ms)} ms: ${String(exit).slice(0, 300)}`)
     return { ms, report, calls: callsSince(before, await emulator.calls()) }
   }
   const dueAt = (k: number) => start + k * HOUR_MS + GRACE_MIN * 60_000 + 1000 // window k−1 is due
@@ -227,11 +236,16 @@ const main = async () => {
   let batches = 0
   let synced = 0
   let failed = 0
+  let failedRuns = 0
   let catchUp: { ms: number; windows: number; calls: number; batches: number } | undefined
   const syncStarted = performance.now()
   for (let k = 1; k <= HOURS; k++) {
     if (k > OUTAGE_AT && k < OUTAGE_AT + OUTAGE_HOURS) continue // the service is down
     const r = await runAt(dueAt(k))
+    if (r.report === undefined) {
+      failedRuns++
+      continue
+    }
     windows += r.report.windows.length
     batches += r.report.batchesCreated
     synced += r.report.batchesSynced
@@ -344,7 +358,8 @@ const main = async () => {
   if (catchUp) console.log(`  catch-up after ${OUTAGE_HOURS} h outage   ${fmt(catchUp.ms)} ms for ${catchUp.windows} windows (${fmt(catchUp.windows / (catchUp.ms / 1000), 2)} windows/s), ${catchUp.batches} batches, ${catchUp.calls} Stripe calls`)
   console.log(`  Stripe calls                   ${calls.total} (${JSON.stringify(calls.byEndpoint)})`)
   console.log(`  peak RSS (product process)     ${fmt(peakRss / 2 ** 20)} MiB sampled during the sync; process max ${fmt(process.resourceUsage().maxRSS / 1024)} MiB`)
-  console.log(`  re-run after the month         ${fmt(again.ms)} ms, ${again.calls.total} Stripe calls, ${again.report.batchesCreated} batches`)
+  console.log(`  failed runs                    ${failedRuns}`)
+  console.log(`  re-run after the month         ${fmt(again.ms)} ms, ${again.calls.total} Stripe calls, ${again.report?.batchesCreated ?? "failed"} batches`)
   console.log(`exact totals: oracle (BigInt, generator formula) Σ ${fromThousandths(expectedSum)}; emulator billed Σ ${billedSum}; ` +
     `(customer, meter) pairs mismatched: emulator ${mismatched} / ${oracle.size}, server-side SUM ${serverMismatched} / ${oracle.size}`)
   console.log(`engine limit, every ${SAMPLE_EVERY}th window (${prodTimes.length} windows, interleaved):`)
@@ -353,16 +368,13 @@ const main = async () => {
   console.log(`  product's whole hourly run     median ${fmt(med(hourly))} ms = ${fmt(med(hourly) / med(plainTimes), 1)}× the window's plain GROUP BY`)
   console.log(`  whole month, one plain GROUP BY by hour (counted server-side): ${fmt(monthPlainMs)} ms, ${String(monthGroups)} groups (the product's sync: ${fmt(syncMs / 1000, 1)} s)`)
 
-  await app.dispose()
-  await emulator.close()
-  if (ch) {
-    await Effect.runPromise(ch.command("bench", new Sql(`DROP DATABASE IF EXISTS ${chDatabase}`)))
-    await Effect.runPromise(Scope.close(chScope, Exit.void))
-  }
-  if (mismatched > 0 || serverMismatched > 0 || failed > 0) process.exit(2)
+  for (const c of cleanups.splice(0)) await c()
+  await Effect.runPromise(Scope.close(chScope, Exit.void))
+  if (mismatched > 0 || serverMismatched > 0 || failed > 0 || failedRuns > 0) process.exit(2)
 }
 
-main().catch((e) => {
+main().catch(async (e) => {
   console.error(e)
+  for (const c of cleanups.splice(0)) await c().catch(() => undefined)
   process.exit(1)
 })
