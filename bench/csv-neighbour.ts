@@ -70,7 +70,7 @@ const rssSampler = () => {
 
 const poll = async (url: string, apiKey: string) => {
   for (;;) {
-    const body = (await (await fetch(url, { headers: { "x-api-key": apiKey } })).json()) as Record<string, any>
+    const body = (await (await fetch(url, { headers: { "x-api-key": apiKey } })).json()) as Record<string, unknown>
     if (body["status"] !== "running") return body
     await new Promise((r) => setTimeout(r, 250))
   }
@@ -118,21 +118,21 @@ export const benchCsvNeighbour = async (
         headers: { "x-api-key": app.apiKey, "content-type": "text/csv" },
         body: csv
       })
-      const body = (await res.json()) as Record<string, any>
-      migrationId = body["migration_id"]
+      const body = (await res.json()) as Record<string, unknown>
+      migrationId = String(body["migration_id"])
       if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey)
       return body
     })
-    const r = imported.result as Record<string, any>
+    const r = imported.result as Record<string, unknown>
     emit(line(`import (${r["status"]}, ${fmt(rows / imported.seconds)} rows/s)`, imported))
     if (options.rollback !== false) {
       const rolled = await phase(app, neighbour.apiKey, async () => {
         const res = await fetch(`${app.baseUrl}/v1/stripe/migrate/${migrationId}/rollback`, { method: "POST", headers: { "x-api-key": app.apiKey } })
-        const body = (await res.json()) as Record<string, any>
+        const body = (await res.json()) as Record<string, unknown>
         if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey)
         return body
       })
-      emit(line(`rollback (${(rolled.result as Record<string, any>)["status"]})`, rolled))
+      emit(line(`rollback (${(rolled.result as Record<string, unknown>)["status"]})`, rolled))
     }
   } finally {
     await app.dispose()

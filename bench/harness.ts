@@ -4,20 +4,20 @@
  */
 import { HttpServer } from "@effect/platform"
 import { PgClient } from "@effect/sql-pg"
-import { ConfigProvider, Effect, Layer, Logger, LogLevel, ManagedRuntime, Redacted } from "effect"
+import { Effect, Layer, LogLevel, ManagedRuntime, Redacted } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { AppLive } from "../src/App.js"
-import { HttpApiLive, NodeServerLive } from "../src/http/Server.js"
+import { NodeServerLive } from "../src/http/Server.js"
+import { type AppServices, localService } from "../src/LocalService.js"
 import { TenantRepo } from "../src/repositories/TenantRepo.js"
 
 export interface BenchApp {
   readonly baseUrl: string
   readonly apiKey: string
   readonly scope: { readonly tenantId: string; readonly environmentId: string }
-  readonly runtime: ManagedRuntime.ManagedRuntime<any, any>
+  readonly runtime: ManagedRuntime.ManagedRuntime<AppServices, unknown>
   readonly dispose: () => Promise<void>
 }
 
@@ -49,14 +49,9 @@ export const startBenchApp = async (options: { postgresUrl?: string; clickhouseU
     env["FLEXPRICE_CLICKHOUSE_URL"] = options.clickhouseUrl
     env["FLEXPRICE_CLICKHOUSE_DATABASE"] = env["FLEXPRICE_CLICKHOUSE_DATABASE"] ?? `flexprice_bench`
   }
-  const provider = ConfigProvider.fromMap(new Map(Object.entries(env))).pipe(ConfigProvider.orElse(() => ConfigProvider.fromEnv()))
-  const layer = HttpApiLive.pipe(
-    Layer.provideMerge(NodeServerLive),
-    Layer.provideMerge(AppLive),
-    Layer.provide(Layer.setConfigProvider(provider)),
-    Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
+  const runtime = ManagedRuntime.make(
+    localService({ server: NodeServerLive, settings: env, processEnvironment: true, beside: Layer.empty, below: Layer.empty, logLevel: LogLevel.Warning })
   )
-  const runtime = ManagedRuntime.make(layer)
   const address = await runtime.runPromise(Effect.map(HttpServer.HttpServer, (s) => s.address))
   const baseUrl = address._tag === "TcpAddress" ? `http://127.0.0.1:${address.port}` : ""
   const tenant = await runtime.runPromise(Effect.flatMap(TenantRepo, (r) => r.create(`bench-${Date.now()}`, "bench")))

@@ -20,6 +20,7 @@
  * this process it would share the event loop, and with PGlite the CPU, with the service).
  * Prints wall times, Stripe requests and a totals check (emulator totals = generated totals).
  */
+import type { AppServices } from "../src/LocalService.js"
 import { PgClient } from "@effect/sql-pg"
 import { Effect } from "effect"
 import * as Decimal from "../src/domain/Decimal.js"
@@ -66,7 +67,7 @@ const main = async () => {
       ...(clickhouseUrl ? { FLEXPRICE_CLICKHOUSE_DATABASE: `flexprice_bench_sync_${Date.now().toString(36)}` } : {})
     }
   })
-  const run = <A, E>(e: Effect.Effect<A, E, any>) => app.runtime.runPromise(e as Effect.Effect<A, E, never>)
+  const run = <A, E>(e: Effect.Effect<A, E, AppServices>) => app.runtime.runPromise(e)
   const backend = `${postgresUrl ? "PostgreSQL" : "PGlite"}${clickhouseUrl ? " + ClickHouse" : ""}`
   console.log(
     new Date().toISOString().slice(11, 19),
@@ -76,7 +77,7 @@ const main = async () => {
   const setupTenant = async (name: string, customers: number) => {
     const t = await run(Effect.flatMap(TenantRepo, (r) => r.create(`${name}-${Date.now()}`, "bench")))
     const scope = { tenantId: t.tenantId, environmentId: t.environmentId } as TenantScope
-    const asTenant = <A, E>(e: Effect.Effect<A, E, any>) => run(e.pipe(Effect.provideService(CurrentTenant, scope)))
+    const asTenant = <A, E>(e: Effect.Effect<A, E, AppServices | CurrentTenant>) => run(e.pipe(Effect.provideService(CurrentTenant, scope)))
     await asTenant(
       storeStripeConfig({ apiKey: KEY, accountId: emulator.accountId })
     )
@@ -126,7 +127,7 @@ const main = async () => {
     return { scope, asTenant, meters, customers: rows }
   }
 
-  const syncOnce = async (asTenant: <A, E>(e: Effect.Effect<A, E, any>) => Promise<A>) => {
+  const syncOnce = async (asTenant: <A, E>(e: Effect.Effect<A, E, AppServices | CurrentTenant>) => Promise<A>) => {
     const callsBefore = await emulator.calls()
     const started = performance.now()
     const report = await asTenant(

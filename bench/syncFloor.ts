@@ -9,6 +9,7 @@
  * The floor's events go to their own Stripe event names, and its ledger rows to their own tenant,
  * so the product's totals check and queue are untouched.
  */
+import type { AppServices } from "../src/LocalService.js"
 import { PgClient } from "@effect/sql-pg"
 import { Effect } from "effect"
 import { randomBytes } from "node:crypto"
@@ -27,7 +28,7 @@ export interface FloorInput {
   readonly concurrency: number
   readonly rows: number
   readonly windowStart: Date
-  readonly run: <A, E>(e: Effect.Effect<A, E, any>) => Promise<A>
+  readonly run: <A, E>(e: Effect.Effect<A, E, AppServices>) => Promise<A>
 }
 
 export interface Floor {

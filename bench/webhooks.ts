@@ -9,13 +9,13 @@
  */
 import { HttpServer } from "@effect/platform"
 import { PgClient } from "@effect/sql-pg"
-import { ConfigProvider, Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, Scope } from "effect"
+import { Effect, Exit, Layer, LogLevel, ManagedRuntime, Redacted, Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { AppLive } from "../src/App.js"
-import { HttpApiLive, NodeServerLive } from "../src/http/Server.js"
+import { NodeServerLive } from "../src/http/Server.js"
+import { localService } from "../src/LocalService.js"
 import { TenantRepo } from "../src/repositories/TenantRepo.js"
 import { makeStripeEmulator, signatureHeader } from "../src/stripe-emulator/index.js"
 
@@ -63,14 +63,8 @@ const main = async () => {
     env["FLEXPRICE_DATA_DIR"] = dir
     cleanups.push(async () => fs.rmSync(dir, { recursive: true, force: true }))
   }
-  const provider = ConfigProvider.fromMap(new Map(Object.entries(env)))
   const runtime = ManagedRuntime.make(
-    HttpApiLive.pipe(
-      Layer.provideMerge(NodeServerLive),
-      Layer.provideMerge(AppLive),
-      Layer.provide(Layer.setConfigProvider(provider)),
-      Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
-    )
+    localService({ server: NodeServerLive, settings: env, processEnvironment: false, beside: Layer.empty, below: Layer.empty, logLevel: LogLevel.Warning })
   )
   try {
     const address = await runtime.runPromise(Effect.map(HttpServer.HttpServer, (s) => s.address))

@@ -5,13 +5,13 @@
  * FLEXPRICE_CLICKHOUSE_URL are set.
  */
 import { HttpServer } from "@effect/platform"
-import { ConfigProvider, Effect, Layer, Logger, LogLevel, type Scope } from "effect"
+import { Effect, Layer, LogLevel, type Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { AppLive } from "../App.js"
-import { HttpApiLive, NodeServerLive } from "../http/Server.js"
+import { NodeServerLive } from "../http/Server.js"
+import { localService } from "../LocalService.js"
 import { scrubString } from "../observability/Scrub.js"
 import { Telemetry } from "../observability/Telemetry.js"
 import { TenantRepo } from "../repositories/TenantRepo.js"
@@ -72,15 +72,17 @@ export const startService = (options: {
       ...(dataDir !== null ? { FLEXPRICE_DATA_DIR: dataDir } : {}),
       ...options.extraEnv
     }
-    const provider = ConfigProvider.fromMap(new Map(Object.entries(env))).pipe(ConfigProvider.orElse(() => ConfigProvider.fromEnv()))
     const quiet = lookup("FLEXPRICE_LOG_LEVEL") === ""
-    // The same Layers as `serve`, with the HTTP server's address exposed to find the port.
-    const service = Layer.mergeAll(HttpApiLive.pipe(Layer.provideMerge(NodeServerLive)), SyncScheduler.layer).pipe(
-      Layer.provideMerge(AppLive),
-      Layer.provide(Telemetry.layer),
-      Layer.provide(Layer.setConfigProvider(provider)),
-      Layer.provide(quiet ? Logger.minimumLogLevel(LogLevel.Warning) : Layer.empty)
-    )
+    // The same Layers as `serve` (src/LocalService.ts), with the HTTP server's address exposed to find the port.
+    const service = localService({
+      server: NodeServerLive,
+      settings: env,
+      processEnvironment: true,
+      beside: SyncScheduler.layer,
+      below: Telemetry.layer,
+      // FLEXPRICE_LOG_LEVEL set: Effect's default minimum (Info), as under `serve`
+      logLevel: quiet ? LogLevel.Warning : LogLevel.Info
+    })
     const context = yield* Layer.build(service).pipe(
       Effect.catchAllCause((cause) => Effect.fail(fail(`the service did not start: ${String(cause).split("\n")[0]}`)))
     )

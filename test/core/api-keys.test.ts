@@ -17,7 +17,7 @@ import { TenantRepo } from "../../src/repositories/TenantRepo.js"
 import { forEachBackend, freshDataDir, freshPostgresDatabase, POSTGRES_URL_VAR, startTestApp, type Backend, type TestApp } from "../support/app.js"
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex")
-const sql = (app: TestApp, text: string) => app.run(Effect.flatMap(PgClient.PgClient, (s) => s.unsafe(text))) as Promise<Array<any>>
+const sql = (app: TestApp, text: string) => app.run(Effect.flatMap(PgClient.PgClient, (s) => s.unsafe<Record<string, unknown>>(text)))
 
 forEachBackend(["pglite", "postgres"], (backend: Backend) => {
   describe(`tenant API keys over HTTP on ${backend}`, () => {
@@ -28,36 +28,36 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     afterAll(() => app?.dispose())
 
     it("creates a key shown once and stored hashed, rotates, and the revoked key is refused at once", async () => {
-      const first = (await app.request("GET", "/v1/tenant/keys")).body.keys as Array<any>
+      const first = (await app.request("GET", "/v1/tenant/keys")).data.keys
       expect(first).toHaveLength(1)
       const oldId = first[0].id as string
       expect(JSON.stringify(first)).not.toContain(app.apiKey)
 
       const created = await app.request("POST", "/v1/tenant/keys")
       expect(created.status).toBe(201)
-      const newKey = created.body.api_key as string
+      const newKey = created.data.api_key as string
       expect(newKey).toMatch(/^fp_[A-Za-z0-9_-]{32}$/)
-      expect(created.body.key_prefix).toBe(newKey.slice(0, 7))
-      const rows = await sql(app, `SELECT * FROM api_keys WHERE id = '${created.body.id}'`)
+      expect(created.data.key_prefix).toBe(newKey.slice(0, 7))
+      const rows = await sql(app, `SELECT * FROM api_keys WHERE id = '${created.data.id}'`)
       expect(rows).toHaveLength(1)
       expect(JSON.stringify(rows)).not.toContain(newKey)
       // the test client maps columns to camelCase
       expect(rows[0].keyHash).toBe(sha256(newKey))
-      const listed = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: newKey })).body.keys as Array<any>
-      expect(listed.map((k) => k.id).sort()).toEqual([oldId, created.body.id].sort())
+      const listed = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: newKey })).data.keys
+      expect(listed.map((k) => k.id).sort()).toEqual([oldId, created.data.id].sort())
       expect(JSON.stringify(listed)).not.toContain(newKey)
 
       const revoked = await app.request("DELETE", `/v1/tenant/keys/${oldId}`, undefined, { apiKey: newKey })
       expect([revoked.status, revoked.body]).toEqual([200, { id: oldId, revoked: true }])
       const refused = await app.request("GET", "/v1/customers", undefined, { apiKey: app.apiKey })
-      expect([refused.status, refused.body.error.code]).toEqual([401, "invalid_api_key"])
+      expect([refused.status, refused.error.code]).toEqual([401, "invalid_api_key"])
       expect((await app.request("GET", "/v1/customers", undefined, { apiKey: newKey })).status).toBe(200)
-      const after = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: newKey })).body.keys as Array<any>
-      expect(after.find((k) => k.id === oldId).revoked_at).not.toBeNull()
+      const after = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: newKey })).data.keys
+      expect(after.find((k) => k.id === oldId)!.revoked_at).not.toBeNull()
 
       const audit = await sql(app, `SELECT action, target, actor FROM audit_log WHERE target LIKE 'api_key:%' ORDER BY created_at`)
       expect(audit).toEqual([
-        { action: "api_key.create", target: `api_key:${created.body.id}`, actor: "api" },
+        { action: "api_key.create", target: `api_key:${created.data.id}`, actor: "api" },
         { action: "api_key.revoke", target: `api_key:${oldId}`, actor: "api" }
       ])
       expect(JSON.stringify(await sql(app, "SELECT * FROM audit_log"))).not.toContain(newKey)
@@ -65,11 +65,11 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
 
     it("revoking an already revoked key is idempotent: the same 200 answer, one audit row", async () => {
       const t = await app.newTenant("keys-twice")
-      const keys = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })).body.keys as Array<any>
+      const keys = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })).data.keys
       const second = await app.request("POST", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })
       const id = keys[0].id as string
-      const first = await app.request("DELETE", `/v1/tenant/keys/${id}`, undefined, { apiKey: second.body.api_key })
-      const again = await app.request("DELETE", `/v1/tenant/keys/${id}`, undefined, { apiKey: second.body.api_key })
+      const first = await app.request("DELETE", `/v1/tenant/keys/${id}`, undefined, { apiKey: second.data.api_key })
+      const again = await app.request("DELETE", `/v1/tenant/keys/${id}`, undefined, { apiKey: second.data.api_key })
       expect([first.status, first.body]).toEqual([200, { id, revoked: true }])
       expect([again.status, again.body]).toEqual([200, { id, revoked: true }])
       const audit = await sql(app, `SELECT action FROM audit_log WHERE target = 'api_key:${id}'`)
@@ -79,13 +79,13 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     it("refuses to revoke the environment's last key or another tenant's key", async () => {
       const mine = await app.newTenant("keys-mine")
       const other = await app.newTenant("keys-other")
-      const otherKeys = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: other.apiKey })).body.keys as Array<any>
+      const otherKeys = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: other.apiKey })).data.keys
       await app.request("POST", "/v1/tenant/keys", undefined, { apiKey: mine.apiKey })
       const crossed = await app.request("DELETE", `/v1/tenant/keys/${otherKeys[0].id}`, undefined, { apiKey: mine.apiKey })
-      expect([crossed.status, crossed.body.error.code]).toEqual([404, "api_key_not_found"])
+      expect([crossed.status, crossed.error.code]).toEqual([404, "api_key_not_found"])
       expect((await app.request("GET", "/v1/customers", undefined, { apiKey: other.apiKey })).status).toBe(200)
       const last = await app.request("DELETE", `/v1/tenant/keys/${otherKeys[0].id}`, undefined, { apiKey: other.apiKey })
-      expect([last.status, last.body.error.code]).toEqual([409, "last_api_key"])
+      expect([last.status, last.error.code]).toEqual([409, "last_api_key"])
       expect((await app.request("GET", "/v1/customers", undefined, { apiKey: other.apiKey })).status).toBe(200)
     })
   })
@@ -112,11 +112,11 @@ forEachBackend(["postgres"], () => {
       const t = await a.newTenant("replicas")
       expect((await b.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })).status).toBe(200)
       const second = await a.request("POST", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })
-      const keys = (await a.request("GET", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })).body.keys as Array<any>
-      const oldId = keys.find((k) => k.id !== second.body.id).id
-      expect((await a.request("DELETE", `/v1/tenant/keys/${oldId}`, undefined, { apiKey: second.body.api_key })).status).toBe(200)
+      const keys = (await a.request("GET", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })).data.keys
+      const oldId = keys.find((k) => k.id !== second.data.id)!.id
+      expect((await a.request("DELETE", `/v1/tenant/keys/${oldId}`, undefined, { apiKey: second.data.api_key })).status).toBe(200)
       const res = await b.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })
-      expect([res.status, res.body.error.code]).toEqual([401, "invalid_api_key"])
+      expect([res.status, res.error.code]).toEqual([401, "invalid_api_key"])
     })
   })
 })

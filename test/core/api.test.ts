@@ -28,26 +28,26 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect(missing.body).toEqual({ error: { code: "missing_api_key", message: expect.any(String) } })
       const wrong = await app.request("GET", "/v1/customers", undefined, { apiKey: "fp_nope" })
       expect(wrong.status).toBe(401)
-      expect(wrong.body.error.code).toBe("invalid_api_key")
+      expect(wrong.error.code).toBe("invalid_api_key")
     })
 
     it("creates, reads, updates and deletes customers; duplicate external_id is 409", async () => {
       const created = await app.request("POST", "/v1/customers", { external_id: "crud-1", name: "A", metadata: { plan: "pro", billing_tier: "gold" } })
       expect(created.status).toBe(201)
-      expect(created.body.id).toMatch(/^cust_/)
+      expect(created.data.id).toMatch(/^cust_/)
       const dup = await app.request("POST", "/v1/customers", { external_id: "crud-1" })
       expect(dup.status).toBe(409)
-      expect(dup.body.error.code).toBe("customer_exists")
+      expect(dup.error.code).toBe("customer_exists")
       const byExt = await app.request("GET", "/v1/customers?external_id=crud-1")
-      expect(byExt.body.customers.map((c: any) => c.id)).toEqual([created.body.id])
-      const updated = await app.request("PUT", `/v1/customers/${created.body.id}`, { email: "a@example.com" })
+      expect(byExt.data.customers.map((c) => c.id)).toEqual([created.data.id])
+      const updated = await app.request("PUT", `/v1/customers/${created.data.id}`, { email: "a@example.com" })
       // metadata keys come back exactly as sent (no snake_case → camelCase rewriting inside JSON)
       expect(updated.body).toMatchObject({ name: "A", email: "a@example.com", metadata: { plan: "pro", billing_tier: "gold" } })
-      const del = await app.request("DELETE", `/v1/customers/${created.body.id}`)
-      expect(del.body).toEqual({ id: created.body.id, deleted: true })
-      const gone = await app.request("GET", `/v1/customers/${created.body.id}`)
+      const del = await app.request("DELETE", `/v1/customers/${created.data.id}`)
+      expect(del.body).toEqual({ id: created.data.id, deleted: true })
+      const gone = await app.request("GET", `/v1/customers/${created.data.id}`)
       expect(gone.status).toBe(404)
-      expect(gone.body.error.code).toBe("customer_not_found")
+      expect(gone.error.code).toBe("customer_not_found")
     })
 
     it("keeps tenants apart: another tenant sees none of this tenant's data", async () => {
@@ -56,20 +56,20 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const meter = await app.request("POST", "/v1/meters", { name: "m", event_name: "iso", aggregation: { type: "COUNT" } })
       await app.request("POST", "/v1/events", { event_id: "iso-e1", event_name: "iso", external_customer_id: "iso-1" })
       const opts = { apiKey: other.apiKey }
-      expect((await app.request("GET", `/v1/customers/${mine.body.id}`, undefined, opts)).status).toBe(404)
-      expect((await app.request("GET", "/v1/customers?external_id=iso-1", undefined, opts)).body.customers).toEqual([])
-      expect((await app.request("GET", `/v1/meters/${meter.body.id}`, undefined, opts)).status).toBe(404)
-      expect((await app.request("GET", "/v1/events?external_customer_id=iso-1", undefined, opts)).body.events).toEqual([])
-      expect((await app.request("DELETE", `/v1/customers/${mine.body.id}`, undefined, opts)).status).toBe(404)
+      expect((await app.request("GET", `/v1/customers/${mine.data.id}`, undefined, opts)).status).toBe(404)
+      expect((await app.request("GET", "/v1/customers?external_id=iso-1", undefined, opts)).data.customers).toEqual([])
+      expect((await app.request("GET", `/v1/meters/${meter.data.id}`, undefined, opts)).status).toBe(404)
+      expect((await app.request("GET", "/v1/events?external_customer_id=iso-1", undefined, opts)).data.events).toEqual([])
+      expect((await app.request("DELETE", `/v1/customers/${mine.data.id}`, undefined, opts)).status).toBe(404)
       // the same external id is free in the other tenant
       expect((await app.request("POST", "/v1/customers", { external_id: "iso-1" }, opts)).status).toBe(201)
-      expect((await app.request("GET", `/v1/customers/${mine.body.id}`)).status).toBe(200)
+      expect((await app.request("GET", `/v1/customers/${mine.data.id}`)).status).toBe(200)
     })
 
     it("validates meters", async () => {
       const bad = await app.request("POST", "/v1/meters", { name: "x", event_name: "x", aggregation: { type: "SUM" } })
       expect(bad.status).toBe(400)
-      expect(bad.body.error.code).toBe("invalid_request")
+      expect(bad.error.code).toBe("invalid_request")
       const wrongType = await app.request("POST", "/v1/meters", { name: "x", event_name: "x", aggregation: { type: "AVG" } })
       expect(wrongType.status).toBe(400)
     })
@@ -89,7 +89,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         }))
         const res = await app.request("POST", "/v1/events/bulk", { events })
         expect(res.status).toBe(202)
-        expect(res.body.accepted).toBe(1000)
+        expect(res.data.accepted).toBe(1000)
       }
       // re-send a whole batch: nothing new
       const again = await app.request("POST", "/v1/events/bulk", {
@@ -97,7 +97,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       })
       expect(again.body).toMatchObject({ accepted: 0, duplicates: 1 })
       const total = await app.run(
-        aggregateTotal(app, meter.body.id)
+        aggregateTotal(app, meter.data.id)
       )
       expect(total).toBe("1000")
     })
@@ -107,14 +107,14 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const first = await app.request("POST", "/v1/meters", { name: "mc-a", event_name: "mc", aggregation: { type: "COUNT" } })
       const send = (id: string) =>
         app.request("POST", "/v1/events/bulk", { events: [{ event_id: id, event_name: "mc", external_customer_id: "mc-1", timestamp: hourAgo().toISOString() }] })
-      expect((await send("mc-e1")).body.accepted).toBe(1) // warms the cache with [mc-a]
+      expect((await send("mc-e1")).data.accepted).toBe(1) // warms the cache with [mc-a]
       const second = await app.request("POST", "/v1/meters", { name: "mc-b", event_name: "mc", aggregation: { type: "COUNT" } })
       await send("mc-e2")
-      expect(await app.run(aggregateTotal(app, second.body.id))).toBe("1")
-      expect((await app.request("DELETE", `/v1/meters/${first.body.id}`)).status).toBe(200)
+      expect(await app.run(aggregateTotal(app, second.data.id))).toBe("1")
+      expect((await app.request("DELETE", `/v1/meters/${first.data.id}`)).status).toBe(200)
       await send("mc-e3")
-      expect(await app.run(aggregateTotal(app, first.body.id))).toBe("2")
-      expect(await app.run(aggregateTotal(app, second.body.id))).toBe("2")
+      expect(await app.run(aggregateTotal(app, first.data.id))).toBe("2")
+      expect(await app.run(aggregateTotal(app, second.data.id))).toBe("2")
     })
 
     it("processes events of a customer that does not exist yet once it is created", async () => {
@@ -126,14 +126,14 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
           { event_id: "later-2", event_name: "later", external_customer_id: "later-c", timestamp: ts, properties: { n: 1 } }
         ]
       })
-      expect(res.body.accepted).toBe(2)
+      expect(res.data.accepted).toBe(2)
       const before = await app.request("GET", "/v1/events?external_customer_id=later-c")
-      expect(before.body.events.map((e: any) => e.status)).toEqual(["pending", "pending"])
-      expect(await app.run(aggregateTotal(app, meter.body.id))).toBe("0")
+      expect(before.data.events.map((e) => e.status)).toEqual(["pending", "pending"])
+      expect(await app.run(aggregateTotal(app, meter.data.id))).toBe("0")
       await app.request("POST", "/v1/customers", { external_id: "later-c" })
       const after = await app.request("GET", "/v1/events?external_customer_id=later-c")
-      expect(after.body.events.map((e: any) => e.status)).toEqual(["processed", "processed"])
-      expect(await app.run(aggregateTotal(app, meter.body.id))).toBe("3.5")
+      expect(after.data.events.map((e) => e.status)).toEqual(["processed", "processed"])
+      expect(await app.run(aggregateTotal(app, meter.data.id))).toBe("3.5")
     })
 
     it("stores the good events of a bulk request and reports the bad ones by index", async () => {
@@ -150,39 +150,39 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         ]
       })
       expect(res.status).toBe(202)
-      expect(res.body.accepted).toBe(3)
-      expect(res.body.rejected.map((r: any) => [r.index, r.code])).toEqual([
+      expect(res.data.accepted).toBe(3)
+      expect(res.data.rejected.map((r) => [r.index, r.code])).toEqual([
         [1, "invalid_event_name"],
         [2, "invalid_timestamp"],
         [3, "invalid_event"]
       ])
       const listed = await app.request("GET", "/v1/events?external_customer_id=bulk-c")
-      const err = listed.body.events.find((e: any) => e.event_id === "b-err")
-      expect(err.status).toBe("error")
-      expect(err.error).toContain("not numeric")
+      const err = listed.data.events.find((e) => e.event_id === "b-err")
+      expect(err?.status).toBe("error")
+      expect(err?.error).toContain("not numeric")
     })
 
     it("answers malformed JSON, oversized and wrong-typed bodies with 400/413 and the envelope", async () => {
       const malformed = await app.request("POST", "/v1/events", undefined, { rawBody: "{bad" })
       expect(malformed.status).toBe(400)
-      expect(malformed.body.error.code).toBe("malformed_json")
+      expect(malformed.error.code).toBe("malformed_json")
       const tooMany = await app.request("POST", "/v1/events/bulk", {
         events: Array.from({ length: 1001 }, (_, i) => ({ event_name: "x", external_customer_id: `c${i}` }))
       })
       expect(tooMany.status).toBe(400)
-      expect(tooMany.body.error.code).toBe("too_many_events")
+      expect(tooMany.error.code).toBe("too_many_events")
       const huge = await app.request("POST", "/v1/events/bulk", undefined, { rawBody: `{"events":[${"1,".repeat(3_000_000)}1]}` })
       expect(huge.status).toBe(413)
-      expect(huge.body.error.code).toBe("payload_too_large")
+      expect(huge.error.code).toBe("payload_too_large")
       const wrongType = await app.request("POST", "/v1/customers", { external_id: 5 })
       expect(wrongType.status).toBe(400)
-      expect(wrongType.body.error.code).toBe("invalid_request")
+      expect(wrongType.error.code).toBe("invalid_request")
       const malformedCustomer = await app.request("POST", "/v1/customers", undefined, { rawBody: "{bad" })
       expect(malformedCustomer.status).toBe(400)
-      expect(malformedCustomer.body.error).toBeDefined()
+      expect(malformedCustomer.error).toBeDefined()
       const single = await app.request("POST", "/v1/events", { event_name: "x" })
       expect(single.status).toBe(400)
-      expect(single.body.error.code).toBe("invalid_external_customer_id")
+      expect(single.error.code).toBe("invalid_external_customer_id")
     })
   })
 })

@@ -7,7 +7,8 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import { afterAll, describe, expect, it } from "vitest"
-import { freshDataDir } from "../support/app.js"
+import { checkedAnswer, freshDataDir } from "../support/app.js"
+import type { SuccessBody } from "../support/routes.js"
 
 const cli = ["--import", "tsx", "src/bin/flexprice.ts"]
 const children: Array<ChildProcess> = []
@@ -70,7 +71,8 @@ describe("embedded data directory", () => {
     expect(second.status).not.toBe(0)
     expect(second.stderr).toContain(`is in use by process ${first.child.pid}`)
     // the first is unharmed
-    expect((await fetch(`http://127.0.0.1:${firstPort}/readyz`)).status).toBe(200)
+    const readyz = `http://127.0.0.1:${firstPort}/readyz`
+    expect((await checkedAnswer("GET", readyz, await fetch(readyz))).status).toBe(200)
     first.child.kill("SIGTERM")
     await exited(first.child)
     expect(fs.existsSync(`${dir}/flexprice.lock`)).toBe(false)
@@ -100,9 +102,10 @@ describe("embedded data directory", () => {
         }))
         batch++
         try {
-          const res = await fetch(`http://127.0.0.1:${port}/v1/events/bulk`, { method: "POST", headers, body: JSON.stringify({ events }) })
+          const url = `http://127.0.0.1:${port}/v1/events/bulk`
+          const res = await checkedAnswer<SuccessBody<"POST", "/v1/events/bulk">>("POST", url, await fetch(url, { method: "POST", headers, body: JSON.stringify({ events }) }))
           if (res.status !== 202) return
-          acknowledged += ((await res.json()) as { accepted: number }).accepted
+          acknowledged += res.data.accepted
         } catch {
           return
         }
@@ -119,8 +122,8 @@ describe("embedded data directory", () => {
     let count = 0
     let cursor: string | null = null
     do {
-      const res: Response = await fetch(`http://127.0.0.1:${port}/v1/events?limit=1000${cursor ? `&cursor=${cursor}` : ""}`, { headers })
-      const page = (await res.json()) as { events: Array<unknown>; next_cursor: string | null }
+      const url = `http://127.0.0.1:${port}/v1/events?limit=1000${cursor ? `&cursor=${cursor}` : ""}`
+      const page: SuccessBody<"GET", "/v1/events"> = (await checkedAnswer<SuccessBody<"GET", "/v1/events">>("GET", url, await fetch(url, { headers }))).data
       count += page.events.length
       cursor = page.next_cursor
     } while (cursor)

@@ -16,7 +16,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
   describe(`hostile number literals on ${backend}`, () => {
     let app: TestApp
     const stored = async (externalCustomerId: string) =>
-      (await app.request("GET", `/v1/events?external_customer_id=${externalCustomerId}`)).body.events as Array<any>
+      (await app.request("GET", `/v1/events?external_customer_id=${externalCustomerId}`)).data.events
     const processedQty = (eventId: string) =>
       app.run(
         Effect.flatMap(PgClient.PgClient, (sql) =>
@@ -38,8 +38,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         for (const customer of ["hn-c", "hn-unknown"]) {
           const res = await app.request("POST", "/v1/events", undefined, { rawBody: single(`hn-${i}-${customer}`, customer, lit) })
           expect(res.status, lit).toBe(400)
-          expect(res.body.error.code).toBe("number_out_of_range")
-          expect(res.body.error.message).toContain("properties.tokens")
+          expect(res.error.code).toBe("number_out_of_range")
+          expect(res.error.message).toContain("properties.tokens")
         }
       }
       // nested anywhere in the properties too, not only the metered field
@@ -47,7 +47,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         rawBody: `{"event_id":"hn-nested","event_name":"other","external_customer_id":"hn-c","properties":{"a":[1,{"b":-1e-999}]}}`
       })
       expect(nested.status).toBe(400)
-      expect(nested.body.error.message).toContain("properties.a[1].b")
+      expect(nested.error.message).toContain("properties.a[1].b")
       expect(await stored("hn-c")).toEqual([])
       expect(await stored("hn-unknown")).toEqual([])
     })
@@ -58,7 +58,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         for (const customer of ["hn-c", "hn-unknown2"]) {
           const res = await app.request("POST", "/v1/events", undefined, { rawBody: single(`hq-${i}-${customer}`, customer, lit) })
           expect(res.status, lit).toBe(400)
-          expect(res.body.error.code).toBe("quantity_out_of_range")
+          expect(res.error.code).toBe("quantity_out_of_range")
         }
       }
       expect(await stored("hn-unknown2")).toEqual([])
@@ -88,8 +88,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const events = [single("bk-0", "hn-bulk", "1"), single("bk-1", "hn-bulk", "1e-2000"), single("bk-2", "hn-bulk", "2"), single("bk-3", "hn-bulk", "1e27")]
       const res = await app.request("POST", "/v1/events/bulk", undefined, { rawBody: `{"events":[${events.join(",")}]}` })
       expect(res.status).toBe(202)
-      expect(res.body.accepted).toBe(2)
-      expect(res.body.rejected.map((r: any) => [r.index, r.code])).toEqual([
+      expect(res.data.accepted).toBe(2)
+      expect(res.data.rejected.map((r) => [r.index, r.code])).toEqual([
         [1, "number_out_of_range"],
         [3, "quantity_out_of_range"]
       ])
@@ -114,7 +114,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect(await app.run(sweepOnce)).toBe(0)
       const listed = await app.request("GET", "/v1/events?external_customer_id=hn-late")
       expect(listed.status).toBe(200)
-      expect(listed.body.events.find((e: any) => e.event_id === "late-1")).toMatchObject({ status: "error", error: expect.stringContaining("out of range") })
+      expect(listed.data.events.find((e) => e.event_id === "late-1")).toMatchObject({ status: "error", error: expect.stringContaining("out of range") })
       const health = await app.request("GET", "/healthz")
       expect(health.status).toBe(200)
     })

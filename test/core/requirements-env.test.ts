@@ -62,12 +62,12 @@ describe("STRIPE_SYNC_GRACE_PERIOD_MINUTES seeds a new tenant's grace; STRIPE_BA
   it("a config stored without grace_period_minutes gets the variable's value; an explicit one wins", async () => {
     const put = await h.app.request("PUT", "/v1/stripe/config", { api_key: STRIPE_KEY })
     expect(put.status).toBe(200)
-    expect((await h.app.request("GET", "/v1/stripe/config")).body.grace_period_minutes).toBe(17)
+    expect((await h.app.request("GET", "/v1/stripe/config")).data.grace_period_minutes).toBe(17)
     // a later update that does not name the grace keeps the stored one
     await h.app.request("PUT", "/v1/stripe/config", { transport: "v1" })
-    expect((await h.app.request("GET", "/v1/stripe/config")).body.grace_period_minutes).toBe(17)
+    expect((await h.app.request("GET", "/v1/stripe/config")).data.grace_period_minutes).toBe(17)
     await h.app.request("PUT", "/v1/stripe/config", { grace_period_minutes: 3 })
-    expect((await h.app.request("GET", "/v1/stripe/config")).body.grace_period_minutes).toBe(3)
+    expect((await h.app.request("GET", "/v1/stripe/config")).data.grace_period_minutes).toBe(3)
   })
 
   it("a window with more groups than STRIPE_BATCH_SIZE_LIMIT is aggregated in pages and fully synced", async () => {

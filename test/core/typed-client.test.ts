@@ -3,8 +3,12 @@
  * Schemas on both sides, so these checks read fields, not untyped JSON.
  */
 import { expect, layer } from "@effect/vitest"
-import { Effect } from "effect"
-import { ApiClient, layer as testApp, newTenant, TestTenant } from "../support/TestApp.js"
+import { Cause, Effect, Exit } from "effect"
+import * as fs from "node:fs"
+import { makeContract } from "../support/openapiContract.js"
+import { ApiClient, layer as testApp, makeClient, newTenant, TestTenant } from "../support/TestApp.js"
+
+type Doc = { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: unknown }> }> }>> }
 
 layer(testApp())("the API through its typed client", (it) => {
   it.effect("customers: create, read, update, list by external id, delete; another tenant sees none of it", () =>
@@ -45,6 +49,26 @@ layer(testApp())("the API through its typed client", (it) => {
       const events = yield* api.events.list({ urlParams: { external_customer_id: customer } })
       expect(events.events.map((e) => [e.event_id, e.properties])).toEqual([["e-1", { tokens: quantity }]])
       expect(tenant.apiKey).toMatch(/^fp_/)
+    })
+  )
+
+  it.effect("a response openapi.json does not describe fails the typed call, though the client could decode it", () =>
+    Effect.gen(function* () {
+      const { apiKey } = yield* TestTenant
+      const doc = JSON.parse(fs.readFileSync(new URL("../../openapi.json", import.meta.url), "utf8")) as Doc
+      const list = doc.paths["/v1/customers"]?.["get"]?.responses["200"]?.content?.["application/json"]
+      expect(list).toBeDefined()
+      // a document that says the customer list also carries a required `total`, which the server does not send
+      list!.schema = { type: "object", required: ["customers", "total"], properties: { customers: { type: "array" }, total: { type: "integer" } } }
+      const checkedByOther = yield* makeClient(apiKey, makeContract(JSON.stringify(doc)))
+      const exit = yield* Effect.exit(checkedByOther.customers.list({ urlParams: {} }))
+      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+      const why = Exit.isFailure(exit) ? Cause.pretty(exit.cause) : ""
+      expect(why).toContain("GET /v1/customers → 200 does not match openapi.json")
+      expect(why).toContain("total")
+      // the same call checked against the committed document passes, and its body is still decoded
+      const checked = yield* makeClient(apiKey)
+      expect(Array.isArray((yield* checked.customers.list({ urlParams: {} })).customers)).toBe(true)
     })
   )
 })

@@ -86,11 +86,11 @@ describe("flexprice stripe-migrate", () => {
     expect(state.mappings.filter((m) => m.endsWith(":active:migration"))).toHaveLength(EXPECTED.mapped)
     expect(state.mappings).toContain(`csv-1→${stripeId}:active:csv`)
     const list = await app.request(tenant.apiKey, "GET", "/v1/stripe/migrate")
-    expect(list.body.migrations.map((m: any) => [m.kind, m.status, m.dry_run])).toEqual([
+    expect(list.data.migrations.map((m) => [m.kind, m.status, m.dry_run])).toEqual([
       ["csv", "completed", false],
       ["stripe_customers", "completed", false],
       ["stripe_customers", "completed", true]
     ])
-    expect(list.body.migrations[1].counts).toEqual(EXPECTED)
+    expect(list.data.migrations[1].counts).toEqual(EXPECTED)
   }, 300_000)
 })

@@ -21,7 +21,8 @@ import {
   startEmulator,
   stripeEnv,
   tenantState,
-  waitForMigration
+  waitForMigration,
+  type CsvQuery
 } from "./support.js"
 
 forEachBackend(["pglite", "postgres"], (backend: Backend) => {
@@ -51,8 +52,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       await app.run(seedTenant(t.scope, { byExternal: new Map(), amStripeIds: [stripeIds[6]!], total: 0 }, emulator))
       return t
     }
-    const upload = (apiKey: string, csv: string, query = "") => importCsvAndWait(app, apiKey, csv, query)
-    const linesAndCodes = (job: any) => job.problems.map((p: any) => [p.line, p.code])
+    const upload = (apiKey: string, csv: string, query: CsvQuery = "") => importCsvAndWait(app, apiKey, csv, query)
+    const linesAndCodes = (job: { readonly problems: ReadonlyArray<{ readonly line?: number | null; readonly code: string }> }) => job.problems.map((p) => [p.line, p.code])
 
     it("answers 202 with a status URL, applies the good rows and lists the bad ones by line number and reason", async () => {
       const t = await tenant()
@@ -69,7 +70,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       ].join("\r\n")
       const res = await upload(t.apiKey, csv)
       expect(res.status).toBe(202)
-      expect((res as any).started).toMatchObject({ status: "running", status_url: `/v1/stripe/migrate/status/${res.body.migration_id}` })
+      expect(res.started).toMatchObject({ status: "running", status_url: `/v1/stripe/migrate/status/${res.job.migration_id}` })
       expect(res.body).toMatchObject({
         kind: "csv",
         status: "completed",
@@ -78,13 +79,13 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         problems_total: 4,
         csv: { applied: true, valid_rows: 3, overwritten: 0, warnings_total: 0 }
       })
-      expect(linesAndCodes(res.body)).toEqual([
+      expect(linesAndCodes(res.job)).toEqual([
         [3, "invalid_stripe_customer_id"],
         [6, "conflict"],
         [8, "conflict"],
         [9, "missing_external_id"]
       ])
-      expect(res.body.counts).toEqual({ seen: 7, mapped: 3, created: 2, already_mapped: 0, conflicts: 2, missing_external_id: 1, customer_missing: 0, failed: 1 })
+      expect(res.job.counts).toEqual({ seen: 7, mapped: 3, created: 2, already_mapped: 0, conflicts: 2, missing_external_id: 1, customer_missing: 0, failed: 1 })
       const state = await app.run(tenantState(t.scope))
       expect(state.mappings).toContain(`new-1→${stripeIds[0]}:active:csv`)
       expect(state.mappings).toContain(`multi\r\nline→${stripeIds[1]}:active:csv`)
@@ -93,13 +94,13 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
 
       // rollback (a background task) removes the import's mappings and the customers it created
       const before = state
-      const rb = await rollbackAndWait(app, t.apiKey, res.body.migration_id)
+      const rb = await rollbackAndWait(app, t.apiKey, res.job.migration_id)
       expect(rb.status).toBe(202)
       expect(rb.body).toMatchObject({ kind: "rollback", status: "completed", progress: { done: 5, total: 5 }, result: { mappings_removed: 3, customers_removed: 2 } })
       const after = await app.run(tenantState(t.scope))
       expect(after.customers).toEqual(before.customers.filter((c) => c !== "new-1" && c !== "multi\r\nline"))
       expect(after.mappings.filter((m) => m.endsWith(":csv"))).toEqual([])
-      const status = await waitForMigration(app, t.apiKey, res.body.migration_id)
+      const status = await waitForMigration(app, t.apiKey, res.job.migration_id)
       expect(status).toMatchObject({ status: "rolled_back", rollback: { mappings_removed: 3, customers_removed: 2 } })
     })
 
@@ -109,8 +110,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const csv = `external_id,stripe_customer_id\nok-1,${stripeIds[0]}\nok-2,${stripeIds[1]}\nok-3,${stripeIds[2]}\nbad,sub_1\n`
       const res = await upload(t.apiKey, csv, "?all_or_nothing=true")
       expect(res.body).toMatchObject({ status: "failed", problems_total: 1, csv: { applied: false, valid_rows: 3 } })
-      expect(res.body.error).toMatch(/^all_or_nothing: nothing applied because 1 row\(s\) are bad/)
-      expect(res.body.problems[0]).toMatchObject({ line: 5, code: "invalid_stripe_customer_id" })
+      expect(res.job.error).toMatch(/^all_or_nothing: nothing applied because 1 row\(s\) are bad/)
+      expect(res.job.problems[0]).toMatchObject({ line: 5, code: "invalid_stripe_customer_id" })
       expect(await app.run(tenantState(t.scope))).toEqual(before)
       const dry = await upload(t.apiKey, `external_id,stripe_customer_id\nok-1,${stripeIds[0]}\n`, "?dry_run=true")
       expect(dry.body).toMatchObject({ status: "completed", dry_run: true, csv: { applied: false }, counts: { mapped: 1, created: 1 } })
@@ -158,11 +159,11 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         `two-way,${stripeIds[3]}`
       ].join("\n")
       const res = await upload(t.apiKey, csv)
-      expect(linesAndCodes(res.body)).toEqual([
+      expect(linesAndCodes(res.job)).toEqual([
         [2, "duplicate_external_id"],
         [6, "duplicate_external_id"]
       ])
-      expect(res.body.problems[0].message).toMatch(/on line 6$/)
+      expect(res.job.problems[0].message).toMatch(/on line 6$/)
       expect(res.body).toMatchObject({ counts: { seen: 5, mapped: 2 }, csv: { valid_rows: 2, warnings_total: 1 } })
     })
 
@@ -171,11 +172,11 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       await Effect.runPromise(emulator.deleteCustomer(stripeIds[5]!))
       const csv = `external_id,stripe_customer_id\nv-1,${stripeIds[4]}\nv-2,cus_doesnotexist\nv-3,${stripeIds[5]}\n`
       const res = await upload(t.apiKey, csv, "?verify=true")
-      expect(linesAndCodes(res.body)).toEqual([
+      expect(linesAndCodes(res.job)).toEqual([
         [3, "stripe_customer_not_found"],
         [4, "stripe_customer_deleted"]
       ])
-      expect(res.body.counts.mapped).toBe(1)
+      expect(res.job.counts.mapped).toBe(1)
     })
 
     it("accepts multipart uploads, caps the size with 413, rejects a bad header with 400", async () => {
@@ -184,16 +185,16 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       form.append("file", new Blob([`external_id,stripe_customer_id\nmp-1,${stripeIds[4]}\n`], { type: "text/csv" }), "map.csv")
       const mp = await app.request(t.apiKey, "POST", "/v1/stripe/migrate/customers/csv", undefined, { rawBody: form })
       expect(mp.status).toBe(202)
-      expect((await waitForMigration(app, t.apiKey, mp.body.migration_id)).counts.mapped).toBe(1)
+      expect((await waitForMigration(app, t.apiKey, mp.data.migration_id)).counts.mapped).toBe(1)
       const big = "external_id,stripe_customer_id\n" + Array.from({ length: 2000 }, (_, i) => `big-${i},cus_${i}`).join("\n")
       const tooBig = await upload(t.apiKey, big)
       expect(tooBig.status).toBe(413)
-      expect(tooBig.body.error.code).toBe("payload_too_large")
+      expect(tooBig.error.code).toBe("payload_too_large")
       const header = await upload(t.apiKey, "id,stripe\nx,cus_1\n")
       expect(header.status).toBe(400)
-      expect(header.body.error.code).toBe("invalid_csv_header")
+      expect(header.error.code).toBe("invalid_csv_header")
       const list = await app.request(t.apiKey, "GET", "/v1/stripe/migrate")
-      expect(list.body.migrations).toHaveLength(1) // nothing stored for the refused uploads
+      expect(list.data.migrations).toHaveLength(1) // nothing stored for the refused uploads
     })
   })
 })

@@ -6,7 +6,7 @@
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
-import { type App, type Database, encryptionEnv, freshDatabase, newTenant, seedTenant, startApp, startEmulator, stripeEnv, tenantState, waitForMigration } from "./support.js"
+import { type App, type CsvQuery, type Database, encryptionEnv, freshDatabase, newTenant, seedTenant, startApp, startEmulator, stripeEnv, tenantState, waitForMigration } from "./support.js"
 
 describe("CSV import status matches what was applied (pglite)", () => {
   let emulator: StripeEmulatorHandle
@@ -39,7 +39,7 @@ describe("CSV import status matches what was applied (pglite)", () => {
     await closeEmulator?.()
   })
 
-  const upload = (apiKey: string, csv: string, query = "") =>
+  const upload = (apiKey: string, csv: string, query: CsvQuery = "") =>
     app.request(apiKey, "POST", `/v1/stripe/migrate/customers/csv${query}`, undefined, { headers: { "content-type": "text/csv" }, rawBody: csv })
   const csvOf = (prefix: string) => ["external_id,stripe_customer_id", ...stripeIds.map((id, i) => `${prefix}-${i},${id}`)].join("\n")
 
@@ -51,7 +51,7 @@ describe("CSV import status matches what was applied (pglite)", () => {
     await Effect.runPromise(emulator.setFaults({ latencyMs: 600, paths: ["/v1/customers"] }))
     const started = await upload(t.apiKey, csvOf("slow"), "?verify=true")
     expect(started.status).toBe(202)
-    const final = await waitForMigration(app, t.apiKey, started.body.migration_id)
+    const final = await waitForMigration(app, t.apiKey, started.data.migration_id)
     emulator.resetFaults()
     const state = await app.run(tenantState(t.scope))
     const applied = state.mappings.filter((m) => m.endsWith(":csv"))
@@ -66,12 +66,12 @@ describe("CSV import status matches what was applied (pglite)", () => {
     const before = await app.run(tenantState(t.scope))
     await Effect.runPromise(emulator.setFaults({ latencyMs: 400, paths: ["/v1/customers"] }))
     const started = await upload(t.apiKey, csvOf("stop"), "?verify=true")
-    const id = started.body.migration_id
+    const id = started.data.migration_id
     // wait until a chunk has committed (rows applied), then stop the service mid-import
     for (;;) {
       const s = await app.request(t.apiKey, "GET", `/v1/stripe/migrate/status/${id}`)
-      if (s.body.progress.rows_done >= 2) {
-        expect(s.body.status).toBe("running")
+      if (s.data.progress.rows_done >= 2) {
+        expect(s.data.status).toBe("running")
         break
       }
       await new Promise((r) => setTimeout(r, 20))

@@ -17,7 +17,7 @@ import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
 import * as Metrics from "../../src/observability/Metrics.js"
 import { CustomerRepo } from "../../src/repositories/CustomerRepo.js"
-import { forEachBackend, startTestApp, type Backend, type TestApp } from "../support/app.js"
+import { forEachBackend, startTestApp, type AppServices, type Backend, type TestApp } from "../support/app.js"
 
 // Few ids, so that pages often meet stored rows and each other.
 const EXTERNAL_IDS = ["e0", "e1", "e2", "e3", "e4"]
@@ -140,7 +140,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     })
     afterAll(() => app?.dispose())
 
-    const asTenant = <A, E>(scope: TenantScope, effect: Effect.Effect<A, E, any>) => app.run(Effect.provideService(effect, CurrentTenant, scope))
+    const asTenant = <A, E>(scope: TenantScope, effect: Effect.Effect<A, E, AppServices | CurrentTenant>) => app.run(Effect.provideService(effect, CurrentTenant, scope))
 
     const linkInputs = (page: ReadonlyArray<{ externalId: string; stripe: string }>, o: { readonly onConflict: "skip" | "overwrite"; readonly createCustomer: boolean; readonly dryRun: boolean }) =>
       page.map(
@@ -283,7 +283,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       ])
       for (const [i, ext] of ["p-new-1", "p-new-2", "p-other"].entries()) {
         const listed = await app.request("GET", `/v1/events?external_customer_id=${ext}`, undefined, { apiKey: t.apiKey })
-        expect(listed.body.events.map((e: any) => [e.status, e.customer_id])).toEqual([
+        expect(listed.data.events.map((e) => [e.status, e.customer_id])).toEqual([
           ["processed", outcomes[i]!.customerId],
           ["processed", outcomes[i]!.customerId]
         ])

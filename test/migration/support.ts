@@ -4,18 +4,19 @@
  * emulator holding the 2,500-customer account, and per-tenant seeding of pre-existing state.
  */
 import { HttpServer } from "@effect/platform"
-import { ConfigProvider, Effect, Exit, Layer, Logger, LogLevel, ManagedRuntime, Redacted, Scope } from "effect"
+import { Effect, Exit, Layer, LogLevel, ManagedRuntime, Redacted, Scope } from "effect"
 import * as fs from "node:fs"
-import { AppLive } from "../../src/App.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
-import { HttpApiLive, NodeServerLive } from "../../src/http/Server.js"
+import { NodeServerLive } from "../../src/http/Server.js"
+import { type AppServices, localService } from "../../src/LocalService.js"
 import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
 import { CustomerRepo } from "../../src/repositories/CustomerRepo.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
 import { generateKeyEntry } from "../../src/security/Encryption.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
-import { type Backend, freshDataDir, freshPostgresDatabase, OperatorAccess, POSTGRES_URL_VAR } from "../support/app.js"
+import { type Answer, type Backend, checkedAnswer, freshDataDir, freshPostgresDatabase, OperatorAccess, POSTGRES_URL_VAR } from "../support/app.js"
+import type { Method, SuccessBody } from "../support/routes.js"
 import { PgClient } from "@effect/sql-pg"
 import { storeStripeConfig } from "../support/stripe-config.js"
 
@@ -47,19 +48,19 @@ export const stripeEnv = (url: string): Record<string, string> => ({
   STRIPE_API_TIMEOUT_SECONDS: "10"
 })
 
-type AppServices = Layer.Layer.Success<typeof AppLive>
 
 export interface App {
   readonly baseUrl: string
   readonly run: <A, E>(effect: Effect.Effect<A, E, AppServices>) => Promise<A>
   readonly asTenant: <A, E>(scope: TenantScope, effect: Effect.Effect<A, E, AppServices | CurrentTenant>) => Promise<A>
-  readonly request: (
+  /** One request as `apiKey`, its answer checked against openapi.json and typed from the method and path (test/support/routes.ts). */
+  readonly request: <M extends Method, P extends string>(
     apiKey: string,
-    method: string,
-    path: string,
+    method: M,
+    path: P,
     body?: unknown,
     options?: { headers?: Record<string, string>; rawBody?: string | Uint8Array | FormData }
-  ) => Promise<{ status: number; body: any; text: string }>
+  ) => Promise<Answer<SuccessBody<M, P>>>
   readonly dispose: () => Promise<void>
 }
 
@@ -72,13 +73,14 @@ export const startApp = async (db: Database, env: Record<string, string>): Promi
     ...db.env,
     ...env
   }
-  const provider = ConfigProvider.fromMap(new Map(Object.entries(all))).pipe(ConfigProvider.orElse(() => ConfigProvider.fromEnv()))
-  const layer = HttpApiLive.pipe(
-    Layer.provideMerge(NodeServerLive),
-    Layer.provideMerge(AppLive),
-    Layer.provide(Layer.setConfigProvider(provider)),
-    Layer.provide(Logger.minimumLogLevel(process.env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Error))
-  )
+  const layer = localService({
+    server: NodeServerLive,
+    settings: all,
+    processEnvironment: true,
+    beside: Layer.empty,
+    below: Layer.empty,
+    logLevel: process.env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Error
+  })
   const runtime = ManagedRuntime.make(Layer.merge(layer, OperatorAccess))
   const address = await runtime.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
   const baseUrl = address._tag === "TcpAddress" ? `http://127.0.0.1:${address.port}` : ""
@@ -87,20 +89,14 @@ export const startApp = async (db: Database, env: Record<string, string>): Promi
     baseUrl,
     run,
     asTenant: (scope, effect) => run(Effect.provideService(effect, CurrentTenant, scope)),
-    request: async (apiKey, method, path, body, opts = {}) => {
-      const res = await fetch(`${baseUrl}${path}`, {
+    request: async <M extends Method, P extends string>(apiKey: string, method: M, path: P, body?: unknown, opts: { headers?: Record<string, string>; rawBody?: string | Uint8Array | FormData } = {}) => {
+      const url = `${baseUrl}${path}`
+      const res = await fetch(url, {
         method,
         headers: { "x-api-key": apiKey, ...(body !== undefined ? { "content-type": "application/json" } : {}), ...opts.headers },
         ...(opts.rawBody !== undefined ? { body: opts.rawBody } : body !== undefined ? { body: JSON.stringify(body) } : {})
       })
-      const text = await res.text()
-      let parsed: unknown = text
-      try {
-        parsed = text === "" ? undefined : JSON.parse(text)
-      } catch {
-        // not JSON
-      }
-      return { status: res.status, body: parsed, text }
+      return checkedAnswer<SuccessBody<M, P>>(method, url, res)
     },
     dispose: () => runtime.dispose()
   }
@@ -230,7 +226,7 @@ export const waitForMigration = async (app: App, apiKey: string, id: string, tim
   for (;;) {
     const res = await app.request(apiKey, "GET", `/v1/stripe/migrate/status/${id}`)
     if (res.status !== 200) throw new Error(`status ${res.status}: ${res.text}`)
-    if (res.body.status !== "running") return res.body
+    if (res.data.status !== "running") return res.data
     if (Date.now() > until) throw new Error(`migration ${id} still running: ${res.text}`)
     await new Promise((r) => setTimeout(r, 50))
   }
@@ -242,25 +238,53 @@ export const waitForTask = async (app: App, apiKey: string, taskId: string, time
   for (;;) {
     const res = await app.request(apiKey, "GET", `/v1/stripe/migrate/tasks/${taskId}`)
     if (res.status !== 200) throw new Error(`task status ${res.status}: ${res.text}`)
-    if (res.body.status !== "running") return res.body
+    if (res.data.status !== "running") return res.data
     if (Date.now() > until) throw new Error(`task ${taskId} still running: ${res.text}`)
     await new Promise((r) => setTimeout(r, 50))
   }
 }
 
+/**
+ * A started job's outcome: the 202 answer and, when it was started, the finished job. `body` is
+ * the finished job's body, or the refusal's; `job` and `started` throw when it was not started.
+ */
+export interface Outcome<S, J> {
+  readonly status: number
+  readonly body: unknown
+  readonly job: J
+  readonly started: S
+  readonly error: Answer<S>["error"]
+}
+
+const outcome = <S, J>(started: Answer<S>, job: J | undefined): Outcome<S, J> => ({
+  status: started.status,
+  body: job === undefined ? started.body : job,
+  get job(): J {
+    if (job === undefined) throw new Error(`not started: ${started.status} ${started.text.slice(0, 300)}`)
+    return job
+  },
+  get started(): S {
+    return started.data
+  },
+  get error() {
+    return started.error
+  }
+})
+
 /** POST /rollback (202 + task), then the finished task. */
 export const rollbackAndWait = async (app: App, apiKey: string, migrationId: string) => {
   const started = await app.request(apiKey, "POST", `/v1/stripe/migrate/${migrationId}/rollback`)
-  if (started.status !== 202) return started
-  return { status: started.status, body: await waitForTask(app, apiKey, started.body.task_id), started: started.body }
+  return outcome(started, started.status === 202 ? await waitForTask(app, apiKey, started.data.task_id) : undefined)
 }
 
 /** POST a CSV (202 + job), then the finished job's status. */
-export const importCsvAndWait = async (app: App, apiKey: string, csv: string, query = "") => {
+/** The query string of a CSV import, typed so the path still names its route. */
+export type CsvQuery = "" | `?${string}`
+
+export const importCsvAndWait = async (app: App, apiKey: string, csv: string, query: CsvQuery = "") => {
   const started = await app.request(apiKey, "POST", `/v1/stripe/migrate/customers/csv${query}`, undefined, {
     headers: { "content-type": "text/csv" },
     rawBody: csv
   })
-  if (started.status !== 202) return started
-  return { status: started.status, body: await waitForMigration(app, apiKey, started.body.migration_id), started: started.body }
+  return outcome(started, started.status === 202 ? await waitForMigration(app, apiKey, started.data.migration_id) : undefined)
 }

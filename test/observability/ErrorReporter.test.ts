@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { createTransport, parseEnvelope, type BaseTransportOptions, type Envelope } from "@sentry/core"
+import { createTransport, parseEnvelope, type BaseTransportOptions, type Envelope, type Event } from "@sentry/core"
 import { ConfigProvider, Effect, Logger, Option, Redacted } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -33,7 +33,7 @@ const recordingTransport = (delayMs = 0) => {
       const [, items] = parseEnvelope(b) as Envelope
       const [itemHeader, payload] = items[0]!
       expect(itemHeader.type).toBe("event")
-      return payload as Record<string, any>
+      return payload as Event
     })
   return { transport, bodies, urls, events }
 }
@@ -91,11 +91,11 @@ describe("ErrorReporter (Sentry SDK)", () => {
           error_code: "stripe_authentication_failed",
           area: "sync"
         })
-        const exception = event!["exception"].values.at(-1)
-        expect(exception.type).toBe("StripeLikeError")
-        expect(exception.value).toBe("Invalid API Key provided: [Filtered]")
-        expect(exception.stacktrace.frames.length).toBeGreaterThan(0)
-        expect(event!["contexts"].trace).toMatchObject({ trace_id: span.traceId, span_id: span.spanId })
+        const exception = event!.exception?.values?.at(-1)
+        expect(exception?.type).toBe("StripeLikeError")
+        expect(exception?.value).toBe("Invalid API Key provided: [Filtered]")
+        expect(exception?.stacktrace?.frames?.length).toBeGreaterThan(0)
+        expect(event!.contexts?.["trace"]).toMatchObject({ trace_id: span.traceId, span_id: span.spanId })
         expect(event!["extra"]).toEqual({
           api_key: "[Filtered]",
           webhook_secret: "[Filtered]",

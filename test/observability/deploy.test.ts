@@ -4,7 +4,7 @@
  * service → collector → Jaeger, Prometheus → service, Grafana → provisioned files.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -15,13 +15,60 @@ import * as StripeMetrics from "../../src/stripe/StripeMetrics.js"
 
 const root = fileURLToPath(new URL("../..", import.meta.url))
 const read = (p: string) => fs.readFileSync(path.join(root, p), "utf8")
-const yamlFile = (p: string) => parse(read(p)) as any
 
-const compose = yamlFile("docker-compose.yml")
-const collector = yamlFile("otel-collector.yaml")
-const alerts = yamlFile("deploy/prometheus/alerts.yml")
-const promConfig = yamlFile("deploy/prometheus/prometheus.yml")
-const dashboard = JSON.parse(read("deploy/grafana/flexprice-stripe.json"))
+// The parts of each deployment file the checks read, decoded: a file of another shape fails here, by name.
+const Strings = Schema.Array(Schema.String)
+const Labels = Schema.Record({ key: Schema.String, value: Schema.String })
+const Compose = Schema.Struct({
+  services: Schema.Record({
+    key: Schema.String,
+    value: Schema.Struct({
+      image: Schema.optional(Schema.String),
+      build: Schema.optional(Schema.Struct({ dockerfile: Schema.String })),
+      environment: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.Union(Schema.String, Schema.Number, Schema.Boolean) })),
+      volumes: Schema.optional(Strings),
+      command: Schema.optional(Strings)
+    })
+  })
+})
+const Collector = Schema.Struct({
+  receivers: Schema.Struct({ otlp: Schema.Struct({ protocols: Schema.Struct({ grpc: Schema.Unknown, http: Schema.Unknown }) }) }),
+  exporters: Schema.Record({ key: Schema.String, value: Schema.Struct({ endpoint: Schema.optional(Schema.String) }) }),
+  service: Schema.Struct({ pipelines: Schema.Record({ key: Schema.String, value: Schema.Struct({ receivers: Strings, exporters: Strings }) }) })
+})
+const Rule = Schema.Struct({
+  alert: Schema.optional(Schema.String),
+  record: Schema.optional(Schema.String),
+  expr: Schema.Union(Schema.String, Schema.Number),
+  annotations: Schema.optional(Labels),
+  labels: Schema.optional(Labels)
+})
+const Alerts = Schema.Struct({ groups: Schema.Array(Schema.Struct({ rules: Schema.Array(Rule) })) })
+const PromConfig = Schema.Struct({
+  scrape_configs: Schema.Array(Schema.Struct({ metrics_path: Schema.optional(Schema.String), static_configs: Schema.Array(Schema.Struct({ targets: Strings })) })),
+  rule_files: Strings
+})
+interface Panel {
+  readonly targets?: ReadonlyArray<{ readonly expr?: unknown }>
+  readonly datasource?: { readonly uid?: string | undefined } | null
+  readonly panels?: ReadonlyArray<Panel>
+}
+const Panel: Schema.Schema<Panel> = Schema.Struct({
+  targets: Schema.optional(Schema.Array(Schema.Struct({ expr: Schema.optional(Schema.Unknown) }))),
+  datasource: Schema.optional(Schema.NullOr(Schema.Struct({ uid: Schema.optional(Schema.String) }))),
+  panels: Schema.optional(Schema.Array(Schema.suspend(() => Panel)))
+})
+const Dashboard = Schema.Struct({ panels: Schema.Array(Panel) })
+const Datasources = Schema.Struct({ datasources: Schema.Array(Schema.Struct({ type: Schema.String, url: Schema.optional(Schema.String), uid: Schema.optional(Schema.String) })) })
+const Providers = Schema.Struct({ providers: Schema.Array(Schema.Struct({ options: Schema.Struct({ path: Schema.String }) })) })
+
+const yamlFile = <A, I>(schema: Schema.Schema<A, I>, p: string): A => Schema.decodeUnknownSync(schema)(parse(read(p)))
+
+const compose = yamlFile(Compose, "docker-compose.yml")
+const collector = yamlFile(Collector, "otel-collector.yaml")
+const alerts = yamlFile(Alerts, "deploy/prometheus/alerts.yml")
+const promConfig = yamlFile(PromConfig, "deploy/prometheus/prometheus.yml")
+const dashboard = Schema.decodeUnknownSync(Dashboard)(JSON.parse(read("deploy/grafana/flexprice-stripe.json")))
 const operating = read("README.md")
 
 const PROMQL_WORDS = new Set([
@@ -62,12 +109,12 @@ const exportedNames = Effect.gen(function*() {
   return names
 }).pipe(Effect.provide(Telemetry.layerTest))
 
-const alertRules = (alerts.groups as Array<any>).flatMap((g) => g.rules as Array<any>)
+const alertRules = alerts.groups.flatMap((g) => g.rules)
 const recorded = new Set(alertRules.filter((r) => r.record).map((r) => r.record as string))
 
 const dashboardExprs = (): Array<string> => {
   const out: Array<string> = []
-  const walk = (panels: Array<any>) => {
+  const walk = (panels: ReadonlyArray<Panel>) => {
     for (const p of panels) {
       for (const t of p.targets ?? []) if (typeof t.expr === "string") out.push(t.expr)
       if (Array.isArray(p.panels)) walk(p.panels)
@@ -137,7 +184,7 @@ describe("metric names in alerts and dashboard", () => {
 })
 
 describe("alert rules", () => {
-  const byName = new Map(alertRules.filter((r) => r.alert).map((r) => [r.alert as string, r]))
+  const byName = new Map(alertRules.flatMap((r) => (r.alert !== undefined ? [[r.alert, r] as const] : [])))
 
   it("has the requirements' alerts plus the 65-minute lag alert", () => {
     for (const name of [
@@ -147,10 +194,10 @@ describe("alert rules", () => {
       "WebhookProcessingFailures",
       "OldestUnsyncedWindowTooOld"
     ]) expect([...byName.keys()]).toContain(name)
-    expect(String(byName.get("SyncSuccessRateLow").expr)).toContain("0.95")
-    expect(String(byName.get("SyncSuccessRateLow").expr)).toContain("[1h]")
-    expect(String(byName.get("OldestUnsyncedWindowTooOld").expr)).toMatch(/> 3900\b/)
-    expect(String(byName.get("EventVolumeAboveCapacity").expr)).toContain("flexprice:events_capacity_per_second")
+    expect(String(byName.get("SyncSuccessRateLow")?.expr)).toContain("0.95")
+    expect(String(byName.get("SyncSuccessRateLow")?.expr)).toContain("[1h]")
+    expect(String(byName.get("OldestUnsyncedWindowTooOld")?.expr)).toMatch(/> 3900\b/)
+    expect(String(byName.get("EventVolumeAboveCapacity")?.expr)).toContain("flexprice:events_capacity_per_second")
     expect(recorded).toContain("flexprice:events_capacity_per_second")
   })
 
@@ -168,26 +215,31 @@ describe("alert rules", () => {
 })
 
 describe("docker-compose stack", () => {
-  const services = compose.services as Record<string, any>
-  const env = (svc: string): Record<string, string> => services[svc].environment
+  const services = compose.services
+  const service = (name: string) => {
+    const s = services[name]
+    if (s === undefined) throw new Error(`docker-compose.yml has no service ${name}`)
+    return s
+  }
+  const env = (svc: string) => service(svc).environment ?? {}
 
   it("has every service, with pinned images", () => {
     for (const s of ["flexprice", "postgres", "clickhouse", "otel-collector", "jaeger", "prometheus", "grafana"]) {
       expect(Object.keys(services)).toContain(s)
     }
-    expect(services["postgres"].image).toMatch(/^postgres:16(\.\d+)?$/)
-    expect(services["clickhouse"].image).toMatch(/^clickhouse\/clickhouse-server:26\.7\.2$/)
-    expect(services["otel-collector"].image).toMatch(/^otel\/opentelemetry-collector-contrib:\d/)
-    expect(services["jaeger"].image).toMatch(/^jaegertracing\/all-in-one:\d/)
-    expect(services["prometheus"].image).toMatch(/^prom\/prometheus:v\d/)
-    expect(services["grafana"].image).toMatch(/^grafana\/grafana:\d/)
+    expect(service("postgres").image).toMatch(/^postgres:16(\.\d+)?$/)
+    expect(service("clickhouse").image).toMatch(/^clickhouse\/clickhouse-server:26\.7\.2$/)
+    expect(service("otel-collector").image).toMatch(/^otel\/opentelemetry-collector-contrib:\d/)
+    expect(service("jaeger").image).toMatch(/^jaegertracing\/all-in-one:\d/)
+    expect(service("prometheus").image).toMatch(/^prom\/prometheus:v\d/)
+    expect(service("grafana").image).toMatch(/^grafana\/grafana:\d/)
     for (const [name, s] of Object.entries(services)) {
       if (s.image) expect(s.image, name).not.toMatch(/:latest$|^[^:]+$/)
     }
   })
 
   it("builds the service from the Dockerfile and points it at the stack", () => {
-    expect(services["flexprice"].build.dockerfile).toBe("Dockerfile")
+    expect(service("flexprice").build?.dockerfile).toBe("Dockerfile")
     const e = env("flexprice")
     expect(e["FLEXPRICE_DATABASE_URL"]).toBe("postgres://postgres:postgres@postgres:5432/flexprice")
     expect(e["FLEXPRICE_CLICKHOUSE_URL"]).toBe("http://clickhouse:8123")
@@ -207,7 +259,7 @@ describe("docker-compose stack", () => {
 
   it("mounts only files that exist", () => {
     for (const [name, s] of Object.entries(services)) {
-      for (const v of (s.volumes ?? []) as Array<string>) {
+      for (const v of s.volumes ?? []) {
         const host = v.split(":")[0]!
         if (host.startsWith(".")) expect(fs.existsSync(path.join(root, host)), `${name}: ${host}`).toBe(true)
       }
@@ -217,46 +269,46 @@ describe("docker-compose stack", () => {
   it("collector: OTLP grpc+http in, traces to Jaeger over OTLP, metrics to a Prometheus exporter on 8889", () => {
     expect(collector.receivers.otlp.protocols.grpc).toBeTruthy()
     expect(collector.receivers.otlp.protocols.http).toBeTruthy()
-    const traces = collector.service.pipelines.traces
+    const traces = collector.service.pipelines["traces"]!
     expect(traces.receivers).toContain("otlp")
-    const jaegerExporter = (traces.exporters as Array<string>).find((e) => e.startsWith("otlp"))!
-    expect(collector.exporters[jaegerExporter].endpoint).toBe("jaeger:4317")
-    const metrics = collector.service.pipelines.metrics
+    const jaegerExporter = traces.exporters.find((e) => e.startsWith("otlp"))!
+    expect(collector.exporters[jaegerExporter]?.endpoint).toBe("jaeger:4317")
+    const metrics = collector.service.pipelines["metrics"]!
     expect(metrics.exporters).toContain("prometheus")
-    expect(collector.exporters.prometheus.endpoint).toMatch(/:8889$/)
-    const mount = (services["otel-collector"].volumes as Array<string>).find((v) => v.startsWith("./otel-collector.yaml"))!
-    expect(services["otel-collector"].command.join(" ")).toContain(mount.split(":")[1])
+    expect(collector.exporters["prometheus"]?.endpoint).toMatch(/:8889$/)
+    const mount = (service("otel-collector").volumes ?? []).find((v) => v.startsWith("./otel-collector.yaml"))!
+    expect((service("otel-collector").command ?? []).join(" ")).toContain(mount.split(":")[1])
   })
 
   it("prometheus scrapes the service and the collector and loads the alert rules", () => {
-    const targets = (promConfig.scrape_configs as Array<any>).flatMap((j) =>
-      (j.static_configs as Array<any>).flatMap((c) => c.targets as Array<string>).map((t) => ({ t, path: j.metrics_path ?? "/metrics" }))
+    const targets = promConfig.scrape_configs.flatMap((j) =>
+      j.static_configs.flatMap((c) => c.targets).map((t) => ({ t, path: j.metrics_path ?? "/metrics" }))
     )
     expect(targets).toContainEqual({ t: "flexprice:8080", path: "/metrics" })
     expect(targets.map((x) => x.t)).toContain("otel-collector:8889")
-    const mounts = services["prometheus"].volumes as Array<string>
-    for (const rule of promConfig.rule_files as Array<string>) {
+    const mounts = service("prometheus").volumes ?? []
+    for (const rule of promConfig.rule_files) {
       const m = mounts.find((v) => v.split(":")[1] === rule)
       expect(m, rule).toBeDefined()
       expect(m!.split(":")[0]).toBe("./deploy/prometheus/alerts.yml")
     }
     const configMount = mounts.find((v) => v.startsWith("./deploy/prometheus/prometheus.yml:"))!
-    expect(services["prometheus"].command.join(" ")).toContain(`--config.file=${configMount.split(":")[1]}`)
+    expect((service("prometheus").command ?? []).join(" ")).toContain(`--config.file=${configMount.split(":")[1]}`)
   })
 
   it("grafana provisions Prometheus and Jaeger data sources and the dashboard", () => {
-    const mounts = services["grafana"].volumes as Array<string>
+    const mounts = service("grafana").volumes ?? []
     const hostFor = (container: string) => mounts.find((v) => v.split(":")[1] === container)?.split(":")[0]
     const dsDir = hostFor("/etc/grafana/provisioning/datasources")!
     const dbDir = hostFor("/etc/grafana/provisioning/dashboards")!
-    const ds = fs.readdirSync(path.join(root, dsDir)).flatMap((f) => parse(read(path.join(dsDir, f))).datasources as Array<any>)
+    const ds = fs.readdirSync(path.join(root, dsDir)).flatMap((f) => yamlFile(Datasources, path.join(dsDir, f)).datasources)
     expect(ds.find((d) => d.type === "prometheus")?.url).toBe("http://prometheus:9090")
     expect(ds.find((d) => d.type === "jaeger")?.url).toBe("http://jaeger:16686")
-    const providers = fs.readdirSync(path.join(root, dbDir)).flatMap((f) => parse(read(path.join(dbDir, f))).providers as Array<any>)
-    const dashPath = providers[0].options.path as string
+    const providers = fs.readdirSync(path.join(root, dbDir)).flatMap((f) => yamlFile(Providers, path.join(dbDir, f)).providers)
+    const dashPath = providers[0]!.options.path
     expect(hostFor(`${dashPath}/flexprice-stripe.json`)).toBe("./deploy/grafana/flexprice-stripe.json")
     // every panel's data source is one that is provisioned
     const uids = new Set(ds.map((d) => d.uid))
-    for (const p of dashboard.panels as Array<any>) if (p.datasource) expect(uids).toContain(p.datasource.uid)
+    for (const p of dashboard.panels) if (p.datasource) expect(uids).toContain(p.datasource.uid)
   })
 })

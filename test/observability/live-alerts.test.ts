@@ -56,6 +56,12 @@ const freePort = () =>
     })
   })
 
+/** One series of an instant query's vector result: labels and [time, value]. */
+interface PromSample {
+  readonly metric: Record<string, string>
+  readonly value: readonly [number, string]
+}
+
 interface PromAlert {
   readonly labels: Record<string, string>
   readonly state: "pending" | "firing"
@@ -130,7 +136,7 @@ describe("alert rules under a live Prometheus", () => {
     // ready, and the service scraped at least once
     await until("prometheus scraping the service", async () => {
       const r = await query("up")
-      return r.some((s: any) => s.value[1] === "1")
+      return r.some((s) => s.value[1] === "1")
     })
   })
 
@@ -152,14 +158,15 @@ describe("alert rules under a live Prometheus", () => {
     if (dir) fs.rmSync(dir, { recursive: true, force: true })
   })
 
-  const api = async (p: string) => {
+  /** Prometheus's HTTP API answer, its `data` as the endpoint documents it. */
+  const api = async <D>(p: string): Promise<D> => {
     const res = await fetch(`${promUrl}${p}`)
-    const body = (await res.json()) as { status: string; data: any }
+    const body = (await res.json()) as { status: string; data: D }
     if (body.status !== "success") throw new Error(`prometheus ${p}: ${JSON.stringify(body)}`)
     return body.data
   }
-  const query = async (q: string) => (await api(`/api/v1/query?query=${encodeURIComponent(q)}`)).result
-  const alerts = async (): Promise<ReadonlyArray<PromAlert>> => (await api("/api/v1/alerts")).alerts
+  const query = async (q: string) => (await api<{ result: ReadonlyArray<PromSample> }>(`/api/v1/query?query=${encodeURIComponent(q)}`)).result
+  const alerts = async (): Promise<ReadonlyArray<PromAlert>> => (await api<{ alerts: ReadonlyArray<PromAlert> }>("/api/v1/alerts")).alerts
   const stateOf = async (name: string) => (await alerts()).filter((a) => a.labels["alertname"] === name).map((a) => a.state)
 
   /** Polls `check` (running `between` each round) until true; fails with Prometheus' view. */
@@ -200,7 +207,7 @@ describe("alert rules under a live Prometheus", () => {
       ...(body === undefined ? {} : { body: JSON.stringify(body) })
     }).then(async (r) => {
       if (r.status !== 200) throw new Error(`${method} ${p}: ${r.status} ${await r.text()}`)
-      return r.json() as Promise<any>
+      return r.json() as Promise<unknown>
     })
 
   const syncQuietly = () => h.sync().catch(() => undefined)

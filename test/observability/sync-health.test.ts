@@ -136,10 +136,10 @@ describe("sync health: runs, last success, heartbeat, Sentry", () => {
     try {
       const started = await h.app.request("POST", "/v1/stripe/migrate/customers", { dry_run: true })
       expect(started.status).toBe(202)
-      const id = started.body.migration_id as string
+      const id = started.data.migration_id as string
       let status = ""
       for (let i = 0; i < 100 && status !== "failed"; i++) {
-        status = (await h.app.request("GET", `/v1/stripe/migrate/status/${id}`)).body.status
+        status = (await h.app.request("GET", `/v1/stripe/migrate/status/${id}`)).data.status
         if (status !== "failed") await sleep(100)
       }
       expect(status).toBe("failed")

@@ -216,13 +216,13 @@ class Simulation {
     if (mode === "bulk") {
       const res = await this.h.app.request("POST", "/v1/events/bulk", { events: events.map((e) => this.payload(e)) })
       if (res.status !== 202) return { kind: "ingest" as const, details: [`bulk ingest answered ${res.status}: ${res.text.slice(0, 500)}`] }
-      for (const r of res.body.rejected as Array<{ index: number; code: string }>) refusedBy.set(events[r.index]!.id, r.code)
+      for (const r of res.data.rejected as Array<{ index: number; code: string }>) refusedBy.set(events[r.index]!.id, r.code)
     } else {
       for (const e of events) {
         const res = await this.h.app.request("POST", "/v1/events", this.payload(e))
         if (res.status === 202) {
-          for (const r of res.body.rejected as Array<{ code: string }>) refusedBy.set(e.id, r.code)
-        } else if (res.status >= 400 && res.status < 500) refusedBy.set(e.id, String(res.body?.error?.code ?? res.status))
+          for (const r of res.data.rejected as Array<{ code: string }>) refusedBy.set(e.id, r.code)
+        } else if (res.status >= 400 && res.status < 500) refusedBy.set(e.id, res.error.code)
         else return { kind: "ingest" as const, details: [`single ingest answered ${res.status}: ${res.text.slice(0, 500)}`] }
       }
     }

@@ -13,8 +13,9 @@ import { rotateKeys, verifyMasterKeys } from "../../src/security/KeyRotation.js"
 import { Telemetry, TelemetryTest } from "../../src/observability/Telemetry.js"
 import { StripeAccounts } from "../../src/stripe/StripeAccounts.js"
 import { signatureHeader } from "../../src/stripe-emulator/index.js"
+import type { Method } from "../support/routes.js"
 import { WebhookProcessor } from "../../src/webhooks/WebhookProcessor.js"
-import { forEachBackend, startTestApp, type Backend } from "../support/app.js"
+import { forEachBackend, provided, startTestApp, type Backend } from "../support/app.js"
 import { API_KEY, configure, key1, key2, post, startHarness, WEBHOOK_SECRET, type Harness } from "../webhooks/support.js"
 
 const SECRETS = [API_KEY, WEBHOOK_SECRET, key1, key2, API_KEY.slice(8, -4)]
@@ -28,7 +29,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     const seen: Array<string> = []
     const logged: Array<string> = []
     const spies: Array<{ mockRestore: () => void }> = []
-    const request = async (method: string, path: string, body?: unknown, apiKey?: string) => {
+    const request = async <M extends Method, P extends string>(method: M, path: P, body?: unknown, apiKey?: string) => {
       const r = await h.app.request(method, path, body, apiKey !== undefined ? { apiKey } : {})
       seen.push(r.text)
       return r
@@ -57,20 +58,20 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
 
     it("validates the key and the settings before storing anything", async () => {
       const noKey = await request("PUT", "/v1/stripe/config", { sync_enabled: true })
-      expect([noKey.status, noKey.body.error.code]).toEqual([400, "api_key_required"])
+      expect([noKey.status, noKey.error.code]).toEqual([400, "api_key_required"])
       const badPrefix = await request("PUT", "/v1/stripe/config", { api_key: "pk_test_abcdef123456" })
-      expect([badPrefix.status, badPrefix.body.error.code]).toEqual([400, "invalid_api_key_format"])
+      expect([badPrefix.status, badPrefix.error.code]).toEqual([400, "invalid_api_key_format"])
       const rejected = await request("PUT", "/v1/stripe/config", { api_key: "sk_test_thisKeyIsNotKnown9999" })
-      expect([rejected.status, rejected.body.error.code]).toEqual([400, "stripe_authentication_failed"])
+      expect([rejected.status, rejected.error.code]).toEqual([400, "stripe_authentication_failed"])
       expect(rejected.text).not.toContain("thisKeyIsNotKnown")
       const window = await request("PUT", "/v1/stripe/config", { api_key: API_KEY, aggregation_window_minutes: 45 })
-      expect([window.status, window.body.error.code]).toEqual([400, "invalid_aggregation_window"])
+      expect([window.status, window.error.code]).toEqual([400, "invalid_aggregation_window"])
       const grace = await request("PUT", "/v1/stripe/config", { api_key: API_KEY, grace_period_minutes: -1 })
-      expect([grace.status, grace.body.error.code]).toEqual([400, "invalid_grace_period"])
+      expect([grace.status, grace.error.code]).toEqual([400, "invalid_grace_period"])
       const get = await request("GET", "/v1/stripe/config")
-      expect([get.status, get.body.error.code]).toEqual([404, "stripe_not_configured"])
+      expect([get.status, get.error.code]).toEqual([404, "stripe_not_configured"])
       const test = await request("POST", "/v1/stripe/config/test")
-      expect([test.status, test.body.error.code]).toEqual([400, "stripe_not_configured"])
+      expect([test.status, test.error.code]).toEqual([400, "stripe_not_configured"])
     })
 
     it("stores the key encrypted, shows it masked, and keeps fields left out", async () => {
@@ -147,10 +148,10 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const inactive = await Effect.runPromise(h.emulator.createMeter({ display_name: "Old", event_name: "old_one", default_aggregation: { formula: "sum" } }))
       await Effect.runPromise(h.emulator.deactivateMeter(inactive.id))
 
-      const put = await request("PUT", `/v1/stripe/meter-mappings/${sumMeter.body.id}`, { provider_meter_id: sm.id, whole_units: true })
+      const put = await request("PUT", `/v1/stripe/meter-mappings/${sumMeter.data.id}`, { provider_meter_id: sm.id, whole_units: true })
       expect(put.status).toBe(200)
       expect(put.body).toMatchObject({
-        meter_id: sumMeter.body.id,
+        meter_id: sumMeter.data.id,
         provider_meter_id: sm.id,
         stripe_event_name: "tokens_used",
         customer_payload_key: "stripe_customer_id",
@@ -159,41 +160,41 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         whole_units: true,
         sync_enabled: true
       })
-      const dupe = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.body.id}`, { provider_meter_id: sm.id })
-      expect([dupe.status, dupe.body.error.code]).toEqual([409, "stripe_meter_already_mapped"])
-      const mismatch = await request("PUT", `/v1/stripe/meter-mappings/${sumMeter.body.id}`, { provider_meter_id: last.id })
-      expect([mismatch.status, mismatch.body.error.code]).toEqual([400, "formula_mismatch"])
+      const dupe = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.data.id}`, { provider_meter_id: sm.id })
+      expect([dupe.status, dupe.error.code]).toEqual([409, "stripe_meter_already_mapped"])
+      const mismatch = await request("PUT", `/v1/stripe/meter-mappings/${sumMeter.data.id}`, { provider_meter_id: last.id })
+      expect([mismatch.status, mismatch.error.code]).toEqual([400, "formula_mismatch"])
       // a Stripe `count` meter would bill one unit per window-event, not the window's quantity
       const countMeter = await Effect.runPromise(h.emulator.createMeter({ display_name: "Calls", event_name: "calls_n", default_aggregation: { formula: "count" } }))
-      const mismatchCount = await request("PUT", `/v1/stripe/meter-mappings/${sumMeter.body.id}`, { provider_meter_id: countMeter.id })
-      expect([mismatchCount.status, mismatchCount.body.error.code]).toEqual([400, "formula_mismatch"])
-      const mismatch2 = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.body.id}`, { provider_meter_id: inactive.id })
-      expect([mismatch2.status, mismatch2.body.error.code]).toEqual([400, "stripe_meter_inactive"])
-      const unknown = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.body.id}`, { provider_meter_id: "mtr_doesnotexist" })
-      expect([unknown.status, unknown.body.error.code]).toEqual([400, "stripe_meter_not_found"])
+      const mismatchCount = await request("PUT", `/v1/stripe/meter-mappings/${sumMeter.data.id}`, { provider_meter_id: countMeter.id })
+      expect([mismatchCount.status, mismatchCount.error.code]).toEqual([400, "formula_mismatch"])
+      const mismatch2 = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.data.id}`, { provider_meter_id: inactive.id })
+      expect([mismatch2.status, mismatch2.error.code]).toEqual([400, "stripe_meter_inactive"])
+      const unknown = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.data.id}`, { provider_meter_id: "mtr_doesnotexist" })
+      expect([unknown.status, unknown.error.code]).toEqual([400, "stripe_meter_not_found"])
       const noMeter = await request("PUT", `/v1/stripe/meter-mappings/mtr_nosuchflexpricemeter`, { provider_meter_id: sm.id })
       expect(noMeter.status).toBe(404)
-      const ok2 = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.body.id}`, { provider_meter_id: last.id, sync_enabled: false })
+      const ok2 = await request("PUT", `/v1/stripe/meter-mappings/${maxMeter.data.id}`, { provider_meter_id: last.id, sync_enabled: false })
       expect(ok2.body).toMatchObject({ formula: "last", sync_enabled: false })
 
       const list = await request("GET", "/v1/stripe/meter-mappings")
-      expect(list.body.mappings.map((m: any) => m.meter_id).sort()).toEqual([sumMeter.body.id, maxMeter.body.id].sort())
+      expect(list.data.mappings.map((m) => m.meter_id).sort()).toEqual([sumMeter.data.id, maxMeter.data.id].sort())
       const { MeterMappingRepo } = await import("../../src/repositories/MeterMappingRepo.js")
       const enabled = await h.inTenant(Effect.flatMap(MeterMappingRepo, (r) => r.listEnabled))
       expect(enabled.map((m) => m.providerMeterId)).toEqual([sm.id])
-      const del = await request("DELETE", `/v1/stripe/meter-mappings/${maxMeter.body.id}`)
-      expect(del.body).toEqual({ meter_id: maxMeter.body.id, deleted: true })
-      const gone = await request("GET", `/v1/stripe/meter-mappings/${maxMeter.body.id}`)
-      expect([gone.status, gone.body.error.code]).toEqual([404, "meter_mapping_not_found"])
+      const del = await request("DELETE", `/v1/stripe/meter-mappings/${maxMeter.data.id}`)
+      expect(del.body).toEqual({ meter_id: maxMeter.data.id, deleted: true })
+      const gone = await request("GET", `/v1/stripe/meter-mappings/${maxMeter.data.id}`)
+      expect([gone.status, gone.error.code]).toEqual([404, "meter_mapping_not_found"])
       const other = await h.app.newTenant("other")
       const isolated = await request("GET", "/v1/stripe/meter-mappings", undefined, other.apiKey)
-      expect(isolated.body.mappings).toEqual([])
+      expect(isolated.data.mappings).toEqual([])
     })
 
     it("rotates every secret to the newest key while requests keep being served", async () => {
       await configure(h)
       const dest = await h.app.request("PUT", "/v1/stripe/config", { event_destination_secret: "whsec_rotation_destination" })
-      expect([dest.status, dest.body.event_destination_secret_set]).toEqual([200, true])
+      expect([dest.status, dest.data.event_destination_secret_set]).toEqual([200, true])
       const ring = Encryption.layerFromKeys([
         { version: "2", key: key2 },
         { version: "1", key: key1 }
@@ -236,11 +237,11 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         Effect.provide(e, Layer.merge(ring, Layer.empty)) as Effect.Effect<A, E, Exclude<R, Encryption>>
       const [statuses, report] = await Promise.all([
         serveLoop(),
-        h.app.run(withRing(Effect.provide(rotateKeys, Layer.merge(StripeConfigRepo.Default, AuditLog.Default)).pipe(Effect.orDie)) as any)
+        h.app.run(provided(withRing(Effect.provide(rotateKeys, Layer.merge(StripeConfigRepo.Default, AuditLog.Default)).pipe(Effect.orDie))))
       ])
       expect(statuses.every((s) => s === 200)).toBe(true)
       expect(report).toMatchObject({ newestVersion: "2", failed: [] })
-      expect((report as any).rotated).toBeGreaterThanOrEqual(3)
+      expect(report.rotated).toBeGreaterThanOrEqual(3)
       const rows = await h.sql(
         `SELECT api_key_encrypted, webhook_secret_encrypted, event_destination_secret_encrypted, key_version FROM stripe_tenant_configs`
       )
@@ -256,14 +257,14 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         withRing(Effect.flatMap(Encryption, (e) => e.decrypt(Option.getOrThrow(stored).apiKeyEncrypted))) as Effect.Effect<Redacted.Redacted<string>, unknown, never>
       )
       expect(Redacted.value(plain)).toBe(API_KEY)
-      const again = await h.app.run(withRing(Effect.provide(rotateKeys, Layer.merge(StripeConfigRepo.Default, AuditLog.Default)).pipe(Effect.orDie)) as any)
+      const again = await h.app.run(provided(withRing(Effect.provide(rotateKeys, Layer.merge(StripeConfigRepo.Default, AuditLog.Default)).pipe(Effect.orDie))))
       expect(again).toMatchObject({ rotated: 0, failed: [] })
       // the old ring alone no longer reads the rotated rows: start-up refuses with a clear message
       const check = await h.app.run(
-        Effect.flip(Effect.provide(verifyMasterKeys, Layer.merge(Encryption.layerFromKeys([{ version: "1", key: key1 }]), StripeConfigRepo.Default))) as any
+        provided(Effect.flip(Effect.provide(verifyMasterKeys, Layer.merge(Encryption.layerFromKeys([{ version: "1", key: key1 }]), StripeConfigRepo.Default))))
       )
-      expect((check as any).message).toMatch(/version "2".*FLEXPRICE_ENCRYPTION_KEYS does not list/)
-      expectNoSecret("rotation error", (check as any).message)
+      expect(check.message).toMatch(/version "2".*FLEXPRICE_ENCRYPTION_KEYS does not list/)
+      expectNoSecret("rotation error", check.message)
       const audit = await h.inTenant(Effect.flatMap(AuditLog, (a) => a.listForTenant(500)))
       expect(audit.some((r) => r.action === "keys.rotate" && JSON.parse(r.details).to_version === "2")).toBe(true)
     })
@@ -286,7 +287,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
           yield* Effect.provideService(accounts.refForOperation("span_test"), CurrentTenant, h.app.scope)
           const t = yield* TelemetryTest
           return yield* t.spans
-        }).pipe(Effect.provide(Telemetry.layerTest)) as any
+        }).pipe(Effect.provide(Telemetry.layerTest))
       )
       const list = spans as ReadonlyArray<{ name: string; attributes: unknown; events: unknown }>
       expect(list.map((s) => s.name)).toContain("WebhookProcessor.receive")

@@ -4,7 +4,7 @@
  * PGlite + ClickHouse. Tests talk to it over HTTP with fetch, like any client.
  */
 import { HttpServer } from "@effect/platform"
-import { ConfigProvider, Effect, Layer, Logger, LogLevel, ManagedRuntime } from "effect"
+import { Effect, Layer, LogLevel, ManagedRuntime } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -12,14 +12,24 @@ import * as path from "node:path"
 import { PgClient } from "@effect/sql-pg"
 import { Redacted } from "effect"
 import { inject } from "vitest"
-import { AppLive } from "../../src/App.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
 import { ElevatedAccess } from "../../src/db/RowSecurity.js"
-import { HttpApiLive, NodeServerLive } from "../../src/http/Server.js"
-import { fetchAnswer } from "../../src/demo/Fetch.js"
+import { NodeServerLive } from "../../src/http/Server.js"
+import { localService, type AppServices } from "../../src/LocalService.js"
+import { fetchAnswer, type HttpAnswer } from "../../src/demo/Fetch.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { withServiceUrl } from "./clickhouse.js"
 import { contractCheckEnabled, openApiContract } from "./openapiContract.js"
+import type { ErrorEnvelope, Method, SuccessBody } from "./routes.js"
+
+/** What the app's runtime provides to `run`. */
+export type { AppServices }
+
+/**
+ * An effect whose requirements the test app's runtime provides beyond AppLive's (the `observe`
+ * Layer's services, ElevatedAccess): the caller vouches for them, as it chose `observe`.
+ */
+export const provided = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, never> => effect as Effect.Effect<A, E, never>
 
 export type Backend = "pglite" | "postgres" | "clickhouse"
 
@@ -63,20 +73,78 @@ export interface TestApp {
   /** Another tenant environment on the same service. */
   readonly newTenant: (name?: string) => Promise<{ apiKey: string; scope: TenantScope }>
   /** Run an effect against the app's services (for assertions below the HTTP layer). */
-  readonly run: <A, E>(effect: Effect.Effect<A, E, Layer.Layer.Success<typeof AppLive>>) => Promise<A>
-  readonly request: (method: string, path: string, body?: unknown, options?: { apiKey?: string; headers?: Record<string, string>; rawBody?: string }) => Promise<{ status: number; body: any; text: string }>
+  readonly run: <A, E>(effect: Effect.Effect<A, E, AppServices>) => Promise<A>
+  /**
+   * One request as the tenant (or `apiKey`), its answer checked against openapi.json; `data` and
+   * `error` are the documented success body and error envelope, typed from the method and path.
+   */
+  readonly request: <M extends Method, P extends string>(method: M, path: P, body?: unknown, options?: RequestOptions) => Promise<Answer<SuccessBody<M, P>>>
   readonly dispose: () => Promise<void>
+}
+
+export interface RequestOptions {
+  /** "" sends no key */
+  readonly apiKey?: string
+  readonly headers?: Record<string, string>
+  /** sent as is instead of the JSON of `body` */
+  readonly rawBody?: string
+}
+
+/** An answer of the service: what came over the wire, and typed views that say when they do not apply. */
+export interface Answer<S> {
+  readonly status: number
+  readonly contentType: string | null
+  readonly text: string
+  /** The body parsed as JSON; the text when it is not JSON; undefined when empty. */
+  readonly body: unknown
+  /** The documented 2xx body; reading it from any other answer throws with the status and body. */
+  readonly data: S
+  /** The error envelope's `error`; reading it from an answer below 400 throws with the status and body. */
+  readonly error: ErrorEnvelope["error"]
+}
+
+/** A response of the service fetched by hand (a full URL), checked against openapi.json like `request`'s. */
+export const checkedAnswer = async <S>(method: string, url: string, response: Response): Promise<Answer<S>> => {
+  const text = await response.text()
+  let body: unknown = undefined
+  try {
+    body = text === "" ? undefined : JSON.parse(text)
+  } catch {
+    body = text
+  }
+  const raw: HttpAnswer = { status: response.status, body, text, contentType: response.headers.get("content-type") }
+  const u = new URL(url)
+  if (contractCheckEnabled()) openApiContract().assert({ method, url: u.pathname + u.search, status: raw.status, contentType: raw.contentType, text })
+  return answerOf<S>(raw, `${method} ${u.pathname}`)
+}
+
+/** Gives an answer its typed views (the contract check has already matched the body to the document). */
+export const answerOf = <S>(raw: HttpAnswer, label: string): Answer<S> => {
+  const refuse = (wanted: string): never => {
+    throw new Error(`${label} → ${raw.status}, not ${wanted}: ${raw.text.slice(0, 500)}`)
+  }
+  return {
+    ...raw,
+    get data(): S {
+      return raw.status >= 200 && raw.status < 300 ? (raw.body as S) : refuse("a 2xx answer")
+    },
+    get error(): ErrorEnvelope["error"] {
+      const body = raw.body
+      if (raw.status < 400 || typeof body !== "object" || body === null || !("error" in body)) return refuse("an error envelope")
+      return (body as ErrorEnvelope).error
+    }
+  }
 }
 
 export interface TestAppOptions {
   readonly backend?: Backend
   readonly env?: Record<string, string>
   /** Extra Layers served together with the app (e.g. a scheduler), built on AppLive. */
-  readonly extra?: Layer.Layer<never, unknown, Layer.Layer.Success<typeof AppLive>>
+  readonly extra?: Layer.Layer<never, unknown, AppServices>
   /** backend `postgres`: use this database (another replica's) instead of a fresh one; not dropped */
   readonly databaseUrl?: string
   /** Provided beneath everything (e.g. a log capture, Telemetry.layerTest); its services reach `run`. */
-  readonly observe?: Layer.Layer<any>
+  readonly observe?: Layer.Layer<never>
 }
 
 /**
@@ -122,15 +190,15 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
     env["FLEXPRICE_CLICKHOUSE_URL"] = url
     env["FLEXPRICE_CLICKHOUSE_DATABASE"] = env["FLEXPRICE_CLICKHOUSE_DATABASE"] ?? "flexprice_test"
   }
-  const provider = ConfigProvider.fromMap(new Map(Object.entries(env))).pipe(ConfigProvider.orElse(() => ConfigProvider.fromEnv()))
-  const served = HttpApiLive.pipe(Layer.provideMerge(NodeServerLive))
-  const layer = (options.extra ? Layer.merge(served, options.extra) : served).pipe(
-    Layer.provideMerge(AppLive),
-    Layer.provide(Layer.setConfigProvider(provider)),
+  const layer = localService({
+    server: NodeServerLive,
+    settings: env,
+    processEnvironment: true,
+    beside: options.extra ?? Layer.empty,
+    below: options.observe ?? Layer.empty,
     // FLEXPRICE_TEST_LOG (in `env`, or the shell's) lets every level through, e.g. to a capturing logger
-    Layer.provide(Logger.minimumLogLevel((env["FLEXPRICE_TEST_LOG"] ?? process.env["FLEXPRICE_TEST_LOG"]) ? LogLevel.Debug : LogLevel.Warning)),
-    (l) => (options.observe ? Layer.provideMerge(l, options.observe) : l)
-  )
+    logLevel: (env["FLEXPRICE_TEST_LOG"] ?? process.env["FLEXPRICE_TEST_LOG"]) ? LogLevel.Debug : LogLevel.Warning
+  })
   const runtime = ManagedRuntime.make(Layer.merge(layer, OperatorAccess))
   const address = await runtime.runPromise(HttpServer.HttpServer.pipe(Effect.map((s) => s.address)))
   const baseUrl = address._tag === "TcpAddress" ? `http://127.0.0.1:${address.port}` : ""
@@ -139,7 +207,7 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
     return { apiKey: t.apiKey, scope: { tenantId: t.tenantId, environmentId: t.environmentId } as TenantScope }
   }
   const first = await newTenant()
-  const request: TestApp["request"] = async (method, p, body, opts = {}) => {
+  const request: TestApp["request"] = async <M extends Method, P extends string>(method: M, p: P, body?: unknown, opts: RequestOptions = {}) => {
     const answer = await fetchAnswer(`${baseUrl}${p}`, {
       method,
       headers: {
@@ -151,7 +219,7 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
     })
     // every response a suite receives is checked against openapi.json (test/support/openapiContract.ts)
     if (contractCheckEnabled()) openApiContract().assert({ method, url: p, status: answer.status, contentType: answer.contentType, text: answer.text })
-    return answer
+    return answerOf<SuccessBody<M, P>>(answer, `${method} ${p}`)
   }
   return {
     baseUrl,
@@ -160,7 +228,7 @@ export const startTestApp = async (options: TestAppOptions = {}): Promise<TestAp
     backend,
     dataDir,
     newTenant,
-    run: (effect) => runtime.runPromise(effect as Effect.Effect<any, any, never>),
+    run: (effect) => runtime.runPromise(provided(effect)),
     request,
     dispose: async () => {
       await runtime.dispose()

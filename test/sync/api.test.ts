@@ -35,8 +35,8 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync HTTP API (${b
   it("refuses a window that is not closed", async () => {
     const res = await h.app.request("POST", "/v1/stripe/sync/manual", { window_start: hourStart(0), window_end: hourStart(-1) })
     expect(res.status).toBe(400)
-    expect(res.body.error.code).toBe("window_not_closed")
-    expect(res.body.error.details.window_start).toBe(hourStart(0))
+    expect(res.error.code).toBe("window_not_closed")
+    expect(res.error.details).toMatchObject({ window_start: hourStart(0) })
     const bad = await h.app.request("POST", "/v1/stripe/sync/manual", { window_start: "yesterday", window_end: hourStart(0) })
     expect(bad.status).toBe(400)
   })
@@ -44,11 +44,11 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync HTTP API (${b
   it("dry run reports what would be sent, writes and sends nothing", async () => {
     const res = await h.app.request("POST", "/v1/stripe/sync/manual", { window_start: hourStart(3), window_end: hourStart(2), dry_run: true })
     expect(res.status).toBe(200)
-    expect(res.body.status).toBe("dry_run")
-    expect(res.body.run_id).toBeNull()
-    expect(res.body.windows).toHaveLength(1)
-    expect(res.body.windows[0]).toMatchObject({ window_start: hourStart(3), groups: 2, quantity: "7.75", send_quantity: "7.75", batches_created: 0 })
-    expect((await h.app.request("GET", "/v1/stripe/sync/batches")).body.batches).toEqual([])
+    expect(res.data.status).toBe("dry_run")
+    expect(res.data.run_id).toBeNull()
+    expect(res.data.windows).toHaveLength(1)
+    expect(res.data.windows[0]).toMatchObject({ window_start: hourStart(3), groups: 2, quantity: "7.75", send_quantity: "7.75", batches_created: 0 })
+    expect((await h.app.request("GET", "/v1/stripe/sync/batches")).data.batches).toEqual([])
     expect(h.emulator.state.meterEvents()).toEqual([])
   })
 
@@ -56,7 +56,7 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync HTTP API (${b
     const res = await h.app.request("POST", "/v1/stripe/sync/manual", { window_start: hourStart(3), window_end: hourStart(2) })
     expect(res.status).toBe(200)
     expect(res.body).toMatchObject({ status: "completed", batches_created: 2, batches_synced: 2, batches_failed: 0, dry_run: false })
-    expect(res.body.windows[0].batches).toMatchObject({ synced: 2, pending: 0 })
+    expect(res.data.windows[0].batches).toMatchObject({ synced: 2, pending: 0 })
     expect(h.stripeTotal(stripeA, tokens.stripeEventName)).toBe("3.75")
     // the hour after was not in the range
     const again = await h.app.request("POST", "/v1/stripe/sync/manual", { window_start: hourStart(3), window_end: hourStart(2) })
@@ -77,37 +77,40 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync HTTP API (${b
       oldest_unsynced_window: null,
       circuit_state: "closed"
     })
-    expect(status.body.last_run.trigger).toBe("schedule")
-    expect(status.body.lag_seconds.p50).toBeGreaterThan(0)
+    expect(status.data.last_run?.trigger).toBe("schedule")
+    expect(status.data.lag_seconds.p50).toBeGreaterThan(0)
 
     const seen: Array<string> = []
     let cursor: string | null = null
     do {
-      const page: { status: number; body: any } = await h.app.request("GET", `/v1/stripe/sync/batches?status=synced&limit=2${cursor ? `&cursor=${cursor}` : ""}`)
+      const page: { status: number; data: { batches: ReadonlyArray<{ id: string }>; next_cursor: string | null } } = await h.app.request(
+        "GET",
+        `/v1/stripe/sync/batches?status=synced&limit=2${cursor ? `&cursor=${cursor}` : ""}` as const
+      )
       expect(page.status).toBe(200)
-      seen.push(...page.body.batches.map((b: { id: string }) => b.id))
-      cursor = page.body.next_cursor
+      seen.push(...page.data.batches.map((b) => b.id))
+      cursor = page.data.next_cursor
     } while (cursor)
     expect(new Set(seen).size).toBe(3)
     const filtered = await h.app.request("GET", `/v1/stripe/sync/batches?meter_id=${tokens.meterId}&from=${hourStart(2)}`)
-    expect(filtered.body.batches).toHaveLength(1)
-    expect(filtered.body.batches[0]).toMatchObject({ aggregated_quantity: "7", sent_quantity: "7", sync_status: "synced", sequence: 1 })
+    expect(filtered.data.batches).toHaveLength(1)
+    expect(filtered.data.batches[0]).toMatchObject({ aggregated_quantity: "7", sent_quantity: "7", sync_status: "synced", sequence: 1 })
     expect((await h.app.request("GET", "/v1/stripe/sync/batches?cursor=%%%")).status).toBe(400)
     expect((await h.app.request("GET", "/v1/stripe/sync/status", undefined, { apiKey: "nope" })).status).toBe(401)
   })
 
   it("reconciliation: drift 0 when equal, the difference otherwise", async () => {
-    const q = `/v1/stripe/sync/reconciliation?from=${hourStart(5)}&to=${hourStart(0)}`
+    const q = `/v1/stripe/sync/reconciliation?from=${hourStart(5)}&to=${hourStart(0)}` as const
     // Stripe's meter event summaries become visible a few seconds after the events (the emulator
     // models the delay): wait until they show what was synced, as an operator would re-check.
     let ok = await h.app.request("GET", q)
-    for (let i = 0; i < 60 && ok.status === 200 && ok.body.summary.rows_with_drift !== 0; i++) {
+    for (let i = 0; i < 60 && ok.status === 200 && ok.data.summary.rows_with_drift !== 0; i++) {
       await new Promise((r) => setTimeout(r, 250))
       ok = await h.app.request("GET", q)
     }
     expect(ok.status).toBe(200)
-    expect(ok.body.summary).toMatchObject({ pairs: 2, rows: 3, rows_with_drift: 0, synced_total: "14.75", stripe_total: "14.75", drift_total: "0" })
-    expect(ok.body.rows.every((r: { drift: string }) => r.drift === "0")).toBe(true)
+    expect(ok.data.summary).toMatchObject({ pairs: 2, rows: 3, rows_with_drift: 0, synced_total: "14.75", stripe_total: "14.75", drift_total: "0" })
+    expect(ok.data.rows.every((r: { drift: string }) => r.drift === "0")).toBe(true)
     // the ledger claims more than Stripe holds for one hour
     await h.app.run(
       Effect.flatMap(PgClient.PgClient, (sql) =>
@@ -115,8 +118,8 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync HTTP API (${b
       )
     )
     const drift = await h.app.request("GET", q)
-    expect(drift.body.summary).toMatchObject({ rows_with_drift: 1, drift_total: "-1" })
-    const row = drift.body.rows.find((r: { drift: string }) => r.drift !== "0")
+    expect(drift.data.summary).toMatchObject({ rows_with_drift: 1, drift_total: "-1" })
+    const row = drift.data.rows.find((r: { drift: string }) => r.drift !== "0")
     expect(row).toMatchObject({ hour: hourStart(2), synced: "8", stripe: "7", drift: "-1", stripe_customer_id: stripeA })
   })
 }))

@@ -73,8 +73,8 @@ forEachBackend(["pglite", "postgres"], (backend) => {
         expect(runs.at(-1)!.error).toBe("sync_paused")
         // the status says why
         const status = await h.app.request("GET", "/v1/stripe/sync/status")
-        expect(status.body.paused).toMatchObject({ code: "stripe_authentication_failed" })
-        expect(typeof status.body.paused.since).toBe("string")
+        expect(status.data.paused).toMatchObject({ code: "stripe_authentication_failed" })
+        expect(typeof status.data.paused?.since).toBe("string")
         // paused: later runs do not call Stripe's meter event endpoints again, and each counts
         // the pause's code so the alert keeps firing while it lasts
         h.emulator.resetCounters()
@@ -87,7 +87,7 @@ forEachBackend(["pglite", "postgres"], (backend) => {
         // the fix: a new key through the config API lifts the pause
         const put = await h.app.request("PUT", "/v1/stripe/config", { api_key: newKey })
         expect(put.status).toBe(200)
-        expect((await h.app.request("GET", "/v1/stripe/sync/status")).body.paused).toBeNull()
+        expect((await h.app.request("GET", "/v1/stripe/sync/status")).data.paused).toBeNull()
         const after = await h.sync()
         expect(after.status).toBe("completed")
         expect(expectTotals(h, new Map([...expected].map(([k, v]) => [k, O.format(O.sum(v))])))).toEqual([])

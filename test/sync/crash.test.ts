@@ -116,7 +116,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => describe(`crash saf
     try {
       const t = await runtime.runPromise(Effect.flatMap(TenantRepo, (r) => r.create("crash", "test")))
       scope = { tenantId: t.tenantId, environmentId: t.environmentId } as TenantScope
-      const asTenant = <A, E>(e: Effect.Effect<A, E, any>) =>
+      const asTenant = <A, E, R>(e: Effect.Effect<A, E, R>) =>
         runtime.runPromise(e.pipe(Effect.provideService(CurrentTenant, scope)) as Effect.Effect<A, E, never>)
       await asTenant(
         storeStripeConfig({ apiKey: STRIPE_KEY, accountId: emulator.accountId, graceMinutes: 0 })

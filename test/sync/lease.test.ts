@@ -92,7 +92,7 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync lease (${back
     await holder
     expect(res.status).toBe(200)
     expect(answeredAfterHolder).toBe(true) // it waited for the running sync instead of running beside it
-    expect(res.body.batches_synced).toBe(1)
+    expect(res.data.batches_synced).toBe(1)
     expect(h.stripeTotal(c.stripeId!, "stripe_tokens")).toBe("2")
   })
 }))

@@ -34,7 +34,7 @@ const preAggregatedMeter = async (h: SyncHarness, name: string, window: "hour" |
   await h.asTenant(
     Effect.flatMap(MeterMappingRepo, (r) =>
       r.upsert({
-        meterId: res.body.id,
+        meterId: res.data.id,
         providerMeterId: m.id,
         stripeEventName,
         customerPayloadKey: "stripe_customer_id",
@@ -45,7 +45,7 @@ const preAggregatedMeter = async (h: SyncHarness, name: string, window: "hour" |
       })
     )
   )
-  return { meterId: res.body.id, eventName: name, stripeEventName, providerMeterId: m.id }
+  return { meterId: res.data.id, eventName: name, stripeEventName, providerMeterId: m.id }
 }
 
 forEachBackend(["pglite", "postgres"], (backend) => {
@@ -91,7 +91,7 @@ forEachBackend(["pglite", "postgres"], (backend) => {
       expect(held.length).toBe(6) // 2 windows + 1 delta, per meter
       for (const b of held) expect([b.syncStatus, b.skipReason]).toEqual(["skipped", "pre_aggregated_meter"])
       const status = await h.app.request("GET", "/v1/stripe/sync/status")
-      expect(status.body.skipped_by_reason.pre_aggregated_meter).toBe(6)
+      expect(status.data.skipped_by_reason.pre_aggregated_meter).toBe(6)
     })
     it("item 11: refuses events stamped more than FLEXPRICE_EVENT_MAX_FUTURE_SECONDS (300) ahead, per event, storing none of them", async () => {
       await h.app.request("POST", "/v1/meters", { name: "fut", event_name: "fut", aggregation: { type: "SUM", field: "qty" } })
@@ -100,19 +100,19 @@ forEachBackend(["pglite", "postgres"], (backend) => {
       const ev = (id: string, timestamp: string) => ({ event_id: id, event_name: "fut", external_customer_id: "fut_c", timestamp, properties: { qty: "1" } })
       const single = await h.app.request("POST", "/v1/events", ev("fut-single", at(6 * 60_000)))
       expect(single.status).toBe(400)
-      expect(single.body.error.code).toBe("timestamp_in_future")
-      expect(single.body.error.details).toMatchObject({ event_id: "fut-single" })
+      expect(single.error.code).toBe("timestamp_in_future")
+      expect(single.error.details).toMatchObject({ event_id: "fut-single" })
       const bulk = await h.app.request("POST", "/v1/events/bulk", {
         events: [ev("fut-ok-1", at(-60_000)), ev("fut-bad-1", at(10 * 60_000)), ev("fut-ok-2", at(4 * 60_000)), ev("fut-bad-2", at(400 * 86_400_000))]
       })
       expect(bulk.status).toBe(202)
-      expect(bulk.body.accepted).toBe(2)
-      expect(bulk.body.rejected.map((r: any) => [r.index, r.event_id, r.code])).toEqual([
+      expect(bulk.data.accepted).toBe(2)
+      expect(bulk.data.rejected.map((r) => [r.index, r.event_id, r.code])).toEqual([
         [1, "fut-bad-1", "timestamp_in_future"],
         [3, "fut-bad-2", "timestamp_in_future"]
       ])
       const listed = await h.app.request("GET", "/v1/events?external_customer_id=fut_c")
-      expect(listed.body.events.map((e: any) => e.event_id).sort()).toEqual(["fut-ok-1", "fut-ok-2"])
+      expect(listed.data.events.map((e) => e.event_id).sort()).toEqual(["fut-ok-1", "fut-ok-2"])
 
       // configurable: a wider tolerance accepts what the default refuses
       const wide = await startTestApp({ backend, env: { FLEXPRICE_EVENT_MAX_FUTURE_SECONDS: "3600" } })
@@ -121,7 +121,7 @@ forEachBackend(["pglite", "postgres"], (backend) => {
         const ok = await wide.request("POST", "/v1/events", ev("w-1", at(30 * 60_000)))
         expect(ok.status).toBe(202)
         const no = await wide.request("POST", "/v1/events", ev("w-2", at(61 * 60_000)))
-        expect([no.status, no.body.error.code]).toEqual([400, "timestamp_in_future"])
+        expect([no.status, no.error.code]).toEqual([400, "timestamp_in_future"])
       } finally {
         await wide.dispose()
       }
@@ -141,10 +141,10 @@ forEachBackend(["pglite", "postgres"], (backend) => {
           sent.push(...qtys)
           const res = await manual()
           expect(res.status).toBe(200)
-          expect(res.body.status).toBe("completed")
-          expect(res.body.windows).toHaveLength(1)
-          expect(res.body.windows[0]).toMatchObject({ groups: 1, quantity: oracle.sum(qtys) })
-          expect(res.body.excluded_events).toBe(0)
+          expect(res.data.status).toBe("completed")
+          expect(res.data.windows).toHaveLength(1)
+          expect(res.data.windows[0]).toMatchObject({ groups: 1, quantity: oracle.sum(qtys) })
+          expect(res.data.excluded_events).toBe(0)
           expect(lagged.stripeTotal(c.stripeId!, m.stripeEventName)).toBe(oracle.sum(sent))
         }
         await ingestAndSync("ryw-base", ["3.5", "0.25", "11"])
@@ -179,7 +179,7 @@ forEachBackend(["pglite", "postgres"], (backend) => {
         const setWindow = async (minutes: number) => {
           const res = await g.app.request("PUT", "/v1/stripe/config", { aggregation_window_minutes: minutes })
           expect(res.status).toBe(200)
-          expect(res.body.aggregation_window_minutes).toBe(minutes)
+          expect(res.data.aggregation_window_minutes).toBe(minutes)
         }
         // every quarter of hours -5..-3, synced on 60-minute windows (all far from the open hour,
         // so the test does not depend on the minute it runs at)

@@ -10,7 +10,8 @@
 import { Effect, Redacted } from "effect"
 import Stripe from "stripe"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { forEachBackend } from "../support/app.js"
+import { checkedAnswer, forEachBackend } from "../support/app.js"
+import type { SuccessBody } from "../support/routes.js"
 import * as O from "../support/oracle.js"
 import { hoursAgo, type MeterSetup, STRIPE_KEY, startSyncHarness, type SyncHarness } from "./support.js"
 
@@ -34,10 +35,10 @@ forEachBackend(["pglite", "postgres"], (backend) => {
       await h.configure({ transport: "stream" })
       const put = await h.app.request("PUT", "/v1/stripe/config", { event_destination_secret: DEST_SECRET, webhook_secret: HOOK_SECRET })
       expect(put.status).toBe(200)
-      expect(put.body.event_destination_secret_set).toBe(true)
+      expect(put.data.event_destination_secret_set).toBe(true)
       expect(put.text).not.toContain(DEST_SECRET)
       destUrl = `${h.app.baseUrl}/webhooks/stripe-events/${h.scope.tenantId}/${h.scope.environmentId}`
-      expect(put.body.event_destination_url).toMatch(/\/webhooks\/stripe-events\//)
+      expect(put.data.event_destination_url).toMatch(/\/webhooks\/stripe-events\//)
       h.emulator.setEventDestination({ url: destUrl, secret: Redacted.make(DEST_SECRET) })
       h.emulator.setWebhookTarget({
         url: `${h.app.baseUrl}/webhooks/stripe/${h.scope.tenantId}/${h.scope.environmentId}`,
@@ -89,9 +90,9 @@ forEachBackend(["pglite", "postgres"], (backend) => {
       const after = await metricValue(h, "flexprice_stripe_meter_error_reports_total", 'code="meter_event_customer_not_found"')
       expect(after - before).toBe(2)
       const log = await h.app.request("GET", "/v1/stripe/webhook-events?limit=20")
-      const statuses = log.body.events
-        .filter((e: any) => e.type === "v1.billing.meter.error_report_triggered")
-        .map((e: any) => e.status)
+      const statuses = log.data.events
+        .filter((e) => e.type === "v1.billing.meter.error_report_triggered")
+        .map((e) => e.status)
         .sort()
       expect(statuses).toEqual(["processed", "processed"])
 
@@ -163,12 +164,12 @@ forEachBackend(["pglite", "postgres"], (backend) => {
           method: "POST",
           headers: { "content-type": "application/json", "stripe-signature": header ?? Stripe.webhooks.generateTestHeaderString({ payload: body, secret }) },
           body
-        }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }))
+        }).then((r) => checkedAnswer<SuccessBody<"POST", "/webhooks/stripe-events/{tenant_id}/{environment_id}">>("POST", url, r))
 
       const bad = await post(destUrl, thin(null), "whsec_wrong")
-      expect([bad.status, bad.body.error.code]).toEqual([400, "invalid_signature"])
+      expect([bad.status, bad.error.code]).toEqual([400, "invalid_signature"])
       const otherAccount = await post(destUrl, thin("acct_someone_else"), DEST_SECRET)
-      expect([otherAccount.status, otherAccount.body.error.code]).toEqual([400, "tenant_account_mismatch"])
+      expect([otherAccount.status, otherAccount.error.code]).toEqual([400, "tenant_account_mismatch"])
 
       // A second tenant on the same Stripe account: its endpoint and secret, the same event.
       const t2 = await h.app.newTenant("er-second")
@@ -176,16 +177,16 @@ forEachBackend(["pglite", "postgres"], (backend) => {
       expect(key.status).toBe(200)
       const url2 = `${h.app.baseUrl}/webhooks/stripe-events/${t2.scope.tenantId}/${t2.scope.environmentId}`
       const notSet = await post(url2, thin(null), DEST_SECRET)
-      expect([notSet.status, notSet.body.error.code]).toEqual([400, "event_destination_secret_not_configured"])
+      expect([notSet.status, notSet.error.code]).toEqual([400, "event_destination_secret_not_configured"])
       await h.app.request("PUT", "/v1/stripe/config", { event_destination_secret: "whsec_second_tenant" }, { apiKey: t2.apiKey })
       const other = await post(url2, thin(null), "whsec_second_tenant")
-      expect([other.status, other.body.status]).toEqual([200, "processed"])
+      expect([other.status, other.data.status]).toEqual([200, "processed"])
       const latest = (await h.batches()).filter((b) => b.customerId === c.customerId)
       expect(latest.every((b) => b.syncStatus === "synced")).toBe(true)
 
       // The genuine delivery to this tenant's endpoint marks the batch Stripe dropped.
       const own = await post(destUrl, thin(null), DEST_SECRET)
-      expect([own.status, own.body.status]).toEqual([200, "processed"])
+      expect([own.status, own.data.status]).toEqual([200, "processed"])
       const after = (await h.batches()).filter((b) => b.customerId === c.customerId).sort((a, b) => a.sequence - b.sequence)
       expect(after.map((b) => [b.syncStatus, b.errorCode])).toEqual([
         ["synced", null],

@@ -15,7 +15,7 @@ import { SyncBatchRepo } from "../../src/repositories/SyncBatchRepo.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import type { RunOptions, RunReport } from "../../src/sync/SyncPipeline.js"
-import { type Backend, startTestApp, type TestApp, type TestAppOptions } from "../support/app.js"
+import { type AppServices, type Backend, startTestApp, type TestApp, type TestAppOptions } from "../support/app.js"
 import * as O from "../support/oracle.js"
 import { storeStripeConfig } from "../support/stripe-config.js"
 
@@ -44,7 +44,7 @@ export interface SyncHarness {
   readonly app: TestApp
   readonly emulator: StripeEmulatorHandle
   readonly scope: TenantScope
-  readonly asTenant: <A, E>(effect: Effect.Effect<A, E, any>) => Promise<A>
+  readonly asTenant: <A, E>(effect: Effect.Effect<A, E, AppServices | CurrentTenant>) => Promise<A>
   readonly configure: (opts?: { transport?: "stream" | "v1"; windowMinutes?: number; graceMinutes?: number }) => Promise<void>
   readonly meter: (name: string, opts?: { aggregation?: "SUM" | "COUNT" | "MAX"; field?: string; wholeUnits?: boolean; formula?: "sum" | "count" | "last" }) => Promise<MeterSetup>
   /** A FlexPrice customer, plus (when `mapped`) a Stripe customer and the mapping. */
@@ -97,8 +97,7 @@ export const startSyncHarness = async (
     throw e
   }
   const scope = app.scope
-  const asTenant = <A, E>(effect: Effect.Effect<A, E, any>) =>
-    app.run(effect.pipe(Effect.provideService(CurrentTenant, scope)) as Effect.Effect<A, E, never>)
+  const asTenant = <A, E>(effect: Effect.Effect<A, E, AppServices | CurrentTenant>) => app.run(effect.pipe(Effect.provideService(CurrentTenant, scope)))
 
   const configure: SyncHarness["configure"] = async (opts = {}) => {
     await asTenant(
@@ -127,7 +126,7 @@ export const startSyncHarness = async (
     await asTenant(
       Effect.flatMap(MeterMappingRepo, (r) =>
         r.upsert({
-          meterId: res.body.id,
+          meterId: res.data.id,
           providerMeterId: m.id,
           stripeEventName,
           customerPayloadKey: "stripe_customer_id",
@@ -138,7 +137,7 @@ export const startSyncHarness = async (
         })
       )
     )
-    return { meterId: res.body.id, eventName: name, stripeEventName, providerMeterId: m.id }
+    return { meterId: res.data.id, eventName: name, stripeEventName, providerMeterId: m.id }
   }
 
   const mapCustomer = async (customerId: string) => {
@@ -150,14 +149,14 @@ export const startSyncHarness = async (
   const customer: SyncHarness["customer"] = async (externalId, mapped = true) => {
     const res = await app.request("POST", "/v1/customers", { external_id: externalId })
     if (res.status !== 201) throw new Error(`customer create failed: ${res.status} ${res.text}`)
-    const customerId = res.body.id as string
+    const customerId = res.data.id as string
     return { customerId, stripeId: mapped ? await mapCustomer(customerId) : null }
   }
 
   const ingest: SyncHarness["ingest"] = async (events) => {
     for (let i = 0; i < events.length; i += 1000) {
       const res = await app.request("POST", "/v1/events/bulk", { events: events.slice(i, i + 1000) })
-      if (res.status !== 202 || res.body.rejected.length > 0) throw new Error(`ingest failed: ${res.status} ${res.text}`)
+      if (res.status !== 202 || res.data.rejected.length > 0) throw new Error(`ingest failed: ${res.status} ${res.text}`)
     }
   }
 
@@ -285,7 +284,7 @@ export const breakerAdmits = async (h: SyncHarness): Promise<void> => {
   for (let i = 0; i < 600; i++) {
     const s = await h.app.request("GET", "/v1/stripe/sync/status")
     if (s.status !== 200) throw new Error(`sync status: ${s.status} ${s.text}`)
-    if (s.body.circuit_state !== "open") return
+    if (s.data.circuit_state !== "open") return
     await new Promise<void>((r) => setTimeout(r, 20))
   }
   throw new Error("the Stripe circuit breaker stayed open")

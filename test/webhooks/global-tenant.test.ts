@@ -42,13 +42,13 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     const signed = (path: string, payload: string, secret = GLOBAL_SECRET, t = nowSec()) =>
       post(`${h.app.baseUrl}${path}`, payload, { "stripe-signature": signatureHeader(payload, [secret], t) })
     const customerIn = async (externalId: string, apiKey?: string) =>
-      (await h.app.request("GET", `/v1/customers?external_id=${externalId}`, undefined, apiKey ? { apiKey } : {})).body.customers as Array<unknown>
+      (await h.app.request("GET", `/v1/customers?external_id=${externalId}`, undefined, apiKey ? { apiKey } : {})).data.customers as Array<unknown>
     const namingA = () => ({ flexprice_tenant_id: h.app.scope.tenantId, flexprice_environment_id: h.app.scope.environmentId })
 
     it("refuses a customer.created whose metadata names a tenant not connected to event.account", async () => {
       for (const account of ["acct_tenant_b", "acct_nobody"]) {
         const res = await signed("/webhooks/stripe", event(`evt_cross_${account}`, "customer.created", { id: `cus_cross_${account}`, metadata: { external_id: "x-cross", ...namingA() } }, account))
-        expect([res.status, res.body.error.code]).toEqual([400, "tenant_account_mismatch"])
+        expect([res.status, res.error.code]).toEqual([400, "tenant_account_mismatch"])
       }
       expect(await customerIn("x-cross")).toEqual([])
       expect(await customerIn("x-cross", other.apiKey)).toEqual([])
@@ -70,12 +70,12 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const mapping = () => h.inTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.findByProviderCustomerId("cus_a_mapped")))
       expect((await mapping())._tag).toBe("Some")
       const cross = await signed("/webhooks/stripe", event("evt_cross_del", "customer.deleted", { id: "cus_a_mapped", metadata: namingA() }, "acct_tenant_b"))
-      expect([cross.status, cross.body.error.code]).toEqual([400, "tenant_account_mismatch"])
+      expect([cross.status, cross.error.code]).toEqual([400, "tenant_account_mismatch"])
       // with no metadata it acts in tenant B only, where cus_a_mapped maps to nothing
       const inB = await signed("/webhooks/stripe", event("evt_b_del", "customer.deleted", { id: "cus_a_mapped" }, "acct_tenant_b"))
       expect(inB.status).toBe(200)
       const noAccount = await signed("/webhooks/stripe", event("evt_noacct_del", "customer.deleted", { id: "cus_a_mapped", metadata: namingA() }))
-      expect([noAccount.status, noAccount.body.error.code]).toEqual([400, "tenant_not_found"])
+      expect([noAccount.status, noAccount.error.code]).toEqual([400, "tenant_not_found"])
       const m = await mapping()
       expect(m._tag === "Some" && m.value.status).toBe("active")
     })
@@ -89,7 +89,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     it("refuses signatures dated more than the tolerance in the future; accepts clock skew within it", async () => {
       const path = `/webhooks/stripe/${h.app.scope.tenantId}/${h.app.scope.environmentId}`
       const ahead = await signed(path, event("evt_future", "customer.created", { id: "cus_future", metadata: { external_id: "x-future" } }), WEBHOOK_SECRET, nowSec() + 3600)
-      expect([ahead.status, ahead.body.error.code]).toEqual([400, "webhook_timestamp_out_of_tolerance"])
+      expect([ahead.status, ahead.error.code]).toEqual([400, "webhook_timestamp_out_of_tolerance"])
       expect(await customerIn("x-future")).toEqual([])
       const skew = await signed(path, event("evt_skew", "customer.created", { id: "cus_skew", metadata: { external_id: "x-skew" } }), WEBHOOK_SECRET, nowSec() + 120)
       expect(skew.status).toBe(200)
@@ -109,8 +109,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         const payload = event(`evt_badfield_${i}`, "customer.created", { id: `cus_badfield_${i}`, ...object }).replace(/\\\\u/g, "\\u")
         const res = await signed(path, payload, WEBHOOK_SECRET)
         expect(res.status, field).toBe(400)
-        expect(res.body.error.code).toBe("invalid_customer_field")
-        expect(res.body.error.message).toContain(field)
+        expect(res.error.code).toBe("invalid_customer_field")
+        expect(res.error.message).toContain(field)
       }
       expect(await h.sql("SELECT count(*)::int AS n FROM webhook_events WHERE stripe_event_id LIKE 'evt_badfield_%'")).toEqual([{ n: 0 }])
       expect(await customerIn("x-long-name")).toEqual([])

@@ -4,7 +4,8 @@ import { randomBytes } from "node:crypto"
 import { PgClient } from "@effect/sql-pg"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
-import { startTestApp, type Backend, type TestApp } from "../support/app.js"
+import { checkedAnswer, startTestApp, type AppServices, type Backend, type TestApp } from "../support/app.js"
+import type { SuccessBody } from "../support/routes.js"
 
 export const API_KEY = "sk_test_51EmulatorKey000000000004242"
 export const WEBHOOK_SECRET = "whsec_tenant_secret_0123456789abcdef"
@@ -17,7 +18,7 @@ export interface Harness {
   readonly emulator: StripeEmulatorHandle
   readonly close: () => Promise<void>
   /** Runs an effect in the app with the first tenant as CurrentTenant. */
-  readonly inTenant: <A, E>(effect: Effect.Effect<A, E, any>) => Promise<A>
+  readonly inTenant: <A, E>(effect: Effect.Effect<A, E, AppServices | CurrentTenant>) => Promise<A>
   readonly sql: (query: string) => Promise<ReadonlyArray<Record<string, unknown>>>
   readonly webhookPath: string
 }
@@ -38,7 +39,7 @@ export const startHarness = async (backend: Backend, env: Record<string, string>
     await Effect.runPromise(Scope.close(scope, Exit.void))
     throw e
   })
-  const inTenant: Harness["inTenant"] = (effect) => app.run(Effect.provideService(effect, CurrentTenant, app.scope) as Effect.Effect<any, any, any>)
+  const inTenant: Harness["inTenant"] = (effect) => app.run(Effect.provideService(effect, CurrentTenant, app.scope))
   const sql = (query: string) => app.run(Effect.flatMap(PgClient.PgClient, (s) => s.unsafe<Record<string, unknown>>(query)))
   return {
     app,
@@ -63,12 +64,5 @@ export const configure = async (h: Harness) => {
 
 export const post = async (url: string, body: string | Uint8Array, headers: Record<string, string> = {}) => {
   const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body })
-  const text = await res.text()
-  let json: any
-  try {
-    json = JSON.parse(text)
-  } catch {
-    json = text
-  }
-  return { status: res.status, body: json, text }
+  return checkedAnswer<SuccessBody<"POST", "/webhooks/stripe">>("POST", url, res)
 }

@@ -41,7 +41,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     const mappingOf = (stripeCustomerId: string) =>
       h.inTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.findByProviderCustomerId(stripeCustomerId)))
     const customerByExternal = async (externalId: string) =>
-      (await h.app.request("GET", `/v1/customers?external_id=${encodeURIComponent(externalId)}`)).body.customers as Array<any>
+      (await h.app.request("GET", `/v1/customers?external_id=${encodeURIComponent(externalId)}`)).data.customers
     const webhookRows = async () => Number((await h.sql("SELECT count(*)::int AS n FROM webhook_events"))[0]!["n"])
     const customerRows = async () => Number((await h.sql("SELECT count(*)::int AS n FROM customers"))[0]!["n"])
     const signedPost = (path: string, payload: string, secrets: ReadonlyArray<string> = [WEBHOOK_SECRET], t = nowSec()) =>
@@ -68,7 +68,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const pending = await h.sql(`SELECT count(*)::int AS n FROM pending_events WHERE external_customer_id = 'wh-created'`)
       expect(pending[0]!["n"]).toBe(0)
       const events = await h.app.request("GET", "/v1/stripe/webhook-events?status=processed")
-      expect(events.body.events.some((e: any) => e.stripe_object_id === c.id && e.type === "customer.created")).toBe(true)
+      expect(events.data.events.some((e) => e.stripe_object_id === c.id && e.type === "customer.created")).toBe(true)
     })
 
     it("a duplicate delivery answers 200 and leaves one mapping", async () => {
@@ -114,11 +114,11 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const b = await Effect.runPromise(h.emulator.createCustomer({ metadata: { external_id: "wh-conflict" } }))
       await Effect.runPromise(h.emulator.deliveries.flush)
       const unmapped = await h.app.request("GET", "/v1/stripe/webhook-events?status=unmapped")
-      expect(unmapped.body.events.map((e: any) => e.stripe_object_id)).toContain(u.id)
+      expect(unmapped.data.events.map((e) => e.stripe_object_id)).toContain(u.id)
       expect((await mappingOf(u.id))._tag).toBe("None")
       const conflicts = await h.app.request("GET", "/v1/stripe/webhook-events?status=conflict")
-      const row = conflicts.body.events.find((e: any) => e.stripe_object_id === b.id)
-      expect(row.details.conflict_with).toEqual({ stripe_customer_id: a.id })
+      const row = conflicts.data.events.find((e) => e.stripe_object_id === b.id)
+      expect(row?.details).toMatchObject({ conflict_with: { stripe_customer_id: a.id } })
       const ma = await mappingOf(a.id)
       expect(ma._tag === "Some" && ma.value.status).toBe("active")
       expect((await mappingOf(b.id))._tag).toBe("None")
@@ -159,20 +159,20 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       const payload = customerEvent("evt_rejected", "customer.created", { id: "cus_rejected", metadata: { external_id: "wh-rejected" } })
 
       const bad = await signedPost(h.webhookPath, payload, ["whsec_not_the_secret"])
-      expect([bad.status, bad.body.error.code]).toEqual([400, "invalid_signature"])
+      expect([bad.status, bad.error.code]).toEqual([400, "invalid_signature"])
       const missing = await post(`${h.app.baseUrl}${h.webhookPath}`, payload)
-      expect([missing.status, missing.body.error.code]).toEqual([400, "invalid_signature"])
+      expect([missing.status, missing.error.code]).toEqual([400, "invalid_signature"])
       const stale = await signedPost(h.webhookPath, payload, [WEBHOOK_SECRET], nowSec() - 301)
-      expect([stale.status, stale.body.error.code]).toEqual([400, "webhook_timestamp_out_of_tolerance"])
+      expect([stale.status, stale.error.code]).toEqual([400, "webhook_timestamp_out_of_tolerance"])
       const big = JSON.stringify({ id: "evt_big", type: "customer.created", data: { object: { id: "cus_big", pad: "x".repeat(600 * 1024) } } })
       const tooLarge = await signedPost(h.webhookPath, big)
-      expect([tooLarge.status, tooLarge.body.error.code]).toEqual([413, "payload_too_large"])
+      expect([tooLarge.status, tooLarge.error.code]).toEqual([413, "payload_too_large"])
       const malformed = await signedPost(h.webhookPath, "{not json")
-      expect([malformed.status, malformed.body.error.code]).toEqual([400, "malformed_json"])
+      expect([malformed.status, malformed.error.code]).toEqual([400, "malformed_json"])
       const notEvent = await signedPost(h.webhookPath, JSON.stringify({ hello: "world" }))
-      expect([notEvent.status, notEvent.body.error.code]).toEqual([400, "invalid_event"])
+      expect([notEvent.status, notEvent.error.code]).toEqual([400, "invalid_event"])
       const unknown = await signedPost(`/webhooks/stripe/tnt_doesnotexist/env_doesnotexist`, payload)
-      expect([unknown.status, unknown.body.error.code]).toEqual([400, "tenant_not_found"])
+      expect([unknown.status, unknown.error.code]).toEqual([400, "tenant_not_found"])
       const globalUnknown = await signedPost(
         "/webhooks/stripe",
         customerEvent("evt_global_unknown", "customer.created", {
@@ -181,9 +181,9 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         }),
         [GLOBAL_SECRET]
       )
-      expect([globalUnknown.status, globalUnknown.body.error.code]).toEqual([400, "tenant_not_found"])
+      expect([globalUnknown.status, globalUnknown.error.code]).toEqual([400, "tenant_not_found"])
       const globalNoTenant = await signedPost("/webhooks/stripe", payload, [GLOBAL_SECRET])
-      expect([globalNoTenant.status, globalNoTenant.body.error.code]).toEqual([400, "tenant_not_found"])
+      expect([globalNoTenant.status, globalNoTenant.error.code]).toEqual([400, "tenant_not_found"])
 
       expect({ webhooks: await webhookRows(), customers: await customerRows() }).toEqual(before)
       expect((await failures("signature")) - sigBefore).toBeGreaterThanOrEqual(2)
@@ -198,7 +198,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       })
       // metadata alone is written by whoever owns the Stripe account: it proves nothing
       const r0 = await signedPost("/webhooks/stripe", metaOnly, [GLOBAL_SECRET])
-      expect([r0.status, r0.body.error.code]).toEqual([400, "tenant_not_found"])
+      expect([r0.status, r0.error.code]).toEqual([400, "tenant_not_found"])
       const byMeta = JSON.stringify({ ...JSON.parse(metaOnly), account: h.emulator.accountId })
       const r1 = await signedPost("/webhooks/stripe", byMeta, [GLOBAL_SECRET])
       expect(r1.status).toBe(200)
@@ -229,7 +229,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
         expect(row[0]!["status"]).toBe("failed")
         expect(String(row[0]!["error"])).toMatch(/customer_integration_mappings/)
         const failed = await h.app.request("GET", "/v1/stripe/webhook-events?status=failed")
-        expect(failed.body.events.map((e: any) => e.stripe_event_id)).toContain(eventId)
+        expect(failed.data.events.map((e) => e.stripe_event_id)).toContain(eventId)
         void c
       } finally {
         await h.sql("ALTER TABLE customer_integration_mappings_away RENAME TO customer_integration_mappings")
@@ -262,7 +262,7 @@ describe("webhook source address allowlist", () => {
       const payload = customerEvent("evt_ip", "customer.created", { id: "cus_ip", metadata: { external_id: "ip-1" } })
       const sig = { "stripe-signature": signatureHeader(payload, [WEBHOOK_SECRET], nowSec()) }
       const direct = await post(`${h.app.baseUrl}${h.webhookPath}`, payload, sig)
-      expect([direct.status, direct.body.error.code]).toEqual([403, "ip_not_allowed"])
+      expect([direct.status, direct.error.code]).toEqual([403, "ip_not_allowed"])
       const spoofed = await post(`${h.app.baseUrl}${h.webhookPath}`, payload, { ...sig, "x-forwarded-for": "3.18.12.63, 198.51.100.4" })
       expect(spoofed.status).toBe(403)
       const viaProxy = await post(`${h.app.baseUrl}${h.webhookPath}`, payload, { ...sig, "x-forwarded-for": "3.18.12.63" })
