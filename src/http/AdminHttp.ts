@@ -13,7 +13,7 @@ import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { SyncLease } from "../sync/SyncLease.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
-import { iso, parseDate, sourceIp } from "./Params.js"
+import { iso, sourceIp, toDateOrUndefined } from "./Params.js"
 
 /** Keyset cursor: created_at in microseconds (a JS Date would drop them) and the row id for ties. */
 const encodeCursor = (r: { readonly position: string; readonly id: string }) => Buffer.from(`${r.position}|${r.id}`).toString("base64url")
@@ -122,8 +122,8 @@ export const AdminHttpLive = HttpApiBuilder.group(FlexPriceApi, "admin", (handle
       .handle("listAuditLog", ({ urlParams }) =>
         Effect.gen(function* () {
           const limit = urlParams.limit ?? 100
-          const from = yield* parseDate("from", urlParams.from)
-          const to = yield* parseDate("to", urlParams.to)
+          const from = toDateOrUndefined(urlParams.from)
+          const to = toDateOrUndefined(urlParams.to)
           if (from && to && to.getTime() <= from.getTime()) return yield* InvalidInput.of("invalid_range", "to must be after from")
           const before = urlParams.cursor === undefined ? undefined : yield* decodeCursor(urlParams.cursor)
           const rows = yield* audit.query({ action: urlParams.action, from, to, limit: limit + 1, before })

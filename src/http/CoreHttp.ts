@@ -14,6 +14,7 @@ import { PgClient } from "@effect/sql-pg"
 import { HttpConfig } from "../config/AppConfig.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
+import { toDateOrUndefined } from "./Params.js"
 
 export const customerView = (c: CustomerRow) =>
   Customer.make({
@@ -35,16 +36,6 @@ export const meterView = (m: MeterRow) =>
     filters: m.filters ?? [],
     created_at: new Date(m.createdAt).toISOString()
   })
-
-const parseDate = (name: string, v: string | undefined) => {
-  if (v === undefined) return Effect.succeed(undefined)
-  const d = new Date(v)
-  if (Number.isNaN(d.getTime())) return Effect.fail(InvalidInput.of("invalid_parameter", `${name} must be an RFC 3339 date-time`))
-  // beyond what a timestamptz column accepts, PostgreSQL answers a data error, not an empty page
-  if (d.getUTCFullYear() < 1 || d.getUTCFullYear() > 9999)
-    return Effect.fail(InvalidInput.of("invalid_parameter", `${name} must be between years 0001 and 9999`))
-  return Effect.succeed(d)
-}
 
 /** "ok", "timeout" (no answer within 2 s) or "unreachable" (an error, logged with its cause). */
 const probe = <E>(check: Effect.Effect<unknown, E>) =>
@@ -199,8 +190,8 @@ export const EventsLive = HttpApiBuilder.group(FlexPriceApi, "events", (handlers
       .handleRaw("list", ({ urlParams }) =>
         Effect.gen(function* () {
           const scope = yield* CurrentTenant
-          const from = yield* parseDate("from", urlParams.from)
-          const to = yield* parseDate("to", urlParams.to)
+          const from = toDateOrUndefined(urlParams.from)
+          const to = toDateOrUndefined(urlParams.to)
           const page = yield* store.listEvents({
             scope,
             externalCustomerId: urlParams.external_customer_id,
