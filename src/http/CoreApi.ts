@@ -15,6 +15,7 @@ import {
   Meter,
   MeterCreate
 } from "../domain/Models.js"
+import { EventCursor } from "./Cursors.js"
 import { Instant } from "./Params.js"
 import { Authentication } from "./Security.js"
 
@@ -74,7 +75,7 @@ export class EventsGroup extends HttpApiGroup.make("events")
           from: Schema.optional(Instant.annotations({ description: "RFC 3339: events at or after" })),
           to: Schema.optional(Instant.annotations({ description: "RFC 3339: events before" })),
           limit: Limit,
-          cursor: Schema.optional(Schema.String)
+          cursor: Schema.optional(EventCursor)
         })
       )
       .addSuccess(EventList)

@@ -1,6 +1,6 @@
 /** Handlers of the core groups: they translate HTTP to service calls and nothing more. */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Layer, Option, Schema } from "effect"
 import { CustomerService } from "../customers/CustomerService.js"
 import { InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable } from "../domain/Errors.js"
 import { CurrentTenant } from "../domain/Tenant.js"
@@ -15,6 +15,9 @@ import { HttpConfig } from "../config/AppConfig.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
 import { toDateOrUndefined } from "./Params.js"
+import { EventCursor } from "./Cursors.js"
+
+const encodeEventCursor = Schema.encodeSync(EventCursor)
 
 export const customerView = (c: CustomerRow) =>
   Customer.make({
@@ -213,7 +216,7 @@ export const EventsLive = HttpApiBuilder.group(FlexPriceApi, "events", (handlers
               status: e.status,
               error: e.error
             })),
-            next_cursor: page.nextCursor
+            next_cursor: page.nextCursor === null ? null : encodeEventCursor(page.nextCursor)
           }
           return HttpServerResponse.text(stringifyJson(body), { contentType: "application/json" })
         }).pipe(orUnavailable)

@@ -4,6 +4,7 @@
  */
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
+import { BatchCursor } from "./Cursors.js"
 import { Instant } from "./Params.js"
 import { Authentication } from "./Security.js"
 
@@ -166,10 +167,10 @@ export class SyncGroup extends HttpApiGroup.make("sync")
           from: Schema.optional(Instant.annotations({ description: "RFC 3339: windows starting at or after" })),
           to: Schema.optional(Instant.annotations({ description: "RFC 3339: windows starting before" })),
           limit: Limit,
-          cursor: Schema.optional(Schema.String)
+          cursor: Schema.optional(BatchCursor)
         })
       )
-      .addSuccess(Schema.Struct({ batches: Schema.Array(SyncBatch), next_cursor: Schema.NullOr(Schema.String) }))
+      .addSuccess(Schema.Struct({ batches: Schema.Array(SyncBatch), next_cursor: Schema.NullOr(BatchCursor) }))
   )
   .add(
     HttpApiEndpoint.post("retryBatches", "/v1/stripe/sync/batches/retry")

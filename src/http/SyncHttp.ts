@@ -17,16 +17,6 @@ import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
 import { iso, isoOrNull, sourceIp, toDate, toDateOrUndefined } from "./Params.js"
 
-const encodeCursor = (b: BatchRow) => Buffer.from(`${iso(b.windowStart)}|${b.id}`).toString("base64url")
-const decodeCursor = (c: string) => {
-  const text = Buffer.from(c, "base64url").toString("utf8")
-  const i = text.indexOf("|")
-  const d = new Date(text.slice(0, i))
-  return i > 0 && !Number.isNaN(d.getTime())
-    ? Effect.succeed({ windowStart: d, id: text.slice(i + 1) })
-    : Effect.fail(InvalidInput.of("invalid_cursor", "cursor is not one returned by this endpoint"))
-}
-
 export const batchView = (b: BatchRow) => ({
   id: b.id,
   customer_id: b.customerId,
@@ -183,7 +173,7 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
       .handle("batches", ({ urlParams }) =>
         Effect.gen(function* () {
           const limit = urlParams.limit ?? 100
-          const before = urlParams.cursor === undefined ? undefined : yield* decodeCursor(urlParams.cursor)
+          const before = urlParams.cursor === undefined ? undefined : { windowStart: urlParams.cursor.key, id: urlParams.cursor.id }
           const rows = yield* repo.list({
             status: urlParams.status,
             customerId: urlParams.customer_id,
@@ -196,7 +186,7 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
           const page = rows.slice(0, limit)
           return {
             batches: page.map(batchView),
-            next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]!) : null
+            next_cursor: rows.length > limit ? { key: page[page.length - 1]!.windowStart, id: page[page.length - 1]!.id } : null
           }
         }).pipe(orUnavailable)
       )

@@ -1896,6 +1896,7 @@ export interface operations {
                 to?: string;
                 /** @description a string to be decoded into a number */
                 limit?: string;
+                /** @description opaque: the next_cursor of the previous page */
                 cursor?: string;
             };
             header?: never;
@@ -3946,6 +3947,7 @@ export interface operations {
                 to?: string;
                 /** @description a string to be decoded into a number */
                 limit?: string;
+                /** @description opaque: the next_cursor of the previous page */
                 cursor?: string;
             };
             header?: never;
@@ -6061,6 +6063,7 @@ export interface operations {
                 to?: string;
                 /** @description a string to be decoded into a number */
                 limit?: string;
+                /** @description opaque: the next_cursor of the previous page */
                 cursor?: string;
             };
             header?: never;
