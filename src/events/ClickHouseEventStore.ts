@@ -141,24 +141,6 @@ const decodeEvent = (row: Row): StoredEvent & { readonly version: bigint } => {
 
 const stripVersion = ({ version: _v, ...event }: StoredEvent & { readonly version: bigint }): StoredEvent => event
 
-interface Cursor {
-  readonly t: number
-  readonly id: string
-}
-const encodeCursor = (c: Cursor): string => Buffer.from(JSON.stringify([c.t, c.id]), "utf8").toString("base64url")
-const decodeCursor = (s: string): Cursor => {
-  const parsed: unknown = JSON.parse(Buffer.from(s, "base64url").toString("utf8"))
-  if (
-    !Array.isArray(parsed) ||
-    parsed.length !== 2 ||
-    typeof parsed[0] !== "number" ||
-    !Number.isSafeInteger(parsed[0]) ||
-    typeof parsed[1] !== "string"
-  ) {
-    throw new Error("invalid cursor")
-  }
-  return { t: parsed[0], id: parsed[1] }
-}
 
 /** Builds the store over an already-migrated database. */
 export const fromClient = (ch: ChClient): EventStoreShape => {
@@ -310,7 +292,7 @@ export const fromClient = (ch: ChClient): EventStoreShape => {
       if (!Number.isSafeInteger(query.limit) || query.limit < 1 || query.limit > 10_000) {
         throw new Error(`limit must be an integer in 1..10000, got ${query.limit}`)
       }
-      const cursor = query.cursor !== undefined ? decodeCursor(query.cursor) : undefined
+      const cursor = query.cursor !== undefined ? { t: query.cursor.key.getTime(), id: query.cursor.id } : undefined
       const inner: Array<Sql> = [scopeCond(query.scope)]
       if (query.externalCustomerId !== undefined) inner.push(sql`external_customer_id = ${query.externalCustomerId}`)
       if (query.eventName !== undefined) inner.push(sql`event_name = ${query.eventName}`)
@@ -336,7 +318,7 @@ export const fromClient = (ch: ChClient): EventStoreShape => {
     const last = page[page.length - 1]
     return {
       events: page.map(stripVersion),
-      nextCursor: events.length > query.limit && last ? encodeCursor({ t: last.timestamp.getTime(), id: last.eventId }) : null
+      nextCursor: events.length > query.limit && last ? { key: last.timestamp, id: last.eventId } : null
     } satisfies EventPage
   })
 

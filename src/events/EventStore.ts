@@ -88,13 +88,19 @@ export interface EventQuery {
   readonly from?: Date | undefined
   readonly to?: Date | undefined
   readonly limit: number
-  /** opaque cursor returned by the previous page */
-  readonly cursor?: string | undefined
+  /** the keyset returned by the previous page (its text form on the wire: http/Cursors.ts) */
+  readonly cursor?: EventKeyset | undefined
+}
+
+/** Where a page of the newest-first listing ends: the last event's timestamp and event_id. */
+export interface EventKeyset {
+  readonly key: Date
+  readonly id: string
 }
 
 export interface EventPage {
   readonly events: ReadonlyArray<StoredEvent>
-  readonly nextCursor: string | null
+  readonly nextCursor: EventKeyset | null
 }
 
 export class EventStoreError extends Data.TaggedError("EventStoreError")<{

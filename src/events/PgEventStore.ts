@@ -26,14 +26,6 @@ export const IN_MEMORY_GROUPS = 100_000
 
 const fail = (operation: string) => (cause: unknown) => new EventStoreError({ backend: "postgres", operation, cause })
 
-const encodeCursor = (ts: Date, id: string) => Buffer.from(`${ts.toISOString()}|${id}`).toString("base64url")
-const decodeCursor = (c: string): Option.Option<{ ts: Date; id: string }> => {
-  const text = Buffer.from(c, "base64url").toString("utf8")
-  const i = text.indexOf("|")
-  const ts = new Date(text.slice(0, i))
-  return i > 0 && !Number.isNaN(ts.getTime()) ? Option.some({ ts, id: text.slice(i + 1) }) : Option.none()
-}
-
 /**
  * Session-local staging tables for COPY (PostgreSQL server). Created on first use in each pooled
  * session; ON COMMIT DELETE ROWS empties them at the end of every transaction that touched them,
@@ -283,7 +275,6 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
 
   const listEvents = (q: EventQuery) =>
     Effect.gen(function* () {
-      const cursor = q.cursor ? decodeCursor(q.cursor) : Option.none()
       const rows = yield* sql<{
         eventId: string
         eventName: string
@@ -302,10 +293,7 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
             ${q.eventName ? sql`AND event_name = ${q.eventName}` : sql``}
             ${q.from ? sql`AND "timestamp" >= ${q.from}` : sql``}
             ${q.to ? sql`AND "timestamp" < ${q.to}` : sql``}
-            ${Option.match(cursor, {
-              onNone: () => sql``,
-              onSome: (c) => sql`AND ("timestamp", event_id) < (${c.ts}, ${c.id})`
-            })}
+            ${q.cursor ? sql`AND ("timestamp", event_id) < (${q.cursor.key}, ${q.cursor.id})` : sql``}
           ORDER BY "timestamp" DESC, event_id DESC
           LIMIT ${q.limit + 1}`
       const page = rows.slice(0, q.limit)
@@ -326,7 +314,7 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
             error: r.error
           })
         ),
-        nextCursor: rows.length > q.limit && last ? encodeCursor(new Date(last.timestamp), last.eventId) : null
+        nextCursor: rows.length > q.limit && last ? { key: new Date(last.timestamp), id: last.eventId } : null
       }
     }).pipe(Effect.mapError(fail("listEvents")), inTenant(q.scope))
 

@@ -5,6 +5,8 @@
  */
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
+import { AuditCursor } from "./Cursors.js"
+import { Instant } from "./Params.js"
 import { Authentication } from "./Security.js"
 
 export const Disconnected = Schema.Struct({
@@ -63,12 +65,12 @@ export class AdminGroup extends HttpApiGroup.make("admin")
       .setUrlParams(
         Schema.Struct({
           action: Schema.optional(Schema.String.annotations({ description: "e.g. config.update, sync.batches_retry" })),
-          from: Schema.optional(Schema.String.annotations({ description: "RFC 3339, inclusive" })),
-          to: Schema.optional(Schema.String.annotations({ description: "RFC 3339, exclusive" })),
+          from: Schema.optional(Instant.annotations({ description: "RFC 3339, inclusive" })),
+          to: Schema.optional(Instant.annotations({ description: "RFC 3339, exclusive" })),
           limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 1000))),
-          cursor: Schema.optional(Schema.String)
+          cursor: Schema.optional(AuditCursor)
         })
       )
-      .addSuccess(Schema.Struct({ entries: Schema.Array(AuditEntryView), next_cursor: Schema.NullOr(Schema.String) }))
+      .addSuccess(Schema.Struct({ entries: Schema.Array(AuditEntryView), next_cursor: Schema.NullOr(AuditCursor) }))
   )
   .middleware(Authentication) {}

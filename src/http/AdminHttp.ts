@@ -13,18 +13,7 @@ import { StripeAccounts } from "../stripe/StripeAccounts.js"
 import { SyncLease } from "../sync/SyncLease.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
-import { iso, parseDate, sourceIp } from "./Params.js"
-
-/** Keyset cursor: created_at in microseconds (a JS Date would drop them) and the row id for ties. */
-const encodeCursor = (r: { readonly position: string; readonly id: string }) => Buffer.from(`${r.position}|${r.id}`).toString("base64url")
-const decodeCursor = (c: string) => {
-  const text = Buffer.from(c, "base64url").toString("utf8")
-  const i = text.indexOf("|")
-  const position = text.slice(0, i)
-  return i > 0 && /^\d{1,18}$/.test(position)
-    ? Effect.succeed({ position, id: text.slice(i + 1) })
-    : Effect.fail(InvalidInput.of("invalid_cursor", "cursor is not one returned by this endpoint"))
-}
+import { iso, sourceIp, toDateOrUndefined } from "./Params.js"
 
 const parseJson = (text: string): unknown => {
   try {
@@ -122,10 +111,10 @@ export const AdminHttpLive = HttpApiBuilder.group(FlexPriceApi, "admin", (handle
       .handle("listAuditLog", ({ urlParams }) =>
         Effect.gen(function* () {
           const limit = urlParams.limit ?? 100
-          const from = yield* parseDate("from", urlParams.from)
-          const to = yield* parseDate("to", urlParams.to)
+          const from = toDateOrUndefined(urlParams.from)
+          const to = toDateOrUndefined(urlParams.to)
           if (from && to && to.getTime() <= from.getTime()) return yield* InvalidInput.of("invalid_range", "to must be after from")
-          const before = urlParams.cursor === undefined ? undefined : yield* decodeCursor(urlParams.cursor)
+          const before = urlParams.cursor === undefined ? undefined : { position: urlParams.cursor.key, id: urlParams.cursor.id }
           const rows = yield* audit.query({ action: urlParams.action, from, to, limit: limit + 1, before })
           const page = rows.slice(0, limit)
           return {
@@ -138,7 +127,7 @@ export const AdminHttpLive = HttpApiBuilder.group(FlexPriceApi, "admin", (handle
               details: parseJson(r.details),
               created_at: iso(r.createdAt)
             })),
-            next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]!) : null
+            next_cursor: rows.length > limit ? { key: page[page.length - 1]!.position, id: page[page.length - 1]!.id } : null
           }
         }).pipe(orUnavailable)
       )

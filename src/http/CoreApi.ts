@@ -15,6 +15,8 @@ import {
   Meter,
   MeterCreate
 } from "../domain/Models.js"
+import { EventCursor } from "./Cursors.js"
+import { Instant } from "./Params.js"
 import { Authentication } from "./Security.js"
 
 const idParam = HttpApiSchema.param("id", Schema.String)
@@ -70,10 +72,10 @@ export class EventsGroup extends HttpApiGroup.make("events")
         Schema.Struct({
           external_customer_id: Schema.optional(Schema.String),
           event_name: Schema.optional(Schema.String),
-          from: Schema.optional(Schema.String),
-          to: Schema.optional(Schema.String),
+          from: Schema.optional(Instant.annotations({ description: "RFC 3339: events at or after" })),
+          to: Schema.optional(Instant.annotations({ description: "RFC 3339: events before" })),
           limit: Limit,
-          cursor: Schema.optional(Schema.String)
+          cursor: Schema.optional(EventCursor)
         })
       )
       .addSuccess(EventList)

@@ -1,6 +1,6 @@
 /** Handlers of the core groups: they translate HTTP to service calls and nothing more. */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Layer, Option, Schema } from "effect"
 import { CustomerService } from "../customers/CustomerService.js"
 import { InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable } from "../domain/Errors.js"
 import { CurrentTenant } from "../domain/Tenant.js"
@@ -14,6 +14,10 @@ import { PgClient } from "@effect/sql-pg"
 import { HttpConfig } from "../config/AppConfig.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
+import { toDateOrUndefined } from "./Params.js"
+import { EventCursor } from "./Cursors.js"
+
+const encodeEventCursor = Schema.encodeSync(EventCursor)
 
 export const customerView = (c: CustomerRow) =>
   Customer.make({
@@ -35,16 +39,6 @@ export const meterView = (m: MeterRow) =>
     filters: m.filters ?? [],
     created_at: new Date(m.createdAt).toISOString()
   })
-
-const parseDate = (name: string, v: string | undefined) => {
-  if (v === undefined) return Effect.succeed(undefined)
-  const d = new Date(v)
-  if (Number.isNaN(d.getTime())) return Effect.fail(InvalidInput.of("invalid_parameter", `${name} must be an RFC 3339 date-time`))
-  // beyond what a timestamptz column accepts, PostgreSQL answers a data error, not an empty page
-  if (d.getUTCFullYear() < 1 || d.getUTCFullYear() > 9999)
-    return Effect.fail(InvalidInput.of("invalid_parameter", `${name} must be between years 0001 and 9999`))
-  return Effect.succeed(d)
-}
 
 /** "ok", "timeout" (no answer within 2 s) or "unreachable" (an error, logged with its cause). */
 const probe = <E>(check: Effect.Effect<unknown, E>) =>
@@ -199,8 +193,8 @@ export const EventsLive = HttpApiBuilder.group(FlexPriceApi, "events", (handlers
       .handleRaw("list", ({ urlParams }) =>
         Effect.gen(function* () {
           const scope = yield* CurrentTenant
-          const from = yield* parseDate("from", urlParams.from)
-          const to = yield* parseDate("to", urlParams.to)
+          const from = toDateOrUndefined(urlParams.from)
+          const to = toDateOrUndefined(urlParams.to)
           const page = yield* store.listEvents({
             scope,
             externalCustomerId: urlParams.external_customer_id,
@@ -222,7 +216,7 @@ export const EventsLive = HttpApiBuilder.group(FlexPriceApi, "events", (handlers
               status: e.status,
               error: e.error
             })),
-            next_cursor: page.nextCursor
+            next_cursor: page.nextCursor === null ? null : encodeEventCursor(page.nextCursor)
           }
           return HttpServerResponse.text(stringifyJson(body), { contentType: "application/json" })
         }).pipe(orUnavailable)

@@ -22,6 +22,7 @@ import {
   UpstreamFailed
 } from "../domain/Errors.js"
 import { scrubString } from "../observability/Scrub.js"
+import { codeOfMessage } from "./Params.js"
 
 /** The body of every error response. */
 export const ErrorBody = Schema.Struct({
@@ -128,10 +129,26 @@ const describeIssues = (issues: ReadonlyArray<FormattedIssue>): Array<{ readonly
 }
 
 /**
+ * A refusal by the parameter schemas of Params.ts, which keep the codes the handlers answered
+ * before the schemas did the parsing (`invalid_parameter`, `invalid_cursor`): only when every
+ * issue is one of theirs (a wrong type or a missing field stays `invalid_request`). The `undefined`
+ * member of an optional parameter refuses the same value and is not an issue of its own.
+ */
+const codedRefusal = (all: ReadonlyArray<FormattedIssue>): InvalidInput | undefined => {
+  const issues = all.filter((i) => TYPED.exec(i.message)?.[1] !== "undefined")
+  const code = issues.length === 0 ? undefined : codeOfMessage(issues[0]!.message)
+  if (code === undefined || issues.some((i) => codeOfMessage(i.message) !== code)) return undefined
+  const message = issues.map((i) => `${where(i.path)} ${i.message}`).join("; ")
+  return InvalidInput.of(code, message, { parameter: where(issues[0]!.path) })
+}
+
+/**
  * A request the endpoint's schemas refused (path, query, headers or body): 400 `invalid_request`
  * naming each field and what was expected; details.issues keeps the path of each.
  */
 export const invalidRequest = (e: HttpApiDecodeError): InvalidInput => {
+  const coded = codedRefusal(e.issues)
+  if (coded !== undefined) return coded
   const issues = describeIssues(e.issues).map((i) => ({ path: i.path, message: scrubString(i.message) }))
   const message = issues.length === 0 ? "the request does not match the expected schema" : issues.map((i) => i.message).slice(0, 5).join("; ")
   return InvalidInput.of("invalid_request", message, { issues })

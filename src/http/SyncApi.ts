@@ -4,13 +4,15 @@
  */
 import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "@effect/platform"
 import { Schema } from "effect"
+import { BatchCursor } from "./Cursors.js"
+import { Instant } from "./Params.js"
 import { Authentication } from "./Security.js"
 
 const Status = Schema.Literal("pending", "sending", "synced", "failed", "skipped")
 
 export const ManualSyncRequest = Schema.Struct({
-  window_start: Schema.String.annotations({ description: "RFC 3339; windows overlapping [window_start, window_end) are synced" }),
-  window_end: Schema.String.annotations({ description: "RFC 3339, exclusive" }),
+  window_start: Instant.annotations({ description: "RFC 3339; windows overlapping [window_start, window_end) are synced" }),
+  window_end: Instant.annotations({ description: "RFC 3339, exclusive" }),
   dry_run: Schema.optionalWith(Schema.Boolean, { default: () => false })
 })
 
@@ -139,8 +141,8 @@ export const BatchRetryRequest = Schema.Struct({
   meter_id: Schema.optional(Schema.String),
   customer_id: Schema.optional(Schema.String),
   error_code: Schema.optional(Schema.String.annotations({ description: "the batch's error_code, e.g. Stripe's resource_missing" })),
-  from: Schema.optional(Schema.String.annotations({ description: "RFC 3339: windows starting at or after" })),
-  to: Schema.optional(Schema.String.annotations({ description: "RFC 3339: windows starting before" })),
+  from: Schema.optional(Instant.annotations({ description: "RFC 3339: windows starting at or after" })),
+  to: Schema.optional(Instant.annotations({ description: "RFC 3339: windows starting before" })),
   dry_run: Schema.optionalWith(Schema.Boolean, { default: () => false })
 })
 
@@ -162,13 +164,13 @@ export class SyncGroup extends HttpApiGroup.make("sync")
           status: Schema.optional(Status),
           customer_id: Schema.optional(Schema.String),
           meter_id: Schema.optional(Schema.String),
-          from: Schema.optional(Schema.String),
-          to: Schema.optional(Schema.String),
+          from: Schema.optional(Instant.annotations({ description: "RFC 3339: windows starting at or after" })),
+          to: Schema.optional(Instant.annotations({ description: "RFC 3339: windows starting before" })),
           limit: Limit,
-          cursor: Schema.optional(Schema.String)
+          cursor: Schema.optional(BatchCursor)
         })
       )
-      .addSuccess(Schema.Struct({ batches: Schema.Array(SyncBatch), next_cursor: Schema.NullOr(Schema.String) }))
+      .addSuccess(Schema.Struct({ batches: Schema.Array(SyncBatch), next_cursor: Schema.NullOr(BatchCursor) }))
   )
   .add(
     HttpApiEndpoint.post("retryBatches", "/v1/stripe/sync/batches/retry")
@@ -181,7 +183,12 @@ export class SyncGroup extends HttpApiGroup.make("sync")
   )
   .add(
     HttpApiEndpoint.get("reconciliation", "/v1/stripe/sync/reconciliation")
-      .setUrlParams(Schema.Struct({ from: Schema.String, to: Schema.String }))
+      .setUrlParams(
+        Schema.Struct({
+          from: Instant.annotations({ description: "RFC 3339: hours starting at or after" }),
+          to: Instant.annotations({ description: "RFC 3339: hours starting before" })
+        })
+      )
       .addSuccess(Reconciliation)
   )
   .middleware(Authentication) {}

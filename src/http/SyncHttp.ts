@@ -15,17 +15,7 @@ import { CallBudget } from "../sync/CallBudget.js"
 import { countingRequests } from "../stripe/RequestCount.js"
 import { FlexPriceApi } from "./Api.js"
 import { orUnavailable } from "./Errors.js"
-import { iso, isoOrNull, parseDate, requiredDate, sourceIp } from "./Params.js"
-
-const encodeCursor = (b: BatchRow) => Buffer.from(`${iso(b.windowStart)}|${b.id}`).toString("base64url")
-const decodeCursor = (c: string) => {
-  const text = Buffer.from(c, "base64url").toString("utf8")
-  const i = text.indexOf("|")
-  const d = new Date(text.slice(0, i))
-  return i > 0 && !Number.isNaN(d.getTime())
-    ? Effect.succeed({ windowStart: d, id: text.slice(i + 1) })
-    : Effect.fail(InvalidInput.of("invalid_cursor", "cursor is not one returned by this endpoint"))
-}
+import { iso, isoOrNull, sourceIp, toDate, toDateOrUndefined } from "./Params.js"
 
 export const batchView = (b: BatchRow) => ({
   id: b.id,
@@ -76,8 +66,8 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
     return handlers
       .handle("manual", ({ payload }) =>
         Effect.gen(function* () {
-          const from = yield* requiredDate("window_start", payload.window_start)
-          const to = yield* requiredDate("window_end", payload.window_end)
+          const from = toDate(payload.window_start)
+          const to = toDate(payload.window_end)
           if (to.getTime() <= from.getTime()) return yield* InvalidInput.of("invalid_range", "window_end must be after window_start")
           if (to.getTime() - from.getTime() > 35 * 86_400_000)
             return yield* InvalidInput.of("invalid_range", "a manual sync covers at most 35 days (Stripe's limit)")
@@ -183,27 +173,27 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
       .handle("batches", ({ urlParams }) =>
         Effect.gen(function* () {
           const limit = urlParams.limit ?? 100
-          const before = urlParams.cursor === undefined ? undefined : yield* decodeCursor(urlParams.cursor)
+          const before = urlParams.cursor === undefined ? undefined : { windowStart: urlParams.cursor.key, id: urlParams.cursor.id }
           const rows = yield* repo.list({
             status: urlParams.status,
             customerId: urlParams.customer_id,
             meterId: urlParams.meter_id,
-            from: yield* parseDate("from", urlParams.from),
-            to: yield* parseDate("to", urlParams.to),
+            from: toDateOrUndefined(urlParams.from),
+            to: toDateOrUndefined(urlParams.to),
             limit: limit + 1,
             before
           })
           const page = rows.slice(0, limit)
           return {
             batches: page.map(batchView),
-            next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]!) : null
+            next_cursor: rows.length > limit ? { key: page[page.length - 1]!.windowStart, id: page[page.length - 1]!.id } : null
           }
         }).pipe(orUnavailable)
       )
       .handle("retryBatches", ({ payload }) =>
         Effect.gen(function* () {
-          const from = yield* parseDate("from", payload.from)
-          const to = yield* parseDate("to", payload.to)
+          const from = toDateOrUndefined(payload.from)
+          const to = toDateOrUndefined(payload.to)
           if (from && to && to.getTime() <= from.getTime()) return yield* InvalidInput.of("invalid_range", "to must be after from")
           const now = new Date(yield* Clock.currentTimeMillis)
           const ids = yield* repo.requeueFailed(
@@ -241,8 +231,8 @@ export const SyncHttpLive = HttpApiBuilder.group(FlexPriceApi, "sync", (handlers
       )
       .handle("reconciliation", ({ urlParams }) =>
         Effect.gen(function* () {
-          const from = yield* requiredDate("from", urlParams.from)
-          const to = yield* requiredDate("to", urlParams.to)
+          const from = toDate(urlParams.from)
+          const to = toDate(urlParams.to)
           if (to.getTime() <= from.getTime()) return yield* InvalidInput.of("invalid_range", "to must be after from")
           if (to.getTime() - from.getTime() > 35 * 86_400_000)
             return yield* InvalidInput.of("invalid_range", "reconciliation covers at most 35 days")

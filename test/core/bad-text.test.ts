@@ -92,6 +92,25 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect(listed.data.events.map((e) => e.event_id).sort()).toEqual(["bt-good-1", "bt-good-2"])
       const range = await app.request("GET", "/v1/events?from=0000-01-01T00:00:00Z")
       expect([range.status, range.error.code]).toEqual([400, "invalid_parameter"])
+      // the window and cursor schemas keep their own codes wherever they are used; a wrong type, a
+      // missing bound or another parameter's refusal is the generic invalid_request
+      for (const [path, code] of [
+        ["/v1/events?to=10000-01-01T00:00:00Z", "invalid_parameter"],
+        ["/v1/events?from=yesterday", "invalid_parameter"],
+        ["/v1/stripe/sync/batches?from=0000-12-31T23:59:59Z", "invalid_parameter"],
+        ["/v1/stripe/sync/reconciliation?from=2025-01-01&to=2025-01-02T00:00:00Z", "invalid_parameter"],
+        ["/v1/events?cursor=nonsense", "invalid_cursor"],
+        ["/v1/stripe/sync/batches?cursor=nonsense", "invalid_cursor"],
+        ["/v1/events?from=2025-01-01T00:00:00Z&limit=0", "invalid_request"],
+        ["/v1/stripe/sync/reconciliation?to=2025-01-02T00:00:00Z", "invalid_request"]
+      ] as const) {
+        const res = await app.request("GET", path)
+        expect([res.status, res.error.code], path).toEqual([400, code])
+      }
+      const wrongType = await app.request("POST", "/v1/stripe/sync/manual", { window_start: 5, window_end: "2025-01-01T00:00:00Z" })
+      expect([wrongType.status, wrongType.error.code]).toEqual([400, "invalid_request"])
+      const badStart = await app.request("POST", "/v1/stripe/sync/manual", { window_start: "soon", window_end: "2025-01-01T00:00:00Z" })
+      expect([badStart.status, badStart.error.code, badStart.error.details]).toEqual([400, "invalid_parameter", { parameter: "window_start" }])
     })
 
     it("answers malformed JSON with malformed_json, an over-cap body with 413, 10,000-deep JSON with 400", async () => {

@@ -10,6 +10,7 @@ import {
   EventStore,
   type AggregateGroup,
   type AggregateQuery,
+  type EventKeyset,
   type ProcessedEvent,
   type StoredEvent
 } from "../../src/events/EventStore.js"
@@ -418,7 +419,7 @@ export const eventStoreContract = (name: string, storeLayer: Layer.Layer<EventSt
         })
       )
 
-      it.effect("listEvents pages newest first with an opaque cursor and filters", () =>
+      it.effect("listEvents pages newest first with a keyset cursor and filters", () =>
         Effect.gen(function* () {
           const store = yield* EventStore
           const scope = freshScope()
@@ -433,7 +434,7 @@ export const eventStoreContract = (name: string, storeLayer: Layer.Layer<EventSt
           )
           yield* store.insertEvents(events)
           const seen: Array<string> = []
-          let cursor: string | undefined
+          let cursor: EventKeyset | undefined
           let pages = 0
           do {
             const page = yield* store.listEvents({ scope, limit: 3, cursor })

@@ -15,6 +15,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, type Scope, Stream } from "effect"
 import { fromClient } from "../../src/events/ClickHouseEventStore.js"
+import type { EventKeyset } from "../../src/events/EventStore.js"
 import { isDecimal, normalize } from "../../src/domain/Decimal.js"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { makeClient, resolveConnection, type ChClient, type Row } from "../../src/events/clickhouse/Client.js"
@@ -72,7 +73,7 @@ const script = (store: EventStoreShape, scope: TenantScope) =>
       { eventId: "evt-unknown", customerId: "cust_a", status: "processed", error: null }
     ])
     yield* store.updateEventStatus(scope, [{ eventId: "evt-2", customerId: "cust_b", status: "processed", error: null }])
-    let cursor: string | undefined
+    let cursor: EventKeyset | undefined
     do {
       cursor = (yield* store.listEvents({ scope, limit: 3, cursor })).nextCursor ?? undefined
     } while (cursor !== undefined)

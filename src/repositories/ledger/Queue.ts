@@ -2,20 +2,33 @@
  * The push queue and the status marks the push records, plus re-evaluation and operator re-queues.
  * Every statement is scoped by the CurrentTenant (see ../SyncBatchRepo.ts).
  */
+import { SqlSchema } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Option } from "effect"
+import { Effect, Option, Schema } from "effect"
+import { orDieOnRow } from "../../db/Rows.js"
 import { CurrentTenant } from "../../domain/Tenant.js"
 import { textArray } from "../../db/SqlArrays.js"
 import type { Fragment } from "@effect/sql/Statement"
 import {
   type BatchKey,
   BATCH_COLS,
+  BatchRowSchema,
+  leanBatchRow,
   NEEDS_REVIEW,
-  type RawBatch,
   type RequeueFilter,
-  type SkipReason,
-  toBatch
+  type SkipReason
 } from "./Model.js"
+
+const Keyset = Schema.Struct({ windowStart: Schema.DateFromSelf, id: Schema.String })
+const PushQueueRequest = Schema.Struct({
+  after: Schema.OptionFromSelf(Keyset),
+  limit: Schema.Int,
+  retryCap: Schema.Int,
+  windowFrom: Schema.optional(Schema.DateFromSelf),
+  windowTo: Schema.optional(Schema.DateFromSelf)
+})
+const ReevaluationRequest = Schema.Struct({ since: Schema.DateFromSelf, limit: Schema.Int, afterId: Schema.optional(Schema.String) })
+const PairRangeRequest = Schema.Struct({ customerId: Schema.String, meterId: Schema.String, from: Schema.DateFromSelf, to: Schema.DateFromSelf })
 
 export const makeQueue = (sql: PgClient.PgClient) => {
   const cols = sql.literal(BATCH_COLS)
@@ -36,30 +49,24 @@ export const makeQueue = (sql: PgClient.PgClient) => {
    * sorted per page, ~0.7 s, against 2,000 rows read, ~17 ms). `window_start >= cursor` lets
    * run-time pruning drop the months before the cursor.
    */
-  const pushQueue = (opts: {
-    readonly after: Option.Option<{ readonly windowStart: Date; readonly id: string }>
-    readonly limit: number
-    readonly retryCap: number
-    readonly windowFrom?: Date | undefined
-    readonly windowTo?: Date | undefined
-  }) =>
-    Effect.flatMap(CurrentTenant, (t) =>
-      sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
-        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-          AND sync_status IN ('pending', 'sending', 'failed')
-          AND (sync_status IN ('pending', 'sending')
-               OR (sync_status = 'failed' AND retry_count < ${opts.retryCap} AND COALESCE(error_code, '') <> ${NEEDS_REVIEW}
-                   AND stripe_error_event_id IS NULL))
-          ${opts.windowFrom ? sql`AND window_start >= ${opts.windowFrom}` : sql``}
-          ${opts.windowTo ? sql`AND window_start < ${opts.windowTo}` : sql``}
-          ${Option.match(opts.after, {
-            onNone: () => sql``,
-            onSome: (c) => sql`AND window_start >= (SELECT ${c.windowStart}::timestamptz)
-              AND (window_start, id) > ((SELECT ${c.windowStart}::timestamptz), (SELECT ${c.id}::text))`
-          })}
-        ORDER BY window_start, id
-        LIMIT ${opts.limit}`
-    ).pipe(Effect.map((rows) => rows.map(toBatch)))
+  const pushQueue = (opts: typeof PushQueueRequest.Type) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql<typeof BatchRowSchema.Encoded>`SELECT ${cols} FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND sync_status IN ('pending', 'sending', 'failed')
+            AND (sync_status IN ('pending', 'sending')
+                 OR (sync_status = 'failed' AND retry_count < ${opts.retryCap} AND COALESCE(error_code, '') <> ${NEEDS_REVIEW}
+                     AND stripe_error_event_id IS NULL))
+            ${opts.windowFrom ? sql`AND window_start >= ${opts.windowFrom}` : sql``}
+            ${opts.windowTo ? sql`AND window_start < ${opts.windowTo}` : sql``}
+            ${Option.match(opts.after, {
+              onNone: () => sql``,
+              onSome: (c) => sql`AND window_start >= (SELECT ${c.windowStart}::timestamptz)
+                AND (window_start, id) > ((SELECT ${c.windowStart}::timestamptz), (SELECT ${c.id}::text))`
+            })}
+          ORDER BY window_start, id
+          LIMIT ${opts.limit}`
+      ).pipe(Effect.map((rows) => rows.map(leanBatchRow)))
 
   /**
    * The batches `keys` name, for `UPDATE stripe_sync_batches b … FROM ${from} WHERE ${where}`:
@@ -155,16 +162,21 @@ export const makeQueue = (sql: PgClient.PgClient) => {
     mark(keys, sql`first_sent_at = NULL, sync_status = 'pending', updated_at = ${now}`, sql`AND b.sync_status <> 'synced'`)
 
   /** Skipped batches (no customer mapping / meter mapping gone) that may become sendable. */
-  const skippedForReevaluation = (opts: { readonly since: Date; readonly limit: number; readonly afterId?: string | undefined }) =>
-    Effect.flatMap(CurrentTenant, (t) =>
-      sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
-        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-          AND sync_status = 'skipped' AND skip_reason IN ('no_mapping', 'mapping_deleted')
-          AND window_start >= ${opts.since}
-          ${opts.afterId ? sql`AND id > ${opts.afterId}` : sql``}
-        ORDER BY id
-        LIMIT ${opts.limit}`
-    ).pipe(Effect.map((rows) => rows.map(toBatch)))
+  const skippedRows = SqlSchema.findAll({
+    Request: ReevaluationRequest,
+    Result: BatchRowSchema,
+    execute: (opts) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`SELECT ${cols} FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND sync_status = 'skipped' AND skip_reason IN ('no_mapping', 'mapping_deleted')
+            AND window_start >= ${opts.since}
+            ${opts.afterId ? sql`AND id > ${opts.afterId}` : sql``}
+          ORDER BY id
+          LIMIT ${opts.limit}`
+      )
+  })
+  const skippedForReevaluation = (opts: typeof ReevaluationRequest.Type) => orDieOnRow(skippedRows(opts))
 
   /** A re-evaluated skipped batch becomes pending with its send amount fixed now. */
   const makeSendable = (rows: ReadonlyArray<{ readonly id: string; readonly sentQuantity: string; readonly providerMeterId: string; readonly status: "pending" | "skipped"; readonly skipReason: SkipReason | null }>, now: Date) =>
@@ -187,14 +199,20 @@ export const makeQueue = (sql: PgClient.PgClient) => {
         ).pipe(Effect.asVoid)
 
   /** Σ sent of synced batches per window for one (customer, meter) in [from, to). */
+  const syncedRows = SqlSchema.findAll({
+    Request: PairRangeRequest,
+    Result: BatchRowSchema,
+    execute: ({ customerId, meterId, from, to }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`SELECT ${cols} FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND customer_id = ${customerId} AND meter_id = ${meterId}
+            AND window_start >= ${from} AND window_start < ${to}
+            AND sent_quantity IS NOT NULL`
+      )
+  })
   const syncedTotalsFor = (customerId: string, meterId: string, from: Date, to: Date) =>
-    Effect.flatMap(CurrentTenant, (t) =>
-      sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
-        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-          AND customer_id = ${customerId} AND meter_id = ${meterId}
-          AND window_start >= ${from} AND window_start < ${to}
-          AND sent_quantity IS NOT NULL`
-    ).pipe(Effect.map((rows) => rows.map(toBatch)))
+    orDieOnRow(syncedRows({ customerId, meterId, from, to }))
 
   // ---- repairs
 

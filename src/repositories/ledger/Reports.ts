@@ -2,20 +2,34 @@
  * Runs and the reads behind the API, the status, reconciliation and the metrics.
  * Every statement is scoped by the CurrentTenant (see ../SyncBatchRepo.ts).
  */
+import { SqlSchema } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Option } from "effect"
+import { Effect, Option, Schema } from "effect"
 import { CurrentTenant } from "../../domain/Tenant.js"
-import * as Decimal from "../../domain/Decimal.js"
 import { newId } from "../../domain/Ids.js"
-import {
-  BATCH_COLS,
-  type BatchFilter,
-  type RawBatch,
-  type RunCounts,
-  type RunRow,
-  type SyncStatus,
-  toBatch
-} from "./Model.js"
+import { DbDate, DbInt, DbQuantity, orDieOnRow } from "../../db/Rows.js"
+import { BATCH_COLS, type BatchFilter, BatchRowSchema, type RunCounts, type RunRow, RunRowSchema, type SyncStatus } from "./Model.js"
+
+const Status = Schema.Literal("pending", "sending", "synced", "failed", "skipped")
+const BatchFilterRequest = Schema.Struct({
+  status: Schema.optional(Status),
+  customerId: Schema.optional(Schema.String),
+  meterId: Schema.optional(Schema.String),
+  from: Schema.optional(Schema.DateFromSelf),
+  to: Schema.optional(Schema.DateFromSelf),
+  limit: Schema.Int,
+  before: Schema.optional(Schema.Struct({ windowStart: Schema.DateFromSelf, id: Schema.String }))
+})
+const RangeRequest = Schema.Struct({ from: Schema.DateFromSelf, to: Schema.DateFromSelf })
+/** Reconciliation's side of one (customer, meter, hour): Σ sent and Σ |sent|, exact. */
+const HourlyRow = Schema.Struct({
+  customerId: Schema.String,
+  meterId: Schema.String,
+  hour: DbDate,
+  total: DbQuantity,
+  absTotal: DbQuantity,
+  batches: DbInt
+})
 
 export const makeReports = (sql: PgClient.PgClient) => {
   const cols = sql.literal(BATCH_COLS)
@@ -37,39 +51,39 @@ export const makeReports = (sql: PgClient.PgClient) => {
         WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id}`
     ).pipe(Effect.asVoid)
 
-  const lastRun = Effect.flatMap(CurrentTenant, (t) =>
-    sql<RunRow>`SELECT id, trigger, status, started_at, finished_at, windows, batches_created, batches_synced,
-        batches_failed, batches_skipped, error
-      FROM stripe_sync_runs WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-      ORDER BY started_at DESC LIMIT 1`
-  ).pipe(
-    Effect.map((rows) =>
-      Option.map(Option.fromNullable(rows[0]), (r) => ({
-        ...r,
-        windows: Number(r.windows),
-        batchesCreated: Number(r.batchesCreated),
-        batchesSynced: Number(r.batchesSynced),
-        batchesFailed: Number(r.batchesFailed),
-        batchesSkipped: Number(r.batchesSkipped)
-      }))
-    )
-  )
+  const lastRunRow = SqlSchema.findOne({
+    Request: Schema.Void,
+    Result: RunRowSchema,
+    execute: () =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`SELECT id, trigger, status, started_at, finished_at, windows, batches_created, batches_synced,
+            batches_failed, batches_skipped, error
+          FROM stripe_sync_runs WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+          ORDER BY started_at DESC LIMIT 1`
+      )
+  })
+  const lastRun = orDieOnRow(lastRunRow(undefined))
 
   // ---- reads for the API
 
-  const list = (f: BatchFilter) =>
-    Effect.flatMap(CurrentTenant, (t) =>
-      sql<RawBatch>`SELECT ${cols} FROM stripe_sync_batches
-        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-          ${f.status ? sql`AND sync_status = ${f.status}` : sql``}
-          ${f.customerId ? sql`AND customer_id = ${f.customerId}` : sql``}
-          ${f.meterId ? sql`AND meter_id = ${f.meterId}` : sql``}
-          ${f.from ? sql`AND window_start >= ${f.from}` : sql``}
-          ${f.to ? sql`AND window_start < ${f.to}` : sql``}
-          ${f.before ? sql`AND (window_start, id) < (${f.before.windowStart}, ${f.before.id})` : sql``}
-        ORDER BY window_start DESC, id DESC
-        LIMIT ${f.limit}`
-    ).pipe(Effect.map((rows) => rows.map(toBatch)))
+  const listRows = SqlSchema.findAll({
+    Request: BatchFilterRequest,
+    Result: BatchRowSchema,
+    execute: (f) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`SELECT ${cols} FROM stripe_sync_batches
+          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            ${f.status ? sql`AND sync_status = ${f.status}` : sql``}
+            ${f.customerId ? sql`AND customer_id = ${f.customerId}` : sql``}
+            ${f.meterId ? sql`AND meter_id = ${f.meterId}` : sql``}
+            ${f.from ? sql`AND window_start >= ${f.from}` : sql``}
+            ${f.to ? sql`AND window_start < ${f.to}` : sql``}
+            ${f.before ? sql`AND (window_start, id) < (${f.before.windowStart}, ${f.before.id})` : sql``}
+          ORDER BY window_start DESC, id DESC
+          LIMIT ${f.limit}`
+      )
+  })
+  const list = (f: BatchFilter) => orDieOnRow(listRows(f))
 
   const statusCounts = Effect.flatMap(CurrentTenant, (t) =>
     sql<{ syncStatus: SyncStatus; skipReason: string | null; n: string }>`SELECT sync_status, skip_reason, SUM(n) AS n FROM (
@@ -120,36 +134,31 @@ export const makeReports = (sql: PgClient.PgClient) => {
    * Synced totals per (customer, meter, hour) in [from, to), for reconciliation; archived hours
    * from their summaries (`from`/`to` are hour boundaries: Reconciliation.ts rounds them).
    */
-  const syncedHourly = (from: Date, to: Date) =>
-    Effect.flatMap(CurrentTenant, (t) =>
-      sql<{ customerId: string; meterId: string; hour: Date; total: string; absTotal: string; batches: string }>`
-        SELECT customer_id, meter_id, hour, SUM(total)::text AS total, SUM(abs_total)::text AS abs_total, SUM(batches) AS batches
-        FROM (
-          SELECT customer_id, meter_id, date_trunc('hour', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
-                 SUM(sent_quantity) AS total, SUM(ABS(sent_quantity)) AS abs_total, COUNT(*) AS batches
-          FROM stripe_sync_batches
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-            AND sync_status = 'synced' AND window_start >= ${from} AND window_start < ${to}
-          GROUP BY customer_id, meter_id, 3
-          UNION ALL
-          SELECT customer_id, meter_id, hour, synced_total, synced_abs_total, synced_batches
-          FROM stripe_sync_ledger_archive
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-            AND synced_batches > 0 AND hour >= ${from} AND hour < ${to}
-        ) hourly
-        GROUP BY customer_id, meter_id, hour
-        ORDER BY customer_id, meter_id, hour`
-    ).pipe(
-      Effect.map((rows) =>
-        rows.map((r) => ({
-          ...r,
-          total: Decimal.normalize(r.total),
-          absTotal: Decimal.normalize(r.absTotal),
-          hour: new Date(r.hour),
-          batches: Number(r.batches)
-        }))
+  const syncedHourlyRows = SqlSchema.findAll({
+    Request: RangeRequest,
+    Result: HourlyRow,
+    execute: ({ from, to }) =>
+      Effect.flatMap(CurrentTenant, (t) =>
+        sql`
+          SELECT customer_id, meter_id, hour, SUM(total)::text AS total, SUM(abs_total)::text AS abs_total, SUM(batches) AS batches
+          FROM (
+            SELECT customer_id, meter_id, date_trunc('hour', window_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour,
+                   SUM(sent_quantity) AS total, SUM(ABS(sent_quantity)) AS abs_total, COUNT(*) AS batches
+            FROM stripe_sync_batches
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+              AND sync_status = 'synced' AND window_start >= ${from} AND window_start < ${to}
+            GROUP BY customer_id, meter_id, 3
+            UNION ALL
+            SELECT customer_id, meter_id, hour, synced_total, synced_abs_total, synced_batches
+            FROM stripe_sync_ledger_archive
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+              AND synced_batches > 0 AND hour >= ${from} AND hour < ${to}
+          ) hourly
+          GROUP BY customer_id, meter_id, hour
+          ORDER BY customer_id, meter_id, hour`
       )
-    )
+  })
+  const syncedHourly = (from: Date, to: Date) => orDieOnRow(syncedHourlyRows({ from, to }))
 
   /** Batch counts per (window, status) for windows starting in [from, to). */
   const countsByWindow = (from: Date, to: Date) =>

@@ -1890,10 +1890,13 @@ export interface operations {
             query?: {
                 external_customer_id?: string;
                 event_name?: string;
+                /** @description RFC 3339: events at or after */
                 from?: string;
+                /** @description RFC 3339: events before */
                 to?: string;
                 /** @description a string to be decoded into a number */
                 limit?: string;
+                /** @description opaque: the next_cursor of the previous page */
                 cursor?: string;
             };
             header?: never;
@@ -3643,9 +3646,15 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @description RFC 3339; windows overlapping [window_start, window_end) are synced */
+                    /**
+                     * Format: date-time
+                     * @description RFC 3339; windows overlapping [window_start, window_end) are synced
+                     */
                     window_start: string;
-                    /** @description RFC 3339, exclusive */
+                    /**
+                     * Format: date-time
+                     * @description RFC 3339, exclusive
+                     */
                     window_end: string;
                     dry_run?: boolean;
                 };
@@ -3932,10 +3941,13 @@ export interface operations {
                 status?: "pending" | "sending" | "synced" | "failed" | "skipped";
                 customer_id?: string;
                 meter_id?: string;
+                /** @description RFC 3339: windows starting at or after */
                 from?: string;
+                /** @description RFC 3339: windows starting before */
                 to?: string;
                 /** @description a string to be decoded into a number */
                 limit?: string;
+                /** @description opaque: the next_cursor of the previous page */
                 cursor?: string;
             };
             header?: never;
@@ -4081,9 +4093,15 @@ export interface operations {
                     customer_id?: string;
                     /** @description the batch's error_code, e.g. Stripe's resource_missing */
                     error_code?: string;
-                    /** @description RFC 3339: windows starting at or after */
+                    /**
+                     * Format: date-time
+                     * @description RFC 3339: windows starting at or after
+                     */
                     from?: string;
-                    /** @description RFC 3339: windows starting before */
+                    /**
+                     * Format: date-time
+                     * @description RFC 3339: windows starting before
+                     */
                     to?: string;
                     dry_run?: boolean;
                 };
@@ -4194,7 +4212,9 @@ export interface operations {
     "sync.reconciliation": {
         parameters: {
             query: {
+                /** @description RFC 3339: hours starting at or after */
                 from: string;
+                /** @description RFC 3339: hours starting before */
                 to: string;
             };
             header?: never;
@@ -6043,6 +6063,7 @@ export interface operations {
                 to?: string;
                 /** @description a string to be decoded into a number */
                 limit?: string;
+                /** @description opaque: the next_cursor of the previous page */
                 cursor?: string;
             };
             header?: never;
