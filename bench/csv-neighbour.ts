@@ -3,7 +3,10 @@
  * CSV of 181,000 rows into the embedded service (one PGlite connection), then rolls it back.
  * Not a test: nothing is asserted about time.
  *
- *   npx tsx bench/csv-neighbour.ts [rows=181000] [postgresUrl] [--no-rollback]
+ *   npx tsx bench/csv-neighbour.ts [rows=181000] [postgresUrl] [--no-rollback] [--max-seconds=N]
+ *
+ * `--max-seconds=N` stops waiting for the import after N seconds and reports the rows it had done
+ * (a build whose import grows superlinear would otherwise run for hours); no rollback then.
  *
  * One run measures, in this order: the idle service (baseline), the import, the rollback. During
  * each phase two probes run side by side, each one request at a time with 20 ms pauses:
@@ -68,10 +71,10 @@ const rssSampler = () => {
   return { stop: () => (clearInterval(timer), peak) }
 }
 
-const poll = async (url: string, apiKey: string) => {
+const poll = async (url: string, apiKey: string, deadline = Number.POSITIVE_INFINITY) => {
   for (;;) {
     const body = (await (await fetch(url, { headers: { "x-api-key": apiKey } })).json()) as Record<string, any>
-    if (body["status"] !== "running") return body
+    if (body["status"] !== "running" || performance.now() > deadline) return body
     await new Promise((r) => setTimeout(r, 250))
   }
 }
@@ -94,7 +97,7 @@ const line = (name: string, p: Awaited<ReturnType<typeof phase>>) => {
 }
 
 export const benchCsvNeighbour = async (
-  options: { readonly rows?: number; readonly postgresUrl?: string; readonly rollback?: boolean; readonly print?: boolean } = {}
+  options: { readonly rows?: number; readonly postgresUrl?: string; readonly rollback?: boolean; readonly print?: boolean; readonly maxSeconds?: number } = {}
 ) => {
   const rows = options.rows ?? 181_000
   const csv = benchCsv(rows)
@@ -120,19 +123,28 @@ export const benchCsvNeighbour = async (
       })
       const body = (await res.json()) as Record<string, any>
       migrationId = body["migration_id"]
-      if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey)
+      const deadline = options.maxSeconds === undefined ? undefined : performance.now() + options.maxSeconds * 1000
+      if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey, deadline)
       return body
     })
     const r = imported.result as Record<string, any>
-    emit(line(`import (${r["status"]}, ${fmt(rows / imported.seconds)} rows/s)`, imported))
-    if (options.rollback !== false) {
+    const done = r["status"] === "running" ? Number(r["progress"]?.["rows_done"] ?? 0) : rows
+    emit(
+      line(
+        r["status"] === "running"
+          ? `import (STILL RUNNING after ${fmt(imported.seconds)} s: ${fmt(done)} of ${fmt(rows)} rows, ${fmt(done / imported.seconds)} rows/s)`
+          : `import (${r["status"]}, ${fmt(rows / imported.seconds)} rows/s)`,
+        imported
+      )
+    )
+    if (options.rollback !== false && r["status"] !== "running") {
       const rolled = await phase(app, neighbour.apiKey, async () => {
         const res = await fetch(`${app.baseUrl}/v1/stripe/migrate/${migrationId}/rollback`, { method: "POST", headers: { "x-api-key": app.apiKey } })
         const body = (await res.json()) as Record<string, any>
         if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey)
         return body
       })
-      emit(line(`rollback (${(rolled.result as Record<string, any>)["status"]})`, rolled))
+      emit(line(`rollback (${(rolled.result as Record<string, any>)["status"]}, ${fmt(rows / rolled.seconds)} rows/s)`, rolled))
     }
   } finally {
     await app.dispose()
@@ -146,7 +158,14 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const rows = Number(positional[0] ?? "181000")
   const postgresUrl = positional[1]
   console.log(`machine: ${machine()}; load average at the start ${os.loadavg().map((l) => l.toFixed(1)).join(" / ")}; ${new Date().toISOString()}`)
-  benchCsvNeighbour({ rows, ...(postgresUrl ? { postgresUrl } : {}), rollback: !args.includes("--no-rollback"), print: true }).then(
+  const maxSeconds = args.find((a) => a.startsWith("--max-seconds="))?.split("=")[1]
+  benchCsvNeighbour({
+    rows,
+    ...(postgresUrl ? { postgresUrl } : {}),
+    ...(maxSeconds ? { maxSeconds: Number(maxSeconds) } : {}),
+    rollback: !args.includes("--no-rollback"),
+    print: true
+  }).then(
     () => console.log(`load average at the end ${os.loadavg().map((l) => l.toFixed(1)).join(" / ")}`),
     (e) => {
       console.error(e)
