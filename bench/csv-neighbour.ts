@@ -71,10 +71,22 @@ const rssSampler = () => {
   return { stop: () => (clearInterval(timer), peak) }
 }
 
-const poll = async (url: string, apiKey: string, deadline = Number.POSITIVE_INFINITY) => {
+/**
+ * Poll a job's status URL until it ends (or `deadline`); with `progress`, report the rows done
+ * every `every` ms — a cost that grows with the rows before a chunk shows as a falling rate.
+ */
+const poll = async (url: string, apiKey: string, options: { deadline?: number; progress?: (line: string) => void; every?: number } = {}) => {
+  const t0 = performance.now()
+  let mark = { at: t0, done: 0 }
   for (;;) {
     const body = (await (await fetch(url, { headers: { "x-api-key": apiKey } })).json()) as Record<string, any>
-    if (body["status"] !== "running" || performance.now() > deadline) return body
+    if (body["status"] !== "running" || performance.now() > (options.deadline ?? Number.POSITIVE_INFINITY)) return body
+    const now = performance.now()
+    if (options.progress && now - mark.at >= (options.every ?? 60_000)) {
+      const done = Number(body["progress"]?.["rows_done"] ?? 0)
+      options.progress(`  at ${fmt((now - t0) / 1000)} s: ${fmt(done)} rows done, ${fmt(((done - mark.done) * 1000) / (now - mark.at))} rows/s since ${fmt((mark.at - t0) / 1000)} s`)
+      mark = { at: now, done }
+    }
     await new Promise((r) => setTimeout(r, 250))
   }
 }
@@ -124,7 +136,7 @@ export const benchCsvNeighbour = async (
       const body = (await res.json()) as Record<string, any>
       migrationId = body["migration_id"]
       const deadline = options.maxSeconds === undefined ? undefined : performance.now() + options.maxSeconds * 1000
-      if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey, deadline)
+      if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey, { ...(deadline !== undefined ? { deadline } : {}), progress: emit })
       return body
     })
     const r = imported.result as Record<string, any>
