@@ -3,7 +3,15 @@
  * CSV of 181,000 rows into the embedded service (one PGlite connection), then rolls it back.
  * Not a test: nothing is asserted about time.
  *
- *   npx tsx bench/csv-neighbour.ts [rows=181000] [postgresUrl] [--no-rollback]
+ *   npx tsx bench/csv-neighbour.ts [rows=181000] [postgresUrl] [--no-rollback] [--max-seconds=N]
+ *
+ * `--preload=N` first gives the importing tenant N customers, each mapped (external ids outside
+ * the file's), and refreshes planner statistics as an import does: the import then meets what
+ * the last chunks of a 10 MB import meet, so a chunk cost that grows with the tenant's rows shows
+ * in minutes instead of hours.
+ *
+ * `--max-seconds=N` stops waiting for the import after N seconds and reports the rows it had done
+ * (a build whose import grows superlinear would otherwise run for hours); no rollback then.
  *
  * One run measures, in this order: the idle service (baseline), the import, the rollback. During
  * each phase two probes run side by side, each one request at a time with 20 ms pauses:
@@ -15,6 +23,8 @@
 import { Effect } from "effect"
 import * as os from "node:os"
 import { pathToFileURL } from "node:url"
+import { PgClient } from "@effect/sql-pg"
+import { asOwner } from "../src/db/RowSecurity.js"
 import { TenantRepo } from "../src/repositories/TenantRepo.js"
 import { machine, startBenchApp, type BenchApp } from "./harness.js"
 
@@ -68,10 +78,28 @@ const rssSampler = () => {
   return { stop: () => (clearInterval(timer), peak) }
 }
 
-const poll = async (url: string, apiKey: string) => {
+/** A job status body's `progress.rows_done` (0 when absent). */
+const rowsDone = (body: Record<string, unknown>): number => {
+  const progress = body["progress"]
+  return typeof progress === "object" && progress !== null ? Number((progress as Record<string, unknown>)["rows_done"] ?? 0) : 0
+}
+
+/**
+ * Poll a job's status URL until it ends (or `deadline`); with `progress`, report the rows done
+ * every `every` ms — a cost that grows with the rows before a chunk shows as a falling rate.
+ */
+const poll = async (url: string, apiKey: string, options: { deadline?: number; progress?: (line: string) => void; every?: number } = {}) => {
+  const t0 = performance.now()
+  let mark = { at: t0, done: 0 }
   for (;;) {
     const body = (await (await fetch(url, { headers: { "x-api-key": apiKey } })).json()) as Record<string, unknown>
-    if (body["status"] !== "running") return body
+    if (body["status"] !== "running" || performance.now() > (options.deadline ?? Number.POSITIVE_INFINITY)) return body
+    const now = performance.now()
+    if (options.progress && now - mark.at >= (options.every ?? 60_000)) {
+      const done = rowsDone(body)
+      options.progress(`  at ${fmt((now - t0) / 1000)} s: ${fmt(done)} rows done, ${fmt(((done - mark.done) * 1000) / (now - mark.at))} rows/s since ${fmt((mark.at - t0) / 1000)} s`)
+      mark = { at: now, done }
+    }
     await new Promise((r) => setTimeout(r, 250))
   }
 }
@@ -94,7 +122,7 @@ const line = (name: string, p: Awaited<ReturnType<typeof phase>>) => {
 }
 
 export const benchCsvNeighbour = async (
-  options: { readonly rows?: number; readonly postgresUrl?: string; readonly rollback?: boolean; readonly print?: boolean } = {}
+  options: { readonly rows?: number; readonly postgresUrl?: string; readonly rollback?: boolean; readonly print?: boolean; readonly maxSeconds?: number; readonly preload?: number } = {}
 ) => {
   const rows = options.rows ?? 181_000
   const csv = benchCsv(rows)
@@ -109,6 +137,24 @@ export const benchCsvNeighbour = async (
   }
   try {
     const neighbour = await app.runtime.runPromise(Effect.flatMap(TenantRepo, (r) => r.create(`neighbour-${Date.now()}`, "bench")))
+    if (options.preload !== undefined && options.preload > 0) {
+      const t0 = performance.now()
+      const { tenantId, environmentId } = app.scope
+      await app.runtime.runPromise(
+        asOwner("bench preload")(
+          Effect.flatMap(PgClient.PgClient, (sql) =>
+            Effect.all([
+              sql`INSERT INTO customers (id, tenant_id, environment_id, external_id, name, email)
+                SELECT 'cust_pre' || i, ${tenantId}, ${environmentId}, 'pre-' || lpad(i::text, 7, '0'), 'Preloaded', 'p@ex.com' FROM generate_series(1, ${options.preload}) i`,
+              sql`INSERT INTO customer_integration_mappings (id, tenant_id, environment_id, customer_id, provider_type, provider_customer_id, status, source)
+                SELECT 'map_pre' || i, ${tenantId}, ${environmentId}, 'cust_pre' || i, 'stripe', 'cus_P' || lpad(i::text, 7, '0'), 'active', 'api' FROM generate_series(1, ${options.preload}) i`,
+              sql`ANALYZE customers, customer_integration_mappings`
+            ])
+          )
+        )
+      )
+      emit(`preloaded the importing tenant with ${fmt(options.preload)} mapped customers in ${fmt((performance.now() - t0) / 1000, 1)} s`)
+    }
     emit(`file: ${fmt(rows)} rows, ${fmt(Buffer.byteLength(csv) / 1e6, 1)} MB; backend ${options.postgresUrl ? "PostgreSQL" : "PGlite (embedded)"}; RSS at start ${fmt(process.memoryUsage().rss / 2 ** 20)} MiB`)
     emit(line("idle (5 s)", await phase(app, neighbour.apiKey, () => new Promise((r) => setTimeout(r, 5000)))))
     let migrationId = ""
@@ -120,19 +166,28 @@ export const benchCsvNeighbour = async (
       })
       const body = (await res.json()) as Record<string, unknown>
       migrationId = String(body["migration_id"])
-      if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey)
+      const deadline = options.maxSeconds === undefined ? undefined : performance.now() + options.maxSeconds * 1000
+      if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey, { ...(deadline !== undefined ? { deadline } : {}), progress: emit })
       return body
     })
     const r = imported.result as Record<string, unknown>
-    emit(line(`import (${r["status"]}, ${fmt(rows / imported.seconds)} rows/s)`, imported))
-    if (options.rollback !== false) {
+    const done = r["status"] === "running" ? rowsDone(r) : rows
+    emit(
+      line(
+        r["status"] === "running"
+          ? `import (STILL RUNNING after ${fmt(imported.seconds)} s: ${fmt(done)} of ${fmt(rows)} rows, ${fmt(done / imported.seconds)} rows/s)`
+          : `import (${r["status"]}, ${fmt(rows / imported.seconds)} rows/s)`,
+        imported
+      )
+    )
+    if (options.rollback !== false && r["status"] !== "running") {
       const rolled = await phase(app, neighbour.apiKey, async () => {
         const res = await fetch(`${app.baseUrl}/v1/stripe/migrate/${migrationId}/rollback`, { method: "POST", headers: { "x-api-key": app.apiKey } })
         const body = (await res.json()) as Record<string, unknown>
         if (res.status === 202) return poll(`${app.baseUrl}${body["status_url"]}`, app.apiKey)
         return body
       })
-      emit(line(`rollback (${(rolled.result as Record<string, unknown>)["status"]})`, rolled))
+      emit(line(`rollback (${(rolled.result as Record<string, unknown>)["status"]}, ${fmt(rows / rolled.seconds)} rows/s)`, rolled))
     }
   } finally {
     await app.dispose()
@@ -146,7 +201,16 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const rows = Number(positional[0] ?? "181000")
   const postgresUrl = positional[1]
   console.log(`machine: ${machine()}; load average at the start ${os.loadavg().map((l) => l.toFixed(1)).join(" / ")}; ${new Date().toISOString()}`)
-  benchCsvNeighbour({ rows, ...(postgresUrl ? { postgresUrl } : {}), rollback: !args.includes("--no-rollback"), print: true }).then(
+  const maxSeconds = args.find((a) => a.startsWith("--max-seconds="))?.split("=")[1]
+  const preload = args.find((a) => a.startsWith("--preload="))?.split("=")[1]
+  benchCsvNeighbour({
+    rows,
+    ...(postgresUrl ? { postgresUrl } : {}),
+    ...(maxSeconds ? { maxSeconds: Number(maxSeconds) } : {}),
+    ...(preload ? { preload: Number(preload) } : {}),
+    rollback: !args.includes("--no-rollback"),
+    print: true
+  }).then(
     () => console.log(`load average at the end ${os.loadavg().map((l) => l.toFixed(1)).join(" / ")}`),
     (e) => {
       console.error(e)

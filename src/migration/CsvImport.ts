@@ -31,7 +31,7 @@ import { addChunk, type Chunk, chunkReader, emptyTally, judgeOutcomes, progressO
 import { checkCsvItem, CsvDuplicates, type CsvMappingRow, type CsvRowProblem, isRowProblem, readCsvHeader } from "./CsvMapping.js"
 import type { ConflictStrategy, MigrationJob } from "./Model.js"
 import { freshUndo, Rollback, type UndoState } from "./Rollback.js"
-import { CHUNK_RETRY, describeError, isInfraError, linkingJobServices, LostClaim } from "./Shared.js"
+import { CHUNK_RETRY, describeError, isInfraError, linkingJobServices, LostClaim, statisticsSchedule } from "./Shared.js"
 
 export interface CsvImportOptions {
   readonly verify: boolean
@@ -169,8 +169,10 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
             let t = emptyTally
             const read = chunkReader(text, duplicates)
             let size = firstChunkSize(config)
-            // planner statistics at 1,000 rows applied, then each time the count doubles
-            let analyzeAt = apply ? 1000 : Number.POSITIVE_INFINITY
+            // a dry run or check writes nothing: statistics once, before its first chunk
+            const statisticsDue = statisticsSchedule()
+            const refreshStatistics = gate.turn(repo.refreshStatistics).pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
+            if (statisticsDue(0)) yield* refreshStatistics
             for (let chunk = read(size); chunk !== undefined; chunk = read(size)) {
               const checked = verify ? yield* stripeCheck(chunk.rows) : { kept: chunk.rows, problems: [] }
               const before = t
@@ -180,10 +182,7 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
                 .pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
               t = next
               size = nextChunkSize(config, size, Duration.toMillis(took))
-              if (t.rowsDone >= analyzeAt) {
-                analyzeAt = t.rowsDone * 2
-                yield* gate.turn(repo.refreshStatistics).pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
-              }
+              if (apply && statisticsDue(t.rowsDone)) yield* refreshStatistics
             }
             return t
           })

@@ -5,19 +5,22 @@
  * customer; both decide through the same rules (LinkRules), so conflict rules and pending-event
  * processing are the same everywhere.
  *
- * Resumability: each Stripe page (100 customers) is applied in ONE database transaction that
- * also saves the cursor, the counts and the entities created. A crash or interruption at any
- * instant loses at most the page in flight, whose transaction rolls back; the job then resumes
- * after the last committed page and ends in exactly the state (and counts) of an uninterrupted
- * run. Stripe pages are fetched outside the transaction; pages take turns with other tenants'
- * chunks (JobGate).
+ * Resumability: each Stripe page (100 customers) is applied in chunks, each chunk in ONE
+ * database transaction that also saves the cursor (its last customer: Stripe lists from any
+ * customer id), the counts and the entities created. A crash or interruption at any instant loses
+ * at most the chunk in flight, whose transaction rolls back; the job then resumes after the last
+ * committed chunk and ends in exactly the state (and counts) of an uninterrupted run. `pages`
+ * counts pages whose last chunk committed. Stripe pages are fetched outside any transaction;
+ * chunks are sized by how long the last one took, as a CSV import's are
+ * (Config.nextChunkSize: at most FLEXPRICE_MIGRATION_CHUNK_ROWS, so a page of 100 is one chunk
+ * on a quick database), and take turns with other tenants' chunks (JobGate).
  *
  * Dry run: the linker is asked what it would do and nothing is written but the job row. What an
  * earlier row of the same run "would have created" is remembered in memory, so a later duplicate
  * of an external_id is reported as the conflict a real run would meet. That memory dies with the
  * process, so a resumed dry run starts again from the first page (it wrote nothing anyway).
  */
-import { Cause, Effect, Exit, Fiber, Metric, MetricLabel, Option, Schedule, Stream } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, Metric, MetricLabel, Option, Schedule, Stream } from "effect"
 import type { LinkManyInput, LinkOutcome } from "../customers/CustomerLinker.js"
 import { NotFound } from "../domain/Errors.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
@@ -25,7 +28,7 @@ import * as Metrics from "../observability/Metrics.js"
 import { type MappingSnapshot, MigrationAlreadyRunning } from "../repositories/MigrationJobRepo.js"
 import type { StripeCustomer, StripeCustomerPage } from "../stripe/StripeClient.js"
 import { isStripeError, type StripeError } from "../stripe/StripeErrors.js"
-import { heartbeatInterval } from "./Config.js"
+import { firstChunkSize, heartbeatInterval, nextChunkSize } from "./Config.js"
 import { MAX_EXTERNAL_ID_LENGTH } from "./CsvMapping.js"
 import {
   MAX_PROBLEMS,
@@ -36,7 +39,7 @@ import {
   type MigrationProgress,
   zeroCounts
 } from "./Model.js"
-import { CHUNK_RETRY, describeError, isInfraError, linkingJobServices, LostClaim } from "./Shared.js"
+import { CHUNK_RETRY, describeError, isInfraError, linkingJobServices, LostClaim, statisticsSchedule } from "./Shared.js"
 
 /** Called after every committed page (CLI progress line, tests). */
 export type PageListener = (progress: MigrationProgress & { readonly migrationId: string }) => Effect.Effect<void>
@@ -217,12 +220,20 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
     })
 
     /**
-     * Apply one page in one transaction (cursor, counts and created entities included). Stamped
-     * as one in-flight ingest, so the sync watermark stays below the processed rows written for
-     * pending events until the page commits.
+     * Apply a chunk of a page (all of it, or a slice) in one transaction: cursor, counts and
+     * created entities included; `pages` counts up with the page's last chunk. Stamped as one
+     * in-flight ingest, so the sync watermark stays below the processed rows written for pending
+     * events until the chunk commits. Answers how long the chunk took, with its result.
      */
-    const applyPage = (job: MigrationJob, owner: string, progress: MigrationProgress, page: StripeCustomerPage, wouldLink: Map<string, string> | undefined) =>
-      gate.turn(watermark.stamped(() =>
+    const applyChunk = (
+      job: MigrationJob,
+      owner: string,
+      progress: MigrationProgress,
+      chunk: { readonly page: StripeCustomerPage; readonly lastOfPage: boolean },
+      wouldLink: Map<string, string> | undefined
+    ) => {
+      const page = chunk.page
+      return gate.timedTurn(watermark.stamped(() =>
         sql.withTransaction(
           Effect.gen(function* () {
             const s = freshState(progress)
@@ -265,9 +276,9 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
               if (s.stopped !== undefined) break
             }
             const next: MigrationProgress = {
-              // A page cut short by a `fail` conflict is not complete: the cursor stays.
+              // A chunk cut short by a `fail` conflict is not complete: the cursor stays.
               cursor: s.stopped === undefined ? (page.lastId ?? progress.cursor) : progress.cursor,
-              pages: s.stopped === undefined ? progress.pages + 1 : progress.pages,
+              pages: s.stopped === undefined && chunk.lastOfPage ? progress.pages + 1 : progress.pages,
               counts: s.counts,
               problems: s.problems,
               problemsTotal: s.problemsTotal
@@ -283,6 +294,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
         Effect.retry({ schedule: CHUNK_RETRY, while: (e) => isInfraError(e) }),
         Effect.withSpan("migration.page", { attributes: { "migration.id": job.id, "migration.page_size": page.customers.length } })
       )
+    }
 
     const progressOf = (job: MigrationJob): MigrationProgress => ({
       cursor: job.cursor,
@@ -327,22 +339,39 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
           yield* finish("failed", describeError(ref.left))
           return
         }
+        let size = firstChunkSize(config)
+        let applied = 0
+        const statisticsDue = statisticsSchedule()
+        /**
+         * A page in chunks, in order, each starting from the progress the previous one committed;
+         * planner statistics before the first chunk and as the rows applied double (PGlite has no
+         * autovacuum; Shared.statisticsSchedule). Ends early at a `fail` conflict.
+         */
+        const applyPage = (page: StripeCustomerPage) =>
+          Effect.gen(function* () {
+            for (let from = 0; ; ) {
+              if (statisticsDue(applied)) yield* gate.turn(repo.refreshStatistics).pipe(Effect.retry({ schedule: CHUNK_RETRY, while: isInfraError }))
+              const customers = page.customers.slice(from, from + size)
+              const lastOfPage = from + customers.length >= page.customers.length
+              const chunk = { page: { ...page, customers, lastId: lastOfPage ? page.lastId : customers[customers.length - 1]!.id }, lastOfPage }
+              const [took, result] = yield* applyChunk(job, owner, progress, chunk, wouldLink)
+              progress = result.next
+              if (wouldLink) for (const [k, v] of result.wouldLink) wouldLink.set(k, v)
+              size = nextChunkSize(config, size, Duration.toMillis(took))
+              applied += customers.length
+              from += customers.length
+              if (lastOfPage || result.stopped !== undefined) {
+                if (onPage) yield* onPage({ ...progress, migrationId: job.id })
+                return result
+              }
+            }
+          })
         const pages: Stream.Stream<StripeCustomerPage, StripeError> = stripe.streamCustomerPages(ref.right, progress.cursor ?? undefined)
         const outcome = yield* pages.pipe(
           // Fetch the next page while this one is applied.
           Stream.buffer({ capacity: 1 }),
           // Sequential: each page starts from the progress the previous one committed.
-          Stream.mapEffect((page) =>
-            Effect.suspend(() => applyPage(job, owner, progress, page, wouldLink)).pipe(
-              Effect.tap(({ next, wouldLink: staged }) =>
-                Effect.gen(function* () {
-                  progress = next
-                  if (wouldLink) for (const [k, v] of staged) wouldLink.set(k, v)
-                  if (onPage) yield* onPage({ ...next, migrationId: job.id })
-                })
-              )
-            )
-          ),
+          Stream.mapEffect((page) => Effect.suspend(() => applyPage(page))),
           Stream.takeUntil(({ stopped }) => stopped !== undefined),
           Stream.runLast,
           Effect.exit

@@ -32,6 +32,23 @@ export class LostClaim {
 /** A chunk (page, rows, entities) that met a database error is retried whole: it rolled back. */
 export const CHUNK_RETRY = Schedule.exponential("200 millis").pipe(Schedule.intersect(Schedule.recurs(4)))
 
+/**
+ * When a job that links rows chunk after chunk refreshes planner statistics
+ * (MigrationJobRepo.refreshStatistics): before its first chunk, then each time the rows it applied
+ * pass 1,000 and double. Embedded PGlite runs no autovacuum, and the chunk's lookups are only
+ * planned as index lookups with statistics: without them a tenant that already holds many rows
+ * (webhooks, an earlier import) would have every chunk read all its mappings. Answers, for the
+ * rows applied so far, whether to refresh now.
+ */
+export const statisticsSchedule = () => {
+  let next = 0
+  return (applied: number): boolean => {
+    if (applied < next) return false
+    next = Math.max(1000, applied * 2)
+    return true
+  }
+}
+
 export const isInfraError = (e: unknown): e is SqlError.SqlError | EventStoreError =>
   typeof e === "object" && e !== null && "_tag" in e && (e._tag === "SqlError" || e._tag === "EventStoreError")
 

@@ -80,6 +80,13 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
      * What a batch of links decides on: the customers with these external ids, and every row of
      * them or of these Stripe customers. ONE statement, so both come from the same snapshot: a
      * customer and its mapping created concurrently are seen together or not at all.
+     *
+     * The mappings come from two index lookups, one per unique key (a row found by both is read
+     * twice and kept once). As one `customer_id IN (…) OR provider_customer_id = ANY(…)` the
+     * planner filtered every mapping of the tenant on each call, so a CSV import's chunks grew
+     * slower with every row imported before them (PGlite, 150,000 mappings: 350 – 670 ms a call;
+     * split: 0.3 ms — BENCHMARKS.md, "Noisy neighbour"). The split plan needs planner statistics,
+     * which PGlite only has after an ANALYZE (MigrationJobRepo.refreshStatistics).
      */
     const readForLinks = (externalIds: ReadonlyArray<string>, providerCustomerIds: ReadonlyArray<string>) =>
       Effect.flatMap(CurrentTenant, (t) =>
@@ -90,13 +97,21 @@ export class CustomerMappingRepo extends Effect.Service<CustomerMappingRepo>()("
           UNION ALL
           SELECT 'mapping', m.id, m.customer_id, NULL, m.provider_customer_id, m.status FROM customer_integration_mappings m
             WHERE m.tenant_id = ${t.tenantId} AND m.environment_id = ${t.environmentId} AND m.provider_type = 'stripe'
-              AND (m.customer_id IN (SELECT id FROM c) OR m.provider_customer_id = ANY(${textArray(providerCustomerIds)}::text[]))`
+              AND m.customer_id = ANY(ARRAY(SELECT id FROM c))
+          UNION ALL
+          SELECT 'mapping', m.id, m.customer_id, NULL, m.provider_customer_id, m.status FROM customer_integration_mappings m
+            WHERE m.tenant_id = ${t.tenantId} AND m.environment_id = ${t.environmentId} AND m.provider_type = 'stripe'
+              AND m.provider_customer_id = ANY(${textArray(providerCustomerIds)}::text[])`
       ).pipe(
         Effect.map((rows) => ({
           customerIds: new Map(rows.flatMap((r) => (r.kind === "customer" ? [[r.externalId!, r.customerId] as const] : []))),
-          mappings: rows.flatMap((r) =>
-            r.kind === "mapping" ? [{ id: r.id, customerId: r.customerId, providerCustomerId: r.providerCustomerId!, status: r.status! }] : []
-          )
+          mappings: [
+            ...new Map(
+              rows.flatMap((r) =>
+                r.kind === "mapping" ? [[r.id, { id: r.id, customerId: r.customerId, providerCustomerId: r.providerCustomerId!, status: r.status! }] as const] : []
+              )
+            ).values()
+          ]
         }))
       )
 
