@@ -4,8 +4,8 @@
  *   processed rows per event), 1,000 customers;
  * - `unnest`: the same rows written straight through the service's own database client, one
  *   transaction per 1,000 events (events `INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING
- *   RETURNING` + processed rows `INSERT … unnest`), 4 in flight: no HTTP, JSON, validation or
- *   metering;
+ *   RETURNING` + processed rows `INSERT … unnest`), 4 in flight (`unnest ×4`) and 1 at a time
+ *   (`unnest ×1`): no HTTP, JSON, validation or metering;
  * - `COPY` (PostgreSQL server only): the same rows COPYed straight into both tables (no dedup).
  * Each measure starts from a fresh database. Run: `npx tsx bench/ingest.ts [events] [rounds]`.
  * FLEXPRICE_BENCH_POSTGRES_URL adds PostgreSQL; FLEXPRICE_BENCH_CLICKHOUSE_URL a
@@ -39,12 +39,12 @@ const rawEvent = (hour: Date, b: number, i: number) => ({
   properties: { tokens: `${(i % 97) + 0.25}` }
 })
 
-const inFlight = async (batches: number, run: (b: number) => Promise<number>) => {
+const inFlight = async (batches: number, run: (b: number) => Promise<number>, width = IN_FLIGHT) => {
   let next = 0
   let rows = 0
   const t0 = performance.now()
   await Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
+    Array.from({ length: width }, async () => {
       while (next < batches) {
         const n = await run(next++)
         rows += n
@@ -94,7 +94,7 @@ const batchRows = (scope: TenantScope, hour: Date, b: number) => {
 const column = <T extends ReadonlyArray<string | null>>(rows: ReadonlyArray<T>, i: number) => textArray(rows.map((r) => r[i] ?? null))
 
 /** The engine's limit on the service's own connection(s): `unnest` or `COPY` straight into the tables. */
-export const benchBaseline = async (kind: "unnest" | "copy", label: string, total: number, options: Options = {}) => {
+export const benchBaseline = async (kind: "unnest" | "copy", label: string, total: number, options: Options = {}, width = IN_FLIGHT) => {
   const app = await startBenchApp(options)
   const scope = app.scope as TenantScope
   const hour = baseHour()
@@ -139,7 +139,7 @@ export const benchBaseline = async (kind: "unnest" | "copy", label: string, tota
       // policies apply to; the engine's limit is measured as the table owner.
       kind === "copy" ? asOwner("bench: raw COPY baseline") : Effect.provideService(CurrentTenant, scope)
     )
-  const { rows, seconds } = await inFlight(total / 1000, (b) => app.runtime.runPromise(write(b)))
+  const { rows, seconds } = await inFlight(total / 1000, (b) => app.runtime.runPromise(write(b)), width)
   await app.dispose()
   return report(label, rows, seconds)
 }
@@ -154,12 +154,13 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const pgUrl = process.env["FLEXPRICE_BENCH_POSTGRES_URL"]
   if (pgUrl) backends.push({ name: "postgres", options: { postgresUrl: pgUrl }, copy: true })
   for (const { name, options, copy } of backends) {
-    const runs: Record<string, Array<number>> = { product: [], unnest: [], copy: [] }
+    const runs: Record<string, Array<number>> = { product: [], unnest: [], unnest1: [], copy: [] }
     for (let r = 0; r < rounds; r++) {
       // the order rotates so no measure always runs first (or last) in a round
       const measures: Array<[string, () => Promise<{ eventsPerSecond: number }>]> = [
         ["product", () => benchIngest(`${name} product`, total, options)],
-        ["unnest", () => benchBaseline("unnest", `${name} unnest`, total, options)],
+        ["unnest", () => benchBaseline("unnest", `${name} unnest ×4`, total, options)],
+        ["unnest1", () => benchBaseline("unnest", `${name} unnest ×1`, total, options, 1)],
         ...(copy ? [["copy", () => benchBaseline("copy", `${name} COPY`, total, options)] as [string, () => Promise<{ eventsPerSecond: number }>]] : [])
       ]
       for (let k = 0; k < measures.length; k++) {
@@ -169,7 +170,11 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
     }
     const product = median(runs["product"]!)
     const unnest = median(runs["unnest"]!)
-    const summary: Record<string, unknown> = { backend: name, rounds, product, unnest, productVsUnnest: Number((product / unnest).toFixed(2)) }
+    const unnest1 = median(runs["unnest1"]!)
+    const summary: Record<string, unknown> = {
+      backend: name, rounds, product, unnest4: unnest, unnest1,
+      productVsUnnest4: Number((product / unnest).toFixed(2)), productVsUnnest1: Number((product / unnest1).toFixed(2))
+    }
     if (copy) Object.assign(summary, { copy: median(runs["copy"]!), productVsCopy: Number((product / median(runs["copy"]!)).toFixed(2)) })
     console.log(`# medians ${JSON.stringify(summary)}; load average now ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`)
   }

@@ -3,6 +3,7 @@
  * meters it matches. Events of customers that do not exist yet are kept in `pending_events`
  * and processed by `processPendingFor` when the customer appears (API, webhook, migration).
  */
+import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Metric, Option } from "effect"
 import { DatabaseConfig, IngestConfig } from "../config/AppConfig.js"
@@ -181,7 +182,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
      */
     const atomically = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       store.backend === "postgres"
-        ? sql.withTransaction(effect)
+        ? inTransaction(effect)
         : serverMode
           ? sql.withTransaction(
               Effect.zipRight(
@@ -193,6 +194,14 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
               )
             )
           : effect
+
+    /**
+     * `effect` in the caller's transaction (server mode: the watermark's stamped transaction) or a
+     * new one. A nested withTransaction would add a savepoint: two round trips that protect
+     * nothing here, since any failure fails the whole ingest.
+     */
+    const inTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (tx) => (Option.isSome(tx) ? effect : sql.withTransaction(effect)))
 
     const storePending = (rows: ReadonlyArray<StoredEvent>) =>
       rows.length === 0
@@ -269,16 +278,24 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
               error
             })
           }
-          const newIds = yield* atomically(
-            Effect.gen(function* () {
-              if (store.backend === "clickhouse") yield* store.insertProcessed([...processed.values()].flat())
-              const ids = new Set(yield* store.insertEvents(events))
-              if (store.backend === "postgres")
-                yield* store.insertProcessed(events.filter((e) => ids.has(e.eventId)).flatMap((e) => processed.get(e.eventId) ?? []))
-              yield* storePending(events.filter((e) => e.status === "pending" && ids.has(e.eventId)))
-              return ids
-            })
-          )
+          const pending = events.filter((e) => e.status === "pending")
+          const insertBoth = store.insertEventsWithProcessed
+          const write = Effect.gen(function* () {
+            if (store.backend === "clickhouse") yield* store.insertProcessed([...processed.values()].flat())
+            // relational store: one statement stores the events and the processed rows of those
+            // stored now (a re-sent event gets none)
+            const ids = new Set(
+              insertBoth !== undefined
+                ? yield* insertBoth(events, [...processed.values()].flat())
+                : yield* store.insertEvents(events)
+            )
+            if (store.backend === "postgres" && insertBoth === undefined)
+              yield* store.insertProcessed(events.filter((e) => ids.has(e.eventId)).flatMap((e) => processed.get(e.eventId) ?? []))
+            yield* storePending(pending.filter((e) => ids.has(e.eventId)))
+            return ids
+          })
+          // One statement is atomic by itself: with nothing pending, PGlite needs no BEGIN/COMMIT.
+          const newIds = yield* (insertBoth !== undefined && pending.length === 0 && !serverMode ? write : atomically(write))
           const accepted = events.filter((e) => newIds.has(e.eventId))
           const errors = accepted.filter((e) => e.status === "error").length
           if (errors > 0) yield* Metric.incrementBy(Metrics.eventProcessingErrorsTotal, errors)

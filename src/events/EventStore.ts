@@ -117,6 +117,15 @@ export interface EventStoreShape {
   readonly backend: "postgres" | "clickhouse"
   /** Store raw events; returns the event ids that were not already stored. */
   readonly insertEvents: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<ReadonlyArray<string>, EventStoreError>
+  /**
+   * Store raw events and, for the events stored now (not already stored), their processed rows,
+   * in one step; returns the event ids stored now. The relational store does both in one
+   * statement; a store without it is driven through insertEvents + insertProcessed.
+   */
+  readonly insertEventsWithProcessed?: (
+    events: ReadonlyArray<StoredEvent>,
+    processed: ReadonlyArray<ProcessedEvent>
+  ) => Effect.Effect<ReadonlyArray<string>, EventStoreError>
   /** Store processed rows (idempotent on tenant, env, event_id, meter_id). */
   readonly insertProcessed: (rows: ReadonlyArray<ProcessedEvent>) => Effect.Effect<void, EventStoreError>
   /** Record the outcome of processing pending events (status, customer id, error). */

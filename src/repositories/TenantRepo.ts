@@ -1,7 +1,15 @@
 /**
  * Tenants, environments and API keys. Keys are random 24-byte tokens shown once; only their
  * SHA-256 hash is stored. A key belongs to exactly one (tenant, environment). Every request
- * re-reads its key row (no cache), so a revocation holds on every replica from the next request.
+ * re-reads its key row, so a revocation holds on every replica from the next request.
+ *
+ * What is cached, and why revocation still holds at once: a key's row never changes tenant, so
+ * the process remembers hash → (tenant, environment) for keys it has seen valid. A request whose
+ * hash is remembered still reads the key's row (`revoked_at IS NULL`) — but as that tenant,
+ * under its row-level security, instead of as `flexprice_system`. The read is the same indexed
+ * lookup; what it saves is the connection's switch to the system role and back (two statements
+ * per request, RowSecurity.ts). A revoked (or deleted) key reads no row: 401, and the entry is
+ * dropped. No time bound, no staleness: the database answers every request.
  */
 import { SqlClient } from "@effect/sql"
 import { Effect, Option } from "effect"
@@ -30,9 +38,13 @@ export type RevokeOutcome =
   | { readonly _tag: "NotFound" }
   | { readonly _tag: "LastKey" }
 
+/** Keys remembered as hash → scope (see the module comment); the oldest is dropped beyond this. */
+export const MAX_CACHED_KEYS = 10_000
+
 export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRepo", {
   effect: Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    const scopeOfHash = new Map<string, TenantScope>()
 
     /** Creates a tenant (or reuses one by name) with an environment and a fresh API key. */
     const create = Effect.fn("tenant.create")(function* (name: string, environment: string) {
@@ -57,14 +69,40 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
       ).pipe(asSystem("creating a tenant (or reusing one by name)"))
     })
 
+    /** The key's tenant environment, found across tenants (no tenant is known yet). */
+    const lookUp = (keyHash: string) =>
+      sql<{ tenantId: string; environmentId: string }>`
+        SELECT tenant_id, environment_id FROM api_keys WHERE key_hash = ${keyHash} AND revoked_at IS NULL`.pipe(
+        asSystem("an API key names its tenant"),
+        Effect.map((rows) =>
+          Option.map(Option.fromNullable(rows[0]), (r) =>
+            TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.environmentId) })
+          )
+        )
+      )
+
+    /** Whether the key is still active, read as its own tenant (row-level security applies). */
+    const stillActive = (keyHash: string, scope: TenantScope) =>
+      sql`SELECT 1 FROM api_keys WHERE key_hash = ${keyHash} AND revoked_at IS NULL
+        AND tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}`.pipe(
+        inTenant(scope),
+        Effect.map((rows) => rows.length > 0)
+      )
+
     const authenticate = Effect.fn("tenant.authenticate")(function* (apiKey: string) {
-      const rows = yield* sql<{ tenantId: string; environmentId: string }>`
-        SELECT tenant_id, environment_id FROM api_keys WHERE key_hash = ${hashApiKey(apiKey)} AND revoked_at IS NULL`.pipe(
-        asSystem("an API key names its tenant")
-      )
-      return Option.map(Option.fromNullable(rows[0]), (r) =>
-        TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.environmentId) })
-      )
+      const keyHash = hashApiKey(apiKey)
+      const known = scopeOfHash.get(keyHash)
+      if (known !== undefined) {
+        if (yield* stillActive(keyHash, known)) return Option.some(known)
+        scopeOfHash.delete(keyHash)
+        return Option.none()
+      }
+      const found = yield* lookUp(keyHash)
+      if (Option.isSome(found)) {
+        if (scopeOfHash.size >= MAX_CACHED_KEYS) scopeOfHash.delete(scopeOfHash.keys().next().value!)
+        scopeOfHash.set(keyHash, found.value)
+      }
+      return found
     })
 
     const environmentExists = (scope: TenantScope) =>

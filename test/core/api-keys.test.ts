@@ -76,6 +76,18 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       expect(audit).toEqual([{ action: "api_key.revoke" }])
     })
 
+    it("a key revoked behind this process's back (another replica, an operator's SQL) is refused on its next request", async () => {
+      const t = await app.newTenant("keys-behind")
+      // used twice, so this process has seen (and remembered) the key valid
+      expect((await app.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })).status).toBe(200)
+      expect((await app.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })).status).toBe(200)
+      await sql(app, `UPDATE api_keys SET revoked_at = now() WHERE key_hash = '${sha256(t.apiKey)}'`)
+      const refused = await app.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })
+      expect([refused.status, refused.body.error.code]).toEqual([401, "invalid_api_key"])
+      // and stays refused (a revoked key is not remembered as valid again)
+      expect((await app.request("POST", "/v1/events/bulk", { events: [] }, { apiKey: t.apiKey })).status).toBe(401)
+    })
+
     it("refuses to revoke the environment's last key or another tenant's key", async () => {
       const mine = await app.newTenant("keys-mine")
       const other = await app.newTenant("keys-other")
