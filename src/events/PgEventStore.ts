@@ -173,7 +173,7 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
       Effect.forEach([...groups.values()], ({ events, processed }) => {
         const head = events[0] ?? processed[0]!
         const batch = { tenantId: head.tenantId, environmentId: head.environmentId, events, processed }
-        // Server: the one-COPY + one-CTE form (copyBatch) measured 2.4× slower than two COPYs
+        // Server: a one-COPY + one-statement form measured 2.4× slower than two COPYs
         // and two INSERTs on 2026-12-02 (BENCHMARKS.md), so the server keeps the two.
         const write = useCopy
           ? onTransaction(

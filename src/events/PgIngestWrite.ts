@@ -2,13 +2,10 @@
  * The ingest write on PostgreSQL tables: a batch's events and the processed rows of the events
  * stored now, in one statement after the data is on the server (issue #16 item 4).
  *
- * - PostgreSQL server (`copyBatch`, NOT wired in: measured 2.4× slower than the two COPY +
- *   INSERT pairs in PgEventStore on 2026-12-02, cause not yet found — suspect the join of two CTE
- *   scans without row estimates): the batch is COPYed (events and processed rows together, told apart by
- *   `kind`) into one session temp table, then ONE `INSERT … ON CONFLICT DO NOTHING RETURNING`
- *   statement writes both tables: processed rows are joined to the RETURNING of the events
- *   insert, so only events stored now get processed rows (a re-sent event adds nothing).
- * - PGlite: the same one statement over `unnest` arrays. PGlite's in-process
+ * - PostgreSQL server: not used. A one-COPY + one-statement form (both tables from one staged
+ *   COPY, processed rows joined to the events insert's RETURNING) measured 2.4× slower than the
+ *   two COPY + INSERT pairs PgEventStore keeps (BENCHMARKS.md, 2026-12-02 ingest).
+ * - PGlite: one statement over `unnest` arrays. PGlite's in-process
  *   `COPY … FROM '/dev/blob'` was measured slower than `unnest` on the same engine (BENCHMARKS.md,
  *   2026-12-02 ingest), so it is not used.
  *
@@ -17,36 +14,8 @@
  * instead of once per row.
  */
 import type { PgClient } from "@effect/sql-pg"
-import { Effect } from "effect"
-import { copyIn, copyPayload, copyText } from "../db/PgCopy.js"
 import { textArray } from "../db/SqlArrays.js"
 import type { ProcessedEvent, StoredEvent } from "./EventStore.js"
-
-/**
- * Session-local staging table for COPY (PostgreSQL server). Created on first use in each pooled
- * session; ON COMMIT DELETE ROWS empties it at the end of every transaction that touched it, and
- * the INSERT below also deletes what it read, so two batches in one transaction never mix. A
- * pooled session may serve several database roles over its life (row-level security switches
- * role per checkout), so the table is granted to every role when it is created. A temp table
- * sits outside row-level security: the INSERTs into the tenant tables are what the policies check.
- */
-const STAGE_DDL = `DO $$ BEGIN
-  IF to_regclass('pg_temp.ingest_batch_stage') IS NULL THEN
-    CREATE TEMP TABLE ingest_batch_stage (
-      kind "char", event_id text, event_name text, external_customer_id text, customer_id text,
-      ts timestamptz, ingested_at timestamptz, properties text, status text, error text, meter_id text,
-      qty_total numeric(38, 12), qty_billable numeric(38, 12)
-    ) ON COMMIT DELETE ROWS;
-    GRANT SELECT, INSERT, DELETE ON pg_temp.ingest_batch_stage TO PUBLIC;
-  END IF;
-END $$`
-
-const STAGE_COLUMNS = [
-  "kind", "event_id", "event_name", "external_customer_id", "customer_id", "ts", "ingested_at", "properties", "status", "error", "meter_id",
-  "qty_total", "qty_billable"
-] as const
-
-const N = "\\N"
 
 /** One batch: rows of one tenant environment. */
 export interface IngestBatch {
@@ -57,41 +26,6 @@ export interface IngestBatch {
   /** first copy per (event id, meter id) already kept */
   readonly processed: ReadonlyArray<ProcessedEvent>
 }
-
-const stagePayload = (b: IngestBatch): Buffer =>
-  copyPayload([
-    ...b.events.map((e) => [
-      "e", copyText(e.eventId), copyText(e.eventName), copyText(e.externalCustomerId), copyText(e.customerId),
-      e.timestamp.toISOString(), e.ingestedAt.toISOString(), copyText(e.propertiesJson), copyText(e.status), copyText(e.error), N, N, N
-    ]),
-    ...b.processed.map((r) => [
-      "p", copyText(r.eventId), copyText(r.eventName), N, copyText(r.customerId), r.timestamp.toISOString(), r.ingestedAt.toISOString(), N, N, N,
-      copyText(r.meterId), r.qtyTotal, r.qtyBillable
-    ])
-  ])
-
-/** COPY into the session's stage, then both inserts in one statement (inside a transaction). */
-export const copyBatch = (sql: PgClient.PgClient, b: IngestBatch) =>
-  Effect.gen(function* () {
-    yield* sql.unsafe(STAGE_DDL)
-    yield* copyIn("ingest_batch_stage", STAGE_COLUMNS, stagePayload(b))
-    return yield* sql<{ eventId: string }>`WITH s AS (DELETE FROM ingest_batch_stage RETURNING *),
-      ev AS (
-        INSERT INTO events
-          (tenant_id, environment_id, event_id, event_name, external_customer_id, customer_id, "timestamp", ingested_at, properties, status, error)
-        SELECT ${b.tenantId}, ${b.environmentId}, event_id, event_name, external_customer_id, customer_id, ts, ingested_at,
-          properties::json, status, error
-        FROM s WHERE kind = 'e'
-        ON CONFLICT (tenant_id, environment_id, event_id) DO NOTHING RETURNING event_id),
-      pr AS (
-        INSERT INTO events_processed
-          (tenant_id, environment_id, event_id, meter_id, customer_id, event_name, "timestamp", ingested_at, qty_total, qty_billable)
-        SELECT ${b.tenantId}, ${b.environmentId}, s.event_id, s.meter_id, s.customer_id, s.event_name, s.ts, s.ingested_at,
-          s.qty_total, s.qty_billable
-        FROM s JOIN ev ON ev.event_id = s.event_id WHERE s.kind = 'p'
-        ON CONFLICT (tenant_id, environment_id, event_id, meter_id) DO NOTHING)
-      SELECT event_id FROM ev`
-  })
 
 /** Both inserts in one statement over one array per column (PGlite). */
 export const unnestBatch = (sql: PgClient.PgClient, b: IngestBatch) => {
