@@ -10,7 +10,7 @@ import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import fc from "fast-check"
 import * as Database from "../../src/db/Database.js"
-import { type NewBatch, pairKey, progressKey } from "../../src/repositories/ledger/Model.js"
+import type { NewBatch } from "../../src/repositories/ledger/Model.js"
 import { quantity, runs } from "../support/arbitraries.js"
 import { freshDataDir } from "../support/app.js"
 import * as O from "../support/oracle.js"
@@ -28,6 +28,9 @@ import {
   WINDOWS
 } from "./ledgerModel.js"
 
+/** The keys the repository's maps use (Model.ts documents them), written out here, not imported. */
+const progressKey = (windowStart: Date, meterId: string) => `${windowStart.getTime()}|${meterId}`
+const pairKey = (customerId: string, meterId: string) => `${customerId}\u0000${meterId}`
 const at = (minutes: number) => new Date(WINDOWS[0]!.getTime() + minutes * 60_000)
 const meterSubset = fc.subarray([...METERS])
 
