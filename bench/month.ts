@@ -122,7 +122,7 @@ const main = async () => {
     }
   })
   cleanups.unshift(() => app.dispose())
-  const run = <A, E>(e: Effect.Effect<A, E, any>) => app.runtime.runPromise(e as Effect.Effect<A, E, never>)
+  const run = <A, E, R>(e: Effect.Effect<A, E, R>) => app.runtime.runPromise(e as Effect.Effect<A, E, never>)
   const chScope = Effect.runSync(Scope.make())
   const ch: ChClient | undefined = clickhouseUrl
     ? await Effect.runPromise(makeClient(resolveConnection({ url: clickhouseUrl, database: chDatabase, requestTimeoutMs: 3_600_000 })).pipe(Scope.extend(chScope)))
@@ -132,7 +132,7 @@ const main = async () => {
   // ------------------------------------------------------------------ tenant, meters, customers
   const tenant = await run(Effect.flatMap(TenantRepo, (r) => r.create(`month-${Date.now()}`, "bench")))
   const scope = { tenantId: tenant.tenantId, environmentId: tenant.environmentId } as TenantScope
-  const asTenant = <A, E>(e: Effect.Effect<A, E, any>) => run(e.pipe(Effect.provideService(CurrentTenant, scope)))
+  const asTenant = <A, E, R>(e: Effect.Effect<A, E, R>) => run(e.pipe(Effect.provideService(CurrentTenant, scope)))
   await asTenant(storeStripeConfig({ apiKey: KEY, accountId: emulator.accountId, graceMinutes: GRACE_MIN }))
   const meters: Array<{ id: string; event: string; stripeEvent: string }> = []
   for (const [n, type] of [["calls", "COUNT"], ["tokens", "SUM"]] as const) {

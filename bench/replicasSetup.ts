@@ -24,7 +24,7 @@ export const HOUR = 3_600_000
 
 /** The bench's own SQL goes through node-postgres directly (untyped package: the little it uses). */
 export interface BenchPool {
-  readonly query: (text: string, values?: ReadonlyArray<unknown>) => Promise<{ rows: Array<Record<string, any>> }>
+  readonly query: (text: string, values?: ReadonlyArray<unknown>) => Promise<{ rows: Array<Record<string, unknown>> }>
   readonly end: () => Promise<void>
 }
 export const pg = createRequire(import.meta.url)("pg") as {
@@ -69,7 +69,7 @@ export const setupDatabase = async (options: {
   const runtime = ManagedRuntime.make(
     AppLive.pipe(Layer.provide(Layer.setConfigProvider(provider)), Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)))
   )
-  const run = <A, E>(e: Effect.Effect<A, E, any>) => runtime.runPromise(e as Effect.Effect<A, E, never>)
+  const run = <A, E, R>(e: Effect.Effect<A, E, R>) => runtime.runPromise(e as Effect.Effect<A, E, never>)
   const windowStart = new Date(Math.floor(Date.now() / HOUR) * HOUR - 2 * HOUR)
   const expected = new Map<string, string>()
   const tenantLabel = new Map<string, string>()
@@ -79,7 +79,7 @@ export const setupDatabase = async (options: {
       const created = await run(Effect.flatMap(TenantRepo, (r) => r.create(`replicas-t${t}`, "bench")))
       const scope = { tenantId: created.tenantId, environmentId: created.environmentId } as TenantScope
       tenantLabel.set(scope.tenantId, `t${t}`)
-      const asTenant = <A, E>(e: Effect.Effect<A, E, any>) => run(e.pipe(Effect.provideService(CurrentTenant, scope)))
+      const asTenant = <A, E, R>(e: Effect.Effect<A, E, R>) => run(e.pipe(Effect.provideService(CurrentTenant, scope)))
       await asTenant(storeStripeConfig({ apiKey: options.apiKey, accountId: emulator.accountId, syncEnabled: false, graceMinutes: 0 }))
       const meters: Array<{ id: string; type: "COUNT" | "SUM"; stripeEvent: string }> = []
       for (const [name, type] of [["calls", "COUNT"], ["tokens", "SUM"]] as const) {

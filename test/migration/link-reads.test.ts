@@ -15,7 +15,7 @@ import { CustomerLinker, type LinkManyInput } from "../../src/customers/Customer
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { MigrationJobRepo } from "../../src/repositories/MigrationJobRepo.js"
-import { forEachBackend, startTestApp, type Backend, type TestApp } from "../support/app.js"
+import { forEachBackend, provided, startTestApp, type Backend, type TestApp } from "../support/app.js"
 
 /**
  * Customers and mappings the tenant already holds, and the rows linked at once: enough stored
@@ -58,8 +58,8 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
     })
     afterAll(() => app?.dispose())
 
-    const inTransaction = <A, E>(scope: TenantScope, effect: Effect.Effect<A, E, any>) =>
-      app.run(Effect.flatMap(PgClient.PgClient, (sql) => sql.withTransaction(effect)).pipe(Effect.provideService(CurrentTenant, scope)))
+    const inTransaction = <A, E, R>(scope: TenantScope, effect: Effect.Effect<A, E, R>) =>
+      app.run(provided(Effect.flatMap(PgClient.PgClient, (sql) => sql.withTransaction(effect)).pipe(Effect.provideService(CurrentTenant, scope))))
 
     /** Half the chunk already mapped exactly so, half new customers; the last two conflict. */
     const chunk = (dryRun: boolean): ReadonlyArray<LinkManyInput> =>
