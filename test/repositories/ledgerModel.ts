@@ -57,6 +57,7 @@ export interface Seed extends BatchRow {
 }
 
 const hex = (n: number, width: number) => n.toString(16).padStart(width, "0")
+let nextLedgerTag = 0
 
 const seedSpec = fc.record({
   idKey: fc.integer({ min: 0, max: 0xffffff }),
@@ -89,12 +90,16 @@ export const ledgerArb = (maxLength = 12): fc.Arbitrary<ReadonlyArray<Seed>> =>
       maxLength,
       selector: (s) => `${s.customer}|${s.meter}|${s.eventType}|${s.window}|${s.sequence}`
     })
-    .map((specs) =>
-      specs.map((s, i): Seed => {
+    .map((specs) => {
+      // Every generated ledger gets its own id prefix: the ledger table's key is (id, window_start)
+      // across all tenants, and the properties of one file share a database, so two ledgers whose
+      // `idKey`s fast-check biased to the same small value would otherwise collide on insert.
+      const tag = hex(nextLedgerTag++, 8)
+      return specs.map((s, i): Seed => {
         const windowStart = WINDOWS[s.window]!
         const windowEnd = new Date(windowStart.getTime() + WINDOW_MS)
         return {
-          id: `ssb_${hex(s.idKey, 6)}${hex(i, 2)}`,
+          id: `ssb_${tag}${hex(s.idKey, 6)}${hex(i, 2)}`,
           customerId: CUSTOMERS[s.customer]!,
           meterId: METERS[s.meter]!,
           eventType: EVENT_TYPES[s.eventType]!,
@@ -104,7 +109,7 @@ export const ledgerArb = (maxLength = 12): fc.Arbitrary<ReadonlyArray<Seed>> =>
           aggregatedQuantity: s.aggregated,
           sentQuantity: s.sent,
           eventCount: s.eventCount,
-          identifier: `idf_${hex(s.idKey, 6)}_${i}`,
+          identifier: `idf_${tag}${hex(s.idKey, 6)}_${i}`,
           providerMeterId: s.providerMeterId,
           syncStatus: s.status,
           skipReason: s.skipReason,
@@ -120,7 +125,7 @@ export const ledgerArb = (maxLength = 12): fc.Arbitrary<ReadonlyArray<Seed>> =>
           stripeErrorEventId: s.held ? `evt_report_${i}` : null
         }
       })
-    )
+    })
 
 /** What the reads return for a seeded row: the BatchRow fields only, quantities canonical. */
 export const asRow = (s: Seed): BatchRow => {
