@@ -133,5 +133,5 @@ describe("embedded data directory", () => {
     expect(count % 500).toBe(0)
     second.child.kill("SIGTERM")
     await exited(second.child)
-  }, 180_000)
+  }, 360_000)
 })

@@ -72,7 +72,7 @@ describe("Stripe call budget per tenant", () => {
     expect(received).toBeGreaterThanOrEqual(v1Aggregates + streamRequests)
     expect(await value("flexprice_sync_stripe_requests_last_hour")).toBe(received)
     expect(await value("flexprice_sync_stripe_requests_total")).toBe(received)
-  }, 120_000)
+  }, 300_000)
 
   it("the resend guard's summary reads past Stripe's 24 h dedup horizon are spent too", async () => {
     const { m, c } = await usageOverHours("budget_guard", 1)
