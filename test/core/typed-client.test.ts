@@ -10,7 +10,7 @@ import { ApiClient, layer as testApp, makeClient, newTenant, TestTenant } from "
 
 type Doc = { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: unknown }> }> }>> }
 
-layer(testApp())("the API through its typed client", (it) => {
+layer(testApp(), { excludeTestServices: true })("the API through its typed client", (it) => {
   it.effect("customers: create, read, update, list by external id, delete; another tenant sees none of it", () =>
     Effect.gen(function* () {
       const api = yield* ApiClient

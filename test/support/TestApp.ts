@@ -1,25 +1,38 @@
 /**
- * The service as one test Layer (#14 item 5), for tests written as effects: `it.layer(TestApp.layer())`
- * then `it.effect`. It serves the whole app on `NodeHttpServer.layerTest` (a loopback port whose
- * `HttpClient` already points at it) over a fresh copy of the migrated PGlite template, configured
- * through a `ConfigProvider` (the process environment is neither read for settings nor changed),
- * and gives a typed client made from the API's own definition (`HttpApiClient.make(FlexPriceApi)`)
- * that sends a fresh tenant's key: request and response bodies are the API's Schemas, so a test
- * reads `customer.external_id`, not an untyped JSON body.
+ * The service as one test Layer (#14 item 5), for tests written as effects:
  *
- * `startTestApp` (test/support/app.ts) stays for the suites that drive raw requests (bad JSON,
- * oversized bodies, wrong headers) and for PostgreSQL/ClickHouse; both share `testEnv`.
+ *   forEachBackend(["pglite", "postgres"], (backend) =>
+ *     layer(TestApp.layer({ backend }), { excludeTestServices: true })(`… on ${backend}`, (it) => { it.effect(…) }))
+ *
+ * It serves the whole app on a loopback port whose `HttpClient` already points at it (as
+ * `NodeHttpServer.layerTest`, but bound to 127.0.0.1 rather than every interface of a shared
+ * machine), over a fresh copy of the migrated PGlite template or a fresh PostgreSQL database,
+ * configured through a `ConfigProvider` (the process environment is neither read for settings nor
+ * changed), and gives a typed client made from the API's own definition
+ * (`HttpApiClient.make(FlexPriceApi)`) that sends a fresh tenant's key: request and response
+ * bodies are the API's Schemas, so a test reads `customer.external_id`, not an untyped JSON body.
+ *
+ * The app runs on real time: `{ excludeTestServices: true }` keeps @effect/vitest's TestClock
+ * (under which its workers' sleeps never end and "now" is 1970) and its silenced logger out of
+ * the layer; the layer refuses to start on the TestClock rather than serve a 1970 app.
+ *
+ * Requests a typed client cannot send (bad JSON, wrong types, hostile bodies, signed webhook
+ * deliveries) go through `raw`, whose answers are checked against openapi.json too. `startTestApp`
+ * (test/support/app.ts) stays for the suites not converted yet; both share `testEnv`.
  */
-import { HttpApiClient, HttpClient, HttpClientRequest, HttpClientResponse } from "@effect/platform"
-import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Effect, Layer, LogLevel } from "effect"
+import { HttpApiClient, HttpBody, HttpClient, HttpClientRequest, HttpClientResponse, HttpServer } from "@effect/platform"
+import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
+import { Clock, Context, Effect, Either, Layer, LogLevel, Predicate, Schema, type Scope } from "effect"
 import * as fs from "node:fs"
+import { createServer } from "node:http"
 import type { TenantScope } from "../../src/domain/Ids.js"
 import { FlexPriceApi } from "../../src/http/Api.js"
+import { ErrorBody } from "../../src/http/ErrorContract.js"
 import { localService } from "../../src/LocalService.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
-import { freshDataDir, OperatorAccess, testEnv } from "./app.js"
-import { type Contract, openApiContract } from "./openapiContract.js"
+import { type Backend, freshDataDir, freshPostgresDatabase, OperatorAccess, POSTGRES_URL_VAR, testEnv } from "./app.js"
+import { CLICKHOUSE_TEST_DATABASE, CLICKHOUSE_URL_VAR } from "./clickhouse.js"
+import { type Contract, contractCheckEnabled, openApiContract } from "./openapiContract.js"
 
 /** The tenant environment the typed client acts for. */
 export class TestTenant extends Context.Tag("test/TestTenant")<TestTenant, { readonly apiKey: string; readonly scope: TenantScope }>() {}
@@ -48,10 +61,11 @@ export const checkedAgainst = (contract: Contract) => <E, R>(client: HttpClient.
     )
   )
 
-/** The typed client as `apiKey`; responses checked against openapi.json (or `contract`). */
+/** The typed client as `apiKey` ("" sends no key); responses checked against openapi.json (or `contract`). */
 export const makeClient = (apiKey: string, contract: Contract = openApiContract()) =>
   HttpApiClient.make(FlexPriceApi, {
-    transformClient: (client) => client.pipe(HttpClient.mapRequest(HttpClientRequest.setHeader("x-api-key", apiKey)), checkedAgainst(contract))
+    transformClient: (client) =>
+      (apiKey === "" ? client : HttpClient.mapRequest(client, HttpClientRequest.setHeader("x-api-key", apiKey))).pipe(checkedAgainst(contract))
   })
 
 /** The typed client of the API, signed in as `TestTenant`. */
@@ -65,15 +79,143 @@ export const newTenant = (name: string) =>
     return { apiKey: t.apiKey, scope: { tenantId: t.tenantId, environmentId: t.environmentId } as TenantScope, client }
   })
 
-/** A copy of the migrated template, removed when the layer is released. */
-const dataDir = Effect.acquireRelease(Effect.sync(freshDataDir), (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+/**
+ * The failure an API call answered with: one of the API's error classes, whose `_tag` is the
+ * status (`Conflict` is 409) and `code` the stable code. The call succeeding, or failing without
+ * an API error (transport, decoding), fails the test with what happened instead.
+ */
+export const apiError = <A, E, R>(call: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Effect.either(call), (result) =>
+    Either.isRight(result)
+      ? Effect.dieMessage(`expected an API error, the call succeeded: ${JSON.stringify(result.right)}`)
+      : isApiError(result.left)
+        ? Effect.succeed(result.left)
+        : Effect.dieMessage(`expected an API error, the call failed with ${String(result.left)}`)
+  )
 
-export const layer = (options: { readonly env?: Record<string, string> } = {}) =>
+const isApiError = <E>(e: E): e is Extract<E, { readonly _tag: string; readonly code: string }> =>
+  Predicate.hasProperty(e, "_tag") && Predicate.hasProperty(e, "code") && typeof e.code === "string"
+
+/** The service's base URL (`http://127.0.0.1:port`), for senders outside the layer (the Stripe emulator). */
+export const serverUrl = HttpServer.HttpServer.pipe(
+  Effect.map(({ address }) => (address._tag === "TcpAddress" ? `http://127.0.0.1:${address.port}` : `unix:${address.path}`))
+)
+
+/** An answer to a `raw` request: what came over the wire, the error envelope, and a decoder for the success body. */
+export interface RawAnswer {
+  readonly status: number
+  readonly text: string
+  /** The envelope's `error` (the API's `ErrorBody` schema); undefined when the body is not an error envelope. */
+  readonly error: typeof ErrorBody.Type | undefined
+  /** The body decoded by one of the API's Schemas; throws (a defect in an effect) naming status and body when it does not decode. */
+  readonly as: <A, I>(schema: Schema.Schema<A, I>) => A
+}
+
+export interface RawOptions {
+  /** `undefined` sends the test tenant's key; "" sends none. */
+  readonly apiKey?: string
+  readonly headers?: Record<string, string>
+  /** sent as is (with content-type application/json unless `headers` says otherwise) */
+  readonly body?: string
+}
+
+const Envelope = Schema.Struct({ error: ErrorBody })
+
+/**
+ * One request exactly as given, for what the typed client refuses to send (malformed JSON, wrong
+ * types, oversized bodies, signed webhook deliveries); its answer is checked against openapi.json.
+ */
+export const raw = (method: "GET" | "POST" | "PUT" | "DELETE", path: string, options: RawOptions = {}) =>
+  Effect.gen(function* () {
+    const apiKey = options.apiKey ?? (yield* TestTenant).apiKey
+    const client = yield* HttpClient.HttpClient
+    const request = HttpClientRequest.make(method)(path).pipe(
+      HttpClientRequest.setHeaders({ ...(apiKey === "" ? {} : { "x-api-key": apiKey }), ...options.headers }),
+      options.body === undefined ? (r) => r : HttpClientRequest.setBody(HttpBody.text(options.body, options.headers?.["content-type"] ?? "application/json"))
+    )
+    const response = yield* Effect.orDie(client.execute(request))
+    const text = yield* Effect.orDie(response.text)
+    const contentType = response.headers["content-type"] ?? null
+    if (contractCheckEnabled()) openApiContract().assert({ method, url: path, status: response.status, contentType, text })
+    const json = Either.try(() => JSON.parse(text) as unknown)
+    const error = Either.isRight(json) ? Either.getOrUndefined(Schema.decodeUnknownEither(Envelope)(json.right))?.error : undefined
+    const as = <A, I>(schema: Schema.Schema<A, I>): A => {
+      const decoded = Either.isRight(json) ? Schema.decodeUnknownEither(schema)(json.right) : Either.left(json.left)
+      if (Either.isLeft(decoded)) throw new Error(`${method} ${path} → ${response.status}, not the expected body: ${text.slice(0, 500)}`)
+      return decoded.right
+    }
+    return { status: response.status, text, error, as } satisfies RawAnswer
+  })
+
+/** A variable the backend's suite was registered for by `forEachBackend` (which fails under CI without it). */
+const required = (name: string) =>
+  Effect.suspend(() => {
+    const value = process.env[name]
+    return value === undefined || value === "" ? Effect.dieMessage(`${name} is not set`) : Effect.succeed(value)
+  })
+
+/** A copy of the migrated PGlite template, removed on release. */
+const pgliteDir = Effect.acquireRelease(Effect.sync(freshDataDir), (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+
+/**
+ * Where the service keeps its rows, as settings: a copy of the migrated PGlite template; a fresh
+ * database on the test PostgreSQL server; or PGlite with events in the test ClickHouse database
+ * (as `startTestApp`). Each is removed on release.
+ */
+const storage = (backend: Backend): Effect.Effect<Record<string, string>, never, Scope.Scope> => {
+  switch (backend) {
+    case "pglite":
+      return Effect.map(pgliteDir, (dir) => ({ FLEXPRICE_DATA_DIR: dir }))
+    case "postgres":
+      return Effect.flatMap(required(POSTGRES_URL_VAR), (server) =>
+        Effect.map(
+          Effect.acquireRelease(
+            Effect.promise(() => freshPostgresDatabase(server)),
+            (db) => Effect.promise(() => db.drop().catch(() => undefined))
+          ),
+          (db) => ({ FLEXPRICE_DATABASE_URL: db.url })
+        )
+      )
+    case "clickhouse":
+      return Effect.zipWith(pgliteDir, required(CLICKHOUSE_URL_VAR), (dir, url) => ({
+        FLEXPRICE_DATA_DIR: dir,
+        FLEXPRICE_CLICKHOUSE_URL: url,
+        FLEXPRICE_CLICKHOUSE_DATABASE: CLICKHOUSE_TEST_DATABASE
+      }))
+  }
+}
+
+/** NodeHttpServer.layerTest on the loopback interface only. */
+const loopbackServer = HttpServer.layerTestClient.pipe(
+  Layer.provide(NodeHttpClient.layerWithoutAgent),
+  Layer.provide(NodeHttpClient.makeAgentLayer({ keepAlive: false })),
+  Layer.provideMerge(NodeHttpServer.layer(createServer, { port: 0, host: "127.0.0.1" }))
+)
+
+/** 2000-01-01: a clock before it is @effect/vitest's TestClock, which starts at 0 and stands still. */
+const REAL_TIME = 946_684_800_000
+
+const onRealTime = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+  now < REAL_TIME
+    ? Effect.dieMessage("TestApp.layer is on @effect/vitest's TestClock: build it with layer(TestApp.layer(…), { excludeTestServices: true })")
+    : Effect.void
+)
+
+export interface LayerOptions {
+  /** "pglite" (default), "postgres" (a fresh database on FLEXPRICE_TEST_POSTGRES_URL's server) or "clickhouse" */
+  readonly backend?: Backend
+  /** settings by variable name, over `testEnv`'s */
+  readonly env?: Record<string, string>
+}
+
+export const layer = (options: LayerOptions = {}) =>
   Layer.unwrapScoped(
-    Effect.map(dataDir, (dir) => {
-      const env = testEnv({ FLEXPRICE_DATA_DIR: dir, ...options.env })
+    Effect.gen(function* () {
+      yield* onRealTime
+      const db = yield* storage(options.backend ?? "pglite")
+      const env = testEnv({ ...db, ...options.env })
       const app = localService({
-        server: NodeHttpServer.layerTest,
+        server: loopbackServer,
         settings: env,
         processEnvironment: false,
         beside: Layer.empty,
