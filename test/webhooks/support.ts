@@ -1,11 +1,16 @@
-/** Shared set-up for webhook and Stripe config tests: an emulator, a service wired to it, keys. */
-import { Effect, Exit, Redacted, Scope } from "effect"
+/**
+ * Shared set-up for webhook and Stripe config tests: an emulator, a service wired to it, keys.
+ * `harnessLayer` and the effects below it are the TestApp form (`it.layer` suites); `startHarness`
+ * the promise form the suites not converted yet use.
+ */
+import { Context, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import { PgClient } from "@effect/sql-pg"
-import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
+import { makeStripeEmulator, signatureHeader, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { checkedAnswer, startTestApp, type AppServices, type Backend, type TestApp } from "../support/app.js"
 import type { SuccessBody } from "../support/routes.js"
+import * as TestAppLayer from "../support/TestApp.js"
 
 export const API_KEY = "sk_test_51EmulatorKey000000000004242"
 export const WEBHOOK_SECRET = "whsec_tenant_secret_0123456789abcdef"
@@ -66,3 +71,59 @@ export const post = async (url: string, body: string | Uint8Array, headers: Reco
   const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body })
   return checkedAnswer<SuccessBody<"POST", "/webhooks/stripe">>("POST", url, res)
 }
+
+/** The Stripe emulator the service of `harnessLayer` talks to. */
+export class Emulator extends Context.Tag("test/StripeEmulator")<Emulator, StripeEmulatorHandle>() {}
+
+/**
+ * The service (TestAppLayer.layer) wired to a fresh Stripe emulator, for `it.layer` suites: its Stripe
+ * API bases point at the emulator, master key `key1`, global webhook secret `GLOBAL_SECRET`.
+ */
+export const harnessLayer = (backend: Backend, env: Record<string, string> = {}) =>
+  Layer.unwrapScoped(
+    Effect.map(makeStripeEmulator({ apiKey: Redacted.make(API_KEY) }), (emulator) =>
+      Layer.merge(
+        TestAppLayer.layer({
+          backend,
+          env: {
+            STRIPE_API_BASE: emulator.url,
+            STRIPE_METER_EVENTS_API_BASE: emulator.url,
+            FLEXPRICE_ENCRYPTION_KEYS: `1:${key1}`,
+            STRIPE_WEBHOOK_SECRET: GLOBAL_SECRET,
+            ...env
+          }
+        }),
+        Layer.succeed(Emulator, emulator)
+      )
+    )
+  )
+
+/** The test tenant's own webhook path. */
+export const tenantWebhookPath = Effect.map(TestAppLayer.TestTenant, ({ scope }) => `/webhooks/stripe/${scope.tenantId}/${scope.environmentId}`)
+
+/** Configures Stripe for the test tenant (key + webhook secret) and points the emulator's deliveries at it. */
+export const configureTenant = Effect.gen(function* () {
+  const api = yield* TestAppLayer.ApiClient
+  const view = yield* api.stripeConfig.putConfig({ payload: { api_key: Redacted.make(API_KEY), webhook_secret: Redacted.make(WEBHOOK_SECRET) } })
+  ;(yield* Emulator).setWebhookTarget({ url: `${yield* TestAppLayer.serverUrl}${yield* tenantWebhookPath}`, secret: WEBHOOK_SECRET })
+  return view
+})
+
+/** The layer of `harnessLayer` with the test tenant configured (`configureTenant`) before any test runs. */
+export const configuredLayer = (backend: Backend, env: Record<string, string> = {}) =>
+  Layer.effectDiscard(configureTenant).pipe(Layer.provideMerge(harnessLayer(backend, env)))
+
+/** A webhook delivery as Stripe sends it: the payload as is, no API key, `headers` (the signature). */
+export const deliver = (path: string, payload: string, headers: Record<string, string> = {}) =>
+  TestAppLayer.raw("POST", path, { apiKey: "", body: payload, headers: { "content-type": "application/json", ...headers } })
+
+/** `deliver` signed with `secrets` at `t` (seconds). */
+export const deliverSigned = (path: string, payload: string, secrets: ReadonlyArray<string>, t = Math.floor(Date.now() / 1000)) =>
+  deliver(path, payload, { "stripe-signature": signatureHeader(payload, secrets, t) })
+
+/** Rows of a query on the service's database, as the table owner (column names camelCased). */
+export const rows = (query: string) => Effect.flatMap(PgClient.PgClient, (sql) => sql.unsafe<Record<string, unknown>>(query))
+
+/** An effect run inside the test tenant's environment (CurrentTenant). */
+export const inTestTenant = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(TestAppLayer.TestTenant, ({ scope }) => Effect.provideService(effect, CurrentTenant, scope))
