@@ -1,6 +1,7 @@
 /**
- * Migration of existing Stripe customers (SPEC §9); CSV imports are in CsvImport.ts, rollbacks in
- * Rollback.ts, verifications in Verify.ts. Every customer and mapping is made by CustomerLinker —
+ * Migration of existing Stripe customers (SPEC §9): the job, its pages and chunks; what each Stripe
+ * customer of a page counts as is in PageAccounting.ts. CSV imports are in CsvImport.ts, rollbacks
+ * in Rollback.ts, verifications in Verify.ts. Every customer and mapping is made by CustomerLinker —
  * a Stripe page, or a CSV chunk's rows, at once with `linkMany`; webhooks use `link`, one
  * customer; both decide through the same rules (LinkRules), so conflict rules and pending-event
  * processing are the same everywhere.
@@ -21,46 +22,19 @@
  * process, so a resumed dry run starts again from the first page (it wrote nothing anyway).
  */
 import { Cause, Duration, Effect, Exit, Fiber, Metric, MetricLabel, Option, Schedule, Stream } from "effect"
-import type { LinkManyInput, LinkOutcome } from "../customers/CustomerLinker.js"
 import { NotFound } from "../domain/Errors.js"
 import { ErrorReporter } from "../observability/ErrorReporter.js"
 import * as Metrics from "../observability/Metrics.js"
-import { type MappingSnapshot, MigrationAlreadyRunning } from "../repositories/MigrationJobRepo.js"
-import type { StripeCustomer, StripeCustomerPage } from "../stripe/StripeClient.js"
+import { MigrationAlreadyRunning } from "../repositories/MigrationJobRepo.js"
+import type { StripeCustomerPage } from "../stripe/StripeClient.js"
 import { isStripeError, type StripeError } from "../stripe/StripeErrors.js"
 import { firstChunkSize, heartbeatInterval, nextChunkSize } from "./Config.js"
-import { MAX_EXTERNAL_ID_LENGTH } from "./CsvMapping.js"
-import {
-  MAX_PROBLEMS,
-  type MigrationCounts,
-  type MigrationJob,
-  type MigrationOptions,
-  type MigrationProblem,
-  type MigrationProgress,
-  zeroCounts
-} from "./Model.js"
+import { type MigrationJob, type MigrationOptions, type MigrationProgress, zeroCounts } from "./Model.js"
+import { accountOne, externalIdOf, freshState, isLinkableExternalId, planPage } from "./PageAccounting.js"
 import { CHUNK_RETRY, describeError, isInfraError, linkingJobServices, LostClaim, statisticsSchedule } from "./Shared.js"
 
 /** Called after every committed page (CLI progress line, tests). */
 export type PageListener = (progress: MigrationProgress & { readonly migrationId: string }) => Effect.Effect<void>
-
-/** metadata.external_id as the migration reads it ("" when absent). */
-const externalIdOf = (c: StripeCustomer): string => {
-  const raw = c.metadata["external_id"]
-  return typeof raw === "string" ? raw.trim() : ""
-}
-
-const isLinkableExternalId = (externalId: string) => externalId !== "" && externalId.length <= MAX_EXTERNAL_ID_LENGTH
-
-interface PageState {
-  counts: { -readonly [K in keyof MigrationCounts]: MigrationCounts[K] }
-  problems: Array<MigrationProblem>
-  problemsTotal: number
-  entities: Array<{ type: "customer" | "mapping"; id: string }>
-  replaced: Array<MappingSnapshot>
-  wouldLink: Map<string, string>
-  stopped: string | undefined
-}
 
 export class MigrationService extends Effect.Service<MigrationService>()("flexprice/MigrationService", {
   effect: Effect.gen(function* () {
@@ -78,146 +52,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
         extra: { migration_id: job.id, dry_run: job.dryRun }
       })
 
-    // ------------------------------------------------------------------ one Stripe customer
-
-    const addProblem = (s: PageState, p: MigrationProblem) => {
-      s.problemsTotal++
-      if (s.problems.length < MAX_PROBLEMS) s.problems.push(p)
-    }
-
-    const linkInputOf = (job: MigrationJob, c: StripeCustomer, externalId: string): LinkManyInput => ({
-      externalId,
-      stripeCustomerId: c.id,
-      name: c.name,
-      email: c.email,
-      source: "migration",
-      migrationId: job.id,
-      createCustomer: job.options.createMissingCustomers,
-      // `fail` is decided here, after recording the conflict, rather than by a linker error.
-      onConflict: job.options.conflictStrategy === "overwrite" ? "overwrite" : "skip",
-      dryRun: job.dryRun
-    })
-
-    /**
-     * Account for one Stripe customer of the page, in page order: its external_id problems, the
-     * dry run's memory of this run, and `outcome`, what the linker answered for it (undefined
-     * when it was not linkable).
-     */
-    const accountOne = (
-      job: MigrationJob,
-      s: PageState,
-      before: ReadonlyArray<MappingSnapshot>,
-      c: StripeCustomer,
-      outcome: LinkOutcome | undefined,
-      wouldLinkGlobal: Map<string, string> | undefined
-    ) =>
-      Effect.gen(function* () {
-        s.counts.seen++
-        const externalId = externalIdOf(c)
-        if (externalId === "") {
-          s.counts.missing_external_id++
-          addProblem(s, { stripe_customer_id: c.id, code: "missing_external_id", message: "the Stripe customer has no metadata.external_id" })
-          return
-        }
-        if (externalId.length > MAX_EXTERNAL_ID_LENGTH) {
-          s.counts.failed++
-          addProblem(s, {
-            stripe_customer_id: c.id,
-            external_id: externalId.slice(0, 64),
-            code: "invalid_external_id",
-            message: `metadata.external_id is longer than ${MAX_EXTERNAL_ID_LENGTH} characters`
-          })
-          return
-        }
-        const strategy = job.options.conflictStrategy
-        const conflict = (conflictWith: LinkOutcome["conflictWith"]) => {
-          s.counts.conflicts++
-          const with_ = { customer_id: conflictWith?.customerId, stripe_customer_id: conflictWith?.stripeCustomerId }
-          addProblem(s, {
-            stripe_customer_id: c.id,
-            external_id: externalId,
-            code: "conflict",
-            message:
-              conflictWith?.stripeCustomerId !== undefined
-                ? `external_id ${externalId} is already mapped to Stripe customer ${conflictWith.stripeCustomerId}`
-                : `Stripe customer ${c.id} is already mapped to customer ${conflictWith?.customerId ?? "?"}`,
-            conflict_with: with_
-          })
-          if (strategy === "fail") s.stopped = `conflict: Stripe customer ${c.id} (external_id ${externalId}) is already mapped differently`
-        }
-
-        // Dry run: an earlier row of this run would already have mapped this external_id.
-        if (job.dryRun) {
-          const prior = s.wouldLink.get(externalId) ?? wouldLinkGlobal?.get(externalId)
-          if (prior !== undefined && prior !== c.id) {
-            if (strategy !== "overwrite") return conflict({ stripeCustomerId: prior })
-            s.counts.mapped++
-            s.wouldLink.set(externalId, c.id)
-            addProblem(s, {
-              stripe_customer_id: c.id,
-              external_id: externalId,
-              code: "overwritten",
-              message: `would replace the mapping to ${prior}`,
-              conflict_with: { stripe_customer_id: prior }
-            })
-            return
-          }
-        }
-
-        // linkMany stops after a `fail` conflict, and so does the page loop: every row reached was linked.
-        if (outcome === undefined) return yield* Effect.dieMessage(`Stripe customer ${c.id} was not linked`)
-        if (outcome.customerCreated && !job.dryRun && outcome.customerId !== null) s.entities.push({ type: "customer", id: outcome.customerId })
-        switch (outcome.mapping) {
-          case "created":
-          case "updated": {
-            s.counts.mapped++
-            if (outcome.customerCreated) s.counts.created++
-            if (job.dryRun) s.wouldLink.set(externalId, c.id)
-            if (outcome.mappingId !== undefined && !job.dryRun) s.entities.push({ type: "mapping", id: outcome.mappingId })
-            if (outcome.mapping === "updated" && !job.dryRun) {
-              // The rows this link reassigned or removed, as they were before this migration.
-              for (const row of before)
-                if ((row.providerCustomerId === c.id || row.customerId === outcome.customerId) && row.migrationId !== job.id) s.replaced.push(row)
-            }
-            if (outcome.conflictWith !== undefined)
-              addProblem(s, {
-                stripe_customer_id: c.id,
-                external_id: externalId,
-                code: "overwritten",
-                message: "replaced a conflicting mapping (conflict_strategy=overwrite)",
-                conflict_with: { customer_id: outcome.conflictWith.customerId, stripe_customer_id: outcome.conflictWith.stripeCustomerId }
-              })
-            return
-          }
-          case "unchanged":
-            s.counts.already_mapped++
-            return
-          case "conflict":
-            if (outcome.customerCreated && !job.dryRun) s.counts.created++
-            return conflict(outcome.conflictWith)
-          case "customer_missing":
-            s.counts.customer_missing++
-            addProblem(s, {
-              stripe_customer_id: c.id,
-              external_id: externalId,
-              code: "customer_missing",
-              message: `no customer with external_id ${externalId} (create_missing_customers=false)`
-            })
-            return
-        }
-      })
-
     // ------------------------------------------------------------------ pages
-
-    const freshState = (p: MigrationProgress): PageState => ({
-      counts: { ...p.counts },
-      problems: [...p.problems],
-      problemsTotal: p.problemsTotal,
-      entities: [],
-      replaced: [],
-      wouldLink: new Map(),
-      stopped: undefined
-    })
 
     /**
      * Apply a chunk of a page (all of it, or a slice) in one transaction: cursor, counts and
@@ -240,29 +75,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
             const ids = page.customers.map((c) => c.id)
             const externalIds = page.customers.map(externalIdOf).filter(isLinkableExternalId)
             const { snapshots: before, externalIdOfCustomer } = yield* repo.mappingsTouching(ids, externalIds)
-            // Already mapped exactly like this (re-runs, resumed jobs): the answer is known
-            // without a link, unless an earlier row of this page touched the same external_id.
-            const unchanged = new Set(
-              before
-                .filter((m) => m.status === "active" && externalIdOfCustomer.has(m.customerId))
-                .map((m) => `${externalIdOfCustomer.get(m.customerId)}\u0000${m.providerCustomerId}`)
-            )
-            const touched = new Set<string>()
-            const rows: Array<{ readonly c: StripeCustomer; readonly known: boolean; readonly linkAt?: number }> = []
-            const toLink: Array<LinkManyInput> = []
-            for (const c of page.customers) {
-              const ext = externalIdOf(c)
-              if (isLinkableExternalId(ext) && !touched.has(ext) && unchanged.has(`${ext}\u0000${c.id}`)) {
-                rows.push({ c, known: true })
-                continue
-              }
-              touched.add(ext)
-              if (!isLinkableExternalId(ext)) rows.push({ c, known: false })
-              else {
-                rows.push({ c, known: false, linkAt: toLink.length })
-                toLink.push(linkInputOf(job, c, ext))
-              }
-            }
+            const { rows, toLink } = planPage(job, page.customers, { before, externalIdOfCustomer })
             // The whole page in a constant number of statements; outcome i is what linking the
             // customers one by one in page order would have answered.
             const outcomes = yield* linker.linkMany(toLink, { stopAtConflict: job.options.conflictStrategy === "fail" })
@@ -272,7 +85,8 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
                 s.counts.already_mapped++
                 continue
               }
-              yield* accountOne(job, s, before, row.c, row.linkAt === undefined ? undefined : outcomes[row.linkAt], wouldLink)
+              const outcome = row.linkAt === undefined ? undefined : outcomes[row.linkAt]
+              yield* accountOne({ job, state: s, before, customer: row.c, outcome, wouldLinkGlobal: wouldLink })
               if (s.stopped !== undefined) break
             }
             const next: MigrationProgress = {
