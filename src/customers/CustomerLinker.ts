@@ -158,23 +158,17 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
       }).pipe(raceOnUniqueViolation)
 
     /** Find-or-create the customer and its Stripe mapping. */
-    const link = (input: LinkInput) =>
-      retryLostRace(attempt(input, {})).pipe(
-        Effect.flatMap((outcome) =>
-          outcome.mapping === "conflict" && input.onConflict === "fail"
-            ? Effect.fail(
-                Conflict.of("mapping_conflict", `Stripe customer ${input.stripeCustomerId} or external_id ${input.externalId} is already mapped differently`, {
-                  external_id: input.externalId,
-                  stripe_customer_id: input.stripeCustomerId,
-                  conflict_with: outcome.conflictWith
-                })
-              )
-            : Effect.succeed(outcome)
-        ),
-        Effect.withSpan("customers.link", {
-          attributes: { "link.source": input.source, "link.on_conflict": input.onConflict, "link.dry_run": input.dryRun === true }
+    const link = Effect.fn("CustomerLinker.link")(function* (input: LinkInput) {
+      yield* Effect.annotateCurrentSpan({ "link.source": input.source, "link.on_conflict": input.onConflict, "link.dry_run": input.dryRun === true })
+      const outcome = yield* retryLostRace(attempt(input, {}))
+      if (outcome.mapping === "conflict" && input.onConflict === "fail")
+        return yield* Conflict.of("mapping_conflict", `Stripe customer ${input.stripeCustomerId} or external_id ${input.externalId} is already mapped differently`, {
+          external_id: input.externalId,
+          stripe_customer_id: input.stripeCustomerId,
+          conflict_with: outcome.conflictWith
         })
-      )
+      return outcome
+    })
 
     /**
      * One batch attempt: read every customer and mapping the inputs touch (one statement),
@@ -272,25 +266,27 @@ export class CustomerLinker extends Effect.Service<CustomerLinker>()("flexprice/
      * When a concurrent writer wins a race (rare: the batch's writes are undone), the batch is
      * linked one input at a time instead: a wide batch retried whole could keep losing.
      */
-    const linkMany = (inputs: ReadonlyArray<LinkManyInput>, options: { readonly stopAtConflict?: boolean } = {}) => {
+    const linkMany = Effect.fn("CustomerLinker.linkMany")(function* (
+      inputs: ReadonlyArray<LinkManyInput>,
+      options: { readonly stopAtConflict?: boolean } = {}
+    ) {
+      yield* Effect.annotateCurrentSpan({ "link.count": inputs.length })
       const stopAtConflict = options.stopAtConflict === true
-      return (
-        inputs.length === 0
-          ? Effect.succeed([] as ReadonlyArray<LinkOutcome>)
-          : attemptMany(inputs, stopAtConflict).pipe(
-              Effect.catchTag("LostRace", () =>
-                Effect.annotateCurrentSpan("link.one_by_one", true).pipe(
-                  Effect.zipRight(Metric.increment(Metrics.customerLinkBatchFallbacksTotal)),
-                  Effect.zipRight(linkOneByOne(inputs, stopAtConflict))
-                )
-              )
-            )
-      ).pipe(Effect.withSpan("customers.link_many", { attributes: { "link.count": inputs.length } }))
-    }
+      if (inputs.length === 0) return [] as ReadonlyArray<LinkOutcome>
+      return yield* attemptMany(inputs, stopAtConflict).pipe(
+        Effect.catchTag("LostRace", () =>
+          Effect.annotateCurrentSpan("link.one_by_one", true).pipe(
+            Effect.zipRight(Metric.increment(Metrics.customerLinkBatchFallbacksTotal)),
+            Effect.zipRight(linkOneByOne(inputs, stopAtConflict))
+          )
+        )
+      )
+    })
 
     /** Mark the Stripe customer's mapping deleted (its usage stops syncing). True when one changed. */
-    const unlinkStripeCustomer = (stripeCustomerId: string) =>
-      mappings.markDeletedByProviderCustomerId(stripeCustomerId).pipe(Effect.withSpan("customers.unlink_stripe_customer"))
+    const unlinkStripeCustomer = Effect.fn("CustomerLinker.unlinkStripeCustomer")((stripeCustomerId: string) =>
+      mappings.markDeletedByProviderCustomerId(stripeCustomerId)
+    )
 
     return { link, linkMany, unlinkStripeCustomer } as const
   }),

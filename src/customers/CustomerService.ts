@@ -15,7 +15,7 @@ export class CustomerService extends Effect.Service<CustomerService>()("flexpric
     const ingestor = yield* EventIngestor
 
     /** Create; a taken external_id → Conflict `customer_exists`. */
-    const create = Effect.fn("customers.create")(function* (input: NewCustomer) {
+    const create = Effect.fn("CustomerService.create")(function* (input: NewCustomer) {
       const inserted = yield* repo.insert(input)
       if (Option.isNone(inserted))
         return yield* Conflict.of("customer_exists", `a customer with external_id ${input.externalId} already exists`, {
@@ -29,7 +29,7 @@ export class CustomerService extends Effect.Service<CustomerService>()("flexpric
      * Find by external_id, or create it when allowed. Always runs the pending pass, which is a
      * no-op when nothing is pending, so a customer created concurrently elsewhere is covered.
      */
-    const findOrCreate = Effect.fn("customers.find_or_create")(function* (
+    const findOrCreate = Effect.fn("CustomerService.findOrCreate")(function* (
       input: NewCustomer,
       options: { readonly create: boolean } = { create: true }
     ) {
@@ -52,7 +52,7 @@ export class CustomerService extends Effect.Service<CustomerService>()("flexpric
      * link. Returns the ids inserted; an external_id already taken is left out, and the caller
      * decides (a batch of links re-reads and decides again).
      */
-    const createMany = Effect.fn("customers.create_many")(function* (
+    const createMany = Effect.fn("CustomerService.createMany")(function* (
       rows: ReadonlyArray<NewCustomer & { readonly id: CustomerId }>,
       existing: ReadonlyArray<{ readonly externalId: string; readonly customerId: string }> = []
     ) {

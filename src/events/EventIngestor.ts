@@ -220,7 +220,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
           )} ON CONFLICT DO NOTHING`
 
     /** Ingest parsed raw events (numbers as JsonNumber). Returns what was accepted/rejected by index. */
-    const ingest = Effect.fn("events.ingest")(function* (raws: ReadonlyArray<unknown>) {
+    const ingest = Effect.fn("EventIngestor.ingest")(function* (raws: ReadonlyArray<unknown>) {
       const scope = yield* CurrentTenant
       yield* Effect.annotateCurrentSpan({ "events.count": raws.length, tenant_id: scope.tenantId })
       const result = yield* watermark.stamped((ingestedAt) =>
@@ -328,7 +328,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
      * Process every pending event of customers that now exist, in one pass for all of them
      * (a page of migrated customers). Idempotent.
      */
-    const processPendingForMany = Effect.fn("events.process_pending")(function* (
+    const processPendingForMany = Effect.fn("EventIngestor.processPendingForMany")(function* (
       customers: ReadonlyArray<{ readonly externalId: string; readonly customerId: string }>
     ) {
       if (customers.length === 0) return 0

@@ -226,8 +226,9 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
    * hold in memory); none: every group unordered, up to IN_MEMORY_GROUPS + 1 — a plain GROUP BY
    * without a sort, one scan of the window.
    */
-  const aggregatePage = (q: AggregateQuery, keyset: Option.Option<Option.Option<AggregateGroup>>) =>
-    sql<{ customerId: string; meterId: string; eventName: string; quantity: string; eventCount: string }>`
+  const aggregatePage = Effect.fn("EventStore.aggregatePage")(function* (q: AggregateQuery, keyset: Option.Option<Option.Option<AggregateGroup>>) {
+    yield* Effect.annotateCurrentSpan({ backend: "postgres" })
+    return yield* sql<{ customerId: string; meterId: string; eventName: string; quantity: string; eventCount: string }>`
       SELECT customer_id, meter_id, event_name, SUM(qty_billable)::text AS quantity, COUNT(*) AS event_count
       FROM events_processed
       WHERE tenant_id = ${q.scope.tenantId} AND environment_id = ${q.scope.environmentId}
@@ -254,9 +255,9 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
         )
       ),
       Effect.mapError(fail("aggregateBillable")),
-      inTenant(q.scope),
-      Effect.withSpan("eventstore.aggregate_page", { attributes: { backend: "postgres" } })
+      inTenant(q.scope)
     )
+  })
 
   const keysetPages = (q: AggregateQuery): Stream.Stream<AggregateGroup, EventStoreError> =>
     Stream.paginateChunkEffect(Option.none<AggregateGroup>(), (after) =>

@@ -56,16 +56,16 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
     const rollback = yield* Rollback
 
     /** Check the header (400 before any job exists), then create the job (MigrationAlreadyRunning). */
-    const start = (text: string, options: CsvImportOptions, owner: string) =>
-      Effect.gen(function* () {
-        const header = readCsvHeader(csvItems(text))
-        if (header._tag === "Left") return yield* InvalidInput.of(header.left.code, header.left.message)
-        return yield* repo.create({
-          kind: "csv",
-          options: { dryRun: options.dryRun, createMissingCustomers: options.createMissingCustomers, conflictStrategy: options.conflictStrategy },
-          claimedBy: owner
-        })
-      }).pipe(Effect.withSpan("migration.csv_start", { attributes: { "csv.bytes": text.length } }))
+    const start = Effect.fn("CsvImport.start")(function* (text: string, options: CsvImportOptions, owner: string) {
+      yield* Effect.annotateCurrentSpan({ "csv.bytes": text.length })
+      const header = readCsvHeader(csvItems(text))
+      if (header._tag === "Left") return yield* InvalidInput.of(header.left.code, header.left.message)
+      return yield* repo.create({
+        kind: "csv",
+        options: { dryRun: options.dryRun, createMissingCustomers: options.createMissingCustomers, conflictStrategy: options.conflictStrategy },
+        claimedBy: owner
+      })
+    })
 
     /** Pass 1: rows in the file and the duplicate index, yielding every COUNT_STEP records. */
     const countPass = (text: string) =>
@@ -104,8 +104,9 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
         return { kept, problems }
       })
 
-    const run = (job: MigrationJob, text: string, options: CsvImportOptions, owner: string) =>
-      Effect.gen(function* () {
+    const run = Effect.fn("CsvImport.run")(
+      function* (job: MigrationJob, text: string, options: CsvImportOptions, owner: string) {
+        yield* Effect.annotateCurrentSpan({ "migration.id": job.id, "csv.bytes": text.length })
         yield* repo.heartbeat(job.id, owner).pipe(Effect.ignore, Effect.repeat(Schedule.spaced(heartbeatInterval(config.staleSeconds))), Effect.forkScoped)
         const linkInput = (r: CsvMappingRow, dryRun: boolean) => ({
           externalId: r.externalId,
@@ -226,13 +227,15 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
         if (!(Option.isSome(failure) && failure.value instanceof Refused))
           yield* Effect.logError("CSV import failed", outcome.cause).pipe(Effect.annotateLogs({ migration_id: job.id }))
         yield* undoAndFail(job, owner, reason)
-      }).pipe(
-        Effect.scoped,
-        // Shutdown: let go; the next runner's scan undoes what was applied and marks it failed.
-        Effect.onInterrupt(() => repo.release(job.id, owner).pipe(Effect.ignore)),
-        Effect.catchAll((e) => Effect.logError("CSV import bookkeeping failed", e).pipe(Effect.annotateLogs({ migration_id: job.id }))),
-        Effect.withSpan("migration.csv_import", { attributes: { "migration.id": job.id, "csv.bytes": text.length } })
-      )
+      },
+      (self, job, _text, _options, owner) =>
+        self.pipe(
+          Effect.scoped,
+          // Shutdown: let go; the next runner's scan undoes what was applied and marks it failed.
+          Effect.onInterrupt(() => repo.release(job.id, owner).pipe(Effect.ignore)),
+          Effect.catchAll((e) => Effect.logError("CSV import bookkeeping failed", e).pipe(Effect.annotateLogs({ migration_id: job.id })))
+        )
+    )
 
     /**
      * Undo what the import applied, then mark it failed with nothing applied. Used by the import
@@ -260,11 +263,12 @@ export class CsvImport extends Effect.Service<CsvImport>()("flexprice/CsvImport"
       }).pipe(Effect.scoped)
 
     /** A claimed orphan (its process died or stopped): undo and fail it. */
-    const recover = (job: MigrationJob, owner: string) =>
-      undoAndFail(job, owner, "interrupted: the import stopped before it finished").pipe(
-        Effect.catchAll((e) => Effect.logError("undoing an interrupted CSV import failed", e).pipe(Effect.annotateLogs({ migration_id: job.id }))),
-        Effect.withSpan("migration.csv_recover", { attributes: { "migration.id": job.id } })
+    const recover = Effect.fn("CsvImport.recover")(function* (job: MigrationJob, owner: string) {
+      yield* Effect.annotateCurrentSpan({ "migration.id": job.id })
+      return yield* undoAndFail(job, owner, "interrupted: the import stopped before it finished").pipe(
+        Effect.catchAll((e) => Effect.logError("undoing an interrupted CSV import failed", e).pipe(Effect.annotateLogs({ migration_id: job.id })))
       )
+    })
 
     return { start, run, recover } as const
   })

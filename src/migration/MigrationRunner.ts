@@ -77,7 +77,7 @@ export class MigrationRunner extends Effect.Service<MigrationRunner>()("flexpric
     const submitVerify = (migrationId: string) => Effect.flatMap(verify.start(migrationId, owner), (task) => Effect.as(launchTask(task), task))
 
     /** Claim orphaned work (start-up, then periodically: another replica may have died). */
-    const scan = Effect.gen(function* () {
+    const scan = Effect.fn("MigrationRunner.resumeScan")(function* () {
       const claimed = yield* repo.claimOrphans(owner, config.staleSeconds)
       for (const job of claimed) {
         yield* Effect.logInfo(job.kind === "csv" ? "undoing an interrupted CSV import" : "resuming migration").pipe(
@@ -91,11 +91,11 @@ export class MigrationRunner extends Effect.Service<MigrationRunner>()("flexpric
         yield* launchTask(task)
       }
       return claimed.length + orphanTasks.length
-    }).pipe(Effect.withSpan("migration.resume_scan"))
+    })
 
     yield* FiberSet.run(
       fibers,
-      scan.pipe(
+      scan().pipe(
         Effect.catchAllCause((cause) => Effect.logWarning("migration resume scan failed", cause)),
         Effect.repeat(Schedule.spaced(`${config.scanSeconds} seconds`)),
         Effect.asVoid

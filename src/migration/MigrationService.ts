@@ -60,15 +60,17 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
      * in-flight ingest, so the sync watermark stays below the processed rows written for pending
      * events until the chunk commits. Answers how long the chunk took, with its result.
      */
-    const applyChunk = (
-      job: MigrationJob,
-      owner: string,
-      progress: MigrationProgress,
-      chunk: { readonly page: StripeCustomerPage; readonly lastOfPage: boolean },
-      wouldLink: Map<string, string> | undefined
-    ) => {
+    const applyChunk = Effect.fn("MigrationService.applyChunk")(function* (input: {
+      readonly job: MigrationJob
+      readonly owner: string
+      readonly progress: MigrationProgress
+      readonly chunk: { readonly page: StripeCustomerPage; readonly lastOfPage: boolean }
+      readonly wouldLink: Map<string, string> | undefined
+    }) {
+      const { job, owner, progress, chunk, wouldLink } = input
       const page = chunk.page
-      return gate.timedTurn(watermark.stamped(() =>
+      yield* Effect.annotateCurrentSpan({ "migration.id": job.id, "migration.page_size": page.customers.length })
+      return yield* gate.timedTurn(watermark.stamped(() =>
         sql.withTransaction(
           Effect.gen(function* () {
             const s = freshState(progress)
@@ -104,11 +106,8 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
             return { next, stopped: s.stopped, wouldLink: s.wouldLink }
           })
         )
-      )).pipe(
-        Effect.retry({ schedule: CHUNK_RETRY, while: (e) => isInfraError(e) }),
-        Effect.withSpan("migration.page", { attributes: { "migration.id": job.id, "migration.page_size": page.customers.length } })
-      )
-    }
+      )).pipe(Effect.retry({ schedule: CHUNK_RETRY, while: (e) => isInfraError(e) }))
+    })
 
     const progressOf = (job: MigrationJob): MigrationProgress => ({
       cursor: job.cursor,
@@ -119,15 +118,17 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
     })
 
     /** Creates the job row (409-style MigrationAlreadyRunning when one runs here). */
-    const start = (options: MigrationOptions, owner: string) =>
-      repo.create({ kind: "stripe_customers", options, claimedBy: owner }).pipe(Effect.withSpan("migration.start"))
+    const start = Effect.fn("MigrationService.start")((options: MigrationOptions, owner: string) =>
+      repo.create({ kind: "stripe_customers", options, claimedBy: owner })
+    )
 
     /**
      * Run a claimed job to its end from its saved cursor. Interruption (shutdown) releases the
      * claim so the next runner resumes at once; the page in flight rolls back.
      */
-    const run = (job0: MigrationJob, owner: string, onPage?: PageListener) =>
-      Effect.gen(function* () {
+    const run = Effect.fn("MigrationService.run")(
+      function* (job0: MigrationJob, owner: string, onPage?: PageListener) {
+        yield* Effect.annotateCurrentSpan({ "migration.id": job0.id, "migration.dry_run": job0.dryRun })
         let job = job0
         if (job.dryRun && (job.pages > 0 || job.counts.seen > 0)) {
           yield* repo.resetProgress(job.id, owner)
@@ -168,7 +169,7 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
               const customers = page.customers.slice(from, from + size)
               const lastOfPage = from + customers.length >= page.customers.length
               const chunk = { page: { ...page, customers, lastId: lastOfPage ? page.lastId : customers[customers.length - 1]!.id }, lastOfPage }
-              const [took, result] = yield* applyChunk(job, owner, progress, chunk, wouldLink)
+              const [took, result] = yield* applyChunk({ job, owner, progress, chunk, wouldLink })
               progress = result.next
               if (wouldLink) for (const [k, v] of result.wouldLink) wouldLink.set(k, v)
               size = nextChunkSize(config, size, Duration.toMillis(took))
@@ -212,12 +213,14 @@ export class MigrationService extends Effect.Service<MigrationService>()("flexpr
         yield* reportFailed(job, code, Option.getOrElse(failure as Option.Option<unknown>, () => Cause.squash(outcome.cause)))
         yield* Effect.logError("migration failed", outcome.cause).pipe(Effect.annotateLogs({ migration_id: job.id }))
         yield* finish("failed", message)
-      }).pipe(
-        Effect.scoped,
-        Effect.onInterrupt(() => repo.release(job0.id, owner).pipe(Effect.ignore)),
-        Effect.catchAll((e) => Effect.logError("migration bookkeeping failed", e).pipe(Effect.annotateLogs({ migration_id: job0.id }))),
-        Effect.withSpan("migration.run", { attributes: { "migration.id": job0.id, "migration.dry_run": job0.dryRun } })
-      )
+      },
+      (self, job0, owner) =>
+        self.pipe(
+          Effect.scoped,
+          Effect.onInterrupt(() => repo.release(job0.id, owner).pipe(Effect.ignore)),
+          Effect.catchAll((e) => Effect.logError("migration bookkeeping failed", e).pipe(Effect.annotateLogs({ migration_id: job0.id })))
+        )
+    )
 
     // ------------------------------------------------------------------ reads
 

@@ -142,31 +142,32 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
       })
 
     /** Checks, then a rollback task (409 when one runs); a failed earlier rollback is continued. */
-    const start = (id: string, owner: string) =>
-      Effect.gen(function* () {
-        const job = yield* Effect.flatMap(jobs.get(id), Option.match({ onNone: () => Effect.fail(NotFound.of("migration", id)), onSome: Effect.succeed }))
-        if (job.status === "running") return yield* Conflict.of("migration_running", `migration ${id} is still running`, { running_id: id })
-        if (job.status === "rolled_back") return yield* Conflict.of("already_rolled_back", `migration ${id} was already rolled back`, { migration_id: id })
-        const counts = yield* tasks.countEntities(id)
-        const previous = yield* tasks.latest(id, "rollback")
-        const task = yield* tasks
-          .create({ migrationId: id, kind: "rollback", total: counts.mappings + counts.replaced + counts.customers, claimedBy: owner })
-          .pipe(
-            Effect.catchTag("TaskAlreadyRunning", (e) =>
-              Conflict.of("rollback_running", `a rollback of migration ${id} is running (task ${e.runningId})`, { task_id: e.runningId })
-            )
+    const start = Effect.fn("Rollback.start")(function* (id: string, owner: string) {
+      yield* Effect.annotateCurrentSpan({ "migration.id": id })
+      const job = yield* Effect.flatMap(jobs.get(id), Option.match({ onNone: () => Effect.fail(NotFound.of("migration", id)), onSome: Effect.succeed }))
+      if (job.status === "running") return yield* Conflict.of("migration_running", `migration ${id} is still running`, { running_id: id })
+      if (job.status === "rolled_back") return yield* Conflict.of("already_rolled_back", `migration ${id} was already rolled back`, { migration_id: id })
+      const counts = yield* tasks.countEntities(id)
+      const previous = yield* tasks.latest(id, "rollback")
+      const task = yield* tasks
+        .create({ migrationId: id, kind: "rollback", total: counts.mappings + counts.replaced + counts.customers, claimedBy: owner })
+        .pipe(
+          Effect.catchTag("TaskAlreadyRunning", (e) =>
+            Conflict.of("rollback_running", `a rollback of migration ${id} is running (task ${e.runningId})`, { task_id: e.runningId })
           )
-        if (Option.isSome(previous) && previous.value.status === "failed") {
-          const carried = { cursor: previous.value.cursor, done: previous.value.done, result: previous.value.result }
-          yield* tasks.saveProgress(task.id, owner, carried)
-          return { ...task, ...carried }
-        }
-        return task
-      }).pipe(Effect.withSpan("migration.rollback_start", { attributes: { "migration.id": id } }))
+        )
+      if (Option.isSome(previous) && previous.value.status === "failed") {
+        const carried = { cursor: previous.value.cursor, done: previous.value.done, result: previous.value.result }
+        yield* tasks.saveProgress(task.id, owner, carried)
+        return { ...task, ...carried }
+      }
+      return task
+    })
 
     /** Run a claimed rollback task to its end (in the task's tenant scope). */
-    const run = (task: MigrationTask, owner: string) =>
-      Effect.gen(function* () {
+    const run = Effect.fn("Rollback.run")(
+      function* (task: MigrationTask, owner: string) {
+        yield* Effect.annotateCurrentSpan({ "migration.id": task.migrationId, "task.id": task.id })
         yield* tasks.heartbeat(task.id, owner).pipe(Effect.ignore, Effect.repeat(Schedule.spaced(heartbeatInterval(config.staleSeconds))), Effect.forkScoped)
         const outcome = yield* Effect.exit(
           Effect.gen(function* () {
@@ -201,12 +202,14 @@ export class Rollback extends Effect.Service<Rollback>()("flexprice/MigrationRol
           done: Option.match(latest, { onSome: (t) => t.done, onNone: () => 0 }),
           result: Option.match(latest, { onSome: (t) => t.result, onNone: () => ({}) })
         })
-      }).pipe(
-        Effect.scoped,
-        Effect.onInterrupt(() => tasks.release(task.id, owner).pipe(Effect.ignore)),
-        Effect.catchAll((e) => Effect.logError("migration rollback bookkeeping failed", e).pipe(Effect.annotateLogs({ task_id: task.id }))),
-        Effect.withSpan("migration.rollback", { attributes: { "migration.id": task.migrationId, "task.id": task.id } })
-      )
+      },
+      (self, task, owner) =>
+        self.pipe(
+          Effect.scoped,
+          Effect.onInterrupt(() => tasks.release(task.id, owner).pipe(Effect.ignore)),
+          Effect.catchAll((e) => Effect.logError("migration rollback bookkeeping failed", e).pipe(Effect.annotateLogs({ task_id: task.id })))
+        )
+    )
 
     return { start, run, undoAll } as const
   })

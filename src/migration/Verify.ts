@@ -45,23 +45,24 @@ export class Verify extends Effect.Service<Verify>()("flexprice/MigrationVerify"
       })
 
     /** A verification task of a finished migration (409 when one is running for it). */
-    const start = (id: string, owner: string) =>
-      Effect.gen(function* () {
-        const job = yield* Effect.flatMap(jobs.get(id), Option.match({ onNone: () => Effect.fail(NotFound.of("migration", id)), onSome: Effect.succeed }))
-        // Fail fast on a missing or unreadable key rather than starting a task that fails at once.
-        yield* accounts.refForOperation("stripe_migration_verify")
-        const counts = yield* tasks.countEntities(job.id)
-        return yield* tasks
-          .create({ migrationId: job.id, kind: "verify", total: counts.mappings, claimedBy: owner })
-          .pipe(
-            Effect.catchTag("TaskAlreadyRunning", (e) =>
-              Conflict.of("verify_running", `a verification of migration ${id} is running (task ${e.runningId})`, { task_id: e.runningId })
-            )
+    const start = Effect.fn("Verify.start")(function* (id: string, owner: string) {
+      yield* Effect.annotateCurrentSpan({ "migration.id": id })
+      const job = yield* Effect.flatMap(jobs.get(id), Option.match({ onNone: () => Effect.fail(NotFound.of("migration", id)), onSome: Effect.succeed }))
+      // Fail fast on a missing or unreadable key rather than starting a task that fails at once.
+      yield* accounts.refForOperation("stripe_migration_verify")
+      const counts = yield* tasks.countEntities(job.id)
+      return yield* tasks
+        .create({ migrationId: job.id, kind: "verify", total: counts.mappings, claimedBy: owner })
+        .pipe(
+          Effect.catchTag("TaskAlreadyRunning", (e) =>
+            Conflict.of("verify_running", `a verification of migration ${id} is running (task ${e.runningId})`, { task_id: e.runningId })
           )
-      }).pipe(Effect.withSpan("migration.verify_start", { attributes: { "migration.id": id } }))
+        )
+    })
 
-    const run = (task: MigrationTask, owner: string) =>
-      Effect.gen(function* () {
+    const run = Effect.fn("Verify.run")(
+      function* (task: MigrationTask, owner: string) {
+        yield* Effect.annotateCurrentSpan({ "migration.id": task.migrationId, "task.id": task.id })
         yield* tasks.heartbeat(task.id, owner).pipe(Effect.ignore, Effect.repeat(Schedule.spaced(heartbeatInterval(config.staleSeconds))), Effect.forkScoped)
         let cursor = task.cursor ?? ""
         let done = task.done
@@ -97,12 +98,14 @@ export class Verify extends Effect.Service<Verify>()("flexprice/MigrationVerify"
         if (Option.isSome(failure) && failure.value instanceof LostClaim) return
         yield* Effect.logError("migration verification failed", outcome.cause).pipe(Effect.annotateLogs({ migration_id: task.migrationId, task_id: task.id }))
         yield* tasks.finish(task.id, owner, "failed", Option.match(failure, { onSome: describeError, onNone: () => "internal error" }), { cursor, done, result: found })
-      }).pipe(
-        Effect.scoped,
-        Effect.onInterrupt(() => tasks.release(task.id, owner).pipe(Effect.ignore)),
-        Effect.catchAll((e) => Effect.logError("migration verification bookkeeping failed", e).pipe(Effect.annotateLogs({ task_id: task.id }))),
-        Effect.withSpan("migration.verify", { attributes: { "migration.id": task.migrationId, "task.id": task.id } })
-      )
+      },
+      (self, task, owner) =>
+        self.pipe(
+          Effect.scoped,
+          Effect.onInterrupt(() => tasks.release(task.id, owner).pipe(Effect.ignore)),
+          Effect.catchAll((e) => Effect.logError("migration verification bookkeeping failed", e).pipe(Effect.annotateLogs({ task_id: task.id })))
+        )
+    )
 
     return { start, run } as const
   })

@@ -89,33 +89,32 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
       )
 
     /** Archives everything final before `cutoff`, a chunk (one transaction) at a time. */
-    const archiveBefore = (cutoff: Date, chunk = 10_000) =>
-      Effect.gen(function* () {
-        let batches = 0
-        let summaries = 0
-        for (;;) {
-          const pass = yield* archiveChunk(cutoff, chunk)
-          batches += pass.batches
-          summaries += pass.summaries
-          if (pass.batches < chunk) return { batches, summaries } satisfies ArchivePass
-        }
-      }).pipe(Effect.withSpan("ledger.archive"))
+    const archiveBefore = Effect.fn("LedgerArchiveRepo.archiveBefore")(function* (cutoff: Date, chunk = 10_000) {
+      let batches = 0
+      let summaries = 0
+      for (;;) {
+        const pass = yield* archiveChunk(cutoff, chunk)
+        batches += pass.batches
+        summaries += pass.summaries
+        if (pass.batches < chunk) return { batches, summaries } satisfies ArchivePass
+      }
+    })
 
     /**
      * Monthly partitions of the ledger from this month through `monthsAhead` months on; months
      * ending at or before `dropBefore` that hold no batch any more are dropped (migrations/0013,
      * `flexprice_ledger_partitions`).
      */
-    const maintainPartitions = (now: Date, monthsAhead: number, dropBefore: Date) =>
-      Effect.suspend(() => {
-        const through = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + monthsAhead, 1))
-        return sql<{ created: number; dropped: number }>`SELECT created, dropped
-          FROM flexprice_ledger_partitions(${now}, ${through}, ${dropBefore})`
-      }).pipe(
-        Effect.map((rows) => ({ created: Number(rows[0]?.created ?? 0), dropped: Number(rows[0]?.dropped ?? 0) })),
-        asSystem("partition upkeep of the whole ledger (the function runs as the owner)"),
-        Effect.withSpan("ledger.partitions")
-      )
+    const maintainPartitions = Effect.fn("LedgerArchiveRepo.maintainPartitions")(
+      (now: Date, monthsAhead: number, dropBefore: Date) =>
+        Effect.suspend(() => {
+          const through = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + monthsAhead, 1))
+          return sql<{ created: number; dropped: number }>`SELECT created, dropped
+            FROM flexprice_ledger_partitions(${now}, ${through}, ${dropBefore})`
+        }),
+      Effect.map((rows) => ({ created: Number(rows[0]?.created ?? 0), dropped: Number(rows[0]?.dropped ?? 0) })),
+      asSystem("partition upkeep of the whole ledger (the function runs as the owner)")
+    )
 
     return { archiveChunk, archiveBefore, maintainPartitions } as const
   })

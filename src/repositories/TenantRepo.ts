@@ -47,7 +47,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
     const scopeOfHash = new Map<string, TenantScope>()
 
     /** Creates a tenant (or reuses one by name) with an environment and a fresh API key. */
-    const create = Effect.fn("tenant.create")(function* (name: string, environment: string) {
+    const create = Effect.fn("TenantRepo.create")(function* (name: string, environment: string) {
       const { apiKey, keyHash, keyPrefix } = newApiKey()
       return yield* sql.withTransaction(
         Effect.gen(function* () {
@@ -89,7 +89,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
         Effect.map((rows) => rows.length > 0)
       )
 
-    const authenticate = Effect.fn("tenant.authenticate")(function* (apiKey: string) {
+    const authenticate = Effect.fn("TenantRepo.authenticate")(function* (apiKey: string) {
       const keyHash = hashApiKey(apiKey)
       const known = scopeOfHash.get(keyHash)
       if (known !== undefined) {
@@ -120,7 +120,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
     )
 
     /** A further key for an existing environment (rotation: create, switch clients, revoke the old). */
-    const createKey = Effect.fn("tenant.createKey")(function* (scope: TenantScope) {
+    const createKey = Effect.fn("TenantRepo.createKey")(function* (scope: TenantScope) {
       const { apiKey, keyHash, keyPrefix } = newApiKey()
       const id = newId.apiKeyId()
       const rows = yield* sql<{ createdAt: Date }>`
@@ -146,7 +146,7 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
      * environment out by mistake (the operator still can). Revoking a revoked key changes nothing
      * and says so (`AlreadyRevoked`), so a retried revocation is not audited twice.
      */
-    const revokeKey = Effect.fn("tenant.revokeKey")(function* (input: {
+    const revokeKey = Effect.fn("TenantRepo.revokeKey")(function* (input: {
       readonly id: string
       readonly scope?: TenantScope | undefined
       readonly keepOne: boolean

@@ -161,16 +161,17 @@ export const makeService = (ring: KeyRing): EncryptionService => {
   const newest = ring[0]
   const byVersion = new Map(ring.map((k) => [k.version, k.key]))
 
-  const encrypt = (plain: Redacted.Redacted<string>) =>
+  const encrypt = Effect.fn("Encryption.encrypt", { attributes: { "encryption.key_version": newest.version } })((plain: Redacted.Redacted<string>) =>
     Effect.sync(() => {
       const nonce = randomBytes(NONCE_BYTES)
       const cipher = createCipheriv("aes-256-gcm", newest.key, nonce, { authTagLength: TAG_BYTES })
       cipher.setAAD(aad(newest.version))
       const body = Buffer.concat([cipher.update(Redacted.value(plain), "utf8"), cipher.final(), cipher.getAuthTag()])
       return `${FORMAT}:${newest.version}:${nonce.toString("base64")}:${body.toString("base64")}`
-    }).pipe(Effect.withSpan("Encryption.encrypt", { attributes: { "encryption.key_version": newest.version } }))
+    })
+  )
 
-  const decrypt = (cipherText: string) =>
+  const decrypt = Effect.fn("Encryption.decrypt")((cipherText: string) =>
     Effect.suspend(() => {
       const parsed = parseCipher(cipherText)
       if (parsed instanceof DecryptionFailed) return Effect.fail(parsed)
@@ -203,7 +204,8 @@ export const makeService = (ring: KeyRing): EncryptionService => {
           })
         )
       }
-    }).pipe(Effect.withSpan("Encryption.decrypt"))
+    })
+  )
 
   const versionOf = (cipherText: string): Option.Option<string> => {
     const parsed = parseCipher(cipherText)

@@ -171,55 +171,55 @@ export const makeWebhookManager = (options: {
     const v2Events = new Map<string, V2Event>()
     const thinBodies = new Map<string, string>()
 
-    const send = (event: StripeEvent): Effect.Effect<DeliveryRecord> =>
-      Effect.gen(function* () {
-        const t = target
-        const attempt = (attempts.get(event.id) ?? 0) + 1
-        attempts.set(event.id, attempt)
-        const atMs = yield* options.now
-        if (!t) {
-          const r: DeliveryRecord = { eventId: event.id, type: event.type, attempt, status: null, error: "no webhook target", atMs, durationMs: 0 }
-          records.push(r)
-          return r
-        }
-        // Stripe pretty-prints event bodies; receivers must verify the exact bytes.
-        const payload = thinBodies.get(event.id) ?? JSON.stringify(event, null, 2)
-        const ts = Math.floor(atMs / 1000) + (signing.timestampOffsetSeconds ?? 0)
-        const secrets = [t.secret, ...(signing.extraSecrets ?? [])]
-        const header = signatureHeader(signing.tamper ? `${payload} ` : payload, secrets, ts)
-        const started = Date.now()
-        const result = yield* Effect.tryPromise({
-          try: async (signal) => {
-            const res = await fetch(t.url, {
-              method: "POST",
-              headers: {
-                "content-type": "application/json; charset=utf-8",
-                "user-agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-                "stripe-signature": header
-              },
-              body: payload,
-              signal: AbortSignal.any([signal, AbortSignal.timeout(DELIVERY_TIMEOUT_MS)])
-            })
-            await res.arrayBuffer().catch(() => undefined)
-            return res.status
-          },
-          catch: (e) => (e instanceof Error ? e.message : String(e))
-        }).pipe(Effect.either)
-        const r: DeliveryRecord =
-          result._tag === "Right"
-            ? { eventId: event.id, type: event.type, attempt, status: result.right, atMs, durationMs: Date.now() - started }
-            : {
-                eventId: event.id,
-                type: event.type,
-                attempt,
-                status: null,
-                error: result.left,
-                atMs,
-                durationMs: Date.now() - started
-              }
+    const send = Effect.fn("EmulatorWebhooks.deliver")(function* (event: StripeEvent) {
+      yield* Effect.annotateCurrentSpan({ "stripe.event_type": event.type })
+      const t = target
+      const attempt = (attempts.get(event.id) ?? 0) + 1
+      attempts.set(event.id, attempt)
+      const atMs = yield* options.now
+      if (!t) {
+        const r: DeliveryRecord = { eventId: event.id, type: event.type, attempt, status: null, error: "no webhook target", atMs, durationMs: 0 }
         records.push(r)
         return r
-      }).pipe(Effect.withSpan("EmulatorWebhooks.deliver", { attributes: { "stripe.event_type": event.type } }))
+      }
+      // Stripe pretty-prints event bodies; receivers must verify the exact bytes.
+      const payload = thinBodies.get(event.id) ?? JSON.stringify(event, null, 2)
+      const ts = Math.floor(atMs / 1000) + (signing.timestampOffsetSeconds ?? 0)
+      const secrets = [t.secret, ...(signing.extraSecrets ?? [])]
+      const header = signatureHeader(signing.tamper ? `${payload} ` : payload, secrets, ts)
+      const started = Date.now()
+      const result = yield* Effect.tryPromise({
+        try: async (signal) => {
+          const res = await fetch(t.url, {
+            method: "POST",
+            headers: {
+              "content-type": "application/json; charset=utf-8",
+              "user-agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+              "stripe-signature": header
+            },
+            body: payload,
+            signal: AbortSignal.any([signal, AbortSignal.timeout(DELIVERY_TIMEOUT_MS)])
+          })
+          await res.arrayBuffer().catch(() => undefined)
+          return res.status
+        },
+        catch: (e) => (e instanceof Error ? e.message : String(e))
+      }).pipe(Effect.either)
+      const r: DeliveryRecord =
+        result._tag === "Right"
+          ? { eventId: event.id, type: event.type, attempt, status: result.right, atMs, durationMs: Date.now() - started }
+          : {
+              eventId: event.id,
+              type: event.type,
+              attempt,
+              status: null,
+              error: result.left,
+              atMs,
+              durationMs: Date.now() - started
+            }
+      records.push(r)
+      return r
+    })
 
     const ok = (r: DeliveryRecord) => r.status !== null && r.status >= 200 && r.status < 300
     /** Sends, and on a non-2xx answer schedules the next retry of the back-off schedule. */

@@ -117,24 +117,19 @@ export const make = ({ execute, keyHash, refreshMarginMs, tenants }: MeterEventS
     )
 
   /** ≤ 100 events a request; chunks go one at a time unless `concurrency` > 1. */
-  const sendMeterEventsStream = (
+  const sendMeterEventsStream = Effect.fn("MeterEventSession.send", { captureStackTrace: false })(function* (
     ref: StripeAccountRef,
     events: ReadonlyArray<MeterEvent>,
     options?: { readonly concurrency?: number }
-  ): Effect.Effect<MeterStreamResult, StripeError> =>
-    Effect.gen(function* () {
-      const chunks = Arr.chunksOf(events, STREAM_CHUNK)
-      yield* Effect.forEach(chunks, (chunk) => sendChunk(ref, chunk), {
-        concurrency: Math.max(1, options?.concurrency ?? 1),
-        discard: true
-      })
-      return { requests: chunks.length, events: events.length }
-    }).pipe(
-      Effect.withSpan("MeterEventSession.send", {
-        captureStackTrace: false,
-        attributes: { "stripe.tenant": ref.tenantKey, "stripe.events": events.length, "stripe.transport": "stream" }
-      })
-    )
+  ) {
+    yield* Effect.annotateCurrentSpan({ "stripe.tenant": ref.tenantKey, "stripe.events": events.length, "stripe.transport": "stream" })
+    const chunks = Arr.chunksOf(events, STREAM_CHUNK)
+    yield* Effect.forEach(chunks, (chunk) => sendChunk(ref, chunk), {
+      concurrency: Math.max(1, options?.concurrency ?? 1),
+      discard: true
+    })
+    return { requests: chunks.length, events: events.length } satisfies MeterStreamResult
+  })
 
   return { sendMeterEventsStream } as const
 }

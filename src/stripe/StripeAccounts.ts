@@ -122,10 +122,11 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
       })
 
     /** Like `refFor`, naming the operation in the audit row when a decryption happens. */
-    const refForOperation = (
+    const refForOperation: (
       operation: string
-    ): Effect.Effect<StripeAccountRef, StripeNotConfigured | DecryptionFailed | SqlError.SqlError, CurrentTenant> =>
-      Effect.gen(function* () {
+    ) => Effect.Effect<StripeAccountRef, StripeNotConfigured | DecryptionFailed | SqlError.SqlError, CurrentTenant> = Effect.fn("StripeAccounts.refFor")(
+      function* (operation: string) {
+        yield* Effect.annotateCurrentSpan({ operation })
         // No cache shortcut before this read: the row may have changed on another replica.
         const stored = yield* repo.getStored
         if (Option.isNone(stored)) {
@@ -133,7 +134,8 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
           return yield* StripeNotConfigured.of()
         }
         return yield* refOfStored(stored.value, operation)
-      }).pipe(Effect.withSpan("StripeAccounts.refFor", { attributes: { operation } }))
+      }
+    )
 
     /** Decrypted key for the current tenant (audited; cached a few minutes). */
     const refFor: Effect.Effect<StripeAccountRef, StripeNotConfigured | DecryptionFailed | SqlError.SqlError, CurrentTenant> =
@@ -162,12 +164,14 @@ export class StripeAccounts extends Effect.Service<StripeAccounts>()("flexprice/
         return Option.some(secret)
       })
 
-    const webhookSecretFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
-      signingSecretFor(scope, "webhook_secret").pipe(Effect.withSpan("StripeAccounts.webhookSecretFor"))
+    const webhookSecretFor = Effect.fn("StripeAccounts.webhookSecretFor")((scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
+      signingSecretFor(scope, "webhook_secret")
+    )
 
     /** The signing secret of the tenant's v2 event destination (thin events); None when not set. */
-    const eventDestinationSecretFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
-      signingSecretFor(scope, "event_destination_secret").pipe(Effect.withSpan("StripeAccounts.eventDestinationSecretFor"))
+    const eventDestinationSecretFor = Effect.fn("StripeAccounts.eventDestinationSecretFor")((scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
+      signingSecretFor(scope, "event_destination_secret")
+    )
 
     /** Forget cached plaintexts of a tenant environment (after its config changed). */
     const invalidate = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>

@@ -277,6 +277,8 @@ export const makeExecute =
         })
       )
       .pipe(
+        // withSpan, not Effect.fn: the name is computed per operation (`stripe.<call>`, the
+        // names Jaeger users search by), and Effect.fn takes a literal fixed at definition.
         Effect.withSpan(`stripe.${op.name}`, {
           kind: "client",
           // Stack capture per span costs a noticeable share of a v1 call; the span name says where.

@@ -37,7 +37,7 @@ export const makeMeterSupport = (stripe: StripeClientService) => {
   /** provider meter id → its event_time_window (null: raw) */
   const windows = new Map<string, string | null>()
 
-  return Effect.fn("sync.meter_support")(function* (
+  return Effect.fn("MeterSupport.check")(function* (
     ref: StripeAccountRef | undefined,
     mappings: ReadonlyArray<MeterMapping>,
     aggregations: ReadonlyMap<string, string>

@@ -163,42 +163,41 @@ export class EventDestination extends Effect.Service<EventDestination>()("flexpr
       })
 
     /** One delivery, end to end. */
-    const receive = (d: DestinationDelivery) =>
-      Effect.suspend(() => {
-        let type = "unknown"
-        return measured(() => type, Effect.gen(function* () {
-          yield* admit(settings, d)
-          const scope = Either.getOrUndefined(Schema.decodeUnknownEither(TenantScope)(d.route))
-          if (scope === undefined || !(yield* tenants.environmentExists(scope)))
-            return yield* reject(400, "tenant_not_found", "no such tenant environment", "tenant")
-          const secret = yield* accounts.eventDestinationSecretFor(scope)
-          if (Option.isNone(secret))
-            return yield* reject(
-              400,
-              "event_destination_secret_not_configured",
-              "this environment has no event destination secret (PUT /v1/stripe/config event_destination_secret)",
-              "not_configured"
-            )
-          const n = yield* verify(d.body, d.signature, secret.value)
-          type = n.type
-          yield* Effect.annotateCurrentSpan({ "webhook.event_id": n.id, "webhook.type": n.type, "tenant.id": scope.tenantId, "environment.id": scope.environmentId })
-          // Cross-tenant rule: an event of a connected account belongs to the tenant connected to it.
-          const context = n.context ?? null
-          if (context !== null) {
-            const stored = yield* configs.getStoredFor(scope)
-            const account = Option.match(stored, { onNone: () => null, onSome: (s) => s.stripeAccountId })
-            if (account === null || context.split("/").pop() !== account) {
-              yield* Effect.logWarning("event destination delivery refused: context is not this tenant's Stripe account", {
-                stripe_event_id: n.id,
-                context: context.slice(0, 64)
-              })
-              return yield* reject(400, "tenant_account_mismatch", "the event's context is not the Stripe account this environment is connected to", "tenant")
-            }
+    const receive = Effect.fn("EventDestination.receive")(function* (d: DestinationDelivery) {
+      let type = "unknown"
+      return yield* measured(() => type, Effect.gen(function* () {
+        yield* admit(settings, d)
+        const scope = Either.getOrUndefined(Schema.decodeUnknownEither(TenantScope)(d.route))
+        if (scope === undefined || !(yield* tenants.environmentExists(scope)))
+          return yield* reject(400, "tenant_not_found", "no such tenant environment", "tenant")
+        const secret = yield* accounts.eventDestinationSecretFor(scope)
+        if (Option.isNone(secret))
+          return yield* reject(
+            400,
+            "event_destination_secret_not_configured",
+            "this environment has no event destination secret (PUT /v1/stripe/config event_destination_secret)",
+            "not_configured"
+          )
+        const n = yield* verify(d.body, d.signature, secret.value)
+        type = n.type
+        yield* Effect.annotateCurrentSpan({ "webhook.event_id": n.id, "webhook.type": n.type, "tenant.id": scope.tenantId, "environment.id": scope.environmentId })
+        // Cross-tenant rule: an event of a connected account belongs to the tenant connected to it.
+        const context = n.context ?? null
+        if (context !== null) {
+          const stored = yield* configs.getStoredFor(scope)
+          const account = Option.match(stored, { onNone: () => null, onSome: (s) => s.stripeAccountId })
+          if (account === null || context.split("/").pop() !== account) {
+            yield* Effect.logWarning("event destination delivery refused: context is not this tenant's Stripe account", {
+              stripe_event_id: n.id,
+              context: context.slice(0, 64)
+            })
+            return yield* reject(400, "tenant_account_mismatch", "the event's context is not the Stripe account this environment is connected to", "tenant")
           }
-          const status = yield* process(n, context).pipe(Effect.provideService(CurrentTenant, scope))
-          return { eventId: n.id, type: n.type, status, scope }
-        }))
-      }).pipe(Effect.withSpan("EventDestination.receive"))
+        }
+        const status = yield* process(n, context).pipe(Effect.provideService(CurrentTenant, scope))
+        return { eventId: n.id, type: n.type, status, scope }
+      }))
+    })
 
     const process = (n: typeof Notification.Type, context: string | null) =>
       Effect.gen(function* () {

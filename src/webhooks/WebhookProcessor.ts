@@ -261,39 +261,39 @@ export class WebhookProcessor extends Effect.Service<WebhookProcessor>()("flexpr
       }).pipe(Effect.provideService(CurrentTenant, scope))
 
     /** One delivery, end to end. */
-    const receive = (d: WebhookDelivery) =>
-      Effect.suspend(() => {
-        let type = "unknown"
-        return measured(() => type, Effect.gen(function* () {
-          yield* admit(settings, d)
-          let routeScope: TenantScope | undefined
-          let secret: Redacted.Redacted<string>
-          if (d.route !== null) {
-            routeScope = yield* knownScope(d.route.tenantId, d.route.environmentId)
-            if (routeScope === undefined) return yield* tenantNotFound("no such tenant environment")
-            const s = yield* accounts.webhookSecretFor(routeScope)
-            if (Option.isNone(s))
-              return yield* reject(400, "webhook_secret_not_configured", "this environment has no webhook secret (PUT /v1/stripe/config)", "not_configured")
-            secret = s.value
-          } else {
-            if (Option.isNone(settings.globalSecret))
-              return yield* reject(400, "webhook_secret_not_configured", "STRIPE_WEBHOOK_SECRET is not set", "not_configured")
-            secret = settings.globalSecret.value
-          }
-          const event = yield* verify(d.body, d.signature, secret)
-          type = event.type
-          yield* Effect.annotateCurrentSpan({ "webhook.event_id": event.id, "webhook.type": event.type })
-          const scope = routeScope ?? (yield* resolveTenant(event))
-          yield* Effect.annotateCurrentSpan({ "tenant.id": scope.tenantId, "environment.id": scope.environmentId })
-          const bad = CUSTOMER_TYPES.has(event.type) ? customerFieldProblem(event.data.object) : null
-          if (bad !== null) {
-            yield* Effect.logWarning("webhook refused: customer field cannot be stored", { stripe_event_id: event.id, field: bad.field, problem: bad.problem })
-            return yield* reject(400, "invalid_customer_field", `data.object.${bad.field} ${bad.problem}`, "malformed")
-          }
-          const r = yield* process(event, scope)
-          return { eventId: event.id, type: event.type, status: r.status, scope, details: r.details } satisfies WebhookResult
-        }))
-      }).pipe(Effect.withSpan("WebhookProcessor.receive", { attributes: { "webhook.route": d.route === null ? "global" : "tenant" } }))
+    const receive = Effect.fn("WebhookProcessor.receive")(function* (d: WebhookDelivery) {
+      yield* Effect.annotateCurrentSpan({ "webhook.route": d.route === null ? "global" : "tenant" })
+      let type = "unknown"
+      return yield* measured(() => type, Effect.gen(function* () {
+        yield* admit(settings, d)
+        let routeScope: TenantScope | undefined
+        let secret: Redacted.Redacted<string>
+        if (d.route !== null) {
+          routeScope = yield* knownScope(d.route.tenantId, d.route.environmentId)
+          if (routeScope === undefined) return yield* tenantNotFound("no such tenant environment")
+          const s = yield* accounts.webhookSecretFor(routeScope)
+          if (Option.isNone(s))
+            return yield* reject(400, "webhook_secret_not_configured", "this environment has no webhook secret (PUT /v1/stripe/config)", "not_configured")
+          secret = s.value
+        } else {
+          if (Option.isNone(settings.globalSecret))
+            return yield* reject(400, "webhook_secret_not_configured", "STRIPE_WEBHOOK_SECRET is not set", "not_configured")
+          secret = settings.globalSecret.value
+        }
+        const event = yield* verify(d.body, d.signature, secret)
+        type = event.type
+        yield* Effect.annotateCurrentSpan({ "webhook.event_id": event.id, "webhook.type": event.type })
+        const scope = routeScope ?? (yield* resolveTenant(event))
+        yield* Effect.annotateCurrentSpan({ "tenant.id": scope.tenantId, "environment.id": scope.environmentId })
+        const bad = CUSTOMER_TYPES.has(event.type) ? customerFieldProblem(event.data.object) : null
+        if (bad !== null) {
+          yield* Effect.logWarning("webhook refused: customer field cannot be stored", { stripe_event_id: event.id, field: bad.field, problem: bad.problem })
+          return yield* reject(400, "invalid_customer_field", `data.object.${bad.field} ${bad.problem}`, "malformed")
+        }
+        const r = yield* process(event, scope)
+        return { eventId: event.id, type: event.type, status: r.status, scope, details: r.details } satisfies WebhookResult
+      }))
+    })
 
     return { receive, settings } as const
   })

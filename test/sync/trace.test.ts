@@ -56,7 +56,7 @@ forEachBackend(["pglite", "postgres"], (backend) => describe(`sync tracing (${ba
       "WindowPass.processWindow",
       "WindowPass.aggregate"
     ])
-    expect(spans.some((s) => s.name === "eventstore.aggregate_page" && SpanTree.isDescendantOf(s, aggregate!, spans))).toBe(true)
+    expect(spans.some((s) => s.name === "EventStore.aggregatePage" && SpanTree.isDescendantOf(s, aggregate!, spans))).toBe(true)
     const run = spans.find((s) => s.name === "SyncPipeline.run" && SpanTree.traceId(s) === SpanTree.traceId(call!))!
     expect(run.attributes["tenant_id"]).toBe(h.scope.tenantId)
     expect(run.attributes["sync.batches_synced"]).toBe(1)
