@@ -15,7 +15,7 @@ import {
   Meter,
   MeterCreate
 } from "../domain/Models.js"
-import { EventCursor } from "./Cursors.js"
+import { CustomerCursor, EventCursor } from "./Cursors.js"
 import { Instant } from "./Params.js"
 import { Authentication } from "./Security.js"
 
@@ -41,8 +41,8 @@ export class CustomersGroup extends HttpApiGroup.make("customers")
   .add(HttpApiEndpoint.get("get")`/v1/customers/${idParam}`.addSuccess(Customer))
   .add(
     HttpApiEndpoint.get("list", "/v1/customers")
-      .setUrlParams(Schema.Struct({ external_id: Schema.optional(Schema.String), limit: Limit, cursor: Schema.optional(Schema.String) }))
-      .addSuccess(Schema.Struct({ customers: Schema.Array(Customer), next_cursor: Schema.NullOr(Schema.String) }))
+      .setUrlParams(Schema.Struct({ external_id: Schema.optional(Schema.String), limit: Limit, cursor: Schema.optional(CustomerCursor) }))
+      .addSuccess(Schema.Struct({ customers: Schema.Array(Customer), next_cursor: Schema.NullOr(CustomerCursor) }))
   )
   .add(HttpApiEndpoint.put("update")`/v1/customers/${idParam}`.setPayload(CustomerUpdate).addSuccess(Customer))
   .add(HttpApiEndpoint.del("delete")`/v1/customers/${idParam}`.addSuccess(Schema.Struct({ id: Schema.String, deleted: Schema.Boolean })))

@@ -24,6 +24,29 @@ const keyset = <K>(key: Schema.Schema<K>, parseKey: (text: string) => Option.Opt
     encode: ({ key, id }) => ParseResult.succeed(Buffer.from(`${printKey(key)}|${id}`).toString("base64url"))
   }).annotations({ description: "opaque: the next_cursor of the previous page" })
 
+/**
+ * `base64url(<id>)`: a listing ordered by its row id alone, or whose repository finds the sort key
+ * from the id (in the caller's tenant environment). Anything that does not decode to an id of
+ * this kind is refused, rather than positioning the page somewhere arbitrary.
+ */
+const rowId = (prefix: string) =>
+  Schema.transformOrFail(Schema.String, Schema.String, {
+    strict: true,
+    decode: (cursor, _, ast) => {
+      const id = Buffer.from(cursor, "base64url").toString("utf8")
+      return id.startsWith(prefix) && /^[A-Za-z0-9_-]{1,200}$/.test(id) && Buffer.from(id).toString("base64url") === cursor
+        ? ParseResult.succeed(id)
+        : ParseResult.fail(new ParseResult.Type(ast, cursor, CURSOR_MESSAGE))
+    },
+    encode: (id) => ParseResult.succeed(Buffer.from(id).toString("base64url"))
+  }).annotations({ description: "opaque: the next_cursor of the previous page" })
+
+/** Customers, by id. */
+export const CustomerCursor = rowId("cust_")
+
+/** Migration jobs, newest first: the last job's id (MigrationJobRepo.list finds its started_at). */
+export const MigrationCursor = rowId("mig_")
+
 const instantKey = (text: string) => {
   const d = new Date(text)
   return Number.isNaN(d.getTime()) ? Option.none() : Option.some(d)

@@ -3,6 +3,7 @@
  */
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema } from "@effect/platform"
 import { Schema } from "effect"
+import { MigrationCursor } from "./Cursors.js"
 import { Authentication } from "./Security.js"
 
 const migrationIdParam = HttpApiSchema.param("migration_id", Schema.String)
@@ -157,10 +158,10 @@ export class MigrationGroup extends HttpApiGroup.make("stripeMigration")
       .setUrlParams(
         Schema.Struct({
           limit: Schema.optional(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100))),
-          cursor: Schema.optional(Schema.String)
+          cursor: Schema.optional(MigrationCursor)
         })
       )
-      .addSuccess(Schema.Struct({ migrations: Schema.Array(MigrationView), next_cursor: Schema.NullOr(Schema.String) }))
+      .addSuccess(Schema.Struct({ migrations: Schema.Array(MigrationView), next_cursor: Schema.NullOr(MigrationCursor) }))
   )
   .add(HttpApiEndpoint.post("rollback")`/v1/stripe/migrate/${migrationIdParam}/rollback`.addSuccess(TaskView, { status: 202 }))
   .add(HttpApiEndpoint.post("startVerify")`/v1/stripe/migrate/${migrationIdParam}/verify`.addSuccess(VerifyView, { status: 202 }))

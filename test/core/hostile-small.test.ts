@@ -2,7 +2,8 @@
  * Issue #15 item 8, the smaller ones, at the HTTP level: a failed /readyz names the dependency
  * that failed; a 5xx is logged at ERROR with its code and message; query values never reach
  * logs or spans; GET /v1/events writes numbers exactly as they came in; the migrations cursor
- * of one tenant cannot position a page with another tenant's job.
+ * of one tenant cannot position a page with another tenant's job; the customers and migrations
+ * cursors are opaque: a forged or garbled one is a 400 `invalid_cursor`, the one handed out pages.
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted } from "effect"
@@ -13,6 +14,9 @@ import { forEachBackend, POSTGRES_URL_VAR, provided, startTestApp, type Backend,
 
 const sql = (app: TestApp, text: string) => app.run(Effect.flatMap(PgClient.PgClient, (s) => s.unsafe(text)))
 
+/** A cursor as the listings hand it out (src/http/Cursors.ts `rowId`): the row id, base64url. */
+const cursorOf = (id: string) => Buffer.from(id, "utf8").toString("base64url")
+
 describe("failures are named, logged and scrubbed", () => {
   const capture = makeCapture()
   let app: TestApp
@@ -22,7 +26,8 @@ describe("failures are named, logged and scrubbed", () => {
   afterAll(() => app?.dispose())
 
   it("logs a 5xx at ERROR with its code and message, and no query values in logs or spans", async () => {
-    const secret = "qv7secretcursor9x"
+    // a well-formed cursor, so the request reaches the database
+    const secret = cursorOf("cust_qv7secretcursor9x")
     await sql(app, "ALTER TABLE customers RENAME TO customers_away")
     let res
     try {
@@ -107,7 +112,7 @@ forEachBackend(["pglite", "postgres", "clickhouse"], (backend: Backend) => {
 })
 
 forEachBackend(["pglite", "postgres"], (backend: Backend) => {
-  describe(`migrations cursor on ${backend}`, () => {
+  describe(`customers and migrations cursors on ${backend}`, () => {
     let app: TestApp
     beforeAll(async () => {
       app = await startTestApp({ backend })
@@ -126,11 +131,46 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       )
       const own = await app.request("GET", "/v1/stripe/migrate", undefined, { apiKey: b.apiKey })
       expect(own.data.migrations.map((m) => m.migration_id)).toEqual(["mig_b_older"])
-      const crossed = await app.request("GET", "/v1/stripe/migrate?cursor=mig_a_newer", undefined, { apiKey: b.apiKey })
+      const crossed = await app.request("GET", `/v1/stripe/migrate?cursor=${cursorOf("mig_a_newer")}`, undefined, { apiKey: b.apiKey })
       expect(crossed.status).toBe(200)
       expect(crossed.data.migrations).toEqual([])
-      const unknown = await app.request("GET", "/v1/stripe/migrate?cursor=mig_nonexistent", undefined, { apiKey: b.apiKey })
+      const unknown = await app.request("GET", `/v1/stripe/migrate?cursor=${cursorOf("mig_nonexistent")}`, undefined, { apiKey: b.apiKey })
       expect(unknown.body).toEqual(crossed.body)
+    })
+
+    it("a forged or garbled migrations cursor is 400 invalid_cursor; next_cursor pages", async () => {
+      const c = await app.newTenant("cursor-c")
+      await sql(
+        app,
+        `INSERT INTO migration_jobs (id, tenant_id, environment_id, kind, status, started_at)
+         VALUES ('mig_c_2', '${c.scope.tenantId}', '${c.scope.environmentId}', 'csv', 'completed', now()),
+                ('mig_c_1', '${c.scope.tenantId}', '${c.scope.environmentId}', 'csv', 'completed', now() - interval '1 hour')`
+      )
+      const first = await app.request("GET", "/v1/stripe/migrate?limit=1", undefined, { apiKey: c.apiKey })
+      expect(first.data.migrations.map((m) => m.migration_id)).toEqual(["mig_c_2"])
+      expect(first.data.next_cursor).not.toBe("mig_c_2") // opaque, not the raw id
+      const second = await app.request("GET", `/v1/stripe/migrate?limit=1&cursor=${first.data.next_cursor}`, undefined, { apiKey: c.apiKey })
+      expect(second.data.migrations.map((m) => m.migration_id)).toEqual(["mig_c_1"])
+      // a raw id, base64 of something that is no job id, garbage, a cursor of another listing
+      for (const bad of ["mig_c_2", cursorOf("cust_c_2"), cursorOf("mig_c_2 OR 1=1"), "%25%25", "nonsense", `${cursorOf("mig_c_2")}=`]) {
+        const res = await app.request("GET", `/v1/stripe/migrate?cursor=${bad}`, undefined, { apiKey: c.apiKey })
+        expect([res.status, res.error?.code], bad).toEqual([400, "invalid_cursor"])
+      }
+    })
+
+    it("a forged or garbled customers cursor is 400 invalid_cursor; next_cursor pages", async () => {
+      const d = await app.newTenant("cursor-d")
+      for (const ext of ["cur-d-1", "cur-d-2"]) await app.request("POST", "/v1/customers", { external_id: ext }, { apiKey: d.apiKey })
+      const first = await app.request("GET", "/v1/customers?limit=1", undefined, { apiKey: d.apiKey })
+      expect(first.data.customers).toHaveLength(1)
+      expect(first.data.next_cursor).not.toBe(first.data.customers[0].id) // opaque, not the raw id
+      const second = await app.request("GET", `/v1/customers?limit=1&cursor=${first.data.next_cursor}`, undefined, { apiKey: d.apiKey })
+      expect(second.data.customers).toHaveLength(1)
+      expect(second.data.customers[0].id).not.toBe(first.data.customers[0].id)
+      for (const bad of [first.data.customers[0].id, cursorOf("mig_x"), cursorOf("cust_x' --"), "%25%25", "nonsense", `${cursorOf("cust_x")}=`]) {
+        const res = await app.request("GET", `/v1/customers?cursor=${bad}`, undefined, { apiKey: d.apiKey })
+        expect([res.status, res.error?.code], bad).toEqual([400, "invalid_cursor"])
+      }
     })
   })
 })

@@ -899,6 +899,7 @@ export interface operations {
                 external_id?: string;
                 /** @description a string to be decoded into a number */
                 limit?: string;
+                /** @description opaque: the next_cursor of the previous page */
                 cursor?: string;
             };
             header?: never;
@@ -4739,6 +4740,7 @@ export interface operations {
             query?: {
                 /** @description a string to be decoded into a number */
                 limit?: string;
+                /** @description opaque: the next_cursor of the previous page */
                 cursor?: string;
             };
             header?: never;
