@@ -3,8 +3,11 @@
  * The Stripe meter's event name, payload keys and formula are copied at mapping time so the sync
  * pipeline needs no Stripe call to know how to send.
  */
+import { SqlSchema } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Option } from "effect"
+import { Effect, Option, Schema } from "effect"
+import type { SqlError } from "@effect/sql/SqlError"
+import { DbDate, orDieOnRow } from "../db/Rows.js"
 import { newId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 
@@ -25,11 +28,23 @@ export interface MeterMappingRow extends MeterMapping {
   readonly updatedAt: Date
 }
 
-interface Row extends Omit<MeterMappingRow, "formula"> {
-  readonly formula: string
-}
-
-const toRow = (r: Row): MeterMappingRow => ({ ...r, formula: r.formula === "count" ? "count" : r.formula === "last" ? "last" : "sum" })
+/**
+ * A stored mapping as read. The table's CHECK allows only the three formulas the sync knows; a row
+ * with another would be a defect (`orDieOnRow`), never read as some default as it once was.
+ */
+const MeterMappingRowSchema = Schema.Struct({
+  id: Schema.String,
+  meterId: Schema.String,
+  providerMeterId: Schema.String,
+  stripeEventName: Schema.String,
+  customerPayloadKey: Schema.String,
+  valuePayloadKey: Schema.String,
+  formula: Schema.Literal("sum", "count", "last"),
+  wholeUnits: Schema.Boolean,
+  syncEnabled: Schema.Boolean,
+  createdAt: DbDate,
+  updatedAt: DbDate
+})
 
 export const toMapping = (r: MeterMappingRow): MeterMapping => ({
   meterId: r.meterId,
@@ -48,31 +63,42 @@ export class MeterMappingRepo extends Effect.Service<MeterMappingRepo>()("flexpr
     const cols = sql`id, meter_id, provider_meter_id, stripe_event_name, customer_payload_key, value_payload_key, formula,
       whole_units, sync_enabled, created_at, updated_at`
 
+    const listRows = SqlSchema.findAll({
+      Request: Schema.Struct({ enabledOnly: Schema.Boolean }),
+      Result: MeterMappingRowSchema,
+      execute: ({ enabledOnly }) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT ${cols} FROM meter_provider_mappings
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+              ${enabledOnly ? sql`AND sync_enabled = true` : sql``}
+            ORDER BY meter_id`
+        )
+    })
+
     /** Mappings whose sync is enabled (what the sync pipeline sends). */
-    const listEnabled = Effect.flatMap(CurrentTenant, (t) =>
-      sql<Row>`SELECT ${cols} FROM meter_provider_mappings
-        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe' AND sync_enabled = true
-        ORDER BY meter_id`
-    ).pipe(Effect.map((rows) => rows.map((r) => toMapping(toRow(r)))))
+    const listEnabled: Effect.Effect<ReadonlyArray<MeterMapping>, SqlError, CurrentTenant> = orDieOnRow(listRows({ enabledOnly: true })).pipe(
+      Effect.map((rows) => rows.map(toMapping))
+    )
 
-    const list = Effect.flatMap(CurrentTenant, (t) =>
-      sql<Row>`SELECT ${cols} FROM meter_provider_mappings
-        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
-        ORDER BY meter_id`
-    ).pipe(Effect.map((rows) => rows.map(toRow)))
+    const list: Effect.Effect<ReadonlyArray<MeterMappingRow>, SqlError, CurrentTenant> = orDieOnRow(listRows({ enabledOnly: false }))
 
-    const get = (meterId: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<Row>`SELECT ${cols} FROM meter_provider_mappings
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe' AND meter_id = ${meterId}`
-      ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toRow)))
+    const findRow = SqlSchema.findOne({
+      Request: Schema.Union(Schema.Struct({ meterId: Schema.String }), Schema.Struct({ providerMeterId: Schema.String })),
+      Result: MeterMappingRowSchema,
+      execute: (by) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT ${cols} FROM meter_provider_mappings
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
+              AND ${"meterId" in by ? sql`meter_id = ${by.meterId}` : sql`provider_meter_id = ${by.providerMeterId}`}`
+        )
+    })
 
-    const findByProviderMeterId = (providerMeterId: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<Row>`SELECT ${cols} FROM meter_provider_mappings
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND provider_type = 'stripe'
-            AND provider_meter_id = ${providerMeterId}`
-      ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toRow)))
+    const get = (meterId: string): Effect.Effect<Option.Option<MeterMappingRow>, SqlError, CurrentTenant> => orDieOnRow(findRow({ meterId }))
+
+    const findByProviderMeterId = (providerMeterId: string): Effect.Effect<Option.Option<MeterMappingRow>, SqlError, CurrentTenant> =>
+      orDieOnRow(findRow({ providerMeterId }))
+
+    const decodeRow = Schema.decodeUnknown(MeterMappingRowSchema)
 
     /**
      * Insert or replace the mapping of `meterId`. `None` when the Stripe meter is already mapped
@@ -80,7 +106,7 @@ export class MeterMappingRepo extends Effect.Service<MeterMappingRepo>()("flexpr
      */
     const upsert = (m: MeterMapping) =>
       Effect.flatMap(CurrentTenant, (t) =>
-        sql<Row>`INSERT INTO meter_provider_mappings ${sql.insert({
+        sql`INSERT INTO meter_provider_mappings ${sql.insert({
           id: newId.meterMapping(),
           tenantId: t.tenantId,
           environmentId: t.environmentId,
@@ -105,7 +131,8 @@ export class MeterMappingRepo extends Effect.Service<MeterMappingRepo>()("flexpr
           updated_at = now()
         RETURNING ${cols}`
       ).pipe(
-        Effect.map((rows) => Option.some(toRow(rows[0]!))),
+        Effect.flatMap((rows) => Effect.orDie(decodeRow(rows[0]))),
+        Effect.map(Option.some),
         Effect.catchIf(
           (e) => (e.cause as { code?: string } | undefined)?.code === "23505",
           () => Effect.succeed(Option.none<MeterMappingRow>())
