@@ -175,11 +175,22 @@ describe("ledger report statements against the model (PGlite)", () => {
                 )
               }
             ),
-            // first cases fixed: every filter at once, then the keyset alone (see exampleLedger)
+            // first cases fixed (see exampleLedger): every filter at once, over batches that each
+            // filter alone would let through; then the keyset alone
             {
               ...runs(20),
               examples: [
-                [exampleLedger(), { status: "failed", customerId: "cus_b", meterId: "mtr_c", from: WINDOWS[1]!, to: WINDOWS[5]!, before: undefined, limit: 2 }],
+                [
+                  exampleLedger([
+                    { idKey: 0x600001, customer: 0, meter: 2, window: 4, sequence: 2, status: "failed" },
+                    { idKey: 0x600002, customer: 1, meter: 0, window: 2, sequence: 2, status: "failed" },
+                    { idKey: 0x600003, customer: 1, meter: 2, window: 2, sequence: 2, status: "failed" },
+                    { idKey: 0x600004, customer: 1, meter: 2, window: 0, sequence: 2, status: "failed" },
+                    { idKey: 0x600005, customer: 1, meter: 2, window: 5, sequence: 2, status: "failed" },
+                    { idKey: 0x600006, customer: 1, meter: 2, window: 3, sequence: 2, status: "pending" }
+                  ]),
+                  { status: "failed", customerId: "cus_b", meterId: "mtr_c", from: WINDOWS[1]!, to: WINDOWS[5]!, before: undefined, limit: 6 }
+                ],
                 [exampleLedger(), { status: undefined, customerId: undefined, meterId: undefined, from: undefined, to: undefined, before: 10, limit: 3 }]
               ]
             }
