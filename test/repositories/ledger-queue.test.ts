@@ -20,6 +20,7 @@ import {
   byWindowThenId,
   CUSTOMERS,
   ERROR_CODES,
+  exampleLedger,
   freshScope,
   ledgerArb,
   makeHarness,
@@ -34,6 +35,8 @@ import {
 const optionalWindow = fc.option(fc.constantFrom(...WINDOWS), { nil: undefined })
 const keyOf = (b: Seed): BatchKey => ({ id: b.id, windowStart: b.windowStart })
 const error = { code: "rate_limited", message: "Too many requests" }
+const ALL = Array.from({ length: 12 }, () => true)
+const ALTERNATE = Array.from({ length: 12 }, (_, i) => i % 2 === 0)
 
 type Op =
   | { readonly op: "sending" | "pending" | "failed" | "clearFirstSent" }
@@ -115,7 +118,8 @@ describe("ledger queue statements against the model (PGlite)", () => {
                 )
               }
             ),
-            runs(20)
+            // first case fixed: 5 sendable batches over 4 windows, 3 a page, a page boundary inside a window (see exampleLedger)
+            { ...runs(20), examples: [[exampleLedger(), { limit: 3, retryCap: 2, windowFrom: undefined, windowTo: undefined }]] }
           )
         )
       }),
@@ -191,7 +195,29 @@ describe("ledger queue statements against the model (PGlite)", () => {
                 )
               }
             ),
-            runs(20)
+            // first cases fixed: every mark over batches in every status (see exampleLedger)
+            {
+              ...runs(20),
+              examples: [
+                [
+                  exampleLedger(),
+                  [
+                    { op: { op: "sending" }, pick: ALTERNATE, order: 5 },
+                    { op: { op: "restore", firstSent: [null, 60, 0, 3600, null, 5, 7, null, 120, 1, null, 30] }, pick: ALL, order: 3 },
+                    { op: { op: "skipped", reason: "mapping_deleted" }, pick: ALTERNATE.map((b, i) => b || i % 3 === 0), order: 4 },
+                    { op: { op: "synced", note: true }, pick: ALTERNATE.map((b) => !b), order: 1 }
+                  ]
+                ],
+                [
+                  exampleLedger(),
+                  [
+                    { op: { op: "failed" }, pick: ALTERNATE, order: 2 },
+                    { op: { op: "pending" }, pick: ALTERNATE.map((b) => !b), order: 6 },
+                    { op: { op: "clearFirstSent" }, pick: ALL, order: 7 }
+                  ]
+                ]
+              ]
+            }
           )
         )
       }),
@@ -255,7 +281,23 @@ describe("ledger queue statements against the model (PGlite)", () => {
                 )
               }
             ),
-            runs(20)
+            // first case fixed: two skipped batches to re-evaluate, one a page; sendable and still-skipped changes (see exampleLedger)
+            {
+              ...runs(20),
+              examples: [
+                [
+                  exampleLedger(),
+                  WINDOWS[0]!,
+                  1,
+                  exampleLedger().map((b, i) => ({
+                    pick: b.syncStatus === "skipped" || i === 0,
+                    sent: `${i}.5`,
+                    status: i % 2 === 0 ? ("pending" as const) : ("skipped" as const),
+                    provider: i % 2 === 0 ? ("mtr_s1" as const) : ("mtr_s2" as const)
+                  }))
+                ]
+              ]
+            }
           )
         )
       }),
@@ -313,7 +355,30 @@ describe("ledger queue statements against the model (PGlite)", () => {
                 )
               }
             ),
-            runs(20)
+            // first cases fixed (see exampleLedger): a pair with two synced totals and every failed
+            // batch re-queued; then every filter at once, in a dry run, over failed batches that
+            // each filter alone would let through
+            {
+              ...runs(20),
+              examples: [
+                [
+                  exampleLedger(),
+                  { customer: "cus_a", meter: "mtr_a", from: WINDOWS[0]!, to: WINDOWS[5]! },
+                  { needsReview: false, customerId: undefined, meterId: undefined, errorCode: undefined, from: undefined, to: undefined, dryRun: false }
+                ],
+                [
+                  exampleLedger([
+                    { idKey: 0x600001, customer: 0, meter: 2, window: 4, sequence: 2, status: "failed", errorCode: "rate_limited" },
+                    { idKey: 0x600002, customer: 1, meter: 0, window: 2, sequence: 2, status: "failed", errorCode: "rate_limited" },
+                    { idKey: 0x600003, customer: 1, meter: 2, window: 2, sequence: 2, status: "failed", errorCode: "resource_missing" },
+                    { idKey: 0x600004, customer: 1, meter: 2, window: 0, sequence: 2, status: "failed", errorCode: "rate_limited" },
+                    { idKey: 0x600005, customer: 1, meter: 2, window: 5, sequence: 2, status: "failed", errorCode: "rate_limited" }
+                  ]),
+                  { customer: "cus_b", meter: "mtr_c", from: WINDOWS[1]!, to: WINDOWS[5]! },
+                  { needsReview: false, customerId: "cus_b", meterId: "mtr_c", errorCode: "rate_limited", from: WINDOWS[1]!, to: WINDOWS[5]!, dryRun: true }
+                ]
+              ]
+            }
           )
         )
       }),

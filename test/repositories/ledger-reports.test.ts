@@ -18,6 +18,7 @@ import {
   asRow,
   byWindowThenId,
   CUSTOMERS,
+  exampleLedger,
   freshScope,
   ledgerArb,
   makeHarness,
@@ -112,7 +113,20 @@ describe("ledger report statements against the model (PGlite)", () => {
                 )
               }
             ),
-            runs(20)
+            // first case fixed: four runs, the newest still running, one failed with an error
+            {
+              ...runs(20),
+              examples: [
+                [
+                  [
+                    { start: 10, trigger: "schedule", finish: { status: "completed", counts: { windows: 3, batchesCreated: 40, batchesSynced: 38, batchesFailed: 1, batchesSkipped: 1 }, error: null } },
+                    { start: 40, trigger: "manual", finish: { status: "failed", counts: { windows: 1, batchesCreated: 2, batchesSynced: 0, batchesFailed: 2, batchesSkipped: 0 }, error: "lease lost" } },
+                    { start: 90, trigger: "manual", finish: undefined },
+                    { start: 20, trigger: "schedule", finish: { status: "partial", counts: { windows: 2, batchesCreated: 7, batchesSynced: 5, batchesFailed: 0, batchesSkipped: 2 }, error: "stripe unavailable" } }
+                  ]
+                ]
+              ]
+            }
           )
         )
       }),
@@ -161,7 +175,25 @@ describe("ledger report statements against the model (PGlite)", () => {
                 )
               }
             ),
-            runs(20)
+            // first cases fixed (see exampleLedger): every filter at once, over batches that each
+            // filter alone would let through; then the keyset alone
+            {
+              ...runs(20),
+              examples: [
+                [
+                  exampleLedger([
+                    { idKey: 0x600001, customer: 0, meter: 2, window: 4, sequence: 2, status: "failed" },
+                    { idKey: 0x600002, customer: 1, meter: 0, window: 2, sequence: 2, status: "failed" },
+                    { idKey: 0x600003, customer: 1, meter: 2, window: 2, sequence: 2, status: "failed" },
+                    { idKey: 0x600004, customer: 1, meter: 2, window: 0, sequence: 2, status: "failed" },
+                    { idKey: 0x600005, customer: 1, meter: 2, window: 5, sequence: 2, status: "failed" },
+                    { idKey: 0x600006, customer: 1, meter: 2, window: 3, sequence: 2, status: "pending" }
+                  ]),
+                  { status: "failed", customerId: "cus_b", meterId: "mtr_c", from: WINDOWS[1]!, to: WINDOWS[5]!, before: undefined, limit: 6 }
+                ],
+                [exampleLedger(), { status: undefined, customerId: undefined, meterId: undefined, from: undefined, to: undefined, before: 10, limit: 3 }]
+              ]
+            }
           )
         )
       }),
@@ -233,7 +265,22 @@ describe("ledger report statements against the model (PGlite)", () => {
                 )
               }
             ),
-            runs(20)
+            // first case fixed: every status, archived pairs, lags in both halves of the range (see exampleLedger)
+            {
+              ...runs(20),
+              examples: [
+                [
+                  exampleLedger(),
+                  [
+                    { customer: "cus_a", meter: "mtr_a", synced: 2, skipped: 1 },
+                    { customer: "cus_c", meter: "mtr_b", synced: 0, skipped: 3 }
+                  ],
+                  -7,
+                  WINDOWS[1]!,
+                  WINDOWS[5]!
+                ]
+              ]
+            }
           )
         )
       }),
@@ -305,7 +352,22 @@ describe("ledger report statements against the model (PGlite)", () => {
                 )
               }
             ),
-            runs(20)
+            // first case fixed: synced hours in both months plus archived ones (see exampleLedger)
+            {
+              ...runs(20),
+              examples: [
+                [
+                  exampleLedger(),
+                  [
+                    { customer: "cus_a", meter: "mtr_a", hour: 2, total: "2.5", batches: 1 },
+                    { customer: "cus_c", meter: "mtr_c", hour: 1, total: "-4.000000000001", batches: 2 },
+                    { customer: "cus_b", meter: "mtr_b", hour: 3, total: "9", batches: 0 }
+                  ],
+                  0,
+                  4
+                ]
+              ]
+            }
           )
         )
       }),
@@ -343,7 +405,20 @@ describe("ledger report statements against the model (PGlite)", () => {
                 )
               }
             ),
-            runs(20)
+            // first case fixed: every meter asked, one unknown (fast-check's first cases ask for none)
+            {
+              ...runs(20),
+              examples: [
+                [
+                  [
+                    { type: "SUM", deleted: false },
+                    { type: "MAX", deleted: true },
+                    { type: "COUNT", deleted: false }
+                  ],
+                  ["mtr_a", "mtr_b", "mtr_c", "mtr_unknown"]
+                ]
+              ]
+            }
           )
         )
       }),

@@ -82,6 +82,40 @@ const seedSpec = fc.record({
   updated: fc.integer({ min: -3600, max: 3600 })
 })
 
+type SeedSpec = typeof seedSpec extends fc.Arbitrary<infer T> ? T : never
+
+/** The row a spec stands for (the `i`th of its ledger, whose ids and identifiers start with `tag`). */
+const seedOf = (s: SeedSpec, i: number, tag: string): Seed => {
+  const windowStart = WINDOWS[s.window]!
+  const windowEnd = new Date(windowStart.getTime() + WINDOW_MS)
+  return {
+    id: `ssb_${tag}${hex(s.idKey, 6)}${hex(i, 2)}`,
+    customerId: CUSTOMERS[s.customer]!,
+    meterId: METERS[s.meter]!,
+    eventType: EVENT_TYPES[s.eventType]!,
+    windowStart,
+    windowEnd,
+    sequence: s.sequence,
+    aggregatedQuantity: s.aggregated,
+    sentQuantity: s.sent,
+    eventCount: s.eventCount,
+    identifier: `idf_${tag}${hex(s.idKey, 6)}_${i}`,
+    providerMeterId: s.providerMeterId,
+    syncStatus: s.status,
+    skipReason: s.skipReason,
+    retryCount: s.retryCount,
+    errorCode: s.errorCode,
+    errorMessage: s.errorCode === null ? null : `message of ${s.errorCode}`,
+    ingestedAfter: s.ingestedAfter === null ? null : new Date(T_CREATED.getTime() - s.ingestedAfter * 1000),
+    watermark: WATERMARK,
+    firstSentAt: s.firstSent === null ? null : new Date(windowEnd.getTime() + s.firstSent * 1000),
+    createdAt: new Date(T_CREATED.getTime() + i),
+    updatedAt: new Date(T_UPDATED.getTime() + s.updated * 1000),
+    syncedAt: s.syncLag === null ? null : new Date(windowEnd.getTime() + s.syncLag * 1000),
+    stripeErrorEventId: s.held ? `evt_report_${i}` : null
+  }
+}
+
 /** A generated ledger of one tenant environment: unique (customer, meter, event type, window, sequence). */
 export const ledgerArb = (maxLength = 12): fc.Arbitrary<ReadonlyArray<Seed>> =>
   fc
@@ -95,37 +129,57 @@ export const ledgerArb = (maxLength = 12): fc.Arbitrary<ReadonlyArray<Seed>> =>
       // across all tenants, and the properties of one file share a database, so two ledgers whose
       // `idKey`s fast-check biased to the same small value would otherwise collide on insert.
       const tag = hex(nextLedgerTag++, 8)
-      return specs.map((s, i): Seed => {
-        const windowStart = WINDOWS[s.window]!
-        const windowEnd = new Date(windowStart.getTime() + WINDOW_MS)
-        return {
-          id: `ssb_${tag}${hex(s.idKey, 6)}${hex(i, 2)}`,
-          customerId: CUSTOMERS[s.customer]!,
-          meterId: METERS[s.meter]!,
-          eventType: EVENT_TYPES[s.eventType]!,
-          windowStart,
-          windowEnd,
-          sequence: s.sequence,
-          aggregatedQuantity: s.aggregated,
-          sentQuantity: s.sent,
-          eventCount: s.eventCount,
-          identifier: `idf_${tag}${hex(s.idKey, 6)}_${i}`,
-          providerMeterId: s.providerMeterId,
-          syncStatus: s.status,
-          skipReason: s.skipReason,
-          retryCount: s.retryCount,
-          errorCode: s.errorCode,
-          errorMessage: s.errorCode === null ? null : `message of ${s.errorCode}`,
-          ingestedAfter: s.ingestedAfter === null ? null : new Date(T_CREATED.getTime() - s.ingestedAfter * 1000),
-          watermark: WATERMARK,
-          firstSentAt: s.firstSent === null ? null : new Date(windowEnd.getTime() + s.firstSent * 1000),
-          createdAt: new Date(T_CREATED.getTime() + i),
-          updatedAt: new Date(T_UPDATED.getTime() + s.updated * 1000),
-          syncedAt: s.syncLag === null ? null : new Date(windowEnd.getTime() + s.syncLag * 1000),
-          stripeErrorEventId: s.held ? `evt_report_${i}` : null
-        }
-      })
+      return specs.map((s, i) => seedOf(s, i, tag))
     })
+
+const spec = (s: ExampleSpec): SeedSpec => ({
+  eventType: 0,
+  sequence: 1,
+  aggregated: "1",
+  sent: null,
+  eventCount: 1,
+  providerMeterId: "mtr_stripe_1",
+  skipReason: null,
+  retryCount: 0,
+  errorCode: null,
+  held: false,
+  ingestedAfter: null,
+  firstSent: null,
+  syncLag: null,
+  updated: 0,
+  ...s
+})
+
+/**
+ * A fixed ledger, the first case of the properties that read one (fast-check `examples`). The
+ * mutation run checks 5 cases per property (FC_MAX_RUNS) and fast-check's first cases are its
+ * smallest (one batch, empty subsets), so in all 5 a read could answer nothing and a mutant that
+ * empties it survive — six of Progress.ts's survivors of 2026-12-02 were that. This one has every
+ * status in both months, several sendable batches per window, send amounts that differ from the
+ * aggregate (20 integer digits, 12 decimals), a held failure and a `needs_review` one, first-send
+ * and synced stamps on both sides of the reads' bounds. Ids are not in window order. Each call has
+ * an id prefix of its own, as each generated ledger (see `ledgerArb`).
+ */
+export const exampleLedger = (more: ReadonlyArray<ExampleSpec> = []): ReadonlyArray<Seed> => {
+  const tag = hex(nextLedgerTag++, 8)
+  return [...EXAMPLE_SPECS, ...more.map(spec)].map((s, i) => seedOf(s, i, tag))
+}
+/** A row to add to the fixed ledger: what differs from a plain pending batch of one unit. */
+export type ExampleSpec = Partial<SeedSpec> & Pick<SeedSpec, "idKey" | "customer" | "meter" | "window" | "status">
+const EXAMPLE_SPECS: ReadonlyArray<SeedSpec> = [
+  spec({ idKey: 0x9f0001, customer: 0, meter: 0, window: 0, status: "pending", aggregated: "10.5", sent: "10", ingestedAfter: 600, updated: -1200 }),
+  spec({ idKey: 0x100002, customer: 0, meter: 0, window: 3, status: "synced", aggregated: "-3", sent: "-3", syncLag: 120, firstSent: 60, updated: 1800 }),
+  spec({ idKey: 0x5a0003, customer: 1, meter: 1, eventType: 1, window: 1, sequence: 2, status: "skipped", skipReason: "no_mapping", aggregated: "7", providerMeterId: null, updated: 600 }),
+  spec({ idKey: 0x0b0004, customer: 1, meter: 2, window: 4, status: "failed", aggregated: "0.000000000001", sent: "0", retryCount: 1, errorCode: "rate_limited", firstSent: 30, updated: 2400 }),
+  spec({ idKey: 0xc00005, customer: 2, meter: 0, window: 2, status: "failed", aggregated: "100", sent: "99.5", errorCode: "needs_review", updated: -600 }),
+  spec({ idKey: 0x330006, customer: 2, meter: 1, eventType: 1, window: 5, sequence: 3, status: "sending", aggregated: "5", sent: "5", firstSent: 90, updated: 3000 }),
+  spec({ idKey: 0x770007, customer: 0, meter: 2, eventType: 1, window: 3, status: "failed", aggregated: "12345678901234567890.123456789012", sent: "12345678901234567890", retryCount: 2, errorCode: "resource_missing", held: true, updated: 1200 }),
+  spec({ idKey: 0x010008, customer: 1, meter: 0, window: 0, sequence: 2, status: "skipped", skipReason: "mapping_deleted", aggregated: "2", updated: -2400 }),
+  spec({ idKey: 0xee0009, customer: 2, meter: 2, window: 1, status: "synced", aggregated: "-0.25", sent: "-0.5", syncLag: 3600, firstSent: 0, updated: 300 }),
+  spec({ idKey: 0x44000a, customer: 0, meter: 1, window: 4, status: "pending", aggregated: "8", sent: "8", firstSent: 7200, updated: -300 }),
+  spec({ idKey: 0x22000b, customer: 1, meter: 1, window: 3, status: "sending", aggregated: "4.75", sent: "4", updated: 0 }),
+  spec({ idKey: 0xaa000c, customer: 2, meter: 0, window: 5, status: "skipped", skipReason: "too_late", aggregated: "6", updated: 900 })
+]
 
 /** What the reads return for a seeded row: the BatchRow fields only, quantities canonical. */
 export const asRow = (s: Seed): BatchRow => {
