@@ -100,13 +100,34 @@ export const makeQueue = (sql: PgClient.PgClient) => {
     }
   }
 
-  /** A mark of the batches `keys` name: `set` and `guard` are SQL over the batch `b`. */
+  /**
+   * A mark of the batches `keys` name: `set` and `guard` are SQL over the batch `b`.
+   *
+   * No join: `id = ANY(…)` and `window_start = ANY(…)` over constant arrays are hashed filters,
+   * linear in the tenant's batches inside the keys' window range (the range constants still prune
+   * the month partitions). The join `byKey` builds put the ledger on the outer side of a nested
+   * loop whenever the planner had no statistics for the tenant's rows (a new or small tenant; PGlite
+   * has no autovacuum) and compared every named batch with every batch of the range — 2,000 × 2,000
+   * per mark, measured 33 s on PGlite and 4.8 – 6.7 s on PostgreSQL (BENCHMARKS.md, "#14 reshaping").
+   * Batch ids are 120 random bits (`newId.syncBatch`), unique across windows, so matching the id
+   * and one of the named windows names exactly the (id, window_start) keys given.
+   */
   const mark = (keys: ReadonlyArray<BatchKey>, set: Fragment, guard: Fragment = sql``) =>
     keys.length === 0
       ? Effect.void
       : Effect.flatMap(CurrentTenant, (t) => {
-          const k = byKey(keys)
-          return sql`UPDATE stripe_sync_batches b SET ${set} FROM ${k.from} WHERE ${k.where(t)} ${guard}`
+          let lo = keys[0]!.windowStart
+          let hi = lo
+          for (const k of keys) {
+            if (k.windowStart < lo) lo = k.windowStart
+            if (k.windowStart > hi) hi = k.windowStart
+          }
+          const starts = [...new Set(keys.map((k) => k.windowStart.toISOString()))]
+          return sql`UPDATE stripe_sync_batches b SET ${set}
+            WHERE b.tenant_id = ${t.tenantId} AND b.environment_id = ${t.environmentId}
+              AND b.window_start >= ${lo} AND b.window_start <= ${hi}
+              AND b.window_start = ANY(${textArray(starts)}::timestamptz[])
+              AND b.id = ANY(${textArray(keys.map((k) => k.id))}::text[]) ${guard}`
         }).pipe(Effect.asVoid)
 
   /** Before the Stripe call: the first attempt's time is kept (the 24 h dedup rule reads it). */
