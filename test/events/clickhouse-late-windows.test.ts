@@ -98,6 +98,32 @@ const lateWindowsSuite = (label: string, connect: Connect) =>
       }).pipe(Effect.scoped)
     )
 
+    it.live("an insert that fails after the claim leaves no row without its arrival: the next copy repairs both and the window is found", () =>
+      Effect.gen(function* () {
+        const { client } = yield* migratedDb(connect)
+        const scope = freshScope()
+        // the writer dies at its arrivals insert (after the claim): nothing after it may have landed
+        const dying = fromClient({
+          ...client,
+          insertTsv: (op, table, columns, data) =>
+            table === "processed_arrivals" ? Effect.fail(new EventStoreError({ backend: "clickhouse", operation: op, cause: new Error("killed") })) : client.insertTsv(op, table, columns, data)
+        })
+        const row = processedRow(scope, { eventId: "evt-crash", timestamp: minute(10), ingestedAt: minute(150) })
+        expect((yield* Effect.flip(dying.insertProcessed([row]))).operation).toBe("insertProcessed")
+        const store = fromClient(client)
+        // the client's retry, ingested later
+        yield* store.insertProcessed([{ ...row, ingestedAt: minute(170) }])
+        const late = (after: number) =>
+          Effect.map(
+            store.windowsWithLateRows({ scope, ingestedAfter: minute(after), ingestedBefore: minute(300), windowMinutes: 60, meterIds: ["mtr_a"] }),
+            (ds) => ds.map((d) => d.toISOString())
+          )
+        expect(yield* late(100)).toEqual(["2025-09-01T10:00:00.000Z"])
+        // found by the run whose range holds the repair (the claim's own stamp, 150, is already behind it)
+        expect(yield* late(160)).toEqual(["2025-09-01T10:00:00.000Z"])
+      }).pipe(Effect.scoped)
+    )
+
     it.live("a database migrated before 0005 gets the arrivals of its rows: late windows as before the migration", () =>
       Effect.gen(function* () {
         const dir = mkdtempSync(join(tmpdir(), "ch-mig-"))
