@@ -9,7 +9,11 @@ import { defineConfig } from "vitest/config"
 
 export default defineConfig({
   test: {
-    include: ["test/events/aggregate-sql-clickhouse.test.ts", "test/events/aggregate-sql-postgres.test.ts"],
+    include: [
+      "test/events/aggregate-sql-clickhouse.test.ts",
+      "test/events/clickhouse-late-windows.test.ts",
+      "test/events/aggregate-sql-postgres.test.ts"
+    ],
     globalSetup: ["test/support/globalSetup.ts"],
     setupFiles: ["test/support/fc-mutation-setup.ts"],
     env: { FC_MAX_RUNS: "8" },

@@ -255,7 +255,11 @@ const main = async () => {
       catchUp = { ms: r.ms, windows: r.report.windows.length, calls: r.calls.total, batches: r.report.batchesCreated }
       console.log(t(), `  catch-up after ${OUTAGE_HOURS} h down: ${r.report.windows.length} windows, ${r.report.batchesCreated} batches, ${r.calls.total} calls in ${fmt(r.ms)} ms`)
     } else hourly.push(r.ms)
-    if (k % 48 === 0) console.log(t(), `  hour ${k}: ${windows} windows, ${batches} batches, last run ${fmt(r.ms)} ms, load ${os.loadavg()[0]!.toFixed(2)}`)
+    if (k % 48 === 0 || k <= 3) {
+      // so that a run stopped for time still leaves its figures
+      const rss = fmt(process.memoryUsage.rss() / 2 ** 20)
+      console.log(t(), `  hour ${k}: ${windows} windows, ${batches} batches, ${callsSince(callsBefore, await emulator.calls()).total} Stripe calls, last run ${fmt(r.ms)} ms, hourly ${stats(hourly)}, RSS ${rss} MiB, load ${os.loadavg()[0]!.toFixed(2)}`)
+    }
   }
   const syncMs = performance.now() - syncStarted
   const calls = callsSince(callsBefore, await emulator.calls())

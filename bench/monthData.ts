@@ -51,9 +51,9 @@ const chSource = (m: MonthShape, lo: number, hi: number) => {
 }
 
 /**
- * INSERT … SELECT statements writing events [lo, hi) into the four tables ClickHouse ingest
+ * INSERT … SELECT statements writing events [lo, hi) into the five tables ClickHouse ingest
  * writes (EventStore.insertEvents: events + event_keys; insertProcessed: processed_keys +
- * events_processed), with the versions the store gives a first copy.
+ * processed_arrivals + events_processed), with the versions the store gives a first copy.
  */
 export const clickhouseInserts = (m: MonthShape, lo: number, hi: number, raw: boolean): Array<{ table: string; sql: Sql }> => {
   const src = chSource(m, lo, hi)
@@ -82,6 +82,12 @@ export const clickhouseInserts = (m: MonthShape, lo: number, hi: number, raw: bo
     table: "processed_keys",
     sql: new Sql(`INSERT INTO processed_keys (tenant_id, environment_id, event_id, meter_id, timestamp_ms, ingested_at_ms, version)
       SELECT ${scope}, concat('mo_', toString(n)), arrayElement(${meters}, mi + 1), ts, ing, ${version} FROM (${src})`)
+  })
+  // before its rows, as ingest writes them (FirstCopy.ts)
+  out.push({
+    table: "processed_arrivals",
+    sql: new Sql(`INSERT INTO processed_arrivals (tenant_id, environment_id, meter_id, ingested_at_ms, event_id, timestamp_ms)
+      SELECT ${scope}, arrayElement(${meters}, mi + 1), ing, concat('mo_', toString(n)), ts FROM (${src})`)
   })
   out.push({
     table: "events_processed",

@@ -28,12 +28,12 @@ import {
   type EventQuery,
   type EventStatus,
   type EventStoreShape,
-  type LateWindowsQuery,
   type ProcessedEvent,
   type StoredEvent
 } from "./EventStore.js"
 import { makeClient, resolveConnection, type ChClient, type ClickHouseSettings, type Row } from "./clickhouse/Client.js"
 import { makeAggregate } from "./clickhouse/Aggregate.js"
+import { makeLateReads } from "./clickhouse/LateWindows.js"
 import { bumpVersion, chunkIds, freshVersion, int, makeScopeLocks, insertFirstCopies, scopeCond, text } from "./clickhouse/FirstCopy.js"
 import { ClickHouseMigrator } from "./clickhouse/Migrator.js"
 import {
@@ -248,44 +248,7 @@ export const fromClient = (ch: ChClient): EventStoreShape => {
 
   const { aggregateBillable } = makeAggregate(ch, attempt)
 
-  const windowsWithLateRows = Effect.fn("EventStore.windowsWithLateRows")(function* (query: LateWindowsQuery) {
-    if (query.meterIds.length === 0) return [] as ReadonlyArray<Date>
-    const q = yield* attempt("windowsWithLateRows", () => {
-      if (!Number.isSafeInteger(query.windowMinutes) || query.windowMinutes < 1) {
-        throw new Error(`windowMinutes must be a positive integer, got ${query.windowMinutes}`)
-      }
-      const windowMs = query.windowMinutes * 60_000
-      const afterMs = epochMs(query.ingestedAfter)
-      const beforeMs = epochMs(query.ingestedBefore)
-      // A row counts as late only if its first copy was ingested in the range (a re-sent copy is not new).
-      return sql`SELECT DISTINCT intDiv(ts, ${windowMs}) * ${windowMs} AS window_start FROM (
-          SELECT argMin(timestamp_ms, ingested_at_ms) AS ts, min(ingested_at_ms) AS first_ingested
-          FROM events_processed
-          WHERE ${scopeCond(query.scope)} AND meter_id IN ${query.meterIds}
-            AND (event_id, meter_id) IN (
-              SELECT event_id, meter_id FROM events_processed
-              WHERE ${scopeCond(query.scope)} AND meter_id IN ${query.meterIds}
-                AND ingested_at_ms > ${afterMs} AND ingested_at_ms <= ${beforeMs})
-          GROUP BY event_id, meter_id
-        )
-        WHERE first_ingested > ${afterMs} AND first_ingested <= ${beforeMs}
-        ORDER BY window_start`
-    })
-    const rows = yield* ch.query("windowsWithLateRows", q)
-    return yield* attempt("windowsWithLateRows", () => rows.map((r) => new Date(int(r, "window_start"))))
-  })
-
-  const earliestProcessed = Effect.fn("EventStore.earliestProcessed")(function* (scope: TenantScope, meterIds: ReadonlyArray<string>) {
-    if (meterIds.length === 0) return Option.none<Date>()
-    const rows = yield* ch.query(
-      "earliestProcessed",
-      sql`SELECT min(timestamp_ms) AS earliest, count() AS n FROM events_processed
-          WHERE ${scopeCond(scope)} AND meter_id IN ${meterIds}`
-    )
-    return yield* attempt("earliestProcessed", () =>
-      rows.length === 0 || int(rows[0]!, "n") === 0 ? Option.none<Date>() : Option.some(new Date(int(rows[0]!, "earliest")))
-    )
-  })
+  const { windowsWithLateRows, earliestProcessed } = makeLateReads(ch, attempt)
 
   const listEvents = Effect.fn("EventStore.listEvents")(function* (query: EventQuery) {
     const q = yield* attempt("listEvents", () => {

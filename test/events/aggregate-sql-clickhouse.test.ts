@@ -3,7 +3,8 @@
  * plain and exact pages, keyset; the store's late-window and earliest-row reads) run on chdb's
  * in-process engine (a current release) and on the server (18.16 here) over generated rows, and
  * every answer is compared with the oracle (aggregateModel.ts). Rows are written straight into `events_processed` — duplicates included,
- * which the ingest check would refuse — so the exact path is exercised by the data, not by hand.
+ * which the ingest check would refuse — so the exact path is exercised by the data, not by hand;
+ * `processed_arrivals` gets what ingest would have written (first copies: see `arrivalsOf`).
  * One database per engine, one fresh scope per generated case: fast enough for the mutation run
  * (vitest.mutation-sql.config.ts), which re-runs these tests for every mutant of those modules —
  * on the server only: chdb's engine does not survive Stryker's re-runs in one worker thread.
@@ -47,11 +48,40 @@ const COLUMNS = [
   "timestamp", "timestamp_ms", "ingested_at_ms", "qty_total", "qty_billable", "version"
 ] as const
 
-/** Rows as they are, copies and all (no ingest check). */
+/**
+ * Arrivals (`processed_arrivals`, read by the late-window statement) as ingest writes them: one
+ * per row it writes, and it writes a pair's first-ingested copy only (a later copy at another
+ * instant is refused by the claim check, clickhouse/FirstCopy.ts; these pairs keep one copy per second).
+ */
+const arrivalsOf = (rows: ReadonlyArray<ProcessedEvent>): ReadonlyArray<ProcessedEvent> => {
+  const first = new Map<string, ProcessedEvent>()
+  for (const r of rows) {
+    const key = `${r.eventId}\u0000${r.meterId}`
+    const seen = first.get(key)
+    if (seen === undefined || r.ingestedAt.getTime() < seen.ingestedAt.getTime()) first.set(key, r)
+  }
+  return [...first.values()]
+}
+
+/** Rows as they are, copies and all (no ingest check), with the arrivals ingest would have written. */
 const writeRaw = (client: ChClient, rows: ReadonlyArray<ProcessedEvent>) =>
   rows.length === 0
     ? Effect.void
-    : client.insertTsv(
+    : Effect.zipRight(
+      client.insertTsv(
+        "test",
+        "processed_arrivals",
+        ["tenant_id", "environment_id", "meter_id", "ingested_at_ms", "event_id", "timestamp_ms"],
+        arrivalsOf(rows)
+          .map((r) =>
+            tsvLine([
+              tsvString(r.tenantId), tsvString(r.environmentId), tsvString(r.meterId), tsvUInt(epochMs(r.ingestedAt)),
+              tsvString(r.eventId), tsvUInt(epochMs(r.timestamp))
+            ])
+          )
+          .join("")
+      ),
+      client.insertTsv(
         "test",
         "events_processed",
         COLUMNS,
@@ -64,7 +94,7 @@ const writeRaw = (client: ChClient, rows: ReadonlyArray<ProcessedEvent>) =>
             ])
           )
           .join("")
-      )
+      ))
 
 const collect = (s: Stream.Stream<AggregateGroup, EventStoreError>) => Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray)
 

@@ -46,9 +46,9 @@ describe("ClickHouse connection settings", () => {
       "SELECT 1"
     ])
     const migrations = loadMigrations(defaultMigrationsDir())
-    expect(migrations.map((m) => m.version)).toEqual([1, 2, 3, 4])
-    // 0004 creates processed_keys and backfills it from events_processed
-    expect(migrations.map((m) => m.statements.length)).toEqual([1, 1, 1, 2])
+    expect(migrations.map((m) => m.version)).toEqual([1, 2, 3, 4, 5])
+    // 0004 creates processed_keys and 0005 processed_arrivals, each backfilled from events_processed
+    expect(migrations.map((m) => m.statements.length)).toEqual([1, 1, 1, 2, 2])
   })
 })
 
@@ -73,10 +73,10 @@ const clickHouseChecks = (backend: Backend): void => {
         const bootstrap = yield* backend.client("default")
         const client = yield* backend.client(database)
         try {
-          expect(yield* ClickHouseMigrator({ bootstrap, client })).toEqual([1, 2, 3, 4])
+          expect(yield* ClickHouseMigrator({ bootstrap, client })).toEqual([1, 2, 3, 4, 5])
           expect(yield* ClickHouseMigrator({ bootstrap, client })).toEqual([])
           const tables = yield* client.query("t", new Sql(`SELECT name FROM system.tables WHERE database = '${database}' ORDER BY name`))
-          expect(tables.map((t) => t["name"])).toEqual(["event_keys", "events", "events_processed", "processed_keys", "schema_migrations"])
+          expect(tables.map((t) => t["name"])).toEqual(["event_keys", "events", "events_processed", "processed_arrivals", "processed_keys", "schema_migrations"])
           const engines = yield* client.query(
             "t",
             new Sql(`SELECT engine FROM system.tables WHERE database = '${database}' AND name LIKE 'event%'`)
@@ -100,7 +100,7 @@ const clickHouseChecks = (backend: Backend): void => {
           )
           expect(applied.flat().length).toBeGreaterThanOrEqual(4)
           const tables = yield* clients[0]!.query("t", new Sql(`SELECT count() AS n FROM system.tables WHERE database = '${database}'`))
-          expect(Number(tables[0]!["n"])).toBe(5)
+          expect(Number(tables[0]!["n"])).toBe(6)
         } finally {
           yield* bootstrap.command("t", new Sql(`DROP DATABASE IF EXISTS ${database}`))
         }

@@ -13,11 +13,11 @@
  *   1. read the claims of the batch's (event, meter) pairs;
  *   2. pairs without a claim are new (unless their event is already stored at another instant:
  *      then the row is a later copy's and the first copy, still pending, will write its own):
- *      write their claims, THEN their rows;
+ *      write their claims, THEN their arrivals, THEN their rows;
  *   3. pairs with a claim: look for the row at the claim's timestamp (an indexed lookup: the time
  *      is known). Found → a duplicate, dropped. Not found → the claim's writer died between its
  *      two inserts: write this copy's row AT THE CLAIM'S TIMESTAMP (its own quantity, today's
- *      ingestion stamp), leaving the claim as it is.
+ *      ingestion stamp; its arrival first), leaving the claim as it is.
  *
  * Why exactly once, given that ClickHouse inserts are not transactional:
  * - A claim never loses an event. Claims are written before rows so that a crash can only leave a
@@ -33,6 +33,10 @@
  *   path (first-ingested copy), and merges collapse the pair to that same copy.
  * - Delta reads stay right. A repaired row carries this write's ingestion stamp, which the
  *   ingestion watermark has not passed, so the next run finds it as a late row of its window.
+ * - Late-window reads miss no row. Every row written has an ARRIVAL (`processed_arrivals`, sorted
+ *   by ingestion time), written before the row: a crash in between leaves an arrival without a
+ *   row (its window is planned once for nothing, harmless), never a row without an arrival (its
+ *   window would not be planned, and the next copy finds the row and writes nothing).
  *
  * The earliest copy's timestamp wins: the claim is written by the first copy to reach the lock.
  */
@@ -144,6 +148,18 @@ const encodeClaim = (r: ProcessedEvent): string =>
     tsvUInt(freshVersion(epochMs(r.ingestedAt)))
   ])
 
+const ARRIVAL_COLUMNS = ["tenant_id", "environment_id", "meter_id", "ingested_at_ms", "event_id", "timestamp_ms"] as const
+
+const encodeArrival = (r: ProcessedEvent): string =>
+  tsvLine([
+    tsvString(r.tenantId),
+    tsvString(r.environmentId),
+    tsvString(r.meterId),
+    tsvUInt(epochMs(r.ingestedAt)),
+    tsvString(r.eventId),
+    tsvUInt(epochMs(r.timestamp))
+  ])
+
 const pairKey = (eventId: string, meterId: string) => JSON.stringify([eventId, meterId])
 
 /**
@@ -158,6 +174,13 @@ export const insertFirstCopies = (
 ): Effect.Effect<void, EventStoreError> =>
   Effect.gen(function* () {
     const op = "insertProcessed"
+    /** Arrivals, then rows (see the module header). */
+    const writeRows = (written: ReadonlyArray<ProcessedEvent>) =>
+      Effect.gen(function* () {
+        const [arrivals, data] = yield* attempt(op, () => [written.map(encodeArrival).join(""), written.map(encodeRow).join("")] as const)
+        yield* ch.insertTsv(op, "processed_arrivals", ARRIVAL_COLUMNS, arrivals)
+        yield* ch.insertTsv(op, "events_processed", PROCESSED_COLUMNS, data)
+      })
     const firstInBatch = new Map<string, ProcessedEvent>()
     for (const r of rows) if (!firstInBatch.has(pairKey(r.eventId, r.meterId))) firstInBatch.set(pairKey(r.eventId, r.meterId), r)
     const candidates = [...firstInBatch.values()]
@@ -214,17 +237,16 @@ export const insertFirstCopies = (
       }
     }
 
-    // 2. new pairs: claims first, then rows (see the module header)
+    // 2. new pairs: claims first, then arrivals and rows (see the module header)
     if (fresh.length > 0) {
       const claimData = yield* attempt(op, () => fresh.map(encodeClaim).join(""))
-      const rowData = yield* attempt(op, () => fresh.map(encodeRow).join(""))
       yield* ch.insertTsv(op, "processed_keys", CLAIM_COLUMNS, claimData)
-      yield* ch.insertTsv(op, "events_processed", PROCESSED_COLUMNS, rowData)
+      yield* writeRows(fresh)
     }
     if (repaired.length > 0) {
       yield* Effect.logWarning("processed rows repaired at their claimed instant (a writer died between claim and rows)").pipe(
         Effect.annotateLogs({ tenant_id: scope.tenantId, rows: repaired.length })
       )
-      yield* ch.insertTsv(op, "events_processed", PROCESSED_COLUMNS, yield* attempt(op, () => repaired.map(encodeRow).join("")))
+      yield* writeRows(repaired)
     }
   })
