@@ -15,6 +15,7 @@
 import { SqlClient } from "@effect/sql"
 import { Chunk, Effect, Stream } from "effect"
 import * as Decimal from "../src/domain/Decimal.js"
+import { asOwner, inTenant } from "../src/db/RowSecurity.js"
 import { newId, TenantScope } from "../src/domain/Ids.js"
 import { EventStore } from "../src/events/EventStore.js"
 import { machine, startBenchApp } from "./harness.js"
@@ -52,7 +53,7 @@ const main = async () => {
             FROM generate_series(0, ${nEvents - Math.floor(nEvents / 2) - 1}) AS i`),
           Effect.zipRight(sql`ANALYZE events_processed`)
         )
-      )
+      ).pipe(asOwner("bench: rows written server-side, as the table owner (row-level security, migration 0012)"))
     )
     const ingestedBefore = new Date(hour.getTime() + 7_200_000)
     const filter = (sql: SqlClient.SqlClient) =>
@@ -88,7 +89,8 @@ const main = async () => {
       sql<Row>`SELECT customer_id, meter_id, event_name, SUM(qty_billable)::text AS quantity FROM events_processed
                WHERE ${filter(sql)} GROUP BY customer_id, meter_id, event_name`
     )
-    const shapes = { product, keyset, "one page": onePage, plain } as const
+    // Every shape reads as the tenant, under the same row-level security policy the product reads under.
+    const shapes = { product: inTenant(scope)(product), keyset: inTenant(scope)(keyset), "one page": inTenant(scope)(onePage), plain: inTenant(scope)(plain) } as const
     const times: Record<string, Array<number>> = {}
     const counts: Record<string, number> = {}
     const totals: Record<string, string> = {}
