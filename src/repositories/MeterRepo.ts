@@ -7,18 +7,32 @@
  * so a meter created or deleted there takes effect on this replica's ingest within that bound,
  * as if the change had been made that much later (meters apply to events ingested after them).
  */
+import { SqlSchema } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Config, Effect, Option } from "effect"
+import { Clock, Config, Effect, Option, Schema } from "effect"
+import { DbDate, orDieOnRow } from "../db/Rows.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { MeterId, newId } from "../domain/Ids.js"
 import type { MeterRule } from "../domain/Metering.js"
-import type { MeterCreate, MeterFilter } from "../domain/Models.js"
+import { AggregationType, type MeterCreate, MeterFilter } from "../domain/Models.js"
 
 export interface MeterRow extends MeterRule {
   readonly id: MeterId
   readonly name: string
   readonly createdAt: Date
 }
+
+/** A stored meter as read: the aggregation a literal, the filters (jsonb) decoded, not cast. */
+const MeterRowSchema = Schema.Struct({
+  id: MeterId,
+  name: Schema.String,
+  eventName: Schema.String,
+  aggregationType: AggregationType,
+  aggregationField: Schema.NullOr(Schema.String),
+  filters: Schema.Array(MeterFilter),
+  createdAt: DbDate
+})
 
 export class MeterRepo extends Effect.Service<MeterRepo>()("flexprice/MeterRepo", {
   effect: Effect.gen(function* () {
@@ -39,11 +53,11 @@ export class MeterRepo extends Effect.Service<MeterRepo>()("flexprice/MeterRepo"
         })
         return Effect.ensuring(Effect.zipRight(bump, self), bump)
       })
-    type Raw = Omit<MeterRow, "filters"> & { filters: ReadonlyArray<MeterFilter> }
+    const decodeRow = Schema.decodeUnknown(MeterRowSchema)
 
     const create = (m: MeterCreate) =>
       invalidate(Effect.flatMap(CurrentTenant, (t) =>
-        sql<Raw>`INSERT INTO meters ${sql.insert({
+        sql`INSERT INTO meters ${sql.insert({
           id: newId.meter(),
           tenantId: t.tenantId,
           environmentId: t.environmentId,
@@ -53,18 +67,29 @@ export class MeterRepo extends Effect.Service<MeterRepo>()("flexprice/MeterRepo"
           aggregationField: m.aggregation.type === "COUNT" ? null : (m.aggregation.field ?? null),
           filters: JSON.stringify(m.filters ?? [])
         })} RETURNING ${cols}`
-      ).pipe(Effect.map((rows) => rows[0]! as MeterRow)))
+      ).pipe(Effect.flatMap((rows) => Effect.orDie(decodeRow(rows[0])))))
 
-    const findById = (id: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<Raw>`SELECT ${cols} FROM meters WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-          AND id = ${id} AND deleted_at IS NULL`
-      ).pipe(Effect.map((rows) => Option.fromNullable(rows[0] as MeterRow | undefined)))
+    const findRow = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: MeterRowSchema,
+      execute: (id) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT ${cols} FROM meters WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND id = ${id} AND deleted_at IS NULL`
+        )
+    })
+    const findById = (id: string): Effect.Effect<Option.Option<MeterRow>, SqlError, CurrentTenant> => orDieOnRow(findRow(id))
 
-    const list = Effect.flatMap(CurrentTenant, (t) =>
-      sql<Raw>`SELECT ${cols} FROM meters WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-        AND deleted_at IS NULL ORDER BY created_at, id`
-    ).pipe(Effect.map((rows) => rows as ReadonlyArray<MeterRow>))
+    const listRows = SqlSchema.findAll({
+      Request: Schema.Void,
+      Result: MeterRowSchema,
+      execute: () =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT ${cols} FROM meters WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            AND deleted_at IS NULL ORDER BY created_at, id`
+        )
+    })
+    const list: Effect.Effect<ReadonlyArray<MeterRow>, SqlError, CurrentTenant> = orDieOnRow(listRows(undefined))
 
     /** Soft delete: processed rows keep pointing at the meter id. */
     const remove = (id: string) =>
