@@ -6,14 +6,18 @@
  * if it stayed `received` for longer than STALE_SECONDS (the process died mid-way) — so a failed
  * first attempt is never swallowed as a "duplicate", and a concurrent duplicate is.
  */
+import { SqlSchema } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Effect } from "effect"
+import { Effect, Option, Schema } from "effect"
+import { DbDate, orDieOnRow } from "../db/Rows.js"
 import { newId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { asSystem } from "../db/RowSecurity.js"
 
-export type WebhookStatus = "received" | "processed" | "duplicate" | "unmapped" | "conflict" | "failed" | "ignored"
-export const WEBHOOK_STATUSES: ReadonlyArray<WebhookStatus> = ["received", "processed", "duplicate", "unmapped", "conflict", "failed", "ignored"]
+export const WebhookStatus = Schema.Literal("received", "processed", "duplicate", "unmapped", "conflict", "failed", "ignored")
+export type WebhookStatus = typeof WebhookStatus.Type
+export const WEBHOOK_STATUSES: ReadonlyArray<WebhookStatus> = WebhookStatus.literals
 
 /** A `received` row older than this is taken to belong to an attempt that died. */
 export const STALE_SECONDS = 120
@@ -31,6 +35,20 @@ export interface WebhookEventRow {
   readonly details: unknown
 }
 
+/** A delivery as read; `details` is stored jsonb, read as text (see `cols`) and parsed here. */
+const WebhookEventRowSchema = Schema.Struct({
+  id: Schema.String,
+  stripeEventId: Schema.String,
+  type: Schema.String,
+  stripeCreated: Schema.NullOr(DbDate),
+  stripeObjectId: Schema.NullOr(Schema.String),
+  receivedAt: DbDate,
+  processedAt: Schema.NullOr(DbDate),
+  status: WebhookStatus,
+  error: Schema.NullOr(Schema.String),
+  details: Schema.NullOr(Schema.parseJson())
+})
+
 export interface ClaimInput {
   readonly stripeEventId: string
   readonly type: string
@@ -43,8 +61,6 @@ export class WebhookEventRepo extends Effect.Service<WebhookEventRepo>()("flexpr
     const sql = yield* PgClient.PgClient
     // details as text: the client's camelCase transform would otherwise rewrite the JSON's keys.
     const cols = sql`id, stripe_event_id, type, stripe_created, stripe_object_id, received_at, processed_at, status, error, details::text AS details`
-    const parse = (rows: ReadonlyArray<WebhookEventRow>): ReadonlyArray<WebhookEventRow> =>
-      rows.map((r) => ({ ...r, details: typeof r.details === "string" ? JSON.parse(r.details) : r.details }))
 
     /** The row id to process, or null when this delivery is a duplicate. */
     const claim = (input: ClaimInput) =>
@@ -87,21 +103,42 @@ export class WebhookEventRepo extends Effect.Service<WebhookEventRepo>()("flexpr
           LIMIT 1`
       ).pipe(Effect.map((rows) => rows.length > 0))
 
-    const findByStripeEventId = (stripeEventId: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<WebhookEventRow>`SELECT ${cols} FROM webhook_events
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND stripe_event_id = ${stripeEventId}`
-      ).pipe(Effect.map((rows) => parse(rows)[0]))
+    const findRow = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: WebhookEventRowSchema,
+      execute: (stripeEventId) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT ${cols} FROM webhook_events
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND stripe_event_id = ${stripeEventId}`
+        )
+    })
+    const findByStripeEventId = (stripeEventId: string): Effect.Effect<WebhookEventRow | undefined, SqlError, CurrentTenant> =>
+      orDieOnRow(findRow(stripeEventId)).pipe(Effect.map(Option.getOrUndefined))
 
+    const ListRequest = Schema.Struct({
+      status: Schema.optional(WebhookStatus),
+      limit: Schema.Int,
+      before: Schema.optional(Schema.DateFromSelf)
+    })
+    const listRows = SqlSchema.findAll({
+      Request: ListRequest,
+      Result: WebhookEventRowSchema,
+      execute: (opts) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT ${cols} FROM webhook_events
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+              ${opts.status ? sql`AND status = ${opts.status}` : sql``}
+              ${opts.before ? sql`AND received_at < ${opts.before}` : sql``}
+            ORDER BY received_at DESC, id DESC LIMIT ${opts.limit}`
+        )
+    })
     /** Newest first. */
-    const list = (opts: { readonly status?: WebhookStatus | undefined; readonly limit: number; readonly before?: Date | undefined }) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<WebhookEventRow>`SELECT ${cols} FROM webhook_events
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-            ${opts.status ? sql`AND status = ${opts.status}` : sql``}
-            ${opts.before ? sql`AND received_at < ${opts.before}` : sql``}
-          ORDER BY received_at DESC, id DESC LIMIT ${opts.limit}`
-      ).pipe(Effect.map(parse))
+    const list = (opts: {
+      readonly status?: WebhookStatus | undefined
+      readonly limit: number
+      readonly before?: Date | undefined
+    }): Effect.Effect<ReadonlyArray<WebhookEventRow>, SqlError, CurrentTenant> =>
+      orDieOnRow(listRows({ limit: opts.limit, ...(opts.status ? { status: opts.status } : {}), ...(opts.before ? { before: opts.before } : {}) }))
 
     /** Retention: removes rows received before `cutoff` (all tenants). */
     const pruneBefore = (cutoff: Date) =>
