@@ -4,8 +4,10 @@
  * ledger holds, so it must be written while no sync run of the tenant can add windows (the
  * caller holds the tenant's sync lease) and in the transaction that stores the new size.
  */
+import { SqlSchema } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Option } from "effect"
+import { Effect, Option, Schema } from "effect"
+import { DbDate, DbInt, orDieOnRow } from "../db/Rows.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import * as G from "../sync/WindowGrid.js"
 
@@ -13,19 +15,26 @@ export class WindowGridRepo extends Effect.Service<WindowGridRepo>()("flexprice/
   effect: Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
 
+    const changeRows = SqlSchema.findAll({
+      Request: Schema.Void,
+      Result: Schema.Struct({ effectiveFrom: DbDate, minutes: DbInt }),
+      execute: () =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT effective_from, minutes FROM stripe_sync_window_grid
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+            ORDER BY effective_from`
+        )
+    })
+
     /** The grid in force; `currentMinutes` (the stored config's size) everywhere when no change is recorded. */
     const grid = (currentMinutes: number) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<{ effectiveFrom: Date; minutes: number }>`SELECT effective_from, minutes FROM stripe_sync_window_grid
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-          ORDER BY effective_from`
-      ).pipe(
+      orDieOnRow(changeRows(undefined)).pipe(
         Effect.map((rows): G.Grid =>
           rows.length === 0
             ? G.uniform(currentMinutes)
             : G.fromChanges(
-                Number(rows[0]!.minutes),
-                rows.slice(1).map((r) => ({ from: new Date(r.effectiveFrom).getTime(), minutes: Number(r.minutes) }))
+                rows[0]!.minutes,
+                rows.slice(1).map((r) => ({ from: r.effectiveFrom.getTime(), minutes: r.minutes }))
               )
         )
       )
