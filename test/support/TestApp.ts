@@ -20,7 +20,7 @@
  * deliveries) go through `raw`, whose answers are checked against openapi.json too. `startTestApp`
  * (test/support/app.ts) stays for the suites not converted yet; both share `testEnv`.
  */
-import { HttpApiClient, HttpBody, HttpClient, HttpClientRequest, HttpClientResponse, HttpServer } from "@effect/platform"
+import { HttpApiClient, HttpClient, HttpClientRequest, HttpClientResponse, HttpServer } from "@effect/platform"
 import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import { Clock, Context, Effect, Either, Layer, LogLevel, Predicate, Schema, type Scope } from "effect"
 import * as fs from "node:fs"
@@ -128,14 +128,25 @@ const Envelope = Schema.Struct({ error: ErrorBody })
 export const raw = (method: "GET" | "POST" | "PUT" | "DELETE", path: string, options: RawOptions = {}) =>
   Effect.gen(function* () {
     const apiKey = options.apiKey ?? (yield* TestTenant).apiKey
-    const client = yield* HttpClient.HttpClient
-    const request = HttpClientRequest.make(method)(path).pipe(
-      HttpClientRequest.setHeaders({ ...(apiKey === "" ? {} : { "x-api-key": apiKey }), ...options.headers }),
-      options.body === undefined ? (r) => r : HttpClientRequest.setBody(HttpBody.text(options.body, options.headers?.["content-type"] ?? "application/json"))
+    const base = yield* serverUrl
+    // fetch, not the Node HttpClient: a server that answers an oversized body with 413 before
+    // reading it may close the connection mid-upload, which node:http reports as EPIPE instead of
+    // the answer (seen on Node 24); fetch hands over the answer the server sent.
+    const response = yield* Effect.orDie(
+      Effect.tryPromise(() =>
+        fetch(`${base}${path}`, {
+          method,
+          headers: {
+            ...(apiKey === "" ? {} : { "x-api-key": apiKey }),
+            ...(options.body === undefined ? {} : { "content-type": "application/json" }),
+            ...options.headers
+          },
+          ...(options.body === undefined ? {} : { body: options.body })
+        })
+      )
     )
-    const response = yield* Effect.orDie(client.execute(request))
-    const text = yield* Effect.orDie(response.text)
-    const contentType = response.headers["content-type"] ?? null
+    const text = yield* Effect.orDie(Effect.tryPromise(() => response.text()))
+    const contentType = response.headers.get("content-type")
     if (contractCheckEnabled()) openApiContract().assert({ method, url: path, status: response.status, contentType, text })
     const json = Either.try(() => JSON.parse(text) as unknown)
     const error = Either.isRight(json) ? Either.getOrUndefined(Schema.decodeUnknownEither(Envelope)(json.right))?.error : undefined
