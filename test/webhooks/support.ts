@@ -28,18 +28,21 @@ export interface Harness {
   readonly webhookPath: string
 }
 
+/** The service's settings beside an emulator at `emulatorUrl`: Stripe bases, master key `key1`, global webhook secret. */
+const harnessEnv = (emulatorUrl: string, env: Record<string, string>): Record<string, string> => ({
+  STRIPE_API_BASE: emulatorUrl,
+  STRIPE_METER_EVENTS_API_BASE: emulatorUrl,
+  FLEXPRICE_ENCRYPTION_KEYS: `1:${key1}`,
+  STRIPE_WEBHOOK_SECRET: GLOBAL_SECRET,
+  ...env
+})
+
 export const startHarness = async (backend: Backend, env: Record<string, string> = {}): Promise<Harness> => {
   const scope = await Effect.runPromise(Scope.make())
   const emulator = await Effect.runPromise(Scope.extend(makeStripeEmulator({ apiKey: Redacted.make(API_KEY) }), scope))
   const app = await startTestApp({
     backend,
-    env: {
-      STRIPE_API_BASE: emulator.url,
-      STRIPE_METER_EVENTS_API_BASE: emulator.url,
-      FLEXPRICE_ENCRYPTION_KEYS: `1:${key1}`,
-      STRIPE_WEBHOOK_SECRET: GLOBAL_SECRET,
-      ...env
-    }
+    env: harnessEnv(emulator.url, env)
   }).catch(async (e) => {
     await Effect.runPromise(Scope.close(scope, Exit.void))
     throw e
@@ -85,13 +88,7 @@ export const harnessLayer = (backend: Backend, env: Record<string, string> = {})
       Layer.merge(
         TestAppLayer.layer({
           backend,
-          env: {
-            STRIPE_API_BASE: emulator.url,
-            STRIPE_METER_EVENTS_API_BASE: emulator.url,
-            FLEXPRICE_ENCRYPTION_KEYS: `1:${key1}`,
-            STRIPE_WEBHOOK_SECRET: GLOBAL_SECRET,
-            ...env
-          }
+          env: harnessEnv(emulator.url, env)
         }),
         Layer.succeed(Emulator, emulator)
       )

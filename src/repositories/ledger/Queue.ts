@@ -68,6 +68,17 @@ export const makeQueue = (sql: PgClient.PgClient) => {
           LIMIT ${opts.limit}`
       ).pipe(Effect.map((rows) => rows.map(leanBatchRow)))
 
+  /** The earliest and latest window start of `keys` (non-empty): constants the planner prunes partitions by. */
+  const windowRange = (keys: ReadonlyArray<BatchKey>) => {
+    let lo = keys[0]!.windowStart
+    let hi = lo
+    for (const k of keys) {
+      if (k.windowStart < lo) lo = k.windowStart
+      if (k.windowStart > hi) hi = k.windowStart
+    }
+    return { lo, hi }
+  }
+
   /**
    * The batches `keys` name, for `UPDATE stripe_sync_batches b … FROM ${from} WHERE ${where}`:
    * one statement per call, joined by the primary key (id, window_start) — one index probe per
@@ -82,12 +93,7 @@ export const makeQueue = (sql: PgClient.PgClient) => {
     keys: ReadonlyArray<BatchKey>,
     extra?: { readonly name: string; readonly type: "timestamptz"; readonly values: ReadonlyArray<string | null> }
   ) => {
-    let lo = keys[0]!.windowStart
-    let hi = lo
-    for (const k of keys) {
-      if (k.windowStart < lo) lo = k.windowStart
-      if (k.windowStart > hi) hi = k.windowStart
-    }
+    const { lo, hi } = windowRange(keys)
     const ids = sql`(SELECT ${textArray(keys.map((k) => k.id))}::text[])`
     const starts = sql`(SELECT ${textArray(keys.map((k) => k.windowStart.toISOString()))}::timestamptz[])`
     return {
@@ -116,12 +122,7 @@ export const makeQueue = (sql: PgClient.PgClient) => {
     keys.length === 0
       ? Effect.void
       : Effect.flatMap(CurrentTenant, (t) => {
-          let lo = keys[0]!.windowStart
-          let hi = lo
-          for (const k of keys) {
-            if (k.windowStart < lo) lo = k.windowStart
-            if (k.windowStart > hi) hi = k.windowStart
-          }
+          const { lo, hi } = windowRange(keys)
           const starts = [...new Set(keys.map((k) => k.windowStart.toISOString()))]
           return sql`UPDATE stripe_sync_batches b SET ${set}
             WHERE b.tenant_id = ${t.tenantId} AND b.environment_id = ${t.environmentId}
