@@ -16,6 +16,7 @@ import { EventStore, EventStoreError } from "../../src/events/EventStore.js"
 import { chdbClient, chdbEventStoreLayer, withChdb } from "../support/chdb.js"
 import { CLICKHOUSE_TEST_DATABASE, clickHouseTestDatabase, withClickHouse } from "../support/clickhouse.js"
 import { eventStoreContract, freshScope, processedRow, storedEvent } from "./EventStoreContract.js"
+import * as O from "../support/oracle.js"
 
 describe("ClickHouse connection settings", () => {
   it("takes credentials and the database out of the URL", () => {
@@ -184,6 +185,43 @@ const clickHouseChecks = (backend: Backend): void => {
         const merged = yield* duplicateReads()
         yield* check
         expect(yield* duplicateReads()).toBe(merged)
+      }).pipe(Effect.scoped)
+    )
+
+    it.live("a copy written around ingest after a window's first read is no delta beside a genuine late row; the full read counts it once", () =>
+      Effect.gen(function* () {
+        yield* Layer.build(backend.store(backend.database)) // migrated
+        const raw = yield* backend.client(backend.database)
+        const store = fromClient(raw)
+        const scope = freshScope()
+        const T = new Date("2025-06-01T10:00:00.000Z")
+        const minute = (n: number) => new Date(T.getTime() + n * 60_000)
+        const counted = processedRow(scope, { eventId: "evt-counted", timestamp: minute(5), ingestedAt: minute(61), qtyBillable: "2.5" })
+        yield* store.insertProcessed([counted, processedRow(scope, { eventId: "evt-other", timestamp: minute(9), ingestedAt: minute(61), qtyBillable: "4" })])
+        const q = { scope, windowStart: T, windowEnd: minute(60), meterIds: ["mtr_a"], pageSize: 10 }
+        const read = (over: { readonly ingestedAfter?: Date; readonly ingestedBefore: Date }) =>
+          Stream.runCollect(store.aggregateBillable({ ...q, ...over })).pipe(
+            Effect.map((c) => Chunk.toReadonlyArray(c).map((g) => [g.customerId, g.quantity, g.eventCount] as const))
+          )
+        // the window's first read (what a first pass ledgers)
+        expect(yield* read({ ingestedBefore: minute(100) })).toEqual([["cust_a", O.format(O.sum(["2.5", "4"])), 2]])
+        // then a copy of evt-counted lands straight in ClickHouse, same instant, stamped later (as a
+        // racing writer's insert applied after it gave up, or a hand-written row) ...
+        yield* raw.insertTsv(
+          "t",
+          "events_processed",
+          ["tenant_id", "environment_id", "event_id", "meter_id", "customer_id", "event_name", "timestamp", "timestamp_ms", "ingested_at_ms", "qty_total", "qty_billable", "version"],
+          tsvLine([
+            scope.tenantId, scope.environmentId, counted.eventId, counted.meterId, counted.customerId, counted.eventName,
+            tsvDateTime(counted.timestamp), String(counted.timestamp.getTime()), String(minute(120).getTime()), "2.5", "2.5",
+            String(2n ** 42n - 1n - BigInt(minute(120).getTime()))
+          ])
+        )
+        // ... beside a genuine late row of the same window
+        yield* store.insertProcessed([processedRow(scope, { eventId: "evt-late", timestamp: minute(30), ingestedAt: minute(125), qtyBillable: "0.75" })])
+        // the delta read (what the next pass ledgers) holds the late row only; the full read counts every event once
+        expect(yield* read({ ingestedAfter: minute(100), ingestedBefore: minute(200) })).toEqual([["cust_a", O.format(O.sum(["0.75"])), 1]])
+        expect(yield* read({ ingestedBefore: minute(200) })).toEqual([["cust_a", O.format(O.sum(["2.5", "4", "0.75"])), 3]])
       }).pipe(Effect.scoped)
     )
 
