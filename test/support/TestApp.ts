@@ -63,11 +63,19 @@ export const checkedAgainst = (contract: Contract) => <E, R>(client: HttpClient.
     )
   )
 
-/** The typed client as `apiKey` ("" sends no key); responses checked against openapi.json (or `contract`). */
+/**
+ * The typed client as `apiKey` ("" sends no key); responses checked against openapi.json (or
+ * `contract`). It makes no spans of its own: a test capturing the service's spans
+ * (`observe: Telemetry.layerTest`) shares their tracer, and the client's spans (URL and query in
+ * full) are not the service's.
+ */
 export const makeClient = (apiKey: string, contract: Contract = openApiContract()) =>
   HttpApiClient.make(FlexPriceApi, {
     transformClient: (client) =>
-      (apiKey === "" ? client : HttpClient.mapRequest(client, HttpClientRequest.setHeader("x-api-key", apiKey))).pipe(checkedAgainst(contract))
+      (apiKey === "" ? client : HttpClient.mapRequest(client, HttpClientRequest.setHeader("x-api-key", apiKey))).pipe(
+        checkedAgainst(contract),
+        HttpClient.withTracerDisabledWhen(() => true)
+      )
   })
 
 /** The typed client of the API, signed in as `TestTenant`. */
