@@ -17,7 +17,9 @@
  * the layer; the layer refuses to start on the TestClock rather than serve a 1970 app.
  *
  * Requests a typed client cannot send (bad JSON, wrong types, hostile bodies, signed webhook
- * deliveries) go through `raw`, whose answers are checked against openapi.json too. `startTestApp`
+ * deliveries) go through `raw`, whose answers are checked against openapi.json too. Options:
+ * `env` (settings), `observe` (a log capture or test telemetry beneath the service, in the test's
+ * context); `replica` is a second service on the same PostgreSQL database. `startTestApp`
  * (test/support/app.ts) stays for the suites not converted yet; both share `testEnv`.
  */
 import { HttpApiClient, HttpClient, HttpClientRequest, HttpClientResponse, HttpServer } from "@effect/platform"
