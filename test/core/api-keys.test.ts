@@ -6,131 +6,135 @@
  */
 import { Command } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { PgClient } from "@effect/sql-pg"
+import { layer } from "@effect/vitest"
 import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, LogLevel } from "effect"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
+import { afterAll, describe, expect, it, vi } from "vitest"
 import { AppLive } from "../../src/App.js"
 import { tenant } from "../../src/bin/TenantCli.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
-import { forEachBackend, freshDataDir, freshPostgresDatabase, POSTGRES_URL_VAR, startTestApp, type Backend, type TestApp } from "../support/app.js"
+import { forEachBackend, freshDataDir } from "../support/app.js"
+import * as TestApp from "../support/TestApp.js"
+import { ApiClient, apiError, newTenant, Replica, rows, TestTenant } from "../support/TestApp.js"
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex")
-const sql = (app: TestApp, text: string) => app.run(Effect.flatMap(PgClient.PgClient, (s) => s.unsafe<Record<string, unknown>>(text)))
+const coded = (e: { readonly _tag: string; readonly code: string }) => [e._tag, e.code]
+/** The typed client as `apiKey`. */
+const as = (apiKey: string) => TestApp.makeClient(apiKey)
 
-forEachBackend(["pglite", "postgres"], (backend: Backend) => {
-  describe(`tenant API keys over HTTP on ${backend}`, () => {
-    let app: TestApp
-    beforeAll(async () => {
-      app = await startTestApp({ backend })
-    })
-    afterAll(() => app?.dispose())
+forEachBackend(["pglite", "postgres"], (backend) => {
+  layer(TestApp.layer({ backend }), { excludeTestServices: true })(`tenant API keys over HTTP on ${backend}`, (it) => {
+    it.effect("creates a key shown once and stored hashed, rotates, and the revoked key is refused at once", () =>
+      Effect.gen(function* () {
+        const api = yield* ApiClient
+        const { apiKey } = yield* TestTenant
+        const first = (yield* api.tenantKeys.list()).keys
+        expect(first).toHaveLength(1)
+        const oldId = first[0]!.id
+        expect(JSON.stringify(first)).not.toContain(apiKey)
 
-    it("creates a key shown once and stored hashed, rotates, and the revoked key is refused at once", async () => {
-      const first = (await app.request("GET", "/v1/tenant/keys")).data.keys
-      expect(first).toHaveLength(1)
-      const oldId = first[0].id as string
-      expect(JSON.stringify(first)).not.toContain(app.apiKey)
+        const [created, response] = yield* api.tenantKeys.create({ withResponse: true })
+        expect(response.status).toBe(201)
+        const newKey = created.api_key
+        expect(newKey).toMatch(/^fp_[A-Za-z0-9_-]{32}$/)
+        expect(created.key_prefix).toBe(newKey.slice(0, 7))
+        const stored = yield* rows(`SELECT * FROM api_keys WHERE id = '${created.id}'`)
+        expect(stored).toHaveLength(1)
+        expect(JSON.stringify(stored)).not.toContain(newKey)
+        // the test client maps columns to camelCase
+        expect(stored[0]!["keyHash"]).toBe(sha256(newKey))
+        const rotated = yield* as(newKey)
+        const listed = (yield* rotated.tenantKeys.list()).keys
+        expect(listed.map((k) => k.id).sort()).toEqual([oldId, created.id].sort())
+        expect(JSON.stringify(listed)).not.toContain(newKey)
 
-      const created = await app.request("POST", "/v1/tenant/keys")
-      expect(created.status).toBe(201)
-      const newKey = created.data.api_key as string
-      expect(newKey).toMatch(/^fp_[A-Za-z0-9_-]{32}$/)
-      expect(created.data.key_prefix).toBe(newKey.slice(0, 7))
-      const rows = await sql(app, `SELECT * FROM api_keys WHERE id = '${created.data.id}'`)
-      expect(rows).toHaveLength(1)
-      expect(JSON.stringify(rows)).not.toContain(newKey)
-      // the test client maps columns to camelCase
-      expect(rows[0].keyHash).toBe(sha256(newKey))
-      const listed = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: newKey })).data.keys
-      expect(listed.map((k) => k.id).sort()).toEqual([oldId, created.data.id].sort())
-      expect(JSON.stringify(listed)).not.toContain(newKey)
+        const [revoked, revokedResponse] = yield* rotated.tenantKeys.revoke({ path: { id: oldId }, withResponse: true })
+        expect([revokedResponse.status, revoked]).toEqual([200, { id: oldId, revoked: true }])
+        expect(coded(yield* apiError(api.customers.list({ urlParams: {} })))).toEqual(["Unauthorized", "invalid_api_key"])
+        const [, ok] = yield* rotated.customers.list({ urlParams: {}, withResponse: true })
+        expect(ok.status).toBe(200)
+        const after = (yield* rotated.tenantKeys.list()).keys
+        expect(after.find((k) => k.id === oldId)?.revoked_at).toEqual(expect.any(String))
 
-      const revoked = await app.request("DELETE", `/v1/tenant/keys/${oldId}`, undefined, { apiKey: newKey })
-      expect([revoked.status, revoked.body]).toEqual([200, { id: oldId, revoked: true }])
-      const refused = await app.request("GET", "/v1/customers", undefined, { apiKey: app.apiKey })
-      expect([refused.status, refused.error.code]).toEqual([401, "invalid_api_key"])
-      expect((await app.request("GET", "/v1/customers", undefined, { apiKey: newKey })).status).toBe(200)
-      const after = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: newKey })).data.keys
-      expect(after.find((k) => k.id === oldId)!.revoked_at).not.toBeNull()
+        const audit = yield* rows(`SELECT action, target, actor FROM audit_log WHERE target LIKE 'api_key:%' ORDER BY created_at`)
+        expect(audit).toEqual([
+          { action: "api_key.create", target: `api_key:${created.id}`, actor: "api" },
+          { action: "api_key.revoke", target: `api_key:${oldId}`, actor: "api" }
+        ])
+        expect(JSON.stringify(yield* rows("SELECT * FROM audit_log"))).not.toContain(newKey)
+      })
+    )
 
-      const audit = await sql(app, `SELECT action, target, actor FROM audit_log WHERE target LIKE 'api_key:%' ORDER BY created_at`)
-      expect(audit).toEqual([
-        { action: "api_key.create", target: `api_key:${created.data.id}`, actor: "api" },
-        { action: "api_key.revoke", target: `api_key:${oldId}`, actor: "api" }
-      ])
-      expect(JSON.stringify(await sql(app, "SELECT * FROM audit_log"))).not.toContain(newKey)
-    })
+    it.effect("revoking an already revoked key is idempotent: the same 200 answer, one audit row", () =>
+      Effect.gen(function* () {
+        const t = yield* newTenant("keys-twice")
+        const keys = (yield* t.client.tenantKeys.list()).keys
+        const second = yield* as((yield* t.client.tenantKeys.create()).api_key)
+        const id = keys[0]!.id
+        const [first, firstResponse] = yield* second.tenantKeys.revoke({ path: { id }, withResponse: true })
+        const [again, againResponse] = yield* second.tenantKeys.revoke({ path: { id }, withResponse: true })
+        expect([firstResponse.status, first]).toEqual([200, { id, revoked: true }])
+        expect([againResponse.status, again]).toEqual([200, { id, revoked: true }])
+        expect(yield* rows(`SELECT action FROM audit_log WHERE target = 'api_key:${id}'`)).toEqual([{ action: "api_key.revoke" }])
+      })
+    )
 
-    it("revoking an already revoked key is idempotent: the same 200 answer, one audit row", async () => {
-      const t = await app.newTenant("keys-twice")
-      const keys = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })).data.keys
-      const second = await app.request("POST", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })
-      const id = keys[0].id as string
-      const first = await app.request("DELETE", `/v1/tenant/keys/${id}`, undefined, { apiKey: second.data.api_key })
-      const again = await app.request("DELETE", `/v1/tenant/keys/${id}`, undefined, { apiKey: second.data.api_key })
-      expect([first.status, first.body]).toEqual([200, { id, revoked: true }])
-      expect([again.status, again.body]).toEqual([200, { id, revoked: true }])
-      const audit = await sql(app, `SELECT action FROM audit_log WHERE target = 'api_key:${id}'`)
-      expect(audit).toEqual([{ action: "api_key.revoke" }])
-    })
+    it.effect("a key revoked behind this process's back (another replica, an operator's SQL) is refused on its next request", () =>
+      Effect.gen(function* () {
+        const t = yield* newTenant("keys-behind")
+        // used twice, so this process has seen (and remembered) the key valid
+        for (let i = 0; i < 2; i++) {
+          const [, response] = yield* t.client.customers.list({ urlParams: {}, withResponse: true })
+          expect(response.status).toBe(200)
+        }
+        yield* rows(`UPDATE api_keys SET revoked_at = now() WHERE key_hash = '${sha256(t.apiKey)}'`)
+        expect(coded(yield* apiError(t.client.customers.list({ urlParams: {} })))).toEqual(["Unauthorized", "invalid_api_key"])
+        // and stays refused (a revoked key is not remembered as valid again)
+        expect(coded(yield* apiError(t.client.events.bulk({ payload: { events: [] } })))).toEqual(["Unauthorized", "invalid_api_key"])
+      })
+    )
 
-    it("a key revoked behind this process's back (another replica, an operator's SQL) is refused on its next request", async () => {
-      const t = await app.newTenant("keys-behind")
-      // used twice, so this process has seen (and remembered) the key valid
-      expect((await app.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })).status).toBe(200)
-      expect((await app.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })).status).toBe(200)
-      await sql(app, `UPDATE api_keys SET revoked_at = now() WHERE key_hash = '${sha256(t.apiKey)}'`)
-      const refused = await app.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })
-      expect([refused.status, refused.error.code]).toEqual([401, "invalid_api_key"])
-      // and stays refused (a revoked key is not remembered as valid again)
-      expect((await app.request("POST", "/v1/events/bulk", { events: [] }, { apiKey: t.apiKey })).status).toBe(401)
-    })
-
-    it("refuses to revoke the environment's last key or another tenant's key", async () => {
-      const mine = await app.newTenant("keys-mine")
-      const other = await app.newTenant("keys-other")
-      const otherKeys = (await app.request("GET", "/v1/tenant/keys", undefined, { apiKey: other.apiKey })).data.keys
-      await app.request("POST", "/v1/tenant/keys", undefined, { apiKey: mine.apiKey })
-      const crossed = await app.request("DELETE", `/v1/tenant/keys/${otherKeys[0].id}`, undefined, { apiKey: mine.apiKey })
-      expect([crossed.status, crossed.error.code]).toEqual([404, "api_key_not_found"])
-      expect((await app.request("GET", "/v1/customers", undefined, { apiKey: other.apiKey })).status).toBe(200)
-      const last = await app.request("DELETE", `/v1/tenant/keys/${otherKeys[0].id}`, undefined, { apiKey: other.apiKey })
-      expect([last.status, last.error.code]).toEqual([409, "last_api_key"])
-      expect((await app.request("GET", "/v1/customers", undefined, { apiKey: other.apiKey })).status).toBe(200)
-    })
+    it.effect("refuses to revoke the environment's last key or another tenant's key", () =>
+      Effect.gen(function* () {
+        const mine = yield* newTenant("keys-mine")
+        const other = yield* newTenant("keys-other")
+        const otherKeys = (yield* other.client.tenantKeys.list()).keys
+        yield* mine.client.tenantKeys.create()
+        const crossed = yield* apiError(mine.client.tenantKeys.revoke({ path: { id: otherKeys[0]!.id } }))
+        expect(coded(crossed)).toEqual(["NotFound", "api_key_not_found"])
+        const [, still] = yield* other.client.customers.list({ urlParams: {}, withResponse: true })
+        expect(still.status).toBe(200)
+        const last = yield* apiError(other.client.tenantKeys.revoke({ path: { id: otherKeys[0]!.id } }))
+        expect(coded(last)).toEqual(["Conflict", "last_api_key"])
+        const [, stillAfter] = yield* other.client.customers.list({ urlParams: {}, withResponse: true })
+        expect(stillAfter.status).toBe(200)
+      })
+    )
   })
 })
 
 forEachBackend(["postgres"], () => {
-  describe("a revoked key on another replica (PostgreSQL)", () => {
-    let a: TestApp
-    let b: TestApp
-    let drop: () => Promise<void>
-    beforeAll(async () => {
-      const db = await freshPostgresDatabase(process.env[POSTGRES_URL_VAR]!)
-      drop = db.drop
-      a = await startTestApp({ backend: "postgres", databaseUrl: db.url })
-      b = await startTestApp({ backend: "postgres", databaseUrl: db.url })
-    }, 60_000)
-    afterAll(async () => {
-      await b?.dispose()
-      await a?.dispose()
-      await drop?.()
-    })
-
-    it("answers 401 on replica B for a key revoked through replica A, on B's next request", async () => {
-      const t = await a.newTenant("replicas")
-      expect((await b.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })).status).toBe(200)
-      const second = await a.request("POST", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })
-      const keys = (await a.request("GET", "/v1/tenant/keys", undefined, { apiKey: t.apiKey })).data.keys
-      const oldId = keys.find((k) => k.id !== second.data.id)!.id
-      expect((await a.request("DELETE", `/v1/tenant/keys/${oldId}`, undefined, { apiKey: second.data.api_key })).status).toBe(200)
-      const res = await b.request("GET", "/v1/customers", undefined, { apiKey: t.apiKey })
-      expect([res.status, res.error.code]).toEqual([401, "invalid_api_key"])
-    })
-  })
+  // replica B serves the same database as the layer's service (A)
+  layer(TestApp.replica.pipe(Layer.provideMerge(TestApp.layer({ backend: "postgres" }))), { excludeTestServices: true })(
+    "a revoked key on another replica (PostgreSQL)",
+    (it) => {
+      it.effect("answers 401 on replica B for a key revoked through replica A, on B's next request", () =>
+        Effect.gen(function* () {
+          const t = yield* newTenant("replicas")
+          const b = yield* (yield* Replica).client(t.apiKey)
+          const [, seen] = yield* b.customers.list({ urlParams: {}, withResponse: true })
+          expect(seen.status).toBe(200)
+          const second = yield* t.client.tenantKeys.create()
+          const keys = (yield* t.client.tenantKeys.list()).keys
+          const oldId = keys.find((k) => k.id !== second.id)?.id ?? "none"
+          const [, revoked] = yield* (yield* as(second.api_key)).tenantKeys.revoke({ path: { id: oldId }, withResponse: true })
+          expect(revoked.status).toBe(200)
+          expect(coded(yield* apiError(b.customers.list({ urlParams: {} })))).toEqual(["Unauthorized", "invalid_api_key"])
+        })
+      )
+    }
+  )
 })
 
 describe("tenant keys CLI", () => {

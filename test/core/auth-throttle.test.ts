@@ -5,56 +5,60 @@
  * addresses are unaffected; requests without a key do not count. The table of addresses is
  * bounded (FLEXPRICE_AUTH_THROTTLE_MAX_CLIENTS) and forgets expired windows.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { describe, expect, it } from "vitest"
 import { FailureThrottle } from "../../src/http/AuthThrottle.js"
-import { checkedAnswer, startTestApp, type TestApp } from "../support/app.js"
+import * as TestApp from "../support/TestApp.js"
+import { raw, TestTenant } from "../support/TestApp.js"
 
-describe("throttling of invalid API keys over HTTP", () => {
-  let app: TestApp
-  beforeAll(async () => {
-    app = await startTestApp({
-      env: {
-        FLEXPRICE_AUTH_FAILURE_LIMIT: "5",
-        FLEXPRICE_AUTH_FAILURE_WINDOW_SECONDS: "60",
-        // the test client is the proxy: X-Forwarded-For names the client address
-        FLEXPRICE_TRUSTED_PROXIES: "127.0.0.1/32,::1/128"
+/** A request as `apiKey` from client address `ip`: sent raw, the typed client has no X-Forwarded-For. */
+const from = (ip: string, apiKey: string) => raw("GET", "/v1/customers", { apiKey, headers: { "x-forwarded-for": ip } })
+
+layer(
+  TestApp.layer({
+    env: {
+      FLEXPRICE_AUTH_FAILURE_LIMIT: "5",
+      FLEXPRICE_AUTH_FAILURE_WINDOW_SECONDS: "60",
+      // the test client is the proxy: X-Forwarded-For names the client address
+      FLEXPRICE_TRUSTED_PROXIES: "127.0.0.1/32,::1/128"
+    }
+  }),
+  { excludeTestServices: true }
+)("throttling of invalid API keys over HTTP", (it) => {
+  it.effect("answers 429 with Retry-After after the limit, for any key from that address only", () =>
+    Effect.gen(function* () {
+      const { apiKey } = yield* TestTenant
+      for (let i = 0; i < 5; i++) {
+        const res = yield* from("203.0.113.7", `fp_wrong_${i}`)
+        expect([res.status, res.error?.code]).toEqual([401, "invalid_api_key"])
       }
+      const blocked = yield* from("203.0.113.7", "fp_wrong_6")
+      expect(blocked.status).toBe(429)
+      const retryAfter = Number(blocked.headers["retry-after"])
+      expect(Number.isInteger(retryAfter)).toBe(true)
+      expect(retryAfter).toBeGreaterThanOrEqual(1)
+      expect(retryAfter).toBeLessThanOrEqual(60)
+      expect(blocked.error?.code).toBe("too_many_auth_failures")
+      expect(blocked.error?.details).toEqual({ retry_after_seconds: retryAfter })
+      // blocked addresses get no answer about any key, valid ones included
+      const valid = yield* from("203.0.113.7", apiKey)
+      expect([valid.status, valid.error?.code]).toEqual([429, "too_many_auth_failures"])
+      // other addresses are not affected
+      expect((yield* from("203.0.113.8", apiKey)).status).toBe(200)
+      expect((yield* from("203.0.113.8", "fp_wrong")).status).toBe(401)
     })
-  })
-  afterAll(() => app?.dispose())
+  )
 
-  const from = (ip: string, apiKey: string) => app.request("GET", "/v1/customers", undefined, { apiKey, headers: { "x-forwarded-for": ip } })
-
-  it("answers 429 with Retry-After after the limit, for any key from that address only", async () => {
-    for (let i = 0; i < 5; i++) {
-      const res = await from("203.0.113.7", `fp_wrong_${i}`)
-      expect([res.status, res.error.code]).toEqual([401, "invalid_api_key"])
-    }
-    // by hand for the Retry-After header; the answer is still checked against openapi.json
-    const raw = await fetch(`${app.baseUrl}/v1/customers`, { headers: { "x-api-key": "fp_wrong_6", "x-forwarded-for": "203.0.113.7" } })
-    expect(raw.status).toBe(429)
-    const retryAfter = Number(raw.headers.get("retry-after"))
-    expect(Number.isInteger(retryAfter)).toBe(true)
-    expect(retryAfter).toBeGreaterThanOrEqual(1)
-    expect(retryAfter).toBeLessThanOrEqual(60)
-    const answer = await checkedAnswer("GET", `${app.baseUrl}/v1/customers`, raw)
-    expect(answer.error.code).toBe("too_many_auth_failures")
-    expect(answer.error.details).toEqual({ retry_after_seconds: retryAfter })
-    // blocked addresses get no answer about any key, valid ones included
-    const valid = await from("203.0.113.7", app.apiKey)
-    expect([valid.status, valid.error.code]).toEqual([429, "too_many_auth_failures"])
-    // other addresses are not affected
-    expect((await from("203.0.113.8", app.apiKey)).status).toBe(200)
-    expect((await from("203.0.113.8", "fp_wrong")).status).toBe(401)
-  })
-
-  it("does not count requests without a key", async () => {
-    for (let i = 0; i < 10; i++) {
-      const res = await from("198.51.100.9", "")
-      expect([res.status, res.error.code]).toEqual([401, "missing_api_key"])
-    }
-    expect((await from("198.51.100.9", app.apiKey)).status).toBe(200)
-  })
+  it.effect("does not count requests without a key", () =>
+    Effect.gen(function* () {
+      for (let i = 0; i < 10; i++) {
+        const res = yield* from("198.51.100.9", "")
+        expect([res.status, res.error?.code]).toEqual([401, "missing_api_key"])
+      }
+      expect((yield* from("198.51.100.9", (yield* TestTenant).apiKey)).status).toBe(200)
+    })
+  )
 })
 
 describe("FailureThrottle", () => {

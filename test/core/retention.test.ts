@@ -1,23 +1,20 @@
 /** Retention prunes webhook deliveries and sync runs past their age, and nothing younger. */
 import { PgClient } from "@effect/sql-pg"
+import { layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { expect } from "vitest"
 import { pruneOnce } from "../../src/db/Retention.js"
-import { startTestApp, type TestApp } from "../support/app.js"
+import * as TestApp from "../support/TestApp.js"
+import { TestTenant } from "../support/TestApp.js"
 
-describe("retention", () => {
-  let app: TestApp
-  beforeAll(async () => {
-    app = await startTestApp({ env: { FLEXPRICE_RETENTION_WEBHOOK_EVENTS_DAYS: "30", FLEXPRICE_RETENTION_SYNC_RUNS_DAYS: "60" } })
-  })
-  afterAll(() => app?.dispose())
-
-  it("deletes rows older than the configured days and keeps the rest", async () => {
-    const { tenantId: t, environmentId: e } = app.scope
-    const day = 86_400_000
-    const ago = (d: number) => new Date(Date.now() - d * day)
-    const counts = await app.run(
+layer(TestApp.layer({ env: { FLEXPRICE_RETENTION_WEBHOOK_EVENTS_DAYS: "30", FLEXPRICE_RETENTION_SYNC_RUNS_DAYS: "60" } }), { excludeTestServices: true })(
+  "retention",
+  (it) => {
+    it.effect("deletes rows older than the configured days and keeps the rest", () =>
       Effect.gen(function* () {
+        const { tenantId: t, environmentId: e } = (yield* TestTenant).scope
+        const day = 86_400_000
+        const ago = (d: number) => new Date(Date.now() - d * day)
         const sql = yield* PgClient.PgClient
         for (const [id, age] of [["whe_old", 31], ["whe_new", 29]] as const)
           yield* sql`INSERT INTO webhook_events (id, tenant_id, environment_id, stripe_event_id, type, received_at, status)
@@ -28,10 +25,9 @@ describe("retention", () => {
         const pruned = yield* pruneOnce
         const left = yield* sql<{ id: string }>`SELECT id FROM webhook_events WHERE tenant_id = ${t}
           UNION ALL SELECT id FROM stripe_sync_runs WHERE tenant_id = ${t} ORDER BY id`
-        return { pruned, left: left.map((r) => r.id) }
+        expect(pruned).toEqual({ webhookEvents: 1, syncRuns: 1, archivedBatches: 0 })
+        expect(left.map((r) => r.id)).toEqual(["ssr_new", "whe_new"])
       })
     )
-    expect(counts.pruned).toEqual({ webhookEvents: 1, syncRuns: 1, archivedBatches: 0 })
-    expect(counts.left).toEqual(["ssr_new", "whe_new"])
-  })
-})
+  }
+)

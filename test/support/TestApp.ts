@@ -17,7 +17,9 @@
  * the layer; the layer refuses to start on the TestClock rather than serve a 1970 app.
  *
  * Requests a typed client cannot send (bad JSON, wrong types, hostile bodies, signed webhook
- * deliveries) go through `raw`, whose answers are checked against openapi.json too. `startTestApp`
+ * deliveries) go through `raw`, whose answers are checked against openapi.json too. Options:
+ * `env` (settings), `observe` (a log capture or test telemetry beneath the service, in the test's
+ * context); `replica` is a second service on the same PostgreSQL database. `startTestApp`
  * (test/support/app.ts) stays for the suites not converted yet; both share `testEnv`.
  */
 import { HttpApiClient, HttpClient, HttpClientRequest, HttpClientResponse, HttpServer } from "@effect/platform"
@@ -25,7 +27,9 @@ import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import { Clock, Context, Effect, Either, Layer, LogLevel, Predicate, Schema, type Scope } from "effect"
 import * as fs from "node:fs"
 import { createServer } from "node:http"
+import { PgClient } from "@effect/sql-pg"
 import type { TenantScope } from "../../src/domain/Ids.js"
+import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { FlexPriceApi } from "../../src/http/Api.js"
 import { ErrorBody } from "../../src/http/ErrorContract.js"
 import { localService } from "../../src/LocalService.js"
@@ -61,11 +65,19 @@ export const checkedAgainst = (contract: Contract) => <E, R>(client: HttpClient.
     )
   )
 
-/** The typed client as `apiKey` ("" sends no key); responses checked against openapi.json (or `contract`). */
+/**
+ * The typed client as `apiKey` ("" sends no key); responses checked against openapi.json (or
+ * `contract`). It makes no spans of its own: a test capturing the service's spans
+ * (`observe: Telemetry.layerTest`) shares their tracer, and the client's spans (URL and query in
+ * full) are not the service's.
+ */
 export const makeClient = (apiKey: string, contract: Contract = openApiContract()) =>
   HttpApiClient.make(FlexPriceApi, {
     transformClient: (client) =>
-      (apiKey === "" ? client : HttpClient.mapRequest(client, HttpClientRequest.setHeader("x-api-key", apiKey))).pipe(checkedAgainst(contract))
+      (apiKey === "" ? client : HttpClient.mapRequest(client, HttpClientRequest.setHeader("x-api-key", apiKey))).pipe(
+        checkedAgainst(contract),
+        HttpClient.withTracerDisabledWhen(() => true)
+      )
   })
 
 /** The typed client of the API, signed in as `TestTenant`. */
@@ -104,6 +116,8 @@ export const serverUrl = HttpServer.HttpServer.pipe(
 /** An answer to a `raw` request: what came over the wire, the error envelope, and a decoder for the success body. */
 export interface RawAnswer {
   readonly status: number
+  /** Response headers, names in lower case (Retry-After, content-type). */
+  readonly headers: Readonly<Record<string, string>>
   readonly text: string
   /** The envelope's `error` (the API's `ErrorBody` schema); undefined when the body is not an error envelope. */
   readonly error: typeof ErrorBody.Type | undefined
@@ -155,7 +169,7 @@ export const raw = (method: "GET" | "POST" | "PUT" | "DELETE", path: string, opt
       if (Either.isLeft(decoded)) throw new Error(`${method} ${path} → ${response.status}, not the expected body: ${text.slice(0, 500)}`)
       return decoded.right
     }
-    return { status: response.status, text, error, as } satisfies RawAnswer
+    return { status: response.status, headers: Object.fromEntries(response.headers), text, error, as } satisfies RawAnswer
   })
 
 /** A variable the backend's suite was registered for by `forEachBackend` (which fails under CI without it). */
@@ -212,32 +226,71 @@ const onRealTime = Effect.flatMap(Clock.currentTimeMillis, (now) =>
     : Effect.void
 )
 
-export interface LayerOptions {
+export interface LayerOptions<B = never> {
   /** "pglite" (default), "postgres" (a fresh database on FLEXPRICE_TEST_POSTGRES_URL's server) or "clickhouse" */
   readonly backend?: Backend
-  /** settings by variable name, over `testEnv`'s */
+  /** settings by variable name, over `testEnv`'s (the service's ConfigProvider; the process environment is not read) */
   readonly env?: Record<string, string>
+  /**
+   * Built first, beneath the service, and kept in the layer (as `startTestApp`'s `observe`): a log
+   * capture (`makeCapture().layer`, with FLEXPRICE_TEST_LOG in `env` to let every level through),
+   * `Telemetry.layerTest` (its `TelemetryTest` then reaches the tests).
+   */
+  readonly observe?: Layer.Layer<B>
 }
 
-export const layer = (options: LayerOptions = {}) =>
+/** The settings the layer's service runs with (its database, master keys): what a second replica needs. */
+export class TestSettings extends Context.Tag("test/TestSettings")<TestSettings, Readonly<Record<string, string>>>() {}
+
+/** The whole service on a loopback port under `settings`, with `observe` beneath it. */
+const service = <B>(settings: Readonly<Record<string, string>>, observe: Layer.Layer<B>) =>
+  localService({
+    server: loopbackServer,
+    settings,
+    processEnvironment: false,
+    beside: Layer.empty,
+    below: observe,
+    logLevel: settings["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Warning
+  })
+
+export const layer = <B = never>(options: LayerOptions<B> = {}) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
       yield* onRealTime
       const db = yield* storage(options.backend ?? "pglite")
       const env = testEnv({ ...db, ...options.env })
-      const app = localService({
-        server: loopbackServer,
-        settings: env,
-        processEnvironment: false,
-        beside: Layer.empty,
-        below: Layer.empty,
-        logLevel: env["FLEXPRICE_TEST_LOG"] ? LogLevel.Debug : LogLevel.Warning
-      })
+      const app = service(env, options.observe ?? (Layer.empty as Layer.Layer<B>))
       const tenant = Layer.effect(
         TestTenant,
         Effect.map(newTenant("test"), ({ apiKey, scope }) => ({ apiKey, scope }))
       )
       const client = Layer.effect(ApiClient, Effect.flatMap(TestTenant, ({ apiKey }) => makeClient(apiKey)))
-      return Layer.provideMerge(client, tenant).pipe(Layer.provideMerge(Layer.merge(app, OperatorAccess)))
+      return Layer.provideMerge(client, tenant).pipe(Layer.provideMerge(Layer.mergeAll(app, OperatorAccess, Layer.succeed(TestSettings, env))))
     })
   )
+
+/** A second replica of the layer's service: its own process state and port, the same database and keys. */
+export class Replica extends Context.Tag("test/Replica")<Replica, {
+  /** A typed client of the replica as `apiKey`, its responses checked against openapi.json. */
+  readonly client: (apiKey: string) => Effect.Effect<Effect.Effect.Success<ReturnType<typeof makeClient>>>
+}>() {}
+
+/**
+ * `Replica`, for a layer on the PostgreSQL backend (PGlite's directory is one process's):
+ * `layer(TestApp.replica.pipe(Layer.provideMerge(TestApp.layer({ backend: "postgres" }))))`.
+ */
+export const replica = Layer.scoped(
+  Replica,
+  Effect.gen(function* () {
+    const settings = yield* TestSettings
+    const context = yield* Layer.build(service(settings, Layer.empty))
+    return { client: (apiKey: string) => Effect.provide(makeClient(apiKey), context) }
+  })
+)
+
+/** Rows of a query on the service's database, as the table owner (column names camelCased). */
+export const rows = (query: string) => Effect.flatMap(PgClient.PgClient, (sql) => sql.unsafe<Record<string, unknown>>(query))
+
+/** An effect run inside the test tenant's environment (CurrentTenant). */
+export const inTestTenant = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(TestTenant, ({ scope }) => Effect.provideService(effect, CurrentTenant, scope))

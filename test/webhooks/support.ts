@@ -118,9 +118,5 @@ export const deliver = (path: string, payload: string, headers: Record<string, s
 export const deliverSigned = (path: string, payload: string, secrets: ReadonlyArray<string>, t = Math.floor(Date.now() / 1000)) =>
   deliver(path, payload, { "stripe-signature": signatureHeader(payload, secrets, t) })
 
-/** Rows of a query on the service's database, as the table owner (column names camelCased). */
-export const rows = (query: string) => Effect.flatMap(PgClient.PgClient, (sql) => sql.unsafe<Record<string, unknown>>(query))
-
-/** An effect run inside the test tenant's environment (CurrentTenant). */
-export const inTestTenant = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.flatMap(TestAppLayer.TestTenant, ({ scope }) => Effect.provideService(effect, CurrentTenant, scope))
+/** Shared with the core suites: they live beside the layer. */
+export { inTestTenant, rows } from "../support/TestApp.js"
