@@ -111,7 +111,7 @@ forEachBackend(["pglite", "postgres"], (backend: Backend) => {
       await app.request("POST", "/v1/meters", { name: "late", event_name: "late", aggregation: { type: "SUM", field: "n" } })
       const created = await app.request("POST", "/v1/customers", { external_id: "hn-late" })
       expect(created.status).toBe(201)
-      expect(await app.run(sweepOnce)).toBe(0)
+      expect(await app.run(sweepOnce())).toBe(0)
       const listed = await app.request("GET", "/v1/events?external_customer_id=hn-late")
       expect(listed.status).toBe(200)
       expect(listed.data.events.find((e) => e.event_id === "late-1")).toMatchObject({ status: "error", error: expect.stringContaining("out of range") })

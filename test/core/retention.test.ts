@@ -25,7 +25,7 @@ describe("retention", () => {
         for (const [id, age] of [["ssr_old", 61], ["ssr_new", 59]] as const)
           yield* sql`INSERT INTO stripe_sync_runs (id, tenant_id, environment_id, trigger, status, started_at)
             VALUES (${id}, ${t}, ${e}, 'schedule', 'completed', ${ago(age)})`
-        const pruned = yield* pruneOnce
+        const pruned = yield* pruneOnce()
         const left = yield* sql<{ id: string }>`SELECT id FROM webhook_events WHERE tenant_id = ${t}
           UNION ALL SELECT id FROM stripe_sync_runs WHERE tenant_id = ${t} ORDER BY id`
         return { pruned, left: left.map((r) => r.id) }
