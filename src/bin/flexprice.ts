@@ -61,7 +61,7 @@ const migrate = Command.make("migrate", {}, () =>
 
 const keysRotate = Command.make("rotate", {}, () =>
   Effect.gen(function* () {
-    const report = yield* rotateKeys
+    const report = yield* rotateKeys()
     yield* Console.log(JSON.stringify(report))
     if (report.failed.length > 0) return yield* Effect.fail(new Error(`${report.failed.length} secret(s) could not be re-encrypted`))
   }).pipe(Effect.provide(AppLive))

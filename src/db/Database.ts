@@ -145,7 +145,7 @@ export const layerFrom = (config: DatabaseConfig) =>
   })
 
 export const layerMigrated = (config: DatabaseConfig) =>
-  Layer.effectDiscard(runMigrations).pipe(Layer.provideMerge(layerFrom(config)))
+  Layer.effectDiscard(runMigrations()).pipe(Layer.provideMerge(layerFrom(config)))
 
 export const layerMigratedFromEnv = Layer.unwrapEffect(Effect.map(DatabaseConfig, layerMigrated))
 

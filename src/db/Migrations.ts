@@ -35,11 +35,11 @@ export const sqlFileLoader = (dir: string): Migrator.Loader =>
     catch: (e) => new Migrator.MigrationError({ reason: "failed", message: `cannot read ${dir}: ${(e as Error).message}` })
   })
 
-export const runMigrations = PgMigrator.run({ loader: sqlFileLoader(migrationsDir) }).pipe(
+export const runMigrations = Effect.fn("Migrations.run")(
+  () => PgMigrator.run({ loader: sqlFileLoader(migrationsDir) }),
   Effect.tap((done) =>
     done.length > 0 ? Effect.logInfo(`applied migrations: ${done.map(([id, name]) => `${id}_${name}`).join(", ")}`) : Effect.void
   ),
   Effect.zipLeft(assertTenantTablesGuarded),
-  asOwner("schema migrations"),
-  Effect.withSpan("Migrations.run")
+  asOwner("schema migrations")
 )

@@ -62,7 +62,7 @@ export const archiveLedgerAt = Effect.fn("Retention.archiveLedger")(function* (n
 })
 
 /** One pruning pass; returns how many rows went. */
-export const pruneOnce = Effect.gen(function* () {
+export const pruneOnce = Effect.fn("Retention.prune")(function* () {
   const config = yield* RetentionConfig
   const sql = yield* PgClient.PgClient
   const webhooks = yield* WebhookEventRepo
@@ -74,12 +74,12 @@ export const pruneOnce = Effect.gen(function* () {
   if (webhookEvents + syncRuns > 0) yield* Effect.logInfo("retention pruned old rows", { webhook_events: webhookEvents, sync_runs: syncRuns })
   const ledger = yield* archiveLedgerAt(now)
   return { webhookEvents, syncRuns, archivedBatches: ledger.batches }
-}).pipe(Effect.withSpan("Retention.prune"))
+})
 
 /** Hourly pruning inside `serve`; a failed pass is logged and retried next hour. */
 export const RetentionLive = Layer.scopedDiscard(
   Effect.forkScoped(
-    pruneOnce.pipe(
+    pruneOnce().pipe(
       Effect.catchAllCause((cause) => Effect.logWarning("retention pass failed", cause)),
       Effect.repeat(Schedule.spaced("1 hour"))
     )

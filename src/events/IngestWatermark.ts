@@ -16,8 +16,9 @@
  * covers ClickHouse inserts becoming visible).
  */
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Effect, Option } from "effect"
+import { Clock, Effect, Option, Schema } from "effect"
 import { DatabaseConfig, SyncConfig } from "../config/AppConfig.js"
+import { DbDate } from "../db/Rows.js"
 
 /** Advisory lock key shared by ingest writers (shared) and watermark readers (exclusive). */
 export const INGEST_LOCK_KEY = 7_042_001
@@ -31,6 +32,10 @@ export const INGEST_LOCK_KEY = 7_042_001
 export const TENANT_INGEST_LOCK_CLASS = 7_043
 export const tenantLockName = (scope: { readonly tenantId: string; readonly environmentId: string }): string =>
   `${scope.tenantId}/${scope.environmentId}`
+
+const decodeNow = Schema.decodeUnknown(Schema.Struct({ now: DbDate }))
+/** The database clock's reading a statement returned (always one row), in milliseconds. */
+const nowOf = (rows: ReadonlyArray<unknown>): Effect.Effect<number> => Effect.map(Effect.orDie(decodeNow(rows[0])), (r) => r.now.getTime())
 
 export class IngestWatermark extends Effect.Service<IngestWatermark>()("flexprice/IngestWatermark", {
   effect: Effect.gen(function* () {
@@ -55,9 +60,9 @@ export class IngestWatermark extends Effect.Service<IngestWatermark>()("flexpric
     const stamped = <A, E, R>(use: (ingestedAt: Date) => Effect.Effect<A, E, R>) =>
       serverMode
         ? sql.withTransaction(
-            Effect.flatMap(
-              sql<{ now: Date }>`SELECT pg_advisory_xact_lock_shared(${INGEST_LOCK_KEY}), clock_timestamp() AS now`,
-              (rows) => register(new Date(rows[0]!.now).getTime(), use)
+            sql`SELECT pg_advisory_xact_lock_shared(${INGEST_LOCK_KEY}), clock_timestamp() AS now`.pipe(
+              Effect.flatMap(nowOf),
+              Effect.flatMap((now) => register(now, use))
             )
           )
         : Effect.flatMap(Clock.currentTimeMillis, (now) => register(now, use))
@@ -66,11 +71,7 @@ export class IngestWatermark extends Effect.Service<IngestWatermark>()("flexpric
     const current = Effect.gen(function* () {
       const now = serverMode
         ? // −1 ms: a writer that stamps right after us may read the same millisecond
-          new Date(
-            (yield* sql.withTransaction(
-              sql<{ now: Date }>`SELECT pg_advisory_xact_lock(${INGEST_LOCK_KEY}), clock_timestamp() AS now`
-            ))[0]!.now
-          ).getTime() - 1
+          (yield* nowOf(yield* sql.withTransaction(sql`SELECT pg_advisory_xact_lock(${INGEST_LOCK_KEY}), clock_timestamp() AS now`))) - 1
         : yield* Clock.currentTimeMillis
       let safe = now - watermarkLagSeconds * 1000
       for (const t of inflight.values()) safe = Math.min(safe, t - 1)
@@ -79,7 +80,10 @@ export class IngestWatermark extends Effect.Service<IngestWatermark>()("flexpric
 
     /** Now on the clock stamps are taken from (the database's in server mode). */
     const clock = serverMode
-      ? Effect.map(sql<{ now: Date }>`SELECT clock_timestamp() AS now`, (rows) => new Date(rows[0]!.now))
+      ? sql`SELECT clock_timestamp() AS now`.pipe(
+          Effect.flatMap(nowOf),
+          Effect.map((ms) => new Date(ms))
+        )
       : Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
     /**

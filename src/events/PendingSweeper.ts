@@ -14,7 +14,7 @@ import * as Metrics from "../observability/Metrics.js"
 import { EventIngestor } from "./EventIngestor.js"
 
 /** One pass over every tenant; returns how many events it processed. */
-export const sweepOnce = Effect.gen(function* () {
+export const sweepOnce = Effect.fn("PendingSweeper.sweep")(function* () {
   const sql = yield* PgClient.PgClient
   const ingestor = yield* EventIngestor
   const ready = yield* sql<{ tenantId: string; environmentId: string; externalCustomerId: string; customerId: string }>`
@@ -33,11 +33,11 @@ export const sweepOnce = Effect.gen(function* () {
   yield* Metric.set(Metrics.pendingCustomerEvents, Number(n))
   if (processed > 0) yield* Effect.logInfo("processed pending events of existing customers", { events: processed })
   return processed
-}).pipe(Effect.withSpan("PendingSweeper.sweep"))
+})
 
 export const PendingSweeperLive = Layer.scopedDiscard(
   Effect.forkScoped(
-    sweepOnce.pipe(
+    sweepOnce().pipe(
       Effect.catchAllCause((cause) => Effect.logWarning("pending sweep failed", cause)),
       Effect.repeat(Schedule.spaced("1 minute"))
     )

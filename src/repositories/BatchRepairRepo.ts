@@ -6,8 +6,11 @@
  * push. Every statement is scoped by the CurrentTenant and conditional on the state it expects,
  * so a concurrent run or a duplicate delivery changes nothing twice.
  */
+import { SqlSchema } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Effect } from "effect"
+import { Effect, Option, Schema } from "effect"
+import { DbDate, DbInt, orDieOnRow } from "../db/Rows.js"
 import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { NEEDS_REVIEW } from "./SyncBatchRepo.js"
@@ -44,19 +47,42 @@ export interface SyncedInHour {
   readonly syncedAt: Date | null
 }
 
+const ReportedBatchRow = Schema.Struct({
+  id: Schema.String,
+  identifier: Schema.String,
+  syncStatus: Schema.String,
+  stripeErrorEventId: Schema.NullOr(Schema.String),
+  syncedAt: Schema.NullOr(DbDate)
+})
+
+/** The send amount stays the exact text of the numeric column (`::text`), compared as a decimal by the caller. */
+const SyncedInHourRow = Schema.Struct({
+  id: Schema.String,
+  sentQuantity: Schema.String,
+  syncStatus: Schema.String,
+  requeueCount: DbInt,
+  syncedAt: Schema.NullOr(DbDate)
+})
+
+const decodeRequeued = Schema.decodeUnknown(Schema.Array(Schema.Struct({ id: Schema.String, errorCode: Schema.String })))
+
 export class BatchRepairRepo extends Effect.Service<BatchRepairRepo>()("flexprice/BatchRepairRepo", {
   effect: Effect.gen(function* () {
     const sql = yield* PgClient.PgClient
 
+    const reportedRows = SqlSchema.findAll({
+      Request: Schema.Array(Schema.String),
+      Result: ReportedBatchRow,
+      execute: (identifiers) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT id, identifier, sync_status, stripe_error_event_id, synced_at FROM stripe_sync_batches
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+              AND identifier = ANY(${textArray(identifiers)}::text[])`
+        )
+    })
     /** The ledger's batches with these identifiers (the error report's sample). */
-    const byIdentifiers = (identifiers: ReadonlyArray<string>) =>
-      identifiers.length === 0
-        ? Effect.succeed<ReadonlyArray<ReportedBatch>>([])
-        : Effect.flatMap(CurrentTenant, (t) =>
-            sql<ReportedBatch>`SELECT id, identifier, sync_status, stripe_error_event_id, synced_at FROM stripe_sync_batches
-              WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-                AND identifier = ANY(${textArray(identifiers)}::text[])`
-          )
+    const byIdentifiers = (identifiers: ReadonlyArray<string>): Effect.Effect<ReadonlyArray<ReportedBatch>, SqlError, CurrentTenant> =>
+      identifiers.length === 0 ? Effect.succeed([]) : orDieOnRow(reportedRows(identifiers))
 
     /**
      * Synced batches Stripe reports dropped → `failed` with Stripe's code, held (the push queue
@@ -91,7 +117,7 @@ export class BatchRepairRepo extends Effect.Service<BatchRepairRepo>()("flexpric
       readonly at: Date
     }) =>
       Effect.flatMap(CurrentTenant, (t) =>
-        sql<{ id: string; errorCode: string }>`UPDATE stripe_sync_batches b SET sync_status = 'pending',
+        sql`UPDATE stripe_sync_batches b SET sync_status = 'pending',
             stripe_error_event_id = NULL, requeue_count = b.requeue_count + 1,
             error_message = 're-queued: the mapping changed after Stripe dropped this batch (' || b.error_code || ')',
             updated_at = ${opts.at}
@@ -110,25 +136,26 @@ export class BatchRepairRepo extends Effect.Service<BatchRepairRepo>()("flexpric
                   AND mm.meter_id = b.meter_id AND mm.sync_enabled AND mm.updated_at > b.synced_at))
             )
           RETURNING b.id, b.error_code`
-      )
+      ).pipe(Effect.flatMap((rows) => Effect.orDie(decodeRequeued(rows))))
 
     /**
      * Every batch of one (customer, meter) with a window starting in [from, to): what an hour of
      * Stripe's summary is compared with. Only batches that carry a send amount.
      */
-    const batchesInHour = (customerId: string, meterId: string, from: Date, to: Date) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<{ id: string; sentQuantity: string; syncStatus: string; requeueCount: number | string; syncedAt: Date | null }>`
-          SELECT id, sent_quantity::text AS sent_quantity, sync_status, requeue_count, synced_at FROM stripe_sync_batches
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-            AND customer_id = ${customerId} AND meter_id = ${meterId}
-            AND window_start >= ${from} AND window_start < ${to}
-            AND sent_quantity IS NOT NULL`
-      ).pipe(
-        Effect.map((rows) =>
-          rows.map((r): SyncedInHour => ({ ...r, requeueCount: Number(r.requeueCount), syncedAt: r.syncedAt === null ? null : new Date(r.syncedAt) }))
+    const hourRows = SqlSchema.findAll({
+      Request: Schema.Struct({ customerId: Schema.String, meterId: Schema.String, from: Schema.DateFromSelf, to: Schema.DateFromSelf }),
+      Result: SyncedInHourRow,
+      execute: ({ customerId, meterId, from, to }) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT id, sent_quantity::text AS sent_quantity, sync_status, requeue_count, synced_at FROM stripe_sync_batches
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+              AND customer_id = ${customerId} AND meter_id = ${meterId}
+              AND window_start >= ${from} AND window_start < ${to}
+              AND sent_quantity IS NOT NULL`
         )
-      )
+    })
+    const batchesInHour = (customerId: string, meterId: string, from: Date, to: Date): Effect.Effect<ReadonlyArray<SyncedInHour>, SqlError, CurrentTenant> =>
+      orDieOnRow(hourRows({ customerId, meterId, from, to }))
 
     /**
      * Synced batches that Stripe's summary proves absent go back to pending (first time), or to
@@ -152,18 +179,26 @@ export class BatchRepairRepo extends Effect.Service<BatchRepairRepo>()("flexpric
             })
           ).pipe(Effect.map((r) => ({ requeued: r.requeued.length, review: r.review.length })))
 
+    const changedRow = SqlSchema.findOne({
+      Request: Schema.Struct({ customerId: Schema.String, meterId: Schema.String }),
+      Result: Schema.Struct({ customerAt: Schema.NullOr(DbDate), meterAt: Schema.NullOr(DbDate) }),
+      execute: ({ customerId, meterId }) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT
+              (SELECT MAX(updated_at) FROM customer_integration_mappings WHERE tenant_id = ${t.tenantId}
+                 AND environment_id = ${t.environmentId} AND provider_type = 'stripe' AND customer_id = ${customerId}) AS customer_at,
+              (SELECT MAX(updated_at) FROM meter_provider_mappings WHERE tenant_id = ${t.tenantId}
+                 AND environment_id = ${t.environmentId} AND provider_type = 'stripe' AND meter_id = ${meterId}) AS meter_at`
+        )
+    })
     /** When the current customer / meter mappings last changed (a remap makes older sends incomparable). */
-    const mappingChangedAt = (customerId: string, meterId: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<{ customerAt: Date | null; meterAt: Date | null }>`SELECT
-            (SELECT MAX(updated_at) FROM customer_integration_mappings WHERE tenant_id = ${t.tenantId}
-               AND environment_id = ${t.environmentId} AND provider_type = 'stripe' AND customer_id = ${customerId}) AS customer_at,
-            (SELECT MAX(updated_at) FROM meter_provider_mappings WHERE tenant_id = ${t.tenantId}
-               AND environment_id = ${t.environmentId} AND provider_type = 'stripe' AND meter_id = ${meterId}) AS meter_at`
-      ).pipe(
-        Effect.map((rows) => {
-          const r = rows[0]
-          const ms = [r?.customerAt, r?.meterAt].filter((d): d is Date => d !== null && d !== undefined).map((d) => new Date(d).getTime())
+    const mappingChangedAt = (customerId: string, meterId: string): Effect.Effect<Date | null, SqlError, CurrentTenant> =>
+      orDieOnRow(changedRow({ customerId, meterId })).pipe(
+        Effect.map((row) => {
+          const ms = Option.match(row, {
+            onNone: (): ReadonlyArray<number> => [],
+            onSome: (r) => [r.customerAt, r.meterAt].flatMap((d) => (d === null ? [] : [d.getTime()]))
+          })
           return ms.length === 0 ? null : new Date(Math.max(...ms))
         })
       )

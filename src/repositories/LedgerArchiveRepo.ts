@@ -17,8 +17,10 @@
  *
  * Cross-tenant maintenance, run by the retention pass (src/db/Retention.ts), not tenant-scoped.
  */
+import { SqlSchema } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Effect } from "effect"
+import { Effect, Option, Schema } from "effect"
+import { DbInt, orDieOnRow } from "../db/Rows.js"
 import { asSystem } from "../db/RowSecurity.js"
 
 export interface ArchivePass {
@@ -38,13 +40,10 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
     const addedUp = (alias: "a" | "p", columns: ReadonlyArray<string>) =>
       sql.literal(columns.map((c) => `${c} = ${alias}.${c} + EXCLUDED.${c}`).join(", "))
 
-    /**
-     * Moves up to `limit` final batches with window_start and window_end at or before `cutoff`
-     * (an hour boundary, so an hour is never split between an archived and a live final batch)
-     * into the archive. One statement: the DELETE and the additive upsert commit together.
-     */
-    const archiveChunk = (cutoff: Date, limit: number) =>
-      sql<{ batches: string; summaries: string; pairs: string }>`
+    const chunkCounts = SqlSchema.findOne({
+      Request: Schema.Struct({ cutoff: Schema.DateFromSelf, limit: Schema.Int }),
+      Result: Schema.Struct({ batches: DbInt, summaries: DbInt, pairs: DbInt }),
+      execute: ({ cutoff, limit }) => sql`
         WITH victims AS (
           SELECT id, window_start FROM stripe_sync_batches
           WHERE window_start < ${cutoff} AND window_end <= ${cutoff} AND sync_status IN ('synced', 'skipped')
@@ -83,8 +82,16 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
           RETURNING 1
         )
         SELECT (SELECT COUNT(*) FROM moved) AS batches, (SELECT COUNT(*) FROM written) AS summaries,
-          (SELECT COUNT(*) FROM paired) AS pairs`.pipe(
-        Effect.map((rows) => ({ batches: Number(rows[0]?.batches ?? 0), summaries: Number(rows[0]?.summaries ?? 0) })),
+          (SELECT COUNT(*) FROM paired) AS pairs`
+    })
+    /**
+     * Moves up to `limit` final batches with window_start and window_end at or before `cutoff`
+     * (an hour boundary, so an hour is never split between an archived and a live final batch)
+     * into the archive. One statement: the DELETE and the additive upsert commit together.
+     */
+    const archiveChunk = (cutoff: Date, limit: number) =>
+      orDieOnRow(chunkCounts({ cutoff, limit })).pipe(
+        Effect.map(Option.match({ onNone: () => ({ batches: 0, summaries: 0 }), onSome: (r) => ({ batches: r.batches, summaries: r.summaries }) })),
         asSystem("archiving the ledger of every tenant")
       )
 
@@ -105,14 +112,17 @@ export class LedgerArchiveRepo extends Effect.Service<LedgerArchiveRepo>()("flex
      * ending at or before `dropBefore` that hold no batch any more are dropped (migrations/0013,
      * `flexprice_ledger_partitions`).
      */
+    const partitionCounts = SqlSchema.findOne({
+      Request: Schema.Struct({ now: Schema.DateFromSelf, through: Schema.DateFromSelf, dropBefore: Schema.DateFromSelf }),
+      Result: Schema.Struct({ created: DbInt, dropped: DbInt }),
+      execute: ({ now, through, dropBefore }) => sql`SELECT created, dropped FROM flexprice_ledger_partitions(${now}, ${through}, ${dropBefore})`
+    })
     const maintainPartitions = Effect.fn("LedgerArchiveRepo.maintainPartitions")(
       (now: Date, monthsAhead: number, dropBefore: Date) =>
-        Effect.suspend(() => {
-          const through = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + monthsAhead, 1))
-          return sql<{ created: number; dropped: number }>`SELECT created, dropped
-            FROM flexprice_ledger_partitions(${now}, ${through}, ${dropBefore})`
-        }),
-      Effect.map((rows) => ({ created: Number(rows[0]?.created ?? 0), dropped: Number(rows[0]?.dropped ?? 0) })),
+        Effect.suspend(() =>
+          orDieOnRow(partitionCounts({ now, through: new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + monthsAhead, 1)), dropBefore }))
+        ),
+      Effect.map(Option.match({ onNone: () => ({ created: 0, dropped: 0 }), onSome: (r) => ({ created: r.created, dropped: r.dropped }) })),
       asSystem("partition upkeep of the whole ledger (the function runs as the owner)")
     )
 

@@ -1,111 +1,38 @@
 /**
  * Migration jobs (`migration_jobs`), what they created (`migration_created_entities`) and the
  * mapping rows they replaced (`migration_replaced_mappings`), for status, resume and rollback.
- *
- * JSON columns are read as text and parsed here: the client's result transform would otherwise
- * camelCase the keys inside them (`already_mapped`, `stripe_customer_id`).
+ * Rows are decoded by the Schemas of MigrationJobRows.ts (JSON columns read as text, see there).
  *
  * A running job is owned by the process that `claimed_by` names while it heartbeats; a job whose
  * owner released it or stopped heartbeating is claimed by the next runner (restart, other replica).
  * Every write of progress is conditional on still owning the job.
  */
-import { SqlError } from "@effect/sql"
+import { SqlError, SqlSchema } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Data, Effect, Option } from "effect"
+import { Data, Effect, Option, Schema } from "effect"
+import { orDieOnRow } from "../db/Rows.js"
 import { textArray } from "../db/SqlArrays.js"
 import { newId } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { asOwner, asSystem } from "../db/RowSecurity.js"
 import {
   type CsvImportSummary,
-  type MigrationCounts,
   type MigrationJob,
   type MigrationKind,
   type MigrationOptions,
-  type MigrationProblem,
   type MigrationProgress,
-  type MigrationStatus,
   type RollbackReport,
   zeroCounts
 } from "../migration/Model.js"
+import { countsJson, JobRowSchema, type MappingSnapshot, toJob, TouchingRowSchema } from "./MigrationJobRows.js"
+
+export type { MappingSnapshot } from "./MigrationJobRows.js"
 
 /** Another migration of this tenant environment is running. */
 export class MigrationAlreadyRunning extends Data.TaggedError("MigrationAlreadyRunning")<{ readonly runningId: string }> {}
 
-interface JobRow {
-  readonly id: string
-  readonly tenantId: string
-  readonly environmentId: string
-  readonly kind: MigrationKind
-  readonly status: MigrationStatus
-  readonly dryRun: boolean
-  readonly optionsJson: string
-  readonly cursor: string | null
-  readonly pages: number
-  readonly countsJson: string
-  readonly problemsJson: string
-  readonly error: string | null
-  readonly startedAt: Date
-  readonly finishedAt: Date | null
-  readonly heartbeatAt: Date
-  readonly claimedBy: string | null
-  readonly rollbackJson: string | null
-  readonly rowsTotal: number | null
-  readonly rowsDone: number
-  readonly resultJson: string | null
-}
-
-interface StoredCounts extends MigrationCounts {
-  readonly problems_total?: number
-}
-
-const toJob = (r: JobRow): MigrationJob => {
-  const counts = JSON.parse(r.countsJson) as Partial<StoredCounts>
-  const { problems_total, ...rest } = counts
-  const options = JSON.parse(r.optionsJson) as { create_missing_customers?: boolean; conflict_strategy?: MigrationOptions["conflictStrategy"] }
-  return {
-    id: r.id,
-    tenantId: r.tenantId,
-    environmentId: r.environmentId,
-    kind: r.kind,
-    status: r.status,
-    dryRun: r.dryRun,
-    options: {
-      dryRun: r.dryRun,
-      createMissingCustomers: options.create_missing_customers ?? true,
-      conflictStrategy: options.conflict_strategy ?? "skip"
-    },
-    cursor: r.cursor,
-    pages: r.pages,
-    counts: { ...zeroCounts, ...rest },
-    problems: JSON.parse(r.problemsJson) as ReadonlyArray<MigrationProblem>,
-    problemsTotal: problems_total ?? 0,
-    error: r.error,
-    startedAt: new Date(r.startedAt),
-    finishedAt: r.finishedAt === null ? null : new Date(r.finishedAt),
-    heartbeatAt: new Date(r.heartbeatAt),
-    claimedBy: r.claimedBy,
-    rollback: r.rollbackJson === null ? null : (JSON.parse(r.rollbackJson) as RollbackReport),
-    rowsTotal: r.rowsTotal,
-    rowsDone: r.rowsDone,
-    csv: r.resultJson === null ? null : (JSON.parse(r.resultJson) as CsvImportSummary)
-  }
-}
-
-const countsJson = (p: Pick<MigrationProgress, "counts" | "problemsTotal">) =>
-  JSON.stringify({ ...p.counts, problems_total: p.problemsTotal } satisfies StoredCounts)
-
-/** A mapping row as stored, for restoring it on rollback. */
-export interface MappingSnapshot {
-  readonly id: string
-  readonly customerId: string
-  readonly providerCustomerId: string
-  readonly status: string
-  readonly source: string
-  readonly migrationId: string | null
-  readonly metadataJson: string
-  readonly createdAt: string
-}
+const decodeJobs = Schema.decodeUnknown(Schema.Array(JobRowSchema))
+const decodeTouching = Schema.decodeUnknown(Schema.Array(TouchingRowSchema))
 
 export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexprice/MigrationJobRepo", {
   effect: Effect.gen(function* () {
@@ -116,17 +43,32 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
 
     const isUniqueViolation = (e: SqlError.SqlError) => (e.cause as { code?: string } | undefined)?.code === "23505"
 
-    const findRunning = Effect.flatMap(CurrentTenant, (t) =>
-      sql<JobRow>`SELECT ${cols} FROM migration_jobs
-        WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND status = 'running'`
-    ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toJob)))
+    /** Jobs a statement returned (a write's RETURNING rows), decoded. */
+    const jobsOf = (rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<MigrationJob>> =>
+      Effect.map(Effect.orDie(decodeJobs(rows)), (decoded) => decoded.map(toJob))
+    const firstJob = (rows: ReadonlyArray<unknown>) => Effect.map(jobsOf(rows), (jobs) => Option.fromNullable(jobs[0]))
+
+    const findRow = SqlSchema.findOne({
+      Request: Schema.Struct({ id: Schema.optional(Schema.String) }),
+      Result: JobRowSchema,
+      execute: ({ id }) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT ${cols} FROM migration_jobs
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+              AND ${id === undefined ? sql`status = 'running'` : sql`id = ${id}`}`
+        )
+    })
+
+    const findRunning: Effect.Effect<Option.Option<MigrationJob>, SqlError.SqlError, CurrentTenant> = orDieOnRow(findRow({})).pipe(
+      Effect.map(Option.map(toJob))
+    )
 
     /** Insert a running job; fails with MigrationAlreadyRunning when one is running here. */
     const create = (input: { readonly kind: MigrationKind; readonly options: MigrationOptions; readonly claimedBy: string }) =>
       Effect.gen(function* () {
         const t = yield* CurrentTenant
         const id = newId.migration()
-        const inserted = yield* sql<JobRow>`INSERT INTO migration_jobs ${sql.insert({
+        const inserted = yield* sql`INSERT INTO migration_jobs ${sql.insert({
           id,
           tenantId: t.tenantId,
           environmentId: t.environmentId,
@@ -138,7 +80,7 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
           problems: "[]",
           claimedBy: input.claimedBy
         })} RETURNING ${cols}`.pipe(
-          Effect.map((rows) => Option.some(toJob(rows[0]!))),
+          Effect.flatMap(firstJob),
           Effect.catchIf(isUniqueViolation, () => Effect.succeed(Option.none<MigrationJob>()))
         )
         if (Option.isSome(inserted)) return inserted.value
@@ -146,24 +88,27 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
         return yield* new MigrationAlreadyRunning({ runningId: Option.match(running, { onNone: () => "unknown", onSome: (j) => j.id }) })
       })
 
-    const get = (id: string) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<JobRow>`SELECT ${cols} FROM migration_jobs
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${id}`
-      ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toJob)))
+    const get = (id: string): Effect.Effect<Option.Option<MigrationJob>, SqlError.SqlError, CurrentTenant> =>
+      orDieOnRow(findRow({ id })).pipe(Effect.map(Option.map(toJob)))
 
-    const list = (opts: { readonly limit: number; readonly before?: string | undefined }) =>
-      Effect.flatMap(CurrentTenant, (t) =>
-        sql<JobRow>`SELECT ${cols} FROM migration_jobs
-          WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-            ${opts.before
-              // the cursor row is looked up in this tenant environment too: another tenant's job id
-              // positions nothing (an empty page, as for an unknown id) and reveals nothing
-              ? sql`AND (started_at, id) < (SELECT started_at, id FROM migration_jobs
-                  WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${opts.before})`
-              : sql``}
-          ORDER BY started_at DESC, id DESC LIMIT ${opts.limit}`
-      ).pipe(Effect.map((rows) => rows.map(toJob)))
+    const listRows = SqlSchema.findAll({
+      Request: Schema.Struct({ limit: Schema.Int, before: Schema.optional(Schema.String) }),
+      Result: JobRowSchema,
+      execute: (opts) =>
+        Effect.flatMap(CurrentTenant, (t) =>
+          sql`SELECT ${cols} FROM migration_jobs
+            WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+              ${opts.before
+                // the cursor row is looked up in this tenant environment too: another tenant's job id
+                // positions nothing (an empty page, as for an unknown id) and reveals nothing
+                ? sql`AND (started_at, id) < (SELECT started_at, id FROM migration_jobs
+                    WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND id = ${opts.before})`
+                : sql``}
+            ORDER BY started_at DESC, id DESC LIMIT ${opts.limit}`
+        )
+    })
+    const list = (opts: { readonly limit: number; readonly before?: string | undefined }): Effect.Effect<ReadonlyArray<MigrationJob>, SqlError.SqlError, CurrentTenant> =>
+      orDieOnRow(listRows({ limit: opts.limit, ...(opts.before ? { before: opts.before } : {}) })).pipe(Effect.map((rows) => rows.map(toJob)))
 
     /** Save progress after a page; false when this process no longer owns the job. */
     const saveProgress = (id: string, owner: string, p: MigrationProgress) =>
@@ -222,23 +167,23 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
      * claims its own work: it is alive, whatever its heartbeat says.
      */
     const claimOrphans = (owner: string, staleSeconds: number) =>
-      sql<JobRow>`UPDATE migration_jobs SET claimed_by = ${owner}, heartbeat_at = now()
+      sql`UPDATE migration_jobs SET claimed_by = ${owner}, heartbeat_at = now()
           WHERE status = 'running' AND claimed_by IS DISTINCT FROM ${owner}
             AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))
           RETURNING ${cols}`.pipe(
-        Effect.map((rows) => rows.map(toJob)),
+        Effect.flatMap(jobsOf),
         asSystem("the migration runner's scan of every tenant")
       )
 
     /** Current tenant: claim its running job if unowned or stale (the CLI resuming a job). */
     const claimRunning = (owner: string, staleSeconds: number) =>
       Effect.flatMap(CurrentTenant, (t) =>
-        sql<JobRow>`UPDATE migration_jobs SET claimed_by = ${owner}, heartbeat_at = now()
+        sql`UPDATE migration_jobs SET claimed_by = ${owner}, heartbeat_at = now()
           WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId} AND status = 'running'
             AND kind = 'stripe_customers'
             AND (claimed_by IS NULL OR heartbeat_at < now() - make_interval(secs => ${staleSeconds}))
           RETURNING ${cols}`
-      ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toJob)))
+      ).pipe(Effect.flatMap(firstJob))
 
     /** A dry run restarts from the top (its "would create" memory was in the dead process). */
     const resetProgress = (id: string, owner: string) =>
@@ -277,7 +222,6 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
      * read before a page is applied so replaced rows can be snapshotted, with the external id of
      * each row's customer (which tells a page what is already mapped exactly so).
      */
-    type TouchingRow = MappingSnapshot & { createdAt: Date | string; customerExternalId: string | null }
     const mappingsTouching = (stripeCustomerIds: ReadonlyArray<string>, externalIds: ReadonlyArray<string>) =>
       stripeCustomerIds.length === 0 && externalIds.length === 0
         ? Effect.succeed({ snapshots: [] as ReadonlyArray<MappingSnapshot>, externalIdOfCustomer: new Map<string, string>() as ReadonlyMap<string, string> })
@@ -287,15 +231,15 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
             // with a subquery the planner read every mapping of the tenant on each chunk, so an
             // import's chunks grew slower with each chunk before them (BENCHMARKS.md, "Noisy
             // neighbour"); the split statements also need planner statistics (refreshStatistics).
-            Effect.map(
+            Effect.flatMap(
               Effect.all([
-                sql<TouchingRow>`SELECT m.id, m.customer_id, m.provider_customer_id, m.status, m.source, m.migration_id,
+                sql`SELECT m.id, m.customer_id, m.provider_customer_id, m.status, m.source, m.migration_id,
                     m.metadata::text AS metadata_json, m.created_at, c.external_id AS customer_external_id
                   FROM customer_integration_mappings m
                   LEFT JOIN customers c ON c.id = m.customer_id
                   WHERE m.tenant_id = ${t.tenantId} AND m.environment_id = ${t.environmentId} AND m.provider_type = 'stripe'
                     AND m.provider_customer_id = ANY(${textArray(stripeCustomerIds)}::text[])`,
-                sql<TouchingRow>`SELECT m.id, m.customer_id, m.provider_customer_id, m.status, m.source, m.migration_id,
+                sql`SELECT m.id, m.customer_id, m.provider_customer_id, m.status, m.source, m.migration_id,
                     m.metadata::text AS metadata_json, m.created_at, k.external_id AS customer_external_id
                   FROM customers k
                   JOIN customer_integration_mappings m ON m.customer_id = k.id
@@ -303,11 +247,12 @@ export class MigrationJobRepo extends Effect.Service<MigrationJobRepo>()("flexpr
                     AND k.external_id = ANY(${textArray(externalIds)}::text[])
                     AND m.tenant_id = ${t.tenantId} AND m.environment_id = ${t.environmentId} AND m.provider_type = 'stripe'`
               ]),
-              ([byStripe, byExternal]) => [...new Map([...byStripe, ...byExternal].map((r) => [r.id, r] as const)).values()]
+              ([byStripe, byExternal]) => Effect.orDie(decodeTouching([...byStripe, ...byExternal]))
             )
           ).pipe(
+            Effect.map((rows) => [...new Map(rows.map((r) => [r.id, r] as const)).values()]),
             Effect.map((rows) => ({
-              snapshots: rows.map(({ customerExternalId: _, ...r }): MappingSnapshot => ({ ...r, createdAt: new Date(r.createdAt).toISOString() })),
+              snapshots: rows.map(({ customerExternalId: _, ...r }): MappingSnapshot => ({ ...r, createdAt: r.createdAt.toISOString() })),
               externalIdOfCustomer: new Map(rows.flatMap((r) => (r.customerExternalId === null ? [] : [[r.customerId, r.customerExternalId] as const]))) as ReadonlyMap<
                 string,
                 string

@@ -2,9 +2,12 @@
  * Per tenant environment Stripe configuration (`stripe_tenant_configs`). Secrets are stored only
  * as ciphertexts of the Encryption service; this repository never sees a plaintext.
  */
+import { SqlSchema } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Option } from "effect"
-import { TenantScope, type EnvironmentId, type TenantId } from "../domain/Ids.js"
+import { Effect, Option, Schema } from "effect"
+import { DbDate, DbInt, orDieOnRow } from "../db/Rows.js"
+import { EnvironmentId, TenantId, TenantScope } from "../domain/Ids.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import { asSystem, inTenant } from "../db/RowSecurity.js"
 
@@ -62,33 +65,39 @@ export interface StripeConfigWrite {
   readonly stripeAccountId: string | null
 }
 
-interface Row {
-  readonly tenantId: string
-  readonly environmentId: string
-  readonly apiKeyEncrypted: string
-  readonly apiKeyHint: string
-  readonly webhookSecretEncrypted: string | null
-  readonly eventDestinationSecretEncrypted: string | null
-  readonly keyVersion: string
-  readonly syncEnabled: boolean
-  readonly aggregationWindowMinutes: number
-  readonly gracePeriodMinutes: number
-  readonly transport: string
-  readonly stripeAccountId: string | null
-  readonly livemode: boolean
-  readonly syncPausedAt: Date | null
-  readonly syncPausedCode: string | null
-  readonly syncPausedMessage: string | null
-  readonly createdAt: Date
-  readonly updatedAt: Date
-}
+/**
+ * A stored row as read. The ciphertexts are plain text columns (never a plaintext secret here);
+ * transport is a literal (the table's CHECK), the scope's ids checked as TenantScope checks them.
+ */
+const RowSchema = Schema.Struct({
+  tenantId: TenantId,
+  environmentId: EnvironmentId,
+  apiKeyEncrypted: Schema.String,
+  apiKeyHint: Schema.String,
+  webhookSecretEncrypted: Schema.NullOr(Schema.String),
+  eventDestinationSecretEncrypted: Schema.NullOr(Schema.String),
+  keyVersion: Schema.String,
+  syncEnabled: Schema.Boolean,
+  aggregationWindowMinutes: DbInt,
+  gracePeriodMinutes: DbInt,
+  transport: Schema.Literal("stream", "v1"),
+  stripeAccountId: Schema.NullOr(Schema.String),
+  livemode: Schema.Boolean,
+  syncPausedAt: Schema.NullOr(DbDate),
+  syncPausedCode: Schema.NullOr(Schema.String),
+  syncPausedMessage: Schema.NullOr(Schema.String),
+  createdAt: DbDate,
+  updatedAt: DbDate
+})
+type Row = typeof RowSchema.Type
+const decodeRows = Schema.decodeUnknown(Schema.Array(RowSchema))
 
 const toStored = (r: Row): StoredStripeConfig => ({
-  scope: new TenantScope({ tenantId: r.tenantId as TenantId, environmentId: r.environmentId as EnvironmentId }),
+  scope: new TenantScope({ tenantId: r.tenantId, environmentId: r.environmentId }),
   syncEnabled: r.syncEnabled,
-  aggregationWindowMinutes: Number(r.aggregationWindowMinutes),
-  gracePeriodMinutes: Number(r.gracePeriodMinutes),
-  transport: r.transport === "v1" ? "v1" : "stream",
+  aggregationWindowMinutes: r.aggregationWindowMinutes,
+  gracePeriodMinutes: r.gracePeriodMinutes,
+  transport: r.transport,
   livemode: r.livemode,
   stripeAccountId: r.stripeAccountId,
   apiKeyEncrypted: r.apiKeyEncrypted,
@@ -99,9 +108,9 @@ const toStored = (r: Row): StoredStripeConfig => ({
   syncPaused:
     r.syncPausedAt === null
       ? null
-      : { code: r.syncPausedCode ?? "stripe_authentication_failed", message: r.syncPausedMessage ?? "", since: new Date(r.syncPausedAt) },
+      : { code: r.syncPausedCode ?? "stripe_authentication_failed", message: r.syncPausedMessage ?? "", since: r.syncPausedAt },
   createdAt: r.createdAt,
-  updatedAt: new Date(r.updatedAt)
+  updatedAt: r.updatedAt
 })
 
 /** Drops the ciphertexts: what `get` / `listSyncEnabled` hand out. */
@@ -128,11 +137,21 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
       sync_enabled, aggregation_window_minutes, grace_period_minutes, transport, stripe_account_id, livemode,
       sync_paused_at, sync_paused_code, sync_paused_message, created_at, updated_at`
 
+    /** The first row a write returned, decoded. */
+    const firstRow = (rows: ReadonlyArray<unknown>): Effect.Effect<Option.Option<StoredStripeConfig>> =>
+      Effect.map(Effect.orDie(decodeRows(rows)), (decoded) => Option.map(Option.fromNullable(decoded[0]), toStored))
+
+    const findRow = SqlSchema.findOne({
+      Request: Schema.Struct({ tenantId: Schema.String, environmentId: Schema.String }),
+      Result: RowSchema,
+      execute: (scope) =>
+        sql`SELECT ${cols} FROM stripe_tenant_configs
+          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}`
+    })
     /** Stored row of an explicit scope (webhook routes, where the tenant comes from the URL). */
-    const getStoredFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">) =>
-      sql<Row>`SELECT ${cols} FROM stripe_tenant_configs
-        WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}`.pipe(
-        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStored)),
+    const getStoredFor = (scope: Pick<TenantScope, "tenantId" | "environmentId">): Effect.Effect<Option.Option<StoredStripeConfig>, SqlError> =>
+      orDieOnRow(findRow({ tenantId: scope.tenantId, environmentId: scope.environmentId })).pipe(
+        Effect.map(Option.map(toStored)),
         inTenant(scope)
       )
 
@@ -141,9 +160,16 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
     /** The current tenant's config, without secrets. */
     const get = Effect.map(getStored, Option.map(publicConfig))
 
+    const listRows = SqlSchema.findAll({
+      Request: Schema.Struct({ syncEnabledOnly: Schema.Boolean }),
+      Result: RowSchema,
+      execute: ({ syncEnabledOnly }) =>
+        sql`SELECT ${cols} FROM stripe_tenant_configs ${syncEnabledOnly ? sql`WHERE sync_enabled = true` : sql``}
+          ORDER BY tenant_id, environment_id`
+    })
+
     /** Every tenant environment with sync turned on. */
-    const listSyncEnabled = sql<Row>`SELECT ${cols} FROM stripe_tenant_configs WHERE sync_enabled = true
-      ORDER BY tenant_id, environment_id`.pipe(
+    const listSyncEnabled: Effect.Effect<ReadonlyArray<TenantStripeConfig>, SqlError> = orDieOnRow(listRows({ syncEnabledOnly: true })).pipe(
       Effect.map((rows) => rows.map((r) => publicConfig(toStored(r)))),
       asSystem("the scheduler enumerates tenants")
     )
@@ -151,7 +177,7 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
     /** Insert or replace the current tenant's row. */
     const upsert = (w: StripeConfigWrite) =>
       Effect.flatMap(CurrentTenant, (t) =>
-        sql<Row>`INSERT INTO stripe_tenant_configs ${sql.insert({
+        sql`INSERT INTO stripe_tenant_configs ${sql.insert({
           tenantId: t.tenantId,
           environmentId: t.environmentId,
           apiKeyEncrypted: w.apiKeyEncrypted,
@@ -178,16 +204,16 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
           stripe_account_id = EXCLUDED.stripe_account_id,
           sync_paused_at = NULL, sync_paused_code = NULL, sync_paused_message = NULL,
           updated_at = now()
-        RETURNING ${cols}`.pipe(Effect.map((rows) => toStored(rows[0]!)))
+        RETURNING ${cols}`.pipe(Effect.flatMap(firstRow), Effect.map(Option.getOrThrow))
       )
 
     /** Stores (or clears, null) the event destination's signing secret of the current tenant. */
     const setEventDestinationSecret = (cipher: string | null) =>
       Effect.flatMap(CurrentTenant, (t) =>
-        sql<Row>`UPDATE stripe_tenant_configs SET event_destination_secret_encrypted = ${cipher}, updated_at = now()
+        sql`UPDATE stripe_tenant_configs SET event_destination_secret_encrypted = ${cipher}, updated_at = now()
           WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
           RETURNING ${cols}`
-      ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStored)))
+      ).pipe(Effect.flatMap(firstRow))
 
     /** Records the result of a connection test. */
     const setAccount = (accountId: string, livemode: boolean) =>
@@ -216,22 +242,23 @@ export class StripeConfigRepo extends Effect.Service<StripeConfigRepo>()("flexpr
      * the ledger stays. Returns the removed row.
      */
     const remove = Effect.flatMap(CurrentTenant, (t) =>
-      sql<Row>`DELETE FROM stripe_tenant_configs WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
+      sql`DELETE FROM stripe_tenant_configs WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
         RETURNING ${cols}`
-    ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStored)))
+    ).pipe(Effect.flatMap(firstRow))
 
+    const scopeRows = SqlSchema.findAll({
+      Request: Schema.String,
+      Result: TenantScope,
+      execute: (accountId) =>
+        sql`SELECT tenant_id, environment_id FROM stripe_tenant_configs
+          WHERE stripe_account_id = ${accountId} ORDER BY tenant_id, environment_id`
+    })
     /** Tenant environments connected to a Stripe account (global webhook endpoint). */
-    const scopesByAccountId = (accountId: string) =>
-      sql<{ tenantId: string; environmentId: string }>`SELECT tenant_id, environment_id FROM stripe_tenant_configs
-        WHERE stripe_account_id = ${accountId} ORDER BY tenant_id, environment_id`.pipe(
-        Effect.map((rows) =>
-          rows.map((r) => new TenantScope({ tenantId: r.tenantId as TenantId, environmentId: r.environmentId as EnvironmentId }))
-        ),
-        asSystem("routing a global webhook delivery to its tenant")
-      )
+    const scopesByAccountId = (accountId: string): Effect.Effect<ReadonlyArray<TenantScope>, SqlError> =>
+      orDieOnRow(scopeRows(accountId)).pipe(asSystem("routing a global webhook delivery to its tenant"))
 
     /** Every stored row, all tenants (key rotation). */
-    const listAllStored = sql<Row>`SELECT ${cols} FROM stripe_tenant_configs ORDER BY tenant_id, environment_id`.pipe(
+    const listAllStored: Effect.Effect<ReadonlyArray<StoredStripeConfig>, SqlError> = orDieOnRow(listRows({ syncEnabledOnly: false })).pipe(
       Effect.map((rows) => rows.map(toStored)),
       asSystem("key rotation enumerates tenants")
     )

@@ -11,9 +11,11 @@
  * per request, RowSecurity.ts). A revoked (or deleted) key reads no row: 401, and the entry is
  * dropped. No time bound, no staleness: the database answers every request.
  */
-import { SqlClient } from "@effect/sql"
-import { Effect, Option } from "effect"
+import { SqlClient, SqlSchema } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Effect, Option, Schema } from "effect"
 import { createHash, randomBytes } from "node:crypto"
+import { DbDate, orDieOnRow } from "../db/Rows.js"
 import { asSystem, inTenant } from "../db/RowSecurity.js"
 import { EnvironmentId, newId, TenantId, TenantScope } from "../domain/Ids.js"
 
@@ -38,6 +40,11 @@ export type RevokeOutcome =
   | { readonly _tag: "NotFound" }
   | { readonly _tag: "LastKey" }
 
+/** A key as listed: never its hash (not even selected). */
+const ApiKeyRowSchema = Schema.Struct({ id: Schema.String, keyPrefix: Schema.String, createdAt: DbDate, revokedAt: Schema.NullOr(DbDate) })
+const decodeCreated = Schema.decodeUnknown(Schema.Array(Schema.Struct({ createdAt: DbDate })))
+const ScopeRequest = Schema.Struct({ tenantId: Schema.String, environmentId: Schema.String })
+
 /** Keys remembered as hash → scope (see the module comment); the oldest is dropped beyond this. */
 export const MAX_CACHED_KEYS = 10_000
 
@@ -46,17 +53,28 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
     const sql = yield* SqlClient.SqlClient
     const scopeOfHash = new Map<string, TenantScope>()
 
+    const tenantByName = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: Schema.Struct({ id: TenantId }),
+      execute: (name) => sql`SELECT id FROM tenants WHERE name = ${name} ORDER BY created_at LIMIT 1`
+    })
+    const environmentByName = SqlSchema.findOne({
+      Request: Schema.Struct({ tenantId: Schema.String, name: Schema.String }),
+      Result: Schema.Struct({ id: EnvironmentId }),
+      execute: ({ tenantId, name }) => sql`SELECT id FROM environments WHERE tenant_id = ${tenantId} AND name = ${name}`
+    })
+
     /** Creates a tenant (or reuses one by name) with an environment and a fresh API key. */
     const create = Effect.fn("TenantRepo.create")(function* (name: string, environment: string) {
       const { apiKey, keyHash, keyPrefix } = newApiKey()
       return yield* sql.withTransaction(
         Effect.gen(function* () {
-          const existing = yield* sql<{ id: string }>`SELECT id FROM tenants WHERE name = ${name} ORDER BY created_at LIMIT 1`
-          const tenantId = existing[0] ? TenantId.make(existing[0].id) : newId.tenant()
-          if (!existing[0]) yield* sql`INSERT INTO tenants ${sql.insert({ id: tenantId, name })}`
-          const env = yield* sql<{ id: string }>`SELECT id FROM environments WHERE tenant_id = ${tenantId} AND name = ${environment}`
-          const environmentId = env[0] ? EnvironmentId.make(env[0].id) : newId.environment()
-          if (!env[0]) yield* sql`INSERT INTO environments ${sql.insert({ id: environmentId, tenantId, name: environment })}`
+          const existing = yield* orDieOnRow(tenantByName(name))
+          const tenantId = Option.isSome(existing) ? existing.value.id : newId.tenant()
+          if (Option.isNone(existing)) yield* sql`INSERT INTO tenants ${sql.insert({ id: tenantId, name })}`
+          const env = yield* orDieOnRow(environmentByName({ tenantId, name: environment }))
+          const environmentId = Option.isSome(env) ? env.value.id : newId.environment()
+          if (Option.isNone(env)) yield* sql`INSERT INTO environments ${sql.insert({ id: environmentId, tenantId, name: environment })}`
           yield* sql`INSERT INTO api_keys ${sql.insert({
             id: newId.apiKeyId(),
             tenantId,
@@ -69,17 +87,14 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
       ).pipe(asSystem("creating a tenant (or reusing one by name)"))
     })
 
+    const scopeOfKey = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: TenantScope,
+      execute: (keyHash) => sql`SELECT tenant_id, environment_id FROM api_keys WHERE key_hash = ${keyHash} AND revoked_at IS NULL`
+    })
     /** The key's tenant environment, found across tenants (no tenant is known yet). */
-    const lookUp = (keyHash: string) =>
-      sql<{ tenantId: string; environmentId: string }>`
-        SELECT tenant_id, environment_id FROM api_keys WHERE key_hash = ${keyHash} AND revoked_at IS NULL`.pipe(
-        asSystem("an API key names its tenant"),
-        Effect.map((rows) =>
-          Option.map(Option.fromNullable(rows[0]), (r) =>
-            TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.environmentId) })
-          )
-        )
-      )
+    const lookUp = (keyHash: string): Effect.Effect<Option.Option<TenantScope>, SqlError> =>
+      orDieOnRow(scopeOfKey(keyHash)).pipe(asSystem("an API key names its tenant"))
 
     /** Whether the key is still active, read as its own tenant (row-level security applies). */
     const stillActive = (keyHash: string, scope: TenantScope) =>
@@ -111,34 +126,46 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
         (rows) => rows.length > 0
       )
 
+    const environmentRows = SqlSchema.findAll({
+      Request: Schema.Void,
+      Result: TenantScope,
+      execute: () => sql`SELECT tenant_id, id AS environment_id FROM environments ORDER BY tenant_id, id`
+    })
     /** Every tenant environment (the scheduler walks these). */
-    const listEnvironments = Effect.map(
-      sql<{ tenantId: string; id: string }>`SELECT tenant_id, id FROM environments ORDER BY tenant_id, id`.pipe(
-        asSystem("enumerating tenant environments")
-      ),
-      (rows) => rows.map((r) => TenantScope.make({ tenantId: TenantId.make(r.tenantId), environmentId: EnvironmentId.make(r.id) }))
+    const listEnvironments: Effect.Effect<ReadonlyArray<TenantScope>, SqlError> = orDieOnRow(environmentRows(undefined)).pipe(
+      asSystem("enumerating tenant environments")
     )
 
     /** A further key for an existing environment (rotation: create, switch clients, revoke the old). */
     const createKey = Effect.fn("TenantRepo.createKey")(function* (scope: TenantScope) {
       const { apiKey, keyHash, keyPrefix } = newApiKey()
       const id = newId.apiKeyId()
-      const rows = yield* sql<{ createdAt: Date }>`
+      const rows = yield* sql`
         INSERT INTO api_keys (id, tenant_id, environment_id, key_hash, key_prefix)
         SELECT ${id}, tenant_id, id, ${keyHash}, ${keyPrefix} FROM environments
           WHERE id = ${scope.environmentId} AND tenant_id = ${scope.tenantId}
         RETURNING created_at`.pipe(inTenant(scope))
-      return Option.map(Option.fromNullable(rows[0]), (r) => ({ id, apiKey, keyPrefix, createdAt: new Date(r.createdAt) }))
+      const created = yield* Effect.orDie(decodeCreated(rows))
+      return Option.map(Option.fromNullable(created[0]), (r) => ({ id, apiKey, keyPrefix, createdAt: r.createdAt }))
     })
 
-    const listKeys = (scope: TenantScope) =>
-      Effect.map(
-        sql<{ id: string; keyPrefix: string; createdAt: Date; revokedAt: Date | null }>`
-          SELECT id, key_prefix, created_at, revoked_at FROM api_keys
-          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} ORDER BY created_at, id`.pipe(inTenant(scope)),
-        (rows): ReadonlyArray<ApiKeyRow> =>
-          rows.map((r) => ({ id: r.id, keyPrefix: r.keyPrefix, createdAt: new Date(r.createdAt), revokedAt: r.revokedAt === null ? null : new Date(r.revokedAt) }))
-      )
+    const keyRows = SqlSchema.findAll({
+      Request: ScopeRequest,
+      Result: ApiKeyRowSchema,
+      execute: (scope) =>
+        sql`SELECT id, key_prefix, created_at, revoked_at FROM api_keys
+          WHERE tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId} ORDER BY created_at, id`
+    })
+    const listKeys = (scope: TenantScope): Effect.Effect<ReadonlyArray<ApiKeyRow>, SqlError> =>
+      orDieOnRow(keyRows({ tenantId: scope.tenantId, environmentId: scope.environmentId })).pipe(inTenant(scope))
+
+    const keyToRevoke = SqlSchema.findOne({
+      Request: Schema.Struct({ id: Schema.String, scope: Schema.optional(ScopeRequest) }),
+      Result: Schema.Struct({ tenantId: TenantId, environmentId: EnvironmentId, revoked: Schema.Boolean }),
+      execute: ({ id, scope }) =>
+        sql`SELECT tenant_id, environment_id, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE id = ${id}
+          ${scope ? sql`AND tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}` : sql``}`
+    })
 
     /**
      * Revokes a key: in `scope` only when given (the API), any key otherwise (the operator's CLI).
@@ -153,12 +180,15 @@ export class TenantRepo extends Effect.Service<TenantRepo>()("flexprice/TenantRe
     }) {
       const revoke = sql.withTransaction(
         Effect.gen(function* () {
-          const found = yield* sql<{ tenantId: string; environmentId: string; revoked: boolean }>`
-            SELECT tenant_id, environment_id, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE id = ${input.id}
-            ${input.scope ? sql`AND tenant_id = ${input.scope.tenantId} AND environment_id = ${input.scope.environmentId}` : sql``}`
-          const key = found[0]
-          if (key === undefined) return { _tag: "NotFound" } as RevokeOutcome
-          const scope = TenantScope.make({ tenantId: TenantId.make(key.tenantId), environmentId: EnvironmentId.make(key.environmentId) })
+          const found = yield* orDieOnRow(
+            keyToRevoke({
+              id: input.id,
+              ...(input.scope ? { scope: { tenantId: input.scope.tenantId, environmentId: input.scope.environmentId } } : {})
+            })
+          )
+          if (Option.isNone(found)) return { _tag: "NotFound" } as RevokeOutcome
+          const key = found.value
+          const scope = TenantScope.make({ tenantId: key.tenantId, environmentId: key.environmentId })
           if (key.revoked) return { _tag: "AlreadyRevoked", scope } as RevokeOutcome
           // locks the environment's active keys: two concurrent revocations cannot both pass the check
           const active = yield* sql<{ id: string }>`

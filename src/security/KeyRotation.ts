@@ -38,7 +38,7 @@ const cipherOf = (row: StoredStripeConfig, column: SecretColumn) =>
 
 const MAX_ATTEMPTS = 3
 
-export const rotateKeys = Effect.gen(function* () {
+export const rotateKeys = Effect.fn("KeyRotation.rotate")(function* () {
   const repo = yield* StripeConfigRepo
   const encryption = yield* Encryption
   const audit = yield* AuditLog
@@ -108,14 +108,14 @@ export const rotateKeys = Effect.gen(function* () {
     Effect.annotateLogs({ newest_version: newest, ...counts, failed: failed.length })
   )
   return report
-}).pipe(Effect.withSpan("KeyRotation.rotate"))
+})
 
 /**
  * Start-up check: one stored secret per key version is decrypted with the configured master
  * keys. A missing or different key fails start-up with a message naming versions only, instead
  * of every Stripe call and webhook failing later. Not audited per boot: nothing leaves memory.
  */
-export const verifyMasterKeys = Effect.gen(function* () {
+export const verifyMasterKeys = Effect.fn("KeyRotation.verify")(function* () {
   const repo = yield* StripeConfigRepo
   const encryption = yield* Encryption
   const rows = yield* repo.listAllStored
@@ -138,7 +138,7 @@ export const verifyMasterKeys = Effect.gen(function* () {
       }
     }
   }
-}).pipe(Effect.withSpan("KeyRotation.verify"))
+})
 
 /** Fails the service's start when the master keys cannot read the stored secrets. */
-export const MasterKeyCheckLive = Layer.effectDiscard(verifyMasterKeys)
+export const MasterKeyCheckLive = Layer.effectDiscard(verifyMasterKeys())

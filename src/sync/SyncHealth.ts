@@ -5,9 +5,11 @@
  * publishes it on every pass, so every replica exports the same value and a dead replica's
  * tenants still show up as stale on the live ones.
  */
+import { SqlSchema } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Metric } from "effect"
-import type { EnvironmentId, TenantId, TenantScope } from "../domain/Ids.js"
+import { Effect, Metric, Schema } from "effect"
+import { DbDate, orDieOnRow } from "../db/Rows.js"
+import type { TenantScope } from "../domain/Ids.js"
 import * as Metrics from "../observability/Metrics.js"
 import { asSystem } from "../db/RowSecurity.js"
 
@@ -17,11 +19,12 @@ export interface TenantLastSuccess {
   readonly lastSuccess: Date
 }
 
-interface Row {
-  readonly tenantId: TenantId
-  readonly environmentId: EnvironmentId
-  readonly lastSuccess: Date | string
-}
+/** The ids branded as read: they were checked when the config row was written. */
+const Row = Schema.Struct({
+  tenantId: Schema.String.pipe(Schema.brand("TenantId")),
+  environmentId: Schema.String.pipe(Schema.brand("EnvironmentId")),
+  lastSuccess: DbDate
+})
 
 export class SyncHealth extends Effect.Service<SyncHealth>()("flexprice/SyncHealth", {
   effect: Effect.gen(function* () {
@@ -32,26 +35,26 @@ export class SyncHealth extends Effect.Service<SyncHealth>()("flexprice/SyncHeal
      * log's (tenant, environment, started_at DESC) index from the newest run until a completed
      * one, so its cost does not grow with the log.
      */
-    const lastSuccesses = sql<Row>`SELECT c.tenant_id, c.environment_id,
+    const healthRows = SqlSchema.findAll({
+      Request: Schema.Void,
+      Result: Row,
+      execute: () => sql`SELECT c.tenant_id, c.environment_id,
         COALESCE((SELECT r.finished_at FROM stripe_sync_runs r
           WHERE r.tenant_id = c.tenant_id AND r.environment_id = c.environment_id AND r.status = 'completed'
           ORDER BY r.started_at DESC LIMIT 1), c.created_at) AS last_success
-      FROM stripe_tenant_configs c WHERE c.sync_enabled = true`.pipe(
+      FROM stripe_tenant_configs c WHERE c.sync_enabled = true`
+    })
+    const lastSuccesses = Effect.fn("SyncHealth.lastSuccesses")(
+      () => orDieOnRow(healthRows(undefined)),
       Effect.map((rows) =>
-        rows.map(
-          (r): TenantLastSuccess => ({
-            scope: { tenantId: r.tenantId, environmentId: r.environmentId },
-            lastSuccess: new Date(r.lastSuccess)
-          })
-        )
+        rows.map((r): TenantLastSuccess => ({ scope: { tenantId: r.tenantId, environmentId: r.environmentId }, lastSuccess: r.lastSuccess }))
       ),
-      asSystem("the sync health gauge covers every tenant"),
-      Effect.withSpan("SyncHealth.lastSuccesses")
+      asSystem("the sync health gauge covers every tenant")
     )
 
     /** Sets `flexprice_sync_last_success_timestamp_seconds` (per tenant, or the stalest tenant). */
     const publish = Effect.gen(function* () {
-      const all = yield* lastSuccesses
+      const all = yield* lastSuccesses()
       if (all.length === 0) return all
       if (yield* Metrics.tenantLabelsEnabled) {
         for (const t of all)

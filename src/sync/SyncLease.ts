@@ -15,8 +15,9 @@
  * keeps its row, expired, so the token only ever grows.
  */
 import { PgClient } from "@effect/sql-pg"
-import type { SqlError } from "@effect/sql"
-import { Context, Data, Duration, Effect, Option, Schedule } from "effect"
+import { type SqlError, SqlSchema } from "@effect/sql"
+import { Context, Data, Duration, Effect, Option, Schedule, Schema } from "effect"
+import { orDieOnRow } from "../db/Rows.js"
 import * as os from "node:os"
 import { randomToken, type TenantScope } from "../domain/Ids.js"
 import { SyncSettings } from "./SyncSettings.js"
@@ -51,15 +52,21 @@ export class SyncLease extends Effect.Service<SyncLease>()("flexprice/SyncLease"
     const { leaseSeconds } = yield* SyncSettings
     const processId = `${os.hostname()}:${process.pid}:${randomToken(8)}`
 
-    /** The fencing token when acquired (a new owner always gets a larger one), None when busy. */
-    const acquireToken = (scope: Scope, owner: string) =>
-      sql<{ token: string }>`INSERT INTO sync_leases (tenant_id, environment_id, owner, token, expires_at)
-        VALUES (${scope.tenantId}, ${scope.environmentId}, ${owner}, 1, now() + ${leaseSeconds} * interval '1 second')
+    const acquired = SqlSchema.findOne({
+      Request: Schema.Struct({ tenantId: Schema.String, environmentId: Schema.String, owner: Schema.String }),
+      // bigint read as text: exact whatever the driver does with int8
+      Result: Schema.Struct({ token: Schema.BigInt }),
+      execute: ({ tenantId, environmentId, owner }) => sql`INSERT INTO sync_leases (tenant_id, environment_id, owner, token, expires_at)
+        VALUES (${tenantId}, ${environmentId}, ${owner}, 1, now() + ${leaseSeconds} * interval '1 second')
         ON CONFLICT (tenant_id, environment_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at,
           token = CASE WHEN sync_leases.owner = EXCLUDED.owner THEN sync_leases.token ELSE sync_leases.token + 1 END
         WHERE sync_leases.expires_at < now() OR sync_leases.owner = EXCLUDED.owner
-        RETURNING token::text AS token`.pipe(
-        Effect.map((rows) => (rows.length > 0 ? Option.some(BigInt(rows[0]!.token)) : Option.none<bigint>())),
+        RETURNING token::text AS token`
+    })
+    /** The fencing token when acquired (a new owner always gets a larger one), None when busy. */
+    const acquireToken = (scope: Scope, owner: string): Effect.Effect<Option.Option<bigint>, SqlError.SqlError> =>
+      orDieOnRow(acquired({ tenantId: scope.tenantId, environmentId: scope.environmentId, owner })).pipe(
+        Effect.map(Option.map((r) => r.token)),
         inTenant(scope)
       )
 

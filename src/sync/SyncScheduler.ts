@@ -87,7 +87,7 @@ export const runSchedulerLoop = <E, R>(options: SchedulerLoopOptions<E, R>) =>
       })
 
     /** One pass: start what is owed; answers when the next pass is needed. */
-    const pass = Effect.gen(function* () {
+    const pass = Effect.fn("SyncScheduler.pass")(function* () {
       const now = yield* Clock.currentTimeMillis
       const backstop = now >= nextBackstop
       if (backstop) nextBackstop = now + intervalMs
@@ -112,11 +112,11 @@ export const runSchedulerLoop = <E, R>(options: SchedulerLoopOptions<E, R>) =>
       }
       yield* Effect.annotateCurrentSpan({ "sync.tenants": all.length, "sync.started": started, "sync.backstop": backstop })
       return next
-    }).pipe(Effect.withSpan("SyncScheduler.pass"))
+    })
 
     const loop = Effect.gen(function* () {
       for (;;) {
-        const next = yield* pass.pipe(
+        const next = yield* pass().pipe(
           Effect.map((at) => ({ at, ok: true })),
           Effect.catchAllCause((cause) =>
             Effect.logError("sync tick failed", cause).pipe(Effect.as({ at: nextBackstop, ok: false }))

@@ -129,8 +129,9 @@ export const processWindow = Effect.fn("WindowPass.processWindow")(function* (ct
     let created = 0
     let pending = 0
     let skipped = 0
-    for (const { after, meters } of groupsByAfter.values()) {
-      const started = yield* Clock.currentTimeMillis
+    /** One aggregate query (the meters sharing a lower bound), each page ledgered as it arrives; answers the groups read. */
+    const aggregate = Effect.fn("WindowPass.aggregate")(function* (after: Option.Option<Date>, meters: ReadonlyArray<string>) {
+      yield* Effect.annotateCurrentSpan({ "sync.meters": meters.length, "sync.delta": Option.isSome(after), backend: backendLabel })
       let rows = 0
       yield* store
         .aggregateBillable({
@@ -162,11 +163,13 @@ export const processWindow = Effect.fn("WindowPass.processWindow")(function* (ct
               created += batches.length
               if (!dryRun) yield* repo.insertBatches(window, sequence, wm, batches)
             })
-          ),
-          Effect.withSpan("WindowPass.aggregate", {
-            attributes: { "sync.meters": meters.length, "sync.delta": Option.isSome(after), backend: backendLabel }
-          })
+          )
         )
+      return rows
+    })
+    for (const { after, meters } of groupsByAfter.values()) {
+      const started = yield* Clock.currentTimeMillis
+      const rows = yield* aggregate(after, meters)
       const elapsed = (yield* Clock.currentTimeMillis) - started
       yield* aggregationDuration(backendLabel, elapsed)
       yield* Effect.annotateCurrentSpan({ "sync.groups": rows, "sync.aggregate_ms": elapsed })

@@ -127,7 +127,7 @@ forEachBackend(["pglite", "postgres"], (backend) => {
         yield* api.meters.create({ payload: { name: "late", event_name: "late", aggregation: { type: "SUM", field: "n" } } })
         const [, created] = yield* api.customers.create({ payload: { external_id: "hn-late" }, withResponse: true })
         expect(created.status).toBe(201)
-        expect(yield* sweepOnce).toBe(0)
+        expect(yield* sweepOnce()).toBe(0)
         const listed = yield* api.events.list({ urlParams: { external_customer_id: "hn-late" } })
         expect(listed.events.find((e) => e.event_id === "late-1")).toMatchObject({ status: "error", error: expect.stringContaining("out of range") })
         const [, health] = yield* api.health.healthz({ withResponse: true })

@@ -28,10 +28,10 @@ layer(TestApp.layer(), { excludeTestServices: true })("pending sweep", (it) => {
       yield* sql`INSERT INTO customers (id, tenant_id, environment_id, external_id) VALUES ('cust_sweep1', ${t}, ${e}, 'sw-c')`
       const before = yield* api.events.list({ urlParams: { external_customer_id: "sw-c" } })
       expect(before.events[0]?.status).toBe("pending")
-      expect(yield* sweepOnce).toBe(1)
+      expect(yield* sweepOnce()).toBe(1)
       const after = yield* api.events.list({ urlParams: { external_customer_id: "sw-c" } })
       expect(after.events[0]).toMatchObject({ status: "processed", customer_id: "cust_sweep1" })
-      expect(yield* sweepOnce).toBe(0)
+      expect(yield* sweepOnce()).toBe(0)
     })
   )
 })

@@ -22,7 +22,7 @@ layer(TestApp.layer({ env: { FLEXPRICE_RETENTION_WEBHOOK_EVENTS_DAYS: "30", FLEX
         for (const [id, age] of [["ssr_old", 61], ["ssr_new", 59]] as const)
           yield* sql`INSERT INTO stripe_sync_runs (id, tenant_id, environment_id, trigger, status, started_at)
             VALUES (${id}, ${t}, ${e}, 'schedule', 'completed', ${ago(age)})`
-        const pruned = yield* pruneOnce
+        const pruned = yield* pruneOnce()
         const left = yield* sql<{ id: string }>`SELECT id FROM webhook_events WHERE tenant_id = ${t}
           UNION ALL SELECT id FROM stripe_sync_runs WHERE tenant_id = ${t} ORDER BY id`
         expect(pruned).toEqual({ webhookEvents: 1, syncRuns: 1, archivedBatches: 0 })

@@ -260,7 +260,7 @@ forEachBackend(["pglite", "postgres"], (backend) => {
             }
             return statuses
           })
-          const rotate = Effect.provide(rotateKeys, Layer.mergeAll(StripeConfigRepo.Default, AuditLog.Default, ring)).pipe(Effect.orDie)
+          const rotate = Effect.provide(rotateKeys(), Layer.mergeAll(StripeConfigRepo.Default, AuditLog.Default, ring)).pipe(Effect.orDie)
           const [statuses, report] = yield* Effect.all([serveLoop, rotate], { concurrency: 2 })
           expect(statuses.every((s) => s === 200)).toBe(true)
           expect(report).toMatchObject({ newestVersion: "2", failed: [] })
@@ -281,7 +281,7 @@ forEachBackend(["pglite", "postgres"], (backend) => {
           expect(yield* rotate).toMatchObject({ rotated: 0, failed: [] })
           // the old ring alone no longer reads the rotated rows: start-up refuses with a clear message
           const check = yield* Effect.flip(
-            Effect.provide(verifyMasterKeys, Layer.merge(Encryption.layerFromKeys([{ version: "1", key: key1 }]), StripeConfigRepo.Default))
+            Effect.provide(verifyMasterKeys(), Layer.merge(Encryption.layerFromKeys([{ version: "1", key: key1 }]), StripeConfigRepo.Default))
           )
           expect(check.message).toMatch(/version "2".*FLEXPRICE_ENCRYPTION_KEYS does not list/)
           expectNoSecret("rotation error", check.message)
