@@ -10,7 +10,7 @@
  * on the server only: chdb's engine does not survive Stryker's re-runs in one worker thread.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Chunk, Effect, Exit, HashMap, Logger, LogLevel, Metric, Option, Scope, Stream } from "effect"
+import { Chunk, Deferred, Effect, Exit, HashMap, Logger, LogLevel, Metric, Option, Scope, Stream, Tracer } from "effect"
 import fc from "fast-check"
 import { type EnvironmentId, type TenantId, TenantScope } from "../../src/domain/Ids.js"
 import { fromClient } from "../../src/events/ClickHouseEventStore.js"
@@ -322,6 +322,60 @@ describe("ClickHouse aggregation reads: operation names and the exact-path warni
         annotations: { tenant_id: "tnt_ops", window_start: q.windowStart.toISOString(), rows: 3, distinct_pairs: 2 }
       }
     ])
+  })
+
+  it("spans: one per statement, named by the read, each page with the path it was read by", async () => {
+    const recorded: Array<Tracer.Span> = []
+    const base = await Effect.runPromise(Effect.tracer)
+    const tracer = Tracer.make({
+      span: (name, parent, context, links, startTime, kind, options) => {
+        const span = base.span(name, parent, context, links, startTime, kind, options)
+        recorded.push(span)
+        return span
+      },
+      context: (f, fiber) => base.context(f, fiber)
+    })
+    /** The spans `e` opened, as "name path" (path "-" when the span has none), sorted: the audit and the first page run side by side. */
+    const traced = async <A, E>(e: Effect.Effect<A, E>): Promise<ReadonlyArray<string>> => {
+      recorded.length = 0
+      await runQuiet(Effect.withTracer(e, tracer))
+      return recorded.map((span) => `${span.name} ${String(span.attributes.get("path") ?? "-")}`).sort()
+    }
+    /** A full first page (page size 1), then an empty keyset page: every read takes two pages. */
+    const paged = (audit: Row): ChClient => ({
+      ...scripted({ audit: [audit], page: [group] }),
+      query: (_operation, query) =>
+        Effect.sync(() => (query.text.includes("uniqExact") ? [audit] : query.text.includes("HAVING") ? [] : [group]))
+    })
+    const one = { ...q, pageSize: 1 }
+    const page = "EventStore.aggregateBillable.page"
+    const audit = "EventStore.aggregateBillable.audit -"
+    const clean = makeAggregate(paged({ row_count: "1", pair_count: "1" }), attempt)
+    expect(await traced(collect(clean.aggregateBillable(one)))).toEqual([audit, `${page} plain`, `${page} plain`])
+    const duplicated = makeAggregate(paged({ row_count: "3", pair_count: "2" }), attempt)
+    // the first plain page is read beside the audit, then the window again by the exact path
+    expect(await traced(collect(duplicated.aggregateBillable(one)))).toEqual([audit, `${page} exact`, `${page} exact`, `${page} plain`])
+    expect(await traced(collect(clean.readPath("exact", one)))).toEqual([`${page} exact`, `${page} exact`])
+    const store = fromClient(scripted({ audit: [], page: [{ window_start: "1740823200000", earliest: "1740823200001", n: "1" }] }))
+    const late = { scope: s, ingestedAfter: ingestedAt(0), ingestedBefore: ingestedAt(8), windowMinutes: 60, meterIds: [METERS[0]] }
+    expect(await traced(store.windowsWithLateRows(late))).toEqual(["EventStore.windowsWithLateRows -"])
+    expect(await traced(store.earliestProcessed(s, [METERS[0]]))).toEqual(["EventStore.earliestProcessed -"])
+  })
+
+  it("the audit runs beside the first page, not before it", async () => {
+    // the audit's answer waits until the first page's statement has started: one after the other, the read would never end
+    const pageStarted = Effect.runSync(Deferred.make<void>())
+    const client: ChClient = {
+      ...scripted({ audit: [], page: [] }),
+      query: (_operation, query) =>
+        query.text.includes("uniqExact")
+          ? Effect.as(Deferred.await(pageStarted), [{ row_count: "1", pair_count: "1" }])
+          : Effect.as(Deferred.succeed(pageStarted, undefined), [group])
+    }
+    const read = collect(makeAggregate(client, attempt).aggregateBillable(q)).pipe(
+      Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("the audit waited for the first page") })
+    )
+    expect(await runQuiet(read)).toEqual([{ customerId: "cus_a", meterId: METERS[0], eventName: "api_call", quantity: "1.5", eventCount: 2 }])
   })
 
   it("names the late-window and earliest-row statements and their decoding failures", async () => {

@@ -7,7 +7,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { describe, expect, layer } from "@effect/vitest"
-import { Chunk, Effect, Logger, LogLevel, Option, Stream } from "effect"
+import { Chunk, Effect, Logger, LogLevel, Option, Stream, Tracer } from "effect"
 import fc from "fast-check"
 import * as Database from "../../src/db/Database.js"
 import type { AggregateGroup, AggregateQuery, EventStoreError, EventStoreShape } from "../../src/events/EventStore.js"
@@ -117,6 +117,58 @@ describe("PostgreSQL aggregation SQL against the oracle (PGlite)", () => {
         )
       }),
       PROPERTY_TIMEOUT
+    )
+
+    it.effect("a window that fits in memory is read by one statement, a larger one by keyset pages (their spans)", () =>
+      Effect.gen(function* () {
+        const { inMemory, keyset } = yield* stores
+        const recorded: Array<Tracer.Span> = []
+        const base = yield* Effect.tracer
+        const tracer = Tracer.make({
+          span: (name, parent, context, links, startTime, kind, options) => {
+            const span = base.span(name, parent, context, links, startTime, kind, options)
+            recorded.push(span)
+            return span
+          },
+          context: (f, fiber) => base.context(f, fiber)
+        })
+        /** The read's pages and its window-read spans as "name backend" (the SQL client's own spans left out). */
+        const traced = (store: EventStoreShape, q: AggregateQuery) =>
+          Effect.gen(function* () {
+            recorded.length = 0
+            const got = yield* Effect.withTracer(pages(store.aggregateBillable(q)), tracer)
+            const spans = recorded.filter((span) => !span.name.startsWith("sql.")).map((span) => `${span.name} ${String(span.attributes.get("backend") ?? "-")}`)
+            return { got, spans }
+          })
+        const span = "EventStore.aggregatePage postgres"
+        // one group per customer on one meter: 2 groups (the keyset store's in-memory bound) and 3
+        const groupsOf = (n: number) => {
+          const s = scope()
+          const rows = rowsOf(s, Array.from({ length: n }, (_, customer) => ({ meter: 0, copies: [{ customer, name: 0, tsOffset: 0, ingest: 0, qty: "1" }] })))
+          return { rows, q: queryOf(s, { startOffset: 0, endOffset: 3_600_000, after: undefined, before: 8, meters: [0], pageSize: 2 }) }
+        }
+        const two = groupsOf(2)
+        const three = groupsOf(3)
+        yield* inMemory.insertProcessed([...two.rows, ...three.rows])
+        const expectedTwo = expectedGroups(two.rows, two.q)
+        const expectedThree = expectedGroups(three.rows, three.q)
+        expect(expectedTwo).toHaveLength(2)
+        expect(expectedThree).toHaveLength(3)
+        // as many groups as the bound: in memory, one statement, one page and no empty one after it
+        for (const store of [inMemory, keyset]) {
+          const { got, spans } = yield* traced(store, two.q)
+          expect(got.map((p) => sortGroups(p))).toEqual([expectedTwo])
+          expect(spans).toEqual([span])
+        }
+        // one more: in memory under the default bound; past the keyset store's, its in-memory statement
+        // (which saw 3 groups) then keyset pages of 2 and 1 (short: the last)
+        for (const [store, spans] of [[inMemory, [span]], [keyset, [span, span, span]]] as const) {
+          const read = yield* traced(store, three.q)
+          expect(read.got.map((p) => p.length)).toEqual([2, 1])
+          expect(sortGroups(read.got.flat())).toEqual(expectedThree)
+          expect(read.spans).toEqual(spans)
+        }
+      })
     )
 
     it.effect("a page size that is not a positive integer is refused; a failing statement names its operation", () =>

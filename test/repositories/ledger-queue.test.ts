@@ -215,7 +215,9 @@ describe("ledger queue statements against the model (PGlite)", () => {
                     { op: { op: "pending" }, pick: ALTERNATE.map((b) => !b), order: 6 },
                     { op: { op: "clearFirstSent" }, pick: ALL, order: 7 }
                   ]
-                ]
+                ],
+                // a skip named on every batch, the synced ones included (the examples above skip none of them)
+                [exampleLedger(), [{ op: { op: "skipped", reason: "no_mapping" }, pick: ALL, order: 9 }]]
               ]
             }
           )
