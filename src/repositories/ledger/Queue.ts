@@ -87,19 +87,17 @@ export const makeQueue = (sql: PgClient.PgClient) => {
    * purpose: as constants the planner knew their length, compared 2,000 probes at random-page
    * cost with one sequential read of the month, and chose the read (EXPLAIN ANALYZE: the whole
    * partition read per mark, 100,000 rows in the bench, against 2,000 probes in ~12 ms).
-   * `extra`: more per-batch columns, as (name, SQL type, values).
+   * `extra`: one more per-batch column, as (name, SQL type, values).
    */
   const byKey = (
     keys: ReadonlyArray<BatchKey>,
-    extra?: { readonly name: string; readonly type: "timestamptz"; readonly values: ReadonlyArray<string | null> }
+    extra: { readonly name: string; readonly type: "timestamptz"; readonly values: ReadonlyArray<string | null> }
   ) => {
     const { lo, hi } = windowRange(keys)
     const ids = sql`(SELECT ${textArray(keys.map((k) => k.id))}::text[])`
     const starts = sql`(SELECT ${textArray(keys.map((k) => k.windowStart.toISOString()))}::timestamptz[])`
     return {
-      from: extra
-        ? sql`unnest(${ids}, ${starts}, (SELECT ${textArray(extra.values)}::timestamptz[])) AS r(id, window_start, ${sql.literal(extra.name)})`
-        : sql`unnest(${ids}, ${starts}) AS r(id, window_start)`,
+      from: sql`unnest(${ids}, ${starts}, (SELECT ${textArray(extra.values)}::timestamptz[])) AS r(id, window_start, ${sql.literal(extra.name)})`,
       where: (t: { readonly tenantId: string; readonly environmentId: string }) =>
         sql`b.tenant_id = ${t.tenantId} AND b.environment_id = ${t.environmentId}
           AND b.id = r.id AND b.window_start = r.window_start AND b.window_start >= ${lo} AND b.window_start <= ${hi}`
