@@ -6,13 +6,13 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { forEachBackend } from "../support/app.js"
-import { HOUR, hoursAgo, type MeterSetup, startSyncHarness, type SyncHarness } from "./support.js"
+import { hoursAgo, type MeterSetup, startSyncHarness, type SyncHarness } from "./support.js"
 
 forEachBackend(["pglite", "postgres"], (backend) => describe(`sync HTTP API (${backend})`, () => {
   let h: SyncHarness
   let tokens: MeterSetup
   let stripeA: string
-  const hourStart = (h: number) => new Date(Math.floor(Date.now() / HOUR) * HOUR - h * HOUR).toISOString()
+  const hourStart = (h: number) => hoursAgo(h)
 
   beforeAll(async () => {
     h = await startSyncHarness({ backend })

@@ -202,10 +202,19 @@ export const randomQty = (rand: () => number): string => {
 }
 
 export const HOUR = 3_600_000
-export const hoursAgo = (h: number, minuteOffset = 0) => {
-  const base = Math.floor(Date.now() / HOUR) * HOUR
-  return new Date(base - h * HOUR + minuteOffset * 60_000).toISOString()
-}
+
+/**
+ * The hour the test file started in. Fixed for the file: a test that ingests "2 hours ago" and
+ * then a late event for the same hour must name the same window even when the wall clock crosses
+ * an hour boundary between the two (CI runs for ~20 minutes; computed on each call, the base
+ * moves at the boundary and a "late" event lands in the next window — a run crossing 14:00:00
+ * timed out scheduled-reconciliation, whose late event is named so).
+ * Windows named from it only get older as the file runs: still closed, still within Stripe's
+ * horizons.
+ */
+export const FILE_HOUR = Math.floor(Date.now() / HOUR) * HOUR
+
+export const hoursAgo = (h: number, minuteOffset = 0) => new Date(FILE_HOUR - h * HOUR + minuteOffset * 60_000).toISOString()
 
 /**
  * Customers × meters of usage over the given hours (ago); returns the expected Stripe totals,
