@@ -3,6 +3,7 @@
  * need nothing but the file (ids present and well formed, duplicates inside the file). Checks
  * against the database and Stripe happen in MigrationService on the rows that pass these.
  */
+import { Schema } from "effect"
 import { type CsvItem, csvItems } from "./Csv.js"
 
 export const CSV_COLUMNS = ["external_id", "stripe_customer_id", "name", "email"] as const
@@ -21,23 +22,25 @@ export interface CsvMappingRow {
   readonly email: string | null
 }
 
-export type CsvProblemCode =
-  | "malformed_csv"
-  | "wrong_field_count"
-  | "missing_external_id"
-  | "external_id_too_long"
-  | "missing_stripe_customer_id"
-  | "invalid_stripe_customer_id"
-  | "field_too_long"
-  | "duplicate_row"
-  | "duplicate_external_id"
-  | "duplicate_stripe_customer_id"
-  | "conflict"
-  | "stripe_customer_not_found"
-  | "stripe_customer_deleted"
-  | "stripe_check_failed"
-  | "customer_missing"
-  | "failed"
+export const CsvProblemCode = Schema.Literal(
+  "malformed_csv",
+  "wrong_field_count",
+  "missing_external_id",
+  "external_id_too_long",
+  "missing_stripe_customer_id",
+  "invalid_stripe_customer_id",
+  "field_too_long",
+  "duplicate_row",
+  "duplicate_external_id",
+  "duplicate_stripe_customer_id",
+  "conflict",
+  "stripe_customer_not_found",
+  "stripe_customer_deleted",
+  "stripe_check_failed",
+  "customer_missing",
+  "failed"
+)
+export type CsvProblemCode = typeof CsvProblemCode.Type
 
 export interface CsvRowProblem {
   readonly line: number

@@ -1,7 +1,12 @@
 /**
  * What a migration job records: options, counts, progress, problems. Shared by the job
  * repository, the service, the HTTP views and the CLI.
+ *
+ * The documents stored as JSON (a job's problems, rollback report and CSV summary, a task's
+ * result) are Schemas: the repositories decode them field by field when they read them back.
  */
+import { Schema } from "effect"
+import { CsvProblemCode } from "./CsvMapping.js"
 
 export type ConflictStrategy = "skip" | "overwrite" | "fail"
 export type MigrationKind = "stripe_customers" | "csv"
@@ -41,40 +46,39 @@ export const zeroCounts: MigrationCounts = {
   failed: 0
 }
 
-import type { CsvProblemCode } from "./CsvMapping.js"
-
 /** A CSV import reports each bad row with its own code (CsvProblemCode) and its line. */
-export type ProblemCode =
-  | CsvProblemCode
-  | "missing_external_id"
-  | "invalid_external_id"
-  | "conflict"
-  | "overwritten"
-  | "customer_missing"
-  | "failed"
+export const ProblemCode = Schema.Union(
+  CsvProblemCode,
+  Schema.Literal("missing_external_id", "invalid_external_id", "conflict", "overwritten", "customer_missing", "failed")
+)
+export type ProblemCode = typeof ProblemCode.Type
 
-export interface MigrationProblem {
-  readonly stripe_customer_id: string
-  readonly external_id?: string | undefined
-  readonly code: ProblemCode
-  readonly message: string
-  readonly conflict_with?: { readonly customer_id?: string | undefined; readonly stripe_customer_id?: string | undefined } | undefined
+export const MigrationProblem = Schema.Struct({
+  stripe_customer_id: Schema.String,
+  external_id: Schema.optional(Schema.String),
+  code: ProblemCode,
+  message: Schema.String,
+  conflict_with: Schema.optional(Schema.Struct({ customer_id: Schema.optional(Schema.String), stripe_customer_id: Schema.optional(Schema.String) })),
   /** CSV imports: the line of the row. */
-  readonly line?: number | undefined
-}
+  line: Schema.optional(Schema.Number)
+})
+export type MigrationProblem = typeof MigrationProblem.Type
 
 /** The status endpoint keeps the first 100; the total is counted. */
 export const MAX_PROBLEMS = 100
 
-export interface RollbackReport {
-  readonly rolled_back_at: string
-  readonly mappings_removed: number
-  readonly mappings_restored: number
-  readonly customers_removed: number
-  readonly customers_kept: ReadonlyArray<{ readonly customer_id: string; readonly external_id: string; readonly reason: "has_events" | "mapped_since" }>
+export const RollbackReport = Schema.Struct({
+  rolled_back_at: Schema.String,
+  mappings_removed: Schema.Number,
+  mappings_restored: Schema.Number,
+  customers_removed: Schema.Number,
+  customers_kept: Schema.Array(
+    Schema.Struct({ customer_id: Schema.String, external_id: Schema.String, reason: Schema.Literal("has_events", "mapped_since") })
+  ),
   /** All kept customers (the list stops at 1,000). */
-  readonly customers_kept_total?: number | undefined
-}
+  customers_kept_total: Schema.optional(Schema.Number)
+})
+export type RollbackReport = typeof RollbackReport.Type
 
 export interface MigrationJob {
   readonly id: string
@@ -102,36 +106,44 @@ export interface MigrationJob {
   readonly csv: CsvImportSummary | null
 }
 
-export interface CsvImportSummary {
+export const CsvImportSummary = Schema.Struct({
   /** Rows that passed every check (applied, or would be in a dry run / all-or-nothing refusal). */
-  readonly valid_rows: number
-  readonly applied: boolean
-  readonly overwritten: number
+  valid_rows: Schema.Number,
+  applied: Schema.Boolean,
+  overwritten: Schema.Number,
   /** Exact repeats of an earlier row (applied once). */
-  readonly warnings_total: number
-}
+  warnings_total: Schema.Number
+})
+export type CsvImportSummary = typeof CsvImportSummary.Type
 
 export type TaskKind = "rollback" | "verify"
 export type TaskStatus = "running" | "completed" | "failed"
 
-export interface VerifyMismatchJson {
-  readonly mapping_id: string
-  readonly customer_id: string | null
-  readonly external_id: string | null
-  readonly stripe_customer_id: string | null
-  readonly problem: string
-  readonly detail: string
-}
+export const VerifyMismatchJson = Schema.Struct({
+  mapping_id: Schema.String,
+  customer_id: Schema.NullOr(Schema.String),
+  external_id: Schema.NullOr(Schema.String),
+  stripe_customer_id: Schema.NullOr(Schema.String),
+  problem: Schema.String,
+  detail: Schema.String
+})
+export type VerifyMismatchJson = typeof VerifyMismatchJson.Type
 
 /** What a verification found so far (first MAX_PROBLEMS mismatches kept, all counted). */
-export interface VerifyProgress {
-  readonly checked: number
-  readonly ok: number
-  readonly mismatches: ReadonlyArray<VerifyMismatchJson>
-  readonly mismatches_total: number
-}
+export const VerifyProgress = Schema.Struct({
+  checked: Schema.Number,
+  ok: Schema.Number,
+  mismatches: Schema.Array(VerifyMismatchJson),
+  mismatches_total: Schema.Number
+})
+export type VerifyProgress = typeof VerifyProgress.Type
 
-export type RollbackProgress = Omit<RollbackReport, "rolled_back_at">
+export const RollbackProgress = RollbackReport.omit("rolled_back_at")
+export type RollbackProgress = typeof RollbackProgress.Type
+
+/** A task's result: what a verification or a rollback has done so far (`{}` before its first chunk). */
+export const TaskResult = Schema.partial(Schema.Struct({ ...VerifyProgress.fields, ...RollbackProgress.fields }))
+export type TaskResult = typeof TaskResult.Type
 
 /** A rollback or verification of a migration, run in the background in chunks. */
 export interface MigrationTask {
@@ -145,7 +157,7 @@ export interface MigrationTask {
   readonly cursor: string | null
   readonly done: number
   readonly total: number
-  readonly result: Partial<VerifyProgress & RollbackProgress>
+  readonly result: TaskResult
   readonly error: string | null
   readonly startedAt: Date
   readonly finishedAt: Date | null

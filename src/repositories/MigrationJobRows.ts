@@ -3,19 +3,19 @@
  * becomes. Kept apart from the repository so each stays a readable size.
  *
  * JSON columns are read as text and parsed here: the client's result transform would otherwise
- * camelCase the keys inside them (`already_mapped`, `stripe_customer_id`). Counts and options are
- * decoded field by field; problems, the rollback report and the CSV summary are documents only
- * this repository writes (from the typed values of Model.ts), read back as parsed JSON.
+ * camelCase the keys inside them (`already_mapped`, `stripe_customer_id`). Every one of them is
+ * decoded field by field: counts and options by the stored shapes below, problems, the rollback
+ * report and the CSV summary by the Schemas of Model.ts they were written from.
  */
 import { Schema } from "effect"
 import { DbDate, DbInt } from "../db/Rows.js"
 import {
-  type CsvImportSummary,
+  CsvImportSummary,
   type MigrationCounts,
   type MigrationJob,
-  type MigrationProblem,
+  MigrationProblem,
   type MigrationProgress,
-  type RollbackReport,
+  RollbackReport,
   zeroCounts
 } from "../migration/Model.js"
 
@@ -50,16 +50,16 @@ export const JobRowSchema = Schema.Struct({
   cursor: Schema.NullOr(Schema.String),
   pages: DbInt,
   countsJson: Schema.parseJson(StoredCounts),
-  problemsJson: Schema.parseJson(Schema.Array(Schema.Unknown)),
+  problemsJson: Schema.parseJson(Schema.Array(MigrationProblem)),
   error: Schema.NullOr(Schema.String),
   startedAt: DbDate,
   finishedAt: Schema.NullOr(DbDate),
   heartbeatAt: DbDate,
   claimedBy: Schema.NullOr(Schema.String),
-  rollbackJson: Schema.NullOr(Schema.parseJson()),
+  rollbackJson: Schema.NullOr(Schema.parseJson(RollbackReport)),
   rowsTotal: Schema.NullOr(DbInt),
   rowsDone: DbInt,
-  resultJson: Schema.NullOr(Schema.parseJson())
+  resultJson: Schema.NullOr(Schema.parseJson(CsvImportSummary))
 })
 export type JobRow = typeof JobRowSchema.Type
 
@@ -80,17 +80,17 @@ export const toJob = (r: JobRow): MigrationJob => {
     cursor: r.cursor,
     pages: r.pages,
     counts: { ...zeroCounts, ...rest },
-    problems: r.problemsJson as ReadonlyArray<MigrationProblem>,
+    problems: r.problemsJson,
     problemsTotal: problems_total ?? 0,
     error: r.error,
     startedAt: r.startedAt,
     finishedAt: r.finishedAt,
     heartbeatAt: r.heartbeatAt,
     claimedBy: r.claimedBy,
-    rollback: r.rollbackJson === null ? null : (r.rollbackJson as RollbackReport),
+    rollback: r.rollbackJson,
     rowsTotal: r.rowsTotal,
     rowsDone: r.rowsDone,
-    csv: r.resultJson === null ? null : (r.resultJson as CsvImportSummary)
+    csv: r.resultJson
   }
 }
 

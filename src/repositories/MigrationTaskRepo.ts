@@ -13,16 +13,13 @@ import { DbDate, DbInt, orDieOnRow } from "../db/Rows.js"
 import { randomToken } from "../domain/Ids.js"
 import { asSystem } from "../db/RowSecurity.js"
 import { CurrentTenant } from "../domain/Tenant.js"
-import type { MigrationTask, TaskKind } from "../migration/Model.js"
+import { type MigrationTask, type TaskKind, TaskResult } from "../migration/Model.js"
 import { MappingSnapshotSchema } from "./MigrationJobRows.js"
 
 /** A task of this kind is already running for the migration. */
 export class TaskAlreadyRunning extends Data.TaggedError("TaskAlreadyRunning")<{ readonly runningId: string }> {}
 
-/**
- * A task as read: its JSON column as text. The result is a document only this repository writes
- * (TaskProgress.result), parsed as an object and read as that shape.
- */
+/** A task as read: its JSON column as text, the result decoded by the Schema it was written from (TaskProgress.result). */
 const TaskRowSchema = Schema.Struct({
   id: Schema.String,
   tenantId: Schema.String,
@@ -33,7 +30,7 @@ const TaskRowSchema = Schema.Struct({
   cursor: Schema.NullOr(Schema.String),
   done: DbInt,
   total: DbInt,
-  resultJson: Schema.parseJson(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  resultJson: Schema.parseJson(TaskResult),
   error: Schema.NullOr(Schema.String),
   startedAt: DbDate,
   finishedAt: Schema.NullOr(DbDate),
@@ -42,10 +39,7 @@ const TaskRowSchema = Schema.Struct({
 })
 const decodeTasks = Schema.decodeUnknown(Schema.Array(TaskRowSchema))
 
-const toTask = ({ resultJson, ...r }: typeof TaskRowSchema.Type): MigrationTask => ({
-  ...r,
-  result: resultJson as MigrationTask["result"]
-})
+const toTask = ({ resultJson, ...r }: typeof TaskRowSchema.Type): MigrationTask => ({ ...r, result: resultJson })
 
 /** Tasks a statement returned (a write's RETURNING rows), decoded. */
 const tasksOf = (rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<MigrationTask>> =>
