@@ -304,7 +304,7 @@ export const fromClient = (ch: ChClient): EventStoreShape => {
     earliestProcessed,
     listEvents,
     customersWithEvents,
-    ping: ch.ping("ping").pipe(Effect.withSpan("EventStore.ping"))
+    ping: Effect.fn("EventStore.ping")(() => ch.ping("ping"))
   }
 }
 
@@ -314,14 +314,15 @@ export interface ClickHouseStoreOptions extends ClickHouseSettings {
 }
 
 /** Connects, creates the database, applies the migrations, and returns the store (closed with the scope). */
-export const make = (options: ClickHouseStoreOptions): Effect.Effect<EventStoreShape, EventStoreError, Scope.Scope> =>
-  Effect.gen(function* () {
-    const connection = yield* attempt("connect", () => resolveConnection(options))
-    const bootstrap = yield* makeClient(connection, "default")
-    const client = yield* makeClient(connection)
-    yield* ClickHouseMigrator({ bootstrap, client, dir: options.migrationsDir })
-    return fromClient(client)
-  }).pipe(Effect.withSpan("EventStore.clickhouse.make"))
+export const make: (options: ClickHouseStoreOptions) => Effect.Effect<EventStoreShape, EventStoreError, Scope.Scope> = Effect.fn(
+  "EventStore.clickhouse.make"
+)(function* (options: ClickHouseStoreOptions) {
+  const connection = yield* attempt("connect", () => resolveConnection(options))
+  const bootstrap = yield* makeClient(connection, "default")
+  const client = yield* makeClient(connection)
+  yield* ClickHouseMigrator({ bootstrap, client, dir: options.migrationsDir })
+  return fromClient(client)
+})
 
 /** The EventStore from explicit settings (tests, benchmarks). */
 export const layerWith = (options: ClickHouseStoreOptions): Layer.Layer<EventStore, EventStoreError> =>

@@ -143,7 +143,7 @@ export interface EventStoreShape {
   /** Which of these external customer ids have at least one stored event (any status), in one pass. */
   readonly customersWithEvents: (scope: TenantScope, externalCustomerIds: ReadonlyArray<string>) => Effect.Effect<ReadonlySet<string>, EventStoreError>
   /** Reachability check for /readyz. */
-  readonly ping: Effect.Effect<void, EventStoreError>
+  readonly ping: () => Effect.Effect<void, EventStoreError>
 }
 
 export class EventStore extends Context.Tag("flexprice/EventStore")<EventStore, EventStoreShape>() {}

@@ -368,7 +368,7 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
           inTenant(scope)
         )
 
-  const ping = sql`SELECT 1`.pipe(Effect.asVoid, Effect.mapError(fail("ping")))
+  const ping = () => sql`SELECT 1`.pipe(Effect.asVoid, Effect.mapError(fail("ping")))
 
   return EventStore.of({
     backend: "postgres",

@@ -59,7 +59,7 @@ export const HealthLive = HttpApiBuilder.group(FlexPriceApi, "health", (handlers
       .handle("readyz", () =>
         Effect.gen(function* () {
           const db = yield* probe(sql`SELECT 1`)
-          const events = yield* probe(store.ping)
+          const events = yield* probe(store.ping())
           const checks = { database: db, event_store: events, event_store_backend: store.backend }
           const failed = Object.entries({ database: db, event_store: events }).filter(([, v]) => v !== "ok")
           // the envelope names each failed dependency and how it failed; causes (hosts, users) stay in the log

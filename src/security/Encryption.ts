@@ -280,6 +280,25 @@ export interface KeyInput {
   readonly key: Uint8Array | Redacted.Redacted<string> | string
 }
 
+/** The service `Encryption.layerFromEnv` builds (the rules are on the layer). */
+const loadKeys = Effect.fn("Encryption.loadKeys")(function* () {
+  const cfg = yield* Config.all({
+    keys: Config.option(Config.redacted(ENV_VAR)),
+    dataDir: Config.string("FLEXPRICE_DATA_DIR").pipe(Config.withDefault("./.flexprice")),
+    databaseUrl: Config.string("FLEXPRICE_DATABASE_URL").pipe(Config.withDefault(""))
+  }).pipe(Effect.mapError((e) => invalid(`cannot read encryption configuration: ${e._op}`)))
+  if (Option.isSome(cfg.keys) && Redacted.value(cfg.keys.value).trim() !== "") {
+    return makeService(yield* parseKeysVariable(cfg.keys.value))
+  }
+  if (cfg.databaseUrl.trim() !== "") {
+    return yield* new EncryptionConfigError({
+      code: "encryption_keys_required",
+      message: `${ENV_VAR} is required when FLEXPRICE_DATABASE_URL is set: expected comma-separated \`version:base64key\` entries, newest first, each key 32 bytes after base64 decoding (generate one with: node -e "console.log('1:'+require('crypto').randomBytes(32).toString('base64'))")`
+    })
+  }
+  return makeService(yield* loadOrCreateKeyFile(cfg.dataDir))
+})
+
 export class Encryption extends Context.Tag("flexprice/Encryption")<Encryption, EncryptionService>() {
   /**
    * From `FLEXPRICE_ENCRYPTION_KEYS`; otherwise the embedded key file, unless
@@ -287,23 +306,7 @@ export class Encryption extends Context.Tag("flexprice/Encryption")<Encryption, 
    */
   static readonly layerFromEnv: Layer.Layer<Encryption, EncryptionConfigError> = Layer.effect(
     Encryption,
-    Effect.gen(function*() {
-      const cfg = yield* Config.all({
-        keys: Config.option(Config.redacted(ENV_VAR)),
-        dataDir: Config.string("FLEXPRICE_DATA_DIR").pipe(Config.withDefault("./.flexprice")),
-        databaseUrl: Config.string("FLEXPRICE_DATABASE_URL").pipe(Config.withDefault(""))
-      }).pipe(Effect.mapError((e) => invalid(`cannot read encryption configuration: ${e._op}`)))
-      if (Option.isSome(cfg.keys) && Redacted.value(cfg.keys.value).trim() !== "") {
-        return makeService(yield* parseKeysVariable(cfg.keys.value))
-      }
-      if (cfg.databaseUrl.trim() !== "") {
-        return yield* new EncryptionConfigError({
-          code: "encryption_keys_required",
-          message: `${ENV_VAR} is required when FLEXPRICE_DATABASE_URL is set: expected comma-separated \`version:base64key\` entries, newest first, each key 32 bytes after base64 decoding (generate one with: node -e "console.log('1:'+require('crypto').randomBytes(32).toString('base64'))")`
-        })
-      }
-      return makeService(yield* loadOrCreateKeyFile(cfg.dataDir))
-    }).pipe(Effect.withSpan("Encryption.loadKeys"))
+    loadKeys()
   )
 
   /** For tests and tools: keys given directly, newest first. */

@@ -73,7 +73,7 @@ const brief = (groups: ReadonlyArray<AggregateGroup>) =>
 export const eventStoreContract = (name: string, storeLayer: Layer.Layer<EventStore, unknown>): void => {
   describe(name, () => {
     itLayer(storeLayer, { timeout: "120 seconds", excludeTestServices: true })((it) => {
-      it.effect("ping answers", () => EventStore.pipe(Effect.flatMap((s) => s.ping)))
+      it.effect("ping answers", () => EventStore.pipe(Effect.flatMap((s) => s.ping())))
 
       it.effect("insertEvents is idempotent on event_id: the first stored copy wins", () =>
         Effect.gen(function* () {

@@ -7,6 +7,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Chunk, ConfigProvider, Effect, Exit, Layer, Metric, Redacted, type Scope, Stream } from "effect"
 import * as Metrics from "../../src/observability/Metrics.js"
+import { SpanTree, Telemetry, TelemetryTest } from "../../src/observability/Telemetry.js"
 import { ClickHouseEventStore, fromClient } from "../../src/events/ClickHouseEventStore.js"
 import { normalize } from "../../src/domain/Decimal.js"
 import { type ChClient, makeClient, resolveConnection } from "../../src/events/clickhouse/Client.js"
@@ -337,7 +338,7 @@ withClickHouse((url) => {
       Effect.gen(function* () {
         const store = yield* EventStore
         expect(store.backend).toBe("clickhouse")
-        yield* store.ping
+        yield* store.ping()
       }).pipe(
         Effect.provide(
           ClickHouseEventStore.layer.pipe(
@@ -354,6 +355,19 @@ withClickHouse((url) => {
           )
         )
       )
+    )
+
+    it.live("opening the store is traced as EventStore.clickhouse.make over ClickHouseMigrator.migrate; a ping as EventStore.ping", () =>
+      Effect.gen(function* () {
+        const telemetry = yield* TelemetryTest
+        const store = yield* ClickHouseEventStore.make({ url, database })
+        yield* store.ping()
+        const spans = yield* telemetry.spans
+        const migrate = spans.filter((s) => s.name === "ClickHouseMigrator.migrate")
+        expect(migrate).toHaveLength(1)
+        expect(SpanTree.path(migrate[0]!, spans)).toEqual(["EventStore.clickhouse.make", "ClickHouseMigrator.migrate"])
+        expect(yield* telemetry.spansNamed("EventStore.ping")).toHaveLength(1)
+      }).pipe(Effect.scoped, Effect.provide(Telemetry.layerTest))
     )
 
     it.live("an unreachable server fails with EventStoreError and no credentials in it", () =>

@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { Telemetry, TelemetryTest } from "../../src/observability/Telemetry.js"
 import { DecryptionFailed, Encryption, EncryptionConfigError, KEY_FILE_NAME } from "../../src/security/Encryption.js"
 
 const key = () => randomBytes(32)
@@ -175,6 +176,15 @@ describe("Encryption", () => {
         expect(err.message).toContain("FLEXPRICE_ENCRYPTION_KEYS")
         expect(fs.existsSync(path.join(dir, KEY_FILE_NAME))).toBe(false)
       }))
+
+    it.live("loading the keys is one Encryption.loadKeys span, with no key material on it", () =>
+      Effect.gen(function*() {
+        const telemetry = yield* TelemetryTest
+        yield* fromEnv({ FLEXPRICE_ENCRYPTION_KEYS: `k9:${b64(k1)}` })
+        const spans = yield* telemetry.spansNamed("Encryption.loadKeys")
+        expect(spans).toHaveLength(1)
+        expect(JSON.stringify(spans.map((s) => [s.attributes, s.events]))).not.toContain(b64(k1))
+      }).pipe(Effect.provide(Telemetry.layerTest)))
 
     it.effect("with PostgreSQL and keys, starts", () =>
       Effect.gen(function*() {

@@ -88,8 +88,9 @@ export const auditSql = (query: AggregateQuery): Sql =>
   sql`SELECT count() AS row_count, uniqExact(cityHash64(event_id, meter_id)) AS pair_count FROM events_processed WHERE ${windowCond(query)}`
 
 export const makeAggregate = (ch: ChClient, attempt: Attempt) => {
-  const fetchPage = (path: ReadPath, query: AggregateQuery, after: Option.Option<PageKey>) =>
-    Effect.gen(function* () {
+  const fetchPage = Effect.fn("EventStore.aggregateBillable.page")(
+    function* (path: ReadPath, query: AggregateQuery, after: Option.Option<PageKey>) {
+      yield* Effect.annotateCurrentSpan({ path })
       const q = yield* attempt("aggregateBillable", () => pageSql(path, query, after))
       const rows = yield* ch.query("aggregateBillable", q)
       const groups = yield* attempt("aggregateBillable", () =>
@@ -107,7 +108,8 @@ export const makeAggregate = (ch: ChClient, attempt: Attempt) => {
       const next: Option.Option<PageKey> =
         groups.length < query.pageSize || last === undefined ? Option.none() : Option.some([last.customerId, last.meterId, last.eventName] as const)
       return { groups, next }
-    }).pipe(Effect.withSpan("EventStore.aggregateBillable.page", { attributes: { path } }))
+    }
+  )
 
   /** Every page after `from` (none: the stream is done). */
   const pagesAfter = (path: ReadPath, query: AggregateQuery, from: Option.Option<PageKey>): Stream.Stream<AggregateGroup, EventStoreError> =>
@@ -118,14 +120,15 @@ export const makeAggregate = (ch: ChClient, attempt: Attempt) => {
         )
 
   /** Whether the window holds exactly one row per (event, meter). */
-  const audit = (query: AggregateQuery) =>
-    Effect.gen(function* () {
+  const audit = Effect.fn("EventStore.aggregateBillable.audit")(
+    function* (query: AggregateQuery) {
       const rows = yield* ch.query("aggregateBillable.audit", yield* attempt("aggregateBillable", () => auditSql(query)))
       return yield* attempt("aggregateBillable", () => {
         const row = rows[0]
         return row === undefined ? { rows: 0, pairs: 0 } : { rows: int(row, "row_count"), pairs: int(row, "pair_count") }
       })
-    }).pipe(Effect.withSpan("EventStore.aggregateBillable.audit"))
+    }
+  )
 
   /** Reads the whole window by one path, without the audit (the exact path, benchmarks). */
   const readPath = (path: ReadPath, query: AggregateQuery): Stream.Stream<AggregateGroup, EventStoreError> =>

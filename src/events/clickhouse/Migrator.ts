@@ -67,12 +67,12 @@ const alreadyExists = (e: EventStoreError): boolean => {
  * Creates the database (through `bootstrap`, a client on the server's default database) and
  * applies the pending migrations through `client` (bound to that database). Returns the versions applied.
  */
-export const ClickHouseMigrator = (options: {
+export const ClickHouseMigrator: (options: {
   readonly bootstrap: ChClient
   readonly client: ChClient
   readonly dir?: string | undefined
-}): Effect.Effect<ReadonlyArray<number>, EventStoreError> =>
-  Effect.gen(function* () {
+}) => Effect.Effect<ReadonlyArray<number>, EventStoreError> = Effect.fn("ClickHouseMigrator.migrate")(
+  function* (options) {
     const { bootstrap, client } = options
     const db = identifier(client.connection.database)
     yield* bootstrap.command("migrate", sql`CREATE DATABASE IF NOT EXISTS ${db}`).pipe(Effect.catchIf(alreadyExists, () => Effect.void))
@@ -107,4 +107,5 @@ export const ClickHouseMigrator = (options: {
       done.push(m.version)
     }
     return done
-  }).pipe(Effect.withSpan("ClickHouseMigrator.migrate"))
+  }
+)
