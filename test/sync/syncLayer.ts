@@ -8,8 +8,11 @@ import { Context, Effect, Layer } from "effect"
 import type { EventInput } from "../../src/domain/Models.js"
 import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
 import { MeterMappingRepo } from "../../src/repositories/MeterMappingRepo.js"
+import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { SyncBatchRepo } from "../../src/repositories/SyncBatchRepo.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
+import type { RunOptions } from "../../src/sync/SyncPipeline.js"
+import { SyncService } from "../../src/sync/SyncService.js"
 import type { Backend } from "../support/app.js"
 import { storeStripeConfig } from "../support/stripe-config.js"
 import * as TestApp from "../support/TestApp.js"
@@ -32,7 +35,10 @@ export const configure = (opts: { readonly transport?: "stream" | "v1"; readonly
   Effect.flatMap(SyncEmulator, (emulator) => inTestTenant(storeStripeConfig({ apiKey: STRIPE_KEY, accountId: emulator.accountId, ...opts })))
 
 /** A meter (over the API), its Stripe meter `stripe_<name>` and the mapping between them. */
-export const meter = (name: string, opts: { readonly aggregation?: "SUM" | "COUNT" | "MAX"; readonly field?: string } = {}) =>
+export const meter = (
+  name: string,
+  opts: { readonly aggregation?: "SUM" | "COUNT" | "MAX"; readonly field?: string; readonly wholeUnits?: boolean; readonly formula?: "sum" | "count" | "last" } = {}
+) =>
   Effect.gen(function* () {
     const emulator = yield* SyncEmulator
     const aggregation = opts.aggregation ?? "SUM"
@@ -43,7 +49,7 @@ export const meter = (name: string, opts: { readonly aggregation?: "SUM" | "COUN
     const m = yield* emulator.createMeter({
       display_name: name,
       event_name: stripeEventName,
-      default_aggregation: { formula: "sum" },
+      default_aggregation: { formula: opts.formula ?? "sum" },
       customer_mapping: { event_payload_key: "stripe_customer_id", type: "by_id" },
       value_settings: { event_payload_key: "value" }
     })
@@ -55,8 +61,8 @@ export const meter = (name: string, opts: { readonly aggregation?: "SUM" | "COUN
           stripeEventName,
           customerPayloadKey: "stripe_customer_id",
           valuePayloadKey: "value",
-          formula: "sum",
-          wholeUnits: false,
+          formula: opts.formula ?? "sum",
+          wholeUnits: opts.wholeUnits ?? false,
           syncEnabled: true
         })
       )
@@ -89,3 +95,26 @@ export const stripeTotal = (stripeCustomer: string, stripeEventName: string) => 
 
 /** The test tenant's sync batches. */
 export const batches = inTestTenant(Effect.flatMap(SyncBatchRepo, (r) => r.list({ limit: 100_000 })))
+
+/** One run of the pipeline for the test tenant (a scheduled run unless `options` says otherwise). */
+export const sync = (options: RunOptions = { trigger: "schedule" }) =>
+  inTestTenant(
+    Effect.gen(function* () {
+      const config = yield* Effect.flatMap(StripeConfigRepo, (r) => r.get)
+      if (config._tag === "None") return yield* Effect.dieMessage("not configured")
+      return yield* (yield* SyncService).runTenant(config.value, options)
+    })
+  )
+
+/**
+ * Succeeds once the tenant's Stripe circuit breaker admits calls again (closed or half-open, as
+ * GET /v1/stripe/sync/status reports it), polling every 20 ms; dies if it stays open 600 rounds.
+ */
+export const breakerAdmits = Effect.gen(function* () {
+  const api = yield* ApiClient
+  for (let i = 0; i < 600; i++) {
+    if ((yield* api.sync.status()).circuit_state !== "open") return
+    yield* Effect.sleep("20 millis")
+  }
+  return yield* Effect.dieMessage("the Stripe circuit breaker stayed open")
+})
