@@ -18,7 +18,7 @@ import { forEachBackend } from "../support/app.js"
 import * as O from "../support/oracle.js"
 import * as TestApp from "../support/TestApp.js"
 import { ApiClient, inTestTenant, Replica, rows, TestTenant } from "../support/TestApp.js"
-import { hoursAgo } from "./support.js"
+import { FILE_HOUR, HOUR, hoursAgo } from "./support.js"
 import { batches, configure, customer, ingest, meter, stripeTotal, SyncEmulator, syncLayer } from "./syncLayer.js"
 
 /** The test tenant's scope (the lease's key). */
@@ -72,7 +72,7 @@ forEachBackend(["pglite", "postgres"], (backend) =>
         yield* meter("tokens", { aggregation: "SUM", field: "t" })
         const c = yield* customer("a")
         yield* ingest([{ event_id: "1", event_name: "tokens", external_customer_id: "a", timestamp: hoursAgo(3), properties: { t: "2" } }])
-        const hourStart = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3 * 3_600_000).toISOString()
+        const hourStart = new Date(FILE_HOUR - 3 * HOUR).toISOString() // the hour hoursAgo(3) names
         const hourEnd = new Date(Date.parse(hourStart) + 3_600_000).toISOString()
         // a running sync: holds the lease for a while, and says when it is inside and when it ends
         const inside = yield* Deferred.make<void>()

@@ -13,7 +13,7 @@ import { forEachBackend } from "../support/app.js"
 import * as O from "../support/oracle.js"
 import * as TestApp from "../support/TestApp.js"
 import { ApiClient, apiError, inTestTenant } from "../support/TestApp.js"
-import { HOUR, hoursAgo, type MeterSetup } from "./support.js"
+import { FILE_HOUR, HOUR, hoursAgo, type MeterSetup } from "./support.js"
 import { batches, configure, customer, ingest, meter, stripeTotal, sync, SyncEmulator, syncLayer } from "./syncLayer.js"
 
 /** Expected totals: the shared BigInt oracle (test/support/oracle.ts) on the ingested quantities. */
@@ -148,7 +148,7 @@ forEachBackend(["pglite", "postgres"], (backend) => {
           yield* configure()
           const m = yield* meter("ryw", { aggregation: "SUM", field: "qty" })
           const c = yield* customer("ryw_c")
-          const hourStart = (n: number) => DateTime.unsafeMake(Math.floor(Date.now() / HOUR) * HOUR - n * HOUR)
+          const hourStart = (n: number) => DateTime.unsafeMake(FILE_HOUR - n * HOUR) // the hours hoursAgo names
           const manual = api.sync.manual({ payload: { window_start: hourStart(2), window_end: hourStart(1), dry_run: false }, withResponse: true })
           const sent: Array<string> = []
           const ingestAndSync = (prefix: string, qtys: ReadonlyArray<string>) =>
