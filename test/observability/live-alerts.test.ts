@@ -1,6 +1,6 @@
 /**
  * The alert rules, live (issue #18 item 4): Debian's `prometheus` scrapes a running service
- * (startTestApp on a loopback port) every second and evaluates deploy/prometheus/alerts.yml every
+ * (TestApp.layer on a loopback port) every second and evaluates deploy/prometheus/alerts.yml every
  * second; a Stripe outage and an auth failure are induced through the emulator's control plane,
  * and the matching alerts must go pending/firing in Prometheus' own `/api/v1/alerts`, then clear
  * once Stripe recovers. promtool's unit tests (alerts.test.yml) check the rules on made-up series;
@@ -24,12 +24,16 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { breakerAdmits, hoursAgo, startSyncHarness, type SyncHarness } from "../sync/support.js"
+import { layer } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
+import { describe, expect, it } from "vitest"
+import { hoursAgo } from "../sync/support.js"
+import { breakerAdmits, configure, customer, ingest, meter, stripeTotal, sync, SyncEmulator, syncLayer } from "../sync/syncLayer.js"
 import { storeStripeConfig } from "../support/stripe-config.js"
+import * as TestApp from "../support/TestApp.js"
+import { inTestTenant } from "../support/TestApp.js"
 
 const RULES = fileURLToPath(new URL("../../deploy/prometheus/alerts.yml", import.meta.url))
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 const compressDuration = (n: number, unit: string): string =>
   unit === "h" ? `${n}m` : unit === "m" ? `${n}s` : unit === "s" ? `${Math.max(1, Math.round((n * 1000) / 60))}ms` : `${n}${unit}`
@@ -67,6 +71,152 @@ interface PromAlert {
   readonly state: "pending" | "firing"
 }
 
+/** A running Prometheus: its HTTP API's base URL, its exit code once exited, the tail of its log. */
+class Prometheus extends Context.Tag("test/Prometheus")<Prometheus, { readonly url: string; readonly exitCode: () => number | null; readonly log: () => string }>() {}
+
+/** Prometheus's HTTP API answer, its `data` as the endpoint documents it. */
+const promApi = <D>(p: string) =>
+  Effect.flatMap(Prometheus, ({ url }) =>
+    Effect.tryPromise(async () => {
+      const res = await fetch(`${url}${p}`)
+      const body = (await res.json()) as { status: string; data: D }
+      if (body.status !== "success") throw new Error(`prometheus ${p}: ${JSON.stringify(body)}`)
+      return body.data
+    })
+  )
+const query = (q: string) => Effect.map(promApi<{ result: ReadonlyArray<PromSample> }>(`/api/v1/query?query=${encodeURIComponent(q)}`), (d) => d.result)
+const alerts = Effect.map(promApi<{ alerts: ReadonlyArray<PromAlert> }>("/api/v1/alerts"), (d) => d.alerts)
+const stateOf = (name: string) => Effect.map(alerts, (all) => all.filter((a) => a.labels["alertname"] === name).map((a) => a.state))
+
+/** Polls `check` (running `between` each round) until true; fails with Prometheus' view. */
+const until = <R1, R2 = never>(what: string, check: Effect.Effect<boolean, unknown, R1>, between?: Effect.Effect<unknown, unknown, R2>, timeoutMs = 25_000) =>
+  Effect.gen(function* () {
+    const prom = yield* Prometheus
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      if (prom.exitCode() !== null) return yield* Effect.dieMessage(`prometheus exited: ${prom.log()}`)
+      if (yield* Effect.catchAllCause(check, () => Effect.succeed(false))) return
+      if (Date.now() > deadline) {
+        const seen = yield* Effect.orElseSucceed(alerts, () => [])
+        return yield* Effect.dieMessage(`timed out waiting for ${what}; alerts: ${JSON.stringify(seen)}; prometheus: ${prom.log()}`)
+      }
+      if (between) yield* Effect.catchAllCause(between, () => Effect.void)
+      yield* Effect.sleep("500 millis")
+    }
+  })
+
+/** Prometheus scraping the layer's service every second with the compressed rules; stopped and its files removed on release. */
+const prometheusLayer = (binary: string) =>
+  Layer.scoped(
+    Prometheus,
+    Effect.gen(function* () {
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "flexprice-prom-"))),
+        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+      )
+      fs.writeFileSync(path.join(dir, "alerts.yml"), compressRules(fs.readFileSync(RULES, "utf8")))
+      const target = new URL(yield* TestApp.serverUrl).host
+      fs.writeFileSync(
+        path.join(dir, "prometheus.yml"),
+        [
+          "global:",
+          "  scrape_interval: 1s",
+          "  evaluation_interval: 1s",
+          "rule_files:",
+          `  - ${path.join(dir, "alerts.yml")}`,
+          "scrape_configs:",
+          "  - job_name: flexprice",
+          "    metrics_path: /metrics",
+          "    static_configs:",
+          `      - targets: ["${target}"]`,
+          ""
+        ].join("\n")
+      )
+      const port = yield* Effect.promise(freePort)
+      let log = ""
+      const prom = yield* Effect.acquireRelease(
+        Effect.sync(() =>
+          spawn(
+            binary,
+            [
+              `--config.file=${path.join(dir, "prometheus.yml")}`,
+              `--storage.tsdb.path=${path.join(dir, "data")}`,
+              `--web.listen-address=127.0.0.1:${port}`,
+              "--log.level=warn"
+            ],
+            { stdio: ["ignore", "ignore", "pipe"] }
+          )
+        ),
+        stop
+      )
+      prom.stderr?.on("data", (d: Buffer) => {
+        log = (log + d.toString()).slice(-4000)
+      })
+      const handle = { url: `http://127.0.0.1:${port}`, exitCode: () => prom.exitCode, log: () => log }
+      // ready, and the service scraped at least once
+      yield* until(
+        "prometheus scraping the service",
+        Effect.map(query("up"), (r) => r.some((s) => s.value[1] === "1"))
+      ).pipe(Effect.provideService(Prometheus, handle))
+      return handle
+    })
+  )
+
+/** SIGTERM, then SIGKILL after 5 s. */
+const stop = (prom: ChildProcess) =>
+  Effect.promise(
+    () =>
+      new Promise<void>((r) => {
+        if (prom.exitCode !== null) return r()
+        const t = setTimeout(() => {
+          prom.kill("SIGKILL")
+          r()
+        }, 5000)
+        prom.once("exit", () => {
+          clearTimeout(t)
+          r()
+        })
+        prom.kill("SIGTERM")
+      })
+  )
+
+/** The emulator's control plane (/_emulator/…); anything but 200 fails the test. */
+const control = (method: string, p: string, body?: unknown) =>
+  Effect.flatMap(SyncEmulator, (emulator) =>
+    Effect.promise(() =>
+      fetch(`${emulator.url}${p}`, {
+        method,
+        headers: { "content-type": "application/json" },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) })
+      }).then(async (r) => {
+        if (r.status !== 200) throw new Error(`${method} ${p}: ${r.status} ${await r.text()}`)
+        return r.json() as Promise<unknown>
+      })
+    )
+  )
+
+const ingestOldUsage = (prefix: string, hours: number) =>
+  Effect.gen(function* () {
+    const m = yield* meter(`${prefix}_calls`, { aggregation: "COUNT" })
+    const c = yield* customer(`${prefix}_c`)
+    yield* ingest(
+      Array.from({ length: 5 }, (_, i) => ({
+        event_id: `${prefix}_e${i}`,
+        event_name: m.eventName,
+        external_customer_id: `${prefix}_c`,
+        // closed hours ago: older than the 65-minute promise the OldestUnsyncedWindowTooOld rule watches
+        timestamp: hoursAgo(hours, i)
+      }))
+    )
+    /** all five events are in Stripe */
+    return Effect.map(stripeTotal(c.stripeId, m.stripeEventName), (total) => total === "5")
+  })
+
+const syncQuietly = Effect.catchAllCause(sync(), () => Effect.void)
+const pendingOrFiring = (name: string) => Effect.map(stateOf(name), (s) => s.length > 0)
+const firing = (name: string) => Effect.map(stateOf(name), (s) => s.includes("firing"))
+const cleared = (name: string) => Effect.map(stateOf(name), (s) => s.length === 0)
+
 describe("alert rules under a live Prometheus", () => {
   it("compressRules shortens durations only", () => {
     const real = fs.readFileSync(RULES, "utf8")
@@ -88,167 +238,45 @@ describe("alert rules under a live Prometheus", () => {
     return
   }
 
-  let h: SyncHarness
-  let prom: ChildProcess | undefined
-  let promUrl = ""
-  let dir = ""
-  let promLog = ""
+  // A breaker cooldown of a few seconds: long enough that the open state is what each scrape
+  // sees during the outage, short enough that recovery closes it within the test.
+  const service = Layer.effectDiscard(configure({ transport: "stream" })).pipe(
+    Layer.provideMerge(syncLayer({ env: { STRIPE_BREAKER_COOLDOWN_SECONDS: "2", STRIPE_BREAKER_CONSECUTIVE_FAILURES: "2" } }))
+  )
 
-  beforeAll(async () => {
-    // A breaker cooldown of a few seconds: long enough that the open state is what each scrape
-    // sees during the outage, short enough that recovery closes it within the test.
-    h = await startSyncHarness({ env: { STRIPE_BREAKER_COOLDOWN_SECONDS: "2", STRIPE_BREAKER_CONSECUTIVE_FAILURES: "2" } })
-    await h.configure({ transport: "stream" })
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "flexprice-prom-"))
-    fs.writeFileSync(path.join(dir, "alerts.yml"), compressRules(fs.readFileSync(RULES, "utf8")))
-    const target = new URL(h.app.baseUrl).host
-    fs.writeFileSync(
-      path.join(dir, "prometheus.yml"),
-      [
-        "global:",
-        "  scrape_interval: 1s",
-        "  evaluation_interval: 1s",
-        "rule_files:",
-        `  - ${path.join(dir, "alerts.yml")}`,
-        "scrape_configs:",
-        "  - job_name: flexprice",
-        "    metrics_path: /metrics",
-        "    static_configs:",
-        `      - targets: ["${target}"]`,
-        ""
-      ].join("\n")
-    )
-    const port = await freePort()
-    promUrl = `http://127.0.0.1:${port}`
-    prom = spawn(
-      binary,
-      [
-        `--config.file=${path.join(dir, "prometheus.yml")}`,
-        `--storage.tsdb.path=${path.join(dir, "data")}`,
-        `--web.listen-address=127.0.0.1:${port}`,
-        "--log.level=warn"
-      ],
-      { stdio: ["ignore", "ignore", "pipe"] }
-    )
-    prom.stderr?.on("data", (d: Buffer) => {
-      promLog = (promLog + d.toString()).slice(-4000)
-    })
-    // ready, and the service scraped at least once
-    await until("prometheus scraping the service", async () => {
-      const r = await query("up")
-      return r.some((s) => s.value[1] === "1")
-    })
-  })
+  layer(prometheusLayer(binary).pipe(Layer.provideMerge(service)), { excludeTestServices: true })((it) => {
+    it.effect("a Stripe outage opens the circuit and leaves usage unsynced: alerts fire, then clear on recovery", () =>
+      Effect.gen(function* () {
+        const delivered = yield* ingestOldUsage("outage", 2)
+        // https://docs.stripe.com/error-low-level#server-errors — the emulator answers 503 while out
+        yield* control("POST", "/_emulator/faults", { outage_seconds: 600 })
+        yield* until("StripeCircuitOpen pending/firing", pendingOrFiring("StripeCircuitOpen"), syncQuietly)
+        yield* until("OldestUnsyncedWindowTooOld firing", firing("OldestUnsyncedWindowTooOld"), syncQuietly)
+        expect((yield* SyncEmulator).state.meterEvents()).toHaveLength(0)
 
-  afterAll(async () => {
-    if (prom && prom.exitCode === null) {
-      prom.kill("SIGTERM")
-      await new Promise<void>((r) => {
-        const t = setTimeout(() => {
-          prom?.kill("SIGKILL")
-          r()
-        }, 5000)
-        prom?.once("exit", () => {
-          clearTimeout(t)
-          r()
-        })
+        yield* control("DELETE", "/_emulator/faults")
+        // the breaker's cooldown has passed: the run probes Stripe
+        yield* until("the outage's usage synced", delivered, Effect.zipRight(breakerAdmits, syncQuietly))
+        yield* until("StripeCircuitOpen cleared", cleared("StripeCircuitOpen"))
+        yield* until("OldestUnsyncedWindowTooOld cleared", cleared("OldestUnsyncedWindowTooOld"))
       })
-    }
-    await h?.dispose()
-    if (dir) fs.rmSync(dir, { recursive: true, force: true })
-  })
-
-  /** Prometheus's HTTP API answer, its `data` as the endpoint documents it. */
-  const api = async <D>(p: string): Promise<D> => {
-    const res = await fetch(`${promUrl}${p}`)
-    const body = (await res.json()) as { status: string; data: D }
-    if (body.status !== "success") throw new Error(`prometheus ${p}: ${JSON.stringify(body)}`)
-    return body.data
-  }
-  const query = async (q: string) => (await api<{ result: ReadonlyArray<PromSample> }>(`/api/v1/query?query=${encodeURIComponent(q)}`)).result
-  const alerts = async (): Promise<ReadonlyArray<PromAlert>> => (await api<{ alerts: ReadonlyArray<PromAlert> }>("/api/v1/alerts")).alerts
-  const stateOf = async (name: string) => (await alerts()).filter((a) => a.labels["alertname"] === name).map((a) => a.state)
-
-  /** Polls `check` (running `between` each round) until true; fails with Prometheus' view. */
-  const until = async (what: string, check: () => Promise<boolean>, between?: () => Promise<unknown>, timeoutMs = 25_000) => {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      if (prom?.exitCode !== null && prom?.exitCode !== undefined) throw new Error(`prometheus exited: ${promLog}`)
-      if (await check().catch(() => false)) return
-      if (Date.now() > deadline) {
-        const seen = await alerts().catch(() => [])
-        throw new Error(`timed out waiting for ${what}; alerts: ${JSON.stringify(seen)}; prometheus: ${promLog}`)
-      }
-      await between?.()
-      await sleep(500)
-    }
-  }
-
-  const ingestOldUsage = async (prefix: string, hours: number) => {
-    const m = await h.meter(`${prefix}_calls`, { aggregation: "COUNT" })
-    const c = await h.customer(`${prefix}_c`)
-    await h.ingest(
-      Array.from({ length: 5 }, (_, i) => ({
-        event_id: `${prefix}_e${i}`,
-        event_name: m.eventName,
-        external_customer_id: `${prefix}_c`,
-        // closed hours ago: older than the 65-minute promise the OldestUnsyncedWindowTooOld rule watches
-        timestamp: hoursAgo(hours, i)
-      }))
     )
-    /** all five events are in Stripe */
-    return async () => h.stripeTotal(c.stripeId!, m.stripeEventName) === "5"
-  }
 
-  const control = (method: string, p: string, body?: unknown) =>
-    fetch(`${h.emulator.url}${p}`, {
-      method,
-      headers: { "content-type": "application/json" },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) })
-    }).then(async (r) => {
-      if (r.status !== 200) throw new Error(`${method} ${p}: ${r.status} ${await r.text()}`)
-      return r.json() as Promise<unknown>
-    })
+    it.effect("a rolled (expired) API key: StripeAuthenticationFailures fires, and clears once the new key is configured", () =>
+      Effect.gen(function* () {
+        // https://docs.stripe.com/keys#rolling-keys — the old key answers 401 api_key_expired
+        const rolled = (yield* control("POST", "/_emulator/keys/roll", { expire_after_seconds: 0 })) as { api_key: string }
+        const delivered = yield* ingestOldUsage("auth", 3)
+        yield* until("StripeAuthenticationFailures firing", firing("StripeAuthenticationFailures"), syncQuietly)
+        const firingAlert = (yield* alerts).find((a) => a.labels["alertname"] === "StripeAuthenticationFailures")
+        expect(firingAlert?.labels["severity"]).toBe("critical")
+        expect(yield* delivered).toBe(false)
 
-  const syncQuietly = () => h.sync().catch(() => undefined)
-  const pendingOrFiring = (name: string) => async () => (await stateOf(name)).length > 0
-  const firing = (name: string) => async () => (await stateOf(name)).includes("firing")
-  const cleared = (name: string) => async () => (await stateOf(name)).length === 0
-
-  it("a Stripe outage opens the circuit and leaves usage unsynced: alerts fire, then clear on recovery", async () => {
-    const delivered = await ingestOldUsage("outage", 2)
-    // https://docs.stripe.com/error-low-level#server-errors — the emulator answers 503 while out
-    await control("POST", "/_emulator/faults", { outage_seconds: 600 })
-    await until("StripeCircuitOpen pending/firing", pendingOrFiring("StripeCircuitOpen"), syncQuietly)
-    await until("OldestUnsyncedWindowTooOld firing", firing("OldestUnsyncedWindowTooOld"), syncQuietly)
-    expect(h.emulator.state.meterEvents()).toHaveLength(0)
-
-    await control("DELETE", "/_emulator/faults")
-    await until("the outage's usage synced", delivered, async () => {
-      await breakerAdmits(h) // the breaker's cooldown has passed: the run probes Stripe
-      await syncQuietly()
-    })
-    await until("StripeCircuitOpen cleared", cleared("StripeCircuitOpen"))
-    await until("OldestUnsyncedWindowTooOld cleared", cleared("OldestUnsyncedWindowTooOld"))
-  })
-
-  it("a rolled (expired) API key: StripeAuthenticationFailures fires, and clears once the new key is configured", async () => {
-    // https://docs.stripe.com/keys#rolling-keys — the old key answers 401 api_key_expired
-    const rolled = (await control("POST", "/_emulator/keys/roll", { expire_after_seconds: 0 })) as { api_key: string }
-    const delivered = await ingestOldUsage("auth", 3)
-    await until("StripeAuthenticationFailures firing", firing("StripeAuthenticationFailures"), syncQuietly)
-    const firingAlert = (await alerts()).find((a) => a.labels["alertname"] === "StripeAuthenticationFailures")
-    expect(firingAlert?.labels["severity"]).toBe("critical")
-    expect(await delivered()).toBe(false)
-
-    // the operator stores the new key (what PUT /v1/stripe/config does)
-    await h.asTenant(
-      storeStripeConfig({ apiKey: rolled.api_key, accountId: h.emulator.accountId })
+        // the operator stores the new key (what PUT /v1/stripe/config does)
+        yield* inTestTenant(storeStripeConfig({ apiKey: rolled.api_key, accountId: (yield* SyncEmulator).accountId }))
+        yield* until("the usage synced with the new key", delivered, Effect.zipRight(breakerAdmits, syncQuietly))
+        yield* until("StripeAuthenticationFailures cleared", cleared("StripeAuthenticationFailures"), undefined, 30_000)
+      })
     )
-    await until("the usage synced with the new key", delivered, async () => {
-      await breakerAdmits(h)
-      await syncQuietly()
-    })
-    await until("StripeAuthenticationFailures cleared", cleared("StripeAuthenticationFailures"), undefined, 30_000)
   })
 })

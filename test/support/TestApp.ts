@@ -19,7 +19,8 @@
  * Requests a typed client cannot send (bad JSON, wrong types, hostile bodies, signed webhook
  * deliveries) go through `raw`, whose answers are checked against openapi.json too. Options:
  * `env` (settings), `observe` (a log capture or test telemetry beneath the service, in the test's
- * context); `replica` is a second service on the same PostgreSQL database. `startTestApp`
+ * context); `replica` is a second service on the same PostgreSQL database (its typed client, and
+ * `run` for effects on its own services: its lease owner, its caches). `startTestApp`
  * (test/support/app.ts) stays for the suites not converted yet; both share `testEnv`.
  */
 import { HttpApiClient, HttpClient, HttpClientRequest, HttpClientResponse, HttpServer } from "@effect/platform"
@@ -32,7 +33,8 @@ import type { TenantScope } from "../../src/domain/Ids.js"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { FlexPriceApi } from "../../src/http/Api.js"
 import { ErrorBody } from "../../src/http/ErrorContract.js"
-import { localService } from "../../src/LocalService.js"
+import { type AppServices, localService } from "../../src/LocalService.js"
+import type { ElevatedAccess } from "../../src/db/RowSecurity.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
 import { type Backend, freshDataDir, freshPostgresDatabase, OperatorAccess, POSTGRES_URL_VAR, testEnv } from "./app.js"
 import { CLICKHOUSE_TEST_DATABASE, CLICKHOUSE_URL_VAR } from "./clickhouse.js"
@@ -273,6 +275,8 @@ export const layer = <B = never>(options: LayerOptions<B> = {}) =>
 export class Replica extends Context.Tag("test/Replica")<Replica, {
   /** A typed client of the replica as `apiKey`, its responses checked against openapi.json. */
   readonly client: (apiKey: string) => Effect.Effect<Effect.Effect.Success<ReturnType<typeof makeClient>>>
+  /** An effect on the replica's own services (its lease owner, caches), as the table owner like the layer's. */
+  readonly run: <A, E>(effect: Effect.Effect<A, E, AppServices | ElevatedAccess>) => Effect.Effect<A, E>
 }>() {}
 
 /**
@@ -283,8 +287,11 @@ export const replica = Layer.scoped(
   Replica,
   Effect.gen(function* () {
     const settings = yield* TestSettings
-    const context = yield* Layer.build(service(settings, Layer.empty))
-    return { client: (apiKey: string) => Effect.provide(makeClient(apiKey), context) }
+    const context = yield* Layer.build(Layer.merge(service(settings, Layer.empty), OperatorAccess))
+    return {
+      client: (apiKey: string) => Effect.provide(makeClient(apiKey), context),
+      run: <A, E>(effect: Effect.Effect<A, E, AppServices | ElevatedAccess>) => Effect.provide(effect, context)
+    }
   })
 )
 

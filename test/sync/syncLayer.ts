@@ -1,0 +1,120 @@
+/**
+ * The sync harness (support.ts's `startSyncHarness`) in TestApp form, for `layer(…)` suites: the
+ * service (TestApp.layer) pointed at a fresh Stripe emulator (rate limits off, as the harness:
+ * these suites are about ledger and delivery, not pacing), and the harness's helpers as effects on
+ * the test tenant. Configs and mappings go through the repositories, as in the harness.
+ */
+import { Context, Effect, Layer } from "effect"
+import type { EventInput } from "../../src/domain/Models.js"
+import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
+import { MeterMappingRepo } from "../../src/repositories/MeterMappingRepo.js"
+import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
+import { SyncBatchRepo } from "../../src/repositories/SyncBatchRepo.js"
+import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
+import type { RunOptions } from "../../src/sync/SyncPipeline.js"
+import { SyncService } from "../../src/sync/SyncService.js"
+import type { Backend } from "../support/app.js"
+import { storeStripeConfig } from "../support/stripe-config.js"
+import * as TestApp from "../support/TestApp.js"
+import { ApiClient, inTestTenant } from "../support/TestApp.js"
+import { type MeterSetup, STRIPE_KEY, stripeEnv } from "./support.js"
+
+/** The Stripe emulator the service of `syncLayer` talks to. */
+export class SyncEmulator extends Context.Tag("test/SyncEmulator")<SyncEmulator, StripeEmulatorHandle>() {}
+
+/** TestApp.layer on `backend` with its Stripe API bases on a fresh emulator (`SyncEmulator`); `env` over `stripeEnv`. */
+export const syncLayer = (options: { readonly backend?: Backend; readonly env?: Record<string, string> } = {}) =>
+  Layer.unwrapScoped(
+    Effect.map(makeStripeEmulator({ apiKey: STRIPE_KEY, now: () => Date.now(), rateLimits: "off" }), (emulator) =>
+      Layer.merge(TestApp.layer({ backend: options.backend ?? "pglite", env: { ...stripeEnv(emulator.url), ...options.env } }), Layer.succeed(SyncEmulator, emulator))
+    )
+  )
+
+/** Stores the test tenant's Stripe config (the emulator's key and account). */
+export const configure = (opts: { readonly transport?: "stream" | "v1"; readonly windowMinutes?: number; readonly graceMinutes?: number } = {}) =>
+  Effect.flatMap(SyncEmulator, (emulator) => inTestTenant(storeStripeConfig({ apiKey: STRIPE_KEY, accountId: emulator.accountId, ...opts })))
+
+/** A meter (over the API), its Stripe meter `stripe_<name>` and the mapping between them. */
+export const meter = (
+  name: string,
+  opts: { readonly aggregation?: "SUM" | "COUNT" | "MAX"; readonly field?: string; readonly wholeUnits?: boolean; readonly formula?: "sum" | "count" | "last" } = {}
+) =>
+  Effect.gen(function* () {
+    const emulator = yield* SyncEmulator
+    const aggregation = opts.aggregation ?? "SUM"
+    const created = yield* (yield* ApiClient).meters.create({
+      payload: { name, event_name: name, aggregation: aggregation === "COUNT" ? { type: aggregation } : { type: aggregation, field: opts.field ?? "qty" } }
+    })
+    const stripeEventName = `stripe_${name}`
+    const m = yield* emulator.createMeter({
+      display_name: name,
+      event_name: stripeEventName,
+      default_aggregation: { formula: opts.formula ?? "sum" },
+      customer_mapping: { event_payload_key: "stripe_customer_id", type: "by_id" },
+      value_settings: { event_payload_key: "value" }
+    })
+    yield* inTestTenant(
+      Effect.flatMap(MeterMappingRepo, (r) =>
+        r.upsert({
+          meterId: created.id,
+          providerMeterId: m.id,
+          stripeEventName,
+          customerPayloadKey: "stripe_customer_id",
+          valuePayloadKey: "value",
+          formula: opts.formula ?? "sum",
+          wholeUnits: opts.wholeUnits ?? false,
+          syncEnabled: true
+        })
+      )
+    )
+    return { meterId: created.id, eventName: name, stripeEventName, providerMeterId: m.id } satisfies MeterSetup
+  })
+
+/** A customer (over the API) mapped to a new Stripe customer. */
+export const customer = (externalId: string) =>
+  Effect.gen(function* () {
+    const emulator = yield* SyncEmulator
+    const created = yield* (yield* ApiClient).customers.create({ payload: { external_id: externalId } })
+    const c = yield* emulator.createCustomer({ metadata: { flexprice_customer: created.id } })
+    yield* inTestTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.insert({ customerId: created.id, providerCustomerId: c.id, source: "api" })))
+    return { customerId: created.id, stripeId: c.id }
+  })
+
+/** Events sent over the API, 1,000 a request; any rejected event is a defect. */
+export const ingest = (events: ReadonlyArray<EventInput>) =>
+  Effect.gen(function* () {
+    const api = yield* ApiClient
+    for (let i = 0; i < events.length; i += 1000) {
+      const res = yield* api.events.bulk({ payload: { events: events.slice(i, i + 1000) } })
+      if (res.rejected.length > 0) return yield* Effect.dieMessage(`ingest rejected: ${JSON.stringify(res.rejected)}`)
+    }
+  })
+
+/** The emulator's total of `stripeEventName` for a Stripe customer (exact decimal string). */
+export const stripeTotal = (stripeCustomer: string, stripeEventName: string) => Effect.map(SyncEmulator, (e) => e.total(stripeCustomer, stripeEventName).sum)
+
+/** The test tenant's sync batches. */
+export const batches = inTestTenant(Effect.flatMap(SyncBatchRepo, (r) => r.list({ limit: 100_000 })))
+
+/** One run of the pipeline for the test tenant (a scheduled run unless `options` says otherwise). */
+export const sync = (options: RunOptions = { trigger: "schedule" }) =>
+  inTestTenant(
+    Effect.gen(function* () {
+      const config = yield* Effect.flatMap(StripeConfigRepo, (r) => r.get)
+      if (config._tag === "None") return yield* Effect.dieMessage("not configured")
+      return yield* (yield* SyncService).runTenant(config.value, options)
+    })
+  )
+
+/**
+ * Succeeds once the tenant's Stripe circuit breaker admits calls again (closed or half-open, as
+ * GET /v1/stripe/sync/status reports it), polling every 20 ms; dies if it stays open 600 rounds.
+ */
+export const breakerAdmits = Effect.gen(function* () {
+  const api = yield* ApiClient
+  for (let i = 0; i < 600; i++) {
+    if ((yield* api.sync.status()).circuit_state !== "open") return
+    yield* Effect.sleep("20 millis")
+  }
+  return yield* Effect.dieMessage("the Stripe circuit breaker stayed open")
+})
