@@ -112,13 +112,7 @@ export interface MappingSnapshot extends Schema.Schema.Type<typeof MappingSnapsh
 
 /** A mapping a page's links may touch, with its customer's external id (MigrationJobRepo.mappingsTouching). */
 export const TouchingRowSchema = Schema.Struct({
-  id: Schema.String,
-  customerId: Schema.String,
-  providerCustomerId: Schema.String,
-  status: Schema.String,
-  source: Schema.String,
-  migrationId: Schema.NullOr(Schema.String),
-  metadataJson: Schema.String,
+  ...MappingSnapshotSchema.fields,
   createdAt: DbDate,
   customerExternalId: Schema.NullOr(Schema.String)
 })
