@@ -11,13 +11,14 @@ import { MeterMappingRepo } from "../../src/repositories/MeterMappingRepo.js"
 import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { SyncBatchRepo } from "../../src/repositories/SyncBatchRepo.js"
 import { makeStripeEmulator, type StripeEmulatorHandle } from "../../src/stripe-emulator/index.js"
-import type { RunOptions } from "../../src/sync/SyncPipeline.js"
+import type { RunOptions, RunReport } from "../../src/sync/SyncPipeline.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import type { Backend } from "../support/app.js"
 import { storeStripeConfig } from "../support/stripe-config.js"
 import * as TestApp from "../support/TestApp.js"
 import { ApiClient, inTestTenant } from "../support/TestApp.js"
-import { type MeterSetup, STRIPE_KEY, stripeEnv } from "./support.js"
+import * as O from "../support/oracle.js"
+import { hoursAgo, type MeterSetup, prng, randomQty, STRIPE_KEY, stripeEnv } from "./support.js"
 
 /** The Stripe emulator the service of `syncLayer` talks to. */
 export class SyncEmulator extends Context.Tag("test/SyncEmulator")<SyncEmulator, StripeEmulatorHandle>() {}
@@ -118,3 +119,79 @@ export const breakerAdmits = Effect.gen(function* () {
   }
   return yield* Effect.dieMessage("the Stripe circuit breaker stayed open")
 })
+
+/**
+ * support.ts's `seedUsage` as an effect: customers × meters (`<prefix>_calls` COUNT,
+ * `<prefix>_tokens` SUM) of seeded random usage over the given hours (ago), ingested; returns the
+ * expected Stripe totals, keyed `${stripeCustomer}|${stripeEventName}`, from the raw events only.
+ */
+export const seedUsage = (opts: {
+  readonly customers: number
+  readonly events: number
+  readonly seed: number
+  readonly hours?: ReadonlyArray<number>
+  readonly wholeUnits?: boolean
+  readonly prefix?: string
+}) =>
+  Effect.gen(function* () {
+    const prefix = opts.prefix ?? "m"
+    const wholeUnits = opts.wholeUnits ?? false
+    const meters = [
+      yield* meter(`${prefix}_calls`, { aggregation: "COUNT", wholeUnits }),
+      yield* meter(`${prefix}_tokens`, { aggregation: "SUM", field: "tokens", wholeUnits })
+    ] as const
+    const customers: Array<{ externalId: string; stripeId: string }> = []
+    for (let i = 0; i < opts.customers; i++) {
+      const externalId = `${prefix}c${i}`
+      customers.push({ externalId, stripeId: (yield* customer(externalId)).stripeId })
+    }
+    const rand = prng(opts.seed)
+    const hours = opts.hours ?? [2, 3, 4]
+    const expected = new Map<string, Array<string>>()
+    const events: Array<EventInput> = []
+    for (let i = 0; i < opts.events; i++) {
+      const c = customers[Math.floor(rand() * customers.length)]!
+      const timestamp = hoursAgo(hours[Math.floor(rand() * hours.length)]!, Math.floor(rand() * 60))
+      const useCalls = rand() < 0.5
+      const m = useCalls ? meters[0] : meters[1]
+      const qty = useCalls ? "1" : randomQty(rand)
+      events.push({
+        event_id: `${prefix}e${i}`,
+        event_name: m.eventName,
+        external_customer_id: c.externalId,
+        timestamp,
+        ...(useCalls ? {} : { properties: { tokens: qty } })
+      })
+      const k = `${c.stripeId}|${m.stripeEventName}`
+      expected.set(k, [...(expected.get(k) ?? []), qty])
+    }
+    yield* ingest(events)
+    return { meters, customers, expected: new Map([...expected].map(([k, v]) => [k, O.format(O.sum(v))])) }
+  })
+
+/** support.ts's `expectTotals`: the mismatches between `expected` and the emulator's totals (grand total included; none when all agree). */
+export const expectTotals = (expected: ReadonlyMap<string, string>) =>
+  Effect.map(SyncEmulator, (emulator) => {
+    const mismatches: Array<string> = []
+    for (const [k, sum] of expected) {
+      const [c, e] = k.split("|") as [string, string]
+      const got = emulator.total(c, e).sum
+      if (O.compare(got, sum) !== 0) mismatches.push(`${k}: expected ${sum}, Stripe has ${got}`)
+    }
+    const all = O.format(O.sum(emulator.state.totals().map((t) => t.sum)))
+    const want = O.format(O.sum([...expected.values()]))
+    if (all !== want) mismatches.push(`grand total: expected ${want}, Stripe has ${all}`)
+    return mismatches
+  })
+
+/** support.ts's `syncUntilSettled`: scheduled runs until no batch is pending or sending (or `max` runs), `between` after each unsettled one. */
+export const syncUntilSettled = <E, R>(max = 30, between: Effect.Effect<void, E, R> = Effect.void as Effect.Effect<void, E, R>) =>
+  Effect.gen(function* () {
+    const reports: Array<RunReport> = []
+    for (let i = 0; i < max; i++) {
+      reports.push(yield* sync())
+      if ((yield* batches).every((b) => b.syncStatus !== "pending" && b.syncStatus !== "sending")) return reports
+      yield* between
+    }
+    return reports
+  })
