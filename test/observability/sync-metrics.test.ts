@@ -4,68 +4,59 @@
  * aggregate groups, the breaker's open/close transitions are recorded — and neither the
  * exported metrics nor the spans contain the Stripe key.
  */
+import { layer } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import { afterAll, describe, expect, it } from "vitest"
-import { Telemetry, TelemetryTest, type TelemetryTestService } from "../../src/observability/Telemetry.js"
+import { expect } from "vitest"
+import { Telemetry, TelemetryTest } from "../../src/observability/Telemetry.js"
 import * as O from "../support/oracle.js"
-import { breakerAdmits, expectTotals, seedUsage, startSyncHarness, STRIPE_KEY, syncUntilSettled, type SyncHarness } from "../sync/support.js"
+import { STRIPE_KEY } from "../sync/support.js"
+import { batches, breakerAdmits, configure, expectTotals, seedUsage, sync, SyncEmulator, syncLayer, syncUntilSettled } from "../sync/syncLayer.js"
 
-describe("sync metrics under faults", () => {
-  let h: SyncHarness | undefined
-  afterAll(async () => {
-    await h?.dispose()
-  })
+/** The sync service over the in-memory exporter and metric reader. */
+const observed = syncLayer({ env: { STRIPE_BREAKER_CONSECUTIVE_FAILURES: "2" } }).pipe(Layer.provideMerge(Telemetry.layerTest))
 
-  it("counts retries, synced batches = groups, and breaker transitions; no secret exported", async () => {
-    let telemetry: TelemetryTestService | undefined
-    const capture = Layer.effectDiscard(Effect.map(TelemetryTest, (t) => void (telemetry = t)))
-    h = await startSyncHarness({
-      env: { STRIPE_BREAKER_CONSECUTIVE_FAILURES: "2" },
-      extra: capture.pipe(Layer.provide(Telemetry.layerTest))
+layer(observed, { excludeTestServices: true })("sync metrics under faults", (it) => {
+  it.effect("counts retries, synced batches = groups, and breaker transitions; no secret exported", () =>
+    Effect.gen(function* () {
+      const telemetry = yield* TelemetryTest
+      const emulator = yield* SyncEmulator
+      // metrics are process-global: compare before/after
+      const counters = Effect.all({
+        retries: telemetry.metricValue("flexprice_stripe_retries_total"),
+        synced: telemetry.metricValue("flexprice_sync_batches_total", { status: "synced" }),
+        opened: telemetry.metricValue("flexprice_stripe_circuit_transitions_total", { to: "open" }),
+        closed: telemetry.metricValue("flexprice_stripe_circuit_transitions_total", { to: "closed" })
+      })
+      const before = yield* counters
+      yield* configure()
+      // one window, so each (customer, meter) pair with usage is exactly one aggregate group
+      const { expected } = yield* seedUsage({ customers: 6, events: 80, seed: 7, hours: [2] })
+      const groups = [...expected.values()].filter((sum) => O.compare(sum, "0") !== 0).length
+      // an outage opens the breaker (batches stay pending, nothing failed) ...
+      yield* emulator.setFaults({ outageForMs: 60_000 })
+      // (each run's push fails once after its retries; two consecutive failures open the breaker)
+      for (const during of [yield* sync(), yield* sync()]) expect(during.batchesSynced).toBe(0)
+      expect((yield* batches).every((b) => b.syncStatus === "pending")).toBe(true)
+      // ... then Stripe is back but rate limits twice: the client retries, the breaker closes
+      yield* breakerAdmits
+      yield* emulator.setFaults({ failNext: { count: 2, kind: "rate_limit" }, paths: ["/v2/billing"] })
+      const reports = yield* syncUntilSettled(40, breakerAdmits)
+      expect(reports.length).toBeGreaterThan(0)
+      expect(yield* expectTotals(expected)).toEqual([])
+
+      const synced = (yield* batches).filter((b) => b.syncStatus === "synced").length
+      expect(synced).toBe(groups)
+      const after = yield* counters
+      expect(after.retries - before.retries).toBeGreaterThan(0)
+      expect(after.synced - before.synced).toBe(synced)
+      expect(after.opened - before.opened).toBeGreaterThan(0)
+      expect(after.closed - before.closed).toBeGreaterThan(0)
+
+      const exported = yield* telemetry.prometheusText
+      expect(exported).toContain("flexprice_sync_batches_total")
+      expect(exported).not.toContain(STRIPE_KEY)
+      const spans = yield* telemetry.spans
+      expect(JSON.stringify(spans.map((s) => [s.name, s.attributes, s.events]))).not.toContain(STRIPE_KEY)
     })
-    const t = () => telemetry!
-    const value = (name: string, tags?: Record<string, string>) => Effect.runPromise(t().metricValue(name, tags))
-    // metrics are process-global: compare before/after
-    const before = {
-      retries: await value("flexprice_stripe_retries_total"),
-      synced: await value("flexprice_sync_batches_total", { status: "synced" }),
-      opened: await value("flexprice_stripe_circuit_transitions_total", { to: "open" }),
-      closed: await value("flexprice_stripe_circuit_transitions_total", { to: "closed" })
-    }
-    await h.configure()
-    // one window, so each (customer, meter) pair with usage is exactly one aggregate group
-    const { expected } = await seedUsage(h, { customers: 6, events: 80, seed: 7, hours: [2] })
-    const groups = [...expected.values()].filter((sum) => O.compare(sum, "0") !== 0).length
-    // an outage opens the breaker (batches stay pending, nothing failed) ...
-    await Effect.runPromise(h.emulator.setFaults({ outageForMs: 60_000 }))
-    // (each run's push fails once after its retries; two consecutive failures open the breaker)
-    for (const during of [await h.sync(), await h.sync()]) expect(during.batchesSynced).toBe(0)
-    expect((await h.batches()).every((b) => b.syncStatus === "pending")).toBe(true)
-    // ... then Stripe is back but rate limits twice: the client retries, the breaker closes
-    await breakerAdmits(h)
-    await Effect.runPromise(h.emulator.setFaults({ failNext: { count: 2, kind: "rate_limit" }, paths: ["/v2/billing"] }))
-    const reports = await syncUntilSettled(h, 40, () => breakerAdmits(h!))
-    expect(reports.length).toBeGreaterThan(0)
-    expect(expectTotals(h, expected)).toEqual([])
-
-    const batches = await h.batches()
-    const synced = batches.filter((b) => b.syncStatus === "synced").length
-    expect(synced).toBe(groups)
-    const after = {
-      retries: await value("flexprice_stripe_retries_total"),
-      synced: await value("flexprice_sync_batches_total", { status: "synced" }),
-      opened: await value("flexprice_stripe_circuit_transitions_total", { to: "open" }),
-      closed: await value("flexprice_stripe_circuit_transitions_total", { to: "closed" })
-    }
-    expect(after.retries - before.retries).toBeGreaterThan(0)
-    expect(after.synced - before.synced).toBe(synced)
-    expect(after.opened - before.opened).toBeGreaterThan(0)
-    expect(after.closed - before.closed).toBeGreaterThan(0)
-
-    const exported = await Effect.runPromise(t().prometheusText)
-    expect(exported).toContain("flexprice_sync_batches_total")
-    expect(exported).not.toContain(STRIPE_KEY)
-    const spans = await Effect.runPromise(t().spans)
-    expect(JSON.stringify(spans.map((s) => [s.name, s.attributes, s.events]))).not.toContain(STRIPE_KEY)
-  })
+  )
 })
