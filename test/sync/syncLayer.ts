@@ -118,3 +118,14 @@ export const breakerAdmits = Effect.gen(function* () {
   }
   return yield* Effect.dieMessage("the Stripe circuit breaker stayed open")
 })
+
+/**
+ * `syncLayer` with its emulator reading the clock `now` instead of real time (the harness's
+ * `emulatorNow`): for a test that runs the service on a shifted clock and needs Stripe to agree.
+ */
+export const syncLayerOnClock = (now: () => number, options: { readonly backend?: Backend; readonly env?: Record<string, string> } = {}) =>
+  Layer.unwrapScoped(
+    Effect.map(makeStripeEmulator({ apiKey: STRIPE_KEY, now, rateLimits: "off" }), (emulator) =>
+      Layer.merge(TestApp.layer({ backend: options.backend ?? "pglite", env: { ...stripeEnv(emulator.url), ...options.env } }), Layer.succeed(SyncEmulator, emulator))
+    )
+  )
