@@ -9,11 +9,12 @@
  *   (customer, meter, event type) of a window, i.e. one meter event; the raw events inside a
  *   group are not limited (Stripe receives their sum).
  */
-import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Either } from "effect"
-import { afterAll, beforeAll } from "vitest"
+import { describe, expect, it, layer } from "@effect/vitest"
+import { Clock, ConfigProvider, Effect, Either, Redacted } from "effect"
 import { formatConfigError, SyncConfig } from "../../src/config/AppConfig.js"
-import { startSyncHarness, STRIPE_KEY, type SyncHarness } from "../sync/support.js"
+import { ApiClient } from "../support/TestApp.js"
+import { STRIPE_KEY } from "../sync/support.js"
+import { customer, ingest, meter, stripeTotal, sync, syncLayer } from "../sync/syncLayer.js"
 
 const read = (vars: Record<string, string>) =>
   SyncConfig.pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(vars)))), Effect.either)
@@ -49,44 +50,46 @@ describe("STRIPE_SYNC_GRACE_PERIOD_MINUTES and STRIPE_BATCH_SIZE_LIMIT from the 
   )
 })
 
-describe("STRIPE_SYNC_GRACE_PERIOD_MINUTES seeds a new tenant's grace; STRIPE_BATCH_SIZE_LIMIT pages", () => {
-  let h: SyncHarness
-  beforeAll(async () => {
-    // the app reads its environment through ConfigProvider.fromMap (test/support/app.ts)
-    h = await startSyncHarness({ env: { STRIPE_SYNC_GRACE_PERIOD_MINUTES: "17", STRIPE_BATCH_SIZE_LIMIT: "2" } })
-  })
-  afterAll(async () => {
-    await h?.dispose()
-  })
-
-  it("a config stored without grace_period_minutes gets the variable's value; an explicit one wins", async () => {
-    const put = await h.app.request("PUT", "/v1/stripe/config", { api_key: STRIPE_KEY })
-    expect(put.status).toBe(200)
-    expect((await h.app.request("GET", "/v1/stripe/config")).data.grace_period_minutes).toBe(17)
-    // a later update that does not name the grace keeps the stored one
-    await h.app.request("PUT", "/v1/stripe/config", { transport: "v1" })
-    expect((await h.app.request("GET", "/v1/stripe/config")).data.grace_period_minutes).toBe(17)
-    await h.app.request("PUT", "/v1/stripe/config", { grace_period_minutes: 3 })
-    expect((await h.app.request("GET", "/v1/stripe/config")).data.grace_period_minutes).toBe(3)
-  })
-
-  it("a window with more groups than STRIPE_BATCH_SIZE_LIMIT is aggregated in pages and fully synced", async () => {
-    const m = await h.meter("paged", { aggregation: "COUNT" })
-    const customers = 5
-    const ids: Array<string> = []
-    for (let i = 0; i < customers; i++) ids.push((await h.customer(`pg${i}`)).stripeId!)
-    const hour = Math.floor(Date.now() / 3_600_000) * 3_600_000 - 2 * 3_600_000
-    await h.ingest(
-      Array.from({ length: customers * 3 }, (_, i) => ({
-        event_id: `pg-${i}`,
-        event_name: m.eventName,
-        external_customer_id: `pg${i % customers}`,
-        timestamp: new Date(hour + i * 1000).toISOString()
-      }))
+// the service reads its environment through ConfigProvider.fromMap (test/support/TestApp.ts)
+layer(syncLayer({ env: { STRIPE_SYNC_GRACE_PERIOD_MINUTES: "17", STRIPE_BATCH_SIZE_LIMIT: "2" } }), { excludeTestServices: true })(
+  "STRIPE_SYNC_GRACE_PERIOD_MINUTES seeds a new tenant's grace; STRIPE_BATCH_SIZE_LIMIT pages",
+  (it) => {
+    it.effect("a config stored without grace_period_minutes gets the variable's value; an explicit one wins", () =>
+      Effect.gen(function* () {
+        const api = yield* ApiClient
+        const grace = Effect.map(api.stripeConfig.getConfig(), (c) => c.grace_period_minutes)
+        const [, put] = yield* api.stripeConfig.putConfig({ payload: { api_key: Redacted.make(STRIPE_KEY) }, withResponse: true })
+        expect(put.status).toBe(200)
+        expect(yield* grace).toBe(17)
+        // a later update that does not name the grace keeps the stored one
+        yield* api.stripeConfig.putConfig({ payload: { transport: "v1" } })
+        expect(yield* grace).toBe(17)
+        yield* api.stripeConfig.putConfig({ payload: { grace_period_minutes: 3 } })
+        expect(yield* grace).toBe(3)
+      })
     )
-    const report = await h.sync()
-    expect(report.windows.map((w) => w.groups)).toEqual([customers])
-    expect(report.batchesSynced).toBe(customers)
-    for (const id of ids) expect(h.stripeTotal(id, m.stripeEventName)).toBe("3")
-  })
-})
+
+    it.effect("a window with more groups than STRIPE_BATCH_SIZE_LIMIT is aggregated in pages and fully synced", () =>
+      Effect.gen(function* () {
+        // on the config the previous test stored over the API (v1 transport, 3 minutes' grace)
+        const m = yield* meter("paged", { aggregation: "COUNT" })
+        const customers = 5
+        const ids: Array<string> = []
+        for (let i = 0; i < customers; i++) ids.push((yield* customer(`pg${i}`)).stripeId)
+        const hour = Math.floor((yield* Clock.currentTimeMillis) / 3_600_000) * 3_600_000 - 2 * 3_600_000
+        yield* ingest(
+          Array.from({ length: customers * 3 }, (_, i) => ({
+            event_id: `pg-${i}`,
+            event_name: m.eventName,
+            external_customer_id: `pg${i % customers}`,
+            timestamp: new Date(hour + i * 1000).toISOString()
+          }))
+        )
+        const report = yield* sync()
+        expect(report.windows.map((w) => w.groups)).toEqual([customers])
+        expect(report.batchesSynced).toBe(customers)
+        for (const id of ids) expect(yield* stripeTotal(id, m.stripeEventName)).toBe("3")
+      })
+    )
+  }
+)

@@ -10,14 +10,14 @@
  * right before a chunk is sent (PushHook) moves it three hours on. The emulator reads the same
  * shifted clock.
  */
+import { layer } from "@effect/vitest"
 import { Clock, Effect } from "effect"
-import { afterEach, describe, expect, it } from "vitest"
-import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
+import { expect } from "vitest"
 import { PushHook } from "../../src/sync/Push.js"
-import { SyncService } from "../../src/sync/SyncService.js"
 import { forEachBackend } from "../support/app.js"
 import * as O from "../support/oracle.js"
-import { hoursAgo, startSyncHarness, type SyncHarness } from "./support.js"
+import { hoursAgo } from "./support.js"
+import { batches, configure, customer, ingest, meter, stripeTotal, sync, SyncEmulator, syncLayerOnClock } from "./syncLayer.js"
 
 const MINUTE = 60_000
 const DAY = 24 * 60 * MINUTE
@@ -39,55 +39,47 @@ const shiftedClock = () => {
 }
 
 forEachBackend(["pglite", "postgres"], (backend) => {
-  describe.each(["stream", "v1"] as const)(`send-time horizon (%s transport, ${backend})`, (transport) => {
-    let h: SyncHarness | undefined
-    afterEach(async () => {
-      await h?.dispose()
-      h = undefined
-    })
-
-    it("a batch prepared inside Stripe's 35 days and sent after them is skipped too_late, not sent", async () => {
-      const time = shiftedClock()
-      h = await startSyncHarness({ backend, emulatorNow: time.now })
-      await h.configure({ transport })
-      const m = await h.meter("calls", { aggregation: "SUM", field: "qty" })
-      const { stripeId } = await h.customer("c1")
-      // Its hour starts 90–150 minutes inside the horizon: created sendable (the create margin is
-      // 60 minutes) and within the send margin (5 minutes) when its page is prepared.
-      const nearHorizon = new Date(time.now() - 35 * DAY + 150 * MINUTE).toISOString()
-      await h.ingest([
-        { event_id: "old", event_name: "calls", external_customer_id: "c1", timestamp: nearHorizon, properties: { qty: "7" } },
-        { event_id: "new", event_name: "calls", external_customer_id: "c1", timestamp: hoursAgo(2), properties: { qty: "1.5" } }
-      ])
-      let paused = 0
-      const hook = {
-        beforeChunk: () =>
-          Effect.sync(() => {
-            // the first chunk waits three hours (behind a page ahead, back-off, retries)
-            if (paused++ === 0) time.advance(3 * 60 * MINUTE)
-          })
-      }
-      const report = await h.asTenant(
+  for (const transport of ["stream", "v1"] as const) {
+    // one service per transport, on its own shifted clock (the emulator's too)
+    const time = shiftedClock()
+    layer(syncLayerOnClock(time.now, { backend }), { excludeTestServices: true })(`send-time horizon (${transport} transport, ${backend})`, (it) => {
+      it.effect("a batch prepared inside Stripe's 35 days and sent after them is skipped too_late, not sent", () =>
         Effect.gen(function* () {
-          const service = yield* SyncService
-          const config = yield* Effect.flatMap(StripeConfigRepo, (r) => r.get)
-          if (config._tag === "None") return yield* Effect.die("not configured")
-          return yield* service.runTenant(config.value, { trigger: "schedule" })
-        }).pipe(Effect.provideService(PushHook, hook), Effect.withClock(time.clock))
+          const emulator = yield* SyncEmulator
+          yield* configure({ transport })
+          const m = yield* meter("calls", { aggregation: "SUM", field: "qty" })
+          const { stripeId } = yield* customer("c1")
+          // Its hour starts 90–150 minutes inside the horizon: created sendable (the create margin is
+          // 60 minutes) and within the send margin (5 minutes) when its page is prepared.
+          const nearHorizon = new Date(time.now() - 35 * DAY + 150 * MINUTE).toISOString()
+          yield* ingest([
+            { event_id: "old", event_name: "calls", external_customer_id: "c1", timestamp: nearHorizon, properties: { qty: "7" } },
+            { event_id: "new", event_name: "calls", external_customer_id: "c1", timestamp: hoursAgo(2), properties: { qty: "1.5" } }
+          ])
+          let paused = 0
+          const hook = {
+            beforeChunk: () =>
+              Effect.sync(() => {
+                // the first chunk waits three hours (behind a page ahead, back-off, retries)
+                if (paused++ === 0) time.advance(3 * 60 * MINUTE)
+              })
+          }
+          const report = yield* sync().pipe(Effect.provideService(PushHook, hook), Effect.withClock(time.clock))
+          expect(paused).toBeGreaterThan(0)
+          expect(report.batchesFailed).toBe(0)
+          expect(report.batchesSynced).toBe(1)
+          const ledger = [...(yield* batches)].sort((a, b) => a.windowStart.getTime() - b.windowStart.getTime())
+          expect(ledger.map((b) => [b.aggregatedQuantity, b.syncStatus, b.skipReason])).toEqual([
+            ["7", "skipped", "too_late"],
+            ["1.5", "synced", null]
+          ])
+          // nothing stamped past the horizon reached Stripe: not accepted, not refused, not dropped
+          expect(emulator.state.meterEvents().map((e) => e.value)).toEqual(["1.5"])
+          expect(emulator.state.streamErrors()).toEqual([])
+          if (transport === "v1") expect(emulator.callCounts()["POST /v1/billing/meter_events"]).toBe(1)
+          expect(O.compare(yield* stripeTotal(stripeId, m.stripeEventName), "1.5")).toBe(0)
+        })
       )
-      expect(paused).toBeGreaterThan(0)
-      expect(report.batchesFailed).toBe(0)
-      expect(report.batchesSynced).toBe(1)
-      const batches = [...(await h.batches())].sort((a, b) => a.windowStart.getTime() - b.windowStart.getTime())
-      expect(batches.map((b) => [b.aggregatedQuantity, b.syncStatus, b.skipReason])).toEqual([
-        ["7", "skipped", "too_late"],
-        ["1.5", "synced", null]
-      ])
-      // nothing stamped past the horizon reached Stripe: not accepted, not refused, not dropped
-      expect(h.emulator.state.meterEvents().map((e) => e.value)).toEqual(["1.5"])
-      expect(h.emulator.state.streamErrors()).toEqual([])
-      if (transport === "v1") expect(h.emulator.callCounts()["POST /v1/billing/meter_events"]).toBe(1)
-      expect(O.compare(h.stripeTotal(stripeId!, m.stripeEventName), "1.5")).toBe(0)
     })
-  })
+  }
 })

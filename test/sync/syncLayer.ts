@@ -24,12 +24,7 @@ import { hoursAgo, type MeterSetup, prng, randomQty, STRIPE_KEY, stripeEnv } fro
 export class SyncEmulator extends Context.Tag("test/SyncEmulator")<SyncEmulator, StripeEmulatorHandle>() {}
 
 /** TestApp.layer on `backend` with its Stripe API bases on a fresh emulator (`SyncEmulator`); `env` over `stripeEnv`. */
-export const syncLayer = (options: { readonly backend?: Backend; readonly env?: Record<string, string> } = {}) =>
-  Layer.unwrapScoped(
-    Effect.map(makeStripeEmulator({ apiKey: STRIPE_KEY, now: () => Date.now(), rateLimits: "off" }), (emulator) =>
-      Layer.merge(TestApp.layer({ backend: options.backend ?? "pglite", env: { ...stripeEnv(emulator.url), ...options.env } }), Layer.succeed(SyncEmulator, emulator))
-    )
-  )
+export const syncLayer = (options: { readonly backend?: Backend; readonly env?: Record<string, string> } = {}) => syncLayerOnClock(() => Date.now(), options)
 
 /** Stores the test tenant's Stripe config (the emulator's key and account). */
 export const configure = (opts: { readonly transport?: "stream" | "v1"; readonly windowMinutes?: number; readonly graceMinutes?: number } = {}) =>
@@ -195,3 +190,14 @@ export const syncUntilSettled = <E, R>(max = 30, between: Effect.Effect<void, E,
     }
     return reports
   })
+
+/**
+ * `syncLayer` with its emulator reading the clock `now` instead of real time (the harness's
+ * `emulatorNow`): for a test that runs the service on a shifted clock and needs Stripe to agree.
+ */
+export const syncLayerOnClock = (now: () => number, options: { readonly backend?: Backend; readonly env?: Record<string, string> } = {}) =>
+  Layer.unwrapScoped(
+    Effect.map(makeStripeEmulator({ apiKey: STRIPE_KEY, now, rateLimits: "off" }), (emulator) =>
+      Layer.merge(TestApp.layer({ backend: options.backend ?? "pglite", env: { ...stripeEnv(emulator.url), ...options.env } }), Layer.succeed(SyncEmulator, emulator))
+    )
+  )
