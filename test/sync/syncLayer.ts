@@ -118,3 +118,11 @@ export const breakerAdmits = Effect.gen(function* () {
   }
   return yield* Effect.dieMessage("the Stripe circuit breaker stayed open")
 })
+
+/** Maps a customer created without one (over the API) to a new Stripe customer; the Stripe id. */
+export const mapCustomer = (customerId: string) =>
+  Effect.gen(function* () {
+    const c = yield* (yield* SyncEmulator).createCustomer({ metadata: { flexprice_customer: customerId } })
+    yield* inTestTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.insert({ customerId, providerCustomerId: c.id, source: "api" })))
+    return c.id
+  })
