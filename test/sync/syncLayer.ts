@@ -69,11 +69,8 @@ export const meter = (
 /** A customer (over the API) mapped to a new Stripe customer. */
 export const customer = (externalId: string) =>
   Effect.gen(function* () {
-    const emulator = yield* SyncEmulator
     const created = yield* (yield* ApiClient).customers.create({ payload: { external_id: externalId } })
-    const c = yield* emulator.createCustomer({ metadata: { flexprice_customer: created.id } })
-    yield* inTestTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.insert({ customerId: created.id, providerCustomerId: c.id, source: "api" })))
-    return { customerId: created.id, stripeId: c.id }
+    return { customerId: created.id, stripeId: yield* mapCustomer(created.id) }
   })
 
 /** Events sent over the API, 1,000 a request; any rejected event is a defect. */
@@ -201,3 +198,11 @@ export const syncLayerOnClock = (now: () => number, options: { readonly backend?
       Layer.merge(TestApp.layer({ backend: options.backend ?? "pglite", env: { ...stripeEnv(emulator.url), ...options.env } }), Layer.succeed(SyncEmulator, emulator))
     )
   )
+
+/** Maps a customer created without one (over the API) to a new Stripe customer; the Stripe id. */
+export const mapCustomer = (customerId: string) =>
+  Effect.gen(function* () {
+    const c = yield* (yield* SyncEmulator).createCustomer({ metadata: { flexprice_customer: customerId } })
+    yield* inTestTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.insert({ customerId, providerCustomerId: c.id, source: "api" })))
+    return c.id
+  })
