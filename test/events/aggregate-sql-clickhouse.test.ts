@@ -10,7 +10,7 @@
  * on the server only: chdb's engine does not survive Stryker's re-runs in one worker thread.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Chunk, Deferred, Effect, Exit, HashMap, Logger, LogLevel, Metric, Option, Scope, Stream, Tracer } from "effect"
+import { Chunk, Deferred, Effect, Exit, HashMap, Logger, LogLevel, Metric, Option, Scope, Stream } from "effect"
 import fc from "fast-check"
 import { type EnvironmentId, type TenantId, TenantScope } from "../../src/domain/Ids.js"
 import { fromClient } from "../../src/events/ClickHouseEventStore.js"
@@ -24,6 +24,7 @@ import * as Metrics from "../../src/observability/Metrics.js"
 import { runs } from "../support/arbitraries.js"
 import { chdbClient, withChdb } from "../support/chdb.js"
 import { withClickHouse } from "../support/clickhouse.js"
+import { recordingTracer } from "../support/recordingTracer.js"
 import {
   expectedEarliest,
   expectedGroups,
@@ -325,16 +326,7 @@ describe("ClickHouse aggregation reads: operation names and the exact-path warni
   })
 
   it("spans: one per statement, named by the read, each page with the path it was read by", async () => {
-    const recorded: Array<Tracer.Span> = []
-    const base = await Effect.runPromise(Effect.tracer)
-    const tracer = Tracer.make({
-      span: (name, parent, context, links, startTime, kind, options) => {
-        const span = base.span(name, parent, context, links, startTime, kind, options)
-        recorded.push(span)
-        return span
-      },
-      context: (f, fiber) => base.context(f, fiber)
-    })
+    const { tracer, recorded } = await Effect.runPromise(recordingTracer)
     /** The spans `e` opened, as "name path" (path "-" when the span has none), sorted: the audit and the first page run side by side. */
     const traced = async <A, E>(e: Effect.Effect<A, E>): Promise<ReadonlyArray<string>> => {
       recorded.length = 0

@@ -7,13 +7,14 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { describe, expect, layer } from "@effect/vitest"
-import { Chunk, Effect, Logger, LogLevel, Option, Stream, Tracer } from "effect"
+import { Chunk, Effect, Logger, LogLevel, Option, Stream } from "effect"
 import fc from "fast-check"
 import * as Database from "../../src/db/Database.js"
 import type { AggregateGroup, AggregateQuery, EventStoreError, EventStoreShape } from "../../src/events/EventStore.js"
 import * as PgEventStore from "../../src/events/PgEventStore.js"
 import { runs } from "../support/arbitraries.js"
 import { freshDataDir } from "../support/app.js"
+import { recordingTracer } from "../support/recordingTracer.js"
 import {
   expectedEarliest,
   expectedGroups,
@@ -122,16 +123,7 @@ describe("PostgreSQL aggregation SQL against the oracle (PGlite)", () => {
     it.effect("a window that fits in memory is read by one statement, a larger one by keyset pages (their spans)", () =>
       Effect.gen(function* () {
         const { inMemory, keyset } = yield* stores
-        const recorded: Array<Tracer.Span> = []
-        const base = yield* Effect.tracer
-        const tracer = Tracer.make({
-          span: (name, parent, context, links, startTime, kind, options) => {
-            const span = base.span(name, parent, context, links, startTime, kind, options)
-            recorded.push(span)
-            return span
-          },
-          context: (f, fiber) => base.context(f, fiber)
-        })
+        const { tracer, recorded } = yield* recordingTracer
         /** The read's pages and its window-read spans as "name backend" (the SQL client's own spans left out). */
         const traced = (store: EventStoreShape, q: AggregateQuery) =>
           Effect.gen(function* () {

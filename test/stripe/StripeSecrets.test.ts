@@ -3,25 +3,17 @@
  * recording tracer and logger, and everything captured is searched for the secrets.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Logger, LogLevel, Option, Tracer } from "effect"
+import { Cause, Effect, Exit, Logger, LogLevel, Option } from "effect"
 import Stripe from "stripe"
 import { countsAsBreakerFailure } from "../../src/stripe/StripeErrorClass.js"
 import { fromSdkError, parseRetryAfterMs, scrubSecrets } from "../../src/stripe/StripeErrors.js"
 import { refFor, setup, TEST_KEY } from "./support.js"
+import { recordingTracer } from "../support/recordingTracer.js"
 
 const WRONG_KEY = "sk_test_51WrongKeyThatMustNeverLeak0000000000007777"
 
 const recorder = Effect.gen(function* () {
-  const base = yield* Effect.tracer
-  const spans: Array<Tracer.Span> = []
-  const tracer = Tracer.make({
-    span: (name, parent, context, links, startTime, kind, options) => {
-      const span = base.span(name, parent, context, links, startTime, kind, options)
-      spans.push(span)
-      return span
-    },
-    context: (f, fiber) => base.context(f, fiber)
-  })
+  const { tracer, recorded: spans } = yield* recordingTracer
   const logs: Array<string> = []
   const logger = Logger.make(({ annotations, cause, logLevel, message }) => {
     logs.push(
