@@ -3,6 +3,7 @@
  */
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema } from "@effect/platform"
 import { Schema } from "effect"
+import { MigrationCounts, VerifyMismatchJson } from "../migration/Model.js"
 import { MigrationCursor } from "./Cursors.js"
 import { Authentication } from "./Security.js"
 
@@ -19,16 +20,8 @@ export const StartMigration = Schema.Struct({
 
 export const MigrationStarted = Schema.Struct({ migration_id: Schema.String, status: Schema.Literal("running") })
 
-export const MigrationCountsView = Schema.Struct({
-  seen: Schema.Number,
-  mapped: Schema.Number,
-  created: Schema.Number,
-  already_mapped: Schema.Number,
-  conflicts: Schema.Number,
-  missing_external_id: Schema.Number,
-  customer_missing: Schema.Number,
-  failed: Schema.Number
-})
+/** The job's counts as the API shows them (the model's own). */
+export const MigrationCountsView = MigrationCounts
 
 export const MigrationProblemView = Schema.Struct({
   stripe_customer_id: Schema.String,
@@ -82,14 +75,8 @@ export const MigrationView = Schema.Struct({
   csv: Schema.NullOr(Schema.Struct({ valid_rows: Schema.Number, applied: Schema.Boolean, overwritten: Schema.Number, warnings_total: Schema.Number }))
 })
 
-const VerifyMismatchView = Schema.Struct({
-  mapping_id: Schema.String,
-  customer_id: Schema.NullOr(Schema.String),
-  external_id: Schema.NullOr(Schema.String),
-  stripe_customer_id: Schema.NullOr(Schema.String),
-  problem: Schema.String,
-  detail: Schema.String
-})
+/** One verify mismatch as the API shows it (the model's own). */
+const VerifyMismatchView = VerifyMismatchJson
 
 /** A rollback or verification running (or done) in the background; poll `status_url`. */
 export const TaskView = Schema.Struct({

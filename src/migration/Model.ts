@@ -24,16 +24,17 @@ export const defaultOptions: MigrationOptions = { dryRun: false, createMissingCu
  * Every Stripe customer seen ends in exactly one of mapped, already_mapped, conflicts,
  * missing_external_id, customer_missing, failed; `created` counts customers created on the way.
  */
-export interface MigrationCounts {
-  readonly seen: number
-  readonly mapped: number
-  readonly created: number
-  readonly already_mapped: number
-  readonly conflicts: number
-  readonly missing_external_id: number
-  readonly customer_missing: number
-  readonly failed: number
-}
+export const MigrationCounts = Schema.Struct({
+  seen: Schema.Number,
+  mapped: Schema.Number,
+  created: Schema.Number,
+  already_mapped: Schema.Number,
+  conflicts: Schema.Number,
+  missing_external_id: Schema.Number,
+  customer_missing: Schema.Number,
+  failed: Schema.Number
+})
+export type MigrationCounts = typeof MigrationCounts.Type
 
 export const zeroCounts: MigrationCounts = {
   seen: 0,

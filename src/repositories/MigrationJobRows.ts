@@ -11,7 +11,7 @@ import { Schema } from "effect"
 import { DbDate, DbInt } from "../db/Rows.js"
 import {
   CsvImportSummary,
-  type MigrationCounts,
+  MigrationCounts,
   type MigrationJob,
   MigrationProblem,
   type MigrationProgress,
@@ -20,19 +20,7 @@ import {
 } from "../migration/Model.js"
 
 /** Counts as stored: any of them may be absent (a job written before a count existed), plus the problems' total. */
-const StoredCounts = Schema.partial(
-  Schema.Struct({
-    seen: Schema.Number,
-    mapped: Schema.Number,
-    created: Schema.Number,
-    already_mapped: Schema.Number,
-    conflicts: Schema.Number,
-    missing_external_id: Schema.Number,
-    customer_missing: Schema.Number,
-    failed: Schema.Number,
-    problems_total: Schema.Number
-  })
-)
+const StoredCounts = Schema.partial(Schema.Struct({ ...MigrationCounts.fields, problems_total: Schema.Number }))
 
 const StoredOptions = Schema.Struct({
   create_missing_customers: Schema.optional(Schema.Boolean),
