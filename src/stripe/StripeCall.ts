@@ -2,7 +2,7 @@
  * One logical Stripe call, as one composable function (`execute`):
  *
  *   span → metrics → [key lock] → breaker → [recover] → retry policy
- *     → per attempt: tenant semaphore → rate limiter → SDK request (timeout, error mapping)
+ *     → per attempt: the host's tenant semaphore → rate limiter → SDK request (timeout, error mapping)
  *
  * The semaphore is taken per attempt, so a call sleeping between retries holds no permit; the
  * limiter token is taken right before the request, so retries are paced like any other request.
@@ -143,12 +143,13 @@ export const makeExecute =
           const secrets = [Redacted.value(ref.apiKey), ...(options.extraSecrets ?? []).map(Redacted.value)]
           const limiter = op.host === "api" ? tenant.limiter : tenant.streamLimiter
           const limiterName = op.host === "api" ? tenant.limiterName : "meter_events"
+          const semaphore = op.host === "api" ? tenant.semaphore : tenant.streamSemaphore
           const started = yield* Clock.currentTimeMillis
           let attempts = 0
           let lastStatus: number | undefined
           let lastRequestId: string | undefined
 
-          const attempt: Effect.Effect<A, StripeError | SessionExpired> = tenant.semaphore.withPermit(
+          const attempt: Effect.Effect<A, StripeError | SessionExpired> = semaphore.withPermit(
             Effect.gen(function* () {
               attempts++
               const n = attempts

@@ -132,7 +132,7 @@ export interface StripeClientService {
   readonly listMeters: (ref: StripeAccountRef) => Effect.Effect<ReadonlyArray<StripeMeter>, StripeError>
   /**
    * v2 meter event stream: ≤ 100 events a request; chunks go one at a time unless
-   * `concurrency` > 1 (still bounded by the tenant semaphore). On failure the chunks sent before
+   * `concurrency` > 1 (still bounded by the tenant's stream permits, STRIPE_METER_STREAM_MAX_CONCURRENCY). On failure the chunks sent before
    * were accepted; re-sending all events is safe (identifier dedup, 24 h).
    */
   readonly sendMeterEventsStream: (

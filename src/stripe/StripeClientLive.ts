@@ -80,7 +80,7 @@ export const makeStripeClient = (settings: StripeClientSettings): Effect.Effect<
   Effect.gen(function* () {
     const timeoutMs = Math.max(1, Math.round(Duration.toMillis(Duration.decode(settings.timeout))))
     const refreshMarginMs = Duration.toMillis(Duration.decode(settings.sessionRefreshMargin))
-    const httpClient = makeStripeHttpClient({ maxSockets: Math.max(16, settings.maxConcurrency * 4) })
+    const httpClient = makeStripeHttpClient({ maxSockets: Math.max(16, settings.maxConcurrency * 4, settings.meterStreamMaxConcurrency) })
     const apiHost = hostOf(settings.apiBase)
     const streamHost = hostOf(settings.meterEventsApiBase)
 

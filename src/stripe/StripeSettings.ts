@@ -19,8 +19,15 @@ export interface StripeClientSettings {
   readonly rateLimitTestPerSecond: number
   /** STRIPE_METER_STREAM_RATE_LIMIT_PER_SECOND: per tenant, meter-events host (separate Stripe budget). */
   readonly meterStreamRateLimitPerSecond: number
-  /** STRIPE_MAX_CONCURRENCY: concurrent HTTP requests per tenant. */
+  /** STRIPE_MAX_CONCURRENCY: concurrent HTTP requests per tenant, API host. */
   readonly maxConcurrency: number
+  /**
+   * STRIPE_METER_STREAM_MAX_CONCURRENCY: concurrent meter event stream requests per tenant. The
+   * stream is another host with its own budget (10,000 requests/s in live mode: Stripe's API
+   * reference for `POST /v2/billing/meter_event_stream` and the 2024-09-30.acacia changelog
+   * "Adds Meter Event v2 API endpoints"), so its requests do not queue for the API host's permits.
+   */
+  readonly meterStreamMaxConcurrency: number
   /** Refresh the v2 session token this long before it expires (STRIPE_METER_SESSION_REFRESH_MARGIN_SECONDS). */
   readonly sessionRefreshMargin: Duration.DurationInput
   readonly breaker: CircuitBreakerSettings
@@ -38,6 +45,8 @@ export const defaultSettings: StripeClientSettings = {
   rateLimitTestPerSecond: 20,
   meterStreamRateLimitPerSecond: 1000,
   maxConcurrency: 8,
+  // as many as the push keeps in flight (FLEXPRICE_SYNC_PUSH_CONCURRENCY's default)
+  meterStreamMaxConcurrency: 16,
   sessionRefreshMargin: "60 seconds",
   breaker: defaultCircuitBreakerSettings,
   retry: defaultRetrySettings
@@ -99,6 +108,7 @@ export const settingsConfig: Config.Config<StripeClientSettings> = Config.all({
     defaultSettings.meterStreamRateLimitPerSecond
   ),
   maxConcurrency: positiveInt("STRIPE_MAX_CONCURRENCY", defaultSettings.maxConcurrency),
+  meterStreamMaxConcurrency: positiveInt("STRIPE_METER_STREAM_MAX_CONCURRENCY", defaultSettings.meterStreamMaxConcurrency),
   sessionRefreshMarginSeconds: positiveNumber("STRIPE_METER_SESSION_REFRESH_MARGIN_SECONDS", 60),
   breakerConsecutiveFailures: positiveInt(
     "STRIPE_BREAKER_CONSECUTIVE_FAILURES",
@@ -123,6 +133,7 @@ export const settingsConfig: Config.Config<StripeClientSettings> = Config.all({
       rateLimitTestPerSecond: c.rateLimitTestPerSecond,
       meterStreamRateLimitPerSecond: c.meterStreamRateLimitPerSecond,
       maxConcurrency: c.maxConcurrency,
+      meterStreamMaxConcurrency: c.meterStreamMaxConcurrency,
       sessionRefreshMargin: Duration.seconds(c.sessionRefreshMarginSeconds),
       breaker: {
         consecutiveFailures: c.breakerConsecutiveFailures,

@@ -1,7 +1,8 @@
 /**
  * Per-tenant Stripe resources, each made on first use and shared by every call after it:
  *  - the tenant's budget: API rate limiter (live or test limits), meter event stream limiter,
- *    FIFO semaphore of in-flight requests, circuit breaker, and its v2 meter event session;
+ *    FIFO semaphores of in-flight requests (one per host: the stream host has its own budget),
+ *    circuit breaker, and its v2 meter event session;
  *  - v1 keyed locks: one in-flight v1 meter event per (tenant, event name, customer).
  * Both are `RcMap`s: concurrent first calls share one creation, which runs in the entry's own
  * scope whatever happens to the caller. Tenant budgets live as long as the client
@@ -25,7 +26,10 @@ export interface TenantState {
   readonly limiter: RateLimiter.RateLimiter
   readonly limiterName: string
   readonly streamLimiter: RateLimiter.RateLimiter
+  /** in-flight requests to the API host */
   readonly semaphore: FifoSemaphore.FifoSemaphore
+  /** in-flight requests to the meter events host */
+  readonly streamSemaphore: FifoSemaphore.FifoSemaphore
   readonly breaker: CircuitBreaker.CircuitBreaker<StripeCircuitOpen>
   readonly session: SynchronizedRef.SynchronizedRef<Option.Option<Session>>
 }
@@ -65,6 +69,7 @@ const createTenant = (settings: StripeClientSettings, { livemode, tenantKey }: T
       streamLimiter,
       // FIFO hand-off: thousands of queued calls must not each wake on every release.
       semaphore: FifoSemaphore.unsafeMake(settings.maxConcurrency),
+      streamSemaphore: FifoSemaphore.unsafeMake(settings.meterStreamMaxConcurrency),
       breaker,
       session: yield* SynchronizedRef.make(Option.none<Session>())
     } satisfies TenantState

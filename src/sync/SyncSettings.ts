@@ -14,8 +14,8 @@ export const SyncSettings = Config.all({
   leaseSeconds: positiveInt("FLEXPRICE_SYNC_LEASE_SECONDS", 60),
   /**
    * Chunks in flight per tenant push (stream chunks of 100, or v1 calls), each with its ledger
-   * writes; HTTP requests in flight stay bounded by STRIPE_MAX_CONCURRENCY. 16 measured best on
-   * PostgreSQL (100k aggregates: 31.5 s at 8, 27.4 s at 16); PGlite is indifferent.
+   * writes; HTTP requests in flight stay bounded by STRIPE_METER_STREAM_MAX_CONCURRENCY (stream) or
+   * STRIPE_MAX_CONCURRENCY (v1). Measured: BENCHMARKS.md, "Sync".
    */
   pushConcurrency: positiveInt("FLEXPRICE_SYNC_PUSH_CONCURRENCY", 16),
   /**

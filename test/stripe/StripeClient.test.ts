@@ -200,6 +200,32 @@ describe("StripeClient over HTTP against the emulator", () => {
       expect(emulator.total(cus.A!, "api_calls")).toEqual({ sum: "3000", count: 3000 })
     }).pipe(Effect.scoped))
 
+  it.live("stream requests have their own permits: bounded by their own pool, never by the API host's", () =>
+    Effect.gen(function* () {
+      const { emulator, client, ref } = yield* setup({ maxConcurrency: 1, meterStreamMaxConcurrency: 3 })
+      const cus = yield* withMeters(emulator, ["api_calls"], ["A"])
+      emulator.holdNext((r) => r.method === "POST" && r.path === "/v2/billing/meter_event_stream", {
+        count: 1_000,
+        applyFirst: false
+      })
+      // 5 requests of 100 events, all 5 allowed in flight by the caller
+      const send = yield* Effect.fork(
+        client.sendMeterEventsStream(ref, events(500, { customer: cus.A!, eventName: "api_calls", prefix: "p" }), { concurrency: 5 })
+      )
+      yield* Effect.timeout(emulator.awaitHeld(3), "10 seconds")
+      yield* realSleep(300)
+      // the stream pool's 3, not the API host's 1 and not the caller's 5
+      expect(emulator.heldCount()).toBe(3)
+      // the API host's one permit is free while the stream's are all taken
+      const account = yield* Effect.timeout(client.retrieveAccount(ref), "5 seconds")
+      expect(account.id).toBe(emulator.accountId)
+      // release() ends the hold: the last 2 requests go straight through
+      expect(yield* emulator.release()).toBe(3)
+      const result = yield* Fiber.join(send)
+      expect(result.requests).toBe(5)
+      expect(emulator.total(cus.A!, "api_calls")).toEqual({ sum: "500", count: 500 })
+    }).pipe(Effect.scoped))
+
   it.live("an expired session mid-stream is refreshed and the same request retried once", () =>
     Effect.gen(function* () {
       const { emulator, client, ref } = yield* setup()
