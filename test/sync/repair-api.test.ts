@@ -5,213 +5,246 @@
  * - GET/DELETE /v1/customers/{id}/stripe-mapping, GET /v1/audit-log (filters, cursor), DELETE
  *   /v1/stripe/config (disconnect keeps the ledger), each tenant-isolated, with stable codes.
  * Expected totals come from the raw events (test/support/oracle.ts).
+ *
+ * The tests run in order on one service per backend, whose set-up (a layer) leaves two of the
+ * `ghost` customer's batches failed at the retry cap; each later test builds on what the earlier
+ * ones left. Retry requests go through `raw`, as sent bodies (`{}` relies on the endpoint's
+ * defaults, which the typed client would fill in itself).
  */
-import { Effect } from "effect"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { layer } from "@effect/vitest"
+import { Context, DateTime, Effect, Layer, Redacted } from "effect"
+import { expect } from "vitest"
+import { BatchRetryResult } from "../../src/http/SyncApi.js"
 import { CustomerMappingRepo } from "../../src/repositories/CustomerMappingRepo.js"
 import { forEachBackend } from "../support/app.js"
 import * as O from "../support/oracle.js"
-import { hoursAgo, type MeterSetup, STRIPE_KEY, startSyncHarness, type SyncHarness } from "./support.js"
+import { ApiClient, apiError, inTestTenant, newTenant, raw } from "../support/TestApp.js"
+import { hoursAgo, type MeterSetup, STRIPE_KEY } from "./support.js"
+import { batches, configure, customer, ingest, meter, stripeTotal, sync, SyncEmulator, syncLayer } from "./syncLayer.js"
 
 /** FLEXPRICE_SYNC_MAX_RETRIES default. */
 const RETRY_CAP = 5
 
-forEachBackend(["pglite", "postgres"], (backend) => {
-  describe(`repair and record endpoints on ${backend}`, () => {
-    let h: SyncHarness
-    let other: { apiKey: string }
-    let m: MeterSetup
-    let good: { customerId: string; stripeId: string | null }
-    let ghost: { customerId: string; stripeId: string | null }
+/** What the suite's service is set up with before its tests. */
+class Setup extends Context.Tag("test/RepairSetup")<Setup, {
+  readonly other: Effect.Effect.Success<ReturnType<typeof newTenant>>
+  readonly m: MeterSetup
+  readonly good: { readonly customerId: string; readonly stripeId: string }
+  readonly ghost: { readonly customerId: string }
+}>() {}
 
-    beforeAll(async () => {
-      h = await startSyncHarness({ backend })
-      await h.configure({ transport: "v1" })
-      other = await h.app.newTenant("other")
-      m = await h.meter("tokens", { aggregation: "SUM", field: "t" })
-      good = await h.customer("good")
-      // mapped to a Stripe customer that does not exist: Stripe refuses each of its events
-      ghost = await h.customer("ghost", false)
-      await h.asTenant(
-        Effect.flatMap(CustomerMappingRepo, (r) => r.insert({ customerId: ghost.customerId, providerCustomerId: "cus_DoesNotExist000", source: "api" }))
-      )
-      await h.ingest([
-        { event_id: "g1", event_name: "tokens", external_customer_id: "good", timestamp: hoursAgo(3, 5), properties: { t: "1.25" } },
-        { event_id: "x1", event_name: "tokens", external_customer_id: "ghost", timestamp: hoursAgo(3, 6), properties: { t: "2.5" } },
-        { event_id: "x2", event_name: "tokens", external_customer_id: "ghost", timestamp: hoursAgo(2, 6), properties: { t: "0.125" } }
-      ])
-      for (let i = 0; i < RETRY_CAP + 1; i++) await h.sync()
-    })
-    afterAll(async () => {
-      await h?.dispose()
-    })
-
-    it("re-queues failed batches after a fix: audited, same identifiers, Stripe gets each unit once", async () => {
-      const failedBefore = (await h.batches()).filter((b) => b.syncStatus === "failed")
-      expect(failedBefore.map((b) => [b.customerId, b.retryCount, b.errorCode])).toEqual([
-        [ghost.customerId, RETRY_CAP, "resource_missing"],
-        [ghost.customerId, RETRY_CAP, "resource_missing"]
-      ])
-      // bad filters: stable codes
-      const badStatus = await h.app.request("POST", "/v1/stripe/sync/batches/retry", { status: "synced" })
-      expect([badStatus.status, badStatus.error.code]).toEqual([400, "invalid_request"])
-      const badDate = await h.app.request("POST", "/v1/stripe/sync/batches/retry", { from: "yesterday" })
-      expect([badDate.status, badDate.error.code]).toEqual([400, "invalid_parameter"])
-      const badRange = await h.app.request("POST", "/v1/stripe/sync/batches/retry", { from: hoursAgo(1), to: hoursAgo(2) })
-      expect([badRange.status, badRange.error.code]).toEqual([400, "invalid_range"])
-
-      // the fix: the customer is mapped to its real Stripe customer
-      const stripeId = await Effect.runPromise(h.emulator.createCustomer({}).pipe(Effect.map((c) => c.id)))
-      await h.asTenant(
-        Effect.gen(function* () {
-          const repo = yield* CustomerMappingRepo
-          const row = yield* repo.findByCustomerId(ghost.customerId)
-          if (row._tag === "None") return yield* Effect.die("no mapping")
-          yield* repo.reassign(row.value.id, { customerId: ghost.customerId, providerCustomerId: stripeId, source: "api" })
-        })
-      )
-      // capped: a run does not retry them
-      await h.sync()
-      expect((await h.batches()).filter((b) => b.syncStatus === "failed").length).toBe(2)
-
-      // another tenant's call re-queues none of them
-      const foreign = await h.app.request("POST", "/v1/stripe/sync/batches/retry", {}, { apiKey: other.apiKey })
-      expect(foreign.status).toBe(200)
-      expect(foreign.data.requeued).toBe(0)
-
-      const dry = await h.app.request("POST", "/v1/stripe/sync/batches/retry", { error_code: "resource_missing", dry_run: true })
-      expect(dry.body).toMatchObject({ requeued: 2, dry_run: true })
-      expect((await h.batches()).filter((b) => b.syncStatus === "failed").length).toBe(2)
-
-      // a filter that matches one window only
-      const one = await h.app.request("POST", "/v1/stripe/sync/batches/retry", {
-        status: "failed",
-        meter_id: m.meterId,
-        customer_id: ghost.customerId,
-        error_code: "resource_missing",
-        from: hoursAgo(3),
-        to: hoursAgo(2)
-      })
-      expect(one.status).toBe(200)
-      expect(one.data.requeued).toBe(1)
-      const rest = await h.app.request("POST", "/v1/stripe/sync/batches/retry", {})
-      expect(rest.data.requeued).toBe(1)
-      const requeued = (await h.batches()).filter((b) => b.customerId === ghost.customerId)
-      expect(requeued.map((b) => [b.syncStatus, b.retryCount])).toEqual([
-        ["pending", 0],
-        ["pending", 0]
-      ])
-      expect(requeued.map((b) => b.identifier).sort()).toEqual(failedBefore.map((b) => b.identifier).sort())
-
-      const audit = await h.app.request("GET", "/v1/audit-log?action=sync.batches_retry")
-      expect(audit.status).toBe(200)
-      expect(audit.data.entries.map((e) => e.details)).toMatchObject([
-        { requeued: 1 },
-        { requeued: 1, filter: { customer_id: ghost.customerId, error_code: "resource_missing" } }
-      ])
-
-      await h.sync()
-      await h.sync()
-      expect(h.stripeTotal(stripeId, m.stripeEventName)).toBe(O.format(O.sum(["2.5", "0.125"])))
-      expect(h.stripeTotal(good.stripeId!, m.stripeEventName)).toBe(O.format(O.sum(["1.25"])))
-      expect((await h.app.request("POST", "/v1/stripe/sync/batches/retry", {})).data.requeued).toBe(0)
-    })
-
-    it("reads and deletes a customer's Stripe mapping, tenant-isolated, audited", async () => {
-      const read = await h.app.request("GET", `/v1/customers/${good.customerId}/stripe-mapping`)
-      expect(read.status).toBe(200)
-      expect(read.body).toMatchObject({ customer_id: good.customerId, provider: "stripe", provider_customer_id: good.stripeId, status: "active" })
-      const missing = await h.app.request("GET", "/v1/customers/cust_nope/stripe-mapping")
-      expect([missing.status, missing.error.code]).toEqual([404, "customer_mapping_not_found"])
-      // tenant B can neither read nor delete A's mapping
-      const foreignRead = await h.app.request("GET", `/v1/customers/${good.customerId}/stripe-mapping`, undefined, { apiKey: other.apiKey })
-      expect([foreignRead.status, foreignRead.error.code]).toEqual([404, "customer_mapping_not_found"])
-      const foreignDelete = await h.app.request("DELETE", `/v1/customers/${good.customerId}/stripe-mapping`, undefined, { apiKey: other.apiKey })
-      expect([foreignDelete.status, foreignDelete.error.code]).toEqual([404, "customer_mapping_not_found"])
-      expect((await h.app.request("GET", `/v1/customers/${good.customerId}/stripe-mapping`)).data.status).toBe("active")
-
-      const del = await h.app.request("DELETE", `/v1/customers/${good.customerId}/stripe-mapping`)
-      expect(del.status).toBe(200)
-      expect(del.body).toMatchObject({ customer_id: good.customerId, status: "deleted" })
-      const again = await h.app.request("DELETE", `/v1/customers/${good.customerId}/stripe-mapping`)
-      expect([again.status, again.error.code]).toEqual([404, "customer_mapping_not_found"])
-      // later usage of the customer is held, not sent
-      await h.ingest([{ event_id: "g2", event_name: "tokens", external_customer_id: "good", timestamp: hoursAgo(2, 9), properties: { t: "4" } }])
-      await h.sync()
-      expect(h.stripeTotal(good.stripeId!, m.stripeEventName)).toBe(O.format(O.sum(["1.25"])))
-      const log = await h.app.request("GET", "/v1/audit-log?action=customer_mapping.delete")
-      expect(log.data.entries.map((e) => e.target)).toEqual([`customer:${good.customerId}`])
-    })
-
-    it("reads the audit log by action and time, paged with a cursor, tenant-isolated", async () => {
-      const all = await h.app.request("GET", "/v1/audit-log?limit=1000")
-      expect(all.status).toBe(200)
-      const ids: Array<string> = all.data.entries.map((e) => e.id)
-      expect(ids.length).toBeGreaterThanOrEqual(4)
-      // pages of 1 walk the same rows in the same order
-      const walked: Array<string> = []
-      let cursor: string | null = null
-      do {
-        const page: { data: { entries: ReadonlyArray<{ id: string }>; next_cursor: string | null } } = await h.app.request(
-          "GET",
-          `/v1/audit-log?limit=1${cursor ? `&cursor=${cursor}` : ""}` as const
-        )
-        walked.push(...page.data.entries.map((e) => e.id))
-        cursor = page.data.next_cursor
-      } while (cursor !== null)
-      expect(walked).toEqual(ids)
-      // a time range: none before the first entry, all from it on
-      const oldest = all.data.entries[all.data.entries.length - 1].created_at as string
-      const before = await h.app.request("GET", `/v1/audit-log?to=${encodeURIComponent(oldest)}`)
-      expect(before.data.entries).toEqual([])
-      const since = await h.app.request("GET", `/v1/audit-log?limit=1000&from=${encodeURIComponent(oldest)}`)
-      expect(since.data.entries.length).toBe(ids.length)
-      // bad filters
-      const badFrom = await h.app.request("GET", "/v1/audit-log?from=last-week")
-      expect([badFrom.status, badFrom.error.code]).toEqual([400, "invalid_parameter"])
-      const badCursor = await h.app.request("GET", "/v1/audit-log?cursor=nonsense")
-      expect([badCursor.status, badCursor.error.code]).toEqual([400, "invalid_cursor"])
-      const badLimit = await h.app.request("GET", "/v1/audit-log?limit=0")
-      expect([badLimit.status, badLimit.error.code]).toEqual([400, "invalid_request"])
-      // another tenant sees none of these rows
-      const foreign = await h.app.request("GET", "/v1/audit-log?limit=1000", undefined, { apiKey: other.apiKey })
-      expect(foreign.status).toBe(200)
-      expect(foreign.data.entries.filter((e: { id: string }) => ids.includes(e.id))).toEqual([])
-      // never a secret
-      expect(all.text).not.toContain(STRIPE_KEY)
-    })
-
-    it("DELETE /v1/stripe/config disconnects: sync stops, the ledger stays, audited; a reconnect keeps the ledger's windows", async () => {
-      const foreign = await h.app.request("DELETE", "/v1/stripe/config", undefined, { apiKey: other.apiKey })
-      expect([foreign.status, foreign.error.code]).toEqual([404, "stripe_not_configured"])
-      const batchesBefore = (await h.app.request("GET", "/v1/stripe/sync/batches?limit=1000")).data.batches.length
-      expect(batchesBefore).toBeGreaterThan(0)
-
-      const del = await h.app.request("DELETE", "/v1/stripe/config")
-      expect(del.status).toBe(200)
-      expect(del.body).toMatchObject({ disconnected: true, stripe_account_id: h.emulator.accountId })
-      expect(del.data.unsynced_batches).toBe(0)
-      expect((await h.app.request("GET", "/v1/stripe/config")).status).toBe(404)
-      const status = await h.app.request("GET", "/v1/stripe/sync/status")
-      expect(status.body).toMatchObject({ configured: false, sync_enabled: false })
-      const manual = await h.app.request("POST", "/v1/stripe/sync/manual", { window_start: hoursAgo(3), window_end: hoursAgo(2) })
-      expect([manual.status, manual.error.code]).toEqual([400, "stripe_not_configured"])
-      expect((await h.app.request("GET", "/v1/stripe/sync/batches?limit=1000")).data.batches.length).toBe(batchesBefore)
-      const again = await h.app.request("DELETE", "/v1/stripe/config")
-      expect([again.status, again.error.code]).toEqual([404, "stripe_not_configured"])
-      const log = await h.app.request("GET", "/v1/audit-log?action=config.delete")
-      expect(log.data.entries).toHaveLength(1)
-      expect(JSON.stringify(log.data.entries)).not.toContain(STRIPE_KEY)
-
-      // reconnecting with another window size: the ledger's hours keep their bounds
-      const put = await h.app.request("PUT", "/v1/stripe/config", { api_key: STRIPE_KEY, aggregation_window_minutes: 15 })
-      expect(put.status).toBe(200)
-      const created = await h.app.request("GET", "/v1/audit-log?action=config.create")
-      const effectiveFrom = (created.data.entries[0]?.details as { aggregation_window_effective_from?: unknown } | undefined)?.aggregation_window_effective_from
-      expect(typeof effectiveFrom).toBe("string")
-      const since = new Date(effectiveFrom as string).getTime()
-      const ledgerEnd = Math.max(...(await h.batches()).map((b) => b.windowEnd.getTime()))
-      expect(since).toBeGreaterThanOrEqual(ledgerEnd)
-    })
+const setup = Layer.effect(
+  Setup,
+  Effect.gen(function* () {
+    yield* configure({ transport: "v1" })
+    const other = yield* newTenant("other")
+    const m = yield* meter("tokens", { aggregation: "SUM", field: "t" })
+    const good = yield* customer("good")
+    // mapped to a Stripe customer that does not exist: Stripe refuses each of its events
+    const ghost = yield* (yield* ApiClient).customers.create({ payload: { external_id: "ghost" } })
+    yield* inTestTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.insert({ customerId: ghost.id, providerCustomerId: "cus_DoesNotExist000", source: "api" })))
+    yield* ingest([
+      { event_id: "g1", event_name: "tokens", external_customer_id: "good", timestamp: hoursAgo(3, 5), properties: { t: "1.25" } },
+      { event_id: "x1", event_name: "tokens", external_customer_id: "ghost", timestamp: hoursAgo(3, 6), properties: { t: "2.5" } },
+      { event_id: "x2", event_name: "tokens", external_customer_id: "ghost", timestamp: hoursAgo(2, 6), properties: { t: "0.125" } }
+    ])
+    for (let i = 0; i < RETRY_CAP + 1; i++) yield* sync()
+    return { other, m, good, ghost: { customerId: ghost.id } }
   })
-})
+)
+
+/** POST /v1/stripe/sync/batches/retry with `body` as the test tenant (or `apiKey`). */
+const retry = (body: Record<string, unknown>, apiKey?: string) =>
+  raw("POST", "/v1/stripe/sync/batches/retry", { body: JSON.stringify(body), ...(apiKey === undefined ? {} : { apiKey }) })
+
+const coded = (e: { readonly _tag: string; readonly code: string }) => [e._tag, e.code]
+
+const instant = (iso: string) => DateTime.unsafeMake(iso)
+
+forEachBackend(["pglite", "postgres"], (backend) =>
+  layer(setup.pipe(Layer.provideMerge(syncLayer({ backend }))), { excludeTestServices: true })(`repair and record endpoints on ${backend}`, (it) => {
+    it.effect("re-queues failed batches after a fix: audited, same identifiers, Stripe gets each unit once", () =>
+      Effect.gen(function* () {
+        const api = yield* ApiClient
+        const emulator = yield* SyncEmulator
+        const { other, m, good, ghost } = yield* Setup
+        const failedBefore = (yield* batches).filter((b) => b.syncStatus === "failed")
+        expect(failedBefore.map((b) => [b.customerId, b.retryCount, b.errorCode])).toEqual([
+          [ghost.customerId, RETRY_CAP, "resource_missing"],
+          [ghost.customerId, RETRY_CAP, "resource_missing"]
+        ])
+        // bad filters: stable codes
+        const badStatus = yield* retry({ status: "synced" })
+        expect([badStatus.status, badStatus.error?.code]).toEqual([400, "invalid_request"])
+        const badDate = yield* retry({ from: "yesterday" })
+        expect([badDate.status, badDate.error?.code]).toEqual([400, "invalid_parameter"])
+        const badRange = yield* retry({ from: hoursAgo(1), to: hoursAgo(2) })
+        expect([badRange.status, badRange.error?.code]).toEqual([400, "invalid_range"])
+
+        // the fix: the customer is mapped to its real Stripe customer
+        const stripeId = (yield* emulator.createCustomer({})).id
+        yield* inTestTenant(
+          Effect.gen(function* () {
+            const repo = yield* CustomerMappingRepo
+            const row = yield* repo.findByCustomerId(ghost.customerId)
+            if (row._tag === "None") return yield* Effect.dieMessage("no mapping")
+            yield* repo.reassign(row.value.id, { customerId: ghost.customerId, providerCustomerId: stripeId, source: "api" })
+          })
+        )
+        // capped: a run does not retry them
+        yield* sync()
+        expect((yield* batches).filter((b) => b.syncStatus === "failed").length).toBe(2)
+
+        // another tenant's call re-queues none of them
+        const foreign = yield* retry({}, other.apiKey)
+        expect(foreign.status).toBe(200)
+        expect(foreign.as(BatchRetryResult).requeued).toBe(0)
+
+        const dry = yield* retry({ error_code: "resource_missing", dry_run: true })
+        expect(dry.as(BatchRetryResult)).toMatchObject({ requeued: 2, dry_run: true })
+        expect((yield* batches).filter((b) => b.syncStatus === "failed").length).toBe(2)
+
+        // a filter that matches one window only
+        const one = yield* retry({
+          status: "failed",
+          meter_id: m.meterId,
+          customer_id: ghost.customerId,
+          error_code: "resource_missing",
+          from: hoursAgo(3),
+          to: hoursAgo(2)
+        })
+        expect(one.status).toBe(200)
+        expect(one.as(BatchRetryResult).requeued).toBe(1)
+        const rest = yield* retry({})
+        expect(rest.as(BatchRetryResult).requeued).toBe(1)
+        const requeued = (yield* batches).filter((b) => b.customerId === ghost.customerId)
+        expect(requeued.map((b) => [b.syncStatus, b.retryCount])).toEqual([
+          ["pending", 0],
+          ["pending", 0]
+        ])
+        expect(requeued.map((b) => b.identifier).sort()).toEqual(failedBefore.map((b) => b.identifier).sort())
+
+        const [audit, auditResponse] = yield* api.admin.listAuditLog({ urlParams: { action: "sync.batches_retry" }, withResponse: true })
+        expect(auditResponse.status).toBe(200)
+        expect(audit.entries.map((e) => e.details)).toMatchObject([
+          { requeued: 1 },
+          { requeued: 1, filter: { customer_id: ghost.customerId, error_code: "resource_missing" } }
+        ])
+
+        yield* sync()
+        yield* sync()
+        expect(yield* stripeTotal(stripeId, m.stripeEventName)).toBe(O.format(O.sum(["2.5", "0.125"])))
+        expect(yield* stripeTotal(good.stripeId, m.stripeEventName)).toBe(O.format(O.sum(["1.25"])))
+        expect((yield* retry({})).as(BatchRetryResult).requeued).toBe(0)
+      })
+    )
+
+    it.effect("reads and deletes a customer's Stripe mapping, tenant-isolated, audited", () =>
+      Effect.gen(function* () {
+        const api = yield* ApiClient
+        const { other, m, good } = yield* Setup
+        const path = { customer_id: good.customerId }
+        const [read, readResponse] = yield* api.admin.getCustomerMapping({ path, withResponse: true })
+        expect(readResponse.status).toBe(200)
+        expect(read).toMatchObject({ customer_id: good.customerId, provider: "stripe", provider_customer_id: good.stripeId, status: "active" })
+        const missing = yield* apiError(api.admin.getCustomerMapping({ path: { customer_id: "cust_nope" } }))
+        expect(coded(missing)).toEqual(["NotFound", "customer_mapping_not_found"])
+        // tenant B can neither read nor delete A's mapping
+        const foreignRead = yield* apiError(other.client.admin.getCustomerMapping({ path }))
+        expect(coded(foreignRead)).toEqual(["NotFound", "customer_mapping_not_found"])
+        const foreignDelete = yield* apiError(other.client.admin.deleteCustomerMapping({ path }))
+        expect(coded(foreignDelete)).toEqual(["NotFound", "customer_mapping_not_found"])
+        expect((yield* api.admin.getCustomerMapping({ path })).status).toBe("active")
+
+        const [del, delResponse] = yield* api.admin.deleteCustomerMapping({ path, withResponse: true })
+        expect(delResponse.status).toBe(200)
+        expect(del).toMatchObject({ customer_id: good.customerId, status: "deleted" })
+        const again = yield* apiError(api.admin.deleteCustomerMapping({ path }))
+        expect(coded(again)).toEqual(["NotFound", "customer_mapping_not_found"])
+        // later usage of the customer is held, not sent
+        yield* ingest([{ event_id: "g2", event_name: "tokens", external_customer_id: "good", timestamp: hoursAgo(2, 9), properties: { t: "4" } }])
+        yield* sync()
+        expect(yield* stripeTotal(good.stripeId, m.stripeEventName)).toBe(O.format(O.sum(["1.25"])))
+        const log = yield* api.admin.listAuditLog({ urlParams: { action: "customer_mapping.delete" } })
+        expect(log.entries.map((e) => e.target)).toEqual([`customer:${good.customerId}`])
+      })
+    )
+
+    it.effect("reads the audit log by action and time, paged with a cursor, tenant-isolated", () =>
+      Effect.gen(function* () {
+        const api = yield* ApiClient
+        const { other } = yield* Setup
+        const [all, allResponse] = yield* api.admin.listAuditLog({ urlParams: { limit: 1000 }, withResponse: true })
+        expect(allResponse.status).toBe(200)
+        const ids = all.entries.map((e) => e.id)
+        expect(ids.length).toBeGreaterThanOrEqual(4)
+        // pages of 1 walk the same rows in the same order
+        const walked: Array<string> = []
+        let cursor: typeof all.next_cursor = null
+        do {
+          const page: typeof all = yield* api.admin.listAuditLog({ urlParams: { limit: 1, ...(cursor === null ? {} : { cursor }) } })
+          walked.push(...page.entries.map((e) => e.id))
+          cursor = page.next_cursor
+        } while (cursor !== null)
+        expect(walked).toEqual(ids)
+        // a time range: none before the first entry, all from it on
+        const oldest = all.entries[all.entries.length - 1]!.created_at
+        const before = yield* api.admin.listAuditLog({ urlParams: { to: instant(oldest) } })
+        expect(before.entries).toEqual([])
+        const since = yield* api.admin.listAuditLog({ urlParams: { limit: 1000, from: instant(oldest) } })
+        expect(since.entries.length).toBe(ids.length)
+        // bad filters (the typed client would not send them)
+        const badFrom = yield* raw("GET", "/v1/audit-log?from=last-week")
+        expect([badFrom.status, badFrom.error?.code]).toEqual([400, "invalid_parameter"])
+        const badCursor = yield* raw("GET", "/v1/audit-log?cursor=nonsense")
+        expect([badCursor.status, badCursor.error?.code]).toEqual([400, "invalid_cursor"])
+        const badLimit = yield* raw("GET", "/v1/audit-log?limit=0")
+        expect([badLimit.status, badLimit.error?.code]).toEqual([400, "invalid_request"])
+        // another tenant sees none of these rows
+        const [foreign, foreignResponse] = yield* other.client.admin.listAuditLog({ urlParams: { limit: 1000 }, withResponse: true })
+        expect(foreignResponse.status).toBe(200)
+        expect(foreign.entries.filter((e) => ids.includes(e.id))).toEqual([])
+        // never a secret (in the body as sent)
+        expect((yield* raw("GET", "/v1/audit-log?limit=1000")).text).not.toContain(STRIPE_KEY)
+      })
+    )
+
+    it.effect("DELETE /v1/stripe/config disconnects: sync stops, the ledger stays, audited; a reconnect keeps the ledger's windows", () =>
+      Effect.gen(function* () {
+        const api = yield* ApiClient
+        const emulator = yield* SyncEmulator
+        const { other } = yield* Setup
+        const foreign = yield* apiError(other.client.admin.deleteConfig())
+        expect(coded(foreign)).toEqual(["NotFound", "stripe_not_configured"])
+        const batchesBefore = (yield* api.sync.batches({ urlParams: { limit: 1000 } })).batches.length
+        expect(batchesBefore).toBeGreaterThan(0)
+
+        const [del, delResponse] = yield* api.admin.deleteConfig({ withResponse: true })
+        expect(delResponse.status).toBe(200)
+        expect(del).toMatchObject({ disconnected: true, stripe_account_id: emulator.accountId })
+        expect(del.unsynced_batches).toBe(0)
+        expect((yield* apiError(api.stripeConfig.getConfig()))._tag).toBe("NotFound")
+        const status = yield* api.sync.status()
+        expect(status).toMatchObject({ configured: false, sync_enabled: false })
+        const manual = yield* apiError(api.sync.manual({ payload: { window_start: instant(hoursAgo(3)), window_end: instant(hoursAgo(2)), dry_run: false } }))
+        expect(coded(manual)).toEqual(["InvalidInput", "stripe_not_configured"])
+        expect((yield* api.sync.batches({ urlParams: { limit: 1000 } })).batches.length).toBe(batchesBefore)
+        const again = yield* apiError(api.admin.deleteConfig())
+        expect(coded(again)).toEqual(["NotFound", "stripe_not_configured"])
+        const log = yield* api.admin.listAuditLog({ urlParams: { action: "config.delete" } })
+        expect(log.entries).toHaveLength(1)
+        expect(JSON.stringify(log.entries)).not.toContain(STRIPE_KEY)
+
+        // reconnecting with another window size: the ledger's hours keep their bounds
+        const [, put] = yield* api.stripeConfig.putConfig({ payload: { api_key: Redacted.make(STRIPE_KEY), aggregation_window_minutes: 15 }, withResponse: true })
+        expect(put.status).toBe(200)
+        const created = yield* api.admin.listAuditLog({ urlParams: { action: "config.create" } })
+        const effectiveFrom = (created.entries[0]?.details as { aggregation_window_effective_from?: unknown } | undefined)?.aggregation_window_effective_from
+        expect(typeof effectiveFrom).toBe("string")
+        const since = new Date(effectiveFrom as string).getTime()
+        const ledgerEnd = Math.max(...(yield* batches).map((b) => b.windowEnd.getTime()))
+        expect(since).toBeGreaterThanOrEqual(ledgerEnd)
+      })
+    )
+  })
+)
