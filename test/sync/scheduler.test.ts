@@ -5,8 +5,8 @@
  * loop under the TestClock, puts an hour's usage into the Stripe emulator while the clock reads
  * exactly end + grace (the only further delay is the run's own wall time, measured).
  */
-import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Clock, Context, Effect, Fiber, Ref, TestClock } from "effect"
+import { describe, expect, it, layer } from "@effect/vitest"
+import { Chunk, Clock, Effect, Fiber, Ref, TestClock, TestContext } from "effect"
 import * as O from "../support/oracle.js"
 import type { EnvironmentId, TenantId } from "../../src/domain/Ids.js"
 import { TenantScope } from "../../src/domain/Ids.js"
@@ -14,7 +14,7 @@ import type { TenantStripeConfig } from "../../src/repositories/StripeConfigRepo
 import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { runSchedulerLoop } from "../../src/sync/SyncScheduler.js"
 import { SyncService } from "../../src/sync/SyncService.js"
-import { startSyncHarness } from "./support.js"
+import { configure, customer, ingest, meter, SyncEmulator, syncLayerOnClock } from "./syncLayer.js"
 
 const MIN = 60_000n
 
@@ -124,98 +124,101 @@ describe("SyncScheduler loop (TestClock)", () => {
   )
 })
 
-describe("an hour's usage reaches Stripe at end + grace (real pipeline, TestClock)", () => {
-  it.scoped(
+// The emulator reads the test's virtual clock (session expiry, timestamp checks) once the test has
+// one; real time while the layer starts and the tenant is set up.
+const emulatorClock = { now: () => Date.now() }
+
+layer(syncLayerOnClock(() => emulatorClock.now()), { excludeTestServices: true })("an hour's usage reaches Stripe at end + grace (real pipeline, TestClock)", (it) => {
+  it.effect(
     "is in the emulator while the virtual clock reads window end + grace, not before",
     () =>
       Effect.gen(function* () {
-        // the emulator reads the same virtual clock (session expiry, timestamp checks)
-        const clock = yield* Effect.clock
-        const h = yield* Effect.acquireRelease(
-          Effect.promise(() => startSyncHarness({ emulatorNow: () => clock.unsafeCurrentTimeMillis() })),
-          (x) => Effect.promise(() => x.dispose())
-        )
+        const emulator = yield* SyncEmulator
+        const service = yield* SyncService
+        const configs = yield* StripeConfigRepo
+        // set up on real time, as the harness did through the app's runtime
         const realNow = Date.now()
-        yield* TestClock.setTime(realNow)
-        yield* Effect.promise(() => h.configure({ graceMinutes: 5 }))
-        const m = yield* Effect.promise(() => h.meter("sched_tokens", { aggregation: "SUM", field: "tokens" }))
-        const c = yield* Effect.promise(() => h.customer("sched-c"))
+        yield* configure({ graceMinutes: 5 })
+        const m = yield* meter("sched_tokens", { aggregation: "SUM", field: "tokens" })
+        const c = yield* customer("sched-c")
         // usage in the current (real) hour; its window closes at the next full hour
         const hourStart = Math.floor(realNow / 3_600_000) * 3_600_000
         const quantities = ["1.5", "2.25", "3"]
-        yield* Effect.promise(() =>
-          h.ingest(
-            quantities.map((q, i) => ({
-              event_id: `sched-${i}`,
-              event_name: m.eventName,
-              external_customer_id: "sched-c",
-              timestamp: new Date(hourStart + i).toISOString(),
-              properties: { tokens: q }
-            }))
-          )
+        yield* ingest(
+          quantities.map((q, i) => ({
+            event_id: `sched-${i}`,
+            event_name: m.eventName,
+            external_customer_id: "sched-c",
+            timestamp: new Date(hourStart + i).toISOString(),
+            properties: { tokens: q }
+          }))
         )
         const expected = O.format(O.sum(quantities))
         const dueAt = hourStart + 3_600_000 + 5 * 60_000
-        const context = yield* Effect.promise(() => h.app.run(Effect.context<SyncService | StripeConfigRepo>()))
-        const service = Context.get(context, SyncService)
-        const configs = Context.get(context, StripeConfigRepo)
-        // What the loop is doing, so the test waits for it to be idle rather than for a fixed time:
-        // passes begun (listing the tenants) and ended (afterPass), runs begun and ended.
-        const seen = { passesBegun: 0, passesEnded: 0, runsBegun: 0, runsEnded: 0 }
-        const loop = yield* runSchedulerLoop({
-          intervalSeconds: 60,
-          concurrency: 4,
-          listConfigs: Effect.zipRight(Effect.sync(() => seen.passesBegun++), configs.listSyncEnabled),
-          afterPass: () => Effect.sync(() => seen.passesEnded++),
-          runTenant: (config) =>
-            Effect.suspend(() => {
-              seen.runsBegun++
-              return service.outcomeOf(config, { trigger: "schedule" })
-            }).pipe(Effect.ensuring(Effect.sync(() => seen.runsEnded++)))
-        })
-        const total = () => h.stripeTotal(c.stripeId!, m.stripeEventName)
-        /**
-         * Until the loop is idle at the current virtual instant: no pass and no run under way, and
-         * the loop asleep until a later instant (a pending TestClock sleep). Polled on real time: a
-         * fiber woken or forked by the clock starts before the next poll. Gives up after 30 s of
-         * real time and fails.
-         */
-        const idle = Effect.gen(function* () {
-          const now = yield* Clock.currentTimeMillis
-          const quiet = Effect.map(
-            TestClock.sleeps(),
-            (sleeps) =>
-              seen.passesBegun === seen.passesEnded && seen.runsBegun === seen.runsEnded && Chunk.some(sleeps, (t) => t > now)
-          )
-          const realStart = Date.now()
-          let ok = false
-          while (!ok && Date.now() - realStart < 30_000) {
-            yield* Effect.promise(() => new Promise((r) => setTimeout(r, 20)))
-            ok = yield* quiet
-          }
-          expect(ok, `the scheduler loop went idle at ${new Date(now).toISOString()}: ${JSON.stringify(seen)}`).toBe(true)
-        })
-        // up to 1 ms before the due instant: nothing may reach Stripe
-        yield* advance(dueAt - 1 - (yield* Clock.currentTimeMillis), 600_000)
-        yield* idle
-        expect(seen.runsEnded).toBeGreaterThan(0)
-        const before = total()
-        // the due instant: the loop wakes exactly then and the run pushes the window
-        const realStart = Date.now()
-        yield* TestClock.adjust(1)
-        let after = total()
-        while (O.compare(after, expected) !== 0 && Date.now() - realStart < 30_000) {
-          yield* Effect.promise(() => new Promise((r) => setTimeout(r, 100)))
-          after = total()
-        }
-        const virtualAt = yield* Clock.currentTimeMillis
-        yield* Fiber.interrupt(loop)
+        const total = () => emulator.total(c.stripeId, m.stripeEventName).sum
 
-        expect(O.compare(before, "0")).toBe(0)
-        expect(after).toBe(expected)
-        // synced with the virtual clock at exactly end + grace (the wait above gives up after 30 s
-        // of real time; `after` then falls short and fails the test — no wall-clock assertion)
-        expect(virtualAt).toBe(dueAt)
+        // the loop, the runs it starts and the emulator from here on: on a TestClock at realNow
+        yield* Effect.gen(function* () {
+          const clock = yield* Effect.clock
+          yield* TestClock.setTime(realNow)
+          emulatorClock.now = () => clock.unsafeCurrentTimeMillis()
+          // What the loop is doing, so the test waits for it to be idle rather than for a fixed time:
+          // passes begun (listing the tenants) and ended (afterPass), runs begun and ended.
+          const seen = { passesBegun: 0, passesEnded: 0, runsBegun: 0, runsEnded: 0 }
+          const loop = yield* runSchedulerLoop({
+            intervalSeconds: 60,
+            concurrency: 4,
+            listConfigs: Effect.zipRight(Effect.sync(() => seen.passesBegun++), configs.listSyncEnabled),
+            afterPass: () => Effect.sync(() => seen.passesEnded++),
+            runTenant: (config) =>
+              Effect.suspend(() => {
+                seen.runsBegun++
+                return service.outcomeOf(config, { trigger: "schedule" })
+              }).pipe(Effect.ensuring(Effect.sync(() => seen.runsEnded++)))
+          })
+          /**
+           * Until the loop is idle at the current virtual instant: no pass and no run under way, and
+           * the loop asleep until a later instant (a pending TestClock sleep). Polled on real time: a
+           * fiber woken or forked by the clock starts before the next poll. Gives up after 30 s of
+           * real time and fails.
+           */
+          const idle = Effect.gen(function* () {
+            const now = yield* Clock.currentTimeMillis
+            const quiet = Effect.map(
+              TestClock.sleeps(),
+              (sleeps) =>
+                seen.passesBegun === seen.passesEnded && seen.runsBegun === seen.runsEnded && Chunk.some(sleeps, (t) => t > now)
+            )
+            const realStart = Date.now()
+            let ok = false
+            while (!ok && Date.now() - realStart < 30_000) {
+              yield* Effect.promise(() => new Promise((r) => setTimeout(r, 20)))
+              ok = yield* quiet
+            }
+            expect(ok, `the scheduler loop went idle at ${new Date(now).toISOString()}: ${JSON.stringify(seen)}`).toBe(true)
+          })
+          // up to 1 ms before the due instant: nothing may reach Stripe
+          yield* advance(dueAt - 1 - (yield* Clock.currentTimeMillis), 600_000)
+          yield* idle
+          expect(seen.runsEnded).toBeGreaterThan(0)
+          const before = total()
+          // the due instant: the loop wakes exactly then and the run pushes the window
+          const realStart = Date.now()
+          yield* TestClock.adjust(1)
+          let after = total()
+          while (O.compare(after, expected) !== 0 && Date.now() - realStart < 30_000) {
+            yield* Effect.promise(() => new Promise((r) => setTimeout(r, 100)))
+            after = total()
+          }
+          const virtualAt = yield* Clock.currentTimeMillis
+          yield* Fiber.interrupt(loop)
+
+          expect(O.compare(before, "0")).toBe(0)
+          expect(after).toBe(expected)
+          // synced with the virtual clock at exactly end + grace (the wait above gives up after 30 s
+          // of real time; `after` then falls short and fails the test — no wall-clock assertion)
+          expect(virtualAt).toBe(dueAt)
+        }).pipe(Effect.scoped, Effect.provide(TestContext.TestContext))
       }),
     90_000
   )
