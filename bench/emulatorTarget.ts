@@ -74,10 +74,17 @@ const child = async (apiKey: string): Promise<EmulatorTarget> => {
     if (!r.ok) throw new Error(`emulator ${path}: ${r.status} ${await r.text()}`)
     return (await r.json()) as { id: string }
   }
-  const get = async <A>(path: string) => {
-    const r = await fetch(`${url}${path}`)
-    if (!r.ok) throw new Error(`emulator ${path}: ${r.status}`)
-    return (await r.json()) as A
+  // A GET is safe to repeat: a pooled keep-alive socket the child closed as it was reused
+  // ("other side closed") once cost a 25M-event month its totals check.
+  const get = async <A>(path: string, attempt = 1): Promise<A> => {
+    try {
+      const r = await fetch(`${url}${path}`)
+      if (!r.ok) throw new Error(`emulator ${path}: ${r.status}`)
+      return (await r.json()) as A
+    } catch (e) {
+      if (attempt >= 3 || !(e instanceof TypeError)) throw e
+      return get<A>(path, attempt + 1)
+    }
   }
   return {
     mode: "child",
