@@ -4,41 +4,17 @@
  * Stripe's request id — never the key.
  */
 import { layer } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
-import * as http from "node:http"
-import type { AddressInfo } from "node:net"
+import { Effect } from "effect"
 import { expect } from "vitest"
+import { SentryEnvelopes, withSentry } from "../support/sentry.js"
 import { TestTenant } from "../support/TestApp.js"
 import { hoursAgo, STRIPE_KEY } from "../sync/support.js"
 import { batches, configure, customer, ingest, meter, sync, SyncEmulator, syncLayer } from "../sync/syncLayer.js"
 
-/** The envelopes a stand-in Sentry on loopback received, in order. */
-class SentryEnvelopes extends Context.Tag("test/SentryEnvelopes")<SentryEnvelopes, ReadonlyArray<string>>() {}
+/** The service reporting to a stand-in Sentry (test/support/sentry.ts). */
+const reported = withSentry(7, (dsn) => syncLayer({ env: { SENTRY_DSN: dsn } }))
 
-/** A stand-in Sentry ingest endpoint (closed with the layer), and the service reporting to it. */
-const withSentry = Layer.unwrapScoped(
-  Effect.gen(function* () {
-    const envelopes: Array<string> = []
-    const server = yield* Effect.acquireRelease(
-      Effect.async<http.Server>((resume) => {
-        const s = http.createServer((req, res) => {
-          let body = ""
-          req.on("data", (d) => (body += d))
-          req.on("end", () => {
-            envelopes.push(body)
-            res.end("{}")
-          })
-        })
-        s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
-      }),
-      (s) => Effect.async<void>((resume) => void s.close(() => resume(Effect.void)))
-    )
-    const dsn = `http://publickey@127.0.0.1:${(server.address() as AddressInfo).port}/7`
-    return Layer.merge(syncLayer({ env: { SENTRY_DSN: dsn } }), Layer.succeed(SentryEnvelopes, envelopes))
-  })
-)
-
-layer(withSentry, { excludeTestServices: true })("Sentry reporting of failed sync batches", (it) => {
+layer(reported, { excludeTestServices: true })("Sentry reporting of failed sync batches", (it) => {
   it.effect("reports the failed batch with its context", () =>
     Effect.gen(function* () {
       yield* configure({ transport: "v1" })
@@ -54,7 +30,7 @@ layer(withSentry, { excludeTestServices: true })("Sentry reporting of failed syn
       const envelopes = yield* SentryEnvelopes
       for (let i = 0; i < 50 && envelopes.length === 0; i++) yield* Effect.sleep("100 millis")
       expect(envelopes.length).toBeGreaterThan(0)
-      const body = envelopes.join("\n")
+      const body = envelopes.map((e) => e.body).join("\n")
       const { scope } = yield* TestTenant
       expect(body).toContain(scope.tenantId)
       expect(body).toContain(scope.environmentId)

@@ -3,13 +3,16 @@
  * bugs left out, see KNOWN_BUGS in model.ts), every saved regression history whose bugs are
  * fixed, proof that the check catches a wrong Stripe, and the oracle's rules on their own.
  */
+import { layer } from "@effect/vitest"
+import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
 import { STRIPE_KEY } from "../sync/support.js"
+import { SyncEmulator } from "../sync/syncLayer.js"
 import { bugsUsed, describeBugs, generate, KNOWN_BUG_NAMES, KNOWN_BUGS, type KnownBug, openBugs, type Step } from "./model.js"
 import { Oracle, toFixed } from "./oracle.js"
-import { runHistory } from "./runner.js"
+import { historyLayer, type RunResult, simulate } from "./runner.js"
 
 /** Seeds × steps CI runs on every change (PGlite). */
 const CI_SEEDS = [101, 202, 303] as const
@@ -32,18 +35,26 @@ const regressions: Array<Regression> = fs.existsSync(REGRESSIONS)
       .map((f) => JSON.parse(fs.readFileSync(path.join(REGRESSIONS, f), "utf8")) as Regression)
   : []
 
-const failure = (r: Awaited<ReturnType<typeof runHistory>>) =>
+const failure = (r: RunResult) =>
   r.violation ? `${r.violation.kind} at step ${r.violation.step}:\n${r.violation.details.join("\n")}` : undefined
 
+// Every history on a service and emulator of its own (`historyLayer`), as runHistory gives the CLI.
 describe("simulation: seeded histories", () => {
   for (const seed of CI_SEEDS) {
-    it(`seed ${seed} × ${CI_STEPS} steps keeps the money invariant`, { timeout: 300_000 }, async () => {
-      const steps = generate({ seed, steps: CI_STEPS })
-      // the CI set uses only settled rules: no operation of an open bug
-      expect(bugsUsed(steps).filter((b) => KNOWN_BUGS[b].open)).toEqual([])
-      const r = await runHistory(steps)
-      expect(failure(r)).toBeUndefined()
-      expect(r.checks).toBeGreaterThan(0)
+    layer(historyLayer(), { excludeTestServices: true })((it) => {
+      it.effect(
+        `seed ${seed} × ${CI_STEPS} steps keeps the money invariant`,
+        () =>
+          Effect.gen(function* () {
+            const steps = generate({ seed, steps: CI_STEPS })
+            // the CI set uses only settled rules: no operation of an open bug
+            expect(bugsUsed(steps).filter((b) => KNOWN_BUGS[b].open)).toEqual([])
+            const r = yield* simulate(steps)
+            expect(failure(r)).toBeUndefined()
+            expect(r.checks).toBeGreaterThan(0)
+          }),
+        300_000
+      )
     })
   }
 })
@@ -54,9 +65,8 @@ describe("simulation: saved regressions", () => {
   const replayed = regressions.filter((r) => !held.includes(r))
 
   for (const reg of replayed) {
-    it(`replays ${reg.name} without a violation`, { timeout: 300_000 }, async () => {
-      const r = await runHistory(reg.steps)
-      expect(failure(r)).toBeUndefined()
+    layer(historyLayer(), { excludeTestServices: true })((it) => {
+      it.effect(`replays ${reg.name} without a violation`, () => Effect.map(simulate(reg.steps), (r) => expect(failure(r)).toBeUndefined()), 300_000)
     })
   }
 
@@ -73,32 +83,40 @@ describe("simulation: saved regressions", () => {
   })
 })
 
-describe("simulation: the check can fail", () => {
-  it("a meter event Stripe holds beyond the usage is reported as a money violation", { timeout: 120_000 }, async () => {
-    const steps: Array<Step> = [
-      { op: "customer", id: "c0", map: true },
-      { op: "ingest", mode: "bulk", events: [{ id: "e0", customer: "c0", meter: "m0", hoursAgo: 3, minute: 5, qty: "2.5" }] },
-      { op: "sync" }
-    ]
-    const r = await runHistory(steps, {
-      beforeFinalCheck: async (h) => {
-        const customer = h.emulator.state.customers()[0]!.id
-        const res = await fetch(`${h.emulator.url}/v1/billing/meter_events`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${STRIPE_KEY}`, "content-type": "application/x-www-form-urlencoded" },
-          body: new URLSearchParams({
-            event_name: "stripe_m0",
-            identifier: "sabotage-1",
-            "payload[stripe_customer_id]": customer,
-            "payload[value]": "0.000000000001"
-          }).toString()
+layer(historyLayer(), { excludeTestServices: true })("simulation: the check can fail", (it) => {
+  it.effect(
+    "a meter event Stripe holds beyond the usage is reported as a money violation",
+    () =>
+      Effect.gen(function* () {
+        const steps: Array<Step> = [
+          { op: "customer", id: "c0", map: true },
+          { op: "ingest", mode: "bulk", events: [{ id: "e0", customer: "c0", meter: "m0", hoursAgo: 3, minute: 5, qty: "2.5" }] },
+          { op: "sync" }
+        ]
+        const r = yield* simulate(steps, {
+          beforeFinalCheck: Effect.gen(function* () {
+            const emulator = yield* SyncEmulator
+            const customer = emulator.state.customers()[0]!.id
+            const res = yield* Effect.promise(() =>
+              fetch(`${emulator.url}/v1/billing/meter_events`, {
+                method: "POST",
+                headers: { authorization: `Bearer ${STRIPE_KEY}`, "content-type": "application/x-www-form-urlencoded" },
+                body: new URLSearchParams({
+                  event_name: "stripe_m0",
+                  identifier: "sabotage-1",
+                  "payload[stripe_customer_id]": customer,
+                  "payload[value]": "0.000000000001"
+                }).toString()
+              })
+            )
+            expect(res.status).toBe(200)
+          })
         })
-        expect(res.status).toBe(200)
-      }
-    })
-    expect(r.violation?.kind).toBe("money")
-    expect(r.violation?.details[0]).toContain("expected 2.5, Stripe has 2.500000000001")
-  })
+        expect(r.violation?.kind).toBe("money")
+        expect(r.violation?.details[0]).toContain("expected 2.5, Stripe has 2.500000000001")
+      }),
+    120_000
+  )
 })
 
 describe("simulation: oracle rules", () => {
