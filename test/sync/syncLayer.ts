@@ -206,3 +206,16 @@ export const mapCustomer = (customerId: string) =>
     yield* inTestTenant(Effect.flatMap(CustomerMappingRepo, (r) => r.insert({ customerId, providerCustomerId: c.id, source: "api" })))
     return c.id
   })
+
+/**
+ * `syncLayer` with its emulator validating stream requests as `streamValidation` says (the
+ * harness's option of that name): "sync" refuses a whole stream request holding an invalid event
+ * (400), for a test of how a refused request is charged; Stripe (and "async") accepts it and
+ * reports the event later.
+ */
+export const syncLayerValidating = (streamValidation: "async" | "sync", options: { readonly backend?: Backend; readonly env?: Record<string, string> } = {}) =>
+  Layer.unwrapScoped(
+    Effect.map(makeStripeEmulator({ apiKey: STRIPE_KEY, now: () => Date.now(), rateLimits: "off", streamValidation }), (emulator) =>
+      Layer.merge(TestApp.layer({ backend: options.backend ?? "pglite", env: { ...stripeEnv(emulator.url), ...options.env } }), Layer.succeed(SyncEmulator, emulator))
+    )
+  )
