@@ -7,8 +7,10 @@
  * run makes Stripe's total the oracle's; later passes change nothing (no double billing).
  * Comparisons with Stripe's double sums are at double precision (unit cases below).
  */
-import { Effect, Metric, Option } from "effect"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { layer } from "@effect/vitest"
+import { Context, Effect, Layer, Metric, Option } from "effect"
+import { describe, expect, it } from "vitest"
+import { ElevatedAccess } from "../../src/db/RowSecurity.js"
 import * as Metrics from "../../src/observability/Metrics.js"
 import { ReconciliationSchedulerLive, uniqueMissingSubset } from "../../src/sync/ScheduledReconciliation.js"
 import type { SyncedInHour } from "../../src/repositories/BatchRepairRepo.js"
@@ -16,33 +18,44 @@ import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import { forEachBackend } from "../support/app.js"
 import * as O from "../support/oracle.js"
-import { hoursAgo, STRIPE_KEY, startSyncHarness, type SyncHarness } from "./support.js"
+import { inTestTenant } from "../support/TestApp.js"
+import { hoursAgo, STRIPE_KEY } from "./support.js"
+import { batches, configure, customer, ingest, meter, stripeTotal, SyncEmulator, syncLayer } from "./syncLayer.js"
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** `read` until `ok` holds, every 250 ms; a defect naming `what` and the last value after `timeoutMs`. */
+const waitFor = <A, E, R>(what: string, read: Effect.Effect<A, E, R>, ok: (a: A) => boolean, timeoutMs = 60_000) =>
+  Effect.gen(function* () {
+    const until = Date.now() + timeoutMs
+    for (;;) {
+      const a = yield* read
+      if (ok(a)) return a
+      if (Date.now() > until) return yield* Effect.dieMessage(`timed out waiting for ${what}: ${JSON.stringify(a)}`)
+      yield* Effect.sleep("250 millis")
+    }
+  })
 
-const waitFor = async <A>(what: string, read: () => Promise<A>, ok: (a: A) => boolean, timeoutMs = 60_000): Promise<A> => {
-  const until = Date.now() + timeoutMs
-  for (;;) {
-    const a = await read()
-    if (ok(a)) return a
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(a)}`)
-    await sleep(250)
-  }
-}
-
-/** Scheduled reconciliation passes completed in this process (the harness's app runs here). */
-const completedPasses = () =>
-  Effect.runPromise(Metric.value(Metric.tagged(Metrics.reconciliationRunsTotal, "outcome", "completed"))).then((s) => s.count)
+/** Scheduled reconciliation passes completed in this process (the layer's service runs here). */
+const completedPasses = Effect.map(Metric.value(Metric.tagged(Metrics.reconciliationRunsTotal, "outcome", "completed")), (s) => s.count)
 
 /** A sync run that waits for the lease a reconciliation pass may hold for a moment. */
-const syncWaiting = (h: SyncHarness) =>
-  h.asTenant(
-    Effect.gen(function* () {
-      const config = yield* Effect.flatMap(StripeConfigRepo, (r) => r.get)
-      if (Option.isNone(config)) return yield* Effect.die("not configured")
-      return yield* Effect.flatMap(SyncService, (s) => s.runTenant(config.value, { trigger: "schedule" }, { wait: "30 seconds" }))
-    })
+const syncWaiting = inTestTenant(
+  Effect.gen(function* () {
+    const config = yield* Effect.flatMap(StripeConfigRepo, (r) => r.get)
+    if (Option.isNone(config)) return yield* Effect.dieMessage("not configured")
+    return yield* Effect.flatMap(SyncService, (s) => s.runTenant(config.value, { trigger: "schedule" }, { wait: "30 seconds" }))
+  })
+)
+
+/**
+ * The scheduler on the layer's services as the served app runs it (as the harness's `extra`):
+ * without the operator access the layer gives the test's own effects, so row security applies
+ * to its passes as in production.
+ */
+const scheduler = Layer.unwrapEffect(
+  Effect.map(Effect.context<Layer.Layer.Context<typeof ReconciliationSchedulerLive>>(), (ctx) =>
+    Layer.provide(ReconciliationSchedulerLive, Layer.succeedContext(Context.omit(ElevatedAccess)(ctx)))
   )
+)
 
 const batch = (id: string, sentQuantity: string): SyncedInHour => ({ id, sentQuantity, syncStatus: "synced", requeueCount: 0, syncedAt: new Date(0) })
 
@@ -65,81 +78,77 @@ describe("which batches a Stripe summary proves missing", () => {
 })
 
 forEachBackend(["pglite", "postgres"], (backend) => {
-  describe(`scheduled reconciliation (${backend})`, () => {
-    let h: SyncHarness
+  const service = syncLayer({
+    backend,
+    env: {
+      FLEXPRICE_RECONCILIATION_INTERVAL_SECONDS: "2",
+      // the emulator shows a sent event in summaries 2 s after acceptance (Stripe: "may be delayed")
+      FLEXPRICE_RECONCILIATION_SETTLE_SECONDS: "4"
+    }
+  })
+  const configured = Layer.effectDiscard(configure({ transport: "stream" })).pipe(Layer.provideMerge(scheduler.pipe(Layer.provideMerge(service))))
 
-    beforeAll(async () => {
-      h = await startSyncHarness({
-        backend,
-        env: {
-          FLEXPRICE_RECONCILIATION_INTERVAL_SECONDS: "2",
-          // the emulator shows a sent event in summaries 2 s after acceptance (Stripe: "may be delayed")
-          FLEXPRICE_RECONCILIATION_SETTLE_SECONDS: "4"
-        },
-        extra: ReconciliationSchedulerLive
+  layer(configured, { excludeTestServices: true })(`scheduled reconciliation (${backend})`, (it) => {
+    it.effect("re-queues exactly the batch Stripe dropped without a report, on its own schedule; the final total is the oracle's and stays so", () =>
+      Effect.gen(function* () {
+        const emulator = yield* SyncEmulator
+        const m = yield* meter("rc_tokens")
+        const c = yield* customer("rc_c1")
+        const base = ["3.5", "1.25"]
+        const late = ["0.75"]
+        yield* ingest(base.map((q, i) => ({ event_id: `rc-b-${i}`, event_name: m.eventName, external_customer_id: "rc_c1", timestamp: hoursAgo(2, 10 + i), properties: { qty: q } })))
+        yield* syncWaiting
+        // Stripe archives the meter; a late correction is sent, answered 200 and dropped.
+        yield* emulator.deactivateMeter(m.providerMeterId)
+        yield* ingest(late.map((q, i) => ({ event_id: `rc-l-${i}`, event_name: m.eventName, external_customer_id: "rc_c1", timestamp: hoursAgo(2, 30 + i), properties: { qty: q } })))
+        yield* syncWaiting
+        const [first, delta] = [...(yield* batches)].filter((b) => b.customerId === c.customerId).sort((a, b) => a.sequence - b.sequence)
+        expect([first!.syncStatus, delta!.syncStatus]).toEqual(["synced", "synced"])
+        expect(emulator.state.streamErrors().map((e) => e.code)).toContain("archived_meter")
+        expect(yield* stripeTotal(c.stripeId, m.stripeEventName)).toBe(O.format(O.sum(base)))
+
+        // The meter is active again (same meter, same customer: Stripe's summary is comparable).
+        const res = yield* Effect.promise(() =>
+          fetch(`${emulator.url}/v1/billing/meters/${m.providerMeterId}/reactivate`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${STRIPE_KEY}` }
+          })
+        )
+        expect(res.status).toBe(200)
+
+        // No request: the scheduled pass finds the hour short by exactly the delta and re-queues it.
+        const requeued = yield* waitFor(
+          "the scheduled reconciliation to re-queue the dropped batch",
+          Effect.map(batches, (bs) => bs.find((b) => b.id === delta!.id)!),
+          (b) => b.syncStatus === "pending"
+        )
+        expect(requeued.errorCode).toBe("stripe_missing")
+        expect((yield* batches).find((b) => b.id === first!.id)!.syncStatus).toBe("synced")
+
+        yield* syncWaiting
+        const expected = O.format(O.sum([...base, ...late]))
+        expect(yield* stripeTotal(c.stripeId, m.stripeEventName)).toBe(expected)
+
+        // More passes once Stripe's summary shows it and the batch has settled: nothing is re-queued
+        // again. Waits for two completed passes seen after that instant (the second one started after
+        // it), not for a fixed time: under load a fixed wait could pass with no pass having run.
+        const settledAt = Date.now() + 4_000
+        let seenAfter = 0
+        let last = yield* completedPasses
+        yield* waitFor(
+          "two scheduled reconciliation passes after the batch settled",
+          Effect.map(completedPasses, (now) => {
+            if (now > last && Date.now() >= settledAt) seenAfter += now - last
+            last = now
+            return seenAfter
+          }),
+          (n) => n >= 2
+        )
+        const after = (yield* batches).filter((b) => b.customerId === c.customerId)
+        expect(after.map((b) => b.syncStatus)).toEqual(["synced", "synced"])
+        yield* syncWaiting
+        expect(yield* stripeTotal(c.stripeId, m.stripeEventName)).toBe(expected)
       })
-      await h.configure({ transport: "stream" })
-    })
-    afterAll(async () => {
-      await h?.dispose()
-    })
-
-    it("re-queues exactly the batch Stripe dropped without a report, on its own schedule; the final total is the oracle's and stays so", async () => {
-      const m = await h.meter("rc_tokens")
-      const c = await h.customer("rc_c1")
-      const base = ["3.5", "1.25"]
-      const late = ["0.75"]
-      await h.ingest(base.map((q, i) => ({ event_id: `rc-b-${i}`, event_name: m.eventName, external_customer_id: "rc_c1", timestamp: hoursAgo(2, 10 + i), properties: { qty: q } })))
-      await syncWaiting(h)
-      // Stripe archives the meter; a late correction is sent, answered 200 and dropped.
-      await Effect.runPromise(h.emulator.deactivateMeter(m.providerMeterId))
-      await h.ingest(late.map((q, i) => ({ event_id: `rc-l-${i}`, event_name: m.eventName, external_customer_id: "rc_c1", timestamp: hoursAgo(2, 30 + i), properties: { qty: q } })))
-      await syncWaiting(h)
-      const [first, delta] = [...(await h.batches())].filter((b) => b.customerId === c.customerId).sort((a, b) => a.sequence - b.sequence)
-      expect([first!.syncStatus, delta!.syncStatus]).toEqual(["synced", "synced"])
-      expect(h.emulator.state.streamErrors().map((e) => e.code)).toContain("archived_meter")
-      expect(h.stripeTotal(c.stripeId!, m.stripeEventName)).toBe(O.format(O.sum(base)))
-
-      // The meter is active again (same meter, same customer: Stripe's summary is comparable).
-      const res = await fetch(`${h.emulator.url}/v1/billing/meters/${m.providerMeterId}/reactivate`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${STRIPE_KEY}` }
-      })
-      expect(res.status).toBe(200)
-
-      // No request: the scheduled pass finds the hour short by exactly the delta and re-queues it.
-      const requeued = await waitFor(
-        "the scheduled reconciliation to re-queue the dropped batch",
-        () => h.batches().then((bs) => bs.find((b) => b.id === delta!.id)!),
-        (b) => b.syncStatus === "pending"
-      )
-      expect(requeued.errorCode).toBe("stripe_missing")
-      expect((await h.batches()).find((b) => b.id === first!.id)!.syncStatus).toBe("synced")
-
-      await syncWaiting(h)
-      const expected = O.format(O.sum([...base, ...late]))
-      expect(h.stripeTotal(c.stripeId!, m.stripeEventName)).toBe(expected)
-
-      // More passes once Stripe's summary shows it and the batch has settled: nothing is re-queued
-      // again. Waits for two completed passes seen after that instant (the second one started after
-      // it), not for a fixed time: under load a fixed wait could pass with no pass having run.
-      const settledAt = Date.now() + 4_000
-      let seenAfter = 0
-      let last = await completedPasses()
-      await waitFor(
-        "two scheduled reconciliation passes after the batch settled",
-        async () => {
-          const now = await completedPasses()
-          if (now > last && Date.now() >= settledAt) seenAfter += now - last
-          last = now
-          return seenAfter
-        },
-        (n) => n >= 2
-      )
-      const after = (await h.batches()).filter((b) => b.customerId === c.customerId)
-      expect(after.map((b) => b.syncStatus)).toEqual(["synced", "synced"])
-      await syncWaiting(h)
-      expect(h.stripeTotal(c.stripeId!, m.stripeEventName)).toBe(expected)
-    })
+    )
   })
 })
