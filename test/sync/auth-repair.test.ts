@@ -29,7 +29,9 @@ forEachBackend(["pglite", "postgres"], (backend) => {
   // one service per test: a rolled key stays rolled in its emulator
   describe(`auth failures and refused requests on ${backend}`, () => {
     for (const transport of ["stream", "v1"] as const) {
-      layer(syncLayer({ backend }).pipe(Layer.provideMerge(Telemetry.layerTest)), { excludeTestServices: true })((it) => {
+      // Telemetry.layerTest beside the service (its metric reader for the counter below), not
+      // beneath it: the service keeps its own tracer instead of recording every span in memory
+      layer(Layer.merge(syncLayer({ backend }), Telemetry.layerTest), { excludeTestServices: true })((it) => {
         it.effect(`a rolled key pauses the ${transport} push without charging attempts; a new key resumes it exactly`, () =>
           Effect.gen(function* () {
             const emulator = yield* SyncEmulator
