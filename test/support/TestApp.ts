@@ -20,8 +20,8 @@
  * deliveries) go through `raw`, whose answers are checked against openapi.json too. Options:
  * `env` (settings), `observe` (a log capture or test telemetry beneath the service, in the test's
  * context); `replica` is a second service on the same PostgreSQL database (its typed client, and
- * `run` for effects on its own services: its lease owner, its caches). `startTestApp`
- * (test/support/app.ts) stays for the suites not converted yet; both share `testEnv`.
+ * `run` for effects on its own services: its lease owner, its caches). Settings start from
+ * `testEnv` (test/support/app.ts).
  */
 import { HttpApiClient, HttpClient, HttpClientRequest, HttpClientResponse, HttpServer } from "@effect/platform"
 import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
@@ -187,7 +187,7 @@ const pgliteDir = Effect.acquireRelease(Effect.sync(freshDataDir), (dir) => Effe
 /**
  * Where the service keeps its rows, as settings: a copy of the migrated PGlite template; a fresh
  * database on the test PostgreSQL server; or PGlite with events in the test ClickHouse database
- * (as `startTestApp`). Each is removed on release.
+ * Each is removed on release.
  */
 const storage = (backend: Backend): Effect.Effect<Record<string, string>, never, Scope.Scope> => {
   switch (backend) {
@@ -234,7 +234,7 @@ export interface LayerOptions<B = never> {
   /** settings by variable name, over `testEnv`'s (the service's ConfigProvider; the process environment is not read) */
   readonly env?: Record<string, string>
   /**
-   * Built first, beneath the service, and kept in the layer (as `startTestApp`'s `observe`): a log
+   * Built first, beneath the service, and kept in the layer: a log
    * capture (`makeCapture().layer`, with FLEXPRICE_TEST_LOG in `env` to let every level through),
    * `Telemetry.layerTest` (its `TelemetryTest` then reaches the tests).
    */

@@ -1,8 +1,8 @@
 /**
- * The sync harness (support.ts's `startSyncHarness`) in TestApp form, for `layer(…)` suites: the
- * service (TestApp.layer) pointed at a fresh Stripe emulator (rate limits off, as the harness:
- * these suites are about ledger and delivery, not pacing), and the harness's helpers as effects on
- * the test tenant. Configs and mappings go through the repositories, as in the harness.
+ * The sync suites' harness, for `layer(…)` suites: the service (TestApp.layer) pointed at a fresh
+ * Stripe emulator (rate limits off: these suites are about ledger and delivery, not pacing), and
+ * helpers as effects on the test tenant. Configs and mappings go through the repositories (the
+ * secret encrypted by the Encryption service), so these suites do not depend on the config API.
  */
 import { Context, Effect, Layer } from "effect"
 import type { EventInput } from "../../src/domain/Models.js"
@@ -177,7 +177,7 @@ export const expectTotals = (expected: ReadonlyMap<string, string>) =>
   })
 
 /** support.ts's `syncUntilSettled`: scheduled runs until no batch is pending or sending (or `max` runs), `between` after each unsettled one. */
-export const syncUntilSettled = <E, R>(max = 30, between: Effect.Effect<void, E, R> = Effect.void as Effect.Effect<void, E, R>) =>
+export const syncUntilSettled = <E = never, R = never>(max = 30, between: Effect.Effect<void, E, R> = Effect.void as Effect.Effect<void, E, R>) =>
   Effect.gen(function* () {
     const reports: Array<RunReport> = []
     for (let i = 0; i < max; i++) {
