@@ -47,7 +47,13 @@ export const runDemo = (options: DemoOptions = {}): Effect.Effect<DemoReport, De
       const webhookSecret = `whsec_${randomBytes(WEBHOOK_SECRET_BYTES).toString("hex")}`
       const emulator = yield* makeStripeEmulator({ apiKey: Redacted.make(stripeKey), port: 0, rateLimits: "off" })
       const progress = makeProgress({ started, printing, emulator })
-      const service = yield* startService({ emulatorUrl: emulator.url, keep: options.keep ?? false, lookup, extraEnv })
+      const service = yield* startService({
+        emulatorUrl: emulator.url,
+        keep: options.keep ?? false,
+        lookup,
+        extraEnv,
+        ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {})
+      })
       const client = makeClient(service.baseUrl)
       const run = { emulator, client, progress }
       yield* progress.say(

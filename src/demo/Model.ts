@@ -21,6 +21,12 @@ export interface DemoOptions {
   readonly env?: Readonly<Record<string, string>>
   /** Print progress lines and the final report (default true). */
   readonly print?: boolean
+  /**
+   * Serve from this existing embedded data directory instead of a fresh one, which is not removed
+   * (tests: a copy of the migrated template, saving a fresh directory's initdb and migrations;
+   * `flexprice demo` never sets it). Ignored when FLEXPRICE_DATABASE_URL is set.
+   */
+  readonly dataDir?: string
 }
 
 export interface MeterSummary {

@@ -34,13 +34,16 @@ export const startService = (options: {
   /** Configuration: the demo's extra env first, then the process environment. */
   readonly lookup: (name: string) => string
   readonly extraEnv: Readonly<Record<string, string>>
+  /** An existing embedded data directory instead of a fresh one (DemoOptions.dataDir); left in place. */
+  readonly dataDir?: string
 }): Effect.Effect<DemoService, DemoFailed, Scope.Scope> =>
   Effect.gen(function* () {
     const { lookup, keep } = options
     const postgresUrl = lookup("FLEXPRICE_DATABASE_URL")
     const clickhouseUrl = lookup("FLEXPRICE_CLICKHOUSE_URL")
     let dataDir: string | null = null
-    if (postgresUrl === "") {
+    if (postgresUrl === "" && options.dataDir !== undefined) dataDir = options.dataDir
+    else if (postgresUrl === "") {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flexprice-demo-"))
       dataDir = dir
       yield* Effect.addFinalizer(() => (keep ? Effect.void : Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))))

@@ -9,9 +9,10 @@
  * which would starve the others.)
  *
  * A turn ends with a pause (MigrationRunnerConfig.chunkPauseMillis, and at least as long as the
- * chunk took, capped at 1 s), still holding the turn: a request makes several queries, each
- * queued for the one embedded connection, and without the pause each of them would wait behind a
- * new chunk. Background work gets at most half of the database's time.
+ * chunk took — chunkPausePercent of that, 100 by default — capped at 1 s), still holding the
+ * turn: a request makes several queries, each queued for the one embedded connection, and without
+ * the pause each of them would wait behind a new chunk. Background work gets at most half of the
+ * database's time by default.
  */
 import { Deferred, Duration, Effect, Option } from "effect"
 import { CurrentTenant } from "../domain/Tenant.js"
@@ -54,7 +55,8 @@ export class JobGate extends Effect.Service<JobGate>()("flexprice/JobGate", {
      */
     const release = Effect.forkDaemon(Effect.yieldNow().pipe(Effect.zipRight(handOver)))
 
-    const pause = (took: Duration.Duration) => Duration.max(Duration.millis(config.chunkPauseMillis), Duration.min(took, Duration.seconds(1)))
+    const pause = (took: Duration.Duration) =>
+      Duration.max(Duration.millis(config.chunkPauseMillis), Duration.min(Duration.times(took, config.chunkPausePercent / 100), Duration.seconds(1)))
 
     /** Run `effect` in its turn, then pause before handing the turn over; answers how long `effect` took. */
     const timedTurn = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<readonly [Duration.Duration, A], E, R> =>

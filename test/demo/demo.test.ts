@@ -7,11 +7,12 @@
  */
 import { Effect } from "effect"
 import { spawnSync } from "node:child_process"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { formatReport, generateUsage, runDemo, type DemoReport } from "../../src/demo/index.js"
 import type { UsageEvent } from "../../src/demo/Generator.js"
-import { forEachBackend, freshPostgresDatabase, POSTGRES_URL_VAR } from "../support/app.js"
+import { forEachBackend, freshDataDir, freshPostgresDatabase, POSTGRES_URL_VAR } from "../support/app.js"
 import * as O from "../support/oracle.js"
 
 const CUSTOMERS = 30
@@ -101,7 +102,22 @@ forEachBackend(["pglite", "postgres", "clickhouse"], (backend) => {
     it(
       "runs end to end under injected faults and every total matches exactly",
       async () => {
-        const env: Record<string, string> = { FLEXPRICE_DATABASE_URL: "", FLEXPRICE_CLICKHOUSE_URL: "" }
+        // The client's backoff bases at test scale: the seeded faults and the retries through them
+        // are the same, without production's 0.5 s / 1 s waits between attempts.
+        const env: Record<string, string> = {
+          FLEXPRICE_DATABASE_URL: "",
+          FLEXPRICE_CLICKHOUSE_URL: "",
+          STRIPE_RETRY_RATE_LIMITED_BASE_MS: "5",
+          STRIPE_RETRY_UNAVAILABLE_BASE_MS: "5"
+        }
+        // The embedded database from a copy of the migrated template (as every embedded test app);
+        // the CLI test below runs the demo on a fresh directory of its own.
+        let dataDir: string | undefined
+        if (backend !== "postgres") {
+          const dir = freshDataDir()
+          cleanups.push(async () => fs.rmSync(dir, { recursive: true, force: true }))
+          dataDir = dir
+        }
         if (backend === "postgres") {
           const db = await freshPostgresDatabase(process.env[POSTGRES_URL_VAR]!)
           cleanups.push(db.drop)
@@ -112,7 +128,7 @@ forEachBackend(["pglite", "postgres", "clickhouse"], (backend) => {
           env["FLEXPRICE_CLICKHOUSE_DATABASE"] = "flexprice_test"
         }
         const report = await Effect.runPromise(
-          runDemo({ customers: CUSTOMERS, events: EVENTS, late: LATE, seed: SEED, faults: true, print: false, env })
+          runDemo({ customers: CUSTOMERS, events: EVENTS, late: LATE, seed: SEED, faults: true, print: false, env, ...(dataDir !== undefined ? { dataDir } : {}) })
         )
         assertReport(report)
         // the faults really happened and the client retried through them
@@ -124,7 +140,7 @@ forEachBackend(["pglite", "postgres", "clickhouse"], (backend) => {
         expect(first.batchesFailed).toBe(0)
         expect(first.batchesSynced + first.batchesSkipped).toBe(first.batchesCreated)
         expect(first.batchesSynced).toBe(CUSTOMERS * 2)
-        expect(report.backend).toContain(backend === "postgres" ? "PostgreSQL" : "PGlite")
+        expect(report.backend).toContain(backend === "postgres" ? "PostgreSQL" : `PGlite (${dataDir})`)
         if (backend === "clickhouse") expect(report.backend).toContain("ClickHouse")
         const text = formatReport(report, { keep: false })
         expect(text).toContain("OK: every total matches exactly")

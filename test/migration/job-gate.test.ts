@@ -4,7 +4,7 @@
  * never strands the turn, and chunk sizes follow the time budget within their bounds.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { ConfigProvider, Deferred, Effect, Fiber, Layer } from "effect"
+import { ConfigProvider, Deferred, Effect, Fiber, Layer, TestClock } from "effect"
 import { newId, TenantScope } from "../../src/domain/Ids.js"
 import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { firstChunkSize, nextChunkSize } from "../../src/migration/Config.js"
@@ -62,6 +62,35 @@ describe("JobGate", () => {
       expect(yield* Fiber.join(waiter)).toBe("ran")
       expect(yield* gate.turn(Effect.succeed("free again"))).toBe("free again")
     }).pipe(Effect.provide(gateLayer))
+  )
+})
+
+describe("the pause after a turn", () => {
+  const gateWith = (settings: Record<string, string>) => JobGate.Default.pipe(Layer.provide(Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(settings))))))
+  /** How long (test clock) after the first of two queued turns the second starts, the first taking 60 ms. */
+  const secondStarts = Effect.gen(function* () {
+    const gate = yield* JobGate
+    const t0 = yield* TestClock.currentTimeMillis
+    const first = yield* Effect.fork(gate.turn(Effect.sleep("60 millis")))
+    yield* Effect.yieldNow()
+    const second = yield* Effect.fork(gate.turn(TestClock.currentTimeMillis).pipe(Effect.provideService(CurrentTenant, tenant())))
+    for (let i = 0; i < 200 && second.unsafePoll() === null; i++) yield* TestClock.adjust("1 millis")
+    yield* Fiber.join(first)
+    return (yield* Fiber.join(second)) - t0
+  })
+
+  it.effect("lasts as long as the turn took by default (background work gets at most half of the time)", () =>
+    Effect.gen(function* () {
+      expect(yield* secondStarts).toBe(120)
+    }).pipe(Effect.provide(gateWith({})))
+  )
+
+  it.effect("is FLEXPRICE_MIGRATION_CHUNK_PAUSE_PERCENT of the turn's time, at least FLEXPRICE_MIGRATION_CHUNK_PAUSE_MS", () =>
+    Effect.gen(function* () {
+      expect(yield* secondStarts.pipe(Effect.provide(gateWith({ FLEXPRICE_MIGRATION_CHUNK_PAUSE_PERCENT: "50" })))).toBe(90)
+      expect(yield* secondStarts.pipe(Effect.provide(gateWith({ FLEXPRICE_MIGRATION_CHUNK_PAUSE_PERCENT: "0" })))).toBe(70)
+      expect(yield* secondStarts.pipe(Effect.provide(gateWith({ FLEXPRICE_MIGRATION_CHUNK_PAUSE_PERCENT: "0", FLEXPRICE_MIGRATION_CHUNK_PAUSE_MS: "0" })))).toBe(60)
+    })
   )
 })
 
