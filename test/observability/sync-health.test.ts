@@ -14,7 +14,7 @@ import { SyncHealth } from "../../src/sync/SyncHealth.js"
 import { SyncScheduler } from "../../src/sync/SyncScheduler.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import { SentryEnvelopes, withSentry } from "../support/sentry.js"
-import { ApiClient, inTestTenant, TestTenant } from "../support/TestApp.js"
+import { ApiClient, asServed, inTestTenant, TestTenant } from "../support/TestApp.js"
 import { hoursAgo, STRIPE_KEY } from "../sync/support.js"
 import { configure, customer, ingest, meter, sync, SyncEmulator, syncLayer } from "../sync/syncLayer.js"
 
@@ -164,7 +164,7 @@ layer(reported, { excludeTestServices: true })("sync health: runs, last success,
 })
 
 /** The service with its scheduler (a pass every second), over the in-memory metric reader. */
-const scheduled = SyncScheduler.layer.pipe(
+const scheduled = asServed(SyncScheduler.layer).pipe(
   Layer.provideMerge(syncLayer({ env: { FLEXPRICE_SCHEDULE_ENABLED: "true", FLEXPRICE_SCHEDULE_INTERVAL_SECONDS: "1" } })),
   Layer.provideMerge(Telemetry.layerTest)
 )

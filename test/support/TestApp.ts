@@ -34,7 +34,7 @@ import { CurrentTenant } from "../../src/domain/Tenant.js"
 import { FlexPriceApi } from "../../src/http/Api.js"
 import { ErrorBody } from "../../src/http/ErrorContract.js"
 import { type AppServices, localService } from "../../src/LocalService.js"
-import type { ElevatedAccess } from "../../src/db/RowSecurity.js"
+import { ElevatedAccess } from "../../src/db/RowSecurity.js"
 import { TenantRepo } from "../../src/repositories/TenantRepo.js"
 import { type Backend, freshDataDir, freshPostgresDatabase, OperatorAccess, POSTGRES_URL_VAR, testEnv } from "./app.js"
 import { CLICKHOUSE_TEST_DATABASE, CLICKHOUSE_URL_VAR } from "./clickhouse.js"
@@ -301,3 +301,13 @@ export const rows = (query: string) => Effect.flatMap(PgClient.PgClient, (sql) =
 /** An effect run inside the test tenant's environment (CurrentTenant). */
 export const inTestTenant = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.flatMap(TestTenant, ({ scope }) => Effect.provideService(effect, CurrentTenant, scope))
+
+/**
+ * `worker` (a scheduler, a background loop) on the surrounding layer's services as the served app
+ * runs it: without the operator access the layer gives the test's own effects, so row security
+ * applies to the worker's passes as in production.
+ */
+export const asServed = <ROut, E, RIn>(worker: Layer.Layer<ROut, E, RIn>): Layer.Layer<ROut, E, RIn> =>
+  Layer.unwrapEffect(
+    Effect.map(Effect.context<RIn>(), (ctx) => Layer.provide(worker, Layer.succeedContext(Context.omit(ElevatedAccess)(ctx) as Context.Context<RIn>)))
+  )

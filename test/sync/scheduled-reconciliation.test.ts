@@ -8,9 +8,8 @@
  * Comparisons with Stripe's double sums are at double precision (unit cases below).
  */
 import { layer } from "@effect/vitest"
-import { Context, Effect, Layer, Metric, Option } from "effect"
+import { Effect, Layer, Metric, Option } from "effect"
 import { describe, expect, it } from "vitest"
-import { ElevatedAccess } from "../../src/db/RowSecurity.js"
 import * as Metrics from "../../src/observability/Metrics.js"
 import { ReconciliationSchedulerLive, uniqueMissingSubset } from "../../src/sync/ScheduledReconciliation.js"
 import type { SyncedInHour } from "../../src/repositories/BatchRepairRepo.js"
@@ -18,7 +17,7 @@ import { StripeConfigRepo } from "../../src/repositories/StripeConfigRepo.js"
 import { SyncService } from "../../src/sync/SyncService.js"
 import { forEachBackend } from "../support/app.js"
 import * as O from "../support/oracle.js"
-import { inTestTenant } from "../support/TestApp.js"
+import { asServed, inTestTenant } from "../support/TestApp.js"
 import { hoursAgo, STRIPE_KEY } from "./support.js"
 import { batches, configure, customer, ingest, meter, stripeTotal, SyncEmulator, syncLayer } from "./syncLayer.js"
 
@@ -46,16 +45,8 @@ const syncWaiting = inTestTenant(
   })
 )
 
-/**
- * The scheduler on the layer's services as the served app runs it (as the harness's `extra`):
- * without the operator access the layer gives the test's own effects, so row security applies
- * to its passes as in production.
- */
-const scheduler = Layer.unwrapEffect(
-  Effect.map(Effect.context<Layer.Layer.Context<typeof ReconciliationSchedulerLive>>(), (ctx) =>
-    Layer.provide(ReconciliationSchedulerLive, Layer.succeedContext(Context.omit(ElevatedAccess)(ctx)))
-  )
-)
+/** The scheduler on the layer's services as the served app runs it (no operator access). */
+const scheduler = asServed(ReconciliationSchedulerLive)
 
 const batch = (id: string, sentQuantity: string): SyncedInHour => ({ id, sentQuantity, syncStatus: "synced", requeueCount: 0, syncedAt: new Date(0) })
 

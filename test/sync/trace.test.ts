@@ -10,13 +10,13 @@ import { expect } from "vitest"
 import { SpanTree, Telemetry, TelemetryTest } from "../../src/observability/Telemetry.js"
 import { SyncScheduler } from "../../src/sync/SyncScheduler.js"
 import { type Backend, forEachBackend } from "../support/app.js"
-import { TestTenant } from "../support/TestApp.js"
+import { asServed, TestTenant } from "../support/TestApp.js"
 import { hoursAgo, STRIPE_KEY } from "./support.js"
 import { configure, customer, ingest, meter, stripeTotal, syncLayer } from "./syncLayer.js"
 
 /** The sync service with its scheduler (a pass every second), over the in-memory exporter. */
 const scheduled = (backend: Backend) =>
-  SyncScheduler.layer.pipe(
+  asServed(SyncScheduler.layer).pipe(
     Layer.provideMerge(syncLayer({ backend, env: { FLEXPRICE_SCHEDULE_ENABLED: "true", FLEXPRICE_SCHEDULE_INTERVAL_SECONDS: "1" } })),
     Layer.provideMerge(Telemetry.layerTest)
   )
