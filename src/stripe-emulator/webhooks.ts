@@ -4,7 +4,7 @@
  * while a secret is being rolled). Delivery controls for tests: duplicate, hold and release in any
  * order, delay, stale timestamps and tampered signatures.
  */
-import { Effect, FiberSet, Redacted } from "effect"
+import { Duration, Effect, FiberSet, Redacted } from "effect"
 import { createHmac } from "node:crypto"
 import { stripeId } from "./state.js"
 
@@ -187,8 +187,7 @@ export const makeWebhookManager = (options: {
       const ts = Math.floor(atMs / 1000) + (signing.timestampOffsetSeconds ?? 0)
       const secrets = [t.secret, ...(signing.extraSecrets ?? [])]
       const header = signatureHeader(signing.tamper ? `${payload} ` : payload, secrets, ts)
-      const started = Date.now()
-      const result = yield* Effect.tryPromise({
+      const [elapsed, result] = yield* Effect.tryPromise({
         try: async (signal) => {
           const res = await fetch(t.url, {
             method: "POST",
@@ -204,10 +203,11 @@ export const makeWebhookManager = (options: {
           return res.status
         },
         catch: (e) => (e instanceof Error ? e.message : String(e))
-      }).pipe(Effect.either)
+      }).pipe(Effect.either, Effect.timed)
+      const durationMs = Duration.toMillis(elapsed)
       const r: DeliveryRecord =
         result._tag === "Right"
-          ? { eventId: event.id, type: event.type, attempt, status: result.right, atMs, durationMs: Date.now() - started }
+          ? { eventId: event.id, type: event.type, attempt, status: result.right, atMs, durationMs }
           : {
               eventId: event.id,
               type: event.type,
@@ -215,7 +215,7 @@ export const makeWebhookManager = (options: {
               status: null,
               error: result.left,
               atMs,
-              durationMs: Date.now() - started
+              durationMs
             }
       records.push(r)
       return r
