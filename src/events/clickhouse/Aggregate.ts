@@ -23,6 +23,15 @@
  * "can an exact check be cheap enough?"); left open, since the first hole stays whatever the order
  * and both need a writer that went around the ingest check.
  *
+ * Both statements bound the window by the `DateTime` column alone when its ends are whole seconds
+ * (the sync's windows are), which spares them reading `timestamp_ms` (see `windowCond`).
+ *
+ * The audit hashes the two strings as it reads them. A stored hash column (`MATERIALIZED
+ * cityHash64(event_id, meter_id)`) was tried and not kept: it saved a few per cent of the read,
+ * and current releases (chdb's 26.7) compute it WRONGLY for parts written before the column was
+ * added when the read's filter on `meter_id` runs as PREWHERE (the hash of an empty meter id), so
+ * the audit would miss duplicates in old windows (BENCHMARKS.md, "2026-12-04").
+ *
  * Aliases differ from column names: old ClickHouse substitutes aliases inside aggregate arguments.
  */
 import { Chunk, Effect, Metric, Option, Stream } from "effect"
@@ -41,12 +50,25 @@ export type ReadPath = "plain" | "exact"
 
 type Attempt = <A>(operation: string, f: () => A) => Effect.Effect<A, EventStoreError>
 
-/** The window's rows of the read's meters (every ingestion stamp). */
-const windowCond = (query: AggregateQuery): Sql =>
-  sql`${scopeCond(query.scope)}
-    AND timestamp >= ${dateTimeFloor(query.windowStart)} AND timestamp <= ${dateTimeFloor(query.windowEnd)}
-    AND timestamp_ms >= ${epochMs(query.windowStart)} AND timestamp_ms < ${epochMs(query.windowEnd)}
+const wholeSecond = (d: Date): boolean => epochMs(d) % 1000 === 0
+
+/**
+ * The window's rows of the read's meters (every ingestion stamp). Ingest writes `timestamp` as
+ * the whole-second floor of `timestamp_ms` (escape.ts `tsvDateTime`), so when both ends of the
+ * window are whole seconds, [start, end) on the DateTime alone is exactly [start, end) on the
+ * milliseconds, and the `timestamp_ms` column is not read at all. Other windows bound the
+ * seconds coarsely (the end's second included) and the milliseconds exactly.
+ */
+const windowCond = (query: AggregateQuery): Sql => {
+  const time =
+    wholeSecond(query.windowStart) && wholeSecond(query.windowEnd)
+      ? sql`timestamp >= ${dateTimeFloor(query.windowStart)} AND timestamp < ${dateTimeFloor(query.windowEnd)}`
+      : sql`timestamp >= ${dateTimeFloor(query.windowStart)} AND timestamp <= ${dateTimeFloor(query.windowEnd)}
+    AND timestamp_ms >= ${epochMs(query.windowStart)} AND timestamp_ms < ${epochMs(query.windowEnd)}`
+  return sql`${scopeCond(query.scope)}
+    AND ${time}
     AND meter_id IN ${query.meterIds}`
+}
 
 const keysetCond = (after: Option.Option<PageKey>): Sql =>
   Option.match(after, {
