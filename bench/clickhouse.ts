@@ -7,17 +7,19 @@
  * - insertEvents and insertProcessed throughput (batches of 1,000, through the EventStore;
  *   insertProcessed includes the ingest deduplication: claim lookup, claims, rows);
  * - aggregateBillable for one hour holding 60,000 processed rows (SPEC's peak);
- * - one hour holding `--rows` rows (generated server-side from system.numbers), read four ways in
- *   the same run, interleaved, medians of 3: the product (EventStore.aggregateBillable: plain
- *   GROUP BY beside the duplicate audit), the read-time exact deduplication the product used
- *   before ingest deduplication (still its fallback), the audit alone, and the engine's limit: a
- *   plain GROUP BY over the same rows, sent over the same HTTP client. Ratios are to that limit.
+ * - one hour holding `--rows` rows (generated server-side from system.numbers), read in the same
+ *   run, interleaved, medians of 7: the product (EventStore.aggregateBillable: plain GROUP BY
+ *   beside the duplicate audit); the product as it was at f69bb30 (its two statements verbatim);
+ *   two ablations of the product (audit and page one after the other; the audit at
+ *   max_threads = 1); the first page alone; the audit alone; the read-time exact deduplication
+ *   (the fallback); and the engine's limit: a plain GROUP BY over the same rows, sent over the
+ *   same HTTP client. Ratios are to that limit, in wall time and in the server's CPU time.
  */
-import { Chunk, Effect, Stream } from "effect"
+import { Chunk, Effect, Option, Stream } from "effect"
 import { pathToFileURL } from "node:url"
 import { newId, TenantScope } from "../src/domain/Ids.js"
 import { fromClient } from "../src/events/ClickHouseEventStore.js"
-import { makeAggregate } from "../src/events/clickhouse/Aggregate.js"
+import { auditSql, makeAggregate, pageSql } from "../src/events/clickhouse/Aggregate.js"
 import { makeClient, resolveConnection } from "../src/events/clickhouse/Client.js"
 import { ClickHouseMigrator } from "../src/events/clickhouse/Migrator.js"
 import { Sql, sql } from "../src/events/clickhouse/escape.js"
@@ -171,31 +173,80 @@ export const benchClickHouse = (url: string, options: { readonly database?: stri
       GROUP BY customer_id, meter_id, event_name`
     const collect = (stream: Stream.Stream<{ readonly eventCount: number }, EventStoreError>) =>
       Effect.map(Stream.runCollect(stream), (c) => ({ groups: Chunk.size(c), rows: Chunk.reduce(c, 0, (n, g) => n + g.eventCount) }))
+    const countRows = (rows: ReadonlyArray<Record<string, unknown>>, key: string) => ({
+      groups: rows.length,
+      rows: rows.reduce((n, r) => n + Number(r[key]), 0)
+    })
+    // The product as it was at f69bb30, statement for statement: the page bounded by seconds AND
+    // milliseconds, the audit hashing the two strings on every row, both sent at once.
+    const where = sql`tenant_id = ${scope.tenantId} AND environment_id = ${scope.environmentId}
+      AND timestamp >= toDateTime(${startS}) AND timestamp <= toDateTime(${startS + 3600})
+      AND timestamp_ms >= ${BIG_HOUR.getTime()} AND timestamp_ms < ${BIG_HOUR.getTime() + 3_600_000}
+      AND meter_id IN ${q.meterIds}`
+    const beforePage = sql`SELECT customer_id AS c, meter_id AS m, event_name AS n, toString(sum(qty_billable)) AS quantity, count() AS event_count
+      FROM events_processed
+      WHERE ${where} AND ingested_at_ms <= ${q.ingestedBefore.getTime()} AND qty_billable <> 0
+      GROUP BY c, m, n
+      ORDER BY c, m, n
+      LIMIT ${q.pageSize}`
+    const beforeAudit = sql`SELECT count() AS row_count, uniqExact(cityHash64(event_id, meter_id)) AS pair_count FROM events_processed WHERE ${where}`
+    const firstPage = pageSql("plain", q, Option.none())
     const ways = [
-      { name: "product (plain GROUP BY + audit)", run: collect(store.aggregateBillable(q)) },
-      { name: "before: exact read-time dedup", run: collect(reads.readPath("exact", q)) },
-      { name: "audit alone", run: Effect.map(reads.audit(q), (a) => ({ groups: 1, rows: a.rows })) },
+      { name: "product: page + audit beside it", run: collect(store.aggregateBillable(q)) },
       {
-        name: "engine limit: plain GROUP BY",
-        run: Effect.map(ch.query("bench", plainSql), (rows) => ({ groups: rows.length, rows: rows.reduce((n, r) => n + Number(r["k"]), 0) }))
-      }
+        name: "before (f69bb30): ms-bounded page + string audit",
+        run: Effect.map(Effect.all([ch.query("bench", beforeAudit), ch.query("bench", beforePage)], { concurrency: 2 }), ([, rows]) =>
+          countRows(rows, "event_count"))
+      },
+      {
+        name: "ablation: audit, then page (one after the other)",
+        run: Effect.zipRight(reads.audit(q), Effect.map(ch.query("bench", firstPage), (rows) => countRows(rows, "event_count")))
+      },
+      {
+        name: "ablation: audit at max_threads = 1 beside the page",
+        run: Effect.map(Effect.all([ch.query("bench", new Sql(`${auditSql(q).text} SETTINGS max_threads = 1`)), ch.query("bench", firstPage)], { concurrency: 2 }), ([, rows]) =>
+          countRows(rows, "event_count"))
+      },
+      { name: "page alone", run: collect(reads.readPath("plain", q)) },
+      { name: "audit alone", run: Effect.map(reads.audit(q), (a) => ({ groups: 1, rows: a.rows })) },
+      { name: "exact read-time dedup (fallback)", run: collect(reads.readPath("exact", q)) },
+      { name: "engine limit: plain GROUP BY", run: Effect.map(ch.query("bench", plainSql), (rows) => countRows(rows, "k")) }
     ] as const
+    const limit = ways.length - 1
+    const rounds = 7
+    // The server's CPU time (user + system, all query threads) around each read: other helpers
+    // load the machine's cores, which stretches wall times but not the CPU a query costs. Valid
+    // while nothing else queries this server (check system.processes if in doubt).
+    const serverCpuMs = Effect.map(
+      ch.query("bench", new Sql("SELECT toString(sum(value)) AS us FROM system.events WHERE event IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds')")),
+      (rows) => Number(rows[0]!["us"]) / 1000
+    )
     const times = ways.map(() => [] as Array<number>)
+    const cpu = ways.map(() => [] as Array<number>)
     const seen = ways.map(() => ({ groups: 0, rows: 0 }))
-    for (let r = 0; r < 3; r++) {
+    for (let r = 0; r < rounds; r++) {
       for (let w = 0; w < ways.length; w++) {
+        const cpu0 = yield* serverCpuMs
         const start = now()
         seen[w] = yield* ways[w]!.run
         times[w]!.push(now() - start)
+        cpu[w]!.push((yield* serverCpuMs) - cpu0)
       }
     }
-    const limitMs = median(times[3]!)
+    for (let w = 0; w < ways.length; w++) {
+      if (seen[w]!.rows !== bigRows) return yield* Effect.dieMessage(`${ways[w]!.name} read ${seen[w]!.rows} rows, not the ${bigRows} written`)
+    }
+    const limitMs = median(times[limit]!)
+    const limitCpu = median(cpu[limit]!)
     ways.forEach((way, w) => {
       const ms = median(times[w]!)
+      const cpuMs = median(cpu[w]!)
       results.push({
         name: `1 h of ${fmt(bigRows)} rows: ${way.name}`,
         value: `${fmt(ms, 0)} ms`,
-        detail: `${fmt(ms / limitMs, 2)}x the plain GROUP BY; median of 3 (${times[w]!.map((t) => fmt(t, 0)).join(", ")}); ${seen[w]!.groups} groups, ${fmt(seen[w]!.rows)} rows`
+        detail:
+          `${fmt(ms / limitMs, 2)}x the plain GROUP BY; server CPU ${fmt(cpuMs, 0)} ms, ${fmt(cpuMs / limitCpu, 2)}x; ` +
+          `medians of ${rounds} (${times[w]!.map((t) => fmt(t, 0)).join(", ")}); ${seen[w]!.groups} groups, ${fmt(seen[w]!.rows)} rows`
       })
     })
     const totalRow = yield* ch.query(
