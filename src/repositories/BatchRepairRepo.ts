@@ -108,7 +108,8 @@ export class BatchRepairRepo extends Effect.Service<BatchRepairRepo>()("flexpric
      * nothing cannot loop. The batch keeps its identifier and send amount; its first-send time
      * too, so a resend past Stripe's 24 h dedup is checked against Stripe first (ResendGuard).
      * Runs every sync run: its first two conditions are the predicate of the held-batch index
-     * (migrations/0014), so it reads only held batches, not the tenant's ledger.
+     * (migrations/0014, on `queue_status` since 0015), so it reads only held batches, not the
+     * tenant's ledger.
      */
     const requeueRepaired = (opts: {
       readonly customerCodes: ReadonlyArray<string>
@@ -122,7 +123,7 @@ export class BatchRepairRepo extends Effect.Service<BatchRepairRepo>()("flexpric
             error_message = 're-queued: the mapping changed after Stripe dropped this batch (' || b.error_code || ')',
             updated_at = ${opts.at}
           WHERE b.tenant_id = ${t.tenantId} AND b.environment_id = ${t.environmentId}
-            AND b.sync_status = 'failed' AND b.stripe_error_event_id IS NOT NULL
+            AND b.queue_status = 'failed' AND b.stripe_error_event_id IS NOT NULL
             AND b.requeue_count < ${opts.maxRequeues}
             AND (
               (b.error_code = ANY(${textArray(opts.customerCodes)}::text[]) AND EXISTS (

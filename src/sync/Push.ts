@@ -31,8 +31,10 @@
  *   what reconciliation, the carry and the status counts read.
  * - Failures (`pending` again, `failed`, `skipped`) are written at once, per chunk: they are rare,
  *   and a stop must find the ledger saying why.
- * What the rows still cost on PostgreSQL is index maintenance: sync_status is named in the open
- * and re-evaluation indexes' predicates, so neither mark is a HOT update (BENCHMARKS.md, "Sync").
+ * What the rows still cost is index maintenance. The `sending` mark changes no indexed value
+ * (migrations/0015: the partial indexes name `queue_status`, which folds `sending` into
+ * `pending`), so it is a HOT update with no new index entry; `synced` takes the batch out of the
+ * open index and so writes a new entry into each of the others (BENCHMARKS.md, "Sync").
  */
 import type { SqlError } from "@effect/sql"
 import { Array as Arr, Chunk, Clock, Context, Effect, Exit, Fiber, Option, Ref, Stream } from "effect"

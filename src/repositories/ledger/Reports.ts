@@ -127,7 +127,7 @@ export const makeReports = (sql: PgClient.PgClient) => {
   const oldestUnsyncedWindow = Effect.flatMap(CurrentTenant, (t) =>
     sql<{ windowStart: Date | null }>`SELECT MIN(window_start) AS window_start FROM stripe_sync_batches
       WHERE tenant_id = ${t.tenantId} AND environment_id = ${t.environmentId}
-        AND sync_status IN ('pending', 'sending', 'failed')`
+        AND queue_status IN ('pending', 'failed')`
   ).pipe(Effect.map((rows) => Option.map(Option.fromNullable(rows[0]?.windowStart), (d) => new Date(d))))
 
   /**
