@@ -9,7 +9,7 @@ import { Effect, Metric, Option } from "effect"
 import { DatabaseConfig, IngestConfig } from "../config/AppConfig.js"
 import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
-import { newId } from "../domain/Ids.js"
+import { newId, type TenantScope } from "../domain/Ids.js"
 import { textProblem } from "../domain/Text.js"
 import * as Decimal from "../domain/Decimal.js"
 import { isJsonObject, JsonNumber, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
@@ -17,9 +17,11 @@ import { matches, quantityFor, type MeterRule } from "../domain/Metering.js"
 import type { IngestRejection, IngestResult } from "../domain/Models.js"
 import { CustomerRepo } from "../repositories/CustomerRepo.js"
 import { MeterRepo } from "../repositories/MeterRepo.js"
-import { EventStore, type EventStatus, type ProcessedEvent, type StoredEvent } from "./EventStore.js"
+import { EventStore, type EventStatus, type ProcessedEvent, type IngestStamp, type ResolvingBatch, type StoredEvent } from "./EventStore.js"
 import { IngestWatermark, TENANT_INGEST_LOCK_CLASS, tenantLockName } from "./IngestWatermark.js"
 import * as Metrics from "../observability/Metrics.js"
+
+const EPOCH = new Date(0)
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$/
 
@@ -219,18 +221,92 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
             }))
           )} ON CONFLICT DO NOTHING`
 
+    /**
+     * The relational store's write: customers are resolved inside the one insert statement (no
+     * lookup round trip), which alone is atomic and on a server takes its own stamp
+     * (IngestWatermark.stampedByStatement), so it needs no transaction. Returns the status of
+     * each event stored now.
+     */
+    const writeResolving = (
+      ingestResolving: NonNullable<EventStore["Type"]["ingestResolving"]>,
+      scope: TenantScope,
+      stamp: IngestStamp,
+      meters: ReadonlyArray<MeterRule>,
+      storable: ReadonlyArray<ValidEvent>
+    ) => {
+      const events: Array<ResolvingBatch["events"][number]> = []
+      const processed: Array<ResolvingBatch["processed"][number]> = []
+      for (const e of storable) {
+        // customer id and stamp are filled in by the statement; the rows are kept only with a customer
+        const p = processEvent(meters, e, scope, "", EPOCH)
+        for (const r of p.rows) processed.push({ eventId: r.eventId, meterId: r.meterId, qty: r.qtyTotal })
+        events.push({ ...e, propertiesJson: stringifyJson(e.properties), error: p.error })
+      }
+      const errorOf = new Map(events.map((e) => [e.eventId, e.error]))
+      return Effect.map(
+        ingestResolving({ scope, stamp, events, processed }),
+        (rows) =>
+          new Map(rows.map((r): [string, EventStatus] => [r.eventId, r.customerId === null ? "pending" : errorOf.get(r.eventId) ? "error" : "processed"]))
+      )
+    }
+
+    /**
+     * A store without `ingestResolving` (ClickHouse): customer ids looked up first, processed
+     * rows first (deduplicated at ingest, see clickhouse/FirstCopy.ts), then events, then pending.
+     */
+    const writeLookingUp = (scope: TenantScope, ingestedAt: Date, meters: ReadonlyArray<MeterRule>, storable: ReadonlyArray<ValidEvent>) =>
+      Effect.gen(function* () {
+        const customerIds = yield* customers.idsByExternalIds([...new Set(storable.map((e) => e.externalCustomerId))])
+        const events: Array<StoredEvent> = []
+        const processed: Array<ProcessedEvent> = []
+        for (const e of storable) {
+          const customerId = customerIds.get(e.externalCustomerId) ?? null
+          let status: EventStatus = "pending"
+          let error: string | null = null
+          if (customerId !== null) {
+            const p = processEvent(meters, e, scope, customerId, ingestedAt)
+            processed.push(...p.rows)
+            error = p.error
+            status = error ? "error" : "processed"
+          }
+          events.push({
+            tenantId: scope.tenantId,
+            environmentId: scope.environmentId,
+            eventId: e.eventId,
+            eventName: e.eventName,
+            externalCustomerId: e.externalCustomerId,
+            customerId,
+            timestamp: e.timestamp,
+            ingestedAt,
+            propertiesJson: stringifyJson(e.properties),
+            status,
+            error
+          })
+        }
+        const ids = yield* atomically(
+          Effect.gen(function* () {
+            yield* store.insertProcessed(processed)
+            const ids = new Set(yield* store.insertEvents(events))
+            yield* storePending(events.filter((e) => e.status === "pending" && ids.has(e.eventId)))
+            return ids
+          })
+        )
+        return new Map(events.filter((e) => ids.has(e.eventId)).map((e): [string, EventStatus] => [e.eventId, e.status]))
+      })
+
     /** Ingest parsed raw events (numbers as JsonNumber). Returns what was accepted/rejected by index. */
     const ingest = Effect.fn("EventIngestor.ingest")(function* (raws: ReadonlyArray<unknown>) {
       const scope = yield* CurrentTenant
       yield* Effect.annotateCurrentSpan({ "events.count": raws.length, tenant_id: scope.tenantId })
-      const result = yield* watermark.stamped((ingestedAt) =>
+      const ingestResolving = store.ingestResolving
+      const body = (now: Date, stamp: IngestStamp) =>
         Effect.gen(function* () {
           const rejected: Array<IngestRejection> = []
           const valid: Array<ValidEvent> = []
           const seen = new Set<string>()
           let duplicates = 0
           raws.forEach((raw, i) => {
-            const v = validateEvent(raw, i, ingestedAt, maxFutureMs)
+            const v = validateEvent(raw, i, now, maxFutureMs)
             if (v._tag === "Rejected") rejected.push(v.rejection)
             else if (seen.has(v.event.eventId)) duplicates++
             else {
@@ -239,10 +315,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
             }
           })
           if (valid.length === 0) return { accepted: 0, duplicates, rejected, event_ids: [], pendingExternalIds: [] as Array<string> }
-          const [customerIds, meters] = yield* Effect.all([
-            customers.idsByExternalIds([...new Set(valid.map((e) => e.externalCustomerId))]),
-            meterRepo.listForIngest
-          ])
+          const meters = yield* meterRepo.listForIngest
           // A quantity the numeric(38,12) column cannot hold is refused now, whether or not the
           // customer exists yet, rather than stored as an event that can never be billed.
           const storable: Array<ValidEvent> = []
@@ -252,62 +325,23 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
             else rejected.push({ index: e.index, event_id: e.eventId, code: "quantity_out_of_range", reason })
           }
           rejected.sort((a, b) => a.index - b.index)
-          const events: Array<StoredEvent> = []
-          const processed = new Map<string, ReadonlyArray<ProcessedEvent>>()
-          for (const e of storable) {
-            const customerId = customerIds.get(e.externalCustomerId) ?? null
-            let status: EventStatus = "pending"
-            let error: string | null = null
-            if (customerId !== null) {
-              const p = processEvent(meters, e, scope, customerId, ingestedAt)
-              processed.set(e.eventId, p.rows)
-              error = p.error
-              status = error ? "error" : "processed"
-            }
-            events.push({
-              tenantId: scope.tenantId,
-              environmentId: scope.environmentId,
-              eventId: e.eventId,
-              eventName: e.eventName,
-              externalCustomerId: e.externalCustomerId,
-              customerId,
-              timestamp: e.timestamp,
-              ingestedAt,
-              propertiesJson: stringifyJson(e.properties),
-              status,
-              error
-            })
-          }
-          const pending = events.filter((e) => e.status === "pending")
-          const insertBoth = store.insertEventsWithProcessed
-          const write = Effect.gen(function* () {
-            if (store.backend === "clickhouse") yield* store.insertProcessed([...processed.values()].flat())
-            // relational store: one statement stores the events and the processed rows of those
-            // stored now (a re-sent event gets none)
-            const ids = new Set(
-              insertBoth !== undefined
-                ? yield* insertBoth(events, [...processed.values()].flat())
-                : yield* store.insertEvents(events)
-            )
-            if (store.backend === "postgres" && insertBoth === undefined)
-              yield* store.insertProcessed(events.filter((e) => ids.has(e.eventId)).flatMap((e) => processed.get(e.eventId) ?? []))
-            yield* storePending(pending.filter((e) => ids.has(e.eventId)))
-            return ids
-          })
-          // One statement is atomic by itself: with nothing pending, PGlite needs no BEGIN/COMMIT.
-          const newIds = yield* (insertBoth !== undefined && pending.length === 0 && !serverMode ? write : atomically(write))
-          const accepted = events.filter((e) => newIds.has(e.eventId))
-          const errors = accepted.filter((e) => e.status === "error").length
+          const written = yield* (ingestResolving !== undefined
+            ? writeResolving(ingestResolving, scope, stamp, meters, storable)
+            : writeLookingUp(scope, now, meters, storable))
+          const accepted = storable.filter((e) => written.has(e.eventId))
+          const errors = accepted.filter((e) => written.get(e.eventId) === "error").length
           if (errors > 0) yield* Metric.incrementBy(Metrics.eventProcessingErrorsTotal, errors)
           return {
             accepted: accepted.length,
-            duplicates: duplicates + (events.length - accepted.length),
+            duplicates: duplicates + (storable.length - accepted.length),
             rejected,
             event_ids: accepted.map((e) => e.eventId),
-            pendingExternalIds: [...new Set(accepted.filter((e) => e.status === "pending").map((e) => e.externalCustomerId))]
+            pendingExternalIds: [...new Set(accepted.filter((e) => written.get(e.eventId) === "pending").map((e) => e.externalCustomerId))]
           }
         })
-      )
+      const result = yield* (ingestResolving !== undefined
+        ? watermark.stampedByStatement(body)
+        : watermark.stamped((at) => body(at, { _tag: "At", at })))
       yield* Metric.incrementBy(Metrics.eventsAcceptedTotal, result.accepted)
       yield* Metric.incrementBy(Metrics.eventsRejectedTotal, result.rejected.length)
       // A customer created while this batch was in flight ran its pending pass before our rows

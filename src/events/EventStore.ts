@@ -46,6 +46,39 @@ export interface ProcessedEvent {
   readonly qtyBillable: string
 }
 
+/** One batch for `ingestResolving`: events without customers yet, and their would-be processed rows. */
+/**
+ * The `ingested_at` of a write: an instant taken before it (`At`), or — a PostgreSQL server's
+ * one-statement write — the database clock read by the statement right after it takes the
+ * watermark's advisory lock `key` shared, held until the statement commits (IngestWatermark).
+ */
+export type IngestStamp =
+  | { readonly _tag: "At"; readonly at: Date }
+  | { readonly _tag: "AfterSharedLock"; readonly key: number }
+
+export interface ResolvingBatch {
+  readonly scope: TenantScope
+  readonly stamp: IngestStamp
+  /** distinct event ids */
+  readonly events: ReadonlyArray<{
+    readonly eventId: string
+    readonly eventName: string
+    readonly externalCustomerId: string
+    readonly timestamp: Date
+    readonly propertiesJson: string
+    /** the processing error if the customer exists (stored only then) */
+    readonly error: string | null
+  }>
+  /** per event and matching meter, the quantity (total = billable at ingest); stored only with a customer */
+  readonly processed: ReadonlyArray<{ readonly eventId: string; readonly meterId: string; readonly qty: string }>
+}
+
+export interface ResolvedEvent {
+  readonly eventId: string
+  /** null: no such customer yet, the event is pending */
+  readonly customerId: string | null
+}
+
 /** One aggregated group: what becomes one Stripe meter event. */
 export interface AggregateGroup {
   readonly customerId: string
@@ -126,6 +159,15 @@ export interface EventStoreShape {
     events: ReadonlyArray<StoredEvent>,
     processed: ReadonlyArray<ProcessedEvent>
   ) => Effect.Effect<ReadonlyArray<string>, EventStoreError>
+  /**
+   * The whole ingest write of one tenant environment's batch in one statement, customers resolved
+   * by the store: each event new to the store is stored with the customer whose external id it
+   * names, or — no such customer yet — as pending (status `pending`, no error, a `pending_events`
+   * row); the processed rows of an event stored now with a customer are stored with it. Returns
+   * the events stored now (not already stored) with the customer id found (null = pending).
+   * Relational stores only; the ingestor resolves customers itself for a store without it.
+   */
+  readonly ingestResolving?: (batch: ResolvingBatch) => Effect.Effect<ReadonlyArray<ResolvedEvent>, EventStoreError>
   /** Store processed rows (idempotent on tenant, env, event_id, meter_id). */
   readonly insertProcessed: (rows: ReadonlyArray<ProcessedEvent>) => Effect.Effect<void, EventStoreError>
   /** Record the outcome of processing pending events (status, customer id, error). */

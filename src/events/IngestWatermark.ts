@@ -19,6 +19,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Clock, Effect, Option, Schema } from "effect"
 import { DatabaseConfig, SyncConfig } from "../config/AppConfig.js"
 import { DbDate } from "../db/Rows.js"
+import type { IngestStamp } from "./EventStore.js"
 
 /** Advisory lock key shared by ingest writers (shared) and watermark readers (exclusive). */
 export const INGEST_LOCK_KEY = 7_042_001
@@ -67,6 +68,18 @@ export class IngestWatermark extends Effect.Service<IngestWatermark>()("flexpric
           )
         : Effect.flatMap(Clock.currentTimeMillis, (now) => register(now, use))
 
+    /**
+     * For a write that is ONE statement able to stamp itself (IngestStamp "AfterSharedLock"): on
+     * a server, no transaction around it — the statement takes the shared lock and then reads the
+     * clock, and its own transaction holds the lock until it commits, which is what `stamped`
+     * guarantees with three round trips more (BEGIN, lock, COMMIT). `now` (the local Clock on a
+     * server) is for validation only. Embedded: `stamped`, with the stamp as an instant.
+     */
+    const stampedByStatement = <A, E, R>(use: (now: Date, stamp: IngestStamp) => Effect.Effect<A, E, R>) =>
+      serverMode
+        ? Effect.flatMap(Clock.currentTimeMillis, (ms) => use(new Date(ms), { _tag: "AfterSharedLock", key: INGEST_LOCK_KEY }))
+        : stamped((at) => use(at, { _tag: "At", at }))
+
     /** The highest instant that no in-flight or future write can still land at or below. */
     const current = Effect.gen(function* () {
       const now = serverMode
@@ -105,6 +118,6 @@ export class IngestWatermark extends Effect.Service<IngestWatermark>()("flexpric
         }
       })
 
-    return { stamped, current, clock, covering } as const
+    return { stamped, stampedByStatement, current, clock, covering } as const
   })
 }) {}

@@ -9,7 +9,7 @@ import { Chunk, Effect, Layer, Option, Stream } from "effect"
 import * as Decimal from "../domain/Decimal.js"
 import { copyIn, copyPayload, copyText } from "../db/PgCopy.js"
 import { inTenant, perTenant } from "../db/RowSecurity.js"
-import { unnestBatch } from "./PgIngestWrite.js"
+import { resolvingBatch, unnestBatch } from "./PgIngestWrite.js"
 import { textArray } from "../db/SqlArrays.js"
 import type { TenantScope } from "../domain/Ids.js"
 import {
@@ -193,6 +193,11 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
     )
   }
 
+  const ingestResolving: NonNullable<EventStoreShape["ingestResolving"]> = (batch) =>
+    batch.events.length === 0
+      ? Effect.succeed([])
+      : resolvingBatch(sql, batch).pipe(Effect.mapError(fail("ingestResolving")), inTenant(batch.scope))
+
   const insertProcessed: EventStore["Type"]["insertProcessed"] = (all) =>
     perTenant(all, (rows) => useCopy
       ? copyProcessed(rows).pipe(Effect.as([]), Effect.mapError(fail("insertProcessed")))
@@ -374,6 +379,7 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
     backend: "postgres",
     insertEvents,
     insertEventsWithProcessed,
+    ingestResolving,
     insertProcessed,
     updateEventStatus,
     aggregateBillable,
