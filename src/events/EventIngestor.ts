@@ -9,160 +9,20 @@ import { Effect, Metric, Option } from "effect"
 import { DatabaseConfig, IngestConfig } from "../config/AppConfig.js"
 import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
-import { newId, type TenantScope } from "../domain/Ids.js"
-import { textProblem } from "../domain/Text.js"
-import * as Decimal from "../domain/Decimal.js"
-import { isJsonObject, JsonNumber, type JsonValue, stringifyJson, parseJson } from "../domain/Json.js"
-import { matches, quantityFor, type MeterRule } from "../domain/Metering.js"
+import type { TenantScope } from "../domain/Ids.js"
+import { isJsonObject, stringifyJson, parseJson } from "../domain/Json.js"
+import type { MeterRule } from "../domain/Metering.js"
 import type { IngestRejection, IngestResult } from "../domain/Models.js"
 import { CustomerRepo } from "../repositories/CustomerRepo.js"
 import { MeterRepo } from "../repositories/MeterRepo.js"
 import { EventStore, type EventStatus, type ProcessedEvent, type IngestStamp, type ResolvingBatch, type StoredEvent } from "./EventStore.js"
 import { IngestWatermark, TENANT_INGEST_LOCK_CLASS, tenantLockName } from "./IngestWatermark.js"
 import * as Metrics from "../observability/Metrics.js"
+import { processEvent, quantityOutOfRange, validateEvent, type ValidEvent } from "./EventValidation.js"
+
+export { MAX_EVENT_TIME, MIN_EVENT_TIME, outOfRangeNumber, processEvent, quantityOutOfRange, validateEvent } from "./EventValidation.js"
 
 const EPOCH = new Date(0)
-
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$/
-
-interface ValidEvent {
-  readonly index: number
-  readonly eventId: string
-  readonly eventName: string
-  readonly externalCustomerId: string
-  readonly timestamp: Date
-  readonly properties: Readonly<Record<string, JsonValue>>
-}
-
-const str = (v: unknown, max = 255): string | undefined =>
-  typeof v === "string" && v.length > 0 && v.length <= max ? v : undefined
-
-/**
- * Event times the stores can hold and a bill can mean: PostgreSQL refuses year 0000 (a data
- * error that failed the whole bulk with 503) and ClickHouse DateTime ends in 2106.
- */
-export const MIN_EVENT_TIME = Date.UTC(1970, 0, 1)
-export const MAX_EVENT_TIME = Date.UTC(2100, 0, 1)
-
-/**
- * The path of the first number literal beyond the Decimal literal bounds, anywhere in the
- * properties: such a literal is refused before it is stored, so no later reader (the pending
- * sweep, a meter created afterwards) ever has to expand it.
- */
-export const outOfRangeNumber = (v: JsonValue, path: string): string | null => {
-  if (v instanceof JsonNumber) return Decimal.checkLiteral(v.raw) === "ok" ? null : path
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) {
-      const p = outOfRangeNumber(v[i] as JsonValue, `${path}[${i}]`)
-      if (p !== null) return p
-    }
-    return null
-  }
-  if (isJsonObject(v))
-    for (const k of Object.keys(v)) {
-      const p = outOfRangeNumber(v[k] as JsonValue, `${path}.${k}`)
-      if (p !== null) return p
-    }
-  return null
-}
-
-/** The reason an event's quantity for a meter it matches cannot be stored, if any. */
-export const quantityOutOfRange = (
-  meters: ReadonlyArray<MeterRule>,
-  e: { readonly eventName: string; readonly properties: Readonly<Record<string, JsonValue>> }
-): string | null => {
-  for (const m of meters) {
-    if (!matches(m, e.eventName, e.properties)) continue
-    const q = quantityFor(m, e.properties)
-    if (q._tag === "Error" && q.outOfRange) return `meter ${m.id}: ${q.reason}`
-  }
-  return null
-}
-
-/** Validate one raw event (already parsed with exact numbers). */
-export const validateEvent = (
-  raw: unknown,
-  index: number,
-  now: Date,
-  /** A timestamp later than `now` + this is refused (`timestamp_in_future`); see IngestConfig. */
-  maxFutureMs: number = Number.POSITIVE_INFINITY
-): { readonly _tag: "Valid"; readonly event: ValidEvent } | { readonly _tag: "Rejected"; readonly rejection: IngestRejection } => {
-  const reject = (code: string, reason: string, eventId: string | null = null) =>
-    ({ _tag: "Rejected", rejection: { index, event_id: eventId, code, reason } }) as const
-  if (!isJsonObject(raw)) return reject("invalid_event", "event must be a JSON object")
-  const eventIdRaw = raw["event_id"]
-  if (eventIdRaw !== undefined && eventIdRaw !== null && str(eventIdRaw) === undefined)
-    return reject("invalid_event_id", "event_id must be a non-empty string of at most 255 characters")
-  const eventId = (eventIdRaw as string | undefined | null) ?? newId.event()
-  for (const field of ["event_id", "event_name", "external_customer_id"] as const) {
-    const v = raw[field]
-    const problem = typeof v === "string" ? textProblem(v) : null
-    if (problem !== null) return reject("invalid_text", `${field} ${problem}`, field === "event_id" ? null : eventId)
-  }
-  const eventName = str(raw["event_name"])
-  if (!eventName) return reject("invalid_event_name", "event_name is required (a non-empty string)", eventId)
-  const externalCustomerId = str(raw["external_customer_id"])
-  if (!externalCustomerId)
-    return reject("invalid_external_customer_id", "external_customer_id is required (a non-empty string)", eventId)
-  let timestamp = now
-  const ts = raw["timestamp"]
-  if (ts !== undefined && ts !== null) {
-    if (typeof ts !== "string" || !RFC3339.test(ts)) return reject("invalid_timestamp", "timestamp must be an RFC 3339 date-time", eventId)
-    timestamp = new Date(ts)
-    if (Number.isNaN(timestamp.getTime())) return reject("invalid_timestamp", "timestamp must be an RFC 3339 date-time", eventId)
-    if (timestamp.getTime() < MIN_EVENT_TIME || timestamp.getTime() >= MAX_EVENT_TIME)
-      return reject("timestamp_out_of_range", "timestamp must be between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z", eventId)
-    if (timestamp.getTime() > now.getTime() + maxFutureMs)
-      return reject(
-        "timestamp_in_future",
-        `timestamp is more than ${maxFutureMs / 1000} s ahead of the server clock (${now.toISOString()}); Stripe refuses usage more than 5 minutes in the future`,
-        eventId
-      )
-  }
-  const props = raw["properties"] ?? {}
-  if (!isJsonObject(props)) return reject("invalid_properties", "properties must be a JSON object", eventId)
-  const hostile = outOfRangeNumber(props, "properties")
-  if (hostile !== null)
-    return reject(
-      "number_out_of_range",
-      `${hostile.slice(0, 200)}: a number has at most ${Decimal.MAX_LITERAL_DIGITS} digits and an exponent within ±${Decimal.MAX_EXPONENT}`,
-      eventId
-    )
-  return { _tag: "Valid", event: { index, eventId, eventName, externalCustomerId, timestamp, properties: props } }
-}
-
-/** The processed rows of one event, or the processing error. */
-export const processEvent = (
-  meters: ReadonlyArray<MeterRule>,
-  e: { eventId: string; eventName: string; timestamp: Date; properties: Readonly<Record<string, JsonValue>> },
-  scope: { tenantId: string; environmentId: string },
-  customerId: string,
-  ingestedAt: Date
-): { readonly rows: ReadonlyArray<ProcessedEvent>; readonly error: string | null } => {
-  const rows: Array<ProcessedEvent> = []
-  const errors: Array<string> = []
-  for (const m of meters) {
-    if (!matches(m, e.eventName, e.properties)) continue
-    const q = quantityFor(m, e.properties)
-    if (q._tag === "Error") {
-      errors.push(`meter ${m.id}: ${q.reason}`)
-      continue
-    }
-    rows.push({
-      tenantId: scope.tenantId,
-      environmentId: scope.environmentId,
-      eventId: e.eventId,
-      customerId,
-      meterId: m.id,
-      eventName: e.eventName,
-      timestamp: e.timestamp,
-      ingestedAt,
-      qtyTotal: q.qty,
-      qtyBillable: q.qty
-    })
-  }
-  return { rows, error: errors.length > 0 ? errors.join("; ") : null }
-}
 
 export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/EventIngestor", {
   effect: Effect.gen(function* () {

@@ -151,15 +151,6 @@ export interface EventStoreShape {
   /** Store raw events; returns the event ids that were not already stored. */
   readonly insertEvents: (events: ReadonlyArray<StoredEvent>) => Effect.Effect<ReadonlyArray<string>, EventStoreError>
   /**
-   * Store raw events and, for the events stored now (not already stored), their processed rows,
-   * in one step; returns the event ids stored now. The relational store does both in one
-   * statement; a store without it is driven through insertEvents + insertProcessed.
-   */
-  readonly insertEventsWithProcessed?: (
-    events: ReadonlyArray<StoredEvent>,
-    processed: ReadonlyArray<ProcessedEvent>
-  ) => Effect.Effect<ReadonlyArray<string>, EventStoreError>
-  /**
    * The whole ingest write of one tenant environment's batch in one statement, customers resolved
    * by the store: each event new to the store is stored with the customer whose external id it
    * names, or — no such customer yet — as pending (status `pending`, no error, a `pending_events`

@@ -9,7 +9,7 @@ import { Chunk, Effect, Layer, Option, Stream } from "effect"
 import * as Decimal from "../domain/Decimal.js"
 import { copyIn, copyPayload, copyText } from "../db/PgCopy.js"
 import { inTenant, perTenant } from "../db/RowSecurity.js"
-import { resolvingBatch, unnestBatch } from "./PgIngestWrite.js"
+import { resolvingBatch } from "./PgIngestWrite.js"
 import { textArray } from "../db/SqlArrays.js"
 import type { TenantScope } from "../domain/Ids.js"
 import {
@@ -156,42 +156,6 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
           Effect.map((rows) => rows.map((r) => r.eventId)),
           Effect.mapError(fail("insertEvents"))
         ))
-
-  /** One statement per tenant environment (an ingest request has one). */
-  const insertEventsWithProcessed: NonNullable<EventStoreShape["insertEventsWithProcessed"]> = (allEvents, allProcessed) => {
-    const keyOf = (r: { readonly tenantId: string; readonly environmentId: string }) => JSON.stringify([r.tenantId, r.environmentId])
-    const groups = new Map<string, { events: Array<StoredEvent>; processed: Array<ProcessedEvent> }>()
-    const groupOf = (k: string) => {
-      let g = groups.get(k)
-      if (g === undefined) groups.set(k, (g = { events: [], processed: [] }))
-      return g
-    }
-    for (const e of firstPerKey(allEvents, (e) => `${e.tenantId}\u0000${e.environmentId}\u0000${e.eventId}`)) groupOf(keyOf(e)).events.push(e)
-    for (const r of firstPerKey(allProcessed, (r) => `${r.tenantId}\u0000${r.environmentId}\u0000${r.eventId}\u0000${r.meterId}`))
-      groupOf(keyOf(r)).processed.push(r)
-    return Effect.map(
-      Effect.forEach([...groups.values()], ({ events, processed }) => {
-        const head = events[0] ?? processed[0]!
-        const batch = { tenantId: head.tenantId, environmentId: head.environmentId, events, processed }
-        // Server: a one-COPY + one-statement form measured 2.4× slower than two COPYs
-        // and two INSERTs on 2026-12-02 (BENCHMARKS.md), so the server keeps the two.
-        const write = useCopy
-          ? onTransaction(
-              Effect.flatMap(copyEvents(events), (rows) => {
-                const ids = new Set(rows.map((r) => r.eventId))
-                return Effect.as(copyProcessed(processed.filter((r) => ids.has(r.eventId))), rows)
-              })
-            )
-          : unnestBatch(sql, batch)
-        return write.pipe(
-          Effect.map((rows) => rows.map((r) => r.eventId)),
-          Effect.mapError(fail("insertEventsWithProcessed")),
-          inTenant(head)
-        )
-      }),
-      (ids) => ids.flat()
-    )
-  }
 
   const ingestResolving: NonNullable<EventStoreShape["ingestResolving"]> = (batch) =>
     batch.events.length === 0
@@ -378,7 +342,6 @@ export const makeWith = (options: PgEventStoreOptions) => Effect.gen(function* (
   return EventStore.of({
     backend: "postgres",
     insertEvents,
-    insertEventsWithProcessed,
     ingestResolving,
     insertProcessed,
     updateEventStatus,
