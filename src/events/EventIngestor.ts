@@ -100,7 +100,14 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
         // customer id and stamp are filled in by the statement; the rows are kept only with a customer
         const p = processEvent(meters, e, scope, "", EPOCH)
         for (const r of p.rows) processed.push({ eventId: r.eventId, meterId: r.meterId, qty: r.qtyTotal })
-        events.push({ ...e, propertiesJson: stringifyJson(e.properties), error: p.error })
+        events.push({
+          eventId: e.eventId,
+          eventName: e.eventName,
+          externalCustomerId: e.externalCustomerId,
+          timestamp: e.timestamp,
+          propertiesJson: stringifyJson(e.properties),
+          error: p.error
+        })
       }
       const errorOf = new Map(events.map((e) => [e.eventId, e.error]))
       return Effect.map(
