@@ -26,10 +26,13 @@ export const resolvingBatch = (sql: PgClient.PgClient, b: ResolvingBatch) => {
   const { tenantId, environmentId } = b.scope
   const ev = b.events
   const pr = b.processed
-  // MATERIALIZED: evaluated once, before any row is written (every row needs its value)
+  // MATERIALIZED: evaluated once, before any row is written (every row needs its value). The
+  // clock is read in a CTE that scans the lock's, so it cannot run before the lock is granted
+  // (a stamp read before a watermark reader's exclusive hold would land below its watermark);
+  // the order does not rest on how a target list is evaluated.
   const stamp = b.stamp._tag === "At"
     ? sql`SELECT ${b.stamp.at.toISOString()}::timestamptz AS at`
-    : sql`SELECT pg_advisory_xact_lock_shared(${b.stamp.key}) AS locked, clock_timestamp() AS at`
+    : sql`SELECT clock_timestamp() AS at FROM (SELECT pg_advisory_xact_lock_shared(${b.stamp.key}) OFFSET 0) lk`
   return sql<ResolvedEvent>`WITH st AS MATERIALIZED (${stamp}),
     ev AS (
       INSERT INTO events
