@@ -16,9 +16,9 @@ import { type EnvironmentId, type TenantId, TenantScope } from "../../src/domain
 import { fromClient } from "../../src/events/ClickHouseEventStore.js"
 import { makeAggregate } from "../../src/events/clickhouse/Aggregate.js"
 import { type ChClient, makeClient, resolveConnection, type Row } from "../../src/events/clickhouse/Client.js"
-import { freshVersion } from "../../src/events/clickhouse/FirstCopy.js"
+import { encodeProcessedRow, PROCESSED_COLUMNS } from "../../src/events/clickhouse/FirstCopy.js"
 import { ClickHouseMigrator } from "../../src/events/clickhouse/Migrator.js"
-import { epochMs, Sql, tsvDateTime, tsvLine, tsvString, tsvUInt } from "../../src/events/clickhouse/escape.js"
+import { epochMs, Sql, tsvLine, tsvString, tsvUInt } from "../../src/events/clickhouse/escape.js"
 import { EventStoreError, type AggregateGroup, type AggregateQuery, type EventStoreShape, type ProcessedEvent } from "../../src/events/EventStore.js"
 import * as Metrics from "../../src/observability/Metrics.js"
 import { runs } from "../support/arbitraries.js"
@@ -44,10 +44,6 @@ import {
 const attempt = <A>(operation: string, f: () => A): Effect.Effect<A, EventStoreError> =>
   Effect.try({ try: f, catch: (cause) => new EventStoreError({ backend: "clickhouse", operation, cause }) })
 
-const COLUMNS = [
-  "tenant_id", "environment_id", "event_id", "meter_id", "customer_id", "event_name",
-  "timestamp", "timestamp_ms", "ingested_at_ms", "qty_total", "qty_billable", "version"
-] as const
 
 /**
  * Arrivals (`processed_arrivals`, read by the late-window statement) as ingest writes them: one
@@ -85,16 +81,8 @@ const writeRaw = (client: ChClient, rows: ReadonlyArray<ProcessedEvent>) =>
       client.insertTsv(
         "test",
         "events_processed",
-        COLUMNS,
-        rows
-          .map((r) =>
-            tsvLine([
-              tsvString(r.tenantId), tsvString(r.environmentId), tsvString(r.eventId), tsvString(r.meterId),
-              tsvString(r.customerId), tsvString(r.eventName), tsvDateTime(r.timestamp), tsvUInt(epochMs(r.timestamp)),
-              tsvUInt(epochMs(r.ingestedAt)), r.qtyTotal, r.qtyBillable, tsvUInt(freshVersion(epochMs(r.ingestedAt)))
-            ])
-          )
-          .join("")
+        PROCESSED_COLUMNS,
+        rows.map(encodeProcessedRow).join("")
       ))
 
 const collect = (s: Stream.Stream<AggregateGroup, EventStoreError>) => Effect.map(Stream.runCollect(s), Chunk.toReadonlyArray)

@@ -9,9 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Chunk, Effect, Exit, Logger, LogLevel, Option, Scope, Stream } from "effect"
 import { auditSql, makeAggregate, pageSql } from "../../src/events/clickhouse/Aggregate.js"
 import { type ChClient, makeClient, resolveConnection } from "../../src/events/clickhouse/Client.js"
-import { freshVersion } from "../../src/events/clickhouse/FirstCopy.js"
+import { encodeProcessedRow, PROCESSED_COLUMNS } from "../../src/events/clickhouse/FirstCopy.js"
 import { ClickHouseMigrator } from "../../src/events/clickhouse/Migrator.js"
-import { epochMs, Sql, tsvDateTime, tsvLine, tsvString, tsvUInt } from "../../src/events/clickhouse/escape.js"
+import { Sql } from "../../src/events/clickhouse/escape.js"
 import { EventStoreError, type AggregateQuery, type ProcessedEvent } from "../../src/events/EventStore.js"
 import { chdbClient, withChdb } from "../support/chdb.js"
 import { withClickHouse } from "../support/clickhouse.js"
@@ -20,26 +20,14 @@ import { freshScope } from "./aggregateModel.js"
 const attempt = <A>(operation: string, f: () => A): Effect.Effect<A, EventStoreError> =>
   Effect.try({ try: f, catch: (cause) => new EventStoreError({ backend: "clickhouse", operation, cause }) })
 
-const COLUMNS = [
-  "tenant_id", "environment_id", "event_id", "meter_id", "customer_id", "event_name",
-  "timestamp", "timestamp_ms", "ingested_at_ms", "qty_total", "qty_billable", "version"
-] as const
 
 /** Rows as ingest encodes them (FirstCopy.ts): `timestamp` is the whole-second floor of `timestamp_ms`. */
 const writeRows = (client: ChClient, rows: ReadonlyArray<ProcessedEvent>) =>
   client.insertTsv(
     "test",
     "events_processed",
-    COLUMNS,
-    rows
-      .map((r) =>
-        tsvLine([
-          tsvString(r.tenantId), tsvString(r.environmentId), tsvString(r.eventId), tsvString(r.meterId),
-          tsvString(r.customerId), tsvString(r.eventName), tsvDateTime(r.timestamp), tsvUInt(epochMs(r.timestamp)),
-          tsvUInt(epochMs(r.ingestedAt)), r.qtyTotal, r.qtyBillable, tsvUInt(freshVersion(epochMs(r.ingestedAt)))
-        ])
-      )
-      .join("")
+    PROCESSED_COLUMNS,
+    rows.map(encodeProcessedRow).join("")
   )
 
 const T = new Date("2025-05-01T10:00:00.000Z")

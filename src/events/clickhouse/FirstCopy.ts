@@ -104,7 +104,8 @@ export const makeScopeLocks = () => {
     })
 }
 
-const PROCESSED_COLUMNS = [
+/** `events_processed`'s columns in the order `encodeProcessedRow` writes them. */
+export const PROCESSED_COLUMNS = [
   "tenant_id",
   "environment_id",
   "event_id",
@@ -121,7 +122,8 @@ const PROCESSED_COLUMNS = [
 
 const CLAIM_COLUMNS = ["tenant_id", "environment_id", "event_id", "meter_id", "timestamp_ms", "ingested_at_ms", "version"] as const
 
-const encodeRow = (r: ProcessedEvent): string =>
+/** One processed row as ingest writes it: `timestamp` is the whole-second floor of `timestamp_ms`. */
+export const encodeProcessedRow = (r: ProcessedEvent): string =>
   tsvLine([
     tsvString(r.tenantId),
     tsvString(r.environmentId),
@@ -177,7 +179,7 @@ export const insertFirstCopies = (
     /** Arrivals, then rows (see the module header). */
     const writeRows = (written: ReadonlyArray<ProcessedEvent>) =>
       Effect.gen(function* () {
-        const [arrivals, data] = yield* attempt(op, () => [written.map(encodeArrival).join(""), written.map(encodeRow).join("")] as const)
+        const [arrivals, data] = yield* attempt(op, () => [written.map(encodeArrival).join(""), written.map(encodeProcessedRow).join("")] as const)
         yield* ch.insertTsv(op, "processed_arrivals", ARRIVAL_COLUMNS, arrivals)
         yield* ch.insertTsv(op, "events_processed", PROCESSED_COLUMNS, data)
       })
