@@ -18,11 +18,10 @@ import { MeterRepo } from "../repositories/MeterRepo.js"
 import { EventStore, type EventStatus, type ProcessedEvent, type IngestStamp, type ResolvingBatch, type StoredEvent } from "./EventStore.js"
 import { IngestWatermark, TENANT_INGEST_LOCK_CLASS, tenantLockName } from "./IngestWatermark.js"
 import * as Metrics from "../observability/Metrics.js"
-import { processEvent, quantityOutOfRange, validateEvent, type ValidEvent } from "./EventValidation.js"
+import { meterQuantities, processEvent, quantityOutOfRange, validateEvent, type ValidEvent } from "./EventValidation.js"
 
 export { MAX_EVENT_TIME, MIN_EVENT_TIME, outOfRangeNumber, processEvent, quantityOutOfRange, validateEvent } from "./EventValidation.js"
 
-const EPOCH = new Date(0)
 
 export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/EventIngestor", {
   effect: Effect.gen(function* () {
@@ -97,9 +96,9 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
       const events: Array<ResolvingBatch["events"][number]> = []
       const processed: Array<ResolvingBatch["processed"][number]> = []
       for (const e of storable) {
-        // customer id and stamp are filled in by the statement; the rows are kept only with a customer
-        const p = processEvent(meters, e, scope, "", EPOCH)
-        for (const r of p.rows) processed.push({ eventId: r.eventId, meterId: r.meterId, qty: r.qtyTotal })
+        // customer id and stamp are the statement's; the rows are kept only with a customer
+        const p = meterQuantities(meters, e)
+        for (const q of p.quantities) processed.push({ eventId: e.eventId, meterId: q.meterId, qty: q.qty })
         events.push({
           eventId: e.eventId,
           eventName: e.eventName,
@@ -131,7 +130,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
           let status: EventStatus = "pending"
           let error: string | null = null
           if (customerId !== null) {
-            const p = processEvent(meters, e, scope, customerId, ingestedAt)
+            const p = processEvent(meters, e, { scope, customerId, ingestedAt })
             processed.push(...p.rows)
             error = p.error
             status = error ? "error" : "processed"
@@ -267,9 +266,7 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
                 const p = processEvent(
                   meters,
                   { eventId: r.eventId, eventName: r.eventName, timestamp: new Date(r.timestamp), properties: isJsonObject(properties) ? properties : {} },
-                  scope,
-                  customerId,
-                  ingestedAt
+                  { scope, customerId, ingestedAt }
                 )
                 processed.push(...p.rows)
                 updates.push({ eventId: r.eventId, customerId, status: p.error ? "error" : "processed", error: p.error })

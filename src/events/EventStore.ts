@@ -46,7 +46,6 @@ export interface ProcessedEvent {
   readonly qtyBillable: string
 }
 
-/** One batch for `ingestResolving`: events without customers yet, and their would-be processed rows. */
 /**
  * The `ingested_at` of a write: an instant taken before it (`At`), or — a PostgreSQL server's
  * one-statement write — the database clock read by the statement right after it takes the
@@ -56,6 +55,7 @@ export type IngestStamp =
   | { readonly _tag: "At"; readonly at: Date }
   | { readonly _tag: "AfterSharedLock"; readonly key: number }
 
+/** One batch for `ingestResolving`: events without customers yet, and their would-be processed rows. */
 export interface ResolvingBatch {
   readonly scope: TenantScope
   readonly stamp: IngestStamp

@@ -118,35 +118,42 @@ export const validateEvent = (
   return { _tag: "Valid", event: { index, eventId, eventName, externalCustomerId, timestamp, properties: props } }
 }
 
-/** The processed rows of one event, or the processing error. */
-export const processEvent = (
+/** The quantity of an event for each meter it matches, and the processing error of those that fail. */
+export const meterQuantities = (
   meters: ReadonlyArray<MeterRule>,
-  e: { eventId: string; eventName: string; timestamp: Date; properties: Readonly<Record<string, JsonValue>> },
-  scope: { tenantId: string; environmentId: string },
-  customerId: string,
-  ingestedAt: Date
-): { readonly rows: ReadonlyArray<ProcessedEvent>; readonly error: string | null } => {
-  const rows: Array<ProcessedEvent> = []
+  e: { readonly eventName: string; readonly properties: Readonly<Record<string, JsonValue>> }
+): { readonly quantities: ReadonlyArray<{ readonly meterId: string; readonly qty: string }>; readonly error: string | null } => {
+  const quantities: Array<{ meterId: string; qty: string }> = []
   const errors: Array<string> = []
   for (const m of meters) {
     if (!matches(m, e.eventName, e.properties)) continue
     const q = quantityFor(m, e.properties)
-    if (q._tag === "Error") {
-      errors.push(`meter ${m.id}: ${q.reason}`)
-      continue
-    }
-    rows.push({
-      tenantId: scope.tenantId,
-      environmentId: scope.environmentId,
+    if (q._tag === "Error") errors.push(`meter ${m.id}: ${q.reason}`)
+    else quantities.push({ meterId: m.id, qty: q.qty })
+  }
+  return { quantities, error: errors.length > 0 ? errors.join("; ") : null }
+}
+
+/** The processed rows of one event of a known customer, or the processing error. */
+export const processEvent = (
+  meters: ReadonlyArray<MeterRule>,
+  e: { eventId: string; eventName: string; timestamp: Date; properties: Readonly<Record<string, JsonValue>> },
+  row: { readonly scope: { tenantId: string; environmentId: string }; readonly customerId: string; readonly ingestedAt: Date }
+): { readonly rows: ReadonlyArray<ProcessedEvent>; readonly error: string | null } => {
+  const { quantities, error } = meterQuantities(meters, e)
+  return {
+    rows: quantities.map(({ meterId, qty }) => ({
+      tenantId: row.scope.tenantId,
+      environmentId: row.scope.environmentId,
       eventId: e.eventId,
-      customerId,
-      meterId: m.id,
+      customerId: row.customerId,
+      meterId,
       eventName: e.eventName,
       timestamp: e.timestamp,
-      ingestedAt,
-      qtyTotal: q.qty,
-      qtyBillable: q.qty
-    })
+      ingestedAt: row.ingestedAt,
+      qtyTotal: qty,
+      qtyBillable: qty
+    })),
+    error
   }
-  return { rows, error: errors.length > 0 ? errors.join("; ") : null }
 }
