@@ -163,8 +163,40 @@ export const parseJson = (text: string, maxDepth = 64): JsonValue => {
 const MARK = `\u0000N${randomBytes(6).toString("hex")}:`
 const MARKED = new RegExp(`"\\\\u0000N${MARK.slice(2)}([^"]*)"`, "g")
 
+/**
+ * JSON text of plain data (null, booleans, strings, JsonNumbers, arrays, plain objects), written
+ * as JSON.stringify writes it; undefined when `v` holds anything else (a JS number, a Date, …).
+ * An event's properties are plain data, and this walk costs a fraction of a replacer call per key.
+ */
+const plainText = (v: unknown): string | undefined => {
+  if (typeof v === "string") return JSON.stringify(v)
+  if (v instanceof JsonNumber) return v.raw
+  if (v === null) return "null"
+  if (typeof v === "boolean") return v ? "true" : "false"
+  if (Array.isArray(v)) {
+    const parts: Array<string> = []
+    for (const x of v) {
+      const t = plainText(x)
+      if (t === undefined) return undefined
+      parts.push(t)
+    }
+    return `[${parts.join(",")}]`
+  }
+  if (typeof v !== "object" || Object.getPrototypeOf(v) !== Object.prototype) return undefined
+  const o = v as Record<string, unknown>
+  const parts: Array<string> = []
+  for (const k of Object.keys(o)) {
+    const t = plainText(o[k])
+    if (t === undefined) return undefined
+    parts.push(`${JSON.stringify(k)}:${t}`)
+  }
+  return `{${parts.join(",")}}`
+}
+
 /** Serialise, writing JsonNumber literals verbatim. */
 export const stringifyJson = (v: unknown): string => {
+  const plain = plainText(v)
+  if (plain !== undefined) return plain
   let numbers = false
   const text = JSON.stringify(v, (_k, x) => {
     if (!(x instanceof JsonNumber)) return x

@@ -11,17 +11,22 @@ import { textArray } from "../db/SqlArrays.js"
 import { CurrentTenant } from "../domain/Tenant.js"
 import type { TenantScope } from "../domain/Ids.js"
 import { isJsonObject, stringifyJson, parseJson } from "../domain/Json.js"
-import type { MeterRule } from "../domain/Metering.js"
 import type { IngestRejection, IngestResult } from "../domain/Models.js"
 import { CustomerRepo } from "../repositories/CustomerRepo.js"
 import { MeterRepo } from "../repositories/MeterRepo.js"
 import { EventStore, type EventStatus, type ProcessedEvent, type IngestStamp, type ResolvingBatch, type StoredEvent } from "./EventStore.js"
 import { IngestWatermark, TENANT_INGEST_LOCK_CLASS, tenantLockName } from "./IngestWatermark.js"
 import * as Metrics from "../observability/Metrics.js"
-import { meterQuantities, processEvent, quantityOutOfRange, validateEvent, type ValidEvent } from "./EventValidation.js"
+import { meterQuantities, type Metered, processedRows, processEvent, validateEvent, type ValidEvent } from "./EventValidation.js"
 
-export { MAX_EVENT_TIME, MIN_EVENT_TIME, outOfRangeNumber, processEvent, quantityOutOfRange, validateEvent } from "./EventValidation.js"
+export { MAX_EVENT_TIME, MIN_EVENT_TIME, outOfRangeNumber, processEvent, validateEvent } from "./EventValidation.js"
 
+
+/** A valid event whose quantities every column can hold, metered once for the write. */
+interface Storable {
+  readonly event: ValidEvent
+  readonly metered: Metered
+}
 
 export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/EventIngestor", {
   effect: Effect.gen(function* () {
@@ -90,14 +95,12 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
       ingestResolving: NonNullable<EventStore["Type"]["ingestResolving"]>,
       scope: TenantScope,
       stamp: IngestStamp,
-      meters: ReadonlyArray<MeterRule>,
-      storable: ReadonlyArray<ValidEvent>
+      storable: ReadonlyArray<Storable>
     ) => {
       const events: Array<ResolvingBatch["events"][number]> = []
       const processed: Array<ResolvingBatch["processed"][number]> = []
-      for (const e of storable) {
+      for (const { event: e, metered: p } of storable) {
         // customer id and stamp are the statement's; the rows are kept only with a customer
-        const p = meterQuantities(meters, e)
         for (const q of p.quantities) processed.push({ eventId: e.eventId, meterId: q.meterId, qty: q.qty })
         events.push({
           eventId: e.eventId,
@@ -120,19 +123,18 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
      * A store without `ingestResolving` (ClickHouse): customer ids looked up first, processed
      * rows first (deduplicated at ingest, see clickhouse/FirstCopy.ts), then events, then pending.
      */
-    const writeLookingUp = (scope: TenantScope, ingestedAt: Date, meters: ReadonlyArray<MeterRule>, storable: ReadonlyArray<ValidEvent>) =>
+    const writeLookingUp = (scope: TenantScope, ingestedAt: Date, storable: ReadonlyArray<Storable>) =>
       Effect.gen(function* () {
-        const customerIds = yield* customers.idsByExternalIds([...new Set(storable.map((e) => e.externalCustomerId))])
+        const customerIds = yield* customers.idsByExternalIds([...new Set(storable.map((s) => s.event.externalCustomerId))])
         const events: Array<StoredEvent> = []
         const processed: Array<ProcessedEvent> = []
-        for (const e of storable) {
+        for (const { event: e, metered } of storable) {
           const customerId = customerIds.get(e.externalCustomerId) ?? null
           let status: EventStatus = "pending"
           let error: string | null = null
           if (customerId !== null) {
-            const p = processEvent(meters, e, { scope, customerId, ingestedAt })
-            processed.push(...p.rows)
-            error = p.error
+            processed.push(...processedRows(e, metered, { scope, customerId, ingestedAt }))
+            error = metered.error
             status = error ? "error" : "processed"
           }
           events.push({
@@ -184,17 +186,17 @@ export class EventIngestor extends Effect.Service<EventIngestor>()("flexprice/Ev
           const meters = yield* meterRepo.listForIngest
           // A quantity the numeric(38,12) column cannot hold is refused now, whether or not the
           // customer exists yet, rather than stored as an event that can never be billed.
-          const storable: Array<ValidEvent> = []
-          for (const e of valid) {
-            const reason = quantityOutOfRange(meters, e)
-            if (reason === null) storable.push(e)
-            else rejected.push({ index: e.index, event_id: e.eventId, code: "quantity_out_of_range", reason })
+          const storable: Array<Storable> = []
+          for (const event of valid) {
+            const metered = meterQuantities(meters, event)
+            if (metered.outOfRange === null) storable.push({ event, metered })
+            else rejected.push({ index: event.index, event_id: event.eventId, code: "quantity_out_of_range", reason: metered.outOfRange })
           }
           rejected.sort((a, b) => a.index - b.index)
           const written = yield* (ingestResolving !== undefined
-            ? writeResolving(ingestResolving, scope, stamp, meters, storable)
-            : writeLookingUp(scope, now, meters, storable))
-          const accepted = storable.filter((e) => written.has(e.eventId))
+            ? writeResolving(ingestResolving, scope, stamp, storable)
+            : writeLookingUp(scope, now, storable))
+          const accepted = storable.filter((s) => written.has(s.event.eventId)).map((s) => s.event)
           const errors = accepted.filter((e) => written.get(e.eventId) === "error").length
           if (errors > 0) yield* Metric.incrementBy(Metrics.eventProcessingErrorsTotal, errors)
           return {

@@ -53,19 +53,6 @@ export const outOfRangeNumber = (v: JsonValue, path: string): string | null => {
   return null
 }
 
-/** The reason an event's quantity for a meter it matches cannot be stored, if any. */
-export const quantityOutOfRange = (
-  meters: ReadonlyArray<MeterRule>,
-  e: { readonly eventName: string; readonly properties: Readonly<Record<string, JsonValue>> }
-): string | null => {
-  for (const m of meters) {
-    if (!matches(m, e.eventName, e.properties)) continue
-    const q = quantityFor(m, e.properties)
-    if (q._tag === "Error" && q.outOfRange) return `meter ${m.id}: ${q.reason}`
-  }
-  return null
-}
-
 /** Validate one raw event (already parsed with exact numbers). */
 export const validateEvent = (
   raw: unknown,
@@ -118,21 +105,58 @@ export const validateEvent = (
   return { _tag: "Valid", event: { index, eventId, eventName, externalCustomerId, timestamp, properties: props } }
 }
 
-/** The quantity of an event for each meter it matches, and the processing error of those that fail. */
+/** What an event's meters make of it: quantities, processing errors, and a quantity no column holds. */
+export interface Metered {
+  readonly quantities: ReadonlyArray<{ readonly meterId: string; readonly qty: string }>
+  /** Every matching meter's processing error ("meter m: reason; …"), or null. */
+  readonly error: string | null
+  /**
+   * The first error that is a quantity numeric(38,12) cannot hold: the ingestor refuses such an
+   * event (`quantity_out_of_range`) whether or not its customer exists yet, rather than storing
+   * an event that can never be billed.
+   */
+  readonly outOfRange: string | null
+}
+
+/** The quantity of an event for each meter it matches, and the errors of those that fail. */
 export const meterQuantities = (
   meters: ReadonlyArray<MeterRule>,
   e: { readonly eventName: string; readonly properties: Readonly<Record<string, JsonValue>> }
-): { readonly quantities: ReadonlyArray<{ readonly meterId: string; readonly qty: string }>; readonly error: string | null } => {
+): Metered => {
   const quantities: Array<{ meterId: string; qty: string }> = []
   const errors: Array<string> = []
+  let outOfRange: string | null = null
   for (const m of meters) {
     if (!matches(m, e.eventName, e.properties)) continue
     const q = quantityFor(m, e.properties)
-    if (q._tag === "Error") errors.push(`meter ${m.id}: ${q.reason}`)
-    else quantities.push({ meterId: m.id, qty: q.qty })
+    if (q._tag === "Ok") quantities.push({ meterId: m.id, qty: q.qty })
+    else {
+      const reason = `meter ${m.id}: ${q.reason}`
+      errors.push(reason)
+      if (q.outOfRange && outOfRange === null) outOfRange = reason
+    }
   }
-  return { quantities, error: errors.length > 0 ? errors.join("; ") : null }
+  return { quantities, error: errors.length > 0 ? errors.join("; ") : null, outOfRange }
 }
+
+/** The processed rows of one event of a known customer, from its metered quantities. */
+export const processedRows = (
+  e: { readonly eventId: string; readonly eventName: string; readonly timestamp: Date },
+  metered: Metered,
+  row: { readonly scope: { tenantId: string; environmentId: string }; readonly customerId: string; readonly ingestedAt: Date }
+): ReadonlyArray<ProcessedEvent> =>
+  metered.quantities.map(({ meterId, qty }) => ({
+    tenantId: row.scope.tenantId,
+    environmentId: row.scope.environmentId,
+    eventId: e.eventId,
+    customerId: row.customerId,
+    meterId,
+    eventName: e.eventName,
+    timestamp: e.timestamp,
+    ingestedAt: row.ingestedAt,
+    qtyTotal: qty,
+    qtyBillable: qty
+  }))
 
 /** The processed rows of one event of a known customer, or the processing error. */
 export const processEvent = (
@@ -140,20 +164,6 @@ export const processEvent = (
   e: { eventId: string; eventName: string; timestamp: Date; properties: Readonly<Record<string, JsonValue>> },
   row: { readonly scope: { tenantId: string; environmentId: string }; readonly customerId: string; readonly ingestedAt: Date }
 ): { readonly rows: ReadonlyArray<ProcessedEvent>; readonly error: string | null } => {
-  const { quantities, error } = meterQuantities(meters, e)
-  return {
-    rows: quantities.map(({ meterId, qty }) => ({
-      tenantId: row.scope.tenantId,
-      environmentId: row.scope.environmentId,
-      eventId: e.eventId,
-      customerId: row.customerId,
-      meterId,
-      eventName: e.eventName,
-      timestamp: e.timestamp,
-      ingestedAt: row.ingestedAt,
-      qtyTotal: qty,
-      qtyBillable: qty
-    })),
-    error
-  }
+  const metered = meterQuantities(meters, e)
+  return { rows: processedRows(e, metered, row), error: metered.error }
 }
