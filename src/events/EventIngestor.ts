@@ -21,7 +21,6 @@ import { meterQuantities, type Metered, processedRows, processEvent, validateEve
 
 export { MAX_EVENT_TIME, MIN_EVENT_TIME, outOfRangeNumber, processEvent, validateEvent } from "./EventValidation.js"
 
-
 /** A valid event whose quantities every column can hold, metered once for the write. */
 interface Storable {
   readonly event: ValidEvent
